@@ -1,0 +1,215 @@
+"""Command-line front end: parses arguments, runs a command, maps its outcome to an exit code.
+
+One `_add_<command>` / `_run_<command>` pair per subcommand. Modules beyond the standard
+library's basics are imported inside the commands that need them: the CLI runs often (every
+login, every pass) and must start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from roaming_homes import __version__
+from roaming_homes.errors import ExitCode, RoamingHomesError
+
+PROG = "roaming-homes"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on a usage error; 2 means "some items failed" here, so use 64."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    if not args.quiet:
+        print(text, flush=True)
+
+
+def _warn(text: str) -> None:
+    print(f"{PROG}: {text}", file=sys.stderr, flush=True)
+
+
+def _print_json(data: Any) -> None:
+    import json
+
+    print(json.dumps(data, indent=2, sort_keys=True))
+
+
+def _load(args: argparse.Namespace) -> tuple[Any, Any]:
+    from roaming_homes import config
+    from roaming_homes.paths import Locations
+
+    locations = Locations.from_env()
+    return config.load(locations, args.config), locations
+
+
+# --- sync -------------------------------------------------------------------------------------
+
+def _add_sync(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sync", help="run one sync pass now",
+                       description="Synchronize the home with the server once, now.")
+    p.add_argument("--first-run", action="store_true",
+                   help="treat this as a first sync (unison -ignorearchives: union, no deletions)")
+    p.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    p.set_defaults(run=_run_sync)
+
+
+def _run_sync(args: argparse.Namespace) -> int:
+    from roaming_homes import engine
+
+    cfg, locations = _load(args)
+
+    def echo(line: str) -> None:
+        if args.verbose:
+            print(line, file=sys.stderr, flush=True)
+
+    outcome = engine.run_pass(cfg, locations, first_run=args.first_run, on_line=echo)
+    if args.json:
+        _print_json(outcome.to_dict())
+    elif outcome.exit_code in (ExitCode.IN_SYNC, ExitCode.NEEDS_USER):
+        _say(args, outcome.message)
+    else:
+        prefix = "skipped" if outcome.exit_code == ExitCode.TRY_LATER else "error"
+        _warn(f"{prefix}: {outcome.message}")
+    return outcome.exit_code
+
+
+# --- status -----------------------------------------------------------------------------------
+
+def _add_status(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("status", help="show the last result and whether a sync runs now",
+                       description="Show the last pass, the last successful sync, pending "
+                       "conflicts and whether a sync is running now.")
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
+    p.set_defaults(run=_run_status)
+
+
+def status_report(locations: Any) -> dict[str, Any]:
+    """Everything `status` shows, from the saved state and the lock (never runs a sync)."""
+    from roaming_homes.guards import lock_holder
+    from roaming_homes.state import StateStore
+
+    data = StateStore(locations.state_dir).load()
+    last = data.get("last") or {}
+    pid = lock_holder(locations.lock_file)
+    report: dict[str, Any] = {
+        "result": last.get("result", "never-synced"),
+        "exit_code": last.get("exit_code"),
+        "message": last.get("message", "no sync has run yet"),
+        "started": last.get("started"),
+        "finished": last.get("finished"),
+        "duration": last.get("duration"),
+        "transferred": last.get("transferred", 0),
+        "skipped": last.get("skipped", 0),
+        "failed": last.get("failed", 0),
+        "conflicts": last.get("conflicts", []),
+        "server": last.get("server"),
+        "last_success": data.get("last_success"),
+        "running": pid is not None,
+        "running_pid": pid,
+    }
+    if "damaged" in data:
+        report["warning"] = f"state file unreadable, starting afresh: {data['damaged']}"
+    return report
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    from roaming_homes.paths import Locations
+
+    report = status_report(Locations.from_env())
+    if args.json:
+        _print_json(report)
+        return 0
+    lines = [f"{PROG}: {report['message']}"]
+    if report["finished"]:
+        lines.append(f"  last pass:        {report['finished']} ({report['result']}, "
+                     f"{report['duration']} s, {report['transferred']} transferred)")
+    lines.append(f"  last success:     {report['last_success'] or 'never'}")
+    if report["server"]:
+        lines.append(f"  server:           {report['server']}")
+    lines.append(f"  conflicts:        {', '.join(report['conflicts']) or 'none'}")
+    running = f"yes (pid {report['running_pid']})" if report["running"] else "no"
+    lines.append(f"  sync running now: {running}")
+    if "warning" in report:
+        lines.append(f"  warning:          {report['warning']}")
+    print("\n".join(lines))
+    return 0
+
+
+# --- config -----------------------------------------------------------------------------------
+
+def _add_config(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("config", help="show the effective configuration",
+                       description="Inspect the configuration.")
+    csub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True,
+                            parser_class=_Parser)
+    show = csub.add_parser("show", help="the effective configuration and where each value "
+                           "came from")
+    show.add_argument("--json", action="store_true", help="print as JSON")
+    show.set_defaults(run=_run_config_show)
+
+
+def _toml_value(value: Any) -> str:
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(json.dumps(v) for v in value) + "]"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return str(value)
+
+
+def _run_config_show(args: argparse.Namespace) -> int:
+    cfg, _ = _load(args)
+    if args.json:
+        _print_json({"values": cfg.values, "sources": cfg.sources})
+        return 0
+    for section, table in cfg.values.items():
+        print(f"[{section}]")
+        for key, value in table.items():
+            print(f"{key} = {_toml_value(value)}  # {cfg.sources[f'{section}.{key}']}")
+        print()
+    return 0
+
+
+# --- main -------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Roaming home directories: two-way sync of your "
+                     "home with a server, by unison over ssh.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="configuration file (default: $ROAMING_HOMES_CONFIG or "
+                        "/etc/roaming-homes/roaming-homes.toml)")
+    loud = parser.add_mutually_exclusive_group()
+    loud.add_argument("-v", "--verbose", action="store_true", help="show unison's output")
+    loud.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                parser_class=_Parser)
+    for add in (_add_sync, _add_status, _add_config):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except RoamingHomesError as exc:
+        _warn(f"error: {exc.message}")
+        return int(exc.code)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # stdout closed early (e.g. piped into head): not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -1,0 +1,299 @@
+"""Load and validate the TOML configuration.
+
+`SCHEMA` is the one source of truth for every key: its type, default, description and checks.
+Validation, `config show` and the README reference all come from it.
+
+Sources, lowest priority first: built-in defaults, the system file (or `--config` /
+`ROAMING_HOMES_CONFIG`), then the optional per-user file, which may set `[sync]` keys only.
+Every error names the file, the key and, where it can be found, the line.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from roaming_homes.errors import ConfigError
+from roaming_homes.paths import Locations
+
+Check = Callable[[Any], "str | None"]  # returns a problem description, or None when fine
+
+
+@dataclass(frozen=True)
+class Key:
+    type: str  # "str", "int", "number", "bool", "list"
+    default: Any
+    help: str
+    check: Check | None = None
+    expand: bool = False  # %u / %h are expanded in this value
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_HOST = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$|^\[[0-9A-Fa-f:.]+\]$")
+_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*\$?$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+# Characters that no file name we sync needs and that only appear in values written to attack a
+# shell or a profile parser (`$(...)`, backquotes, `;`, pipes, redirections).
+_HOSTILE = re.compile(r"[`$;|<>]")
+
+
+def check_relative_path(value: str) -> str | None:
+    if not value:
+        return "must not be empty"
+    if value.startswith("/"):
+        return f"{value!r} must be relative to the home directory"
+    if ".." in PurePosixPath(value).parts:
+        return f"{value!r} must not contain '..'"
+    if _HOSTILE.search(value) or "=" in value:
+        return f"{value!r} contains a character that is not allowed in a path (` $ ; | < > =)"
+    return None
+
+
+def _absolute_path(value: str) -> str | None:
+    if not value.startswith("/"):
+        return f"{value!r} must be an absolute path"
+    if ".." in PurePosixPath(value).parts:
+        return f"{value!r} must not contain '..'"
+    if _HOSTILE.search(value):
+        return f"{value!r} contains a character that is not allowed in a path (` $ ; | < >)"
+    return None
+
+
+def _optional_absolute_path(value: str) -> str | None:
+    return _absolute_path(value) if value else None
+
+
+def _each(check: Check) -> Check:
+    def check_all(values: list[str]) -> str | None:
+        for value in values:
+            if problem := check(value):
+                return problem
+        return None
+
+    return check_all
+
+
+def _pattern(regex: re.Pattern[str], what: str, optional: bool = False) -> Check:
+    def check(value: str) -> str | None:
+        if optional and not value:
+            return None
+        return None if regex.match(value) else f"{value!r} is not a valid {what}"
+
+    return check
+
+
+def _range(low: float, high: float) -> Check:
+    def check(value: float) -> str | None:
+        return None if low <= value <= high else f"{value} must be between {low:g} and {high:g}"
+
+    return check
+
+
+def _one_of(*choices: str) -> Check:
+    def check(value: str) -> str | None:
+        return None if value in choices else f"{value!r} must be one of: {', '.join(choices)}"
+
+    return check
+
+
+def _name_pattern(value: str) -> str | None:
+    if not value:
+        return "must not be empty"
+    if "/" in value:
+        return f"{value!r} is a name pattern and cannot contain '/' (use ignore_paths)"
+    return None
+
+
+def _program(value: str) -> str | None:
+    if not value:
+        return "must not be empty"
+    if _HOSTILE.search(value) or " " in value:
+        return f"{value!r} must be a program name or path, without arguments"
+    return None
+
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "server": {
+        "host": Key("str", "", "Server to sync with over ssh (required unless `root` is set).",
+                    _pattern(_HOST, "host name", optional=True)),
+        "root": Key("str", "", "Instead of `host`: a local directory that is the server side of "
+                    "this home (a mounted share such as /mnt/homes/%u, or the demo). It must "
+                    "exist: a share that is not mounted counts as offline.",
+                    _optional_absolute_path, expand=True),
+        "port": Key("int", 22, "ssh port of the server.", _range(1, 65535)),
+        "user": Key("str", "%u", "Login name on the server.", _pattern(_USER, "user name"),
+                    expand=True),
+        "home": Key("str", "/home/%u", "The user's home on the server (with `host`).",
+                    _absolute_path, expand=True),
+        "connect_timeout": Key("number", 3, "Seconds to wait for the server before giving up "
+                               "(also sets how fast a dead connection is noticed).",
+                               _range(0.1, 300)),
+        "ssh_options": Key("list", ["-C"], "Extra arguments for ssh, passed as given "
+                           "(e.g. [\"-i\", \"KEY\"]).", expand=True),
+        "connection_reuse": Key("int", 300, "Seconds an idle shared ssh connection is kept open "
+                                "between passes (0: a new connection every pass).",
+                                _range(0, 86400)),
+    },
+    "sync": {
+        "interval": Key("int", 60, "Seconds between periodic syncs.", _range(1, 86400)),
+        "paths": Key("list", [], "Paths relative to the home to sync; empty: the user's XDG user "
+                     "directories that exist.", _each(check_relative_path)),
+        "ignore_paths": Key("list", [".cache"], "Paths relative to the home never synced.",
+                            _each(check_relative_path)),
+        "ignore_names": Key("list", ["*~", ".*~"], "File name patterns never synced.",
+                            _each(_name_pattern)),
+        "excluded_users": Key("list", ["root"], "Users for whom nothing is ever synced.",
+                              _each(_pattern(_USER, "user name"))),
+        "prefer": Key("str", "newer", "Conflict policy: newer | local | server | none (keep both "
+                      "and ask). The losing version is kept as a conflict copy.",
+                      _one_of("newer", "local", "server", "none")),
+        "watch": Key("bool", True, "Real-time mode when available."),
+        "unison": Key("str", "unison", "The unison program to run.", _program),
+    },
+    "notify": {
+        "enabled": Key("bool", True, "Desktop notifications."),
+        "support_email": Key("str", "", "Address for the \"Email support\" action; empty hides "
+                             "it.", _pattern(_EMAIL, "e-mail address", optional=True)),
+        "messages": Key("str", "", "Optional TOML file overriding notification texts.",
+                        _optional_absolute_path),
+    },
+}
+
+USER_SECTIONS = frozenset({"sync"})  # what the per-user file may narrow; never the server
+
+
+@dataclass
+class Config:
+    """The effective configuration: values by section and key, and where each came from."""
+
+    values: dict[str, dict[str, Any]]
+    sources: dict[str, str] = field(default_factory=dict)  # "section.key" -> file or "default"
+    files: tuple[Path, ...] = ()
+
+    def __getitem__(self, section: str) -> dict[str, Any]:
+        return self.values[section]
+
+
+def _line_of(text: str, section: str, key: str) -> int | None:
+    """Best-effort line number of `key` in `section` (tomllib reports none for semantic errors)."""
+    current = ""
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if match := re.match(r"^\[\s*([^\]]+?)\s*\]", stripped):
+            current = match.group(1)
+            if not section and current == key:
+                return number
+        elif current == section and re.match(rf"^{re.escape(key)}\s*=", stripped):
+            return number
+    return None
+
+
+def _where(path: Path, text: str, section: str, key: str) -> str:
+    line = _line_of(text, section, key)
+    return f"{path}:{line}" if line else str(path)
+
+
+def _type_ok(kind: str, value: Any) -> bool:
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "list":
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return isinstance(value, str)
+
+
+_TYPE_NAMES = {"str": "a string", "int": "an integer", "number": "a number",
+               "bool": "true or false", "list": "a list of strings"}
+
+
+def expand(value: str, user: str, home: Path) -> str:
+    """Expand %u (user name), %h (local home) and %% in a configuration value."""
+
+    def repl(match: re.Match[str]) -> str:
+        return {"%u": user, "%h": str(home), "%%": "%"}[match.group(0)]
+
+    return re.sub(r"%[uh%]", repl, value)
+
+
+def read_toml(path: Path) -> tuple[dict[str, Any], str]:
+    """Read a TOML file; errors become one-line ConfigErrors naming the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+def _merge(values: dict[str, dict[str, Any]], sources: dict[str, str], path: Path,
+           allowed: frozenset[str], locations: Locations) -> None:
+    data, text = read_toml(path)
+    for section, table in data.items():
+        if section not in SCHEMA:
+            raise ConfigError(f"{_where(path, text, '', section)}: unknown section [{section}]")
+        if section not in allowed:
+            raise ConfigError(f"{_where(path, text, '', section)}: [{section}] cannot be set "
+                              f"in this file (only {', '.join(sorted(allowed))})")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{_where(path, text, '', section)}: {section} must be a table")
+        for key, value in table.items():
+            where = _where(path, text, section, key)
+            spec = SCHEMA[section].get(key)
+            if spec is None:
+                raise ConfigError(f"{where}: unknown key {section}.{key}")
+            if not _type_ok(spec.type, value):
+                raise ConfigError(f"{where}: {section}.{key} must be {_TYPE_NAMES[spec.type]}")
+            strings = value if isinstance(value, list) else [value]
+            for item in strings:
+                if isinstance(item, str) and _CONTROL.search(item):
+                    raise ConfigError(f"{where}: {section}.{key} contains a newline or "
+                                      "control character")
+            if spec.expand:
+                value = ([expand(v, locations.user, locations.home) for v in value]
+                         if isinstance(value, list) else expand(value, locations.user,
+                                                                locations.home))
+            if spec.check and (problem := spec.check(value)):
+                raise ConfigError(f"{where}: {section}.{key}: {problem}")
+            values[section][key] = value
+            sources[f"{section}.{key}"] = str(path)
+
+
+def load(locations: Locations, path: Path | None = None) -> Config:
+    """The effective configuration for this user, validated."""
+    values: dict[str, dict[str, Any]] = {}
+    sources: dict[str, str] = {}
+    for section, keys in SCHEMA.items():
+        values[section] = {}
+        for key, spec in keys.items():
+            default = spec.default
+            if spec.expand:
+                default = ([expand(v, locations.user, locations.home) for v in default]
+                           if isinstance(default, list)
+                           else expand(default, locations.user, locations.home))
+            values[section][key] = default
+            sources[f"{section}.{key}"] = "default"
+    system = path or locations.system_config
+    files = [system]
+    _merge(values, sources, system, frozenset(SCHEMA), locations)
+    if locations.user_config.is_file():
+        _merge(values, sources, locations.user_config, USER_SECTIONS, locations)
+        files.append(locations.user_config)
+    server = values["server"]
+    if not server["host"] and not server["root"]:
+        raise ConfigError(f"{system}: server.host is required (or server.root for a local "
+                          "directory)")
+    if server["host"] and server["root"]:
+        raise ConfigError(f"{_where(system, system.read_text(), 'server', 'root')}: "
+                          "server.host and server.root exclude each other; set one")
+    return Config(values, sources, tuple(files))

@@ -1,0 +1,221 @@
+"""One sync pass: guards -> server reachable -> unison -> outcome -> state.
+
+The engine knows nothing of D-Bus, systemd or terminals: it returns a `SyncOutcome`, and the
+CLI or the daemon decide what to show. Output lines are handed to an optional callback.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from roaming_homes import config as config_mod
+from roaming_homes import transport, unison
+from roaming_homes.config import Config
+from roaming_homes.errors import ExitCode, RoamingHomesError
+from roaming_homes.guards import SyncLock, is_excluded
+from roaming_homes.paths import Locations, xdg_user_dirs
+from roaming_homes.state import StateStore, write_atomic
+
+LineSink = Callable[[str], None]
+
+RESULTS = {
+    ExitCode.IN_SYNC: "in-sync",
+    ExitCode.NEEDS_USER: "conflicts",
+    ExitCode.PARTIAL: "partial",
+    ExitCode.FAILED: "failed",
+    ExitCode.REFUSED: "refused",
+    ExitCode.TRY_LATER: "offline",
+}
+_CONNECTION_LOST = ("Lost connection with the server", "Connection to the server lost")
+_ARCHIVE_MISMATCH = ("inconsistent state", "archive file is missing on some hosts")
+
+
+@dataclass
+class SyncOutcome:
+    """What one pass did; this is what `sync --json`, `status` and the history show."""
+
+    result: str
+    exit_code: int
+    message: str
+    started: str
+    finished: str
+    duration: float
+    server: str
+    transferred: int = 0
+    skipped: int = 0
+    failed: int = 0
+    conflicts: list[str] = field(default_factory=list)
+    failed_paths: list[str] = field(default_factory=list)
+    first_run: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _now() -> str:
+    return datetime.now(UTC).astimezone().isoformat(timespec="seconds")
+
+
+def _relative_to_home(path: Path, home: Path) -> str | None:
+    try:
+        rel = path.resolve().relative_to(home.resolve())
+    except ValueError:
+        return None
+    return str(rel) if str(rel) != "." else None
+
+
+def sync_paths(config: Config, locations: Locations) -> tuple[list[str], list[str]]:
+    """The paths to sync and warnings about XDG directories that were left out."""
+    configured = config["sync"]["paths"]
+    if configured:
+        return list(configured), []
+    paths, warnings = [], []
+    for rel in xdg_user_dirs(locations):
+        if not (locations.home / rel).is_dir():
+            continue
+        if problem := config_mod.check_relative_path(rel):
+            warnings.append(f"XDG user directory skipped: {problem}")
+            continue
+        paths.append(rel)
+    return paths, warnings
+
+
+def build_plan(config: Config, locations: Locations, server: transport.Server,
+               socket: Path | None) -> unison.Plan:
+    paths, _ = sync_paths(config, locations)
+    # Our own state, archives and lock never travel, whatever `paths` says.
+    own = [".unison"] + [rel for rel in (_relative_to_home(p, locations.home) for p in
+                                         (locations.state_dir, locations.runtime_dir)) if rel]
+    ignores = list(dict.fromkeys([*config["sync"]["ignore_paths"], *own]))
+    return unison.Plan(
+        local_root=str(locations.home),
+        server_root=server.unison_root,
+        paths=tuple(paths),
+        ignore_paths=tuple(ignores),
+        ignore_names=tuple(config["sync"]["ignore_names"]),
+        prefer=config["sync"]["prefer"],
+        sshargs=() if server.is_local else tuple(transport.ssh_options(server, socket)),
+        label=f"roaming-homes: {locations.user} <-> {server.label}",
+    )
+
+
+def _is_first_run(store: StateStore, key: str, unison_dir: Path) -> bool:
+    return not any(unison_dir.glob("ar*")) or not store.is_synced(key)
+
+
+def _classify(run: unison.Run, summary: unison.Summary) -> tuple[ExitCode, str]:
+    code = run.returncode
+    if code == 0:
+        if summary.nothing_to_do:
+            return ExitCode.IN_SYNC, "in sync: nothing to do"
+        return ExitCode.IN_SYNC, f"in sync: {summary.transferred} item(s) transferred"
+    if code == 1:
+        names = ", ".join(summary.conflicts[:5]) + (" …" if len(summary.conflicts) > 5 else "")
+        return ExitCode.NEEDS_USER, (f"{len(summary.conflicts) or summary.skipped} conflict(s) "
+                                     f"need you: {names} (see `roaming-homes conflicts`)")
+    if code == 2:
+        names = ", ".join(summary.failed_paths[:5])
+        return ExitCode.PARTIAL, f"{summary.failed} item(s) failed to transfer: {names}"
+    fatal = summary.fatal or next((line for line in reversed(run.lines) if line.strip()), "")
+    if any(marker in fatal for marker in _CONNECTION_LOST):
+        return ExitCode.TRY_LATER, f"connection to the server lost: {fatal}"
+    if code < 0:
+        return ExitCode.FAILED, f"unison was killed by signal {-code}"
+    return ExitCode.FAILED, f"unison failed: {fatal or f'exit code {code}'}"
+
+
+def run_pass(config: Config, locations: Locations, *, first_run: bool = False,
+             on_line: LineSink | None = None) -> SyncOutcome:
+    """Run one pass and record it. Never raises for an expected failure: see the outcome."""
+    started, clock = _now(), time.monotonic()
+    server = transport.Server.from_config(config["server"])
+
+    def outcome(code: ExitCode, message: str, result: str | None = None,
+                **counts: Any) -> SyncOutcome:
+        return SyncOutcome(result=result or RESULTS[code], exit_code=int(code), message=message,
+                           started=started, finished=_now(),
+                           duration=round(time.monotonic() - clock, 3), server=server.label,
+                           **counts)
+
+    if is_excluded(locations.user, config["sync"]["excluded_users"]):
+        return outcome(ExitCode.IN_SYNC, f"user {locations.user} is excluded "
+                       "(sync.excluded_users): nothing synced", result="excluded")
+    lock = SyncLock(locations.lock_file)
+    try:
+        lock.acquire()
+    except RoamingHomesError as exc:
+        return outcome(exc.code, exc.message, result="busy")
+    store = StateStore(locations.state_dir)
+    try:
+        result = _locked_pass(config, locations, server, store, first_run, on_line or _ignore,
+                              outcome)
+        store.record(result.to_dict())
+        return result
+    finally:
+        lock.release()
+
+
+def _ignore(_line: str) -> None:
+    pass
+
+
+def _locked_pass(config: Config, locations: Locations, server: transport.Server,
+                 store: StateStore, first_run: bool, on_line: LineSink,
+                 outcome: Callable[..., SyncOutcome]) -> SyncOutcome:
+    paths, warnings = sync_paths(config, locations)
+    for warning in warnings:
+        on_line(warning)
+    if not paths:
+        return outcome(ExitCode.IN_SYNC, "nothing to sync: none of the configured paths exist "
+                       "(set sync.paths)")
+    try:
+        socket = transport.connect(server, locations.control_dir)
+    except RoamingHomesError as exc:
+        return outcome(exc.code, exc.message)
+    plan = build_plan(config, locations, server, socket)
+    try:
+        profile = unison.build_profile(plan)
+    except unison.ProfileValueError as exc:
+        return outcome(ExitCode.CONFIG, str(exc), result="config-error")
+    unison_dir = locations.unison_dir
+    write_atomic(unison_dir / f"{unison.PROFILE}.prf", profile)
+    key = f"{plan.local_root} <-> {plan.server_root}"
+    first = first_run or _is_first_run(store, key, unison_dir)
+    with store.open_log() as log:
+        def sink(line: str) -> None:
+            log.write(line)
+            on_line(line)
+
+        log.write(f"--- pass started (pid {os.getpid()}, first run: {first}) ---")
+        run, summary = _run_unison(config, unison_dir, first, sink)
+        if run.returncode == 3 and not first and any(
+                m in summary.fatal for m in _ARCHIVE_MISMATCH):
+            # One side lost its archive (reinstalled server, restored backup): a union sync is
+            # the safe way back; it never deletes.
+            sink("archives disagree; retrying as a first sync (-ignorearchives)")
+            first = True
+            run, summary = _run_unison(config, unison_dir, first, sink)
+    code, message = _classify(run, summary)
+    if code in (ExitCode.IN_SYNC, ExitCode.NEEDS_USER, ExitCode.PARTIAL):
+        store.mark_synced(key)
+    return outcome(code, message, transferred=summary.transferred, skipped=summary.skipped,
+                   failed=summary.failed, conflicts=summary.conflicts,
+                   failed_paths=summary.failed_paths, first_run=first)
+
+
+def _run_unison(config: Config, unison_dir: Path, first: bool,
+                sink: LineSink) -> tuple[unison.Run, unison.Summary]:
+    argv = unison.build_argv(config["sync"]["unison"], first)
+    try:
+        run = unison.run(argv, str(unison_dir), sink)
+    except FileNotFoundError:
+        message = f"Fatal error: unison program not found: {argv[0]} (sync.unison)"
+        sink(message)
+        run = unison.Run(3, [message])
+    return run, unison.parse_output(run.lines)

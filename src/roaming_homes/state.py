@@ -1,0 +1,145 @@
+"""What roaming-homes remembers between passes, under $XDG_STATE_HOME/roaming-homes/.
+
+- `state.json`: the last pass's outcome, the last successful pass, and the root pairs that have
+  completed a first sync (so the next pass knows it is not a first run).
+- `history.jsonl`: the last HISTORY_LIMIT outcomes, one JSON object a line.
+- `sync.log` (+ `.1` … `.LOG_KEEP`): unison's output, rotated at LOG_MAX_BYTES.
+
+Every write is atomic (temporary file + rename) and private (mode 0600), so a pass killed at
+any moment leaves the previous state readable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HISTORY_LIMIT = 200
+LOG_MAX_BYTES = 1_000_000
+LOG_KEEP = 3
+
+
+def ensure_private_dir(path: Path) -> Path:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def write_atomic(path: Path, text: str) -> None:
+    ensure_private_dir(path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class StateStore:
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = state_dir
+        self.state_file = state_dir / "state.json"
+        self.history_file = state_dir / "history.jsonl"
+        self.log_file = state_dir / "sync.log"
+
+    def load(self) -> dict[str, Any]:
+        """The saved state; an unreadable or damaged file counts as empty (with a note)."""
+        try:
+            data = json.loads(self.state_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            return {"damaged": f"{self.state_file}: {exc}"}
+        return data if isinstance(data, dict) else {}
+
+    def save(self, data: dict[str, Any]) -> None:
+        data.pop("damaged", None)
+        write_atomic(self.state_file, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+    def record(self, outcome: dict[str, Any]) -> None:
+        """Store a finished pass as the last result (and last success) and in the history."""
+        data = self.load()
+        data["last"] = outcome
+        if outcome["exit_code"] in (0, 1):
+            data["last_success"] = outcome["finished"]
+        self.save(data)
+        self._append_history(outcome)
+
+    def mark_synced(self, roots: str) -> None:
+        """Remember that this pair of roots has unison archives: later passes are not first."""
+        data = self.load()
+        keys = data.setdefault("synced_roots", [])
+        if roots not in keys:
+            keys.append(roots)
+            self.save(data)
+
+    def is_synced(self, roots: str) -> bool:
+        return roots in self.load().get("synced_roots", [])
+
+    def _append_history(self, outcome: dict[str, Any]) -> None:
+        try:
+            lines = self.history_file.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            lines = []
+        lines = [*lines[-(HISTORY_LIMIT - 1):], json.dumps(outcome, sort_keys=True)]
+        write_atomic(self.history_file, "\n".join(lines) + "\n")
+
+    def history(self) -> list[dict[str, Any]]:
+        try:
+            text = self.history_file.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        entries = []
+        for line in text.splitlines():
+            try:
+                entries.append(json.loads(line))
+            except ValueError:
+                continue
+        return entries
+
+    def open_log(self) -> LogWriter:
+        return LogWriter(self.log_file)
+
+
+class LogWriter:
+    """Appends unison's output to sync.log, rotating it so it never grows without bound."""
+
+    def __init__(self, path: Path) -> None:
+        ensure_private_dir(path.parent)
+        self.path = path
+        self._rotate_if_big()
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._handle = os.fdopen(fd, "a", encoding="utf-8")
+
+    def _rotate_if_big(self) -> None:
+        try:
+            if self.path.stat().st_size < LOG_MAX_BYTES:
+                return
+        except FileNotFoundError:
+            return
+        for index in range(LOG_KEEP - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{index}")
+            if older.exists():
+                older.replace(self.path.with_name(f"{self.path.name}.{index + 1}"))
+        self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+
+    def write(self, line: str) -> None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        self._handle.write(f"{stamp} {line}\n")
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> LogWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,161 @@
+"""Reaching the server: ssh options, the reachability probe and the shared connection.
+
+Every pass first makes sure the server answers, so that an offline laptop is told apart from a
+broken setup within `connect_timeout` (exit 75 vs. 3). The probe opens an ssh master connection
+(ControlMaster) in a private runtime directory and unison's own ssh goes through it, so a pass
+pays for one handshake at most, and none while the master lives (`connection_reuse`).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from roaming_homes.errors import ExitCode, RoamingHomesError
+
+# Longest path a unix socket can bind to is 108 bytes; leave room for ssh's temporary suffix.
+_MAX_SOCKET_PATH = 90
+_OFFLINE_MARKERS = (
+    "connection refused", "timed out", "no route to host", "network is unreachable",
+    "could not resolve hostname", "name or service not known",
+    "temporary failure in name resolution", "connection closed by", "connection reset",
+    "broken pipe", "kex_exchange_identification",
+)
+
+
+@dataclass(frozen=True)
+class Server:
+    """Where the server side of this home is: an ssh destination, or a local directory."""
+
+    host: str
+    port: int
+    user: str
+    home: str
+    local_root: str
+    connect_timeout: float
+    ssh_options: tuple[str, ...]
+    connection_reuse: int
+
+    @classmethod
+    def from_config(cls, server: dict[str, Any]) -> Server:
+        return cls(
+            host=server["host"], port=server["port"], user=server["user"], home=server["home"],
+            local_root=server["root"], connect_timeout=server["connect_timeout"],
+            ssh_options=tuple(server["ssh_options"]), connection_reuse=server["connection_reuse"],
+        )
+
+    @property
+    def is_local(self) -> bool:
+        return bool(self.local_root)
+
+    @property
+    def unison_root(self) -> str:
+        """The server replica as a unison root."""
+        if self.is_local:
+            return self.local_root
+        return f"ssh://{self.user}@{self.host}:{self.port}/{self.home}"
+
+    @property
+    def label(self) -> str:
+        """How the server is named to the user."""
+        if self.is_local:
+            return self.local_root
+        port = "" if self.port == 22 else f":{self.port}"
+        return f"{self.user}@{self.host}{port}:{self.home}"
+
+
+def control_path(server: Server, control_dir: Path) -> Path | None:
+    """The shared connection's socket, or None when reuse is off or the path would be too long."""
+    if server.is_local or server.connection_reuse <= 0:
+        return None
+    path = control_dir / "ssh-%C"  # %C: hash of host, port, user; 40 characters
+    if len(os.fsencode(path)) - 2 + 40 > _MAX_SOCKET_PATH:
+        return None
+    return path
+
+
+def ssh_options(server: Server, socket: Path | None) -> list[str]:
+    """Options for every ssh we (or unison) start; ssh takes the first value given for a key.
+
+    BatchMode and ConnectTimeout come first so that no configured option can make ssh prompt
+    or hang; the keep-alives and connection sharing come after the administrator's options so
+    those can tune them.
+    """
+    timeout = max(1, round(server.connect_timeout))
+    options = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={timeout}", *server.ssh_options,
+               "-o", f"ServerAliveInterval={timeout}", "-o", "ServerAliveCountMax=3"]
+    if socket is not None:
+        options += ["-o", f"ControlPath={socket}", "-o", "ControlMaster=no"]
+    return options
+
+
+def _destination(server: Server) -> list[str]:
+    return ["-p", str(server.port), "-l", server.user, server.host]
+
+
+def _classify_failure(server: Server, stderr: str) -> RoamingHomesError:
+    text = stderr.strip()
+    last = text.splitlines()[-1] if text else "ssh failed without a message"
+    lowered = text.lower()
+    if "host key verification failed" in lowered or "identification has changed" in lowered:
+        return RoamingHomesError(
+            f"host key of {server.host} is unknown or has changed; verify it and add it to "
+            f"known_hosts ({last})", ExitCode.FAILED)
+    if "permission denied" in lowered:
+        return RoamingHomesError(
+            f"ssh login to {server.user}@{server.host} refused without a password ({last})",
+            ExitCode.FAILED)
+    if any(marker in lowered for marker in _OFFLINE_MARKERS):
+        return RoamingHomesError(f"server {server.host} unreachable: {last}", ExitCode.TRY_LATER)
+    return RoamingHomesError(f"ssh to {server.host} failed: {last}", ExitCode.FAILED)
+
+
+def connect(server: Server, control_dir: Path) -> Path | None:
+    """Make sure the server answers; returns the shared connection's socket, if any.
+
+    Raises RoamingHomesError with TRY_LATER when the server is unreachable (or a local root is
+    absent, e.g. an unmounted share) and FAILED when it answers but refuses us.
+    """
+    if server.is_local:
+        if not Path(server.local_root).is_dir():
+            raise RoamingHomesError(
+                f"server root {server.local_root} is not available (not mounted?)",
+                ExitCode.TRY_LATER)
+        return None
+    socket = control_path(server, control_dir)
+    base = ["ssh", *ssh_options(server, None)]
+    if socket is not None:
+        control_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        check = subprocess.run(
+            ["ssh", *ssh_options(server, socket), "-O", "check", *_destination(server)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            check=False)
+        if check.returncode == 0:
+            return socket
+        command = [*base, "-o", "ControlMaster=yes", "-o", f"ControlPath={socket}",
+                   "-o", f"ControlPersist={server.connection_reuse}", "-f", "-N"]
+    else:
+        command = [*base, "-o", "ControlMaster=no"]
+    command += [*_destination(server), *([] if socket else ["true"])]
+    # The master forks into the background holding its stdio: capture stderr in a file, not a
+    # pipe, or we would wait for the master to exit.
+    with tempfile.TemporaryFile() as err:
+        try:
+            result = subprocess.run(command, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=err,
+                                    timeout=server.connect_timeout * 2 + 10, check=False)
+        except subprocess.TimeoutExpired:
+            raise RoamingHomesError(f"server {server.host} did not answer in time",
+                                    ExitCode.TRY_LATER) from None
+        except FileNotFoundError:
+            raise RoamingHomesError("ssh is not installed (openssh-client)",
+                                    ExitCode.FAILED) from None
+        err.seek(0)
+        stderr = err.read().decode(errors="replace")
+    if result.returncode != 0:
+        raise _classify_failure(server, stderr)
+    return socket

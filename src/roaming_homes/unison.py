@@ -1,0 +1,171 @@
+"""The only place that builds unison's profile and arguments, spawns it and reads its output.
+
+Building is pure (`build_profile`, `build_argv`, `parse_output`) and unit-tested; `run` is the
+thin shell that spawns the real program. Facts relied on are in shared/UNISON.md: exit codes
+0-3, the summary line, `[CONFLICT]`/`skipped:` lines, sshargs' backslash escapes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+PROFILE = "roaming-homes"
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SUMMARY = re.compile(
+    r"^Synchronization (complete|incomplete) at (\d\d:\d\d:\d\d)  \((\d+) items? transferred, "
+    r"(?:(\d+) partially transferred, )?(\d+) skipped, (\d+) failed\)")
+_DETAIL = re.compile(r"^  (skipped|failed|partially transferred): (.*?)(?: \([^()]*\))?$")
+_CONFLICT = re.compile(r"^\[CONFLICT\] Skipping (.*)$")
+_NOTHING = "Nothing to do: replicas have not changed"
+_NO_UPDATES = "No updates to propagate"
+
+
+class ProfileValueError(ValueError):
+    """A value that cannot be written safely into a unison profile."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything one pass tells unison; written as our profile."""
+
+    local_root: str
+    server_root: str
+    paths: tuple[str, ...]
+    ignore_paths: tuple[str, ...]
+    ignore_names: tuple[str, ...]
+    prefer: str  # newer | local | server | none
+    sshargs: tuple[str, ...] = ()
+    label: str = ""
+
+
+@dataclass
+class Summary:
+    """What unison reported about one run."""
+
+    transferred: int = 0
+    partial: int = 0
+    skipped: int = 0
+    failed: int = 0
+    complete: bool = False
+    nothing_to_do: bool = False
+    conflicts: list[str] = field(default_factory=list)
+    skipped_paths: list[str] = field(default_factory=list)
+    failed_paths: list[str] = field(default_factory=list)
+    fatal: str = ""
+
+
+def _safe(value: str, what: str) -> str:
+    if _CONTROL.search(value):
+        raise ProfileValueError(f"{what} {value!r} contains a newline or control character")
+    if value != value.strip():
+        raise ProfileValueError(f"{what} {value!r} starts or ends with white space")
+    return value
+
+
+def escape_sshargs(args: Sequence[str]) -> str:
+    """Join ssh arguments into unison's `sshargs`: words split on spaces, backslash escapes."""
+    return " ".join(re.sub(r"([\\ \t\"'])", r"\\\1", arg) for arg in args)
+
+
+def build_profile(plan: Plan) -> str:
+    """The text of our unison profile. Raises ProfileValueError for an unsafe value."""
+    lines = [
+        "# Written by roaming-homes before every pass; changes here are overwritten.",
+        f"label = {_safe(plan.label or 'roaming-homes', 'label')}",
+        f"root = {_safe(plan.local_root, 'local root')}",
+        f"root = {_safe(plan.server_root, 'server root')}",
+    ]
+    lines += [f"path = {_safe(p, 'path')}" for p in plan.paths]
+    lines += [f"ignore = Path {_safe(p, 'ignored path')}" for p in plan.ignore_paths]
+    lines += [f"ignore = Name {_safe(n, 'ignored name')}" for n in plan.ignore_names]
+    if plan.sshargs:
+        lines.append(f"sshargs = {_safe(escape_sshargs(plan.sshargs), 'ssh options')}")
+    prefer = {"local": plan.local_root, "server": plan.server_root}.get(plan.prefer, plan.prefer)
+    if plan.prefer != "none":
+        # The losing side of a resolved conflict is kept as "name (conflict_on_DATE)".
+        lines += [f"prefer = {prefer}", "copyonconflict = true"]
+    lines += [
+        "times = true",  # keep modification times
+        "confirmbigdel = true",  # never propagate the emptying of a replica
+        "log = false",  # roaming-homes keeps its own rotating log of unison's output
+        "contactquietly = true",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def build_argv(unison: str, first_run: bool, extra: Sequence[str] = ()) -> list[str]:
+    """Arguments for one non-interactive pass over our profile."""
+    argv = [unison, PROFILE, "-batch", "-color", "false", "-dumbtty"]
+    if first_run:
+        # No archive for this pair of roots: take the union of both sides, never deletions.
+        argv.append("-ignorearchives")
+    return [*argv, *extra]
+
+
+def parse_output(lines: Sequence[str]) -> Summary:
+    """Interpret unison's text output (stdout and stderr, in any interleaving)."""
+    summary = Summary()
+    fatal_next = False
+    for line in lines:
+        if fatal_next and line.strip():
+            summary.fatal += " " + line.strip()
+            fatal_next = False
+            continue
+        if match := _SUMMARY.match(line):
+            summary.complete = match.group(1) == "complete"
+            summary.transferred = int(match.group(3))
+            summary.partial = int(match.group(4) or 0)
+            summary.skipped = int(match.group(5))
+            summary.failed = int(match.group(6))
+        elif match := _DETAIL.match(line):
+            kind, path = match.groups()
+            if kind == "skipped":
+                # In batch mode unison skips only what it cannot decide alone: conflicts.
+                summary.skipped_paths.append(path)
+                _add(summary.conflicts, path)
+            elif kind == "failed":
+                summary.failed_paths.append(path)
+        elif match := _CONFLICT.match(line):
+            _add(summary.conflicts, match.group(1))
+        elif line.startswith((_NOTHING, _NO_UPDATES)):
+            summary.nothing_to_do = True
+        elif line.startswith("Fatal error") and not summary.fatal:
+            summary.fatal = line.split(":", 1)[1].strip() if ":" in line else line
+            fatal_next = not summary.fatal
+    summary.fatal = summary.fatal.strip()
+    return summary
+
+
+def _add(items: list[str], item: str) -> None:
+    if item not in items:
+        items.append(item)
+
+
+@dataclass
+class Run:
+    returncode: int
+    lines: list[str]
+
+
+def run(argv: Sequence[str], unison_dir: str, on_line: Callable[[str], None]) -> Run:
+    """Spawn unison (no shell), hand every output line to `on_line`, return code and lines.
+
+    unison's progress bar rewrites one line with carriage returns; each segment counts as a
+    line. A negative return code means unison was killed by that signal.
+    """
+    env = dict(os.environ, UNISON=unison_dir, NO_COLOR="1")
+    lines: list[str] = []
+    with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, env=env) as proc:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            for segment in raw.decode("utf-8", errors="replace").replace("\r", "\n").split("\n"):
+                if segment.strip():
+                    lines.append(segment)
+                    on_line(segment)
+    return Run(proc.returncode, lines)

@@ -1,0 +1,41 @@
+"""Fixtures: a real sshd on loopback, and a temporary user synced with it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.homes import Setup
+from tests.support.sshd import SshServer
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    """One sshd for the session (a server that stays up)."""
+    with SshServer(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
+
+
+@pytest.fixture
+def own_sshd(tmp_path: Path) -> Iterator[SshServer]:
+    """An sshd of this test alone, for tests that stop, freeze or break it."""
+    with SshServer(tmp_path / "sshd") as server:
+        yield server
+
+
+@pytest.fixture
+def user(tmp_path: Path, sshd: SshServer) -> Iterator[Setup]:
+    """A user whose home syncs with a server home over the session's sshd."""
+    setup = Setup(tmp_path / "user", sshd)
+    yield setup
+    setup.close()
+
+
+@pytest.fixture
+def local_user(tmp_path: Path) -> Iterator[Setup]:
+    """A user whose server side is a local directory (server.root)."""
+    setup = Setup(tmp_path / "user", None)
+    yield setup
+    setup.close()

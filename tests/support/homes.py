@@ -1,0 +1,128 @@
+"""A user's world in a temporary directory: home, XDG dirs, server side, config; and the CLI.
+
+Everything the CLI touches is redirected with HOME, XDG_* and ROAMING_HOMES_CONFIG, so tests
+never read or write the machine's /etc or the real home.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tests.support.sshd import SshServer
+
+CLI = [sys.executable, "-m", "roaming_homes"]
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def to_toml(config: dict[str, dict[str, Any]]) -> str:
+    return "".join(
+        f"[{section}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in keys.items()) + "\n"
+        for section, keys in config.items())
+
+
+class Setup:
+    """One user: a local home synced with a server home (over `sshd`, or a local root)."""
+
+    def __init__(self, base: Path, sshd: SshServer | None) -> None:
+        self.base = base
+        self.sshd = sshd
+        self.home = base / "home"
+        self.server_home = base / "server-home"
+        self.config_path = base / "roaming-homes.toml"
+        # A short runtime dir: the ssh control socket must fit in 108 bytes.
+        self.runtime = Path(tempfile.mkdtemp(prefix="rh-", dir="/tmp"))
+        self.state_home = base / "state"
+        for d in (self.home, self.server_home, self.state_home):
+            d.mkdir(parents=True, exist_ok=True)
+        self.env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.home),
+            "XDG_CONFIG_HOME": str(base / "config"),
+            "XDG_CONFIG_DIRS": str(base / "etc-xdg"),
+            "XDG_STATE_HOME": str(self.state_home),
+            "XDG_RUNTIME_DIR": str(self.runtime),
+            "ROAMING_HOMES_CONFIG": str(self.config_path),
+            "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"),
+            "LANG": "C.UTF-8",
+        }
+        self.config: dict[str, dict[str, Any]] = {}
+        self.configure()
+
+    def configure(self, **sections: dict[str, Any]) -> None:
+        """Write the config: sensible test defaults, updated by `sections`."""
+        if self.sshd is not None:
+            server: dict[str, Any] = {
+                "host": "127.0.0.1", "port": self.sshd.port, "user": self.sshd.user,
+                "home": str(self.server_home), "connect_timeout": 3,
+                "ssh_options": self.sshd.ssh_options()}
+        else:
+            server = {"root": str(self.server_home)}
+        config = {"server": server,
+                  "sync": {"paths": ["Documents"], "excluded_users": []},
+                  "notify": {"enabled": False}}
+        for section, keys in sections.items():
+            config.setdefault(section, {}).update(keys)
+        self.config = config
+        self.config_path.write_text(to_toml(config))
+
+    @property
+    def unison_dir(self) -> Path:
+        return self.state_home / "roaming-homes" / "unison"
+
+    def run(self, *args: str, timeout: float = 120, env: dict[str, str] | None = None,
+            ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*CLI, *args], env={**self.env, **(env or {})}, text=True,
+                              capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                              check=False)
+
+    def sync(self, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        return self.run("sync", *args, **kwargs)
+
+    def sync_json(self, *args: str) -> tuple[int, dict[str, Any]]:
+        result = self.sync("--json", *args)
+        assert result.stdout, result.stderr
+        return result.returncode, json.loads(result.stdout)
+
+    def status(self) -> dict[str, Any]:
+        result = self.run("status", "--json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def close(self) -> None:
+        """Close the shared ssh connection this user opened, and remove the runtime dir."""
+        for sock in (self.runtime / "roaming-homes").glob("ssh-*"):
+            subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "localhost"],
+                           capture_output=True, check=False, timeout=10)
+        shutil.rmtree(self.runtime, ignore_errors=True)
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Every file, link and directory below `root`: relative path -> content/target/'<dir>'."""
+    found: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames]:
+            path = Path(dirpath) / name
+            rel = str(path.relative_to(root))
+            if path.is_symlink():
+                found[rel] = f"-> {os.readlink(path)}"
+            elif path.is_dir():
+                found[rel] = "<dir>"
+            else:
+                found[rel] = path.read_bytes().hex()
+    return found

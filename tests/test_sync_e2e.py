@@ -1,0 +1,241 @@
+"""End to end: the real CLI, the real unison, a real sshd on loopback."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from tests.support.homes import Setup, tree
+
+ODD_NAMES = ["with space.txt", "ünïcödé €.txt", "-leading-dash", "new\nline"]
+
+
+def test_first_sync_copies_both_ways_and_runs_as_first_run(user: Setup) -> None:
+    (user.home / "Documents").mkdir()
+    (user.home / "Documents" / "local.txt").write_text("from laptop")
+    (user.server_home / "Documents").mkdir()
+    (user.server_home / "Documents" / "server.txt").write_text("from server")
+
+    code, outcome = user.sync_json()
+
+    assert code == 0, outcome
+    assert outcome["first_run"] is True
+    assert outcome["result"] == "in-sync"
+    assert (user.server_home / "Documents" / "local.txt").read_text() == "from laptop"
+    assert (user.home / "Documents" / "server.txt").read_text() == "from server"
+    assert tree(user.home / "Documents") == tree(user.server_home / "Documents")
+
+
+def test_create_change_delete_on_each_side_arrive_on_the_other(user: Setup) -> None:
+    docs, sdocs = user.home / "Documents", user.server_home / "Documents"
+    docs.mkdir()
+    for name in ["keep.txt", "change-here.txt", "change-there.txt", "del-here", "del-there"]:
+        (docs / name).write_text(name)
+    assert user.sync().returncode == 0
+
+    (docs / "new-here.txt").write_text("new here")
+    (sdocs / "new-there.txt").write_text("new there")
+    (docs / "change-here.txt").write_text("changed here")
+    (sdocs / "change-there.txt").write_text("changed there")
+    (docs / "del-here").unlink()
+    (sdocs / "del-there").unlink()
+    code, outcome = user.sync_json()
+
+    assert code == 0, outcome
+    assert outcome["first_run"] is False
+    assert outcome["transferred"] == 6
+    expected = {"keep.txt": "keep.txt", "change-here.txt": "changed here",
+                "change-there.txt": "changed there", "new-here.txt": "new here",
+                "new-there.txt": "new there"}
+    for side in (docs, sdocs):
+        assert {p.name: p.read_text() for p in side.iterdir()} == expected
+
+
+def test_odd_names_empty_dirs_symlinks_and_mtimes_survive(user: Setup) -> None:
+    docs = user.home / "Documents"
+    docs.mkdir()
+    for name in ODD_NAMES:
+        (docs / name).write_text(f"content of {name!r}")
+    (docs / "empty dir").mkdir()
+    (docs / "link").symlink_to("with space.txt")
+    old = time.time() - 86400 * 30
+    os.utime(docs / "with space.txt", (old, old))
+
+    code, outcome = user.sync_json()
+
+    assert code == 0, outcome
+    sdocs = user.server_home / "Documents"
+    assert tree(sdocs) == tree(docs)
+    assert (sdocs / "link").is_symlink() and os.readlink(sdocs / "link") == "with space.txt"
+    assert (sdocs / "empty dir").is_dir()
+    assert abs((sdocs / "with space.txt").stat().st_mtime - old) < 2
+
+
+def test_second_pass_without_changes_transfers_nothing(user: Setup) -> None:
+    (user.home / "Documents").mkdir()
+    (user.home / "Documents" / "a").write_text("a")
+    assert user.sync().returncode == 0
+
+    code, outcome = user.sync_json()
+
+    assert code == 0
+    assert outcome["transferred"] == 0
+    assert outcome["message"] == "in sync: nothing to do"
+
+
+def _make_conflict(user: Setup) -> tuple[Path, Path]:
+    (user.home / "Documents").mkdir()
+    local = user.home / "Documents" / "report.txt"
+    local.write_text("original")
+    assert user.sync().returncode == 0
+    server = user.server_home / "Documents" / "report.txt"
+    server.write_text("server edit")
+    os.utime(server, (time.time() - 60, time.time() - 60))
+    local.write_text("laptop edit, newer")
+    return local, server
+
+
+def test_conflict_with_prefer_none_keeps_both_and_is_listed(user: Setup) -> None:
+    user.configure(sync={"prefer": "none"})
+    local, server = _make_conflict(user)
+
+    code, outcome = user.sync_json()
+
+    assert code == 1, outcome
+    assert outcome["result"] == "conflicts"
+    assert outcome["conflicts"] == ["Documents/report.txt"]
+    assert local.read_text() == "laptop edit, newer"
+    assert server.read_text() == "server edit"
+    status = user.status()
+    assert status["conflicts"] == ["Documents/report.txt"]
+    assert status["exit_code"] == 1
+
+
+def test_conflict_with_prefer_newer_takes_the_newer_and_keeps_a_copy(user: Setup) -> None:
+    user.configure(sync={"prefer": "newer"})
+    _, server = _make_conflict(user)
+
+    code, outcome = user.sync_json()
+
+    assert code == 0, outcome
+    assert server.read_text() == "laptop edit, newer"
+    copies = [p for p in server.parent.iterdir() if "conflict" in p.name]
+    assert [p.read_text() for p in copies] == ["server edit"]
+
+
+def test_server_unreachable_exits_75_within_connect_timeout(user: Setup) -> None:
+    from tests.support.sshd import free_port
+
+    user.configure(server={"port": free_port(), "connect_timeout": 2})
+    (user.home / "Documents").mkdir()
+    started = time.monotonic()
+
+    result = user.sync()
+
+    assert result.returncode == 75, result.stderr
+    assert time.monotonic() - started < 2 + 0.5 + 0.5  # + interpreter start-up
+    assert "unreachable" in result.stderr
+    assert user.status()["result"] == "offline"
+
+
+def test_refused_login_exits_3_and_says_why(user: Setup, tmp_path: Path) -> None:
+    import subprocess
+
+    stranger = tmp_path / "stranger_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)],
+                   check=True)
+    assert user.sshd is not None
+    options = user.sshd.ssh_options()
+    options[options.index("-i") + 1] = str(stranger)
+    user.configure(server={"ssh_options": options})
+    (user.home / "Documents").mkdir()
+
+    result = user.sync()
+
+    assert result.returncode == 3
+    assert "refused" in result.stderr and "password" in result.stderr
+
+
+def test_second_sync_while_one_runs_exits_75(user: Setup, tmp_path: Path) -> None:
+    slow = tmp_path / "slow-unison"
+    started = tmp_path / "started"
+    slow.write_text(f"#!/bin/sh\ntouch {started}\nsleep 3\nexec unison \"$@\"\n")
+    slow.chmod(0o755)
+    user.configure(sync={"unison": str(slow)})
+    (user.home / "Documents").mkdir()
+    (user.home / "Documents" / "f").write_text("x")
+    import subprocess
+
+    from tests.support.homes import CLI
+
+    first = subprocess.Popen([*CLI, "sync"], env=user.env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert user.status()["running"] is True
+
+    second = user.sync()
+
+    assert second.returncode == 75
+    assert "another sync" in second.stderr
+    first.communicate(timeout=60)
+    assert first.returncode == 0
+    assert (user.server_home / "Documents" / "f").read_text() == "x"
+
+
+def test_excluded_user_exits_0_and_touches_nothing(user: Setup) -> None:
+    assert user.sshd is not None
+    user.configure(sync={"excluded_users": [user.sshd.user]})
+    (user.home / "Documents").mkdir()
+    (user.home / "Documents" / "f").write_text("x")
+    before = tree(user.base)
+
+    result = user.sync()
+
+    assert result.returncode == 0
+    assert "excluded" in result.stdout
+    assert tree(user.base) == before
+
+
+def test_xdg_user_dirs_are_the_default_paths(user: Setup) -> None:
+    user.configure(sync={"paths": []})
+    (user.base / "config").mkdir()
+    (user.base / "config" / "user-dirs.dirs").write_text(
+        'XDG_DOCUMENTS_DIR="$HOME/Dokumente"\nXDG_MUSIC_DIR="$HOME/Musik"\n'
+        'XDG_DESKTOP_DIR="$HOME"\n')
+    for name in ["Dokumente", "Pictures", "Elsewhere", "Musik-nope"]:
+        (user.home / name).mkdir()
+        (user.home / name / "f").write_text(name)
+
+    assert user.sync().returncode == 0
+
+    # Dokumente (user file) and Pictures (built-in default) exist; Musik does not; the home
+    # itself (a disabled directory) and other directories are not synced.
+    assert sorted(p.name for p in user.server_home.iterdir()) == ["Dokumente", "Pictures"]
+
+
+def test_own_state_is_never_synced_even_when_paths_cover_it(user: Setup) -> None:
+    user.configure(sync={"paths": [".local"]})
+    (user.home / ".local" / "share").mkdir(parents=True)
+    (user.home / ".local" / "share" / "app.db").write_text("data")
+    user.env["XDG_STATE_HOME"] = str(user.home / ".local" / "state")
+
+    assert user.sync().returncode == 0
+
+    assert (user.server_home / ".local" / "share" / "app.db").read_text() == "data"
+    assert (user.home / ".local" / "state" / "roaming-homes" / "state.json").exists()
+    assert not (user.server_home / ".local" / "state" / "roaming-homes").exists()
+
+
+def test_local_server_root_mode_syncs_and_missing_root_is_offline(local_user: Setup) -> None:
+    (local_user.home / "Documents").mkdir()
+    (local_user.home / "Documents" / "f").write_text("x")
+    assert local_user.sync().returncode == 0
+    assert (local_user.server_home / "Documents" / "f").read_text() == "x"
+
+    local_user.configure(server={"root": str(local_user.base / "not-mounted")})
+    result = local_user.sync()
+    assert result.returncode == 75
+    assert "not available" in result.stderr
