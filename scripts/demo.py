@@ -11,8 +11,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.homes import Setup  # noqa: E402
-from tests.support.sshd import SshServer  # noqa: E402
+from tests.support.homes import Setup
+from tests.support.sshd import SshServer
 
 
 def step(title: str) -> None:
