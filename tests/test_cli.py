@@ -7,7 +7,9 @@ import pytest
 from tests.support.homes import Setup
 
 
-@pytest.mark.parametrize("command", [[], ["sync"], ["status"], ["config"], ["config", "show"]])
+@pytest.mark.parametrize("command", [[], ["sync"], ["status"], ["config"], ["config", "show"],
+                                     ["config", "sample"], ["config", "import-legacy"],
+                                     ["check"]])
 def test_every_command_has_help(local_user: Setup, command: list[str]) -> None:
     result = local_user.run(*command, "--help")
     assert result.returncode == 0

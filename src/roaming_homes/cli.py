@@ -154,21 +154,22 @@ def _add_config(sub: argparse._SubParsersAction) -> None:
                            "came from")
     show.add_argument("--json", action="store_true", help="print as JSON")
     show.set_defaults(run=_run_config_show)
-
-
-def _toml_value(value: Any) -> str:
-    import json
-
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return "[" + ", ".join(json.dumps(v) for v in value) + "]"
-    if isinstance(value, str):
-        return json.dumps(value)
-    return str(value)
+    sample = csub.add_parser("sample", help="print a commented sample with every key and its "
+                             "default", description="Print a commented sample configuration: "
+                             "every key, its meaning and its default.")
+    sample.set_defaults(run=_run_config_sample)
+    legacy = csub.add_parser("import-legacy", help="translate an original roaming-homes.conf "
+                             "into TOML", description="Read the original (bash) roaming-homes "
+                             "configuration without executing it and print the equivalent TOML. "
+                             "What cannot be translated is named on stderr.")
+    legacy.add_argument("file", type=Path, metavar="FILE",
+                        help="the old configuration, e.g. /etc/roaming-homes/roaming-homes.conf")
+    legacy.set_defaults(run=_run_config_import_legacy)
 
 
 def _run_config_show(args: argparse.Namespace) -> int:
+    from roaming_homes.configfile import toml_value
+
     cfg, _ = _load(args)
     if args.json:
         _print_json({"values": cfg.values, "sources": cfg.sources})
@@ -176,8 +177,26 @@ def _run_config_show(args: argparse.Namespace) -> int:
     for section, table in cfg.values.items():
         print(f"[{section}]")
         for key, value in table.items():
-            print(f"{key} = {_toml_value(value)}  # {cfg.sources[f'{section}.{key}']}")
+            print(f"{key} = {toml_value(value)}  # {cfg.sources[f'{section}.{key}']}")
         print()
+    return 0
+
+
+def _run_config_sample(args: argparse.Namespace) -> int:
+    from roaming_homes.configfile import sample
+
+    print(sample(), end="")
+    return 0
+
+
+def _run_config_import_legacy(args: argparse.Namespace) -> int:
+    from roaming_homes import legacy
+    from roaming_homes.paths import Locations
+
+    imported = legacy.import_file(args.file, Locations.from_env())
+    for warning in imported.warnings:
+        _warn(f"warning: {warning}")
+    print(imported.toml, end="")
     return 0
 
 

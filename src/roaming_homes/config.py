@@ -249,24 +249,33 @@ def _merge(values: dict[str, dict[str, Any]], sources: dict[str, str], path: Pat
             raise ConfigError(f"{_where(path, text, '', section)}: {section} must be a table")
         for key, value in table.items():
             where = _where(path, text, section, key)
-            spec = SCHEMA[section].get(key)
-            if spec is None:
+            if key not in SCHEMA[section]:
                 raise ConfigError(f"{where}: unknown key {section}.{key}")
-            if not _type_ok(spec.type, value):
-                raise ConfigError(f"{where}: {section}.{key} must be {_TYPE_NAMES[spec.type]}")
-            strings = value if isinstance(value, list) else [value]
-            for item in strings:
-                if isinstance(item, str) and _CONTROL.search(item):
-                    raise ConfigError(f"{where}: {section}.{key} contains a newline or "
-                                      "control character")
-            if spec.expand:
-                value = ([expand(v, locations.user, locations.home) for v in value]
-                         if isinstance(value, list) else expand(value, locations.user,
-                                                                locations.home))
-            if spec.check and (problem := spec.check(value)):
-                raise ConfigError(f"{where}: {section}.{key}: {problem}")
+            value, problem = check_value(section, key, value, locations)
+            if problem:
+                raise ConfigError(f"{where}: {problem}")
             values[section][key] = value
             sources[f"{section}.{key}"] = str(path)
+
+
+def check_value(section: str, key: str, value: Any,
+                locations: Locations) -> tuple[Any, str | None]:
+    """A known key's value as the program uses it (expanded), and its problem, if any.
+
+    The problem names the key (`section.key ...`) but not the file: callers add where it is.
+    """
+    spec = SCHEMA[section][key]
+    if not _type_ok(spec.type, value):
+        return value, f"{section}.{key} must be {_TYPE_NAMES[spec.type]}"
+    strings = value if isinstance(value, list) else [value]
+    if any(isinstance(item, str) and _CONTROL.search(item) for item in strings):
+        return value, f"{section}.{key} contains a newline or control character"
+    if spec.expand:
+        value = ([expand(v, locations.user, locations.home) for v in value]
+                 if isinstance(value, list) else expand(value, locations.user, locations.home))
+    if spec.check and (problem := spec.check(value)):
+        return value, f"{section}.{key}: {problem}"
+    return value, None
 
 
 def load(locations: Locations, path: Path | None = None) -> Config:
