@@ -143,6 +143,32 @@ def _run_status(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- check ------------------------------------------------------------------------------------
+
+def _add_check(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check", help="diagnose the setup: config, ssh, server home, unison, "
+                       "service, last sync", description="Check everything a sync needs, one "
+                       "line per check with the fix to apply. Exit 0 only when every check "
+                       "passes (warnings and skipped checks do not fail).")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(run=_run_check)
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    from roaming_homes.check import run_checks
+    from roaming_homes.paths import Locations
+
+    report = run_checks(Locations.from_env(), args.config)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        for result in report.results:
+            print(result.line(), flush=True)
+    if not report.config_ok:
+        return ExitCode.CONFIG
+    return 0 if report.ok else ExitCode.NEEDS_USER
+
+
 # --- config -----------------------------------------------------------------------------------
 
 def _add_config(sub: argparse._SubParsersAction) -> None:
@@ -214,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     loud.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                 parser_class=_Parser)
-    for add in (_add_sync, _add_status, _add_config):
+    for add in (_add_sync, _add_status, _add_check, _add_config):
         add(sub)
     return parser
 

@@ -9,6 +9,7 @@ pays for one handshake at most, and none while the master lives (`connection_reu
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -97,34 +98,43 @@ def _destination(server: Server) -> list[str]:
     return ["-p", str(server.port), "-l", server.user, server.host]
 
 
-def _classify_failure(server: Server, stderr: str) -> RoamingHomesError:
+class ConnectError(RoamingHomesError):
+    """The server could not be used; `reason` says why, for callers that diagnose (`check`)."""
+
+    def __init__(self, message: str, code: ExitCode, reason: str) -> None:
+        super().__init__(message, code)
+        self.reason = reason  # "unreachable" | "host-key" | "login" | "ssh"
+
+
+def _classify_failure(server: Server, stderr: str) -> ConnectError:
     text = stderr.strip()
     last = text.splitlines()[-1] if text else "ssh failed without a message"
     lowered = text.lower()
     if "host key verification failed" in lowered or "identification has changed" in lowered:
-        return RoamingHomesError(
+        return ConnectError(
             f"host key of {server.host} is unknown or has changed; verify it and add it to "
-            f"known_hosts ({last})", ExitCode.FAILED)
+            f"known_hosts ({last})", ExitCode.FAILED, "host-key")
     if "permission denied" in lowered:
-        return RoamingHomesError(
+        return ConnectError(
             f"ssh login to {server.user}@{server.host} refused without a password ({last})",
-            ExitCode.FAILED)
+            ExitCode.FAILED, "login")
     if any(marker in lowered for marker in _OFFLINE_MARKERS):
-        return RoamingHomesError(f"server {server.host} unreachable: {last}", ExitCode.TRY_LATER)
-    return RoamingHomesError(f"ssh to {server.host} failed: {last}", ExitCode.FAILED)
+        return ConnectError(f"server {server.host} unreachable: {last}", ExitCode.TRY_LATER,
+                            "unreachable")
+    return ConnectError(f"ssh to {server.host} failed: {last}", ExitCode.FAILED, "ssh")
 
 
 def connect(server: Server, control_dir: Path) -> Path | None:
     """Make sure the server answers; returns the shared connection's socket, if any.
 
-    Raises RoamingHomesError with TRY_LATER when the server is unreachable (or a local root is
+    Raises ConnectError with TRY_LATER when the server is unreachable (or a local root is
     absent, e.g. an unmounted share) and FAILED when it answers but refuses us.
     """
     if server.is_local:
         if not Path(server.local_root).is_dir():
-            raise RoamingHomesError(
+            raise ConnectError(
                 f"server root {server.local_root} is not available (not mounted?)",
-                ExitCode.TRY_LATER)
+                ExitCode.TRY_LATER, "unreachable")
         return None
     socket = control_path(server, control_dir)
     base = ["ssh", *ssh_options(server, None)]
@@ -149,13 +159,22 @@ def connect(server: Server, control_dir: Path) -> Path | None:
                                     stdout=subprocess.DEVNULL, stderr=err,
                                     timeout=server.connect_timeout * 2 + 10, check=False)
         except subprocess.TimeoutExpired:
-            raise RoamingHomesError(f"server {server.host} did not answer in time",
-                                    ExitCode.TRY_LATER) from None
+            raise ConnectError(f"server {server.host} did not answer in time",
+                               ExitCode.TRY_LATER, "unreachable") from None
         except FileNotFoundError:
-            raise RoamingHomesError("ssh is not installed (openssh-client)",
-                                    ExitCode.FAILED) from None
+            raise ConnectError("ssh is not installed (openssh-client)", ExitCode.FAILED,
+                               "ssh") from None
         err.seek(0)
         stderr = err.read().decode(errors="replace")
     if result.returncode != 0:
         raise _classify_failure(server, stderr)
     return socket
+
+
+def remote_command(server: Server, socket: Path | None, argv: list[str]) -> list[str]:
+    """ssh running `argv` on the server, through the shared connection when there is one.
+
+    ssh hands the remote side one command line for the user's shell, so every word is quoted.
+    """
+    return ["ssh", *ssh_options(server, socket), *_destination(server), "--",
+            *(shlex.quote(arg) for arg in argv)]

@@ -50,6 +50,7 @@ class SshServer:
     user: str = field(default_factory=lambda: pwd.getpwuid(os.getuid()).pw_name)
     server_unison_dir: Path | None = None
     extra_config: str = ""
+    env: dict[str, str] = field(default_factory=dict)  # more variables for sessions (no spaces)
     proc: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
@@ -85,7 +86,9 @@ class SshServer:
             "UsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n"
             f"AuthorizedKeysFile {self.workdir / 'authorized_keys'}\n"
             # The server's unison keeps its archives here, not in the real ~/.unison.
-            f"SetEnv UNISON={self.server_unison_dir}\n"
+            # sshd takes the first SetEnv line only: every variable goes on this one.
+            f"SetEnv UNISON={self.server_unison_dir}"
+            + "".join(f" {name}={value}" for name, value in self.env.items()) + "\n"
             "MaxStartups 100\nMaxSessions 100\n"
             f"{self.extra_config}")
 

@@ -1,0 +1,337 @@
+"""`roaming-homes check`: diagnose why a machine does (not) sync, one line per check.
+
+Each check ends in a `Result` with the fix to apply. The deciding parts (version
+compatibility, service state, sync age, markers) are pure functions; `run_checks` is the shell
+that loads the config, opens the (shared) ssh connection through `transport` and asks the
+server. A check that cannot run because an earlier one failed is skipped, naming that one.
+Warnings (real-time mode unavailable, no sync yet) and skips do not fail the run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from roaming_homes import config, transport
+from roaming_homes.errors import ConfigError
+from roaming_homes.paths import Locations
+from roaming_homes.state import StateStore
+
+OK, FAIL, WARN, SKIP = "ok", "fail", "warn", "skip"
+SYMBOLS = {OK: "✓", FAIL: "✗", WARN: "!", SKIP: "-"}
+MARKER = ".roaming-homes-root"
+SERVICE = "roaming-homes.service"
+STALE_AFTER = 24 * 3600  # seconds without a successful sync that count as a problem
+
+_VERSION = re.compile(r"unison version (\d+)\.(\d+)(?:\.(\d+))?[^\n(]*(?:\(ocaml ([\d.]+)\))?")
+_SERVER_HOME = ('if [ ! -d "$1" ]; then echo missing; elif [ ! -w "$1" ]; then echo read-only; '
+                'else echo ok; fi')
+# unison looks for `unison-fsmonitor-<major.minor>`, then `unison-fsmonitor`, first next to
+# its own executable, then on the PATH (shared/UNISON.md §2).
+_FIND_FSMONITOR = (
+    'u=$(command -v unison) || exit 1; for n in "unison-fsmonitor-$1" unison-fsmonitor; do '
+    'for p in "$(dirname "$u")/$n" "$(command -v "$n")"; do '
+    'if [ -x "$p" ]; then echo "$p"; exit 0; fi; done; done; exit 1')
+
+
+@dataclass
+class Result:
+    name: str
+    status: str  # ok | fail | warn | skip
+    detail: str
+    fix: str = ""
+
+    def line(self) -> str:
+        fix = f" → {self.fix}" if self.fix and self.status in (FAIL, WARN) else ""
+        return f"{SYMBOLS[self.status]} {self.name}: {self.detail}{fix}"
+
+
+@dataclass(frozen=True)
+class UnisonVersion:
+    major: int
+    minor: int
+    patch: int
+    ocaml: str | None
+
+    @property
+    def series(self) -> str:
+        return f"{self.major}.{self.minor}"
+
+    def __str__(self) -> str:
+        ocaml = f" (ocaml {self.ocaml})" if self.ocaml else ""
+        return f"{self.series}.{self.patch}{ocaml}"
+
+
+def parse_unison_version(text: str) -> UnisonVersion | None:
+    """`unison -version` output, e.g. `unison version 2.52.1 (ocaml 4.13.1)`."""
+    match = _VERSION.search(text)
+    if match is None:
+        return None
+    major, minor, patch, ocaml = match.groups()
+    return UnisonVersion(int(major), int(minor), int(patch or 0), ocaml)
+
+
+def versions_compatible(a: UnisonVersion, b: UnisonVersion) -> bool:
+    """2.52 and newer talk to each other whatever their OCaml; older ones need the same series
+    and the same OCaml (shared/UNISON.md §5)."""
+    if (a.major, a.minor) >= (2, 52) and (b.major, b.minor) >= (2, 52):
+        return True
+    return a.series == b.series and a.ocaml is not None and a.ocaml == b.ocaml
+
+
+def unison_result(local: UnisonVersion | None, server: UnisonVersion | None,
+                  program: str) -> Result:
+    name = "unison"
+    if local is None:
+        return Result(name, FAIL, f"{program} not found or not unison on this machine",
+                      "install unison (2.52 or newer), or set sync.unison")
+    if server is None:
+        return Result(name, FAIL, f"local {local}; unison not found on the server",
+                      "install unison (2.52 or newer) on the server, on the login PATH")
+    detail = f"local {local}, server {server}"
+    if versions_compatible(local, server):
+        return Result(name, OK, detail)
+    return Result(name, FAIL, f"{detail}: incompatible",
+                  "install 2.52 or newer on both ends (older versions need the same "
+                  "major.minor and OCaml)")
+
+
+def markers_result(local: bool, server: bool) -> Result:
+    name = "replica markers"
+    if local and server:
+        return Result(name, OK, f"{MARKER} on both roots")
+    if not local and not server:
+        return Result(name, OK, f"no {MARKER} yet on either root")
+    missing = "server home" if local else "local home"
+    return Result(name, FAIL, f"{MARKER} is missing in the {missing}",
+                  f"make sure the {missing} is the right, mounted directory and not emptied "
+                  "before syncing")
+
+
+def service_result(enabled: subprocess.CompletedProcess[str],
+                   active: subprocess.CompletedProcess[str]) -> Result:
+    """From `systemctl --user is-enabled` / `is-active` of our unit."""
+    name = "user service"
+    state, running = enabled.stdout.strip(), active.stdout.strip()
+    no_manager = ("failed to connect to bus", "not been booted with systemd", "no medium")
+    if not running and any(text in active.stderr.lower() for text in no_manager):
+        where = f"{SERVICE} {state}" if state else f"{SERVICE} not installed"
+        return Result(name, SKIP, f"no systemd user manager here (systemctl --user does not "
+                      f"work); {where}")
+    if not state or "no such file" in enabled.stderr.lower():
+        return Result(name, FAIL, f"{SERVICE} is not installed",
+                      "install the roaming-homes package (it ships the user unit)")
+    if state in ("enabled", "enabled-runtime", "static", "indirect", "linked", "alias") \
+            and running == "active":
+        return Result(name, OK, f"{SERVICE} {state} and active")
+    return Result(name, FAIL, f"{SERVICE} {state or 'unknown'}, {running or 'unknown'}",
+                  f"systemctl --user enable --now {SERVICE} (for everyone: "
+                  f"systemctl --global enable {SERVICE})")
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit}"
+    return f"{int(seconds)} s"
+
+
+def sync_age_result(state: dict[str, Any], now: datetime, interval: int) -> Result:
+    name = "last sync"
+    last = state.get("last") or {}
+    failing = ("" if last.get("exit_code") in (None, 0, 1)
+               else f"; last pass: {last.get('message', 'failed')}")
+    success = state.get("last_success")
+    if not success:
+        return Result(name, WARN, f"no successful sync yet{failing}",
+                      "run `roaming-homes sync -v` and read its output")
+    try:
+        age = (now - datetime.fromisoformat(success)).total_seconds()
+    except (TypeError, ValueError):
+        return Result(name, WARN, f"state has an unreadable time {success!r}")
+    if age > max(STALE_AFTER, 10 * interval):
+        return Result(name, FAIL, f"last successful sync {_age(age)} ago ({success}){failing}",
+                      "run `roaming-homes sync -v` and read its output")
+    return Result(name, OK, f"{_age(max(age, 0))} ago ({success}){failing}")
+
+
+@dataclass
+class Report:
+    results: list[Result]
+    config_ok: bool
+
+    @property
+    def ok(self) -> bool:
+        return all(result.status != FAIL for result in self.results)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "checks": [asdict(result) for result in self.results]}
+
+
+class _Server:
+    """The server side, asked through the shared ssh connection (or a local root)."""
+
+    def __init__(self, server: transport.Server, socket: Path | None) -> None:
+        self.server, self.socket = server, socket
+        self.timeout = server.connect_timeout * 2 + 10
+
+    def run(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
+        command = (argv if self.server.is_local
+                   else transport.remote_command(self.server, self.socket, argv))
+        try:
+            return subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True,
+                                  text=True, timeout=self.timeout, check=False)
+        except subprocess.TimeoutExpired:
+            return subprocess.CompletedProcess(command, 124, "", "timed out")
+        except FileNotFoundError as exc:
+            return subprocess.CompletedProcess(command, 127, "", str(exc))
+
+    @property
+    def home(self) -> str:
+        return self.server.local_root if self.server.is_local else self.server.home
+
+
+def _local(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return subprocess.CompletedProcess(argv, 127, "", str(exc))
+
+
+def _connection_results(server: transport.Server,
+                        locations: Locations) -> tuple[list[Result], Path | None, bool]:
+    """reachable / host key / login, the shared connection's socket, and whether it is up."""
+    names = ("server reachable", "host key", "ssh login")
+    if server.is_local:
+        skip = "server.root is a local directory: no ssh"
+        try:
+            transport.connect(server, locations.control_dir)
+        except transport.ConnectError as exc:
+            return ([Result(names[0], FAIL, exc.message, f"mount or create {server.local_root}"),
+                     Result(names[1], SKIP, skip), Result(names[2], SKIP, skip)], None, False)
+        return ([Result(names[0], OK, f"{server.local_root} is there"),
+                 Result(names[1], SKIP, skip), Result(names[2], SKIP, skip)], None, True)
+    try:
+        socket = transport.connect(server, locations.control_dir)
+    except transport.ConnectError as exc:
+        reached = Result(names[0], OK, f"{server.host} port {server.port} answers")
+        if exc.reason == "host-key":
+            return ([reached, Result(names[1], FAIL, exc.message,
+                                     f"verify the server's key, then add it to known_hosts "
+                                     f"(e.g. ssh-keyscan -p {server.port} {server.host})"),
+                     Result(names[2], SKIP, "not tried: host key not trusted")], None, False)
+        if exc.reason == "login":
+            return ([reached, Result(names[1], OK, "known"),
+                     Result(names[2], FAIL, exc.message,
+                            f"install the user's key on the server (ssh-copy-id -p "
+                            f"{server.port} {server.user}@{server.host}) or set up Kerberos")],
+                    None, False)
+        return ([Result(names[0], FAIL, exc.message,
+                        "check server.host / server.port, that sshd runs, and the network"),
+                 Result(names[1], SKIP, "not tried: server unreachable"),
+                 Result(names[2], SKIP, "not tried: server unreachable")], None, False)
+    return ([Result(names[0], OK, f"{server.host} port {server.port} answers"),
+             Result(names[1], OK, "known"),
+             Result(names[2], OK, f"{server.user}@{server.host} without a password")],
+            socket, True)
+
+
+def _home_result(remote: _Server) -> Result:
+    name = "server home"
+    answer = remote.run(["sh", "-c", _SERVER_HOME, "sh", remote.home])
+    state = answer.stdout.strip()
+    if state == "ok":
+        return Result(name, OK, f"{remote.home} exists and is writable")
+    if state == "missing":
+        return Result(name, FAIL, f"{remote.home} does not exist on the server",
+                      f"create it there, owned by the user (install -d -m 700 -o "
+                      f"{remote.server.user} {remote.home}), or fix server.home")
+    if state == "read-only":
+        return Result(name, FAIL, f"{remote.home} is not writable for {remote.server.user}",
+                      "give the user write access to their server home")
+    return Result(name, FAIL, f"could not look at {remote.home}: "
+                  f"{answer.stderr.strip() or answer.returncode}", "see `roaming-homes sync -v`")
+
+
+def _local_fsmonitor(program: str, series: str) -> str | None:
+    names = (f"unison-fsmonitor-{series}", "unison-fsmonitor")
+    unison = shutil.which(program)
+    beside = [str(Path(unison).parent / name) for name in names] if unison else []
+    candidates = [*beside, *(shutil.which(name) for name in names)]
+    return next((path for path in candidates
+                 if path and Path(path).is_file() and os.access(path, os.X_OK)), None)
+
+
+def _fsmonitor_result(cfg: config.Config, remote: _Server,
+                      local_version: UnisonVersion | None) -> Result:
+    name = "fsmonitor"
+    if not cfg["sync"]["watch"]:
+        return Result(name, OK, "real-time mode off (sync.watch = false)")
+    local = _local_fsmonitor(cfg["sync"]["unison"],
+                             local_version.series if local_version else "")
+    if remote.server.is_local:
+        found = {"client": local}
+    else:
+        series = local_version.series if local_version else ""
+        answer = remote.run(["sh", "-c", _FIND_FSMONITOR, "sh", series])
+        found = {"client": local,
+                 "server": answer.stdout.strip() if answer.returncode == 0 else None}
+    missing = [side for side, path in found.items() if not path]
+    if not missing:
+        return Result(name, OK, "real-time mode available ("
+                      + ", ".join(f"{side} {path}" for side, path in found.items()) + ")")
+    return Result(name, WARN, f"unison-fsmonitor not found on the {' and '.join(missing)}: "
+                  "periodic syncs only", "install roaming-homes (it provides unison-fsmonitor) "
+                  f"on the {' and '.join(missing)}")
+
+
+def _service() -> Result:
+    if shutil.which("systemctl") is None:
+        return Result("user service", SKIP, "systemctl not found (no systemd here)")
+    return service_result(_local(["systemctl", "--user", "is-enabled", SERVICE]),
+                          _local(["systemctl", "--user", "is-active", SERVICE]))
+
+
+def run_checks(locations: Locations, config_path: Path | None = None) -> Report:
+    """Every check, in order; later ones are skipped when what they need has failed."""
+    try:
+        cfg = config.load(locations, config_path)
+    except ConfigError as exc:
+        return Report([Result("config", FAIL, exc.message, "fix the named key "
+                              "(`roaming-homes config sample` lists every key)")], False)
+    from roaming_homes.guards import is_excluded
+
+    source = ", ".join(str(path) for path in cfg.files)
+    results = [Result("config", OK, f"valid ({source})")]
+    if is_excluded(locations.user, cfg["sync"]["excluded_users"]):
+        results[0] = Result("config", WARN, f"valid ({source}); user {locations.user} is in "
+                            "sync.excluded_users: nothing is synced for them")
+    server = transport.Server.from_config(cfg["server"])
+    connection, socket, up = _connection_results(server, locations)
+    results += connection
+    remote = _Server(server, socket)
+    program = cfg["sync"]["unison"]
+    local_version = parse_unison_version(_local([program, "-version"]).stdout)
+    if up:
+        server_version = (local_version if server.is_local else
+                          parse_unison_version(remote.run(["unison", "-version"]).stdout))
+        local_marker = (locations.home / MARKER).exists()
+        server_marker = remote.run(["test", "-e", f"{remote.home}/{MARKER}"]).returncode == 0
+        results += [_home_result(remote), unison_result(local_version, server_version, program),
+                    _fsmonitor_result(cfg, remote, local_version),
+                    markers_result(local_marker, server_marker)]
+    else:
+        why = "not checked: the server cannot be used"
+        results += [Result(name, SKIP, why) for name in
+                    ("server home", "unison", "fsmonitor", "replica markers")]
+    results += [_service(), sync_age_result(StateStore(locations.state_dir).load(),
+                                            datetime.now().astimezone(),
+                                            cfg["sync"]["interval"])]
+    return Report(results, True)
