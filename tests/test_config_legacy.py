@@ -175,4 +175,4 @@ def test_broken_files_are_one_line_errors(local_user: Setup, tmp_path: Path, tex
 def test_missing_file_is_a_config_error(local_user: Setup, tmp_path: Path) -> None:
     result = local_user.run("config", "import-legacy", str(tmp_path / "nope.conf"))
     assert result.returncode == 78
-    assert f"{tmp_path / 'nope.conf'}: file not found" in result.stderr
+    assert f"{tmp_path / 'nope.conf'}: configuration file not found" in result.stderr

@@ -222,14 +222,19 @@ def expand(value: str, user: str, home: Path) -> str:
     return re.sub(r"%[uh%]", repl, value)
 
 
-def read_toml(path: Path) -> tuple[dict[str, Any], str]:
-    """Read a TOML file; errors become one-line ConfigErrors naming the file."""
+def read_text(path: Path) -> str:
+    """A configuration file's text; errors become one-line ConfigErrors naming the file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: configuration file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
+
+
+def read_toml(path: Path) -> tuple[dict[str, Any], str]:
+    """Read a TOML file; errors become one-line ConfigErrors naming the file."""
+    text = read_text(path)
     try:
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as exc:

@@ -346,13 +346,7 @@ def render(values: dict[str, dict[str, Any]], source: Path, notes: dict[str, str
 
 def import_file(path: Path, locations: Locations) -> Imported:
     """Read (never run) an old configuration file and translate it."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
-    assignments, warnings = parse(text, path)
+    assignments, warnings = parse(config.read_text(path), path)
     values, more = translate(assignments, locations)
     notes = {}
     if "home" not in values.setdefault("server", {}):
