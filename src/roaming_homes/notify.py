@@ -463,7 +463,8 @@ class Bus:
         self.call("CloseNotification", "u", (notification_id,))
 
     def subscribe(self) -> Any:
-        """Ask the bus to route our server's ActionInvoked and NotificationClosed to us."""
+        """Ask the bus to route our server's ActionInvoked and NotificationClosed to us; the
+        handle, entered, is the queue of those signals."""
         from jeepney import MatchRule, message_bus
         from jeepney.wrappers import unwrap_msg
 
@@ -607,7 +608,7 @@ def listen(job: dict[str, Any], out: Any) -> None:
     request = Request(**job["request"])
     state_dir = Path(job["state_dir"])
     bus = Bus()
-    queue = bus.subscribe()
+    handle = bus.subscribe()
     notification_id = bus.notify(request)
     out.write(f"{notification_id}\n")
     out.flush()
@@ -615,7 +616,7 @@ def listen(job: dict[str, Any], out: Any) -> None:
     if os.fork():
         os._exit(0)  # the caller waits for this process only; the grandchild listens on
     deadline = time.monotonic() + LISTEN_LIMIT
-    with queue:
+    with handle as queue:
         while time.monotonic() < deadline:
             try:
                 msg = bus.conn.recv_until_filtered(queue, timeout=BUS_TIMEOUT)
