@@ -1,13 +1,16 @@
-"""Fixtures: a real sshd on loopback, and a temporary user synced with it."""
+"""Fixtures: a real sshd on loopback, a temporary user synced with it, a session D-Bus."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.homes import Setup
+from tests.support.notifications import RecordingServer, SessionBus
 from tests.support.sshd import SshServer
 
 
@@ -39,3 +42,18 @@ def local_user(tmp_path: Path) -> Iterator[Setup]:
     setup = Setup(tmp_path / "user", None)
     yield setup
     setup.close()
+
+
+@pytest.fixture
+def notifications() -> Iterator[RecordingServer]:
+    """A private session bus with a recording notification server (advertising "actions")."""
+    bus = SessionBus(Path(tempfile.mkdtemp(prefix="rh-bus-", dir="/tmp")))
+    try:
+        server = RecordingServer(bus.address)
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        bus.stop()
+        shutil.rmtree(bus.config.parent, ignore_errors=True)

@@ -70,7 +70,13 @@ def _run_sync(args: argparse.Namespace) -> int:
         if args.verbose:
             print(line, file=sys.stderr, flush=True)
 
+    if cfg["notify"]["enabled"]:
+        from roaming_homes import notify
+
+        notify.check_config(cfg)  # a bad messages file is a config error (78) before any pass
     outcome = engine.run_pass(cfg, locations, first_run=args.first_run, on_line=echo)
+    if cfg["notify"]["enabled"]:
+        notify.after_pass(cfg, locations, outcome.to_dict(), log=echo)
     if args.json:
         _print_json(outcome.to_dict())
     elif outcome.exit_code in (ExitCode.IN_SYNC, ExitCode.NEEDS_USER):

@@ -116,6 +116,12 @@ def _program(value: str) -> str | None:
     return None
 
 
+def _command(value: list[str]) -> str | None:
+    if not value:
+        return "must name a program"
+    return _program(value[0])
+
+
 SCHEMA: dict[str, dict[str, Key]] = {
     "server": {
         "host": Key("str", "", "Server to sync with over ssh (required unless `root` is set).",
@@ -158,8 +164,16 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "enabled": Key("bool", True, "Desktop notifications."),
         "support_email": Key("str", "", "Address for the \"Email support\" action; empty hides "
                              "it.", _pattern(_EMAIL, "e-mail address", optional=True)),
-        "messages": Key("str", "", "Optional TOML file overriding notification texts.",
+        "messages": Key("str", "", "Optional TOML file overriding notification texts "
+                        "(tables `[conflicts]`, `[stale]` … with `summary` and `body`; "
+                        "placeholders {host}, {paths}, {count}, {since}, {message}, …).",
                         _optional_absolute_path),
+        "stale_after": Key("int", 86400, "Seconds without a successful sync, while the server "
+                           "is unreachable, before a notification says so.",
+                           _range(60, 365 * 86400)),
+        "resolve_command": Key("list", ["roaming-homes", "resolve"], "The command the "
+                               "\"Resolve…\" action runs (program and arguments).",
+                               _command),
     },
 }
 

@@ -1,0 +1,290 @@
+"""When to notify, what the notification says, and the messages file (pure parts of notify)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from roaming_homes.errors import ConfigError
+from roaming_homes.notify import (
+    DEFAULT_MESSAGES,
+    TRANSIENT_PASSES,
+    Decision,
+    NotifyState,
+    Shown,
+    build_request,
+    decide,
+    failure_kind,
+    load_messages,
+    pass_log,
+)
+
+NOW = datetime(2024, 5, 2, 12, 0).astimezone()
+DAY = 86400
+
+
+def outcome(result: str, message: str = "", conflicts: list[str] | None = None,
+            finished: datetime = NOW) -> dict[str, Any]:
+    codes = {"in-sync": 0, "conflicts": 1, "partial": 2, "failed": 3, "refused": 4,
+             "offline": 75, "busy": 75, "excluded": 0, "config-error": 78}
+    return {"result": result, "exit_code": codes[result], "message": message,
+            "conflicts": conflicts or [], "started": finished.isoformat(),
+            "finished": finished.isoformat()}
+
+
+def step(state: NotifyState, out: dict[str, Any], *, last_success: datetime | None = None,
+         now: datetime = NOW, lines: list[str] | None = None,
+         shown_id: int = 7) -> tuple[Decision | None, NotifyState]:
+    """One pass; the server gives the shown notification `shown_id`."""
+    decision, new = decide(state, out, pass_lines=lines or [],
+                           last_success=last_success.isoformat() if last_success else None,
+                           now=now, stale_after=DAY)
+    if decision and decision.kind and new.active is not None:
+        new.active.id = shown_id
+    return decision, new
+
+
+def kinds(state: NotifyState, outcomes: list[dict[str, Any]], **kw: Any) -> list[str | None]:
+    shown = []
+    for out in outcomes:
+        decision, state = step(state, out, **kw)
+        shown.append(decision.kind if decision else None)
+    return shown
+
+
+# --- which states notify ---
+
+@pytest.mark.parametrize("result", ["busy", "excluded"])
+def test_busy_and_excluded_never_notify_nor_change_state(result: str) -> None:
+    state = NotifyState(active=Shown("conflicts", 3, 1), transient_failures=2)
+    assert step(state, outcome(result)) == (None, state)
+
+
+def test_in_sync_with_nothing_shown_notifies_nothing() -> None:
+    assert step(NotifyState(), outcome("in-sync"))[0] is None
+
+
+def test_offline_alone_never_notifies() -> None:
+    recent = NOW - timedelta(hours=23)
+    assert kinds(NotifyState(), [outcome("offline")] * 5, last_success=recent) == [None] * 5
+
+
+def test_offline_longer_than_stale_after_notifies_once_with_the_last_success() -> None:
+    old = NOW - timedelta(hours=25)
+    decision, state = step(NotifyState(), outcome("offline"), last_success=old)
+    assert decision is not None and decision.kind == "stale"
+    assert decision.fields["since"] == old.strftime("%Y-%m-%d %H:%M")
+    assert kinds(state, [outcome("offline")] * 3, last_success=old) == [None] * 3
+
+
+def test_never_synced_counts_from_the_first_offline_pass() -> None:
+    first = outcome("offline", finished=NOW - timedelta(days=2))
+    _, state = step(NotifyState(), first, now=NOW - timedelta(days=2))
+    assert state.offline_since == first["finished"]
+    decision, _ = step(state, outcome("offline"))
+    assert decision is not None and decision.kind == "stale"
+
+
+def test_back_online_after_stale_replaces_it_with_back_in_sync() -> None:
+    _, state = step(NotifyState(), outcome("offline"), last_success=NOW - timedelta(days=3),
+                    shown_id=41)
+    decision, state = step(state, outcome("in-sync"))
+    assert decision == Decision("recovered", replaces_id=41)
+    assert state.active is None and state.offline_since is None
+
+
+def test_conflicts_notify_new_paths_only() -> None:
+    state = NotifyState()
+    d1, state = step(state, outcome("conflicts", conflicts=["a.txt"]))
+    d2, state = step(state, outcome("conflicts", conflicts=["a.txt"]))
+    d3, state = step(state, outcome("conflicts", conflicts=["a.txt", "b.txt"]))
+    assert d1 is not None and d1.fields == {"paths": "a.txt", "count": "1"}
+    assert d2 is None
+    assert d3 is not None and d3.fields == {"paths": "b.txt", "count": "1"}
+    assert d3.replaces_id == 7  # replaces the earlier conflicts notification
+
+
+def test_a_conflict_that_comes_back_after_being_solved_is_new_again() -> None:
+    out = [outcome("conflicts", conflicts=["a", "b"]), outcome("conflicts", conflicts=["b"]),
+           outcome("conflicts", conflicts=["a", "b"])]
+    assert kinds(NotifyState(), out) == ["conflicts", None, "conflicts"]
+
+
+@pytest.mark.parametrize(("result", "message", "lines", "kind"), [
+    ("failed", "ssh login to u@h refused without a password (Permission denied)", [], "auth"),
+    ("failed", "host key of h is unknown or has changed", [], "auth"),
+    ("failed", "unison failed: Received unexpected header from the server:", [], "version"),
+    ("refused", "the server home is empty", [], "guard"),
+    ("config-error", "bad profile value", [], "config"),
+    ("partial", "1 item(s) failed to transfer: big.iso", ["Error: No space left on device"],
+     "disk-full"),
+])
+def test_failures_that_need_someone_notify_at_once(result: str, message: str,
+                                                   lines: list[str], kind: str) -> None:
+    assert failure_kind(outcome(result, message), lines) == kind
+    decision, state = step(NotifyState(), outcome(result, message), lines=lines)
+    assert decision is not None and decision.kind == kind
+    assert decision.fields["message"] == message
+    assert step(state, outcome(result, message), lines=lines)[0] is None  # once
+
+
+def test_transient_failures_notify_only_after_they_persist() -> None:
+    out = outcome("failed", "unison failed: Cannot find canonical name of /srv/x")
+    shown = kinds(NotifyState(), [out] * (TRANSIENT_PASSES + 2))
+    assert shown == [None] * (TRANSIENT_PASSES - 1) + ["failing", None, None]
+
+
+def test_offline_passes_neither_reset_nor_advance_the_failure_count() -> None:
+    fail = outcome("partial", "1 item(s) failed to transfer: x")
+    shown = kinds(NotifyState(), [fail, outcome("offline"), fail, outcome("offline"), fail],
+                  last_success=NOW)
+    assert shown == [None, None, None, None, "failing"]
+
+
+def test_a_success_resets_the_failure_count() -> None:
+    fail = outcome("failed", "unison failed: x")
+    assert kinds(NotifyState(), [fail, fail, outcome("in-sync"), fail, fail]) == [None] * 5
+
+
+def test_recovery_replaces_the_failure_notification() -> None:
+    _, state = step(NotifyState(), outcome("failed", "refused without a password"),
+                    shown_id=12)
+    decision, state = step(state, outcome("in-sync"))
+    assert decision == Decision("recovered", replaces_id=12)
+    assert step(state, outcome("in-sync"))[0] is None
+
+
+def test_another_kind_of_failure_replaces_the_one_shown() -> None:
+    _, state = step(NotifyState(), outcome("failed", "refused without a password"),
+                    shown_id=12)
+    decision, _ = step(state, outcome("refused", "replica emptied"))
+    assert decision is not None and (decision.kind, decision.replaces_id) == ("guard", 12)
+
+
+def test_conflicts_left_after_a_failure_are_shown_again() -> None:
+    _, state = step(NotifyState(), outcome("conflicts", conflicts=["a"]))
+    _, state = step(state, outcome("failed", "refused without a password"), shown_id=9)
+    decision, _ = step(state, outcome("conflicts", conflicts=["a"]))
+    assert decision is not None and decision.kind == "conflicts" and decision.replaces_id == 9
+
+
+# --- ignore ---
+
+def test_ignored_conflicts_stay_silent_until_in_sync() -> None:
+    _, state = step(NotifyState(), outcome("conflicts", conflicts=["a"]))
+    state.ignored.append("conflicts")
+    assert step(state, outcome("conflicts", conflicts=["a", "b"]))[0] is None
+    decision, state = step(state, outcome("in-sync"))
+    assert decision == Decision(None, close_id=7)  # no "back in sync" for an ignored one
+    assert state.ignored == []
+    again, _ = step(state, outcome("conflicts", conflicts=["a"]))
+    assert again is not None and again.kind == "conflicts"
+
+
+def test_an_ignored_failure_comes_back_when_the_failure_changes() -> None:
+    auth = outcome("failed", "refused without a password")
+    _, state = step(NotifyState(), auth)
+    state.ignored.append("auth")
+    _, state = step(state, auth)
+    decision, state = step(state, outcome("refused", "emptied"))
+    assert decision is not None and decision.kind == "guard"
+    assert state.ignored == []
+
+
+def test_an_undelivered_notification_is_tried_again_next_pass() -> None:
+    previous = NotifyState()
+    decision, new = step(previous, outcome("conflicts", conflicts=["a"]))
+    assert decision is not None
+    kept = new.undelivered(previous)
+    again, _ = step(kept, outcome("conflicts", conflicts=["a"]))
+    assert again is not None and again.kind == "conflicts"
+
+
+def test_damaged_state_starts_afresh() -> None:
+    assert NotifyState.from_dict({"active": "nonsense"}) == NotifyState()
+    state = NotifyState(active=Shown("auth", 5, 2), ignored=["stale"], serial=2)
+    assert NotifyState.from_dict(state.to_dict()) == state
+
+
+# --- the log of this pass ---
+
+def test_pass_log_takes_only_the_lines_of_this_pass() -> None:
+    started = datetime(2024, 5, 2, 12, 0, 5).astimezone()
+    lines = ["2024-05-02 11:00:00 --- pass started (pid 1, first run: False) ---",
+             "2024-05-02 11:00:01 No space left on device",
+             "2024-05-02 12:00:05 --- pass started (pid 2, first run: False) ---",
+             "2024-05-02 12:00:06 Fatal error: x"]
+    assert pass_log(lines, started.isoformat()) == ["2024-05-02 12:00:06 Fatal error: x"]
+    # A pass that failed before unison ran wrote nothing: the older lines are not its own.
+    later = datetime(2024, 5, 2, 13, 0).astimezone().isoformat()
+    assert pass_log(lines, later) == []
+
+
+# --- texts and actions ---
+
+FIELDS = {"host": "homes.example.org", "user": "ann", "command": "roaming-homes resolve",
+          "email": "help@example.org"}
+
+
+def test_conflicts_request_offers_resolve_and_ignore_with_warning_look() -> None:
+    decision = Decision("conflicts", replaces_id=3, fields={"paths": "a, b", "count": "2"})
+    request = build_request(decision, DEFAULT_MESSAGES, FIELDS, with_actions=True,
+                            support_email="help@example.org")
+    assert request.actions == ["resolve", "Resolve…", "ignore", "Ignore"]
+    assert request.body == ("2 file(s) changed both here and on homes.example.org; both "
+                            "versions are kept until you choose: a, b")
+    assert (request.urgency, request.icon, request.replaces_id) == (1, "dialog-warning", 3)
+    assert request.args()[0] == "Roaming Homes"
+
+
+def test_failure_request_offers_email_only_when_an_address_is_set() -> None:
+    decision = Decision("auth", fields={"message": "denied"})
+    with_mail = build_request(decision, DEFAULT_MESSAGES, FIELDS, with_actions=True,
+                              support_email="help@example.org")
+    without = build_request(decision, DEFAULT_MESSAGES, FIELDS, with_actions=True,
+                            support_email="")
+    assert with_mail.actions == ["email", "Email support", "ignore", "Ignore"]
+    assert without.actions == ["ignore", "Ignore"]
+    assert (with_mail.urgency, with_mail.icon) == (2, "dialog-error")
+
+
+def test_without_the_actions_capability_the_body_names_the_command() -> None:
+    decision = Decision("conflicts", fields={"paths": "a", "count": "1"})
+    request = build_request(decision, DEFAULT_MESSAGES, FIELDS, with_actions=False,
+                            support_email="help@example.org")
+    assert request.actions == []
+    assert request.body.endswith("\nTo resolve, run: roaming-homes resolve")
+
+
+def test_messages_file_overrides_texts_with_placeholders(tmp_path: Path) -> None:
+    path = tmp_path / "messages.toml"
+    path.write_text('[conflicts]\nsummary = "Konflikt auf {host}"\n'
+                    'body = "{count}: {paths}"\n[action]\nignore = "Ignorieren"\n')
+    messages = load_messages(str(path))
+    request = build_request(Decision("conflicts", fields={"paths": "a", "count": "1"}),
+                            messages, FIELDS, with_actions=True, support_email="")
+    assert (request.summary, request.body) == ("Konflikt auf homes.example.org", "1: a")
+    assert request.actions[-2:] == ["ignore", "Ignorieren"]
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ('[conflicts]\ntitle = "x"\n', "unknown message key conflicts.title"),
+    ('[nonsense]\nbody = "x"\n', "unknown message key nonsense.body"),
+    ('[conflicts]\nbody = "{hostname}"\n', "message conflicts.body: unknown placeholder "
+                                           "{hostname}"),
+    ('[conflicts]\nbody = "{host.x}"\n', "message conflicts.body: unknown placeholder"),
+    ('[conflicts]\nbody = "{"\n', "message conflicts.body: invalid text"),
+    ('[conflicts]\nbody = 3\n', "message conflicts.body must be a string"),
+    ("conflicts = 1\n", "conflicts must be a table"),
+])
+def test_bad_messages_file_is_a_config_error_naming_file_and_key(
+        tmp_path: Path, text: str, problem: str) -> None:
+    path = tmp_path / "messages.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_messages(str(path))
+    assert caught.value.message.startswith(f"{path}: {problem}")
+    assert caught.value.code == 78

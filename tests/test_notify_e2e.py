@@ -1,0 +1,253 @@
+"""End to end: the real CLI and unison over the real sshd, a real session D-Bus with a
+notification server that records what it is asked to show, and clicks it emits."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.support.homes import Setup
+from tests.support.notifications import RecordingServer
+from tests.support.sshd import free_port
+
+
+def notifying(user: Setup, server: RecordingServer, **notify: Any) -> dict[str, str]:
+    """Turn notifications on for `user`; returns the environment that reaches the bus."""
+    user.configure(notify={"enabled": True, **notify})
+    return {"DBUS_SESSION_BUS_ADDRESS": server.address}
+
+
+def recorder(path: Path, out: Path) -> Path:
+    """A stub program that writes its arguments, as JSON, to `out`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/usr/bin/env python3\nimport json, sys\n"
+                    f"open({str(out)!r}, 'w').write(json.dumps(sys.argv[1:]))\n")
+    path.chmod(0o755)
+    return path
+
+
+def wait_for_file(path: Path, timeout: float = 20) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.stat().st_size:
+            return path.read_text()
+        time.sleep(0.05)
+    raise AssertionError(f"{path} was not written")
+
+
+def make_conflict(user: Setup, name: str) -> None:
+    """Edit `name` in Documents on both sides after it was synced (prefer = none keeps both)."""
+    docs = user.home / "Documents"
+    docs.mkdir(exist_ok=True)
+    (docs / name).write_text("original")
+    assert user.sync().returncode in (0, 1)  # 1: an earlier conflict is still there
+    server = user.server_home / "Documents" / name
+    server.write_text("server edit")
+    os.utime(server, (time.time() - 60, time.time() - 60))
+    (docs / name).write_text("laptop edit")
+
+
+def refuse_login(user: Setup, tmp_path: Path) -> None:
+    stranger = tmp_path / "stranger_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)],
+                   check=True)
+    assert user.sshd is not None
+    options = user.sshd.ssh_options()
+    options[options.index("-i") + 1] = str(stranger)
+    user.configure(server={**user.config["server"], "ssh_options": options},
+                   notify=user.config["notify"])
+
+
+def test_offline_sync_shows_nothing(user: Setup, notifications: RecordingServer) -> None:
+    env = notifying(user, notifications)
+    user.configure(server={"port": free_port()}, notify=user.config["notify"])
+    (user.home / "Documents").mkdir()
+
+    results = [user.sync(env=env).returncode for _ in range(2)]
+
+    assert results == [75, 75]
+    assert notifications.calls == []
+    state = json.loads((user.state_home / "roaming-homes" / "notify.json").read_text())
+    assert state["offline_since"] and state["active"] is None
+
+
+def test_conflict_notifies_once_and_again_only_for_a_new_path(
+        user: Setup, notifications: RecordingServer) -> None:
+    env = notifying(user, notifications)
+    user.configure(sync={"prefer": "none"}, notify=user.config["notify"])
+    make_conflict(user, "report.txt")
+
+    first = user.sync(env=env)
+    again = user.sync(env=env)
+    make_conflict(user, "budget.txt")
+    third = user.sync(env=env)
+
+    assert [first.returncode, again.returncode, third.returncode] == [1, 1, 1]
+    shown = notifications.wait_for(2)
+    assert len(shown) == 2
+    assert shown[0]["app_name"] == "Roaming Homes"
+    assert shown[0]["summary"] == "Files changed on both sides"
+    assert "Documents/report.txt" in shown[0]["body"]
+    assert shown[0]["actions"] == {"resolve": "Resolve…", "ignore": "Ignore"}
+    assert shown[0]["hints"]["urgency"] == 1
+    assert "Documents/budget.txt" in shown[1]["body"]
+    assert "report.txt" not in shown[1]["body"]
+    assert shown[1]["replaces_id"] == shown[0]["id"]
+
+
+def test_resolve_action_starts_the_configured_command(
+        user: Setup, notifications: RecordingServer, tmp_path: Path) -> None:
+    argv_file = tmp_path / "resolve-argv.json"
+    stub = recorder(tmp_path / "bin" / "resolve-stub", argv_file)
+    env = notifying(user, notifications, resolve_command=[str(stub), "resolve", "--gui"])
+    user.configure(sync={"prefer": "none"}, notify=user.config["notify"])
+    make_conflict(user, "report.txt")
+    assert user.sync(env=env).returncode == 1
+    shown = notifications.wait_for(1)[0]
+
+    notifications.invoke(shown["id"], "resolve")
+
+    assert json.loads(wait_for_file(argv_file)) == ["resolve", "--gui"]
+
+
+def test_ignore_action_silences_new_conflicts_until_in_sync(
+        user: Setup, notifications: RecordingServer) -> None:
+    env = notifying(user, notifications)
+    user.configure(sync={"prefer": "none"}, notify=user.config["notify"])
+    make_conflict(user, "report.txt")
+    assert user.sync(env=env).returncode == 1
+    shown = notifications.wait_for(1)[0]
+    state_file = user.state_home / "roaming-homes" / "notify.json"
+
+    notifications.invoke(shown["id"], "ignore")
+    deadline = time.monotonic() + 20
+    while "conflicts" not in json.loads(state_file.read_text())["ignored"]:
+        assert time.monotonic() < deadline, state_file.read_text()
+        time.sleep(0.05)
+    make_conflict(user, "budget.txt")
+
+    assert user.sync(env=env).returncode == 1
+    assert notifications.notifications() == [shown]
+    assert {"method": "CloseNotification", "id": shown["id"]} in notifications.calls
+
+
+def test_refused_login_notifies_at_once_and_email_support_drafts_a_mail(
+        user: Setup, notifications: RecordingServer, tmp_path: Path) -> None:
+    mail_file = tmp_path / "xdg-email-argv.json"
+    bin_dir = tmp_path / "bin"
+    recorder(bin_dir / "xdg-email", mail_file)
+    env = notifying(user, notifications, support_email="help@example.org")
+    env["PATH"] = f"{bin_dir}:{user.env['PATH']}"
+    # No shared connection: the refused key must be tried, not an open master reused.
+    user.configure(server={"connection_reuse": 0}, notify=user.config["notify"])
+    (user.home / "Documents").mkdir()
+    assert user.sync().returncode == 0  # leaves unison's output in sync.log
+    refuse_login(user, tmp_path)
+
+    result = user.sync(env=env)
+
+    assert result.returncode == 3
+    shown = notifications.wait_for(1)[0]
+    assert shown["summary"] == "Sync refused by the server"
+    assert shown["hints"]["urgency"] == 2 and shown["icon"] == "dialog-error"
+    assert shown["actions"] == {"email": "Email support", "ignore": "Ignore"}
+
+    notifications.invoke(shown["id"], "email")
+
+    argv = json.loads(wait_for_file(mail_file))
+    assert argv[0] == "--subject" and "failed" in argv[1]
+    assert argv[2] == "--body" and argv[4] == "help@example.org"
+    body = argv[3]
+    assert f"User: {user.sshd.user}" in body and "Host: " in body
+    assert "Exit code: 3" in body
+    assert "refused without a password" in body
+    assert "Last lines of sync.log:" in body and "pass started" in body
+
+
+def test_transient_failure_notifies_after_three_passes_and_recovery_replaces_it(
+        user: Setup, notifications: RecordingServer) -> None:
+    env = notifying(user, notifications)
+    (user.home / "Documents").mkdir()
+    (user.home / "Documents" / "a").write_text("a")
+    good_home = str(user.server_home)
+    # The server home's parent is missing (a share not mounted on the server): unison fails.
+    user.configure(server={"home": "/nonexistent-rh-test/home"}, notify=user.config["notify"])
+
+    codes = []
+    for _ in range(3):
+        codes.append(user.sync(env=env).returncode)
+        if len(codes) < 3:
+            assert notifications.calls == [], codes
+    shown = notifications.wait_for(1)
+    user.configure(server={"home": good_home}, notify=user.config["notify"])
+    recovered = user.sync(env=env)
+
+    assert codes == [3, 3, 3]
+    assert shown[0]["summary"] == "Sync keeps failing"
+    assert "The last 3 syncs" in shown[0]["body"]
+    assert recovered.returncode == 0
+    back = notifications.wait_for(2)[1]
+    assert back["summary"] == "Back in sync"
+    assert back["replaces_id"] == shown[0]["id"]
+    assert back["actions"] == {}
+
+
+def test_without_actions_capability_the_body_names_the_command(
+        user: Setup, notifications: RecordingServer) -> None:
+    notifications.capabilities = ["body"]
+    env = notifying(user, notifications, resolve_command=["roaming-homes", "resolve"])
+    user.configure(sync={"prefer": "none"}, notify=user.config["notify"])
+    make_conflict(user, "report.txt")
+
+    assert user.sync(env=env).returncode == 1
+
+    shown = notifications.wait_for(1)[0]
+    assert shown["actions"] == {}
+    assert shown["body"].endswith("To resolve, run: roaming-homes resolve")
+
+
+def test_custom_messages_are_used(user: Setup, notifications: RecordingServer,
+                                  tmp_path: Path) -> None:
+    messages = tmp_path / "messages.toml"
+    messages.write_text('[conflicts]\nsummary = "Konflikt mit {host}"\n'
+                        'body = "{count} Datei(en): {paths}"\n')
+    env = notifying(user, notifications, messages=str(messages))
+    user.configure(sync={"prefer": "none"}, notify=user.config["notify"])
+    make_conflict(user, "report.txt")
+
+    assert user.sync(env=env).returncode == 1
+
+    shown = notifications.wait_for(1)[0]
+    assert shown["summary"] == "Konflikt mit 127.0.0.1"
+    assert shown["body"] == "1 Datei(en): Documents/report.txt"
+
+
+def test_bad_messages_file_exits_78_before_syncing(user: Setup, tmp_path: Path) -> None:
+    messages = tmp_path / "messages.toml"
+    messages.write_text('[stale]\nbody = "offline since {when}"\n')
+    user.configure(notify={"enabled": True, "messages": str(messages)})
+    (user.home / "Documents").mkdir()
+    (user.home / "Documents" / "a").write_text("a")
+
+    result = user.sync()
+
+    assert result.returncode == 78
+    assert f"{messages}: message stale.body: unknown placeholder {{when}}" in result.stderr
+    assert not (user.server_home / "Documents").exists()
+
+
+def test_without_a_session_bus_sync_exits_as_usual(user: Setup, tmp_path: Path) -> None:
+    user.configure(sync={"prefer": "none"}, notify={"enabled": True})
+    make_conflict(user, "report.txt")
+
+    unset = user.sync()
+    invalid = user.run("-v", "sync", env={
+        "DBUS_SESSION_BUS_ADDRESS": f"unix:path={tmp_path}/no-such-bus"})
+
+    assert unset.returncode == 1 and unset.stderr == ""
+    assert invalid.returncode == 1
+    assert invalid.stderr.count("notification not shown") == 1
