@@ -157,7 +157,7 @@ def status_overview(report: dict[str, Any], history: list[dict[str, Any]]) -> di
         line = report.get("progress_line") or "starting"
         overview.update(state="syncing", headline=f"syncing now: {line}")
     elif result in ("never-synced", "busy"):
-        overview.update(state="never-synced", headline="not synced yet",
+        overview.update(state="never-synced", headline="no sync has run yet",
                         action="roaming-homes sync")
     elif result in ("in-sync", "excluded"):
         overview.update(state="in-sync", headline=last.get("message", report["message"]))
