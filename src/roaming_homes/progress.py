@@ -109,6 +109,7 @@ class ProgressParser:
         if stripped in _PHASES:
             if _PHASES[stripped] == "scanning" and p.phase in ("propagating", "done"):
                 self._new_run()  # a second unison run in the same pass (sync.first_paths)
+                p = self.progress
             p.phase, p.current = _PHASES[stripped], ""
             return True
         if stripped == FIRST_RUN_LINE:
@@ -140,7 +141,7 @@ class ProgressParser:
         p = self.progress
         p.phase, p.current, p.eta = "done", "", 0.0
         p.updated = time.time() if now is None else now
-        if p.percent or p.items_done >= p.items_total:
+        if p.items_done >= p.items_total:  # every item ended (a cut pass keeps its count)
             p.bytes_done, p.percent = p.bytes_total, 100
         return p
 
