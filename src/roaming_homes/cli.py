@@ -137,7 +137,7 @@ def status_report(locations: Any) -> dict[str, Any]:
 _ACTIONS = {
     "conflicts": "roaming-homes conflicts",
     "partial": "roaming-homes -v sync  (details in $XDG_STATE_HOME/roaming-homes/sync.log)",
-    "failed": "roaming-homes -v sync",
+    "failed": "roaming-homes check",
     "refused": "roaming-homes -v sync",
     "config-error": "roaming-homes config show",
 }
