@@ -63,6 +63,7 @@ def _add_sync(sub: argparse._SubParsersAction) -> None:
 
 def _run_sync(args: argparse.Namespace) -> int:
     from roaming_homes import engine
+    from roaming_homes.progress import TerminalDisplay
 
     cfg, locations = _load(args)
 
@@ -74,7 +75,11 @@ def _run_sync(args: argparse.Namespace) -> int:
         from roaming_homes import notify
 
         notify.check_config(cfg)  # a bad messages file is a config error (78) before any pass
-    outcome = engine.run_pass(cfg, locations, first_run=args.first_run, on_line=echo)
+    # -v shows unison's own lines instead; --json and -q keep stdout for the result alone.
+    display = None if (args.quiet or args.verbose or args.json) else TerminalDisplay(
+        sys.stdout, live=sys.stdout.isatty())
+    outcome = engine.run_pass(cfg, locations, first_run=args.first_run, on_line=echo,
+                              on_progress=display)
     if cfg["notify"]["enabled"]:
         notify.after_pass(cfg, locations, outcome.to_dict(), log=echo)
     if args.json:
@@ -94,17 +99,22 @@ def _add_status(sub: argparse._SubParsersAction) -> None:
                        description="Show the last pass, the last successful sync, pending "
                        "conflicts and whether a sync is running now.")
     p.add_argument("--json", action="store_true", help="print the status as JSON")
+    p.add_argument("--watch", action="store_true",
+                   help="follow a running pass live until it ends (Ctrl-C stops watching)")
     p.set_defaults(run=_run_status)
 
 
 def status_report(locations: Any) -> dict[str, Any]:
     """Everything `status` shows, from the saved state and the lock (never runs a sync)."""
+    from roaming_homes import progress
     from roaming_homes.guards import lock_holder
     from roaming_homes.state import StateStore
 
-    data = StateStore(locations.state_dir).load()
+    store = StateStore(locations.state_dir)
+    data = store.load()
     last = data.get("last") or {}
     pid = lock_holder(locations.lock_file)
+    running = progress.read(locations)
     report: dict[str, Any] = {
         "result": last.get("result", "never-synced"),
         "exit_code": last.get("exit_code"),
@@ -120,20 +130,71 @@ def status_report(locations: Any) -> dict[str, Any]:
         "last_success": data.get("last_success"),
         "running": pid is not None,
         "running_pid": pid,
+        "progress": running.to_dict() if running else None,
+        "progress_line": progress.format_line(running) if running else None,
     }
     if "damaged" in data:
         report["warning"] = f"state file unreadable, starting afresh: {data['damaged']}"
+    report.update(status_overview(report, store.history()))
     return report
+
+
+# What to run when the last pass needs the user, by result.
+_ACTIONS = {
+    "conflicts": "roaming-homes conflicts",
+    "partial": "roaming-homes -v sync  (details in $XDG_STATE_HOME/roaming-homes/sync.log)",
+    "failed": "roaming-homes check",
+    "refused": "roaming-homes -v sync",
+    "config-error": "roaming-homes config show",
+}
+
+
+def status_overview(report: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The at-a-glance answer: state, one headline, and the command to run when it helps.
+
+    state: syncing | in-sync | offline | needs-attention | never-synced. A pass skipped because
+    another one ran ("busy") says nothing about the home: the pass before it counts.
+    """
+    passes = [entry for entry in history if entry.get("result") != "busy"]
+    last = passes[-1] if passes else {}
+    result = last.get("result", report["result"])
+    overview: dict[str, Any] = {"offline_since": None, "action": None}
+    if report["running"]:
+        line = report.get("progress_line") or "starting"
+        overview.update(state="syncing", headline=f"syncing now: {line}")
+    elif result in ("never-synced", "busy"):
+        overview.update(state="never-synced", headline="no sync has run yet",
+                        action="roaming-homes sync")
+    elif result in ("in-sync", "excluded"):
+        overview.update(state="in-sync", headline=last.get("message", report["message"]))
+    elif result == "offline":
+        since = last.get("started")
+        for entry in reversed(passes):
+            if entry.get("result") != "offline":
+                break
+            since = entry.get("started")
+        overview.update(state="offline", offline_since=since,
+                        headline=f"offline since {since}: {last.get('message', '')}")
+    else:
+        overview.update(state="needs-attention",
+                        headline=f"needs attention: {last.get('message', report['message'])}",
+                        action=_ACTIONS.get(result, "roaming-homes -v sync"))
+    return overview
 
 
 def _run_status(args: argparse.Namespace) -> int:
     from roaming_homes.paths import Locations
 
-    report = status_report(Locations.from_env())
+    locations = Locations.from_env()
+    if args.watch:
+        _watch(locations)
+    report = status_report(locations)
     if args.json:
         _print_json(report)
         return 0
-    lines = [f"{PROG}: {report['message']}"]
+    lines = [f"{PROG}: {report['headline']}"]
+    if report["action"]:
+        lines.append(f"  run:              {report['action']}")
     if report["finished"]:
         lines.append(f"  last pass:        {report['finished']} ({report['result']}, "
                      f"{report['duration']} s, {report['transferred']} transferred)")
@@ -147,6 +208,24 @@ def _run_status(args: argparse.Namespace) -> int:
         lines.append(f"  warning:          {report['warning']}")
     print("\n".join(lines))
     return 0
+
+
+def _watch(locations: Any) -> None:
+    """Follow the running pass's progress until it ends; Ctrl-C just stops watching."""
+    import time
+
+    from roaming_homes import progress
+    from roaming_homes.guards import lock_holder
+
+    display = progress.TerminalDisplay(sys.stdout, live=sys.stdout.isatty())
+    try:
+        while lock_holder(locations.lock_file) is not None:
+            if current := progress.read(locations):
+                display(current)
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    display(progress.Progress(phase="done"))  # clears the live line; the status follows
 
 
 # --- check ------------------------------------------------------------------------------------

@@ -148,6 +148,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "interval": Key("int", 60, "Seconds between periodic syncs.", _range(1, 86400)),
         "paths": Key("list", [], "Paths relative to the home to sync; empty: the user's XDG user "
                      "directories that exist.", _each(check_relative_path)),
+        "first_paths": Key("list", [], "On a first sync (a new machine), these paths (below the "
+                           "synced paths) are synced in a pass of their own before the rest, so "
+                           "what the user needs first arrives first.", _each(check_relative_path)),
         "ignore_paths": Key("list", [".cache"], "Paths relative to the home never synced.",
                             _each(check_relative_path)),
         "ignore_names": Key("list", ["*~", ".*~"], "File name patterns never synced.",

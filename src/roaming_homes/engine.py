@@ -9,13 +9,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from roaming_homes import config as config_mod
-from roaming_homes import transport, unison
+from roaming_homes import progress, transport, unison
 from roaming_homes.config import Config
 from roaming_homes.errors import ExitCode, RoamingHomesError
 from roaming_homes.guards import SyncLock, is_excluded
@@ -131,8 +131,12 @@ def _classify(run: unison.Run, summary: unison.Summary) -> tuple[ExitCode, str]:
 
 
 def run_pass(config: Config, locations: Locations, *, first_run: bool = False,
-             on_line: LineSink | None = None) -> SyncOutcome:
-    """Run one pass and record it. Never raises for an expected failure: see the outcome."""
+             on_line: LineSink | None = None,
+             on_progress: Callable[[progress.Progress], None] | None = None) -> SyncOutcome:
+    """Run one pass and record it. Never raises for an expected failure: see the outcome.
+
+    While unison runs, `on_progress` gets snapshots and progress.json is kept up to date.
+    """
     started, clock = _now(), time.monotonic()
     server = transport.Server.from_config(config["server"])
 
@@ -152,12 +156,14 @@ def run_pass(config: Config, locations: Locations, *, first_run: bool = False,
     except RoamingHomesError as exc:
         return outcome(exc.code, exc.message, result="busy")
     store = StateStore(locations.state_dir)
+    tracker = progress.Tracker(locations, on_progress)
     try:
-        result = _locked_pass(config, locations, server, store, first_run, on_line or _ignore,
-                              outcome)
+        result = _locked_pass(config, locations, server, store, first_run,
+                              tracker.wrap(on_line or _ignore), outcome)
         store.record(result.to_dict())
         return result
     finally:
+        tracker.close()
         lock.release()
 
 
@@ -193,7 +199,10 @@ def _locked_pass(config: Config, locations: Locations, server: transport.Server,
             on_line(line)
 
         log.write(f"--- pass started (pid {os.getpid()}, first run: {first}) ---")
+        early = _run_first_paths(config, plan, unison_dir, sink) if first else None
         run, summary = _run_unison(config, unison_dir, first, sink)
+        if early:
+            summary.transferred += early.transferred
         if run.returncode == 3 and not first and any(
                 m in summary.fatal for m in _ARCHIVE_MISMATCH):
             # One side lost its archive (reinstalled server, restored backup): a union sync is
@@ -209,9 +218,43 @@ def _locked_pass(config: Config, locations: Locations, server: transport.Server,
                    failed_paths=summary.failed_paths, first_run=first)
 
 
+def _is_below(path: str, parents: tuple[str, ...]) -> bool:
+    return any(path == parent or path.startswith(parent.rstrip("/") + "/") for parent in parents)
+
+
+def _run_first_paths(config: Config, plan: unison.Plan, unison_dir: Path,
+                     sink: LineSink) -> unison.Summary | None:
+    """On a first run, a pass over just `sync.first_paths`, so that they arrive before the rest.
+
+    Paths outside the synced paths are left out (with a line saying so): they would otherwise
+    start syncing something the configuration does not sync.
+    """
+    early = []
+    for path in config["sync"]["first_paths"]:
+        if _is_below(path, plan.paths):
+            early.append(path)
+        else:
+            sink(f"sync.first_paths: {path!r} is not below a synced path; left out")
+    if not early:
+        return None
+    profile = unison_dir / f"{unison.PROFILE}.prf"
+    try:
+        write_atomic(profile, unison.build_profile(replace(plan, paths=tuple(early))))
+    except unison.ProfileValueError as exc:
+        sink(f"sync.first_paths left out: {exc}")
+        return None
+    sink(f"first sync: {', '.join(early)} before the rest (sync.first_paths)")
+    try:
+        return _run_unison(config, unison_dir, True, sink)[1]
+    finally:
+        write_atomic(profile, unison.build_profile(plan))
+
+
 def _run_unison(config: Config, unison_dir: Path, first: bool,
                 sink: LineSink) -> tuple[unison.Run, unison.Summary]:
     argv = unison.build_argv(config["sync"]["unison"], first)
+    if first:
+        sink(progress.FIRST_RUN_LINE)
     try:
         run = unison.run(argv, str(unison_dir), sink)
     except FileNotFoundError:

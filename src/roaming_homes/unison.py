@@ -23,6 +23,7 @@ _DETAIL = re.compile(r"^  (skipped|failed|partially transferred): (.*?)(?: \([^(
 _CONFLICT = re.compile(r"^\[CONFLICT\] Skipping (.*)$")
 _NOTHING = "Nothing to do: replicas have not changed"
 _NO_UPDATES = "No updates to propagate"
+_SEGMENT_END = re.compile(rb"[\r\n]")
 
 
 class ProfileValueError(ValueError):
@@ -156,16 +157,25 @@ def run(argv: Sequence[str], unison_dir: str, on_line: Callable[[str], None]) ->
     """Spawn unison (no shell), hand every output line to `on_line`, return code and lines.
 
     unison's progress bar rewrites one line with carriage returns; each segment counts as a
-    line. A negative return code means unison was killed by that signal.
+    line and is handed on as soon as it arrives (reading by newline would hold the whole bar
+    back until the end). A negative return code means unison was killed by that signal.
     """
     env = dict(os.environ, UNISON=unison_dir, NO_COLOR="1")
     lines: list[str] = []
+
+    def emit(raw: bytes) -> None:
+        segment = raw.decode("utf-8", errors="replace")
+        if segment.strip():
+            lines.append(segment)
+            on_line(segment)
+
     with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, env=env) as proc:
         assert proc.stdout is not None
-        for raw in proc.stdout:
-            for segment in raw.decode("utf-8", errors="replace").replace("\r", "\n").split("\n"):
-                if segment.strip():
-                    lines.append(segment)
-                    on_line(segment)
+        pending = b""
+        while chunk := proc.stdout.read1(65536):
+            *complete, pending = _SEGMENT_END.split(pending + chunk)
+            for raw in complete:
+                emit(raw)
+        emit(pending)
     return Run(proc.returncode, lines)

@@ -1,0 +1,225 @@
+"""Unit tests: reading progress from unison's output, showing it, publishing it, status."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+from roaming_homes import progress
+from roaming_homes.cli import status_overview
+from roaming_homes.guards import SyncLock
+from roaming_homes.paths import Locations
+from roaming_homes.progress import FIRST_RUN_LINE, Progress, ProgressParser, format_line
+
+# Captured from unison 2.52.1 (-batch -color false -dumbtty) over ssh, one line per segment.
+FIRST_SYNC = f"""{FIRST_RUN_LINE}
+Looking for changes
+  Waiting for changes from server
+Reconciling changes
+         <---- dir        Documents
+local        : absent
+vm           : dir                modified on 2026-11-25 at 14:19:59  size 209715200 rwxr-xr-x
+Propagating updates
+[BGN] Copying Documents from //vm//srv/home to /home/u
+""".splitlines()
+
+# Captured from a second pass with every kind of item (x/y is a conflict: skipped in batch).
+MIXED = """Looking for changes
+\\ d/f16
+Reconciling changes
+changed  <-?-> changed    x/y
+a            : changed file       modified on 2026-11-25 at 14:19:34  size 10        rw-r--r--
+b            : changed file       modified on 2026-11-25 at 14:19:34  size 10        rw-r--r--
+         <---- changed    d/f1
+a            : unchanged file     modified on 2026-11-25 at 14:19:28  size 5000000   rw-r--r--
+b            : changed file       modified on 2026-11-25 at 14:19:34  size 3000000   rw-r--r--
+deleted  ---->            d/f2
+a            : deleted
+b            : unchanged file     modified on 2026-11-25 at 14:19:28  size 5000000   rw-r--r--
+         <---- new file   newfile
+a            : absent
+b            : new file           modified on 2026-11-25 at 14:19:34  size 123       rw-r--r--
+changed  ---->            s.txt
+a            : changed file       modified on 2026-11-25 at 14:19:34  size 11        rw-r--r--
+b            : unchanged file     modified on 2026-11-25 at 14:19:28  size 6         rw-r--r--
+Propagating updates
+""".splitlines()
+
+
+def _parse(lines: list[str], now: float = 1000.0) -> ProgressParser:
+    parser = ProgressParser(pid=7, now=now)
+    for line in lines:
+        parser.feed(line, now)
+    return parser
+
+
+def test_item_list_gives_items_and_bytes_to_fetch_before_propagation() -> None:
+    p = _parse(FIRST_SYNC).progress
+
+    assert (p.phase, p.first_run, p.items_total, p.items_done) == ("propagating", True, 1, 0)
+    assert p.bytes_total == p.bytes_to_fetch == 209715200
+    assert p.bytes_to_send == 0
+    assert p.current == "Documents"
+
+
+def test_sizes_count_the_sending_side_and_skip_conflicts_and_deletions() -> None:
+    p = _parse(MIXED).progress
+
+    assert p.items_total == 4  # the conflict is skipped in batch mode
+    assert p.bytes_to_fetch == 3000000 + 123
+    assert p.bytes_to_send == 11
+    assert p.bytes_total == 3000134
+    assert p.first_run is False
+
+
+def test_scanning_shows_the_path_being_looked_at() -> None:
+    p = _parse(MIXED[:2]).progress
+
+    assert (p.phase, p.current) == ("scanning", "d/f16")
+    assert format_line(p) == "syncing: looking for changes (d/f16)"
+
+
+def test_progress_bar_gives_bytes_done_rate_and_eta() -> None:
+    parser = _parse(FIRST_SYNC)
+    parser.feed("  0%  00:04 ETA", 1000.0)
+    parser.feed(" 25%  00:03 ETA", 1001.0)
+    parser.feed(" 50%  00:02 ETA", 1002.0)
+    p = parser.progress
+
+    assert p.percent == 50 and p.bytes_done == 209715200 // 2
+    assert p.rate == 209715200 / 2 / 2  # half the bytes in two seconds
+    assert p.eta == 2.0
+    assert format_line(p) == ("first sync: 0/1 items, 104.9 MB/209.7 MB (50%), 52.4 MB/s, "
+                              "ETA 0:02")
+
+
+def test_before_a_rate_is_known_the_eta_is_unisons() -> None:
+    parser = _parse(FIRST_SYNC)
+    parser.feed("  3%  1:02:03 ETA", 1000.0)
+
+    assert parser.progress.rate == 0.0 and parser.progress.eta == 3723.0
+    assert format_line(parser.progress).endswith("(3%), ETA 1:02:03")
+
+
+def test_end_lines_count_items_and_finish_completes_the_bytes_only_when_all_ended() -> None:
+    parser = _parse(MIXED)
+    for line in ["[BGN] Updating file d/f1 from /b to /a", "[END] Updating file d/f1",
+                 "[BGN] Copying newfile from /b to /a", "[END] Copying newfile",
+                 "Failed [s.txt]: permission denied"]:
+        parser.feed(line, 1000.0)
+    assert parser.progress.items_done == 3
+    assert format_line(parser.finish(1001.0)) == "done: 3/4 items, 0 B/3.0 MB (0%)"
+
+    parser.feed("[END] Deleting d/f2", 1002.0)
+    done = parser.finish(1003.0)
+    assert done.phase == "done" and done.bytes_done == done.bytes_total
+    assert format_line(done) == "done: 4/4 items, 3.0 MB/3.0 MB (100%)"
+
+
+def test_a_second_unison_run_in_the_same_pass_starts_counting_afresh() -> None:
+    parser = _parse([*FIRST_SYNC, "[END] Copying Documents", "100%  00:00 ETA"])
+    parser.feed("Looking for changes", 1001.0)
+
+    p = parser.progress
+    assert (p.phase, p.items_total, p.bytes_total, p.first_run) == ("scanning", 0, 0, True)
+
+
+def test_plain_display_writes_a_line_per_phase_and_per_tenth_of_the_bytes() -> None:
+    out = io.StringIO()
+    display = progress.TerminalDisplay(out, live=False)
+    parser = ProgressParser(now=0.0)
+    display(parser.progress)  # "starting" says nothing yet
+    for line in [*FIRST_SYNC, *(f"{n:3d}%  00:01 ETA" for n in range(0, 100, 4))]:
+        if parser.feed(line, 0.0):
+            display(parser.progress)
+    parser.feed("[END] Copying Documents", 1.0)
+    display(parser.finish(1.0))
+
+    lines = out.getvalue().splitlines()
+    assert lines[:3] == ["first sync: looking for changes", "first sync: reconciling changes",
+                         "first sync: 0/1 items, 0 B/209.7 MB (0%)"]
+    assert len(lines) == 3 + 10 - 1 + 1  # tenths 1..9 after the first, then done
+    assert lines[-1] == "done: 1/1 items, 209.7 MB/209.7 MB (100%)"
+
+
+def test_live_display_redraws_one_line_and_ends_it() -> None:
+    out = io.StringIO()
+    display = progress.TerminalDisplay(out, live=True)
+    parser = _parse(FIRST_SYNC)
+    display(parser.progress)
+    parser.feed("[END] Copying Documents")
+    display(parser.finish())
+
+    text = out.getvalue()
+    assert text.startswith("\rfirst sync: 0/1 items") and "\n" not in text[:-1]
+    assert text.endswith("\r\x1b[Kdone: 1/1 items, 209.7 MB/209.7 MB (100%)\n")
+
+
+def _locations(tmp_path: Path) -> Locations:
+    return Locations.from_env({"HOME": str(tmp_path), "XDG_STATE_HOME": str(tmp_path / "s"),
+                               "XDG_RUNTIME_DIR": str(tmp_path / "r")})
+
+
+def test_tracker_publishes_while_running_and_removes_the_file_at_the_end(tmp_path: Path) -> None:
+    locations = _locations(tmp_path)
+    seen: list[str] = []
+    lock = SyncLock(locations.lock_file)
+    lock.acquire()
+    try:
+        tracker = progress.Tracker(locations, lambda p: seen.append(p.phase))
+        sink = tracker.wrap(lambda line: None)
+        for line in FIRST_SYNC:
+            sink(line)
+        saved = json.loads(progress.progress_file(locations).read_text())
+        running = progress.read(locations)
+        line = progress.read_current(locations)
+        tracker.close()
+    finally:
+        lock.release()
+
+    assert saved["phase"] == "propagating" and saved["pid"] == os.getpid()
+    assert saved["bytes_to_fetch"] == 209715200
+    assert running is not None and running.items_total == 1
+    assert line == "first sync: 0/1 items, 0 B/209.7 MB (0%)"
+    assert seen[0] == "starting" and seen[-1] == "done"
+    assert not progress.progress_file(locations).exists()
+
+
+def test_a_file_left_by_a_killed_pass_is_not_believed(tmp_path: Path) -> None:
+    locations = _locations(tmp_path)
+    path = progress.progress_file(locations)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(Progress(pid=os.getpid(), phase="propagating").to_dict()))
+
+    assert progress.read(locations) is None  # nobody holds the sync lock
+    assert progress.read_current(locations) is None
+    path.write_text("{not json")
+    assert progress.read(locations) is None
+
+
+def _report(result: str, running: bool = False, **extra: object) -> dict[str, object]:
+    return {"result": result, "message": f"{result} message", "running": running,
+            "progress_line": None, **extra}
+
+
+def test_status_overview_answers_at_a_glance() -> None:
+    in_sync = {"result": "in-sync", "message": "in sync: nothing to do", "started": "t1"}
+    offline = [{"result": "offline", "message": "server unreachable", "started": t}
+               for t in ("t2", "t3")]
+    busy = {"result": "busy", "message": "another sync", "started": "t4"}
+    conflicts = {"result": "conflicts", "message": "1 conflict(s) need you: a"}
+
+    assert status_overview(_report("never-synced"), [])["action"] == "roaming-homes sync"
+    assert status_overview(_report("in-sync"), [in_sync])["headline"] == "in sync: nothing to do"
+    gone = status_overview(_report("busy"), [in_sync, *offline, busy])
+    assert (gone["state"], gone["offline_since"]) == ("offline", "t2")
+    assert gone["headline"] == "offline since t2: server unreachable"
+    stuck = status_overview(_report("conflicts"), [in_sync, conflicts])
+    assert stuck["state"] == "needs-attention"
+    assert stuck["headline"] == "needs attention: 1 conflict(s) need you: a"
+    assert stuck["action"] == "roaming-homes conflicts"
+    running = status_overview(_report("in-sync", running=True, progress_line="syncing: x"),
+                              [in_sync])
+    assert (running["state"], running["headline"]) == ("syncing", "syncing now: syncing: x")
