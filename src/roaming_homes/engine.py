@@ -7,6 +7,7 @@ CLI or the daemon decide what to show. Output lines are handed to an optional ca
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -131,8 +132,13 @@ def _classify(run: unison.Run, summary: unison.Summary) -> tuple[ExitCode, str]:
 
 
 def run_pass(config: Config, locations: Locations, *, first_run: bool = False,
-             on_line: LineSink | None = None) -> SyncOutcome:
-    """Run one pass and record it. Never raises for an expected failure: see the outcome."""
+             on_line: LineSink | None = None, abort: threading.Event | None = None,
+             lock_wait: float = 0) -> SyncOutcome:
+    """Run one pass and record it. Never raises for an expected failure: see the outcome.
+
+    `abort` (set by another thread) stops the pass cleanly, e.g. when a logout's time is up;
+    `lock_wait` is how long to wait for another pass of this user to finish.
+    """
     started, clock = _now(), time.monotonic()
     server = transport.Server.from_config(config["server"])
 
@@ -148,13 +154,13 @@ def run_pass(config: Config, locations: Locations, *, first_run: bool = False,
                        "(sync.excluded_users): nothing synced", result="excluded")
     lock = SyncLock(locations.lock_file)
     try:
-        lock.acquire()
+        lock.acquire(wait=lock_wait)
     except RoamingHomesError as exc:
         return outcome(exc.code, exc.message, result="busy")
     store = StateStore(locations.state_dir)
     try:
         result = _locked_pass(config, locations, server, store, first_run, on_line or _ignore,
-                              outcome)
+                              outcome, abort)
         store.record(result.to_dict())
         return result
     finally:
@@ -167,7 +173,8 @@ def _ignore(_line: str) -> None:
 
 def _locked_pass(config: Config, locations: Locations, server: transport.Server,
                  store: StateStore, first_run: bool, on_line: LineSink,
-                 outcome: Callable[..., SyncOutcome]) -> SyncOutcome:
+                 outcome: Callable[..., SyncOutcome],
+                 abort: threading.Event | None) -> SyncOutcome:
     paths, warnings = sync_paths(config, locations)
     for warning in warnings:
         on_line(warning)
@@ -193,14 +200,18 @@ def _locked_pass(config: Config, locations: Locations, server: transport.Server,
             on_line(line)
 
         log.write(f"--- pass started (pid {os.getpid()}, first run: {first}) ---")
-        run, summary = _run_unison(config, unison_dir, first, sink)
+        run, summary = _run_unison(config, unison_dir, first, sink, abort)
+        if abort is not None and abort.is_set():
+            return outcome(ExitCode.TRY_LATER, "stopped before it finished (time was up); the "
+                           "next pass completes it", result="interrupted",
+                           transferred=summary.transferred)
         if run.returncode == 3 and not first and any(
                 m in summary.fatal for m in _ARCHIVE_MISMATCH):
             # One side lost its archive (reinstalled server, restored backup): a union sync is
             # the safe way back; it never deletes.
             sink("archives disagree; retrying as a first sync (-ignorearchives)")
             first = True
-            run, summary = _run_unison(config, unison_dir, first, sink)
+            run, summary = _run_unison(config, unison_dir, first, sink, abort)
     code, message = _classify(run, summary)
     if code in (ExitCode.IN_SYNC, ExitCode.NEEDS_USER, ExitCode.PARTIAL):
         store.mark_synced(key)
@@ -209,11 +220,11 @@ def _locked_pass(config: Config, locations: Locations, server: transport.Server,
                    failed_paths=summary.failed_paths, first_run=first)
 
 
-def _run_unison(config: Config, unison_dir: Path, first: bool,
-                sink: LineSink) -> tuple[unison.Run, unison.Summary]:
+def _run_unison(config: Config, unison_dir: Path, first: bool, sink: LineSink,
+                abort: threading.Event | None) -> tuple[unison.Run, unison.Summary]:
     argv = unison.build_argv(config["sync"]["unison"], first)
     try:
-        run = unison.run(argv, str(unison_dir), sink)
+        run = unison.run(argv, str(unison_dir), sink, abort)
     except FileNotFoundError:
         message = f"Fatal error: unison program not found: {argv[0]} (sync.unison)"
         sink(message)
