@@ -213,3 +213,48 @@ def test_sync_waits_for_the_daemons_pass_then_runs_its_own(
 
     assert result.returncode == 0, result.stderr
     assert "in sync" in result.stdout
+
+
+@pytest.fixture
+def fake_system_bus() -> Iterator[str]:
+    """A private dbus-daemon standing in for the system bus (there is none on CI machines)."""
+    import subprocess
+
+    proc = subprocess.run(["dbus-daemon", "--session", "--fork", "--print-address=1",
+                           "--print-pid=1"], capture_output=True, text=True, check=True,
+                          timeout=30)
+    address, pid = proc.stdout.split()
+    yield address
+    os.kill(int(pid), signal.SIGTERM)
+
+
+def test_network_back_from_networkmanager_triggers_a_pass_at_once(
+        user: Setup, start_daemon: StartDaemon, fake_system_bus: str) -> None:
+    from jeepney import DBusAddress, new_signal
+    from jeepney.io.blocking import open_dbus_connection
+
+    user.configure(sync={"interval": 3600})
+    daemon = start_daemon(user, env={"DBUS_SYSTEM_BUS_ADDRESS": fake_system_bus})
+    daemon.wait_for_log("watching NetworkManager")
+    daemon.wait_for_log("in sync")
+    (user.home / "Documents" / "after-reconnect.txt").write_text("x")
+    nm = DBusAddress("/org/freedesktop/NetworkManager", interface="org.freedesktop.NetworkManager")
+
+    with open_dbus_connection(bus=fake_system_bus) as conn:
+        conn.send(new_signal(nm, "StateChanged", "u", (20,)))  # NM_STATE_DISCONNECTED
+        conn.send(new_signal(nm, "StateChanged", "u", (70,)))  # NM_STATE_CONNECTED_GLOBAL
+
+    wait_for(appears(user.server_home / "Documents" / "after-reconnect.txt", "x"), 15,
+             "the pass on network return")
+
+
+def test_the_daemon_runs_without_any_system_bus(user: Setup, start_daemon: StartDaemon,
+                                                tmp_path: Path) -> None:
+    user.configure(sync={"interval": 1})
+    daemon = start_daemon(user, env={"DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={tmp_path}/none"})
+
+    daemon.wait_for_log("in sync")
+    (user.home / "Documents" / "f").write_text("x")
+
+    wait_for(appears(user.server_home / "Documents" / "f", "x"), 15, "a periodic pass")
+    assert "NetworkManager" not in daemon.log
