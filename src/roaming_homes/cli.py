@@ -58,14 +58,26 @@ def _add_sync(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--first-run", action="store_true",
                    help="treat this as a first sync (unison -ignorearchives: union, no deletions)")
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    p.add_argument("--skip-if-daemon", action="store_true",
+                   help="do nothing when the session daemon runs (for login/logout hooks)")
     p.set_defaults(run=_run_sync)
+
+
+# While the daemon runs, `sync` waits this long for a pass of the daemon's to end, then runs its
+# own: the user gets a real answer rather than "try later".
+WAIT_FOR_DAEMON_PASS = 300
 
 
 def _run_sync(args: argparse.Namespace) -> int:
     from roaming_homes import engine
+    from roaming_homes.guards import lock_holder
     from roaming_homes.progress import TerminalDisplay
 
     cfg, locations = _load(args)
+    daemon_pid = lock_holder(locations.daemon_lock_file)
+    if daemon_pid and args.skip_if_daemon:
+        _say(args, f"the session daemon (pid {daemon_pid}) syncs this home: nothing to do")
+        return ExitCode.IN_SYNC
 
     def echo(line: str) -> None:
         if args.verbose:
@@ -79,7 +91,8 @@ def _run_sync(args: argparse.Namespace) -> int:
     display = None if (args.quiet or args.verbose or args.json) else TerminalDisplay(
         sys.stdout, live=sys.stdout.isatty())
     outcome = engine.run_pass(cfg, locations, first_run=args.first_run, on_line=echo,
-                              on_progress=display)
+                              on_progress=display,
+                              lock_wait=WAIT_FOR_DAEMON_PASS if daemon_pid else 0)
     if cfg["notify"]["enabled"]:
         notify.after_pass(cfg, locations, outcome.to_dict(), log=echo)
     if args.json:
@@ -311,6 +324,25 @@ def _run_config_import_legacy(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- daemon -----------------------------------------------------------------------------------
+
+def _add_daemon(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("daemon", help="the session service: sync at login, periodically, when "
+                       "the network is back, and at logout",
+                       description="Run until SIGTERM: a pass now, then every sync.interval "
+                       "seconds (SIGUSR1: a pass now; SIGHUP: reload the configuration), and a "
+                       "final pass bounded by sync.logout_timeout at SIGTERM. Tells systemd its "
+                       "status when started as a Type=notify service.")
+    p.set_defaults(run=_run_daemon)
+
+
+def _run_daemon(args: argparse.Namespace) -> int:
+    from roaming_homes import daemon
+    from roaming_homes.paths import Locations
+
+    return daemon.main(Locations.from_env(), args.config, log=_warn)
+
+
 # --- main -------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -325,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     loud.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                 parser_class=_Parser)
-    for add in (_add_sync, _add_status, _add_check, _add_config):
+    for add in (_add_sync, _add_status, _add_check, _add_config, _add_daemon):
         add(sub)
     return parser
 

@@ -146,6 +146,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "sync": {
         "interval": Key("int", 60, "Seconds between periodic syncs.", _range(1, 86400)),
+        "logout_timeout": Key("int", 30, "Seconds the daemon's final pass at logout or "
+                              "shutdown may take before it is stopped cleanly.", _range(1, 600)),
         "paths": Key("list", [], "Paths relative to the home to sync; empty: the user's XDG user "
                      "directories that exist.", _each(check_relative_path)),
         "first_paths": Key("list", [], "On a first sync (a new machine), these paths (below the "

@@ -7,6 +7,7 @@ CLI or the daemon decide what to show. Output lines are handed to an optional ca
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -132,10 +133,13 @@ def _classify(run: unison.Run, summary: unison.Summary) -> tuple[ExitCode, str]:
 
 def run_pass(config: Config, locations: Locations, *, first_run: bool = False,
              on_line: LineSink | None = None,
-             on_progress: Callable[[progress.Progress], None] | None = None) -> SyncOutcome:
+             on_progress: Callable[[progress.Progress], None] | None = None,
+             abort: threading.Event | None = None, lock_wait: float = 0) -> SyncOutcome:
     """Run one pass and record it. Never raises for an expected failure: see the outcome.
 
     While unison runs, `on_progress` gets snapshots and progress.json is kept up to date.
+    `abort` (set by another thread) stops the pass cleanly, e.g. when a logout's time is up;
+    `lock_wait` is how long to wait for another pass of this user to finish.
     """
     started, clock = _now(), time.monotonic()
     server = transport.Server.from_config(config["server"])
@@ -152,14 +156,14 @@ def run_pass(config: Config, locations: Locations, *, first_run: bool = False,
                        "(sync.excluded_users): nothing synced", result="excluded")
     lock = SyncLock(locations.lock_file)
     try:
-        lock.acquire()
+        lock.acquire(wait=lock_wait)
     except RoamingHomesError as exc:
         return outcome(exc.code, exc.message, result="busy")
     store = StateStore(locations.state_dir)
     tracker = progress.Tracker(locations, on_progress)
     try:
         result = _locked_pass(config, locations, server, store, first_run,
-                              tracker.wrap(on_line or _ignore), outcome)
+                              tracker.wrap(on_line or _ignore), outcome, abort)
         store.record(result.to_dict())
         return result
     finally:
@@ -173,7 +177,8 @@ def _ignore(_line: str) -> None:
 
 def _locked_pass(config: Config, locations: Locations, server: transport.Server,
                  store: StateStore, first_run: bool, on_line: LineSink,
-                 outcome: Callable[..., SyncOutcome]) -> SyncOutcome:
+                 outcome: Callable[..., SyncOutcome],
+                 abort: threading.Event | None) -> SyncOutcome:
     paths, warnings = sync_paths(config, locations)
     for warning in warnings:
         on_line(warning)
@@ -199,17 +204,21 @@ def _locked_pass(config: Config, locations: Locations, server: transport.Server,
             on_line(line)
 
         log.write(f"--- pass started (pid {os.getpid()}, first run: {first}) ---")
-        early = _run_first_paths(config, plan, unison_dir, sink) if first else None
-        run, summary = _run_unison(config, unison_dir, first, sink)
+        early = _run_first_paths(config, plan, unison_dir, sink, abort) if first else None
+        run, summary = _run_unison(config, unison_dir, first, sink, abort)
         if early:
             summary.transferred += early.transferred
+        if abort is not None and abort.is_set():
+            return outcome(ExitCode.TRY_LATER, "stopped before it finished (time was up); the "
+                           "next pass completes it", result="interrupted",
+                           transferred=summary.transferred)
         if run.returncode == 3 and not first and any(
                 m in summary.fatal for m in _ARCHIVE_MISMATCH):
             # One side lost its archive (reinstalled server, restored backup): a union sync is
             # the safe way back; it never deletes.
             sink("archives disagree; retrying as a first sync (-ignorearchives)")
             first = True
-            run, summary = _run_unison(config, unison_dir, first, sink)
+            run, summary = _run_unison(config, unison_dir, first, sink, abort)
     code, message = _classify(run, summary)
     if code in (ExitCode.IN_SYNC, ExitCode.NEEDS_USER, ExitCode.PARTIAL):
         store.mark_synced(key)
@@ -222,8 +231,8 @@ def _is_below(path: str, parents: tuple[str, ...]) -> bool:
     return any(path == parent or path.startswith(parent.rstrip("/") + "/") for parent in parents)
 
 
-def _run_first_paths(config: Config, plan: unison.Plan, unison_dir: Path,
-                     sink: LineSink) -> unison.Summary | None:
+def _run_first_paths(config: Config, plan: unison.Plan, unison_dir: Path, sink: LineSink,
+                     abort: threading.Event | None) -> unison.Summary | None:
     """On a first run, a pass over just `sync.first_paths`, so that they arrive before the rest.
 
     Paths outside the synced paths are left out (with a line saying so): they would otherwise
@@ -245,18 +254,18 @@ def _run_first_paths(config: Config, plan: unison.Plan, unison_dir: Path,
         return None
     sink(f"first sync: {', '.join(early)} before the rest (sync.first_paths)")
     try:
-        return _run_unison(config, unison_dir, True, sink)[1]
+        return _run_unison(config, unison_dir, True, sink, abort)[1]
     finally:
         write_atomic(profile, unison.build_profile(plan))
 
 
-def _run_unison(config: Config, unison_dir: Path, first: bool,
-                sink: LineSink) -> tuple[unison.Run, unison.Summary]:
+def _run_unison(config: Config, unison_dir: Path, first: bool, sink: LineSink,
+                abort: threading.Event | None) -> tuple[unison.Run, unison.Summary]:
     argv = unison.build_argv(config["sync"]["unison"], first)
     if first:
         sink(progress.FIRST_RUN_LINE)
     try:
-        run = unison.run(argv, str(unison_dir), sink)
+        run = unison.run(argv, str(unison_dir), sink, abort)
     except FileNotFoundError:
         message = f"Fatal error: unison program not found: {argv[0]} (sync.unison)"
         sink(message)

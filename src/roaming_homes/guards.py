@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
 
 from roaming_homes.errors import ExitCode, RoamingHomesError
@@ -19,23 +20,28 @@ def is_excluded(user: str, excluded_users: list[str]) -> bool:
 
 
 class SyncLock:
-    """Exclusive, non-blocking: a second sync of the same user is told at once (exit 75)."""
+    """Exclusive: a second holder is told at once (exit 75), or after waiting `wait` seconds.
 
-    def __init__(self, path: Path) -> None:
+    The same lock, with its own file and `busy` text, keeps a user to one daemon.
+    """
+
+    def __init__(self, path: Path, busy: str = "another sync of this user is running") -> None:
         self.path = path
+        self.busy = busy
         self._fd: int | None = None
 
-    def acquire(self, what: str = "sync") -> None:
+    def acquire(self, what: str = "sync", wait: float = 0) -> None:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            holder = lock_holder(self.path)
-            by = f" (pid {holder})" if holder else ""
-            raise RoamingHomesError(f"another sync of this user is running{by}; lock "
-                                    f"{self.path}", ExitCode.TRY_LATER) from None
+        deadline = time.monotonic() + wait
+        while not _try_flock(fd):
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                holder = lock_holder(self.path)
+                by = f" (pid {holder})" if holder else ""
+                raise RoamingHomesError(f"{self.busy}{by}; lock {self.path}",
+                                        ExitCode.TRY_LATER)
+            time.sleep(0.2)  # flock has no timeout of its own; polling keeps the bound
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()} {what}\n".encode())
         self._fd = fd
@@ -51,6 +57,14 @@ class SyncLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _try_flock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def lock_holder(path: Path) -> int | None:

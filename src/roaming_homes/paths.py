@@ -70,6 +70,11 @@ class Locations:
         return self.runtime_dir / f"{APP}.lock"
 
     @property
+    def daemon_lock_file(self) -> Path:
+        """Held for the daemon's whole life: one daemon per user, and `sync` can see it."""
+        return self.runtime_dir / f"{APP}-daemon.lock"
+
+    @property
     def control_dir(self) -> Path:
         """Where the shared ssh connection's socket lives (private, short path)."""
         return self.runtime_dir / APP

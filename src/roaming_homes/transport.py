@@ -8,6 +8,7 @@ pays for one handshake at most, and none while the master lives (`connection_reu
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import subprocess
@@ -178,3 +179,19 @@ def remote_command(server: Server, socket: Path | None, argv: list[str]) -> list
     """
     return ["ssh", *ssh_options(server, socket), *_destination(server), "--",
             *(shlex.quote(arg) for arg in argv)]
+
+
+def disconnect(server: Server, control_dir: Path) -> None:
+    """Close the shared connection if one is open (the daemon does, at its end).
+
+    Otherwise the master would outlive the session by `connection_reuse` seconds, and keep
+    systemd waiting for the last process of the stopped service.
+    """
+    socket = control_path(server, control_dir)
+    if socket is None:
+        return
+    # No ssh, or a wedged master: it ends with ControlPersist anyway.
+    with contextlib.suppress(subprocess.TimeoutExpired, FileNotFoundError):
+        subprocess.run(["ssh", *ssh_options(server, socket), "-O", "exit", *_destination(server)],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=10, check=False)

@@ -7,10 +7,14 @@ thin shell that spawns the real program. Facts relied on are in shared/UNISON.md
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import select
+import signal
 import subprocess
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 PROFILE = "roaming-homes"
@@ -24,6 +28,9 @@ _CONFLICT = re.compile(r"^\[CONFLICT\] Skipping (.*)$")
 _NOTHING = "Nothing to do: replicas have not changed"
 _NO_UPDATES = "No updates to propagate"
 _SEGMENT_END = re.compile(rb"[\r\n]")
+# After SIGINT unison prints "Terminated!", removes its locks and exits 3 within a second or so
+# (SIGTERM would kill it without that cleanup, UNISON.md §1); SIGKILL only if it does not.
+ABORT_GRACE = 5.0
 
 
 class ProfileValueError(ValueError):
@@ -153,29 +160,61 @@ class Run:
     lines: list[str]
 
 
-def run(argv: Sequence[str], unison_dir: str, on_line: Callable[[str], None]) -> Run:
+def run(argv: Sequence[str], unison_dir: str, on_line: Callable[[str], None],
+        abort: threading.Event | None = None) -> Run:
     """Spawn unison (no shell), hand every output line to `on_line`, return code and lines.
 
     unison's progress bar rewrites one line with carriage returns; each segment counts as a
     line and is handed on as soon as it arrives (reading by newline would hold the whole bar
-    back until the end). A negative return code means unison was killed by that signal.
+    back until the end). A negative return code means unison was killed by that signal. Setting
+    `abort` stops unison cleanly (see `ABORT_GRACE`); unison then runs in a process group of its
+    own, so that its ssh, which may hang on a frozen server holding our pipe, can be ended with it.
     """
     env = dict(os.environ, UNISON=unison_dir, NO_COLOR="1")
     lines: list[str] = []
 
-    def emit(raw: bytes) -> None:
-        segment = raw.decode("utf-8", errors="replace")
-        if segment.strip():
-            lines.append(segment)
-            on_line(segment)
-
     with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, env=env) as proc:
-        assert proc.stdout is not None
-        pending = b""
-        while chunk := proc.stdout.read1(65536):
-            *complete, pending = _SEGMENT_END.split(pending + chunk)
-            for raw in complete:
-                emit(raw)
-        emit(pending)
+                          stderr=subprocess.STDOUT, env=env,
+                          process_group=None if abort is None else 0) as proc:
+        if abort is not None:
+            threading.Thread(target=_stop_on, args=(abort, proc), daemon=True).start()
+        for segment in _segments(proc, abort):
+            if segment.strip():
+                lines.append(segment)
+                on_line(segment)
     return Run(proc.returncode, lines)
+
+
+def _segments(proc: subprocess.Popen[bytes], abort: threading.Event | None) -> Iterator[str]:
+    """unison's output split at newlines and carriage returns, until EOF or an abort.
+
+    After an abort, unison's end is the end: its ssh handed our pipe to the shared ssh master
+    (connection sharing passes file descriptors), which may hold it until the server answers.
+    """
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    pending = b""
+    while True:
+        if abort is not None and not select.select([fd], [], [], 0.2)[0]:
+            if abort.is_set() and proc.poll() is not None:
+                break
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        *complete, pending = _SEGMENT_END.split(pending + chunk)
+        yield from (segment.decode("utf-8", errors="replace") for segment in complete)
+    if pending:
+        yield pending.decode("utf-8", errors="replace")
+
+
+def _stop_on(abort: threading.Event, proc: subprocess.Popen[bytes]) -> None:
+    while proc.poll() is None:
+        if abort.wait(0.2):
+            proc.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(ABORT_GRACE)
+            # Whatever is left of the group (unison itself, or its ssh) goes now.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            return

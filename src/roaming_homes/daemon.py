@@ -1,0 +1,320 @@
+"""The session service, `roaming-homes daemon`: one long-running process per logged-in user.
+
+Process control only. It decides *when* to run a pass (at start, i.e. login; every
+`sync.interval`; when asked with SIGUSR1; when NetworkManager says the network is back; a last
+one at SIGTERM, bounded by `sync.logout_timeout`), what to tell systemd (sd_notify) and what to
+log; desktop notifications go through `notify.after_pass` as for `roaming-homes sync`. What a
+pass does is the `PassStrategy`'s business: `interval_pass` is `engine.run_pass`;
+a long-running real-time runner can take its place. The engine knows nothing of this module.
+
+Threads: the main thread runs passes and sleeps between them. Signal handlers only set flags
+and wake it through a pipe (`signal.set_wakeup_fd`), which is safe whatever the main thread is
+doing. At SIGTERM a timer thread sets the pass's `abort` event when the logout's time is up,
+which stops unison cleanly (SIGINT, see `unison.ABORT_GRACE`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from roaming_homes import config as config_mod
+from roaming_homes import engine, notify, transport
+from roaming_homes.config import Config
+from roaming_homes.engine import SyncOutcome
+from roaming_homes.errors import ExitCode, RoamingHomesError
+from roaming_homes.guards import SyncLock, is_excluded
+from roaming_homes.paths import Locations
+
+Log = Callable[[str], None]
+# Runs until its work is done and returns the outcome to report. A long-running strategy
+# (real-time mode) must return soon after `abort` is set: the daemon sets it when time is up.
+PassStrategy = Callable[[Config, Locations, threading.Event], SyncOutcome]
+
+CONFIG_POLL = 5.0  # seconds between looks at the config files' modification times
+# How much longer than the logout bound systemd should wait for us: unison's grace after
+# SIGINT, and closing the shared ssh connection.
+STOP_MARGIN = 15
+# NetworkManager's NMState: 50 CONNECTED_LOCAL, 60 CONNECTED_SITE, 70 CONNECTED_GLOBAL. A home
+# server is often on the local network, so any "connected" state counts.
+NM_CONNECTED_LOCAL = 50
+_ATTENTION = frozenset({"conflicts", "partial", "failed", "refused", "config-error"})
+
+
+def interval_pass(config: Config, locations: Locations, abort: threading.Event) -> SyncOutcome:
+    """The plain strategy: one engine pass, then back to the daemon's schedule."""
+    return engine.run_pass(config, locations, abort=abort)
+
+
+# --- deciding (pure) --------------------------------------------------------------------------
+
+def clock(timestamp: str) -> str:
+    """HH:MM:SS of an ISO timestamp, as the user reads it in `systemctl status`."""
+    return datetime.fromisoformat(timestamp).strftime("%H:%M:%S")
+
+
+def network_came_up(previous: int | None, state: int) -> bool:
+    """Whether a NetworkManager StateChanged is worth a pass now: connected, and was not."""
+    return state >= NM_CONNECTED_LOCAL and (previous is None or previous < NM_CONNECTED_LOCAL)
+
+
+@dataclass
+class Health:
+    """What the daemon has learnt from its passes: the status line, and which results to log.
+
+    Repeated results are not logged: a laptop offline for a day writes one line when it goes
+    offline and one when it is back, not one a minute.
+    """
+
+    last: SyncOutcome | None = None
+    offline_since: str | None = None  # the `finished` time of the first failed contact
+    note: str = ""  # a problem outside the passes, e.g. a config file that no longer loads
+
+    @property
+    def offline(self) -> bool:
+        return self.offline_since is not None
+
+    def update(self, outcome: SyncOutcome) -> str | None:
+        """Take in a finished pass; return the line to log, or None when nothing changed."""
+        if outcome.result == "busy":
+            return None  # a `roaming-homes sync` of the user's own holds the lock; not news
+        previous, self.last = self.last, outcome
+        if outcome.result == "offline":
+            if self.offline:
+                return None
+            self.offline_since = outcome.finished
+            return f"offline, will keep trying quietly: {outcome.message}"
+        was_offline, self.offline_since = self.offline_since, None
+        if was_offline:
+            return f"back online (offline since {clock(was_offline)}): {outcome.message}"
+        if (outcome.transferred or previous is None or previous.result != outcome.result
+                or (outcome.result in _ATTENTION and previous.message != outcome.message)):
+            return outcome.message
+        return None
+
+    def status(self) -> str:
+        """The one line for systemd's STATUS= (`systemctl --user status roaming-homes`)."""
+        if self.note:
+            return f"needs attention: {self.note}"
+        if self.offline_since:
+            return f"offline since {clock(self.offline_since)}"
+        last = self.last
+        if last is None:
+            return "first sync running"
+        if last.result in _ATTENTION:
+            return f"needs attention: {last.message}"
+        if last.result == "in-sync":
+            return f"last sync {clock(last.finished)}: in sync"
+        return f"last pass {clock(last.finished)}: {last.message}"
+
+
+# --- doing ------------------------------------------------------------------------------------
+
+def sd_notify(message: str, address: str | None = None) -> bool:
+    """Send `message` (e.g. "READY=1\\nSTATUS=…") to systemd's notification socket, if any.
+
+    The protocol is one datagram to $NOTIFY_SOCKET ('@' means the abstract namespace); without
+    the variable (not run by systemd) there is nobody to tell and this does nothing.
+    """
+    address = os.environ.get("NOTIFY_SOCKET", "") if address is None else address
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        try:
+            sock.sendto(message.encode(), address)
+        except OSError:
+            return False
+    return True
+
+
+def watch_network(on_up: Callable[[], None], log: Log) -> None:
+    """Call `on_up` whenever NetworkManager reports the network connected again (blocks).
+
+    Runs in a daemon thread. Without a system bus or NetworkManager there is nothing to watch:
+    the interval alone then brings a laptop back in sync.
+    """
+    from jeepney import MatchRule
+    from jeepney.bus_messages import message_bus
+    from jeepney.io.blocking import open_dbus_connection
+    from jeepney.wrappers import DBusErrorResponse
+
+    rule = MatchRule(type="signal", interface="org.freedesktop.NetworkManager",
+                     member="StateChanged", path="/org/freedesktop/NetworkManager")
+    try:
+        conn = open_dbus_connection(bus="SYSTEM")
+    except (OSError, ValueError, RuntimeError):
+        return  # no system bus (containers, minimal systems): not worth a line
+    previous: int | None = None
+    try:
+        with conn, conn.filter(rule) as queue:
+            conn.send_and_get_reply(message_bus.AddMatch(rule), timeout=10)
+            log("watching NetworkManager: a pass runs as soon as the network is back")
+            while True:
+                state = conn.recv_until_filtered(queue).body[0]
+                if network_came_up(previous, state):
+                    on_up()
+                previous = state
+    except (OSError, ValueError, RuntimeError, DBusErrorResponse) as exc:
+        log(f"stopped watching the network ({exc}); passes follow sync.interval")
+
+
+def _mtimes(paths: tuple[Path, ...]) -> tuple[int | None, ...]:
+    found: list[int | None] = []
+    for path in paths:
+        try:
+            found.append(path.stat().st_mtime_ns)
+        except OSError:
+            found.append(None)
+    return tuple(found)
+
+
+class Daemon:
+    def __init__(self, locations: Locations, config_path: Path | None, log: Log,
+                 strategy: PassStrategy = interval_pass) -> None:
+        self.locations = locations
+        self.config_path = config_path
+        self.log = log
+        self.strategy = strategy
+        self.config = self._load()
+        self._watched = (config_path or locations.system_config, locations.user_config)
+        self._seen = _mtimes(self._watched)
+        self.health = Health()
+        self.abort = threading.Event()
+        self._stopping = False
+        self._reload_requested = False
+        self._pass_requested = False
+        self._last_pass_end = time.monotonic()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._term_r, self._term_w = os.pipe2(os.O_CLOEXEC)
+
+    def _load(self) -> Config:
+        return config_mod.load(self.locations, self.config_path)
+
+    # Signal handlers: flags only; the wakeup fd interrupts the main thread's sleep.
+    def _on_term(self, _signo: int, _frame: object) -> None:
+        if not self._stopping:
+            self._stopping = True
+            os.write(self._term_w, b"t")
+
+    def _on_hup(self, _signo: int, _frame: object) -> None:
+        self._reload_requested = True
+
+    def _on_usr1(self, _signo: int, _frame: object) -> None:
+        self._pass_requested = True
+
+    def request_pass(self) -> None:
+        """Run a pass as soon as the current sleep or pass ends (any thread)."""
+        self._pass_requested = True
+        with contextlib.suppress(BlockingIOError):  # full of wakeups already: as good
+            os.write(self._wake_w, b"p")
+
+    def _bound_stop(self) -> None:
+        """After SIGTERM: tell systemd how long we need, then abort the pass when time is up."""
+        os.read(self._term_r, 1)
+        bound = self.config["sync"]["logout_timeout"]
+        sd_notify(f"STOPPING=1\nEXTEND_TIMEOUT_USEC={(bound + STOP_MARGIN) * 1_000_000}\n"
+                  f"STATUS=final pass before logout (at most {bound} s)")
+        time.sleep(bound)
+        self.abort.set()
+
+    def _report(self, outcome: SyncOutcome) -> None:
+        if line := self.health.update(outcome):
+            self.log(line)
+        sd_notify(f"STATUS={self.health.status()}")
+        notify.after_pass(self.config, self.locations, outcome.to_dict(), log=self.log)
+
+    def _reload(self) -> None:
+        self._seen = _mtimes(self._watched)
+        try:
+            self.config = self._load()
+        except RoamingHomesError as exc:
+            note = f"configuration not reloaded, the previous one stays in use: {exc.message}"
+            if note != self.health.note:
+                self.log(note)
+            self.health.note = note
+        else:
+            if self.health.note:
+                self.log("configuration reloaded")
+            self.health.note = ""
+        sd_notify(f"STATUS={self.health.status()}")
+
+    def _server_answers(self) -> bool:
+        """The cheap probe while offline: one ssh handshake (or a directory check), no state."""
+        server = transport.Server.from_config(self.config["server"])
+        try:
+            transport.connect(server, self.locations.control_dir)
+        except RoamingHomesError as exc:
+            return exc.code != ExitCode.TRY_LATER
+        return True
+
+    def _cycle(self) -> None:
+        if not self.health.offline or self._server_answers():
+            self._report(self.strategy(self.config, self.locations, self.abort))
+        self._last_pass_end = time.monotonic()
+
+    def _sleep(self, seconds: float) -> None:
+        readable, _, _ = select.select([self._wake_r], [], [], max(0.0, seconds))
+        if readable:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._wake_r, 4096)  # the wakeups; the flags say what they were for
+
+    def run(self) -> int:
+        daemon_lock = SyncLock(self.locations.daemon_lock_file,
+                               busy="the roaming-homes daemon of this user already runs")
+        daemon_lock.acquire("daemon")
+        for signo, handler in ((signal.SIGTERM, self._on_term), (signal.SIGINT, self._on_term),
+                               (signal.SIGHUP, self._on_hup), (signal.SIGUSR1, self._on_usr1)):
+            signal.signal(signo, handler)
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        threading.Thread(target=self._bound_stop, name="logout-bound", daemon=True).start()
+        threading.Thread(target=watch_network, args=(self.request_pass, self.log),
+                         name="network", daemon=True).start()
+        sd_notify(f"READY=1\nSTATUS={self.health.status()}")
+        self.log(f"started: a pass now, then every {self.config['sync']['interval']} s")
+        self._pass_requested = True  # the login pass
+        try:
+            while not self._stopping:
+                if self._reload_requested or _mtimes(self._watched) != self._seen:
+                    self._reload_requested = False
+                    self._reload()
+                due = self._last_pass_end + self.config["sync"]["interval"]
+                if self._pass_requested or time.monotonic() >= due:
+                    self._pass_requested = False
+                    self._cycle()
+                    continue
+                self._sleep(min(due - time.monotonic(), CONFIG_POLL))
+            if not self.abort.is_set():
+                self.log("stopping: final pass")
+                # Not `_cycle`: offline or not, the final pass tries; it fails fast if it must.
+                self._report(self.strategy(self.config, self.locations, self.abort))
+        finally:
+            transport.disconnect(transport.Server.from_config(self.config["server"]),
+                                 self.locations.control_dir)
+            daemon_lock.release()
+        self.log("stopped")
+        return 0
+
+
+def main(locations: Locations, config_path: Path | None, log: Log | None = None) -> int:
+    """`roaming-homes daemon`: returns the exit code (0 also for an excluded user)."""
+    say = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    daemon = Daemon(locations, config_path, say)
+    if daemon.config["notify"]["enabled"]:
+        notify.check_config(daemon.config)  # a bad messages file: exit 78 before any pass
+    if is_excluded(locations.user, daemon.config["sync"]["excluded_users"]):
+        say(f"user {locations.user} is excluded (sync.excluded_users): no daemon")
+        sd_notify(f"READY=1\nSTATUS=user {locations.user} is excluded: not syncing")
+        return 0
+    return daemon.run()

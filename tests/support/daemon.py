@@ -1,0 +1,60 @@
+"""`roaming-homes daemon` as a subprocess of a test, with its log in a file to await lines in."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.support.homes import CLI, Setup
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll `condition` until it is true; fail the test naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+class DaemonProcess:
+    def __init__(self, user: Setup, env: dict[str, str] | None = None) -> None:
+        self.log_file = user.base / "daemon.log"
+        with open(self.log_file, "wb") as log:
+            self.proc = subprocess.Popen([*CLI, "daemon"], env={**user.env, **(env or {})},
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                         start_new_session=True)
+
+    @property
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, timeout: float = 30, count: int = 1) -> None:
+        wait_for(lambda: self.log.count(text) >= count or self.proc.poll() is not None,
+                 timeout, f"{text!r} in the daemon's log")
+        assert self.log.count(text) >= count, f"daemon exited {self.proc.returncode}: {self.log}"
+
+    def signal(self, signo: int) -> None:
+        os.kill(self.proc.pid, signo)
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+
+def appears(path: Path, content: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            return path.read_text() == content
+        except OSError:
+            return False
+
+    return check

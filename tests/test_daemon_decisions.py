@@ -1,0 +1,109 @@
+"""The daemon's deciding parts: what it logs, what STATUS= says, when the network counts."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from roaming_homes.daemon import Health, network_came_up, sd_notify
+from roaming_homes.engine import SyncOutcome
+from roaming_homes.errors import RoamingHomesError
+from roaming_homes.guards import SyncLock
+
+
+def outcome(result: str, message: str = "", finished: str = "2025-01-02T12:01:07+01:00",
+            transferred: int = 0) -> SyncOutcome:
+    return SyncOutcome(result=result, exit_code=0, message=message or result,
+                       started=finished, finished=finished, duration=0.1, server="s",
+                       transferred=transferred)
+
+
+def test_a_day_offline_logs_two_lines_and_the_status_says_since_when() -> None:
+    health = Health()
+    assert health.update(outcome("in-sync", "in sync: nothing to do")) is not None
+    went = health.update(outcome("offline", "server s unreachable", "2025-01-02T12:03:00+01:00"))
+    quiet = [health.update(outcome("offline", "server s unreachable")) for _ in range(1440)]
+    assert health.status() == "offline since 12:03:00"
+    back = health.update(outcome("in-sync", "in sync: 2 item(s) transferred", transferred=2))
+
+    assert went == "offline, will keep trying quietly: server s unreachable"
+    assert quiet == [None] * 1440
+    assert back == "back online (offline since 12:03:00): in sync: 2 item(s) transferred"
+    assert health.status() == "last sync 12:01:07: in sync"
+
+
+def test_repeated_nothing_to_do_is_silent_but_transfers_are_logged() -> None:
+    health = Health()
+    health.update(outcome("in-sync", "in sync: nothing to do"))
+
+    assert health.update(outcome("in-sync", "in sync: nothing to do")) is None
+    assert health.update(outcome("in-sync", "in sync: 1 item(s) transferred",
+                                 transferred=1)) == "in sync: 1 item(s) transferred"
+
+
+def test_problems_need_attention_and_a_new_problem_is_logged_again() -> None:
+    health = Health()
+    assert health.update(outcome("conflicts", "1 conflict(s) need you: a")) is not None
+    assert health.update(outcome("conflicts", "1 conflict(s) need you: a")) is None
+    assert health.update(outcome("conflicts", "1 conflict(s) need you: b")) is not None
+    assert health.status() == "needs attention: 1 conflict(s) need you: b"
+
+
+def test_a_busy_lock_changes_nothing() -> None:
+    health = Health()
+    health.update(outcome("in-sync"))
+
+    assert health.update(outcome("busy", "another sync of this user is running")) is None
+    assert health.status() == "last sync 12:01:07: in sync"
+
+
+def test_a_config_note_wins_the_status_line() -> None:
+    health = Health(note="configuration not reloaded: x.toml: unknown key sync.foo")
+    health.update(outcome("in-sync"))
+
+    assert health.status().startswith("needs attention: configuration not reloaded")
+
+
+def test_status_before_the_first_pass() -> None:
+    assert Health().status() == "first sync running"
+
+
+@pytest.mark.parametrize(("previous", "state", "up"), [
+    (None, 70, True),   # first signal we see: connected
+    (20, 70, True),     # disconnected -> global
+    (40, 50, True),     # connecting -> local network only (a LAN home server counts)
+    (70, 60, False),    # still connected
+    (70, 20, False),    # going down
+    (None, 40, False),  # connecting is not connected
+])
+def test_network_came_up(previous: int | None, state: int, up: bool) -> None:
+    assert network_came_up(previous, state) is up
+
+
+def test_sd_notify_sends_one_datagram_and_nothing_without_a_socket(tmp_path: Path) -> None:
+    address = str(tmp_path / "n")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(address)
+        assert sd_notify("READY=1\nSTATUS=x", address) is True
+        assert sock.recv(100) == b"READY=1\nSTATUS=x"
+    assert sd_notify("READY=1", "") is False
+    assert sd_notify("READY=1", str(tmp_path / "nobody")) is False
+
+
+def test_lock_wait_gets_the_lock_once_the_holder_lets_go(tmp_path: Path) -> None:
+    holder = SyncLock(tmp_path / "lock")
+    holder.acquire()
+    with pytest.raises(RoamingHomesError):
+        SyncLock(tmp_path / "lock").acquire()
+    threading.Timer(0.5, holder.release).start()
+    began = time.monotonic()
+
+    waiter = SyncLock(tmp_path / "lock")
+    waiter.acquire(wait=30)
+
+    assert time.monotonic() - began < 30
+    waiter.release()
