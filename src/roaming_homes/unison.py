@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -152,20 +153,99 @@ class Run:
     lines: list[str]
 
 
+def _env(unison_dir: str) -> dict[str, str]:
+    return dict(os.environ, UNISON=unison_dir, NO_COLOR="1")
+
+
+def _segments(raw: bytes) -> list[str]:
+    """unison's progress bar rewrites one line with carriage returns; each segment is a line."""
+    text = raw.decode("utf-8", errors="replace").replace("\r", "\n")
+    return [segment for segment in text.split("\n") if segment.strip()]
+
+
 def run(argv: Sequence[str], unison_dir: str, on_line: Callable[[str], None]) -> Run:
     """Spawn unison (no shell), hand every output line to `on_line`, return code and lines.
 
-    unison's progress bar rewrites one line with carriage returns; each segment counts as a
-    line. A negative return code means unison was killed by that signal.
+    A negative return code means unison was killed by that signal.
     """
-    env = dict(os.environ, UNISON=unison_dir, NO_COLOR="1")
     lines: list[str] = []
     with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, env=env) as proc:
+                          stderr=subprocess.STDOUT, env=_env(unison_dir)) as proc:
         assert proc.stdout is not None
         for raw in proc.stdout:
-            for segment in raw.decode("utf-8", errors="replace").replace("\r", "\n").split("\n"):
-                if segment.strip():
-                    lines.append(segment)
-                    on_line(segment)
+            for segment in _segments(raw):
+                lines.append(segment)
+                on_line(segment)
     return Run(proc.returncode, lines)
+
+
+# --- watch mode (-repeat watch) -----------------------------------------------------------------
+
+WATCH_ARGS = ("-repeat", "watch")
+CYCLE_START = "Looking for changes"
+FSMONITOR = "unison-fsmonitor"
+# Fatal errors that mean "no usable file monitor", not "the sync failed" (fswatch.ml).
+_NO_MONITOR = ("No file monitoring helper program found", "Filesystem watcher error",
+               "Filesystem watcher died", "from the filesystem watcher",
+               "File monitoring helper program not running")
+
+
+def find_fsmonitor(unison: str, path_env: str) -> str | None:
+    """The monitor unison would start: `unison-fsmonitor[-VERSION]` beside the real unison
+    executable (symlinks resolved, as /proc/self/exe is), then on PATH. None if there is none."""
+    dirs = [d for d in path_env.split(":") if d]
+    program = shutil.which(unison, path=path_env) if "/" not in unison else unison
+    if program:
+        dirs.insert(0, os.path.dirname(os.path.realpath(program)))
+    for directory in dirs:
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            continue
+        for name in sorted(names):
+            if name == FSMONITOR or name.startswith(FSMONITOR + "-"):
+                candidate = os.path.join(directory, name)
+                if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+                    return candidate
+    return None
+
+
+def cycle_returncode(summary: Summary) -> int:
+    """The exit code unison would give for one watch cycle (Uicommon.exitCode)."""
+    if summary.failed:
+        return 2
+    if summary.skipped or summary.partial:
+        return 1
+    return 0
+
+
+def ends_cycle(line: str) -> bool:
+    """A line after which unison waits for the next change (details may follow at once)."""
+    return bool(_SUMMARY.match(line)) or line.startswith(_NOTHING)
+
+
+def monitor_problem(summary: Summary) -> str | None:
+    """unison's fatal error when it was about the file monitor, else None."""
+    if any(marker in summary.fatal for marker in _NO_MONITOR):
+        return summary.fatal
+    return None
+
+
+def spawn(argv: Sequence[str], unison_dir: str) -> subprocess.Popen[bytes]:
+    """Start a long-running unison (watch mode) in its own process group; output on stdout.
+
+    Its own group lets the caller end unison and everything it started (ssh, the local
+    monitor) without touching any other process.
+    """
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=_env(unison_dir),
+                            start_new_session=True)
+
+
+def read_lines(proc: subprocess.Popen[bytes], on_line: Callable[[str | None], None]) -> None:
+    """Hand each output line of `proc` to `on_line`, then None at the end (run it in a thread)."""
+    assert proc.stdout is not None
+    for raw in proc.stdout:
+        for segment in _segments(raw):
+            on_line(segment)
+    on_line(None)
