@@ -61,6 +61,7 @@ BAD = [
     ('[server]\nhost = "h"\nport = "22"\n', r"system.toml:3: server.port must be an integer"),
     ('[server]\nhost = "h"\nport = 70000\n', r"server.port: 70000 must be between"),
     ('[server]\nhost = "h"\n[sync]\nwatch = "yes"\n', r"sync.watch must be true or false"),
+    ('[server]\nhost = "h"\n[sync]\nrescan_interval = 5\n', r"rescan_interval: 5 must be between"),
     ("[server]\nport = 22\n", r"server.host is required"),
     ('[server]\nhost = "h"\nroot = "/srv"\n', r"exclude each other"),
     ('[server]\nhost = "h"\n[sync]\npaths = ["../etc"]\n', r"sync.paths: '../etc' must not"),

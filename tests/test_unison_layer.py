@@ -130,3 +130,48 @@ def test_xdg_user_dirs_user_file_over_system_defaults_over_builtin(tmp_path) -> 
                                     str(tmp_path / "etc")})
     assert xdg_user_dirs(locations) == ["Documents", "Downloads", "Movies", "Pictures",
                                         "Public", "Templates", "Tunes"]
+
+
+# --- watch mode -------------------------------------------------------------------------------
+
+def test_fsmonitor_is_found_beside_the_real_unison_before_path(tmp_path: Path) -> None:
+    real, linked, on_path = tmp_path / "real", tmp_path / "bin", tmp_path / "path"
+    for d in (real, linked, on_path):
+        d.mkdir()
+    (real / "unison-2.52").write_text("")
+    (real / "unison-2.52").chmod(0o755)
+    (linked / "unison").symlink_to(real / "unison-2.52")
+    for d in (real, on_path):
+        (d / "unison-fsmonitor").write_text("")
+        (d / "unison-fsmonitor").chmod(0o755)
+    found = unison.find_fsmonitor("unison", f"{linked}:{on_path}")
+    assert found == str(real / "unison-fsmonitor")
+    (real / "unison-fsmonitor").unlink()
+    assert unison.find_fsmonitor("unison", f"{linked}:{on_path}") == str(
+        on_path / "unison-fsmonitor")
+    (on_path / "unison-fsmonitor").chmod(0o644)  # not executable: unison could not run it
+    assert unison.find_fsmonitor("unison", f"{linked}:{on_path}") is None
+
+
+def test_watch_cycle_exit_code_follows_unison() -> None:
+    complete = "Synchronization complete at 10:00:00  (2 items transferred, 0 skipped, 0 failed)"
+    skipped = "Synchronization complete at 10:00:00  (1 item transferred, 1 skipped, 0 failed)"
+    failed = "Synchronization incomplete at 10:00:00  (0 items transferred, 1 skipped, 1 failed)"
+    codes = [unison.cycle_returncode(unison.parse_output([line]))
+             for line in (complete, skipped, failed)]
+    assert codes == [0, 1, 2]
+    assert unison.ends_cycle(complete)
+    assert unison.ends_cycle("Nothing to do: replicas have not changed since last sync.")
+    assert not unison.ends_cycle("Looking for changes")
+
+
+@pytest.mark.parametrize(("fatal", "about_monitor"), [
+    ("Fatal error: No file monitoring helper program found", True),
+    ("Fatal error: Filesystem watcher error: cannot watch /h/d: the inotify watch limit", True),
+    ("Fatal error: Filesystem watcher died unexpectively", True),
+    ("Fatal error: Lost connection with the server", False),
+])
+def test_monitor_problems_are_told_apart_from_sync_failures(fatal: str,
+                                                            about_monitor: bool) -> None:
+    summary = unison.parse_output(["Looking for changes", fatal])
+    assert (unison.monitor_problem(summary) is not None) is about_monitor

@@ -162,7 +162,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "prefer": Key("str", "newer", "Conflict policy: newer | local | server | none (keep both "
                       "and ask). The losing version is kept as a conflict copy.",
                       _one_of("newer", "local", "server", "none")),
-        "watch": Key("bool", True, "Real-time mode when available."),
+        "watch": Key("bool", True, "Real-time mode when available: unison -repeat watch with "
+                     "unison-fsmonitor on both ends (see README, Real-time mode)."),
+        "rescan_interval": Key("int", 3600, "Seconds between full rescans in real-time mode "
+                               "(a safety net for changes no monitor saw).", _range(60, 604800)),
         "unison": Key("str", "unison", "The unison program to run.", _program),
     },
     "notify": {

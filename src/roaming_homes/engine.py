@@ -6,7 +6,11 @@ CLI or the daemon decide what to show. Output lines are handed to an optional ca
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -131,6 +135,20 @@ def _classify(run: unison.Run, summary: unison.Summary) -> tuple[ExitCode, str]:
     return ExitCode.FAILED, f"unison failed: {fatal or f'exit code {code}'}"
 
 
+def _outcomes(server: transport.Server) -> Callable[..., SyncOutcome]:
+    """A maker of outcomes for a pass (or watch cycle) that starts now."""
+    started, clock = _now(), time.monotonic()
+
+    def outcome(code: ExitCode, message: str, result: str | None = None,
+                **counts: Any) -> SyncOutcome:
+        return SyncOutcome(result=result or RESULTS[code], exit_code=int(code), message=message,
+                           started=started, finished=_now(),
+                           duration=round(time.monotonic() - clock, 3), server=server.label,
+                           **counts)
+
+    return outcome
+
+
 def run_pass(config: Config, locations: Locations, *, first_run: bool = False,
              on_line: LineSink | None = None,
              on_progress: Callable[[progress.Progress], None] | None = None,
@@ -141,16 +159,8 @@ def run_pass(config: Config, locations: Locations, *, first_run: bool = False,
     `abort` (set by another thread) stops the pass cleanly, e.g. when a logout's time is up;
     `lock_wait` is how long to wait for another pass of this user to finish.
     """
-    started, clock = _now(), time.monotonic()
     server = transport.Server.from_config(config["server"])
-
-    def outcome(code: ExitCode, message: str, result: str | None = None,
-                **counts: Any) -> SyncOutcome:
-        return SyncOutcome(result=result or RESULTS[code], exit_code=int(code), message=message,
-                           started=started, finished=_now(),
-                           duration=round(time.monotonic() - clock, 3), server=server.label,
-                           **counts)
-
+    outcome = _outcomes(server)
     if is_excluded(locations.user, config["sync"]["excluded_users"]):
         return outcome(ExitCode.IN_SYNC, f"user {locations.user} is excluded "
                        "(sync.excluded_users): nothing synced", result="excluded")
@@ -175,10 +185,19 @@ def _ignore(_line: str) -> None:
     pass
 
 
-def _locked_pass(config: Config, locations: Locations, server: transport.Server,
-                 store: StateStore, first_run: bool, on_line: LineSink,
-                 outcome: Callable[..., SyncOutcome],
-                 abort: threading.Event | None) -> SyncOutcome:
+@dataclass
+class _Prepared:
+    """A pass that may start: the profile is written, the server answers."""
+
+    key: str  # the pair of roots, as remembered in the state
+    first: bool
+    plan: unison.Plan
+
+
+def _prepare(config: Config, locations: Locations, server: transport.Server,
+             store: StateStore, first_run: bool, on_line: LineSink,
+             outcome: Callable[..., SyncOutcome]) -> _Prepared | SyncOutcome:
+    """Everything before unison runs; an outcome when the pass cannot run."""
     paths, warnings = sync_paths(config, locations)
     for warning in warnings:
         on_line(warning)
@@ -194,17 +213,27 @@ def _locked_pass(config: Config, locations: Locations, server: transport.Server,
         profile = unison.build_profile(plan)
     except unison.ProfileValueError as exc:
         return outcome(ExitCode.CONFIG, str(exc), result="config-error")
-    unison_dir = locations.unison_dir
-    write_atomic(unison_dir / f"{unison.PROFILE}.prf", profile)
+    write_atomic(locations.unison_dir / f"{unison.PROFILE}.prf", profile)
     key = f"{plan.local_root} <-> {plan.server_root}"
-    first = first_run or _is_first_run(store, key, unison_dir)
+    return _Prepared(key, first_run or _is_first_run(store, key, locations.unison_dir), plan)
+
+
+def _locked_pass(config: Config, locations: Locations, server: transport.Server,
+                 store: StateStore, first_run: bool, on_line: LineSink,
+                 outcome: Callable[..., SyncOutcome],
+                 abort: threading.Event | None) -> SyncOutcome:
+    prepared = _prepare(config, locations, server, store, first_run, on_line, outcome)
+    if isinstance(prepared, SyncOutcome):
+        return prepared
+    unison_dir, first = locations.unison_dir, prepared.first
     with store.open_log() as log:
         def sink(line: str) -> None:
             log.write(line)
             on_line(line)
 
         log.write(f"--- pass started (pid {os.getpid()}, first run: {first}) ---")
-        early = _run_first_paths(config, plan, unison_dir, sink, abort) if first else None
+        early = (_run_first_paths(config, prepared.plan, unison_dir, sink, abort) if first
+                 else None)
         run, summary = _run_unison(config, unison_dir, first, sink, abort)
         if early:
             summary.transferred += early.transferred
@@ -212,13 +241,22 @@ def _locked_pass(config: Config, locations: Locations, server: transport.Server,
             return outcome(ExitCode.TRY_LATER, "stopped before it finished (time was up); the "
                            "next pass completes it", result="interrupted",
                            transferred=summary.transferred)
-        if run.returncode == 3 and not first and any(
-                m in summary.fatal for m in _ARCHIVE_MISMATCH):
+        if run.returncode == 3 and not first and _archives_disagree(summary):
             # One side lost its archive (reinstalled server, restored backup): a union sync is
             # the safe way back; it never deletes.
             sink("archives disagree; retrying as a first sync (-ignorearchives)")
             first = True
             run, summary = _run_unison(config, unison_dir, first, sink, abort)
+    return _finish(store, prepared.key, run, summary, first, outcome)
+
+
+def _archives_disagree(summary: unison.Summary) -> bool:
+    return any(m in summary.fatal for m in _ARCHIVE_MISMATCH)
+
+
+def _finish(store: StateStore, key: str, run: unison.Run, summary: unison.Summary, first: bool,
+            outcome: Callable[..., SyncOutcome]) -> SyncOutcome:
+    """The outcome of a run (or watch cycle); remembers that the roots have archives now."""
     code, message = _classify(run, summary)
     if code in (ExitCode.IN_SYNC, ExitCode.NEEDS_USER, ExitCode.PARTIAL):
         store.mark_synced(key)
@@ -271,3 +309,202 @@ def _run_unison(config: Config, unison_dir: Path, first: bool, sink: LineSink,
         sink(message)
         run = unison.Run(3, [message])
     return run, unison.parse_output(run.lines)
+
+
+# --- real-time mode ---------------------------------------------------------------------------
+
+OutcomeSink = Callable[[SyncOutcome], None]
+CYCLE_QUIET = 0.5  # seconds without output after a cycle's last line: unison is waiting
+STOP_GRACE = 10.0  # seconds unison gets to end after SIGINT before its group is killed
+
+
+@dataclass
+class WatchResult:
+    """Why real-time mode ended. `fallback`: it cannot run here; sync by interval instead."""
+
+    reason: str
+    fallback: bool = False
+    outcome: SyncOutcome | None = None  # the failure that ended it (offline, busy, fatal)
+
+
+def run_watch(config: Config, locations: Locations, stop: threading.Event, *,
+              on_outcome: OutcomeSink | None = None,
+              on_line: LineSink | None = None) -> WatchResult:
+    """Keep the home in sync in real time with `unison -repeat watch` until `stop` is set.
+
+    Holds the sync lock throughout. Every cycle in which unison propagated something (and the
+    first full scan) is recorded in the state like a pass and handed to `on_outcome`. unison
+    is restarted every `sync.rescan_interval` seconds for a full rescan. Returns when stopped,
+    when unison ends on its own (the outcome says why), or with `fallback` when there is no
+    usable unison-fsmonitor on this computer or on the server.
+    """
+    server = transport.Server.from_config(config["server"])
+    if is_excluded(locations.user, config["sync"]["excluded_users"]):
+        return WatchResult(f"user {locations.user} is excluded (sync.excluded_users)")
+    monitor = unison.find_fsmonitor(config["sync"]["unison"], os.environ.get("PATH", ""))
+    if monitor is None:
+        return WatchResult(f"no {unison.FSMONITOR} on this computer (not on PATH nor beside "
+                           f"{config['sync']['unison']})", fallback=True)
+    lock = SyncLock(locations.lock_file)
+    try:
+        lock.acquire("watch")
+    except RoamingHomesError as exc:
+        return WatchResult(exc.message, outcome=_outcomes(server)(exc.code, exc.message,
+                                                                  result="busy"))
+    store = StateStore(locations.state_dir)
+    session = _WatchSession(config, locations, server, store, stop, on_outcome or _ignore_outcome,
+                            on_line or _ignore)
+    try:
+        return session.run()
+    finally:
+        lock.release()
+
+
+def _ignore_outcome(_outcome: SyncOutcome) -> None:
+    pass
+
+
+class _WatchSession:
+    """unison -repeat watch, restarted for rescans, its output cut into cycles."""
+
+    def __init__(self, config: Config, locations: Locations, server: transport.Server,
+                 store: StateStore, stop: threading.Event, on_outcome: OutcomeSink,
+                 on_line: LineSink) -> None:
+        self.config, self.locations, self.server, self.store = config, locations, server, store
+        self.stop, self.on_outcome, self.on_line = stop, on_outcome, on_line
+
+    def record(self, outcome: SyncOutcome) -> None:
+        self.store.record(outcome.to_dict())
+        self.on_outcome(outcome)
+
+    def run(self) -> WatchResult:
+        while not self.stop.is_set():
+            outcome = _outcomes(self.server)
+            prepared = _prepare(self.config, self.locations, self.server, self.store, False,
+                                self.on_line, outcome)
+            if isinstance(prepared, SyncOutcome):
+                self.record(prepared)
+                return WatchResult(prepared.message, outcome=prepared)
+            if prepared.first:
+                # -ignorearchives would hold for every cycle of the session and never let a
+                # deletion through: make the first sync an ordinary pass.
+                first = _locked_pass(self.config, self.locations, self.server, self.store,
+                                     True, self.on_line, outcome, self.stop)
+                self.record(first)
+                if first.exit_code not in (ExitCode.IN_SYNC, ExitCode.NEEDS_USER,
+                                           ExitCode.PARTIAL):
+                    return WatchResult(first.message, outcome=first)
+                continue
+            result = self.watch(prepared.key)
+            if result is not None:
+                return result
+        return WatchResult("stopped")
+
+    def watch(self, key: str) -> WatchResult | None:
+        """One unison process; None when it was restarted for a rescan."""
+        argv = unison.build_argv(self.config["sync"]["unison"], False, unison.WATCH_ARGS)
+        rescan_at = time.monotonic() + self.config["sync"]["rescan_interval"]
+        lines: queue.Queue[str | None] = queue.Queue()
+        with self.store.open_log() as log:
+            log.write(f"--- watch started (pid {os.getpid()}) ---")
+            proc = unison.spawn(argv, str(self.locations.unison_dir))
+            reader = threading.Thread(target=unison.read_lines, args=(proc, lines.put),
+                                      daemon=True)
+            reader.start()
+            cycle = _Cycle(self.server)
+            ended_by_us = False
+            interrupted_at: float | None = None
+            stop_seen: float | None = None
+            first_cycle = True
+            while True:
+                try:
+                    line = lines.get(timeout=0.2)
+                except queue.Empty:
+                    line = ""
+                if line is None:
+                    break
+                if line:
+                    log.write(line)
+                    self.on_line(line)
+                    if line.startswith(unison.CYCLE_START) and cycle.ended:
+                        cycle = _Cycle(self.server)
+                    cycle.add(line)
+                if cycle.ended and not cycle.reported and cycle.quiet():
+                    done = cycle.outcome(self.store, key)
+                    if first_cycle or done.transferred or done.skipped or done.failed:
+                        self.record(done)
+                    first_cycle = False
+                now = time.monotonic()
+                if self.stop.is_set() and stop_seen is None:
+                    stop_seen = now
+                want_end = stop_seen is not None or now >= rescan_at
+                # Between cycles unison only waits: interrupting it then loses nothing. A stop
+                # waits for a running cycle, but not for long.
+                idle = cycle.reported or (stop_seen is not None and now - stop_seen > STOP_GRACE)
+                if want_end and interrupted_at is None and idle:
+                    ended_by_us = True
+                    interrupted_at = time.monotonic()
+                    _signal(proc, signal.SIGINT)
+                elif interrupted_at and time.monotonic() - interrupted_at > STOP_GRACE:
+                    _signal(proc, signal.SIGKILL, group=True)
+            proc.wait()
+            reader.join(timeout=5)
+            log.write(f"--- watch ended (unison exit code {proc.returncode}) ---")
+        if ended_by_us:
+            return WatchResult("stopped") if self.stop.is_set() else None
+        return self.ended_alone(proc.returncode, cycle, key)
+
+    def ended_alone(self, returncode: int, cycle: _Cycle, key: str) -> WatchResult:
+        lines = cycle.lines[cycle.reported_lines:]  # what came after the last recorded cycle
+        summary = unison.parse_output(lines)
+        if problem := unison.monitor_problem(summary):
+            return WatchResult(f"real-time mode unavailable: {problem} (is {unison.FSMONITOR} "
+                               "on the PATH of the ssh user on the server?)", fallback=True)
+        if _archives_disagree(summary):
+            outcome = _locked_pass(self.config, self.locations, self.server, self.store, True,
+                                   self.on_line, _outcomes(self.server), self.stop)
+        else:
+            outcome = _finish(self.store, key, unison.Run(returncode, lines), summary, False,
+                              cycle.make_outcome)
+        self.record(outcome)
+        return WatchResult(outcome.message, outcome=outcome)
+
+
+class _Cycle:
+    """The output lines of one watch cycle: Looking for changes ... summary (+ details)."""
+
+    def __init__(self, server: transport.Server) -> None:
+        self.make_outcome = _outcomes(server)
+        self.lines: list[str] = []
+        self.ended = False
+        self.reported_lines = 0  # lines already turned into an outcome
+        self.last = time.monotonic()
+
+    @property
+    def reported(self) -> bool:
+        return self.reported_lines > 0
+
+    def add(self, line: str) -> None:
+        self.lines.append(line)
+        self.last = time.monotonic()
+        self.ended = self.ended or unison.ends_cycle(line)
+
+    def quiet(self) -> bool:
+        return time.monotonic() - self.last >= CYCLE_QUIET
+
+    def outcome(self, store: StateStore, key: str) -> SyncOutcome:
+        self.reported_lines = len(self.lines)
+        summary = unison.parse_output(self.lines)
+        run = unison.Run(unison.cycle_returncode(summary), self.lines)
+        return _finish(store, key, run, summary, False, self.make_outcome)
+
+
+def _signal(proc: subprocess.Popen[bytes], signum: int, group: bool = False) -> None:
+    """Signal unison (or its whole group: ssh and the local monitor), if it still runs."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        if group:
+            os.killpg(proc.pid, signum)
+        else:
+            proc.send_signal(signum)

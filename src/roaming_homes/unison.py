@@ -11,6 +11,7 @@ import contextlib
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import threading
@@ -160,6 +161,10 @@ class Run:
     lines: list[str]
 
 
+def _env(unison_dir: str) -> dict[str, str]:
+    return dict(os.environ, UNISON=unison_dir, NO_COLOR="1")
+
+
 def run(argv: Sequence[str], unison_dir: str, on_line: Callable[[str], None],
         abort: threading.Event | None = None) -> Run:
     """Spawn unison (no shell), hand every output line to `on_line`, return code and lines.
@@ -170,11 +175,10 @@ def run(argv: Sequence[str], unison_dir: str, on_line: Callable[[str], None],
     `abort` stops unison cleanly (see `ABORT_GRACE`); unison then runs in a process group of its
     own, so that its ssh, which may hang on a frozen server holding our pipe, can be ended with it.
     """
-    env = dict(os.environ, UNISON=unison_dir, NO_COLOR="1")
     lines: list[str] = []
 
     with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, env=env,
+                          stderr=subprocess.STDOUT, env=_env(unison_dir),
                           process_group=None if abort is None else 0) as proc:
         if abort is not None:
             threading.Thread(target=_stop_on, args=(abort, proc), daemon=True).start()
@@ -218,3 +222,74 @@ def _stop_on(abort: threading.Event, proc: subprocess.Popen[bytes]) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             return
+
+
+# --- watch mode (-repeat watch) -----------------------------------------------------------------
+
+WATCH_ARGS = ("-repeat", "watch")
+CYCLE_START = "Looking for changes"
+FSMONITOR = "unison-fsmonitor"
+# Fatal errors that mean "no usable file monitor", not "the sync failed" (fswatch.ml).
+_NO_MONITOR = ("No file monitoring helper program found", "Filesystem watcher error",
+               "Filesystem watcher died", "from the filesystem watcher",
+               "File monitoring helper program not running")
+
+
+def find_fsmonitor(unison: str, path_env: str) -> str | None:
+    """The monitor unison would start: `unison-fsmonitor[-VERSION]` beside the real unison
+    executable (symlinks resolved, as /proc/self/exe is), then on PATH. None if there is none."""
+    dirs = [d for d in path_env.split(":") if d]
+    program = shutil.which(unison, path=path_env) if "/" not in unison else unison
+    if program:
+        dirs.insert(0, os.path.dirname(os.path.realpath(program)))
+    for directory in dirs:
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            continue
+        for name in sorted(names):
+            if name == FSMONITOR or name.startswith(FSMONITOR + "-"):
+                candidate = os.path.join(directory, name)
+                if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+                    return candidate
+    return None
+
+
+def cycle_returncode(summary: Summary) -> int:
+    """The exit code unison would give for one watch cycle (Uicommon.exitCode)."""
+    if summary.failed:
+        return 2
+    if summary.skipped or summary.partial:
+        return 1
+    return 0
+
+
+def ends_cycle(line: str) -> bool:
+    """A line after which unison waits for the next change (details may follow at once)."""
+    return bool(_SUMMARY.match(line)) or line.startswith(_NOTHING)
+
+
+def monitor_problem(summary: Summary) -> str | None:
+    """unison's fatal error when it was about the file monitor, else None."""
+    if any(marker in summary.fatal for marker in _NO_MONITOR):
+        return summary.fatal
+    return None
+
+
+def spawn(argv: Sequence[str], unison_dir: str) -> subprocess.Popen[bytes]:
+    """Start a long-running unison (watch mode) in its own process group; output on stdout.
+
+    Its own group lets the caller end unison and everything it started (ssh, the local
+    monitor) without touching any other process.
+    """
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=_env(unison_dir),
+                            start_new_session=True)
+
+
+def read_lines(proc: subprocess.Popen[bytes], on_line: Callable[[str | None], None]) -> None:
+    """Hand each output line of `proc` to `on_line`, then None at the end (run it in a thread)."""
+    for segment in _segments(proc, None):
+        if segment.strip():
+            on_line(segment)
+    on_line(None)

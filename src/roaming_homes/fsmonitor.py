@@ -1,0 +1,504 @@
+"""`unison-fsmonitor`: tells `unison -repeat watch` which paths changed, from Linux inotify.
+
+unison starts this program (on each end of a sync) with pipes on stdin/stdout and speaks the
+line protocol of its `src/fswatch.ml` (shared/UNISON.md §2):
+
+    monitor: VERSION 1                       (at start; unison's own VERSION/DEBUG need no reply)
+    unison:  START <hash> <fspath> <path>    watch fspath/path                  -> OK
+    unison:  DIR <rel> | LINK <rel>          watch fspath/path/rel (before unison reads it) -> OK
+    unison:  DONE                            end of that scan                   (no reply)
+    unison:  WAIT <hash>                     -> once, when something changed: CHANGES <hash>...
+    unison:  CHANGES <hash>                  -> RECURSIVE <path relative to fspath>..., DONE
+    unison:  RESET <hash>                    forget the replica                 (no reply)
+
+Every argument is percent-encoded. Any command but WAIT cancels the pending waits.
+
+Watching follows unison's own scans: each directory unison announces with DIR is watched before
+unison reads it, so nothing created after that is missed, and a change in a directory reports
+the child that changed; unison rescans that child and announces every directory below it. A new
+or moved-in directory tree is therefore watched as soon as unison has looked at it, and nothing
+written into it before then is lost (the rescan sees it). Watches of directories that were
+deleted, moved away or not announced again in a rescan are dropped.
+
+A change is reported once it has been quiet for SETTLE seconds (as the reference monitor does),
+so a file being written is not synced half-way. A file created and deleted again before unison
+saw it is not reported at all. When the kernel's event queue overflows, events were lost: the
+whole replica is reported, which makes unison rescan everything it syncs. When the inotify
+watch limit is reached the monitor sends ERROR naming `fs.inotify.max_user_watches` and exits;
+unison stops with "Filesystem watcher error: ...", and roaming-homes falls back to interval
+syncs.
+
+The codec (`quote`, `unquote`, `split_on_space`) and the change bookkeeping (`ripe_changes`)
+are pure functions; `Monitor` holds the watches; `main` is the select loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+SETTLE = 0.5  # seconds a path must be quiet before it is reported (unison's watcher uses 0.5)
+PROTOCOL_VERSION = "1"
+LIMIT_HINT = "/proc/sys/fs/inotify/max_user_watches"
+
+# Bytes that stay as they are in unison's percent encoding (fswatch.ml `disallowed_char`).
+_PLAIN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+                   b"-_.~!*'();:@&=+$,/?#[]")
+_HEX = "0123456789ABCDEF"
+_HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
+
+# inotify event bits (linux/inotify.h); inotify_simple.flags has the same values, but importing
+# it here would make the pure codec depend on ctypes.
+IN_MODIFY, IN_ATTRIB = 0x2, 0x4
+IN_MOVED_FROM, IN_MOVED_TO, IN_CREATE, IN_DELETE = 0x40, 0x80, 0x100, 0x200
+IN_DELETE_SELF, IN_MOVE_SELF, IN_UNMOUNT = 0x400, 0x800, 0x2000
+IN_Q_OVERFLOW, IN_IGNORED = 0x4000, 0x8000
+IN_ONLYDIR, IN_DONT_FOLLOW, IN_EXCL_UNLINK, IN_ISDIR = 0x1000000, 0x2000000, 0x4000000, 0x40000000
+WATCH_MASK = (IN_MODIFY | IN_ATTRIB | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE
+              | IN_DELETE_SELF | IN_MOVE_SELF | IN_EXCL_UNLINK)
+_GONE = IN_DELETE | IN_MOVED_FROM
+
+
+class ProtocolError(Exception):
+    """unison sent something this monitor cannot understand."""
+
+
+class WatchLimitError(Exception):
+    """The kernel refused another watch: fs.inotify.max_user_watches is exhausted."""
+
+
+# --- codec --------------------------------------------------------------------------------------
+
+def quote(text: str) -> str:
+    """Percent-encode like unison: file names are bytes; uppercase hex; see _PLAIN."""
+    return "".join(chr(b) if b in _PLAIN else f"%{_HEX[b >> 4]}{_HEX[b & 15]}"
+                   for b in os.fsencode(text))
+
+
+def unquote(text: str) -> str:
+    """Undo `quote` (hex in either case); raises ProtocolError on a malformed escape."""
+    if "%" not in text:
+        return text
+    raw, out, i = os.fsencode(text), bytearray(), 0
+    while i < len(raw):
+        if raw[i] == 0x25:  # '%'
+            digits = raw[i + 1:i + 3]
+            if len(digits) != 2 or not all(d in _HEX_DIGITS for d in digits):
+                raise ProtocolError(f"bad percent escape in {text!r}")
+            out.append(int(digits, 16))
+            i += 3
+        else:
+            out.append(raw[i])
+            i += 1
+    return os.fsdecode(bytes(out))
+
+
+def split_on_space(line: str) -> tuple[str, str]:
+    """First word and the rest, like fswatch.ml: `START h p ` -> ("START", "h p ")."""
+    head, _, rest = line.partition(" ")
+    return head, rest
+
+
+def join(parent: str, name: str) -> str:
+    """A path relative to a replica; "" is the replica itself."""
+    return f"{parent}/{name}" if parent else name
+
+
+def is_within(path: str, top: str) -> bool:
+    """`path` is `top` or below it ("" contains everything)."""
+    return not top or path == top or path.startswith(top + "/")
+
+
+def collapse(paths: Iterable[str]) -> list[str]:
+    """Sorted paths without those below another listed path (RECURSIVE covers them)."""
+    kept: list[str] = []
+    for path in sorted(set(paths), key=lambda p: (p.count("/"), p)):
+        if not any(is_within(path, top) for top in kept):
+            kept.append(path)
+    return sorted(kept)
+
+
+@dataclass
+class Change:
+    """The last event seen for a path; `created` while it may be a short-lived new file."""
+
+    time: float
+    created: bool = False
+
+
+def ripe_changes(pending: dict[str, Change], now: float, settle: float = SETTLE) -> list[str]:
+    """The pending paths that have been quiet for `settle` seconds, as RECURSIVE lines want them."""
+    return collapse(p for p, change in pending.items() if now - change.time > settle)
+
+
+# --- the monitor --------------------------------------------------------------------------------
+
+DIR, LOOKOUT = "dir", "lookout"
+
+
+@dataclass
+class Replica:
+    """One root unison synchronises (identified by its archive hash)."""
+
+    fspath: str
+    pending: dict[str, Change] = field(default_factory=dict)
+    everything: bool = False  # events were lost: report the whole replica at once
+    dirs: dict[str, int] = field(default_factory=dict)  # watched path -> watch descriptor
+    # A start path that does not exist yet: its nearest existing ancestor is watched for the
+    # one child name that leads to it (e.g. the server gains Documents in the first sync).
+    lookouts: dict[str, tuple[int, str]] = field(default_factory=dict)  # ancestor -> (wd, name)
+
+
+@dataclass
+class Scan:
+    """A START ... DONE exchange in progress."""
+
+    hash: str
+    start: str  # path relative to the replica's fspath
+    announced: set[str] = field(default_factory=set)
+
+
+Owner = tuple[str, str, str]  # (replica hash, path, DIR or LOOKOUT)
+
+
+class Monitor:
+    """The protocol state machine over an inotify object (anything with add_watch/rm_watch)."""
+
+    def __init__(self, inotify: Any, write: Callable[[str], None],
+                 clock: Callable[[], float] = time.monotonic,
+                 debug: Callable[[str], None] | None = None) -> None:
+        self.inotify = inotify
+        self.write = write
+        self.clock = clock
+        self.replicas: dict[str, Replica] = {}
+        self.owners: dict[int, set[Owner]] = {}  # one inode may be watched for several paths
+        self.waiting: set[str] = set()
+        self.scan: Scan | None = None
+        self._debug = debug
+
+    def debug(self, text: str) -> None:
+        if self._debug:
+            self._debug(text)
+
+    # -- commands --
+
+    def command(self, line: str) -> None:
+        """Handle one line from unison (without its newline)."""
+        self.debug(f"<< {line}")
+        cmd, args = split_on_space(line)
+        if cmd != "WAIT":
+            self.waiting.clear()
+        if cmd in ("VERSION", "DEBUG"):
+            return
+        if cmd == "START":
+            hash_, rest = split_on_space(args)
+            fspath, path = split_on_space(rest)
+            self.start(unquote(hash_), unquote(fspath), unquote(path))
+        elif cmd in ("DIR", "LINK"):
+            self.add_dir(unquote(args), follow=cmd == "LINK")
+        elif cmd == "DONE":
+            self.end_scan()
+        elif cmd == "WAIT":
+            self.waiting.add(unquote(args))
+            self.check_waits()
+        elif cmd == "CHANGES":
+            self.report(unquote(args))
+        elif cmd == "RESET":
+            self.reset(unquote(args))
+        else:
+            raise ProtocolError(f"unknown command '{cmd}'")
+
+    def start(self, hash_: str, fspath: str, path: str) -> None:
+        replica = self.replicas.get(hash_)
+        if replica is not None and replica.fspath != fspath:
+            self.reset(hash_)
+            replica = None
+        if replica is None:
+            replica = self.replicas[hash_] = Replica(fspath)
+        for ancestor in [a for a in replica.lookouts if is_within(path, a)]:
+            self._unwatch(hash_, ancestor, LOOKOUT)
+        if path == "":
+            replica.everything = False
+        self.scan = Scan(hash_, path, {path})
+        if not self._watch(hash_, path, follow=False):
+            self._look_out(hash_, path)
+        self.write("OK")
+
+    def add_dir(self, rel: str, follow: bool) -> None:
+        if self.scan is None:
+            raise ProtocolError("DIR or LINK outside START ... DONE")
+        path = join(self.scan.start, rel) if rel else self.scan.start
+        replica = self.replicas[self.scan.hash]
+        # unison reads this directory now: what changed in it so far is what it will find.
+        for key in [k for k in replica.pending if _parent(k) == path]:
+            del replica.pending[key]
+        self._watch(self.scan.hash, path, follow=follow)
+        self.scan.announced.add(path)
+        self.write("OK")
+
+    def end_scan(self) -> None:
+        """Drop the watches below the scanned path that unison did not announce again."""
+        if self.scan is None:
+            raise ProtocolError("DONE outside START ... DONE")
+        scan, self.scan = self.scan, None
+        replica = self.replicas[scan.hash]
+        for path in [p for p in replica.dirs if is_within(p, scan.start)
+                     and p not in scan.announced]:
+            self._unwatch(scan.hash, path, DIR)
+
+    def reset(self, hash_: str) -> None:
+        replica = self.replicas.get(hash_)
+        if replica is None:
+            return
+        for path in list(replica.dirs):
+            self._unwatch(hash_, path, DIR)
+        for path in list(replica.lookouts):
+            self._unwatch(hash_, path, LOOKOUT)
+        del self.replicas[hash_]
+
+    def report(self, hash_: str) -> None:
+        replica = self.replicas.get(hash_)
+        paths: list[str] = []
+        if replica is not None:
+            if replica.everything:
+                paths = [""]
+                replica.everything = False
+            else:
+                paths = ripe_changes(replica.pending, self.clock())
+            for key in [k for k in replica.pending if any(is_within(k, p) for p in paths)]:
+                del replica.pending[key]
+        for path in paths:
+            self.write(f"RECURSIVE {quote(path)}")
+        self.write("DONE")
+
+    # -- waiting --
+
+    def check_waits(self) -> None:
+        """Answer the pending WAITs if a waited-for replica has something to report."""
+        if not self.waiting:
+            return
+        now = self.clock()
+        ready = sorted(h for h in self.waiting if self._has_ripe(h, now))
+        if ready:
+            self.waiting.clear()
+            self.write("CHANGES " + " ".join(quote(h) for h in ready))
+
+    def next_check(self) -> float | None:
+        """Seconds until a young change ripens for a waiting replica (None: nothing to time)."""
+        times = [c.time for h in self.waiting if h in self.replicas
+                 for c in self.replicas[h].pending.values()]
+        if not times:
+            return None
+        return max(0.0, min(times) + SETTLE - self.clock()) + 0.01
+
+    def _has_ripe(self, hash_: str, now: float) -> bool:
+        replica = self.replicas.get(hash_)
+        return replica is not None and (replica.everything or any(
+            now - c.time > SETTLE for c in replica.pending.values()))
+
+    # -- events --
+
+    def events(self, events: Iterable[Any]) -> None:
+        """Record inotify events (objects with wd, mask, name), then answer waits."""
+        now = self.clock()
+        for event in events:
+            if event.mask & IN_Q_OVERFLOW:
+                self.debug("event queue overflow: reporting every replica")
+                for replica in self.replicas.values():
+                    replica.everything = True
+                continue
+            for owner in list(self.owners.get(event.wd, ())):
+                self._event(owner, event, now)
+            if event.mask & IN_IGNORED:
+                # The kernel dropped the watch (directory deleted, file system unmounted).
+                for owner in list(self.owners.get(event.wd, ())):
+                    self._forget(owner, event.wd)
+        self.check_waits()
+
+    def _event(self, owner: Owner, event: Any, now: float) -> None:
+        hash_, path, kind = owner
+        replica = self.replicas[hash_]
+        mask, name = event.mask, event.name
+        if kind == LOOKOUT:
+            if name == replica.lookouts[path][1]:
+                self._record(replica, join(path, name), now, mask)
+        elif name:
+            child = join(path, name)
+            if mask & IN_MOVED_FROM and mask & IN_ISDIR:
+                # The watches below follow the directory wherever it went: not ours any more.
+                for sub in [p for p in replica.dirs if is_within(p, child)]:
+                    self._unwatch(hash_, sub, DIR)
+            self._record(replica, child, now, mask)
+        elif mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT | IN_MODIFY | IN_ATTRIB):
+            # The watched directory itself changed; its parent (if watched) reports it too.
+            self._record(replica, path, now, mask)
+            if mask & IN_MOVE_SELF:
+                self._unwatch(hash_, path, DIR)
+
+    def _record(self, replica: Replica, path: str, now: float, mask: int) -> None:
+        old = replica.pending.get(path)
+        if old is not None and old.created and mask & _GONE:
+            del replica.pending[path]  # created and gone before unison looked: nothing to do
+            return
+        created = old.created if old else bool(mask & IN_CREATE and self.scan is None)
+        replica.pending[path] = Change(now, created)
+
+    # -- watches --
+
+    def _add_watch(self, full: str, mask: int) -> int | None:
+        try:
+            return self.inotify.add_watch(full, mask)
+        except OSError as exc:
+            if exc.errno == 28:  # ENOSPC
+                raise WatchLimitError(limit_message(full)) from None
+            # ENOENT: gone again (its parent reported that); EACCES, ENOTDIR, ELOOP: unison
+            # reports those itself when it scans.
+            self.debug(f"cannot watch {full}: {exc.strerror}")
+            return None
+
+    def _full(self, hash_: str, path: str) -> str:
+        fspath = self.replicas[hash_].fspath
+        return join(fspath, path) if path else fspath
+
+    def _watch(self, hash_: str, path: str, follow: bool) -> bool:
+        mask = WATCH_MASK if follow else WATCH_MASK | IN_ONLYDIR | IN_DONT_FOLLOW
+        replica = self.replicas[hash_]
+        wd = self._add_watch(self._full(hash_, path), mask)
+        if replica.dirs.get(path) not in (None, wd):
+            self._unwatch(hash_, path, DIR)
+        if wd is None:
+            return False
+        replica.dirs[path] = wd
+        self.owners.setdefault(wd, set()).add((hash_, path, DIR))
+        return True
+
+    def _look_out(self, hash_: str, path: str) -> None:
+        """Watch the nearest existing ancestor of a missing start path for its creation."""
+        parts = path.split("/") if path else []
+        while parts:
+            name = parts.pop()
+            ancestor = "/".join(parts)
+            wd = self._add_watch(self._full(hash_, ancestor), WATCH_MASK | IN_ONLYDIR)
+            if wd is not None:
+                self.replicas[hash_].lookouts[ancestor] = (wd, name)
+                self.owners.setdefault(wd, set()).add((hash_, ancestor, LOOKOUT))
+                return
+
+    def _unwatch(self, hash_: str, path: str, kind: str) -> None:
+        replica = self.replicas[hash_]
+        wd = replica.dirs.get(path) if kind == DIR else replica.lookouts.get(path, (None,))[0]
+        if wd is None:
+            return
+        self._forget((hash_, path, kind), wd)
+        if wd not in self.owners:
+            with contextlib.suppress(OSError):  # EINVAL: the kernel dropped it already
+                self.inotify.rm_watch(wd)
+
+    def _forget(self, owner: Owner, wd: int) -> None:
+        hash_, path, kind = owner
+        replica = self.replicas.get(hash_)
+        if replica is not None:
+            if kind == DIR and replica.dirs.get(path) == wd:
+                del replica.dirs[path]
+            elif kind == LOOKOUT and replica.lookouts.get(path, (None,))[0] == wd:
+                del replica.lookouts[path]
+        owners = self.owners.get(wd)
+        if owners is not None:
+            owners.discard(owner)
+            if not owners:
+                del self.owners[wd]
+
+
+def _parent(path: str) -> str:
+    return path.rpartition("/")[0]
+
+
+def limit_message(path: str) -> str:
+    """The ERROR text when the kernel refuses another watch."""
+    try:
+        with open(LIMIT_HINT) as handle:
+            limit = handle.read().strip()
+    except OSError:
+        limit = "?"
+    return (f"cannot watch {path}: the inotify watch limit is reached "
+            f"(fs.inotify.max_user_watches = {limit}); raise it, e.g. "
+            "`sysctl fs.inotify.max_user_watches=524288` (persist it in /etc/sysctl.d/), "
+            "or sync fewer directories")
+
+
+# --- the program --------------------------------------------------------------------------------
+
+def _writer(fd: int) -> Callable[[str], None]:
+    def write(line: str) -> None:
+        data = (line + "\n").encode("ascii")
+        while data:
+            data = data[os.write(fd, data):]
+
+    return write
+
+
+def main() -> int:
+    """Serve unison on stdin/stdout until it closes stdin. Exit 1 after sending ERROR."""
+    import signal
+
+    # Die quietly with unison (Ctrl-C in a terminal reaches the whole process group).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    write = _writer(sys.stdout.fileno())
+    try:
+        serve(write)
+    except BrokenPipeError:
+        return 0  # unison is gone
+    except (ProtocolError, WatchLimitError) as exc:
+        message = str(exc)
+    except OSError as exc:
+        message = f"inotify failed: {exc} (the number of inotify instances is limited by " \
+                  "fs.inotify.max_user_instances)"
+    except Exception as exc:  # a bug here must reach unison's user, not vanish in a traceback
+        message = f"internal error: {exc!r}"
+    else:
+        return 0
+    with contextlib.suppress(BrokenPipeError):
+        write(f"ERROR {quote(message)}")
+    return 1
+
+
+def serve(write: Callable[[str], None]) -> None:
+    """The select loop: unison's commands on stdin, inotify events; returns at end of input."""
+    import inotify_simple
+
+    debug_enabled = False
+
+    def debug(text: str) -> None:
+        if debug_enabled:
+            print(f"unison-fsmonitor: {text}", file=sys.stderr, flush=True)
+
+    with inotify_simple.INotify() as inotify:
+        monitor = Monitor(inotify, write, debug=debug)
+        stdin, buffer = sys.stdin.fileno(), b""
+        write(f"VERSION {PROTOCOL_VERSION}")
+        while True:
+            ready, _, _ = select.select([stdin, inotify], [], [], monitor.next_check())
+            if inotify in ready:
+                monitor.events(inotify.read(timeout=0))
+            if stdin in ready:
+                data = os.read(stdin, 65536)
+                if not data:
+                    return
+                *lines, buffer = (buffer + data).split(b"\n")
+                for raw in lines:
+                    line = os.fsdecode(raw)
+                    debug_enabled = debug_enabled or line == "DEBUG"
+                    if split_on_space(line)[0] in ("WAIT", "CHANGES"):
+                        monitor.events(inotify.read(timeout=0))  # include what just happened
+                    monitor.command(line)
+            monitor.check_waits()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
