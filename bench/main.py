@@ -1,0 +1,334 @@
+"""`bench/run [--quick] [--output FILE]`: measure a sync against raw unison and rsync.
+
+Builds everything in a temporary directory (an sshd on loopback from the test fixtures,
+generated homes), prints one markdown table and writes it (with the machine's description)
+to docs/performance.md; removes everything and stops every server it started at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.support.homes import CLI, Setup
+from tests.support.sshd import SshServer, free_port
+
+from bench import trees
+from bench.blackhole import BlackHole
+from bench.measure import Row, import_cost_us, machine, peak_rss, render, repeat, timed
+from roaming_homes import config as config_mod
+from roaming_homes import engine, transport, unison
+from roaming_homes.paths import Locations
+
+ROOT = Path(__file__).resolve().parents[1]
+RAW_PROFILE = "rh-raw"
+OFFLINE = 75
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How much to measure: the full run, or the CI smoke test."""
+
+    sizes: tuple[int, ...]
+    touched_home: int
+    mixed_bytes: int
+    pair_runs: dict[int, int]
+    touch_runs: int
+    first_runs: int
+    offline_runs: int
+    blackhole_timeout: float
+    start_runs: int
+
+    @classmethod
+    def full(cls) -> Plan:
+        return cls(sizes=(1_000, 10_000, 100_000), touched_home=100_000, mixed_bytes=1 << 30,
+                   pair_runs={1_000: 9, 10_000: 9, 100_000: 7}, touch_runs=5, first_runs=3,
+                   offline_runs=5, blackhole_timeout=3, start_runs=20)
+
+    @classmethod
+    def quick(cls) -> Plan:
+        return cls(sizes=(1_000,), touched_home=1_000, mixed_bytes=16 << 20,
+                   pair_runs={1_000: 3}, touch_runs=2, first_runs=1, offline_runs=2,
+                   blackhole_timeout=1, start_runs=5)
+
+
+def _n(count: int) -> str:
+    return f"{count:,}".replace(",", " ")
+
+
+def _log(text: str) -> None:
+    print(f"bench: {text}", file=sys.stderr, flush=True)
+
+
+class Home:
+    """One generated user over the benchmark's sshd, plus the raw unison run of its profile."""
+
+    def __init__(self, base: Path, sshd: SshServer) -> None:
+        self.setup = Setup(base, sshd)
+        self.docs = self.setup.home / "Documents"
+
+    def sync(self, *args: str, expect: tuple[int, ...] = (0,)) -> float:
+        return timed([*CLI, "sync", *args], self.setup.env, expect)
+
+    def write_raw_profile(self) -> None:
+        """Our profile as roaming-homes writes it, but with connection sharing off.
+
+        Same roots, paths, ignores and ssh options; no ControlPath, so every run of it pays its
+        own ssh handshake, as the original scripts' `unison` did.
+        """
+        locations = Locations.from_env(self.setup.env)
+        cfg = config_mod.load(locations, self.setup.config_path)
+        server = dataclasses.replace(transport.Server.from_config(cfg["server"]),
+                                     connection_reuse=0)
+        plan = engine.build_plan(cfg, locations, server, None)
+        self.setup.unison_dir.mkdir(parents=True, exist_ok=True)
+        (self.setup.unison_dir / f"{RAW_PROFILE}.prf").write_text(unison.build_profile(plan))
+
+    def raw_argv(self, first_run: bool = False) -> list[str]:
+        """The command line roaming-homes runs, on the raw profile."""
+        argv = unison.build_argv("unison", first_run)
+        return [argv[0], RAW_PROFILE, *argv[2:]]
+
+    def raw(self, first_run: bool = False) -> float:
+        return timed(self.raw_argv(first_run), self.unison_env)
+
+    def over_shared_connection(self) -> float:
+        """unison alone on the profile roaming-homes wrote, through its open ssh connection."""
+        return timed(unison.build_argv("unison", False), self.unison_env)
+
+    @property
+    def unison_env(self) -> dict[str, str]:
+        return {**self.setup.env, "UNISON": str(self.setup.unison_dir)}
+
+    def close_connection(self) -> None:
+        """Close the shared ssh connection (Setup.close removes the runtime dir; recreate it)."""
+        self.setup.close()
+        self.setup.runtime.mkdir(mode=0o700)
+
+    def close(self) -> None:
+        self.setup.close()
+
+
+class Bench:
+    def __init__(self, base: Path, plan: Plan) -> None:
+        self.base = base
+        self.plan = plan
+        self.pool = trees.Pool()
+        self.rows: list[Row] = []
+        self.homes: list[Home] = []
+        self.sshd = SshServer(base / "sshd").start()
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row)
+        _log("  " + render([row]).splitlines()[-1])
+
+    def home(self, name: str) -> Home:
+        home = Home(self.base / name, self.sshd)
+        self.homes.append(home)
+        return home
+
+    def close(self) -> None:
+        for home in self.homes:
+            home.close()
+        self.sshd.stop()
+
+    # --- 1, 2, 6: passes over homes of small files ------------------------------------------
+
+    def small_homes(self) -> None:
+        for size in self.plan.sizes:
+            home = self.home(f"home-{size}")
+            _log(f"building a home of {_n(size)} files")
+            paths = trees.small_files(home.docs, size, self.pool)
+            trees.copy_tree(home.docs, home.setup.server_home / "Documents")
+            home.sync()  # first sync: archives for identical sides
+            home.write_raw_profile()
+            home.sync()  # opens the shared connection, as any earlier pass of the day did
+            runs = self.plan.pair_runs[size]
+            _log(f"no-change passes over {_n(size)} files, {runs}x each")
+            ours, alone, raw = repeat(runs, home.sync, home.over_shared_connection, home.raw)
+            self.add(Row("1", f"no-change pass, {_n(size)} files", "s", ours, raw,
+                         "raw unison", _NO_CHANGE_TARGETS.get(size)))
+            self.add(Row("1", f"… unison alone over our shared connection, {_n(size)} files",
+                         "s", alone, raw, "raw unison"))
+            if size == self.plan.touched_home:
+                self._touched(home, paths)
+                self._memory(home, size)
+
+    def _touched(self, home: Home, paths: list[Path]) -> None:
+        rng = self.pool.rng
+        size = len(paths)
+
+        def after_touch(run: Callable[[], float]) -> Callable[[], float]:
+            def touched_run() -> float:
+                trees.touch(rng.sample(paths, 10), self.pool)
+                return run()
+            return touched_run
+
+        _log(f"passes after touching 10 of {_n(size)} files, {self.plan.touch_runs}x each")
+        ours, raw = repeat(self.plan.touch_runs, after_touch(home.sync), after_touch(home.raw))
+        self.add(Row("2", f"10 files changed in {_n(size)}", "s", ours, raw,
+                             "raw unison"))
+
+    def _memory(self, home: Home, size: int) -> None:
+        _log(f"peak memory of a no-change pass over {_n(size)} files")
+        ours = peak_rss([*CLI, "sync"], home.setup.env)
+        raw = peak_rss(home.raw_argv(), home.unison_env)
+        self.add(Row("6", f"peak RSS, wrapper (Python), {_n(size)} files", "MiB",
+                             [ours["main"]]))
+        self.add(Row("6", f"peak RSS, unison client, {_n(size)} files", "MiB",
+                             [ours.get("unison", 0.0)], [raw["main"]],
+                             "raw unison"))
+
+    # --- 3: first sync of a mixed tree against rsync ----------------------------------------
+
+    def first_sync(self) -> None:
+        home = self.home("mixed")
+        files, size = trees.mixed_tree(home.docs, self.plan.mixed_bytes, self.pool)
+        target = home.setup.server_home / "Documents"
+        server = transport.Server.from_config(
+            config_mod.load(Locations.from_env(home.setup.env), home.setup.config_path)["server"])
+        ssh = " ".join(["ssh", *transport.ssh_options(server, None), "-p", str(server.port)])
+        rsync = ["rsync", "-a", "-e", ssh, f"{home.docs}/",
+                 f"{server.user}@{server.host}:{target}/"]
+
+        def fresh() -> None:
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir()
+            for archive in home.setup.unison_dir.glob("[af][rp]*"):
+                archive.unlink()
+            home.close_connection()
+
+        def ours() -> float:
+            fresh()
+            return home.sync("--first-run")
+
+        def raw_unison() -> float:
+            fresh()
+            return home.raw(first_run=True)
+
+        def theirs() -> float:
+            fresh()
+            return timed(rsync, home.setup.env)
+
+        label = f"{size / (1 << 20):.0f} MiB" if size < 1 << 30 else f"{size / (1 << 30):.1f} GiB"
+        _log(f"first sync of {label} in {_n(files)} files, {self.plan.first_runs}x each")
+        home.write_raw_profile()
+        mine, alone, base = repeat(self.plan.first_runs, ours, raw_unison, theirs)
+        what = f"first sync, {label} in {_n(files)} files"
+        self.add(Row("3", f"{what} (`--first-run`)", "s", mine, base,
+                     "`rsync -a` over the same ssh", 1.1))
+        self.add(Row("3", f"… raw unison `-ignorearchives`, {what}", "s", alone, base,
+                     "`rsync -a` over the same ssh"))
+
+    # --- 4: offline --------------------------------------------------------------------------
+
+    def offline(self) -> None:
+        home = self.home("offline")
+        (home.docs).mkdir()
+        timeout = self.plan.blackhole_timeout
+        home.setup.configure(server={"port": free_port(), "connect_timeout": timeout})
+        _log("offline: closed port")
+        closed = repeat(self.plan.offline_runs, lambda: home.sync(expect=(OFFLINE,)))[0]
+        self.add(Row("4", f"offline exit 75, closed port (connect_timeout {timeout:g} s)",
+                             "s", closed, [timeout], "connect_timeout", 1.1))
+        _log("offline: black hole")
+        try:
+            with BlackHole() as hole:
+                home.setup.configure(server={"host": hole.address, "port": 22,
+                                             "connect_timeout": timeout})
+                dropped = repeat(self.plan.offline_runs,
+                                 lambda: home.sync(expect=(OFFLINE,)))[0]
+            self.add(Row("4", f"offline exit 75, black hole (connect_timeout "
+                                 f"{timeout:g} s)", "s", dropped, [timeout], "connect_timeout",
+                                 1.1))
+        except (OSError, subprocess.CalledProcessError) as exc:
+            self.add(Row("4", "offline exit 75, black hole", "s",
+                                 note=f"not measured: {exc}"))
+
+    # --- 5: start-up -------------------------------------------------------------------------
+
+    def start_up(self) -> None:
+        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT / "src"), "LANG": "C.UTF-8"}
+        _log(f"CLI start, {self.plan.start_runs}x")
+        script = Path(sys.executable).parent / "roaming-homes"
+        version = [str(script)] if script.exists() else CLI
+        ours, bare = repeat(self.plan.start_runs, lambda: timed([*version, "--version"], env),
+                            lambda: timed([sys.executable, "-c", "pass"], env))
+        self.add(Row("5", "CLI start, `roaming-homes --version`", "ms",
+                             [t * 1000 for t in ours], [t * 1000 for t in bare],
+                             "`python -c pass`", limit=100))
+        costs = []
+        for _ in range(self.plan.start_runs // 2 or 1):
+            result = subprocess.run([sys.executable, "-X", "importtime", "-c",
+                                     "import roaming_homes.cli, roaming_homes.engine"],
+                                    env=env, capture_output=True, text=True, check=True)
+            costs.append(import_cost_us(result.stderr, "roaming_homes") / 1000)
+        self.add(Row("5", "imports of the sync path (cli + engine and all they pull in)",
+                             "ms", costs))
+
+
+_NO_CHANGE_TARGETS = {10_000: 0.8, 100_000: 1.0}
+
+
+def header(info: dict[str, str], plan_name: str) -> str:
+    return (f"Measured {info['date']} by `bench/run{' --quick' if plan_name == 'quick' else ''}`"
+            f" on {info['cores']} cores, Linux {info['kernel']}, Python {info['python']}, "
+            f"{info['unison']}.\n")
+
+
+BASELINES = """\
+Baselines, all in the same run on the same machine, interleaved with our runs:
+- **raw unison**: `unison rh-raw -batch -color false -dumbtty` with `UNISON` set to the same
+  directory (same archives) and the profile roaming-homes writes, with connection sharing off
+  (same roots, paths, ignores and ssh options, but no `ControlPath`): every run pays its own ssh
+  handshake, as the original scripts' `unison` did. roaming-homes runs as `python -m
+  roaming_homes sync` after an earlier pass left its shared ssh connection open (as any pass
+  after the first of a session finds it).
+- **rsync**: `rsync -a -e "ssh <the same ssh options>"` into an empty directory; roaming-homes
+  does `sync --first-run` into an empty server home with no archives and no open connection.
+- **connect_timeout**: the configured value; the black hole is a veth pair into a network
+  namespace that drops every packet.
+- **`python -c pass`**: the interpreter's own start, for scale.
+- Cells: median (min-max, n runs). Ratio: median over median.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench/run", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="a small subset in under a minute (the CI smoke test)")
+    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "performance.md",
+                        help="where to write the table (default: docs/performance.md)")
+    args = parser.parse_args(argv)
+    plan = Plan.quick() if args.quick else Plan.full()
+    started = time.monotonic()
+    base = Path(tempfile.mkdtemp(prefix="rhbench-"))
+    bench = None
+    try:
+        info = machine(base)
+        bench = Bench(base, plan)
+        bench.start_up()
+        bench.offline()
+        bench.small_homes()
+        bench.first_sync()
+    finally:
+        if bench is not None:
+            bench.close()
+        _log("removing the generated homes")
+        subprocess.run(["rm", "-rf", str(base)], check=False)
+    rows = sorted(bench.rows, key=lambda row: row.number)
+    table = render(rows)
+    name = "quick" if args.quick else "full"
+    text = (f"# Performance\n\n{header(info, name)}\n{table}\n{BASELINES}\n"
+            f"Whole run: {time.monotonic() - started:.0f} s.\n")
+    print(table, end="")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text)
+    return 0 if all(row.met is not False for row in rows) else 1
