@@ -141,12 +141,15 @@ def connect(server: Server, control_dir: Path) -> Path | None:
     base = ["ssh", *ssh_options(server, None)]
     if socket is not None:
         control_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        check = subprocess.run(
-            ["ssh", *ssh_options(server, socket), "-O", "check", *_destination(server)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            check=False)
-        if check.returncode == 0:
-            return socket
+        # No socket in the private directory means no master: skip asking ssh (a process start
+        # saved on the first pass of a session and on every offline pass).
+        if any(control_dir.glob("ssh-*")):
+            check = subprocess.run(
+                ["ssh", *ssh_options(server, socket), "-O", "check", *_destination(server)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                check=False)
+            if check.returncode == 0:
+                return socket
         command = [*base, "-o", "ControlMaster=yes", "-o", f"ControlPath={socket}",
                    "-o", f"ControlPersist={server.connection_reuse}", "-f", "-N"]
     else:
