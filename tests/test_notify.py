@@ -11,16 +11,20 @@ import pytest
 from roaming_homes.errors import ConfigError
 from roaming_homes.notify import (
     DEFAULT_MESSAGES,
+    FIRST_SYNC_MIN_BYTES,
     TRANSIENT_PASSES,
     Decision,
+    FirstSyncAnnouncer,
     NotifyState,
     Shown,
     build_request,
     decide,
+    decide_first_sync,
     failure_kind,
     load_messages,
     pass_log,
 )
+from roaming_homes.progress import Progress
 
 NOW = datetime(2024, 5, 2, 12, 0).astimezone()
 DAY = 86400
@@ -207,6 +211,126 @@ def test_damaged_state_starts_afresh() -> None:
     assert NotifyState.from_dict({"active": "nonsense"}) == NotifyState()
     state = NotifyState(active=Shown("auth", 5, 2), ignored=["stale"], serial=2)
     assert NotifyState.from_dict(state.to_dict()) == state
+
+
+# --- the first sync ---
+
+BIG = 12_000_000_000
+
+
+def announce(state: NotifyState, to_transfer: int = BIG, first_run: bool = True,
+             shown_id: int = 7) -> tuple[Decision | None, NotifyState]:
+    decision, new = decide_first_sync(state, first_run=first_run, to_transfer=to_transfer)
+    if decision and new.active is not None:
+        new.active.id = shown_id
+    return decision, new
+
+
+def test_a_big_first_sync_is_announced_with_its_size() -> None:
+    decision, state = announce(NotifyState())
+    assert decision == Decision("first-sync", fields={"size": "12.0 GB"})
+    assert state.first_sync == "12.0 GB" and state.active == Shown("first-sync", 7, 1)
+
+
+@pytest.mark.parametrize(("to_transfer", "first_run"), [
+    (FIRST_SYNC_MIN_BYTES - 1, True),  # a small first sync is over before it would matter
+    (BIG, False),  # a later pass that copies a lot is not the setting up of the home
+])
+def test_small_first_syncs_and_later_passes_are_not_announced(to_transfer: int,
+                                                              first_run: bool) -> None:
+    assert announce(NotifyState(), to_transfer, first_run) == (None, NotifyState())
+
+
+def test_the_threshold_itself_is_announced() -> None:
+    assert announce(NotifyState(), FIRST_SYNC_MIN_BYTES)[0] is not None
+
+
+def test_a_resumed_first_sync_is_not_announced_again_but_ends_ready() -> None:
+    _, state = announce(NotifyState())
+    # The pass was killed: no outcome. The next pass announces nothing, even with less to copy.
+    again, resumed = announce(state, to_transfer=BIG // 2)
+    assert (again, resumed) == (None, state)
+    decision, done = step(resumed, outcome("in-sync"))
+    assert decision == Decision("first-sync-done", replaces_id=7, fields={"size": "12.0 GB"})
+    assert done.first_sync is None and done.active is None
+
+
+def test_an_interrupted_or_offline_first_sync_stays_announced() -> None:
+    _, state = announce(NotifyState())
+    for result in ("offline", "failed"):
+        decision, after = step(state, outcome(result))
+        assert decision is None and after.first_sync == "12.0 GB"
+        assert after.active == Shown("first-sync", 7, 1)
+
+
+def test_first_sync_ending_in_conflicts_shows_them_instead_of_ready() -> None:
+    _, state = announce(NotifyState())
+    decision, after = step(state, outcome("conflicts", conflicts=["a"]), shown_id=8)
+    assert decision is not None and decision.kind == "conflicts" and decision.replaces_id == 7
+    assert after.first_sync is None
+    assert step(after, outcome("in-sync"))[0] == Decision("recovered", replaces_id=8)
+
+
+def test_first_sync_with_failed_items_closes_the_announcement() -> None:
+    _, state = announce(NotifyState())
+    decision, after = step(state, outcome("partial", "1 item(s) failed to transfer"))
+    assert decision == Decision(None, close_id=7)
+    assert after.first_sync is None and after.active is None and after.transient_failures == 1
+
+
+def test_a_failure_shown_during_a_first_sync_is_replaced_by_ready() -> None:
+    _, state = announce(NotifyState())
+    _, refused = step(state, outcome("refused", "guard"), shown_id=9)
+    decision, _ = step(refused, outcome("in-sync"))
+    assert decision is not None
+    assert (decision.kind, decision.replaces_id) == ("first-sync-done", 9)
+
+
+def test_an_undelivered_announcement_is_tried_again() -> None:
+    previous = NotifyState()
+    _, new = announce(previous)
+    assert announce(new.undelivered(previous))[0] is not None
+
+
+def test_announcer_asks_once_per_unison_run_when_propagation_starts(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[int] = []
+    monkeypatch.setattr("roaming_homes.notify.first_sync_started",
+                        lambda *_args, to_transfer, **_kw: asked.append(to_transfer))
+    announcer = FirstSyncAnnouncer({"notify": {"enabled": True}}, None)
+    run = [Progress(phase="scanning", first_run=True),
+           Progress(phase="propagating", first_run=True, bytes_to_fetch=5, bytes_to_send=1),
+           Progress(phase="propagating", first_run=True, bytes_to_fetch=5, percent=50)]
+
+    for p in [*run, *run, Progress(phase="done", first_run=True),
+              Progress(phase="propagating", bytes_to_fetch=BIG)]:  # the last: not a first run
+        announcer(p)
+
+    assert asked == [6, 6]  # two runs (sync.first_paths, then the rest), asked once each
+
+
+def test_first_sync_texts_take_size_and_host_and_offer_no_actions() -> None:
+    start = build_request(Decision("first-sync", fields={"size": "12.0 GB"}), DEFAULT_MESSAGES,
+                          FIELDS, with_actions=True, support_email="help@example.org")
+    done = build_request(Decision("first-sync-done", replaces_id=4,
+                                  fields={"size": "12.0 GB"}), DEFAULT_MESSAGES, FIELDS,
+                         with_actions=True, support_email="help@example.org")
+    assert start.summary == "Setting up your roaming home: 12.0 GB to sync"
+    assert "homes.example.org" in start.body
+    assert (done.summary, done.replaces_id) == ("Your roaming home is ready", 4)
+    assert done.body == "Your files are in sync with homes.example.org (12.0 GB copied)."
+    assert start.actions == done.actions == []
+
+
+def test_first_sync_texts_can_be_overridden(tmp_path: Path) -> None:
+    path = tmp_path / "messages.toml"
+    path.write_text('[first-sync]\nsummary = "Einrichtung: {size} von {host}"\n'
+                    '[first-sync-done]\nsummary = "Fertig"\n')
+    messages = load_messages(str(path))
+    request = build_request(Decision("first-sync", fields={"size": "1.0 GB"}), messages,
+                            FIELDS, with_actions=True, support_email="")
+    assert request.summary == "Einrichtung: 1.0 GB von homes.example.org"
+    assert messages["first-sync-done.summary"] == "Fertig"
 
 
 # --- the log of this pass ---

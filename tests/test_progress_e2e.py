@@ -2,54 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pty
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 from tests.support.homes import CLI, Setup, tree
+from tests.support.transfer import MB, random_files, size_of, throttle
 
-THROTTLE = Path(__file__).parent / "support" / "throttle.py"
-MB = 1 << 20
 T = TypeVar("T")
-
-
-def _random_files(root: Path, count: int, size: int) -> int:
-    root.mkdir(parents=True, exist_ok=True)
-    for index in range(count):
-        (root / f"f{index:03d}").write_bytes(os.urandom(size))
-    return count * size
-
-
-def _throttle(user: Setup, rate: float, count_file: Path) -> None:
-    """Route the ssh connection through a relay limited to `rate` bytes/s that counts bytes."""
-    assert user.sshd is not None
-    proxy = f"ProxyCommand={sys.executable} {THROTTLE} 127.0.0.1 {user.sshd.port} {rate:.0f} " \
-            f"{count_file}"
-    user.configure(server={"ssh_options": [*user.sshd.ssh_options(), "-o", proxy]})
-
-
-def _close_connection(user: Setup) -> None:
-    for sock in (user.runtime / "roaming-homes").glob("ssh-*"):
-        subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "localhost"],
-                       capture_output=True, check=False, timeout=10)
-
-
-def _size(root: Path) -> int:
-    total = 0
-    for dirpath, _, names in os.walk(root):
-        for name in names:
-            with contextlib.suppress(OSError):  # unison renames its temporary files
-                total += (Path(dirpath) / name).lstat().st_size
-    return total
 
 
 def _digests(root: Path) -> dict[str, str]:
@@ -89,7 +56,7 @@ def _run_on_pty(user: Setup, *args: str, timeout: float = 120) -> tuple[int, str
 
 
 def test_sync_on_a_terminal_shows_one_live_progress_line(user: Setup) -> None:
-    total = _random_files(user.server_home / "Documents", 40, 5 * MB)  # 210 MB
+    total = random_files(user.server_home / "Documents", 40, 5 * MB)  # 210 MB
 
     code, output = _run_on_pty(user, "sync")
 
@@ -106,7 +73,7 @@ def test_sync_on_a_terminal_shows_one_live_progress_line(user: Setup) -> None:
 
 
 def test_sync_without_a_terminal_logs_plain_lines_and_quiet_silences_them(user: Setup) -> None:
-    _random_files(user.server_home / "Documents", 10, MB)
+    random_files(user.server_home / "Documents", 10, MB)
 
     result = user.sync()
 
@@ -123,8 +90,8 @@ def test_sync_without_a_terminal_logs_plain_lines_and_quiet_silences_them(user: 
 
 def test_status_shows_progress_while_a_pass_runs_and_watch_follows_it(
         user: Setup, tmp_path: Path) -> None:
-    total = _random_files(user.server_home / "Documents", 32, MB)
-    _throttle(user, 8 * MB, tmp_path / "count.json")  # about 4 s
+    total = random_files(user.server_home / "Documents", 32, MB)
+    throttle(user, 8 * MB, tmp_path / "count.json")  # about 4 s
     progress_file = user.state_home / "roaming-homes" / "progress.json"
     sync = subprocess.Popen([*CLI, "sync"], env=user.env, stdout=subprocess.PIPE, text=True)
     try:
@@ -153,20 +120,20 @@ def test_status_shows_progress_while_a_pass_runs_and_watch_follows_it(
 
 def test_first_pass_killed_at_half_resumes_without_fetching_again(
         user: Setup, tmp_path: Path) -> None:
-    total = _random_files(user.server_home / "Documents", 200, MB)
-    _throttle(user, 50 * MB, tmp_path / "first.json")  # about 4 s for the whole tree
+    total = random_files(user.server_home / "Documents", 200, MB)
+    throttle(user, 50 * MB, tmp_path / "first.json")  # about 4 s for the whole tree
     first = subprocess.Popen([*CLI, "sync"], env=user.env, stdout=subprocess.DEVNULL,
                              start_new_session=True)
     try:
-        _wait_for(lambda: _size(user.home) >= total // 2 or first.poll() is not None, 60,
+        _wait_for(lambda: size_of(user.home) >= total // 2 or first.poll() is not None, 60,
                   "half of the tree")
     finally:
         os.killpg(first.pid, signal.SIGKILL)  # as a logout or power loss would
         first.wait()
-    arrived = _size(user.home)
+    arrived = size_of(user.home)
     assert total * 0.4 < arrived < total * 0.8, arrived
-    _close_connection(user)
-    _throttle(user, 200 * MB, tmp_path / "second.json")
+    user.close_connection()
+    throttle(user, 200 * MB, tmp_path / "second.json")
 
     code, outcome = user.sync_json()
 

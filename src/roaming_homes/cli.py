@@ -71,7 +71,7 @@ WAIT_FOR_DAEMON_PASS = 300
 def _run_sync(args: argparse.Namespace) -> int:
     from roaming_homes import engine
     from roaming_homes.guards import lock_holder
-    from roaming_homes.progress import TerminalDisplay
+    from roaming_homes.progress import TerminalDisplay, observe_all
 
     cfg, locations = _load(args)
     daemon_pid = lock_holder(locations.daemon_lock_file)
@@ -83,15 +83,17 @@ def _run_sync(args: argparse.Namespace) -> int:
         if args.verbose:
             print(line, file=sys.stderr, flush=True)
 
+    announcer = None
     if cfg["notify"]["enabled"]:
         from roaming_homes import notify
 
         notify.check_config(cfg)  # a bad messages file is a config error (78) before any pass
+        announcer = notify.FirstSyncAnnouncer(cfg, locations, log=echo)
     # -v shows unison's own lines instead; --json and -q keep stdout for the result alone.
     display = None if (args.quiet or args.verbose or args.json) else TerminalDisplay(
         sys.stdout, live=sys.stdout.isatty())
     outcome = engine.run_pass(cfg, locations, first_run=args.first_run, on_line=echo,
-                              on_progress=display,
+                              on_progress=observe_all(display, announcer),
                               lock_wait=WAIT_FOR_DAEMON_PASS if daemon_pid else 0)
     if cfg["notify"]["enabled"]:
         notify.after_pass(cfg, locations, outcome.to_dict(), log=echo)

@@ -52,8 +52,10 @@ _ATTENTION = frozenset({"conflicts", "partial", "failed", "refused", "config-err
 
 
 def interval_pass(config: Config, locations: Locations, abort: threading.Event) -> SyncOutcome:
-    """The plain strategy: one engine pass, then back to the daemon's schedule."""
-    return engine.run_pass(config, locations, abort=abort)
+    """The plain strategy: one engine pass, then back to the daemon's schedule. A big first
+    sync is announced while it runs (the result of every pass is told by `_report`)."""
+    return engine.run_pass(config, locations, abort=abort,
+                           on_progress=notify.FirstSyncAnnouncer(config, locations))
 
 
 # --- deciding (pure) --------------------------------------------------------------------------

@@ -15,6 +15,8 @@ Two halves, as everywhere in this project:
   once, and again only when the state changes (new conflict paths, another kind of failure);
   transient failures wait until they persist for `TRANSIENT_PASSES` passes; being offline shows
   nothing until the last successful sync is older than `notify.stale_after`.
+  `decide_first_sync()` announces a big first sync while it runs: `FirstSyncAnnouncer` watches
+  the pass's progress and asks once unison has listed what it will copy.
 - **Doing** (thin, end-to-end tested): `after_pass()` loads the state from
   `$XDG_STATE_HOME/roaming-homes/notify.json`, asks the server for its capabilities, sends
   `Notify` / `CloseNotification` and saves the state. It never raises: no session bus means one
@@ -50,12 +52,17 @@ from pathlib import Path
 from typing import Any
 
 from roaming_homes.errors import ConfigError
+from roaming_homes.progress import Progress, human_bytes
 
 APP_NAME = "Roaming Homes"
 TRANSIENT_PASSES = 3  # a failure that is not obviously someone's job must persist this long
 LISTEN_LIMIT = 12 * 3600  # seconds a listener waits for a click before it gives up
 LOG_TAIL_LINES = 20  # lines of sync.log in a support mail
 BUS_TIMEOUT = 5.0  # seconds for any one D-Bus call: a stuck desktop never holds up a sync
+# A first sync is announced when it copies at least this much (both directions together): a few
+# seconds on a fast LAN, minutes over Wi-Fi or a VPN. Below it the home is ready before a
+# notification would have told anyone anything.
+FIRST_SYNC_MIN_BYTES = 100_000_000
 _PASS_MARKER = "--- pass started"
 
 # --- what each kind of notification looks like -----------------------------------------------
@@ -68,6 +75,7 @@ class Kind:
     category: str  # freedesktop notification category
     resolve: bool = False  # "Resolve…" applies
     support: bool = False  # "Email support" applies (when notify.support_email is set)
+    ignorable: bool = True  # "Ignore" applies: a problem that can be silenced until it changes
 
 
 KINDS: dict[str, Kind] = {
@@ -79,8 +87,12 @@ KINDS: dict[str, Kind] = {
     "config": Kind(2, "dialog-error", "transfer.error", support=True),
     "failing": Kind(1, "dialog-warning", "transfer.error", support=True),
     "stale": Kind(1, "dialog-warning", "transfer"),
-    "recovered": Kind(0, "dialog-information", "transfer.complete"),
+    "recovered": Kind(0, "dialog-information", "transfer.complete", ignorable=False),
+    "first-sync": Kind(1, "folder-remote", "transfer", ignorable=False),
+    "first-sync-done": Kind(0, "dialog-information", "transfer.complete", ignorable=False),
 }
+# Shown once, replacing what was there, and then nothing is on screen to replace or close.
+_FINAL = frozenset({"recovered", "first-sync-done"})
 FAILURES = frozenset({"auth", "version", "guard", "disk-full", "config", "failing"})
 
 DEFAULT_MESSAGES: dict[str, str] = {
@@ -105,13 +117,19 @@ DEFAULT_MESSAGES: dict[str, str] = {
                   "only on this computer.",
     "recovered.summary": "Back in sync",
     "recovered.body": "Your files are in sync with {host} again.",
+    "first-sync.summary": "Setting up your roaming home: {size} to sync",
+    "first-sync.body": "This computer's first sync with {host}. Your files appear as they "
+                       "arrive; you will be told when everything is here.",
+    "first-sync-done.summary": "Your roaming home is ready",
+    "first-sync-done.body": "Your files are in sync with {host} ({size} copied).",
     "hint.resolve": "To resolve, run: {command}",
     "hint.support": "Support: {email}",
     "action.resolve": "Resolve…",
     "action.email": "Email support",
     "action.ignore": "Ignore",
 }
-PLACEHOLDERS = ("host", "user", "paths", "count", "since", "message", "command", "email")
+PLACEHOLDERS = ("host", "user", "paths", "count", "since", "message", "command", "email",
+                "size")
 
 # --- deciding ---------------------------------------------------------------------------------
 
@@ -135,6 +153,9 @@ class NotifyState:
     ignored: list[str] = field(default_factory=list)
     offline_since: str | None = None
     serial: int = 0
+    # The size announced for a first sync that has not completed yet (None: none announced). It
+    # outlives a killed pass, so that the resumed one is not announced again but ends "ready".
+    first_sync: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> NotifyState:
@@ -145,7 +166,8 @@ class NotifyState:
                        transient_failures=int(data.get("transient_failures", 0)),
                        ignored=[str(k) for k in data.get("ignored", [])],
                        offline_since=data.get("offline_since"),
-                       serial=int(data.get("serial", 0)))
+                       serial=int(data.get("serial", 0)),
+                       first_sync=_optional_str(data.get("first_sync")))
         except (TypeError, ValueError, AttributeError):
             return cls()  # a damaged file: start afresh rather than never notify again
 
@@ -156,7 +178,11 @@ class NotifyState:
         """This state, but with what was shown taken from `previous`: the notification did not
         reach the screen, so the next pass must try again; counters still move on."""
         return replace(self, active=previous.active, conflicts_seen=previous.conflicts_seen,
-                       serial=previous.serial)
+                       serial=previous.serial, first_sync=previous.first_sync)
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 @dataclass(frozen=True)
@@ -223,7 +249,26 @@ def human_time(iso: str | None) -> str:
 def decide(state: NotifyState, outcome: dict[str, Any], *, pass_lines: list[str],
            last_success: str | None, now: datetime,
            stale_after: float) -> tuple[Decision | None, NotifyState]:
-    """What to show after this pass, and the state to remember (assuming it is shown)."""
+    """What to show after this pass, and the state to remember (assuming it is shown).
+
+    An announced first sync is over once a pass completes (in sync, conflicts or failed items:
+    the archives exist then). In sync, "ready" replaces the announcement; otherwise what the
+    pass calls for replaces it, or, when that waits (failed items are transient at first), the
+    announcement is closed rather than left saying "setting up".
+    """
+    decision, new = _decide(state, outcome, pass_lines=pass_lines, last_success=last_success,
+                            now=now, stale_after=stale_after)
+    active = state.active
+    if (decision is None and state.first_sync is not None and new.first_sync is None
+            and active is not None and active.key == "first-sync"):
+        new.active = None
+        return Decision(None, close_id=active.id), new
+    return decision, new
+
+
+def _decide(state: NotifyState, outcome: dict[str, Any], *, pass_lines: list[str],
+            last_success: str | None, now: datetime,
+            stale_after: float) -> tuple[Decision | None, NotifyState]:
     result = outcome["result"]
     active = state.active
     new = replace(state, conflicts_seen=list(state.conflicts_seen), ignored=list(state.ignored))
@@ -238,8 +283,12 @@ def decide(state: NotifyState, outcome: dict[str, Any], *, pass_lines: list[str]
         return _show(new, "stale", active, since=human_time(since))
     new.offline_since = None
     new.ignored = [k for k in state.ignored if k != "stale"]
+    if result in ("in-sync", "conflicts", "partial"):
+        new.first_sync = None
     if result == "in-sync":
         new.transient_failures, new.conflicts_seen, new.ignored, new.active = 0, [], [], None
+        if state.first_sync is not None:
+            return _show(new, "first-sync-done", active, size=state.first_sync)
         if active is None:
             return None, new
         if active.key in state.ignored:
@@ -272,11 +321,24 @@ def decide(state: NotifyState, outcome: dict[str, Any], *, pass_lines: list[str]
                  count=str(new.transient_failures))
 
 
+def decide_first_sync(state: NotifyState, *, first_run: bool,
+                      to_transfer: int) -> tuple[Decision | None, NotifyState]:
+    """Whether to announce this pass as the setting up of the home, once unison has listed
+    what it will copy (`to_transfer` bytes, both directions): only a first run, only at least
+    `FIRST_SYNC_MIN_BYTES`, and only once until a pass completes it (a resumed pass is not
+    announced again)."""
+    if not first_run or state.first_sync is not None or to_transfer < FIRST_SYNC_MIN_BYTES:
+        return None, state
+    new = replace(state, conflicts_seen=list(state.conflicts_seen), ignored=list(state.ignored),
+                  first_sync=human_bytes(to_transfer))
+    return _show(new, "first-sync", state.active, size=human_bytes(to_transfer))
+
+
 def _show(new: NotifyState, kind: str, active: Shown | None,
           **fields: str) -> tuple[Decision, NotifyState]:
     new.serial += 1
-    if kind == "recovered":
-        new.active = None  # nothing left to recover from; a later problem is a fresh one
+    if kind in _FINAL:
+        new.active = None  # nothing left to replace; a later problem is a fresh one
     else:
         new.active = Shown(kind, 0, new.serial)  # the id is filled in once the server answers
     return Decision(kind, replaces_id=active.id if active else 0, fields=fields), new
@@ -354,7 +416,7 @@ def build_request(decision: Decision, messages: dict[str, str], fields: dict[str
     """The Notify call for `decision`; `fields` holds host, user, command, email."""
     assert decision.kind is not None
     kind = KINDS[decision.kind]
-    values = {**_SAMPLE, "paths": "", "count": "", "since": "", "message": "",
+    values = {**_SAMPLE, "paths": "", "count": "", "since": "", "message": "", "size": "",
               **fields, **decision.fields}
     body = messages[f"{decision.kind}.body"].format_map(values)
     actions: list[str] = []
@@ -365,7 +427,7 @@ def build_request(decision: Decision, messages: dict[str, str], fields: dict[str
     if kind.support and support_email:
         actions += ["email", messages["action.email"]]
         hints.append(messages["hint.support"].format_map(values))
-    if decision.kind != "recovered":
+    if kind.ignorable:
         actions += ["ignore", messages["action.ignore"]]
     if not with_actions:
         body = "\n".join([body, *hints])
@@ -509,6 +571,13 @@ def _after_pass(config: Any, locations: Any, outcome: dict[str, Any], log: Log,
                            last_success=StateStore(locations.state_dir).load().get(
                                "last_success"),
                            now=now, stale_after=config["notify"]["stale_after"])
+    _apply(config, locations, previous, decision, new, outcome, lines)
+
+
+def _apply(config: Any, locations: Any, previous: NotifyState, decision: Decision | None,
+           new: NotifyState, outcome: dict[str, Any], lines: list[str]) -> None:
+    """Show `decision` and remember `new`, or, when it could not be shown, `previous`'s view
+    of the screen (the next pass tries again)."""
     if decision is None:
         _write_state(locations.state_dir, new)
         return
@@ -520,6 +589,41 @@ def _after_pass(config: Any, locations: Any, outcome: dict[str, Any], log: Log,
     if new.active is not None and decision.kind is not None:
         new.active.id = notification_id
     _write_state(locations.state_dir, new)
+
+
+def first_sync_started(config: Any, locations: Any, *, first_run: bool, to_transfer: int,
+                       log: Log = _quiet) -> None:
+    """Announce a big first sync (see `decide_first_sync`). Never raises, like `after_pass`."""
+    if not config["notify"]["enabled"]:
+        return
+    try:
+        with _state_lock(locations.state_dir):
+            previous = _read_state(locations.state_dir)
+            decision, new = decide_first_sync(previous, first_run=first_run,
+                                              to_transfer=to_transfer)
+            # First-sync notifications have no actions: no support mail, no log needed.
+            _apply(config, locations, previous, decision, new, {}, [])
+    except Exception as exc:  # notifications must never break a sync
+        log(f"notification not shown: {exc}")
+
+
+class FirstSyncAnnouncer:
+    """An `on_progress` observer for `engine.run_pass`: when a unison run of a first pass
+    starts propagating (its item list, and so the bytes to copy, are known), it calls
+    `first_sync_started` once for that run; the state decides whether it is announced."""
+
+    def __init__(self, config: Any, locations: Any, log: Log = _quiet) -> None:
+        self.config, self.locations, self.log = config, locations, log
+        self._asked = False
+
+    def __call__(self, p: Progress) -> None:
+        if p.phase != "propagating":
+            self._asked = False  # a later run of the pass (sync.first_paths) is asked anew
+            return
+        if not self._asked and p.first_run:
+            self._asked = True
+            first_sync_started(self.config, self.locations, first_run=True,
+                               to_transfer=p.bytes_to_fetch + p.bytes_to_send, log=self.log)
 
 
 def _deliver(config: Any, locations: Any, outcome: dict[str, Any], decision: Decision,

@@ -224,6 +224,22 @@ def format_line(p: Progress) -> str:
     return f"{'first sync' if p.first_run else 'syncing'}: " + ", ".join(parts)
 
 
+Observer = Callable[[Progress], None]
+
+
+def observe_all(*observers: Observer | None) -> Observer | None:
+    """One `on_progress` callback that hands each snapshot to every given observer, in order."""
+    present = [observer for observer in observers if observer is not None]
+    if len(present) <= 1:
+        return present[0] if present else None
+
+    def observe(p: Progress) -> None:
+        for observer in present:
+            observer(p)
+
+    return observe
+
+
 def progress_file(locations: Locations) -> Path:
     return locations.state_dir / PROGRESS_FILE
 

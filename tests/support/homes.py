@@ -104,11 +104,15 @@ class Setup:
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
 
-    def close(self) -> None:
-        """Close the shared ssh connection this user opened, and remove the runtime dir."""
+    def close_connection(self) -> None:
+        """Close the shared ssh connection this user opened (the next pass opens a new one)."""
         for sock in (self.runtime / "roaming-homes").glob("ssh-*"):
             subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "localhost"],
                            capture_output=True, check=False, timeout=10)
+
+    def close(self) -> None:
+        """Close the shared ssh connection and remove the runtime dir."""
+        self.close_connection()
         shutil.rmtree(self.runtime, ignore_errors=True)
 
 
