@@ -53,8 +53,8 @@ _PLAIN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456
 _HEX = "0123456789ABCDEF"
 _HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
 
-# inotify event bits (linux/inotify.h); inotify_simple.flags has the same values, but importing
-# it here would make the pure codec depend on ctypes.
+# inotify event bits (linux/inotify.h); the inotify module is not imported here, so the
+# pure codec does not depend on ctypes.
 IN_MODIFY, IN_ATTRIB = 0x2, 0x4
 IN_MOVED_FROM, IN_MOVED_TO, IN_CREATE, IN_DELETE = 0x40, 0x80, 0x100, 0x200
 IN_DELETE_SELF, IN_MOVE_SELF, IN_UNMOUNT = 0x400, 0x800, 0x2000
@@ -470,7 +470,7 @@ def main() -> int:
 
 def serve(write: Callable[[str], None]) -> None:
     """The select loop: unison's commands on stdin, inotify events; returns at end of input."""
-    import inotify_simple
+    from roaming_homes.inotify import INotify
 
     debug_enabled = False
 
@@ -478,14 +478,14 @@ def serve(write: Callable[[str], None]) -> None:
         if debug_enabled:
             print(f"unison-fsmonitor: {text}", file=sys.stderr, flush=True)
 
-    with inotify_simple.INotify() as inotify:
+    with INotify() as inotify:
         monitor = Monitor(inotify, write, debug=debug)
         stdin, buffer = sys.stdin.fileno(), b""
         write(f"VERSION {PROTOCOL_VERSION}")
         while True:
             ready, _, _ = select.select([stdin, inotify], [], [], monitor.next_check())
             if inotify in ready:
-                monitor.events(inotify.read(timeout=0))
+                monitor.events(inotify.read())
             if stdin in ready:
                 data = os.read(stdin, 65536)
                 if not data:
@@ -495,7 +495,7 @@ def serve(write: Callable[[str], None]) -> None:
                     line = os.fsdecode(raw)
                     debug_enabled = debug_enabled or line == "DEBUG"
                     if split_on_space(line)[0] in ("WAIT", "CHANGES"):
-                        monitor.events(inotify.read(timeout=0))  # include what just happened
+                        monitor.events(inotify.read())  # include what just happened
                     monitor.command(line)
             monitor.check_waits()
 

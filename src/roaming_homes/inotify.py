@@ -1,0 +1,86 @@
+"""Linux inotify through ctypes: the few calls `unison-fsmonitor` needs, nothing more.
+
+Kept here instead of depending on inotify_simple so that the packages need no Python library
+a distribution may not ship (Debian 12 has no python3-inotify-simple).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+from collections.abc import Callable
+from typing import NamedTuple
+
+_HEADER = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; then the name
+_READ_SIZE = 65536
+
+
+class Event(NamedTuple):
+    wd: int
+    mask: int
+    cookie: int
+    name: str  # "" for events on the watched directory itself
+
+
+def parse_events(data: bytes) -> list[Event]:
+    """The events in one read() of an inotify descriptor (names are NUL padded)."""
+    events, offset = [], 0
+    while offset + _HEADER.size <= len(data):
+        wd, mask, cookie, length = _HEADER.unpack_from(data, offset)
+        offset += _HEADER.size
+        name = data[offset:offset + length].split(b"\0", 1)[0]
+        offset += length
+        events.append(Event(wd, mask, cookie, os.fsdecode(name)))
+    return events
+
+
+class INotify:
+    """A non-blocking inotify descriptor; usable with select() and as a context manager."""
+
+    def __init__(self) -> None:
+        self._libc = ctypes.CDLL(None, use_errno=True)  # the process's own libc (glibc, musl)
+        self._fd = self._call(self._libc.inotify_init1, os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def _call(self, function: Callable[..., int], *args: object) -> int:
+        result = function(*args)
+        if result == -1:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        return result
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def add_watch(self, path: str, mask: int) -> int:
+        """The watch descriptor; OSError with errno ENOSPC when the watch limit is reached."""
+        return self._call(self._libc.inotify_add_watch, self._fd, os.fsencode(path),
+                          ctypes.c_uint32(mask))
+
+    def rm_watch(self, wd: int) -> None:
+        self._call(self._libc.inotify_rm_watch, self._fd, wd)
+
+    def read(self) -> list[Event]:
+        """Every event queued now; an empty list when there is none (never blocks)."""
+        data = b""
+        while True:
+            try:
+                chunk = os.read(self._fd, _READ_SIZE)
+            except BlockingIOError:
+                break
+            data += chunk
+            # The kernel returns whole events only; room left for one more means none was left.
+            if len(chunk) < _READ_SIZE - 4096:
+                break
+        return parse_events(data)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> INotify:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
