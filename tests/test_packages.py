@@ -1,0 +1,187 @@
+"""The RPM and the .deb built by scripts/package: their file lists, and the installed .deb.
+
+The .deb is installed on this machine with apt (its dependencies from Debian), then the
+INSTALLED /usr/bin/roaming-homes syncs and runs `check` against the test sshd; the teardown
+purges it and every package the install pulled in, so the machine is left as it was.
+Deselect locally with `-m "not packages"`; CI runs them (they are selected by default).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from roaming_homes import __version__
+from tests.support.homes import Setup
+from tests.support.sshd import SshServer
+
+pytestmark = pytest.mark.packages
+
+ROOT = Path(__file__).resolve().parents[1]
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+APT = ["apt-get", "-y", "-q", "-o", "DPkg::Lock::Timeout=300"]
+ENABLED_LINK = Path("/etc/systemd/user/default.target.wants/roaming-homes.service")
+
+# What both packages install outside Python's own directory.
+COMMON_FILES = {
+    "/usr/bin/roaming-homes", "/usr/bin/unison-fsmonitor",
+    "/usr/lib/systemd/user/roaming-homes.service",
+    "/etc/roaming-homes/roaming-homes.toml",
+    "/etc/profile.d/roaming-homes.sh",
+    "/usr/libexec/roaming-homes/logout",
+}
+MODULES = {"__init__.py", "cli.py", "check.py", "fsmonitor.py", "inotify.py", "daemon.py"}
+
+
+def _run(*args: str, timeout: float = 300) -> str:
+    result = subprocess.run(args, capture_output=True, text=True, timeout=timeout,
+                            check=False, env={**os.environ, "PATH": SYSTEM_PATH,
+                                              "DEBIAN_FRONTEND": "noninteractive"})
+    assert result.returncode == 0, f"{args}: {result.stdout[-2000:]}{result.stderr[-2000:]}"
+    return result.stdout
+
+
+@pytest.fixture(scope="session")
+def packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """sdist, wheel, RPM and .deb, built once by scripts/package."""
+    out = tmp_path_factory.mktemp("dist")
+    _run(str(ROOT / "scripts" / "package"), str(out), timeout=600)
+    found = {"sdist": f"roaming_homes-{__version__}.tar.gz",
+             "wheel": f"roaming_homes-{__version__}-py3-none-any.whl",
+             "rpm": f"roaming-homes-{__version__}-1.noarch.rpm",
+             "deb": f"roaming-homes_{__version__}_all.deb"}
+    assert sorted(p.name for p in out.iterdir()) == sorted(found.values())
+    return {kind: out / name for kind, name in found.items()}
+
+
+def _installed_packages() -> set[str]:
+    out = _run("dpkg-query", "-W", "-f=${Package} ${db:Status-Status}\n")
+    return {line.split()[0] for line in out.splitlines() if line.endswith(" installed")}
+
+
+def test_sdist_carries_the_packaging_and_the_session_files(packages: dict[str, Path]) -> None:
+    with tarfile.open(packages["sdist"]) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    assert {"packaging/rpm/roaming-homes.spec", "packaging/debian/control",
+            "packaging/debian/rules", "data/systemd/roaming-homes.service",
+            "data/profile.d/roaming-homes.sh", "data/roaming-homes-logout",
+            "data/roaming-homes.toml"} <= names
+
+
+def test_rpm_file_list_dependencies_and_scriptlets(packages: dict[str, Path]) -> None:
+    rpm = str(packages["rpm"])
+    files = set(_run("rpm", "-qlp", rpm).split())
+    assert files >= COMMON_FILES
+    (sitelib,) = {f.rsplit("/", 1)[0] for f in files if f.endswith("/roaming_homes/cli.py")}
+    assert sitelib.startswith("/usr/lib/python3.")
+    assert sitelib.endswith("/site-packages/roaming_homes")
+    assert {f"{sitelib}/{m}" for m in MODULES} <= files
+    assert f"{sitelib}-{__version__}.dist-info/entry_points.txt" in files
+    assert set(_run("rpm", "-qcp", rpm).split()) == {
+        "/etc/roaming-homes/roaming-homes.toml", "/etc/profile.d/roaming-homes.sh"}
+    # %config(noreplace): an edited config survives an upgrade.
+    flags = _run("rpm", "-qp", "--qf", "[%{FILEFLAGS:fflags} %{FILENAMES}\n]", rpm)
+    assert "cn /etc/roaming-homes/roaming-homes.toml" in flags
+    modes = dict(line.split()[::-1] for line in _run(
+        "rpm", "-qp", "--qf", "[%{FILEMODES:perms} %{FILENAMES}\n]", rpm).splitlines())
+    for executable in ("/usr/bin/roaming-homes", "/usr/bin/unison-fsmonitor",
+                       "/usr/libexec/roaming-homes/logout"):
+        assert modes[executable] == "-rwxr-xr-x", executable
+    requires = {line.split()[0] for line in _run("rpm", "-qp", "--requires", rpm).splitlines()}
+    assert {"unison", "openssh-clients", "python3", "python3-jeepney"} <= requires
+    scripts = _run("rpm", "-qp", "--scripts", rpm)
+    assert "systemctl --global enable roaming-homes.service" in scripts
+    assert "systemctl --global disable roaming-homes.service" in scripts
+    header = _run("rpm", "-qp", "--qf", "%{VERSION} %{ARCH}", rpm)
+    assert header == f"{__version__} noarch"
+
+
+def test_deb_file_list_conffiles_and_dependencies(packages: dict[str, Path],
+                                                  tmp_path: Path) -> None:
+    deb = str(packages["deb"])
+    files = {line.split()[-1].lstrip(".") for line in _run("dpkg-deb", "-c", deb).splitlines()}
+    assert files >= COMMON_FILES
+    assert {f"/usr/lib/python3/dist-packages/roaming_homes/{m}" for m in MODULES} <= files
+    control = tmp_path / "control"
+    _run("dpkg-deb", "-e", deb, str(control))
+    assert set((control / "conffiles").read_text().split()) == {
+        "/etc/roaming-homes/roaming-homes.toml", "/etc/profile.d/roaming-homes.sh"}
+    fields = _run("dpkg-deb", "-f", deb, "Version", "Architecture", "Depends")
+    assert f"Version: {__version__}" in fields and "Architecture: all" in fields
+    depends = {d.strip().split()[0] for d in fields.split("Depends:", 1)[1].split(",")}
+    assert {"unison", "openssh-client", "python3", "python3-jeepney"} <= depends
+    assert "deb-systemd-helper --user enable 'roaming-homes.service'" in (
+        control / "postinst").read_text()
+
+
+@pytest.fixture(scope="module")
+def installed_deb(packages: dict[str, Path]) -> Iterator[None]:
+    """The .deb installed with apt; purged (with what it pulled in) afterwards."""
+    before = _installed_packages()
+    if "roaming-homes" in before or Path("/etc/roaming-homes").exists():
+        pytest.fail("roaming-homes is already installed or /etc/roaming-homes exists: this "
+                    "test installs and purges the package; remove it first "
+                    "(apt-get purge roaming-homes) or deselect with -m 'not packages'")
+    try:
+        _run(*APT, "install", "--no-install-recommends", str(packages["deb"]))
+        yield
+    finally:
+        added = sorted(_installed_packages() - before)
+        if added:
+            _run(*APT, "purge", *added)
+
+
+def _installed_env(setup: Setup) -> dict[str, str]:
+    """The user's environment without the source tree: only the installed copy is found."""
+    env = {k: v for k, v in setup.env.items() if k != "PYTHONPATH"}
+    return {**env, "PATH": SYSTEM_PATH}
+
+
+def test_installed_deb_syncs_and_passes_check_against_the_server(
+        installed_deb: None, tmp_path: Path, sshd: SshServer) -> None:
+    setup = Setup(tmp_path / "user", sshd)
+    try:
+        env = _installed_env(setup)
+
+        def run(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True,
+                                  timeout=120, check=False)
+
+        version = run("/usr/bin/roaming-homes", "--version")
+        assert version.returncode == 0 and __version__ in version.stdout, version
+        where = run("/usr/bin/python3", "-c", "import roaming_homes; print(roaming_homes.__file__)")
+        assert where.stdout.strip() == "/usr/lib/python3/dist-packages/roaming_homes/__init__.py"
+        (setup.home / "Documents").mkdir()
+        (setup.home / "Documents" / "from-laptop.txt").write_text("installed copy\n")
+        sync = run("/usr/bin/roaming-homes", "sync")
+        assert sync.returncode == 0, sync.stdout + sync.stderr
+        arrived = setup.server_home / "Documents" / "from-laptop.txt"
+        assert arrived.read_text() == "installed copy\n"
+        result = run("/usr/bin/roaming-homes", "check", "--json")
+        checks = {item["name"]: item for item in json.loads(result.stdout)["checks"]}
+        assert result.returncode == 0, checks
+        for name in ("config", "server reachable", "host key", "ssh login", "server home",
+                     "unison", "replica markers", "last sync"):
+            assert checks[name]["status"] == "ok", checks[name]
+        # The package put unison-fsmonitor beside unison, where unison finds it on both ends.
+        assert checks["fsmonitor"]["status"] == "ok", checks["fsmonitor"]
+        assert "/usr/bin/unison-fsmonitor" in checks["fsmonitor"]["detail"]
+    finally:
+        setup.close()
+
+
+def test_installed_deb_enables_the_user_unit_for_everyone(installed_deb: None) -> None:
+    assert ENABLED_LINK.is_symlink()
+    assert os.readlink(ENABLED_LINK) == "/usr/lib/systemd/user/roaming-homes.service"
+    conffiles = _run("dpkg-query", "-W", "-f=${Conffiles}", "roaming-homes")
+    assert "/etc/roaming-homes/roaming-homes.toml" in conffiles
+    # The installed logout hook returns at once even without a configuration (detached sync).
+    hook = subprocess.run(["/usr/libexec/roaming-homes/logout"], capture_output=True, text=True,
+                          timeout=10, check=False, env={"PATH": SYSTEM_PATH})
+    assert hook.returncode == 0 and hook.stdout == ""
