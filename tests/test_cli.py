@@ -9,7 +9,7 @@ from tests.support.homes import Setup
 
 @pytest.mark.parametrize("command", [[], ["sync"], ["status"], ["config"], ["config", "show"],
                                      ["config", "sample"], ["config", "import-legacy"],
-                                     ["check"]])
+                                     ["check"], ["conflicts"], ["resolve"]])
 def test_every_command_has_help(local_user: Setup, command: list[str]) -> None:
     result = local_user.run(*command, "--help")
     assert result.returncode == 0

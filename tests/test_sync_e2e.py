@@ -212,8 +212,10 @@ def test_xdg_user_dirs_are_the_default_paths(user: Setup) -> None:
     assert user.sync().returncode == 0
 
     # Dokumente (user file) and Pictures (built-in default) exist; Musik does not; the home
-    # itself (a disabled directory) and other directories are not synced.
-    assert sorted(p.name for p in user.server_home.iterdir()) == ["Dokumente", "Pictures"]
+    # itself (a disabled directory) and other directories are not synced (the replica marker
+    # is each side's own).
+    synced = sorted(p.name for p in user.server_home.iterdir() if p.name != ".roaming-homes-root")
+    assert synced == ["Dokumente", "Pictures"]
 
 
 def test_own_state_is_never_synced_even_when_paths_cover_it(user: Setup) -> None:

@@ -33,6 +33,14 @@ def test_prefer_a_side_names_its_root(prefer: str, expected: str) -> None:
     assert expected in unison.build_profile(replace(PLAN, prefer=prefer)).splitlines()
 
 
+def test_profile_keeps_backups_of_everything_it_overwrites_or_deletes() -> None:
+    from dataclasses import replace
+
+    lines = unison.build_profile(replace(PLAN, backups=5)).splitlines()
+    assert {"backup = Name *", "backuplocation = central", "maxbackups = 5"} <= set(lines)
+    assert not any(line.startswith("backupdir") for line in lines)  # see unison.environment
+
+
 def test_prefer_none_sets_no_preference() -> None:
     from dataclasses import replace
 

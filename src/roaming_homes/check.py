@@ -20,12 +20,12 @@ from typing import Any
 
 from roaming_homes import config, transport
 from roaming_homes.errors import ConfigError
+from roaming_homes.guards import MARKER
 from roaming_homes.paths import Locations
 from roaming_homes.state import StateStore
 
 OK, FAIL, WARN, SKIP = "ok", "fail", "warn", "skip"
 SYMBOLS = {OK: "✓", FAIL: "✗", WARN: "!", SKIP: "-"}
-MARKER = ".roaming-homes-root"
 SERVICE = "roaming-homes.service"
 STALE_AFTER = 24 * 3600  # seconds without a successful sync that count as a problem
 

@@ -57,6 +57,9 @@ def _add_sync(sub: argparse._SubParsersAction) -> None:
                        description="Synchronize the home with the server once, now.")
     p.add_argument("--first-run", action="store_true",
                    help="treat this as a first sync (unison -ignorearchives: union, no deletions)")
+    p.add_argument("--force", action="store_true",
+                   help="propagate deletions this once even above sync.max_delete (the "
+                   "replica markers are still checked)")
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
     p.add_argument("--skip-if-daemon", action="store_true",
                    help="do nothing when the session daemon runs (for login/logout hooks)")
@@ -92,7 +95,8 @@ def _run_sync(args: argparse.Namespace) -> int:
     # -v shows unison's own lines instead; --json and -q keep stdout for the result alone.
     display = None if (args.quiet or args.verbose or args.json) else TerminalDisplay(
         sys.stdout, live=sys.stdout.isatty())
-    outcome = engine.run_pass(cfg, locations, first_run=args.first_run, on_line=echo,
+    outcome = engine.run_pass(cfg, locations, first_run=args.first_run,
+                              force=args.force, on_line=echo,
                               on_progress=observe_all(display, announcer),
                               lock_wait=WAIT_FOR_DAEMON_PASS if daemon_pid else 0)
     if cfg["notify"]["enabled"]:
@@ -269,6 +273,57 @@ def _run_check(args: argparse.Namespace) -> int:
     return 0 if report.ok else ExitCode.NEEDS_USER
 
 
+# --- conflicts / resolve ----------------------------------------------------------------------
+
+def _add_conflicts(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("conflicts", help="list unresolved conflicts",
+                       description="List the conflicts the last pass left: path, and the "
+                       "modification time and size on each side.")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+    p.set_defaults(run=_run_conflicts)
+
+
+def _when(side: Any) -> str:
+    import time
+
+    if side.mtime is None:
+        return "absent or unknown"
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(side.mtime))
+    return f"{stamp}, {side.size} bytes"
+
+
+def _run_conflicts(args: argparse.Namespace) -> int:
+    from roaming_homes import conflicts
+
+    cfg, locations = _load(args)
+    found, note = conflicts.list_conflicts(cfg, locations)
+    if args.json:
+        _print_json({"conflicts": [c.to_dict() for c in found], "note": note})
+        return 0
+    if not found:
+        _say(args, "no unresolved conflicts")
+    for item in found:
+        print(f"{item.path}\n  local:  {_when(item.local)}\n  server: {_when(item.server)}")
+    if note:
+        _warn(note)
+    return 0
+
+
+def _add_resolve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("resolve", help="resolve conflicts by hand (graphical unison, else text)",
+                       description="Open the graphical unison (unison-gtk, when installed and "
+                       "a display is available) or unison's text interface on the same profile, "
+                       "under the sync lock; then run one pass.")
+    p.set_defaults(run=_run_resolve)
+
+
+def _run_resolve(args: argparse.Namespace) -> int:
+    from roaming_homes import conflicts
+
+    cfg, locations = _load(args)
+    return conflicts.resolve(cfg, locations, lambda line: _say(args, line))
+
+
 # --- config -----------------------------------------------------------------------------------
 
 def _add_config(sub: argparse._SubParsersAction) -> None:
@@ -359,7 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     loud.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                 parser_class=_Parser)
-    for add in (_add_sync, _add_status, _add_check, _add_config, _add_daemon):
+    for add in (_add_sync, _add_status, _add_check, _add_conflicts, _add_resolve,
+                _add_config, _add_daemon):
         add(sub)
     return parser
 

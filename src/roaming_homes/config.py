@@ -167,6 +167,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "rescan_interval": Key("int", 3600, "Seconds between full rescans in real-time mode "
                                "(a safety net for changes no monitor saw).", _range(60, 604800)),
         "unison": Key("str", "unison", "The unison program to run.", _program),
+        "max_delete": Key("int", 50, "Refuse a pass (exit 4) when a side lost more than this "
+                          "percentage of its files since the last sync (and more than 10 "
+                          "files); `sync --force` overrides once. 100: never refuse.",
+                          _range(0, 100)),
+        "backups": Key("int", 3, "Old versions kept of every file a sync overwrites or deletes, "
+                       "outside the synced tree on the side that lost it.", _range(1, 100)),
     },
     "notify": {
         "enabled": Key("bool", True, "Desktop notifications."),

@@ -7,6 +7,7 @@ CLI or the daemon decide what to show. Output lines are handed to an optional ca
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import queue
 import signal
@@ -20,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from roaming_homes import config as config_mod
-from roaming_homes import progress, transport, unison
+from roaming_homes import guards, progress, transport, unison
 from roaming_homes.config import Config
 from roaming_homes.errors import ExitCode, RoamingHomesError
 from roaming_homes.guards import SyncLock, is_excluded
 from roaming_homes.paths import Locations, xdg_user_dirs
-from roaming_homes.state import StateStore, write_atomic
+from roaming_homes.state import StateStore, ensure_private_dir, write_atomic
 
 LineSink = Callable[[str], None]
 
@@ -39,6 +40,9 @@ RESULTS = {
 }
 _CONNECTION_LOST = ("Lost connection with the server", "Connection to the server lost")
 _ARCHIVE_MISMATCH = ("inconsistent state", "archive file is missing on some hosts")
+_STALE_LOCK = "archives are locked"
+# unison's own guards (confirmbigdel, mountpoint) abort before propagating anything.
+_UNISON_REFUSALS = ("completely emptied", "is designated as a mountpoint")
 
 
 @dataclass
@@ -95,8 +99,10 @@ def build_plan(config: Config, locations: Locations, server: transport.Server,
                socket: Path | None) -> unison.Plan:
     paths, _ = sync_paths(config, locations)
     # Our own state, archives and lock never travel, whatever `paths` says.
-    own = [".unison"] + [rel for rel in (_relative_to_home(p, locations.home) for p in
-                                         (locations.state_dir, locations.runtime_dir)) if rel]
+    # The replica marker sits at the root and is never synced either: each side keeps its own.
+    own_dirs = (locations.state_dir, locations.runtime_dir)
+    own = [".unison", guards.MARKER] + [
+        rel for rel in (_relative_to_home(p, locations.home) for p in own_dirs) if rel]
     ignores = list(dict.fromkeys([*config["sync"]["ignore_paths"], *own]))
     return unison.Plan(
         local_root=str(locations.home),
@@ -107,11 +113,26 @@ def build_plan(config: Config, locations: Locations, server: transport.Server,
         prefer=config["sync"]["prefer"],
         sshargs=() if server.is_local else tuple(transport.ssh_options(server, socket)),
         label=f"roaming-homes: {locations.user} <-> {server.label}",
+        backups=config["sync"]["backups"],
     )
 
 
 def _is_first_run(store: StateStore, key: str, unison_dir: Path) -> bool:
+    """No archive for this pair of roots yet (or state lost): unison takes the union."""
     return not any(unison_dir.glob("ar*")) or not store.is_synced(key)
+
+
+def _unison_refusal(lines: list[str]) -> str | None:
+    """unison's confirmbigdel/mountpoint abort as one line (with the paths it names)."""
+    for index, line in enumerate(lines):
+        if any(marker in line for marker in _UNISON_REFUSALS):
+            text = line.strip()
+            if text.endswith(":"):  # "The following paths have been completely emptied …:"
+                named = [n.strip() for n in
+                         itertools.takewhile(lambda n: n.startswith("  '"), lines[index + 1:])]
+                text += " " + ", ".join(named)
+            return text
+    return None
 
 
 def _classify(run: unison.Run, summary: unison.Summary) -> tuple[ExitCode, str]:
@@ -128,6 +149,9 @@ def _classify(run: unison.Run, summary: unison.Summary) -> tuple[ExitCode, str]:
         names = ", ".join(summary.failed_paths[:5])
         return ExitCode.PARTIAL, f"{summary.failed} item(s) failed to transfer: {names}"
     fatal = summary.fatal or next((line for line in reversed(run.lines) if line.strip()), "")
+    if refusal := _unison_refusal(run.lines):
+        return ExitCode.REFUSED, (f"unison refused: {refusal} Nothing was synced. If the "
+                                  "deletions are intended, run `roaming-homes sync --force`")
     if any(marker in fatal for marker in _CONNECTION_LOST):
         return ExitCode.TRY_LATER, f"connection to the server lost: {fatal}"
     if code < 0:
@@ -150,14 +174,16 @@ def _outcomes(server: transport.Server) -> Callable[..., SyncOutcome]:
 
 
 def run_pass(config: Config, locations: Locations, *, first_run: bool = False,
-             on_line: LineSink | None = None,
+             force: bool = False, on_line: LineSink | None = None,
              on_progress: Callable[[progress.Progress], None] | None = None,
              abort: threading.Event | None = None, lock_wait: float = 0) -> SyncOutcome:
     """Run one pass and record it. Never raises for an expected failure: see the outcome.
 
     While unison runs, `on_progress` gets snapshots and progress.json is kept up to date.
     `abort` (set by another thread) stops the pass cleanly, e.g. when a logout's time is up;
-    `lock_wait` is how long to wait for another pass of this user to finish.
+    `lock_wait` is how long to wait for another pass of this user to finish. `force` lets this
+    one pass propagate mass deletions (sync.max_delete, unison's confirmbigdel); it never
+    overrides the replica markers (`first_run` is the way back there).
     """
     server = transport.Server.from_config(config["server"])
     outcome = _outcomes(server)
@@ -173,7 +199,8 @@ def run_pass(config: Config, locations: Locations, *, first_run: bool = False,
     tracker = progress.Tracker(locations, on_progress)
     try:
         result = _locked_pass(config, locations, server, store, first_run,
-                              tracker.wrap(on_line or _ignore), outcome, abort)
+                              tracker.wrap(on_line or _ignore), outcome, abort, force=force,
+                              lock_fd=lock.fileno)
         store.record(result.to_dict())
         return result
     finally:
@@ -187,17 +214,22 @@ def _ignore(_line: str) -> None:
 
 @dataclass
 class _Prepared:
-    """A pass that may start: the profile is written, the server answers."""
+    """A pass that may start: the profile is written, the server answers, the guards agree."""
 
     key: str  # the pair of roots, as remembered in the state
     first: bool
     plan: unison.Plan
+    server: transport.Server
+    socket: Path | None
+    found: dict[str, guards.Probe]  # both replicas as the guards saw them before unison
+    recorded: dict[str, Any]  # what the guards remembered from the last good pass
+    extra: list[str]  # unison arguments the guards add (-mountpoint, -confirmbigdel=false)
 
 
 def _prepare(config: Config, locations: Locations, server: transport.Server,
              store: StateStore, first_run: bool, on_line: LineSink,
-             outcome: Callable[..., SyncOutcome]) -> _Prepared | SyncOutcome:
-    """Everything before unison runs; an outcome when the pass cannot run."""
+             outcome: Callable[..., SyncOutcome], force: bool = False) -> _Prepared | SyncOutcome:
+    """Everything before unison runs; an outcome when the pass cannot (or must not) run."""
     paths, warnings = sync_paths(config, locations)
     for warning in warnings:
         on_line(warning)
@@ -214,40 +246,146 @@ def _prepare(config: Config, locations: Locations, server: transport.Server,
     except unison.ProfileValueError as exc:
         return outcome(ExitCode.CONFIG, str(exc), result="config-error")
     write_atomic(locations.unison_dir / f"{unison.PROFILE}.prf", profile)
+    ensure_private_dir(locations.backup_dir)
     key = f"{plan.local_root} <-> {plan.server_root}"
-    return _Prepared(key, first_run or _is_first_run(store, key, locations.unison_dir), plan)
+    first = first_run or _is_first_run(store, key, locations.unison_dir)
+    try:
+        found = _probe(plan, server, socket)
+    except RoamingHomesError as exc:
+        return outcome(exc.code, exc.message)
+    recorded = store.replicas(key)
+    extra: list[str] = []
+    if not first:
+        names = {"local": plan.local_root, "server": server.label}
+        ids = {side: recorded.get(f"{side}_id", "") for side in found}
+        refusal = guards.marker_refusal(ids, found, names)
+        if not refusal and not force:
+            counts = {side: recorded[f"{side}_files"] for side in found
+                      if isinstance(recorded.get(f"{side}_files"), int)}
+            refusal = guards.deletion_refusal(counts, found, names,
+                                              config["sync"]["max_delete"])
+        if refusal:
+            on_line(refusal)
+            return outcome(ExitCode.REFUSED, refusal)
+        if all(ids.values()):
+            # unison checks the markers again after its own scan: a share that vanishes
+            # between our probe and its update detection still stops the pass.
+            extra += ["-mountpoint", guards.MARKER]
+    if force:
+        extra.append("-confirmbigdel=false")
+    return _Prepared(key, first, plan, server, socket, found, recorded, extra)
+
+
+def prepare_interactive(config: Config, locations: Locations, on_line: LineSink) -> _Prepared:
+    """`_prepare` for `resolve` (the caller holds the lock). Raises RoamingHomesError when the
+    pass could not run or the guards refuse it."""
+    server = transport.Server.from_config(config["server"])
+    prepared = _prepare(config, locations, server, StateStore(locations.state_dir), False,
+                        on_line, _outcomes(server))
+    if isinstance(prepared, SyncOutcome):
+        raise RoamingHomesError(prepared.message, ExitCode(prepared.exit_code))
+    return prepared
 
 
 def _locked_pass(config: Config, locations: Locations, server: transport.Server,
                  store: StateStore, first_run: bool, on_line: LineSink,
                  outcome: Callable[..., SyncOutcome],
-                 abort: threading.Event | None) -> SyncOutcome:
-    prepared = _prepare(config, locations, server, store, first_run, on_line, outcome)
+                 abort: threading.Event | None, *, force: bool = False,
+                 lock_fd: int | None = None) -> SyncOutcome:
+    prepared = _prepare(config, locations, server, store, first_run, on_line, outcome, force)
     if isinstance(prepared, SyncOutcome):
         return prepared
-    unison_dir, first = locations.unison_dir, prepared.first
+    unison_dir, first, extra = locations.unison_dir, prepared.first, prepared.extra
+    fds = () if lock_fd is None else (lock_fd,)
     with store.open_log() as log:
         def sink(line: str) -> None:
             log.write(line)
             on_line(line)
 
+        def run_unison(first: bool, more: tuple[str, ...] = ()) -> tuple[unison.Run,
+                                                                        unison.Summary]:
+            return _run_unison(config, unison_dir, first, sink, abort, [*extra, *more], fds)
+
         log.write(f"--- pass started (pid {os.getpid()}, first run: {first}) ---")
-        early = (_run_first_paths(config, prepared.plan, unison_dir, sink, abort) if first
-                 else None)
-        run, summary = _run_unison(config, unison_dir, first, sink, abort)
+        early = (_run_first_paths(config, prepared.plan, unison_dir, sink, abort, extra, fds)
+                 if first else None)
+        run, summary = run_unison(first)
         if early:
             summary.transferred += early.transferred
         if abort is not None and abort.is_set():
             return outcome(ExitCode.TRY_LATER, "stopped before it finished (time was up); the "
                            "next pass completes it", result="interrupted",
                            transferred=summary.transferred)
+        if run.returncode == 3 and _STALE_LOCK in summary.fatal:
+            # Our flock is held, and unison inherits it: no other unison of ours can be using
+            # these archives, so the lock is a leftover of a killed pass.
+            sink("stale unison lock left by an interrupted pass: removing it (-ignorelocks)")
+            run, summary = run_unison(first, ("-ignorelocks",))
         if run.returncode == 3 and not first and _archives_disagree(summary):
             # One side lost its archive (reinstalled server, restored backup): a union sync is
             # the safe way back; it never deletes.
             sink("archives disagree; retrying as a first sync (-ignorearchives)")
             first = True
-            run, summary = _run_unison(config, unison_dir, first, sink, abort)
-    return _finish(store, prepared.key, run, summary, first, outcome)
+            run, summary = run_unison(first)
+        result = _finish(store, prepared.key, run, summary, first, outcome)
+        if result.exit_code in (ExitCode.IN_SYNC, ExitCode.NEEDS_USER, ExitCode.PARTIAL):
+            _remember_replicas(store, prepared, summary.nothing_to_do, sink)
+    return result
+
+
+def _probe(plan: unison.Plan, server: transport.Server,
+           socket: Path | None) -> dict[str, guards.Probe]:
+    """Marker and file count of both replicas, measured before unison runs."""
+    args = (plan.paths, plan.ignore_paths, plan.ignore_names)
+    found = {"local": guards.probe_local(Path(plan.local_root), *args)}
+    if server.is_local:
+        found["server"] = guards.probe_local(Path(server.local_root), *args)
+        return found
+    output = transport.run_remote(server, socket, guards.probe_script(server.home, *args))
+    probe = guards.parse_probe(output)
+    if probe is None:
+        raise RoamingHomesError(f"could not inspect the server home {server.label}: "
+                                f"unexpected answer {output.strip()[:200]!r}", ExitCode.FAILED)
+    found["server"] = probe
+    return found
+
+
+def _remember_replicas(store: StateStore, prepared: _Prepared, unchanged: bool,
+                       sink: LineSink) -> None:
+    """After a good pass: write missing replica markers, and record both replicas' ids and
+    file counts for the guards of the next pass."""
+    plan, server, recorded = prepared.plan, prepared.server, prepared.recorded
+    entry: dict[str, Any] = {}
+    for side, probe in prepared.found.items():
+        replica_id = probe.marker or guards.new_replica_id()
+        try:
+            if side == "server" and not server.is_local:
+                if not probe.marker:
+                    script = guards.write_marker_script(server.home, replica_id)
+                    replica_id = guards.parse_marker(
+                        transport.run_remote(server, prepared.socket, script)) or ""
+            elif not probe.marker:
+                root = plan.local_root if side == "local" else server.local_root
+                guards.write_local_marker(Path(root), replica_id)
+        except (OSError, RoamingHomesError) as exc:
+            sink(f"could not write the replica marker on the {side} side: {exc}")
+            replica_id = ""
+        if replica_id:
+            entry[f"{side}_id"] = replica_id
+        elif recorded.get(f"{side}_id"):
+            entry[f"{side}_id"] = recorded[f"{side}_id"]
+    args = (plan.paths, plan.ignore_paths, plan.ignore_names)
+    if unchanged:
+        counts = {side: probe.files for side, probe in prepared.found.items()}
+    else:
+        # After a pass both replicas hold the same files; over ssh the local count stands
+        # for both rather than walking the server's tree a second time.
+        local = guards.count_files(Path(plan.local_root), *args)
+        remote = (guards.count_files(Path(server.local_root), *args) if server.is_local
+                  else local)
+        counts = {"local": local, "server": remote}
+    entry.update({f"{side}_files": count for side, count in counts.items()})
+    store.set_replicas(prepared.key, entry)
 
 
 def _archives_disagree(summary: unison.Summary) -> bool:
@@ -270,7 +408,8 @@ def _is_below(path: str, parents: tuple[str, ...]) -> bool:
 
 
 def _run_first_paths(config: Config, plan: unison.Plan, unison_dir: Path, sink: LineSink,
-                     abort: threading.Event | None) -> unison.Summary | None:
+                     abort: threading.Event | None, extra: list[str] | None = None,
+                     fds: tuple[int, ...] = ()) -> unison.Summary | None:
     """On a first run, a pass over just `sync.first_paths`, so that they arrive before the rest.
 
     Paths outside the synced paths are left out (with a line saying so): they would otherwise
@@ -292,18 +431,19 @@ def _run_first_paths(config: Config, plan: unison.Plan, unison_dir: Path, sink: 
         return None
     sink(f"first sync: {', '.join(early)} before the rest (sync.first_paths)")
     try:
-        return _run_unison(config, unison_dir, True, sink, abort)[1]
+        return _run_unison(config, unison_dir, True, sink, abort, extra, fds)[1]
     finally:
         write_atomic(profile, unison.build_profile(plan))
 
 
 def _run_unison(config: Config, unison_dir: Path, first: bool, sink: LineSink,
-                abort: threading.Event | None) -> tuple[unison.Run, unison.Summary]:
-    argv = unison.build_argv(config["sync"]["unison"], first)
+                abort: threading.Event | None, extra: list[str] | None = None,
+                fds: tuple[int, ...] = ()) -> tuple[unison.Run, unison.Summary]:
+    argv = unison.build_argv(config["sync"]["unison"], first, extra or ())
     if first:
         sink(progress.FIRST_RUN_LINE)
     try:
-        run = unison.run(argv, str(unison_dir), sink, abort)
+        run = unison.run(argv, str(unison_dir), sink, abort, fds)
     except FileNotFoundError:
         message = f"Fatal error: unison program not found: {argv[0]} (sync.unison)"
         sink(message)
@@ -395,14 +535,18 @@ class _WatchSession:
                                            ExitCode.PARTIAL):
                     return WatchResult(first.message, outcome=first)
                 continue
-            result = self.watch(prepared.key)
+            result = self.watch(prepared)
             if result is not None:
                 return result
         return WatchResult("stopped")
 
-    def watch(self, key: str) -> WatchResult | None:
+    def watch(self, prepared: _Prepared) -> WatchResult | None:
         """One unison process; None when it was restarted for a rescan."""
-        argv = unison.build_argv(self.config["sync"]["unison"], False, unison.WATCH_ARGS)
+        key = prepared.key
+        # The guards judged the replicas in `_prepare`; within the session unison's own
+        # (confirmbigdel, the marker as mountpoint) guard every cycle.
+        argv = unison.build_argv(self.config["sync"]["unison"], False,
+                                 [*unison.WATCH_ARGS, *prepared.extra])
         rescan_at = time.monotonic() + self.config["sync"]["rescan_interval"]
         lines: queue.Queue[str | None] = queue.Queue()
         with self.store.open_log() as log:
@@ -433,6 +577,10 @@ class _WatchSession:
                     done = cycle.outcome(self.store, key)
                     if first_cycle or done.transferred or done.skipped or done.failed:
                         self.record(done)
+                        if done.transferred and done.exit_code in (ExitCode.IN_SYNC,
+                                                                   ExitCode.NEEDS_USER):
+                            # the next start's mass-deletion check compares with this
+                            _remember_replicas(self.store, prepared, False, log.write)
                     first_cycle = False
                 now = time.monotonic()
                 if self.stop.is_set() and stop_seen is None:

@@ -1,4 +1,5 @@
-"""Checks that decide whether a pass may run at all: excluded users and the per-user lock.
+"""Checks that decide whether a pass may run at all: excluded users, the per-user lock, and
+the safety guards (replica markers, mass deletion).
 
 The lock is an `flock` on $XDG_RUNTIME_DIR/roaming-homes.lock. The kernel drops it when the
 holder dies, so a killed sync never leaves a stale lock behind, and unlike `pgrep` it cannot
@@ -8,9 +9,14 @@ mistake another program (or another user's sync) for ours.
 from __future__ import annotations
 
 import fcntl
+import fnmatch
 import os
+import re
+import shlex
 import time
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 
 from roaming_homes.errors import ExitCode, RoamingHomesError
 
@@ -25,7 +31,7 @@ class SyncLock:
     The same lock, with its own file and `busy` text, keeps a user to one daemon.
     """
 
-    def __init__(self, path: Path, busy: str = "another sync of this user is running") -> None:
+    def __init__(self, path: Path, busy: str | None = None) -> None:
         self.path = path
         self.busy = busy
         self._fd: int | None = None
@@ -39,12 +45,19 @@ class SyncLock:
                 os.close(fd)
                 holder = lock_holder(self.path)
                 by = f" (pid {holder})" if holder else ""
-                raise RoamingHomesError(f"{self.busy}{by}; lock {self.path}",
+                busy = (self.busy
+                        or f"another {_holder_activity(self.path)} of this user is running")
+                raise RoamingHomesError(f"{busy}{by}; lock {self.path}",
                                         ExitCode.TRY_LATER)
             time.sleep(0.2)  # flock has no timeout of its own; polling keeps the bound
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()} {what}\n".encode())
         self._fd = fd
+
+    @property
+    def fileno(self) -> int | None:
+        """The locked descriptor; a child that inherits it keeps the lock while it lives."""
+        return self._fd
 
     def release(self) -> None:
         if self._fd is not None:
@@ -67,6 +80,16 @@ def _try_flock(fd: int) -> bool:
     return True
 
 
+def _holder_activity(path: Path) -> str:
+    """What the holder of the lock is doing, from what it wrote into the lock file."""
+    try:
+        words = path.read_text(encoding="utf-8", errors="replace").split()
+    except OSError:
+        words = []
+    activity = words[1] if len(words) == 2 else "sync"
+    return {"resolve": "resolve", "watch": "real-time sync"}.get(activity, "sync")
+
+
 def lock_holder(path: Path) -> int | None:
     """PID holding an flock on `path`, read from /proc/locks without touching the lock."""
     try:
@@ -83,3 +106,191 @@ def lock_holder(path: Path) -> int | None:
         if fields[5].lower() == wanted:
             return int(fields[4])
     return None
+
+
+# --- Safety checks before unison runs ---------------------------------------------------------
+#
+# Deciding is pure (`marker_refusal`, `deletion_refusal`, `parse_probe`, `probe_script`); the
+# engine measures (`probe_local`, or `probe_script` over ssh) and acts on the decision.
+
+MARKER = ".roaming-homes-root"
+MARKER_PREFIX = "roaming-homes replica "
+# Below this many lost files a pass is never refused for mass deletion: deleting a handful of
+# files out of a dozen is ordinary housekeeping, not a vanished replica.
+MIN_DELETIONS = 10
+_SIDES = {"local": "the local home", "server": "the server home"}
+
+
+def new_replica_id() -> str:
+    import uuid
+
+    return uuid.uuid4().hex
+
+
+def marker_text(replica_id: str) -> str:
+    return f"{MARKER_PREFIX}{replica_id}\n"
+
+
+def parse_marker(text: str) -> str | None:
+    """The replica id in a marker file's text, or None when it is not one of ours."""
+    line = text.strip()
+    if not line.startswith(MARKER_PREFIX):
+        return None
+    replica_id = line[len(MARKER_PREFIX):].strip()
+    return replica_id if re.fullmatch(r"[0-9a-f]{32}", replica_id) else None
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What one replica looks like just before a pass: its root, marker and file count."""
+
+    present: bool  # the root directory exists
+    marker: str | None  # replica id from the root's marker, None when absent or unreadable
+    files: int  # files and links under the synced paths (ignored ones not counted)
+
+
+def marker_refusal(recorded: dict[str, str], found: dict[str, Probe],
+                   names: dict[str, str]) -> str | None:
+    """Why this pass must not run, judging by the replica markers; None when they are fine.
+
+    `recorded` holds the replica ids seen at the last good pass (side -> id); a side without a
+    recorded id (first pass, or state from before markers existed) is not judged. A replica
+    that lost its marker was emptied, replaced or is not mounted: syncing would propagate its
+    emptiness as deletions. A different id means another replica sits at that place.
+    """
+    for side, probe in found.items():
+        expected = recorded.get(side)
+        if not expected:
+            continue
+        where = f"{_SIDES[side]} {names[side]}"
+        if not probe.present:
+            return (f"{where} is missing (not mounted?); nothing was synced. Once it is back, "
+                    "sync again")
+        if probe.marker is None:
+            return (f"{where} lacks its marker {MARKER}: it looks emptied, replaced or not "
+                    "mounted, so nothing was synced. If it was wiped on purpose, "
+                    "`roaming-homes sync --first-run` restores it from the other side")
+        if probe.marker != expected:
+            return (f"{where} is a different replica than at the last sync (marker "
+                    f"{MARKER} says {probe.marker}, expected {expected}); nothing was synced. "
+                    "If this is intended, run `roaming-homes sync --first-run` (union, "
+                    "no deletions)")
+    return None
+
+
+def deletion_refusal(recorded: dict[str, int], found: dict[str, Probe], names: dict[str, str],
+                     max_delete: int) -> str | None:
+    """Why this pass must not run, judging by how many files a side lost since the last pass.
+
+    The rule: a side whose file count fell by more than `max_delete` percent of the count
+    recorded at the last good pass, and by more than MIN_DELETIONS files, is refused.
+    """
+    for side, probe in found.items():
+        before = recorded.get(side)
+        if before is None:
+            continue
+        lost = before - probe.files
+        if lost > MIN_DELETIONS and lost * 100 > max_delete * before:
+            return (f"{_SIDES[side]} {names[side]} lost {lost} of {before} files since the last "
+                    f"sync (more than sync.max_delete = {max_delete} %); nothing was synced. "
+                    "If the deletions are intended, run `roaming-homes sync --force`")
+    return None
+
+
+def _matcher(patterns: Sequence[str]) -> Callable[[str], bool]:
+    """One compiled regex for a list of fnmatch globs (a 100 000-file walk calls it often)."""
+    if not patterns:
+        return lambda _text: False
+    regex = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
+    return lambda text: regex.match(text) is not None
+
+
+def count_files(root: Path, paths: Sequence[str], ignore_paths: Sequence[str],
+                ignore_names: Sequence[str]) -> int:
+    """Files and links under `paths` of `root`, skipping ignored paths and names.
+
+    Same rule as the `find` in `probe_script`: fnmatch-style globs on the path relative to the
+    root and on the name; ignored directories are not entered; links are not followed.
+    """
+    path_ignored, name_ignored = _matcher(ignore_paths), _matcher(ignore_names)
+    count = 0
+    stack = [p for p in paths if not (path_ignored(p) or name_ignored(PurePosixPath(p).name))]
+    while stack:
+        rel = stack.pop()
+        try:
+            entries = os.scandir(root / rel)
+        except NotADirectoryError:
+            count += 1
+            continue
+        except OSError:
+            continue
+        with entries:
+            for entry in entries:
+                child = f"{rel}/{entry.name}"
+                if name_ignored(entry.name) or path_ignored(child):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(child)
+                else:
+                    count += 1
+    return count
+
+
+def probe_local(root: Path, paths: Sequence[str], ignore_paths: Sequence[str],
+                ignore_names: Sequence[str]) -> Probe:
+    if not root.is_dir():
+        return Probe(False, None, 0)
+    try:
+        marker = parse_marker((root / MARKER).read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        marker = None
+    return Probe(True, marker, count_files(root, paths, ignore_paths, ignore_names))
+
+
+def write_local_marker(root: Path, replica_id: str) -> None:
+    """Write the marker atomically (a pass killed meanwhile leaves no half marker)."""
+    tmp = root / f"{MARKER}.tmp"
+    tmp.write_text(marker_text(replica_id), encoding="utf-8")
+    tmp.replace(root / MARKER)
+
+
+def probe_script(root: str, paths: Sequence[str], ignore_paths: Sequence[str],
+                 ignore_names: Sequence[str]) -> str:
+    """A POSIX sh script that prints what `parse_probe` reads, for the server's replica.
+
+    Every value is quoted with shlex; the paths were validated by the config (relative, no
+    `..`). File names may contain newlines, so `find` prints NUL-terminated names and only the
+    NULs are counted.
+    """
+    q = shlex.quote
+    starts = " ".join(q(f"./{p}") for p in paths)
+    prune = " -o ".join([*(f"-path {q(f'./{p}')}" for p in ignore_paths),
+                         *(f"-name {q(n)}" for n in ignore_names)])
+    find = (f"find {starts} \\( {prune} \\) -prune -o ! -type d -print0" if prune
+            else f"find {starts} ! -type d -print0")
+    return (f"cd {q(root)} 2>/dev/null || {{ echo 'root missing'; exit 0; }}; "
+            "echo 'root present'; "
+            f"printf 'marker %s\\n' \"$(head -c 200 {q(MARKER)} 2>/dev/null | head -n 1)\"; "
+            f"printf 'files %s\\n' \"$({find} 2>/dev/null | tr -cd '\\000' | wc -c)\"")
+
+
+def parse_probe(output: str) -> Probe | None:
+    """Read `probe_script`'s output; None when it is not complete (the command broke off)."""
+    fields: dict[str, str] = {}
+    for line in output.splitlines():
+        key, _, value = line.partition(" ")
+        fields.setdefault(key, value.strip())
+    if fields.get("root") == "missing":
+        return Probe(False, None, 0)
+    if fields.get("root") != "present" or not fields.get("files", "").isdigit():
+        return None
+    return Probe(True, parse_marker(fields.get("marker", "")), int(fields["files"]))
+
+
+def write_marker_script(root: str, replica_id: str) -> str:
+    """A sh script that writes the marker atomically unless the root already has one, then
+    prints the marker that is there (another machine may have written it first)."""
+    q = shlex.quote
+    marker, tmp = q(f"{root}/{MARKER}"), q(f"{root}/{MARKER}.tmp")
+    return (f"test -s {marker} || {{ printf '%s' {q(marker_text(replica_id))} > {tmp} && "
+            f"mv -f {tmp} {marker}; }}; head -n 1 {marker}")

@@ -66,6 +66,11 @@ class Locations:
         return self.state_dir / "unison"
 
     @property
+    def backup_dir(self) -> Path:
+        """Old versions of local files a sync overwrote or deleted (unison's backups)."""
+        return self.state_dir / "backup"
+
+    @property
     def lock_file(self) -> Path:
         return self.runtime_dir / f"{APP}.lock"
 

@@ -1,7 +1,8 @@
 """What roaming-homes remembers between passes, under $XDG_STATE_HOME/roaming-homes/.
 
-- `state.json`: the last pass's outcome, the last successful pass, and the root pairs that have
-  completed a first sync (so the next pass knows it is not a first run).
+- `state.json`: the last pass's outcome, the last successful pass, the root pairs that have
+  completed a first sync (so the next pass knows it is not a first run), and per pair the
+  replica ids and file counts the safety guards compare against.
 - `history.jsonl`: the last HISTORY_LIMIT outcomes, one JSON object a line.
 - `sync.log` (+ `.1` … `.LOG_KEEP`): unison's output, rotated at LOG_MAX_BYTES.
 
@@ -83,6 +84,17 @@ class StateStore:
 
     def is_synced(self, roots: str) -> bool:
         return roots in self.load().get("synced_roots", [])
+
+    def replicas(self, roots: str) -> dict[str, Any]:
+        """What the guards recorded at the last good pass of this pair of roots: replica ids
+        (`local_id`, `server_id`) and file counts (`local_files`, `server_files`)."""
+        entry = self.load().get("replicas", {}).get(roots)
+        return entry if isinstance(entry, dict) else {}
+
+    def set_replicas(self, roots: str, entry: dict[str, Any]) -> None:
+        data = self.load()
+        data.setdefault("replicas", {})[roots] = entry
+        self.save(data)
 
     def _append_history(self, outcome: dict[str, Any]) -> None:
         try:

@@ -198,3 +198,23 @@ def disconnect(server: Server, control_dir: Path) -> None:
         subprocess.run(["ssh", *ssh_options(server, socket), "-O", "exit", *_destination(server)],
                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, timeout=10, check=False)
+
+
+def run_remote(server: Server, socket: Path | None, script: str,
+               timeout: float | None = None) -> str:
+    """Run a sh script on the server over the shared connection; returns its stdout.
+
+    The login shell gets `sh -c <script>` (each word quoted), so the script runs under a
+    POSIX shell whatever the user's shell is. Raises RoamingHomesError like `connect`.
+    """
+    command = remote_command(server, socket, ["sh", "-c", script])
+    limit = timeout or server.connect_timeout * 4 + 60
+    try:
+        result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True,
+                                timeout=limit, check=False)
+    except subprocess.TimeoutExpired:
+        raise RoamingHomesError(f"server {server.host} did not answer within {limit:g} s",
+                                ExitCode.TRY_LATER) from None
+    if result.returncode != 0:
+        raise _classify_failure(server, result.stderr.decode(errors="replace"))
+    return result.stdout.decode(errors="replace")

@@ -50,6 +50,7 @@ class Plan:
     prefer: str  # newer | local | server | none
     sshargs: tuple[str, ...] = ()
     label: str = ""
+    backups: int = 3  # old versions kept of each overwritten or deleted file
 
 
 @dataclass
@@ -101,15 +102,22 @@ def build_profile(plan: Plan) -> str:
     lines += [
         "times = true",  # keep modification times
         "confirmbigdel = true",  # never propagate the emptying of a replica
+        # Every overwritten or deleted file is kept, outside the synced tree, on the side that
+        # lost it: locally in UNISONBACKUPDIR (see `run`), on the server in its unison
+        # directory's `backup` (UNISONBACKUPDIR is not passed over ssh).
+        "backup = Name *",
+        "backuplocation = central",
+        f"maxbackups = {int(plan.backups)}",
         "log = false",  # roaming-homes keeps its own rotating log of unison's output
         "contactquietly = true",
     ]
     return "\n".join(lines) + "\n"
 
 
-def build_argv(unison: str, first_run: bool, extra: Sequence[str] = ()) -> list[str]:
+def build_argv(unison: str, first_run: bool, extra: Sequence[str] = (),
+               batch: bool = True) -> list[str]:
     """Arguments for one non-interactive pass over our profile."""
-    argv = [unison, PROFILE, "-batch", "-color", "false", "-dumbtty"]
+    argv = [unison, PROFILE, *(["-batch"] if batch else []), "-color", "false", "-dumbtty"]
     if first_run:
         # No archive for this pair of roots: take the union of both sides, never deletions.
         argv.append("-ignorearchives")
@@ -161,12 +169,16 @@ class Run:
     lines: list[str]
 
 
-def _env(unison_dir: str) -> dict[str, str]:
-    return dict(os.environ, UNISON=unison_dir, NO_COLOR="1")
+def environment(unison_dir: str) -> dict[str, str]:
+    """unison's environment: our archive directory, and where this side's backups go (the
+    `backup` directory beside it, $XDG_STATE_HOME/roaming-homes/backup; UNISONBACKUPDIR is not
+    passed over ssh, so the server keeps its backups in its own unison directory)."""
+    backups = os.path.join(os.path.dirname(unison_dir.rstrip("/")), "backup")
+    return dict(os.environ, UNISON=unison_dir, UNISONBACKUPDIR=backups, NO_COLOR="1")
 
 
 def run(argv: Sequence[str], unison_dir: str, on_line: Callable[[str], None],
-        abort: threading.Event | None = None) -> Run:
+        abort: threading.Event | None = None, pass_fds: Sequence[int] = ()) -> Run:
     """Spawn unison (no shell), hand every output line to `on_line`, return code and lines.
 
     unison's progress bar rewrites one line with carriage returns; each segment counts as a
@@ -174,11 +186,14 @@ def run(argv: Sequence[str], unison_dir: str, on_line: Callable[[str], None],
     back until the end). A negative return code means unison was killed by that signal. Setting
     `abort` stops unison cleanly (see `ABORT_GRACE`); unison then runs in a process group of its
     own, so that its ssh, which may hang on a frozen server holding our pipe, can be ended with it.
+    `pass_fds` are inherited: the sync lock's descriptor, so the lock outlives us if we are
+    killed while unison still runs.
     """
     lines: list[str] = []
 
     with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, env=_env(unison_dir),
+                          stderr=subprocess.STDOUT, env=environment(unison_dir),
+                          pass_fds=tuple(pass_fds),
                           process_group=None if abort is None else 0) as proc:
         if abort is not None:
             threading.Thread(target=_stop_on, args=(abort, proc), daemon=True).start()
@@ -283,7 +298,7 @@ def spawn(argv: Sequence[str], unison_dir: str) -> subprocess.Popen[bytes]:
     monitor) without touching any other process.
     """
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env=_env(unison_dir),
+                            stderr=subprocess.STDOUT, env=environment(unison_dir),
                             start_new_session=True)
 
 

@@ -43,7 +43,7 @@ def _children(pid: int) -> list[int]:
 
 @dataclass
 class SshServer:
-    """sshd listening on 127.0.0.1:<port>, accepting one throwaway user key for `user`."""
+    """sshd listening on `listen`:<port>, accepting one throwaway user key for `user`."""
 
     workdir: Path
     port: int = field(default_factory=free_port)
@@ -51,6 +51,8 @@ class SshServer:
     server_unison_dir: Path | None = None
     extra_config: str = ""
     env: dict[str, str] = field(default_factory=dict)  # more variables for sessions (no spaces)
+    listen: str = "127.0.0.1"  # e.g. an address inside a network namespace
+    wrapper: list[str] = field(default_factory=list)  # e.g. ["ip", "netns", "exec", NAME]
     proc: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
@@ -69,7 +71,7 @@ class SshServer:
         (self.workdir / "authorized_keys").write_text(
             (self.workdir / "user_key.pub").read_text())
         host_pub = (self.workdir / "host_key.pub").read_text().split()
-        self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {host_pub[0]} {host_pub[1]}\n")
+        self.known_hosts.write_text(f"[{self.listen}]:{self.port} {host_pub[0]} {host_pub[1]}\n")
 
     def ssh_options(self) -> list[str]:
         """What a client needs to log in: our key, our known_hosts, no user ssh config."""
@@ -79,7 +81,7 @@ class SshServer:
     def write_config(self) -> None:
         self.config_file.write_text(
             f"Port {self.port}\n"
-            "ListenAddress 127.0.0.1\n"
+            f"ListenAddress {self.listen}\n"
             f"HostKey {self.host_key}\n"
             f"PidFile {self.workdir / 'sshd.pid'}\n"
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
@@ -97,12 +99,12 @@ class SshServer:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         self.write_config()
         subprocess.run([SSHD, "-t", "-f", str(self.config_file)], check=True)
-        self.proc = subprocess.Popen([SSHD, "-D", "-f", str(self.config_file),
+        self.proc = subprocess.Popen([*self.wrapper, SSHD, "-D", "-f", str(self.config_file),
                                       "-E", str(self.log_file)], start_new_session=True)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                with socket.create_connection((self.listen, self.port), timeout=0.2):
                     return self
             except OSError:
                 if self.proc.poll() is not None:

@@ -1,0 +1,37 @@
+"""The pure parts of `conflicts`: the server-side stat script and reading its answer."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from roaming_homes.conflicts import Side, parse_stat, stat_script
+
+
+def test_stat_script_reports_each_path_or_a_dash(tmp_path: Path) -> None:
+    (tmp_path / "Documents").mkdir()
+    (tmp_path / "Documents" / "odd name;$(x).txt").write_text("12345")
+    os.utime(tmp_path / "Documents" / "odd name;$(x).txt", (1_700_000_000, 1_700_000_000))
+    paths = ["Documents/odd name;$(x).txt", "Documents/gone", "-leading"]
+
+    output = subprocess.run(["sh", "-c", stat_script(str(tmp_path), paths)],
+                            capture_output=True, text=True, check=True).stdout
+
+    assert parse_stat(output, 3) == [Side(1_700_000_000.0, 5), Side(None, None),
+                                     Side(None, None)]
+
+
+def test_a_short_or_odd_answer_reads_as_unknown() -> None:
+    assert parse_stat("12 3\nnonsense here\n", 3) == [Side(12.0, 3), Side(None, None),
+                                                      Side(None, None)]
+
+
+def test_conflicts_survive_passes_that_did_not_look_at_the_files() -> None:
+    from roaming_homes.conflicts import last_known_conflicts
+
+    history = [{"exit_code": 1, "conflicts": ["old"]}, {"exit_code": 1, "conflicts": ["a", "b"]},
+               {"exit_code": 75, "conflicts": []}, {"exit_code": 4, "conflicts": []}]
+    assert last_known_conflicts(history) == ["a", "b"]
+    assert last_known_conflicts([*history, {"exit_code": 0, "conflicts": []}]) == []
+    assert last_known_conflicts([]) == []

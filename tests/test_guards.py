@@ -1,0 +1,122 @@
+"""The pure safety decisions: replica markers, the mass-deletion rule, and the file count that
+both sides measure the same way (locally by walking, on the server by a `find` script)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from roaming_homes import guards
+from roaming_homes.guards import Probe
+
+NAMES = {"local": "/home/u", "server": "u@h:/home/u"}
+IDS = {"local": "a" * 32, "server": "b" * 32}
+
+
+def _both(local: Probe, server: Probe) -> dict[str, Probe]:
+    return {"local": local, "server": server}
+
+
+def test_markers_that_match_the_recorded_ids_pass() -> None:
+    found = _both(Probe(True, "a" * 32, 5), Probe(True, "b" * 32, 5))
+    assert guards.marker_refusal(IDS, found, NAMES) is None
+
+
+def test_a_side_without_a_recorded_id_is_not_judged() -> None:
+    found = _both(Probe(True, None, 0), Probe(False, None, 0))
+    assert guards.marker_refusal({"local": "", "server": ""}, found, NAMES) is None
+
+
+@pytest.mark.parametrize(("server", "words"), [
+    (Probe(True, None, 0), "lacks its marker"),
+    (Probe(False, None, 0), "is missing"),
+    (Probe(True, "c" * 32, 9), "different replica"),
+])
+def test_a_lost_missing_or_foreign_marker_refuses(server: Probe, words: str) -> None:
+    refusal = guards.marker_refusal(IDS, _both(Probe(True, "a" * 32, 5), server), NAMES)
+    assert refusal is not None
+    assert words in refusal and "the server home u@h:/home/u" in refusal
+    assert "\n" not in refusal
+
+
+@pytest.mark.parametrize(("before", "now", "max_delete", "refused"), [
+    (100, 49, 50, True),    # lost 51 % > 50 %
+    (100, 50, 50, False),   # lost exactly 50 %: allowed
+    (100, 0, 100, False),   # 100 % switches the check off
+    (1000, 899, 10, True),  # lost 101 of 1000 > 10 %
+    (20, 9, 50, True),      # lost 11 > MIN_DELETIONS and > 50 %
+    (10, 0, 50, False),     # lost all 10: not more than MIN_DELETIONS
+    (100, 150, 0, False),   # gained files
+])
+def test_mass_deletion_rule(before: int, now: int, max_delete: int, refused: bool) -> None:
+    found = _both(Probe(True, None, before), Probe(True, None, now))
+    refusal = guards.deletion_refusal({"local": before, "server": before}, found, NAMES,
+                                      max_delete)
+    assert (refusal is not None) == refused
+    if refused:
+        assert f"lost {before - now} of {before}" in refusal and "--force" in refusal
+
+
+def test_no_recorded_count_means_no_mass_deletion_check() -> None:
+    found = _both(Probe(True, None, 0), Probe(True, None, 0))
+    assert guards.deletion_refusal({}, found, NAMES, 0) is None
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (guards.marker_text("f" * 32), "f" * 32),
+    ("roaming-homes replica nothex\n", None),
+    ("", None),
+    ("something else", None),
+])
+def test_parse_marker(text: str, expected: str | None) -> None:
+    assert guards.parse_marker(text) == expected
+
+
+def _tree(root: Path) -> None:
+    files = ["Documents/a", "Documents/sub/b", "Documents/sub/c~", "Documents/.cache/x",
+             "Documents/.cache/y", "Music/m", "Music/new\nline", "Other/o", "Documents/t;$(x)"]
+    for rel in files:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(rel)
+    (root / "Documents" / "link").symlink_to("a")
+    (root / "Documents" / "empty").mkdir()
+
+
+PATHS = ("Documents", "Music", "Absent")
+IGNORES = (("Documents/.cache",), ("*~",))
+
+
+def test_local_count_skips_ignored_paths_and_names_and_counts_links(tmp_path: Path) -> None:
+    _tree(tmp_path)
+    # a, sub/b, link, t;$(x), Music/m, Music/new\nline; not c~, .cache/*, Other/o
+    assert guards.count_files(tmp_path, PATHS, *IGNORES) == 6
+
+
+def test_server_probe_script_agrees_with_the_local_count(tmp_path: Path) -> None:
+    _tree(tmp_path)
+    guards.write_local_marker(tmp_path, "d" * 32)
+    script = guards.probe_script(str(tmp_path), PATHS, *IGNORES)
+
+    output = subprocess.run(["sh", "-c", script], capture_output=True, text=True,
+                            check=True).stdout
+
+    assert guards.parse_probe(output) == guards.probe_local(tmp_path, PATHS, *IGNORES)
+    assert guards.parse_probe(output) == Probe(True, "d" * 32, 6)
+
+
+def test_server_probe_of_a_missing_root_and_a_broken_answer(tmp_path: Path) -> None:
+    script = guards.probe_script(str(tmp_path / "gone"), PATHS, *IGNORES)
+    output = subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout
+    assert guards.parse_probe(output) == Probe(False, None, 0)
+    assert guards.parse_probe("root present\nmarker \n") is None
+
+
+def test_marker_script_keeps_an_existing_marker(tmp_path: Path) -> None:
+    first = subprocess.run(["sh", "-c", guards.write_marker_script(str(tmp_path), "1" * 32)],
+                           capture_output=True, text=True, check=True).stdout
+    second = subprocess.run(["sh", "-c", guards.write_marker_script(str(tmp_path), "2" * 32)],
+                            capture_output=True, text=True, check=True).stdout
+    assert guards.parse_marker(first) == guards.parse_marker(second) == "1" * 32
+    assert guards.probe_local(tmp_path, (), (), ()).marker == "1" * 32
