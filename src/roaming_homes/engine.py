@@ -41,6 +41,7 @@ RESULTS = {
 _CONNECTION_LOST = ("Lost connection with the server", "Connection to the server lost")
 _ARCHIVE_MISMATCH = ("inconsistent state", "archive file is missing on some hosts")
 _STALE_LOCK = "archives are locked"
+_INTERRUPTED = "stopped before it finished (time was up); the next pass completes it"
 # unison's own guards (confirmbigdel, mountpoint) abort before propagating anything.
 _UNISON_REFUSALS = ("completely emptied", "is designated as a mountpoint")
 
@@ -228,7 +229,8 @@ class _Prepared:
 
 def _prepare(config: Config, locations: Locations, server: transport.Server,
              store: StateStore, first_run: bool, on_line: LineSink,
-             outcome: Callable[..., SyncOutcome], force: bool = False) -> _Prepared | SyncOutcome:
+             outcome: Callable[..., SyncOutcome], force: bool = False,
+             abort: threading.Event | None = None) -> _Prepared | SyncOutcome:
     """Everything before unison runs; an outcome when the pass cannot (or must not) run."""
     paths, warnings = sync_paths(config, locations)
     for warning in warnings:
@@ -250,8 +252,10 @@ def _prepare(config: Config, locations: Locations, server: transport.Server,
     key = f"{plan.local_root} <-> {plan.server_root}"
     first = first_run or _is_first_run(store, key, locations.unison_dir)
     try:
-        found = _probe(plan, server, socket)
+        found = _probe(plan, server, socket, abort)
     except RoamingHomesError as exc:
+        if abort is not None and abort.is_set():
+            return outcome(ExitCode.TRY_LATER, _INTERRUPTED, result="interrupted")
         return outcome(exc.code, exc.message)
     recorded = store.replicas(key)
     extra: list[str] = []
@@ -292,7 +296,8 @@ def _locked_pass(config: Config, locations: Locations, server: transport.Server,
                  outcome: Callable[..., SyncOutcome],
                  abort: threading.Event | None, *, force: bool = False,
                  lock_fd: int | None = None) -> SyncOutcome:
-    prepared = _prepare(config, locations, server, store, first_run, on_line, outcome, force)
+    prepared = _prepare(config, locations, server, store, first_run, on_line, outcome, force,
+                        abort)
     if isinstance(prepared, SyncOutcome):
         return prepared
     unison_dir, first, extra = locations.unison_dir, prepared.first, prepared.extra
@@ -313,8 +318,7 @@ def _locked_pass(config: Config, locations: Locations, server: transport.Server,
         if early:
             summary.transferred += early.transferred
         if abort is not None and abort.is_set():
-            return outcome(ExitCode.TRY_LATER, "stopped before it finished (time was up); the "
-                           "next pass completes it", result="interrupted",
+            return outcome(ExitCode.TRY_LATER, _INTERRUPTED, result="interrupted",
                            transferred=summary.transferred)
         if run.returncode == 3 and _STALE_LOCK in summary.fatal:
             # Our flock is held, and unison inherits it: no other unison of ours can be using
@@ -333,15 +337,15 @@ def _locked_pass(config: Config, locations: Locations, server: transport.Server,
     return result
 
 
-def _probe(plan: unison.Plan, server: transport.Server,
-           socket: Path | None) -> dict[str, guards.Probe]:
+def _probe(plan: unison.Plan, server: transport.Server, socket: Path | None,
+           abort: threading.Event | None = None) -> dict[str, guards.Probe]:
     """Marker and file count of both replicas, measured before unison runs."""
     args = (plan.paths, plan.ignore_paths, plan.ignore_names)
     found = {"local": guards.probe_local(Path(plan.local_root), *args)}
     if server.is_local:
         found["server"] = guards.probe_local(Path(server.local_root), *args)
         return found
-    output = transport.run_remote(server, socket, guards.probe_script(server.home, *args))
+    output = transport.run_remote(server, socket, guards.probe_script(server.home, *args), abort)
     probe = guards.parse_probe(output)
     if probe is None:
         raise RoamingHomesError(f"could not inspect the server home {server.label}: "

@@ -13,6 +13,8 @@ import os
 import shlex
 import subprocess
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,20 +203,31 @@ def disconnect(server: Server, control_dir: Path) -> None:
 
 
 def run_remote(server: Server, socket: Path | None, script: str,
-               timeout: float | None = None) -> str:
+               abort: threading.Event | None = None) -> str:
     """Run a sh script on the server over the shared connection; returns its stdout.
 
     The login shell gets `sh -c <script>` (each word quoted), so the script runs under a
-    POSIX shell whatever the user's shell is. Raises RoamingHomesError like `connect`.
+    POSIX shell whatever the user's shell is. Raises ConnectError like `connect`; setting
+    `abort` (a logout whose time is up) ends the command at once.
     """
     command = remote_command(server, socket, ["sh", "-c", script])
-    limit = timeout or server.connect_timeout * 4 + 60
-    try:
-        result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True,
-                                timeout=limit, check=False)
-    except subprocess.TimeoutExpired:
-        raise RoamingHomesError(f"server {server.host} did not answer within {limit:g} s",
-                                ExitCode.TRY_LATER) from None
-    if result.returncode != 0:
-        raise _classify_failure(server, result.stderr.decode(errors="replace"))
-    return result.stdout.decode(errors="replace")
+    deadline = time.monotonic() + server.connect_timeout * 4 + 60
+    with subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE) as proc:
+        while True:
+            try:
+                out, err = proc.communicate(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                stopped = abort is not None and abort.is_set()
+                if stopped or time.monotonic() > deadline:
+                    # Only wait for ssh itself: the shared master holds our pipes too (ssh
+                    # hands its stdio over to it), so they end only when the master does.
+                    proc.kill()
+                    proc.wait()
+                    why = "stopped" if stopped else "did not answer in time"
+                    raise ConnectError(f"server {server.host} {why}", ExitCode.TRY_LATER,
+                                       "unreachable") from None
+    if proc.returncode != 0:
+        raise _classify_failure(server, err.decode(errors="replace"))
+    return out.decode(errors="replace")

@@ -103,7 +103,7 @@ def build_profile(plan: Plan) -> str:
         "times = true",  # keep modification times
         "confirmbigdel = true",  # never propagate the emptying of a replica
         # Every overwritten or deleted file is kept, outside the synced tree, on the side that
-        # lost it: locally in UNISONBACKUPDIR (see `run`), on the server in its unison
+        # lost it: locally in UNISONBACKUPDIR (see `environment`), on the server in its unison
         # directory's `backup` (UNISONBACKUPDIR is not passed over ssh).
         "backup = Name *",
         "backuplocation = central",
