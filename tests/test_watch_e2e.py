@@ -177,3 +177,19 @@ def test_no_local_monitor_falls_back_at_once(user: Setup,
     assert result.fallback
     assert "no unison-fsmonitor on this computer" in result.reason
     assert not (watcher.locations.state_dir / "state.json").exists()  # nothing ran
+
+
+def test_replica_guards_run_before_real_time_mode_starts(watched: Setup) -> None:
+    (watched.home / "Documents" / "kept.txt").write_text("kept")
+    assert watched.sync().returncode == 0
+    (watched.server_home / ".roaming-homes-root").unlink()  # as if the share were replaced
+
+    watcher = Watcher(watched).start()
+    watcher.thread.join(30)
+
+    assert not watcher.thread.is_alive(), "run_watch did not end on a refusal"
+    assert watcher.result is not None and watcher.result.outcome is not None
+    assert watcher.result.outcome.exit_code == 4, watcher.result.outcome
+    assert "lacks its marker" in watcher.result.outcome.message
+    assert (watched.home / "Documents" / "kept.txt").read_text() == "kept"
+    assert (watched.server_home / "Documents" / "kept.txt").read_text() == "kept"
