@@ -223,3 +223,12 @@ def test_status_overview_answers_at_a_glance() -> None:
     running = status_overview(_report("in-sync", running=True, progress_line="syncing: x"),
                               [in_sync])
     assert (running["state"], running["headline"]) == ("syncing", "syncing now: syncing: x")
+
+
+def test_a_refusal_points_at_the_way_out_its_guard_named() -> None:
+    mass = {"result": "refused", "message": "refused: 80% of the files are gone. If the "
+            "deletions are intended, run `roaming-homes sync --force`"}
+    plain = {"result": "refused", "message": "refused: something unexpected"}
+
+    assert status_overview(_report("refused"), [mass])["action"] == "roaming-homes sync --force"
+    assert status_overview(_report("refused"), [plain])["action"] == "roaming-homes check"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -163,9 +164,10 @@ _ACTIONS = {
     "conflicts": "roaming-homes conflicts",
     "partial": "roaming-homes -v sync  (details in $XDG_STATE_HOME/roaming-homes/sync.log)",
     "failed": "roaming-homes check",
-    "refused": "roaming-homes -v sync",
+    "refused": "roaming-homes check",
     "config-error": "roaming-homes config show",
 }
+_NAMED_COMMAND = re.compile(r"`(roaming-homes [^`]+)`")
 
 
 def status_overview(report: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
@@ -195,9 +197,12 @@ def status_overview(report: dict[str, Any], history: list[dict[str, Any]]) -> di
         overview.update(state="offline", offline_since=since,
                         headline=f"offline since {since}: {last.get('message', '')}")
     else:
-        overview.update(state="needs-attention",
-                        headline=f"needs attention: {last.get('message', report['message'])}",
-                        action=_ACTIONS.get(result, "roaming-homes -v sync"))
+        message = last.get("message", report["message"])
+        # A guard's refusal names its own way out (`sync --force`, `sync --first-run`).
+        named = _NAMED_COMMAND.search(message) if result == "refused" else None
+        overview.update(state="needs-attention", headline=f"needs attention: {message}",
+                        action=named.group(1) if named else _ACTIONS.get(
+                            result, "roaming-homes -v sync"))
     return overview
 
 
