@@ -120,3 +120,19 @@ def test_marker_script_keeps_an_existing_marker(tmp_path: Path) -> None:
                             capture_output=True, text=True, check=True).stdout
     assert guards.parse_marker(first) == guards.parse_marker(second) == "1" * 32
     assert guards.probe_local(tmp_path, (), (), ()).marker == "1" * 32
+
+
+def test_local_count_and_server_probe_agree_on_literal_and_glob_ignores(tmp_path: Path) -> None:
+    for rel in ("Documents/a", "Documents/deep/skip/x", "Documents/deep/keep/y",
+                "Documents/deep/keep/z.tmp", "Documents/other/skip/w", "Music/.cache/c"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(rel)
+    # a literal path deep down, a glob path that matches at any depth, a literal name
+    ignores = (("Documents/deep/skip", "Documents/*.tmp"), (".cache",))
+    script = guards.probe_script(str(tmp_path), ("Documents", "Music"), *ignores)
+    output = subprocess.run(["sh", "-c", script], capture_output=True, text=True,
+                            check=True).stdout
+
+    # a, deep/keep/y, other/skip/w; not deep/skip/x, deep/keep/z.tmp, Music/.cache/c
+    assert guards.count_files(tmp_path, ("Documents", "Music"), *ignores) == 3
+    assert guards.parse_probe(output) == Probe(True, None, 3)

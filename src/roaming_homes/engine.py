@@ -247,7 +247,7 @@ def _prepare(config: Config, locations: Locations, server: transport.Server,
         profile = unison.build_profile(plan)
     except unison.ProfileValueError as exc:
         return outcome(ExitCode.CONFIG, str(exc), result="config-error")
-    write_atomic(locations.unison_dir / f"{unison.PROFILE}.prf", profile)
+    _write_profile(locations.unison_dir / f"{unison.PROFILE}.prf", profile)
     ensure_private_dir(locations.backup_dir)
     key = f"{plan.local_root} <-> {plan.server_root}"
     first = first_run or _is_first_run(store, key, locations.unison_dir)
@@ -278,6 +278,16 @@ def _prepare(config: Config, locations: Locations, server: transport.Server,
     if force:
         extra.append("-confirmbigdel=false")
     return _Prepared(key, first, plan, server, socket, found, recorded, extra)
+
+
+def _write_profile(path: Path, text: str) -> None:
+    """Write unison's profile unless it already says exactly this (most passes: it does)."""
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return
+    except (OSError, UnicodeDecodeError):
+        pass
+    write_atomic(path, text)
 
 
 def prepare_interactive(config: Config, locations: Locations, on_line: LineSink) -> _Prepared:
@@ -339,17 +349,39 @@ def _locked_pass(config: Config, locations: Locations, server: transport.Server,
 
 def _probe(plan: unison.Plan, server: transport.Server, socket: Path | None,
            abort: threading.Event | None = None) -> dict[str, guards.Probe]:
-    """Marker and file count of both replicas, measured before unison runs."""
+    """Marker and file count of both replicas, measured before unison runs.
+
+    Over ssh the server's probe runs while the local tree is walked: the round trip (and the
+    login shell's start on the server) costs as much as the walk, and they do not wait on
+    each other.
+    """
     args = (plan.paths, plan.ignore_paths, plan.ignore_names)
-    found = {"local": guards.probe_local(Path(plan.local_root), *args)}
     if server.is_local:
-        found["server"] = guards.probe_local(Path(server.local_root), *args)
-        return found
-    output = transport.run_remote(server, socket, guards.probe_script(server.home, *args), abort)
-    probe = guards.parse_probe(output)
+        return {"local": guards.probe_local(Path(plan.local_root), *args),
+                "server": guards.probe_local(Path(server.local_root), *args)}
+    answer: list[str] = []
+    failure: list[BaseException] = []
+
+    def ask_server() -> None:
+        try:
+            answer.append(transport.run_remote(server, socket,
+                                               guards.probe_script(server.home, *args), abort))
+        except BaseException as exc:  # handed to the caller, as if it ran in this thread
+            failure.append(exc)
+
+    remote = threading.Thread(target=ask_server, name="server-probe")
+    remote.start()
+    try:
+        found = {"local": guards.probe_local(Path(plan.local_root), *args)}
+    finally:
+        remote.join()
+    if failure:
+        raise failure[0]
+    probe = guards.parse_probe(answer[0])
     if probe is None:
         raise RoamingHomesError(f"could not inspect the server home {server.label}: "
-                                f"unexpected answer {output.strip()[:200]!r}", ExitCode.FAILED)
+                                f"unexpected answer {answer[0].strip()[:200]!r}",
+                                ExitCode.FAILED)
     found["server"] = probe
     return found
 

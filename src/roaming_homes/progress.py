@@ -275,9 +275,10 @@ class Tracker:
         now = time.monotonic()
         if p.phase != self._phase or now - self._written >= self.interval:
             self._phase, self._written = p.phase, now
-            # Progress is a courtesy: a full disk must not fail the pass.
+            # Progress is a courtesy: a full disk must not fail the pass, and the file is
+            # removed at the end, so it need not survive a crash (no fsync).
             with contextlib.suppress(OSError):
-                write_atomic(self.path, json.dumps(p.to_dict(), sort_keys=True))
+                write_atomic(self.path, json.dumps(p.to_dict(), sort_keys=True), durable=False)
 
     def close(self) -> Progress:
         """The pass is over: report the final state and remove progress.json."""

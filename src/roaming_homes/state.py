@@ -29,14 +29,17 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str, durable: bool = True) -> None:
+    """Replace `path` with `text` in one step. `durable=False` skips the fsync, for files that
+    only matter while this process runs (a crash may leave them empty, never half-written)."""
     ensure_private_dir(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.chmod(tmp, 0o600)
         os.replace(tmp, path)
     except BaseException:
@@ -93,8 +96,10 @@ class StateStore:
 
     def set_replicas(self, roots: str, entry: dict[str, Any]) -> None:
         data = self.load()
-        data.setdefault("replicas", {})[roots] = entry
-        self.save(data)
+        replicas = data.setdefault("replicas", {})
+        if replicas.get(roots) != entry:  # a no-change pass usually finds them as they were
+            replicas[roots] = entry
+            self.save(data)
 
     def _append_history(self, outcome: dict[str, Any]) -> None:
         try:
