@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.fsmonitor import write_wrapper
 from tests.support.homes import Setup
 from tests.support.notifications import RecordingServer, SessionBus
 from tests.support.sshd import SshServer
@@ -34,6 +37,30 @@ def user(tmp_path: Path, sshd: SshServer) -> Iterator[Setup]:
     setup = Setup(tmp_path / "user", sshd)
     yield setup
     setup.close()
+
+
+SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+@pytest.fixture
+def tag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Our unison-fsmonitor first on this process's PATH (unison inherits it, and so do the
+    `Setup`s made after this fixture); returns the tag its monitors carry."""
+    tag = uuid.uuid4().hex
+    write_wrapper(tmp_path / "bin", tag)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ.get('PATH', SYSTEM_PATH)}")
+    return tag
+
+
+@pytest.fixture
+def watched(tmp_path: Path, tag: str) -> Iterator[Setup]:
+    """A user whose server (own sshd) has our monitor on the ssh user's PATH."""
+    with SshServer(tmp_path / "sshd", env={"PATH": f"{tmp_path / 'bin'}:{SYSTEM_PATH}"}) as sshd:
+        setup = Setup(tmp_path / "user", sshd)
+        for side in (setup.home, setup.server_home):
+            (side / "Documents").mkdir()
+        yield setup
+        setup.close()
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -9,10 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from roaming_homes.daemon import Health, network_came_up, sd_notify
-from roaming_homes.engine import SyncOutcome
+from roaming_homes import config as config_mod
+from roaming_homes.daemon import (
+    BUSY_RETRY,
+    Health,
+    fallback_line,
+    network_came_up,
+    sd_notify,
+    watch_retry_delay,
+)
+from roaming_homes.engine import SyncOutcome, WatchResult
 from roaming_homes.errors import RoamingHomesError
-from roaming_homes.guards import SyncLock
+from roaming_homes.guards import SyncLock, lock_purpose
 
 
 def outcome(result: str, message: str = "", finished: str = "2025-01-02T12:01:07+01:00",
@@ -107,3 +116,37 @@ def test_lock_wait_gets_the_lock_once_the_holder_lets_go(tmp_path: Path) -> None
 
     assert time.monotonic() - began < 30
     waiter.release()
+
+
+def defaults(**sync: object) -> config_mod.Config:
+    values = {section: {name: key.default for name, key in keys.items()}
+              for section, keys in config_mod.SCHEMA.items()}
+    values["sync"].update(sync)
+    return config_mod.Config(values)
+
+
+@pytest.mark.parametrize(("result", "delay"), [
+    (WatchResult("no unison-fsmonitor on this computer", fallback=True), 3600),  # rescan_interval
+    (WatchResult("stopped"), 0),
+    (WatchResult("unreachable", outcome=outcome("offline")), 0),  # Health probes, then watches
+    (WatchResult("lock held", outcome=outcome("busy")), BUSY_RETRY),
+    (WatchResult("unison failed", outcome=outcome("failed")), 60),  # one interval
+])
+def test_when_real_time_mode_is_tried_again(result: WatchResult, delay: float) -> None:
+    assert watch_retry_delay(result, defaults(interval=60, rescan_interval=3600)) == delay
+
+
+def test_the_fallback_line_says_what_happens_instead_and_when_watching_is_retried() -> None:
+    line = fallback_line("no unison-fsmonitor on this computer", defaults(interval=60))
+
+    assert line == ("falling back to a pass every 60 s (real-time mode is tried again in 60 min, "
+                    "on a config change or SIGUSR1): no unison-fsmonitor on this computer")
+
+
+def test_lock_purpose_names_the_holder_and_forgets_a_released_lock(tmp_path: Path) -> None:
+    lock = SyncLock(tmp_path / "lock")
+    lock.acquire("watch")
+    assert lock_purpose(tmp_path / "lock") == (os.getpid(), "watch")
+    lock.release()
+
+    assert lock_purpose(tmp_path / "lock") is None  # the file still says "PID watch"

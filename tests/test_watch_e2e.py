@@ -3,12 +3,9 @@ our unison-fsmonitor on both ends (found on PATH, as on a real client and server
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -16,11 +13,8 @@ from roaming_homes import config as config_mod
 from roaming_homes import engine
 from roaming_homes.paths import Locations
 from roaming_homes.state import StateStore
-from tests.support.fsmonitor import write_wrapper
+from tests.support.fsmonitor import monitors_tagged
 from tests.support.homes import Setup
-from tests.support.sshd import SshServer
-
-SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 20) -> None:
@@ -29,22 +23,6 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 20) -> N
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.1)
-
-
-def monitors_tagged(tag: str) -> list[int]:
-    """PIDs of running monitors started through our wrapper (its environment carries `tag`)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if b"roaming_homes.fsmonitor" in cmdline and f"RH_TEST_TAG={tag}".encode() in environ:
-            found.append(int(entry.name))
-    return found
 
 
 class Watcher:
@@ -73,29 +51,6 @@ class Watcher:
         assert not self.thread.is_alive(), "run_watch did not stop"
         assert self.result is not None
         return self.result
-
-
-@pytest.fixture
-def tag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Our monitor first on this process's PATH (unison inherits it); returns its tag."""
-    tag = uuid.uuid4().hex
-    bin_dir = tmp_path / "bin"
-    write_wrapper(bin_dir)
-    wrapper = bin_dir / "unison-fsmonitor"
-    wrapper.write_text(wrapper.read_text().replace("exec ", f"RH_TEST_TAG={tag} exec ", 1))
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ.get('PATH', SYSTEM_PATH)}")
-    return tag
-
-
-@pytest.fixture
-def watched(tmp_path: Path, tag: str) -> Iterator[Setup]:
-    """A user whose server (own sshd) has our monitor on the ssh user's PATH."""
-    with SshServer(tmp_path / "sshd", env={"PATH": f"{tmp_path / 'bin'}:{SYSTEM_PATH}"}) as sshd:
-        setup = Setup(tmp_path / "user", sshd)
-        for side in (setup.home, setup.server_home):
-            (side / "Documents").mkdir()
-        yield setup
-        setup.close()
 
 
 def test_changes_travel_both_ways_in_seconds_and_stop_ends_both_monitors(

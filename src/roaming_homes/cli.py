@@ -93,6 +93,11 @@ def _run_sync(args: argparse.Namespace) -> int:
 
         notify.check_config(cfg)  # a bad messages file is a config error (78) before any pass
         announcer = notify.FirstSyncAnnouncer(cfg, locations, log=echo)
+    if daemon_pid:
+        from roaming_homes import daemon
+
+        # Real-time mode holds the lock for good: ask the daemon to make way (README).
+        daemon.pause_watching(locations, daemon_pid, timeout=engine.STOP_GRACE + 5)
     # -v shows unison's own lines instead; --json and -q keep stdout for the result alone.
     display = None if (args.quiet or args.verbose or args.json) else TerminalDisplay(
         sys.stdout, live=sys.stdout.isatty())
@@ -127,14 +132,17 @@ def _add_status(sub: argparse._SubParsersAction) -> None:
 def status_report(locations: Any) -> dict[str, Any]:
     """Everything `status` shows, from the saved state and the lock (never runs a sync)."""
     from roaming_homes import progress
-    from roaming_homes.guards import lock_holder
+    from roaming_homes.guards import lock_holder, lock_purpose
     from roaming_homes.state import StateStore
 
     store = StateStore(locations.state_dir)
     data = store.load()
     last = data.get("last") or {}
-    pid = lock_holder(locations.lock_file)
-    running = progress.read(locations)
+    held = lock_purpose(locations.lock_file)
+    # Real-time mode holds the lock all the time: that is not "a sync runs now".
+    watching = held[0] if held and held[1] == "watch" else None
+    pid = None if watching else lock_holder(locations.lock_file)
+    running = progress.read(locations) if pid else None
     report: dict[str, Any] = {
         "result": last.get("result", "never-synced"),
         "exit_code": last.get("exit_code"),
@@ -150,6 +158,7 @@ def status_report(locations: Any) -> dict[str, Any]:
         "last_success": data.get("last_success"),
         "running": pid is not None,
         "running_pid": pid,
+        "watching_pid": watching,
         "progress": running.to_dict() if running else None,
         "progress_line": progress.format_line(running) if running else None,
     }
@@ -228,6 +237,8 @@ def _run_status(args: argparse.Namespace) -> int:
     lines.append(f"  conflicts:        {', '.join(report['conflicts']) or 'none'}")
     running = f"yes (pid {report['running_pid']})" if report["running"] else "no"
     lines.append(f"  sync running now: {running}")
+    if report["watching_pid"]:
+        lines.append(f"  real-time mode:   watching (daemon pid {report['watching_pid']})")
     if "warning" in report:
         lines.append(f"  warning:          {report['warning']}")
     print("\n".join(lines))
@@ -239,11 +250,11 @@ def _watch(locations: Any) -> None:
     import time
 
     from roaming_homes import progress
-    from roaming_homes.guards import lock_holder
+    from roaming_homes.guards import lock_purpose
 
     display = progress.TerminalDisplay(sys.stdout, live=sys.stdout.isatty())
     try:
-        while lock_holder(locations.lock_file) is not None:
+        while (held := lock_purpose(locations.lock_file)) and held[1] != "watch":
             if current := progress.read(locations):
                 display(current)
             time.sleep(0.2)

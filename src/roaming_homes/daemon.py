@@ -4,19 +4,29 @@ Process control only. It decides *when* to run a pass (at start, i.e. login; eve
 `sync.interval`; when asked with SIGUSR1; when NetworkManager says the network is back; a last
 one at SIGTERM, bounded by `sync.logout_timeout`), what to tell systemd (sd_notify) and what to
 log; desktop notifications go through `notify.after_pass` as for `roaming-homes sync`. What a
-pass does is the `PassStrategy`'s business: `interval_pass` is `engine.run_pass`;
-a long-running real-time runner can take its place. The engine knows nothing of this module.
+pass does is the `PassStrategy`'s business: `interval_pass` is `engine.run_pass`. The engine
+knows nothing of this module.
+
+Real-time mode (`sync.watch`): instead of interval passes a worker thread runs
+`engine.run_watch`; every cycle it records comes back here and is reported like a pass. When
+real-time mode cannot run (`fallback`) the daemon syncs by interval and tries again after
+`sync.rescan_interval`, on a changed configuration or when asked (SIGUSR1, network back).
+SIGUSR1 while watching stops unison, leaves the sync lock free for `YIELD_WINDOW` seconds (so
+that a `roaming-homes sync` waiting for it runs its own pass, see `pause_watching`), waits for
+whoever took it, then watches again, starting with a full scan.
 
 Threads: the main thread runs passes and sleeps between them. Signal handlers only set flags
 and wake it through a pipe (`signal.set_wakeup_fd`), which is safe whatever the main thread is
-doing. At SIGTERM a timer thread sets the pass's `abort` event when the logout's time is up,
-which stops unison cleanly (SIGINT, see `unison.ABORT_GRACE`).
+doing; the watch worker wakes it the same way. At SIGTERM a timer thread sets the pass's
+`abort` event when the logout's time is up, which stops unison cleanly (SIGINT, see
+`unison.ABORT_GRACE`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import select
 import signal
 import socket
@@ -33,12 +43,12 @@ from roaming_homes import engine, notify, transport
 from roaming_homes.config import Config
 from roaming_homes.engine import SyncOutcome
 from roaming_homes.errors import ExitCode, RoamingHomesError
-from roaming_homes.guards import SyncLock, is_excluded
+from roaming_homes.guards import SyncLock, is_excluded, lock_holder, lock_purpose
 from roaming_homes.paths import Locations
 
 Log = Callable[[str], None]
-# Runs until its work is done and returns the outcome to report. A long-running strategy
-# (real-time mode) must return soon after `abort` is set: the daemon sets it when time is up.
+# Runs one pass and returns the outcome to report; it must return soon after `abort` is set:
+# the daemon sets it when the logout's time is up.
 PassStrategy = Callable[[Config, Locations, threading.Event], SyncOutcome]
 
 CONFIG_POLL = 5.0  # seconds between looks at the config files' modification times
@@ -49,6 +59,10 @@ STOP_MARGIN = 15
 # server is often on the local network, so any "connected" state counts.
 NM_CONNECTED_LOCAL = 50
 _ATTENTION = frozenset({"conflicts", "partial", "failed", "refused", "config-error"})
+# Real-time mode: how long the daemon leaves the sync lock free when asked to (SIGUSR1) for
+# someone else to take it; how soon it tries again when somebody else held the lock.
+YIELD_WINDOW = 3.0
+BUSY_RETRY = 5.0
 
 
 def interval_pass(config: Config, locations: Locations, abort: threading.Event) -> SyncOutcome:
@@ -68,6 +82,28 @@ def clock(timestamp: str) -> str:
 def network_came_up(previous: int | None, state: int) -> bool:
     """Whether a NetworkManager StateChanged is worth a pass now: connected, and was not."""
     return state >= NM_CONNECTED_LOCAL and (previous is None or previous < NM_CONNECTED_LOCAL)
+
+
+def watch_retry_delay(result: engine.WatchResult, config: Config) -> float:
+    """Seconds before real-time mode is tried again after it ended by itself.
+
+    No usable monitor: not before the next full-rescan time (the log says so once). Another
+    sync holds the lock: soon. Any other failure: one interval, as interval mode would wait;
+    an offline server is the `Health`'s business (the daemon probes quietly, then watches again).
+    """
+    if result.fallback:
+        return config["sync"]["rescan_interval"]
+    if result.outcome is None or result.outcome.result == "offline":
+        return 0.0
+    if result.outcome.result == "busy":
+        return BUSY_RETRY
+    return config["sync"]["interval"]
+
+
+def fallback_line(reason: str, config: Config) -> str:
+    minutes = max(1, round(config["sync"]["rescan_interval"] / 60))
+    return (f"falling back to a pass every {config['sync']['interval']} s (real-time mode is "
+            f"tried again in {minutes} min, on a config change or SIGUSR1): {reason}")
 
 
 @dataclass
@@ -198,6 +234,8 @@ class Daemon:
         self._reload_requested = False
         self._pass_requested = False
         self._last_pass_end = time.monotonic()
+        self._watch_retry_at = 0.0  # monotonic time before which real-time mode is not tried
+        self._fallback_reason = ""  # the last reason logged for not watching
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._term_r, self._term_w = os.pipe2(os.O_CLOEXEC)
 
@@ -237,8 +275,16 @@ class Daemon:
         sd_notify(f"STATUS={self.health.status()}")
         notify.after_pass(self.config, self.locations, outcome.to_dict(), log=self.log)
 
-    def _reload(self) -> None:
+    def _reload_due(self) -> bool:
+        if self._reload_requested or _mtimes(self._watched) != self._seen:
+            self._reload_requested = False
+            return True
+        return False
+
+    def _reload(self) -> bool:
+        """Re-read the configuration; True when it changed (real-time mode then starts over)."""
         self._seen = _mtimes(self._watched)
+        previous = self.config.values
         try:
             self.config = self._load()
         except RoamingHomesError as exc:
@@ -251,6 +297,10 @@ class Daemon:
                 self.log("configuration reloaded")
             self.health.note = ""
         sd_notify(f"STATUS={self.health.status()}")
+        changed = self.config.values != previous
+        if changed:
+            self._watch_retry_at = 0.0
+        return changed
 
     def _server_answers(self) -> bool:
         """The cheap probe while offline: one ssh handshake (or a directory check), no state."""
@@ -265,6 +315,78 @@ class Daemon:
         if not self.health.offline or self._server_answers():
             self._report(self.strategy(self.config, self.locations, self.abort))
         self._last_pass_end = time.monotonic()
+
+    def _watch_wanted(self) -> bool:
+        return (self.config["sync"]["watch"] and not self.health.offline
+                and time.monotonic() >= self._watch_retry_at)
+
+    def _watch(self) -> None:
+        """Real-time mode until it ends, is stopped or is asked to make way; then decide."""
+        stop = threading.Event()
+        outcomes: queue.SimpleQueue[SyncOutcome] = queue.SimpleQueue()
+        ended: list[engine.WatchResult] = []
+        config = self.config
+
+        def work() -> None:
+            try:
+                ended.append(engine.run_watch(config, self.locations, stop,
+                                              on_outcome=outcomes.put))
+            except Exception as exc:  # e.g. unison vanished: interval passes say it properly
+                ended.append(engine.WatchResult(f"real-time mode failed: {exc}", fallback=True))
+            finally:
+                with contextlib.suppress(BlockingIOError):
+                    os.write(self._wake_w, b"w")
+
+        worker = threading.Thread(target=work, name="watch", daemon=True)
+        self._pass_requested = False  # the watch starts with a full scan: that is the pass
+        worker.start()
+        reported = making_way = False
+        while worker.is_alive():
+            self._sleep(CONFIG_POLL)
+            while not outcomes.empty():
+                self._report(outcomes.get())
+                reported = True
+            if stop.is_set():
+                continue
+            if self._stopping:
+                stop.set()
+            elif self._pass_requested:
+                self._pass_requested, making_way = False, True
+                stop.set()
+            elif self._reload_due() and self._reload():
+                stop.set()  # watch again with the new configuration
+        worker.join()
+        while not outcomes.empty():
+            self._report(outcomes.get())
+            reported = True
+        result = ended[0]
+        self._last_pass_end = time.monotonic()
+        if self._stopping:
+            return
+        if making_way:
+            self._make_way()
+            return
+        self._watch_retry_at = time.monotonic() + watch_retry_delay(result, config)
+        if result.fallback:
+            if result.reason != self._fallback_reason:
+                self.log(fallback_line(result.reason, config))
+                self._fallback_reason = result.reason
+            if not reported:  # an interval pass now: the status must not wait an interval
+                self._last_pass_end -= config["sync"]["interval"]
+        elif result.outcome is not None and result.outcome.result == "busy":
+            self._last_pass_end = self._watch_retry_at  # no interval pass in between either
+
+    def _make_way(self) -> None:
+        """Leave the sync lock free for a moment; wait for whoever takes it to be done."""
+        deadline = time.monotonic() + YIELD_WINDOW
+        sd_notify("STATUS=real-time mode paused for a sync of the user's own")
+        while not self._stopping and time.monotonic() < deadline:
+            if lock_holder(self.locations.lock_file) is not None:
+                break
+            self._sleep(0.1)
+        while not self._stopping and lock_holder(self.locations.lock_file) is not None:
+            self._sleep(0.5)
+        sd_notify(f"STATUS={self.health.status()}")
 
     def _sleep(self, seconds: float) -> None:
         readable, _, _ = select.select([self._wake_r], [], [], max(0.0, seconds))
@@ -284,15 +406,22 @@ class Daemon:
         threading.Thread(target=watch_network, args=(self.request_pass, self.log),
                          name="network", daemon=True).start()
         sd_notify(f"READY=1\nSTATUS={self.health.status()}")
-        self.log(f"started: a pass now, then every {self.config['sync']['interval']} s")
+        interval = self.config["sync"]["interval"]
+        self.log(f"started: real-time mode (sync.watch), else a pass every {interval} s"
+                 if self.config["sync"]["watch"] else
+                 f"started: a pass now, then every {interval} s")
         self._pass_requested = True  # the login pass
         try:
             while not self._stopping:
-                if self._reload_requested or _mtimes(self._watched) != self._seen:
-                    self._reload_requested = False
+                if self._reload_due():
                     self._reload()
+                if self._watch_wanted():
+                    self._watch()
+                    continue
                 due = self._last_pass_end + self.config["sync"]["interval"]
                 if self._pass_requested or time.monotonic() >= due:
+                    if self._pass_requested:
+                        self._watch_retry_at = 0.0  # asked for: real-time mode may work now
                     self._pass_requested = False
                     self._cycle()
                     continue
@@ -307,6 +436,21 @@ class Daemon:
             daemon_lock.release()
         self.log("stopped")
         return 0
+
+
+def pause_watching(locations: Locations, daemon_pid: int, timeout: float) -> bool:
+    """Ask the daemon to free the sync lock if its real-time mode holds it (for a manual sync).
+
+    Sends SIGUSR1 and waits until the lock is free: the daemon then leaves it free for
+    `YIELD_WINDOW` seconds and waits for whoever takes it. False when it was not watching.
+    """
+    if lock_purpose(locations.lock_file) != (daemon_pid, "watch"):
+        return False
+    os.kill(daemon_pid, signal.SIGUSR1)
+    deadline = time.monotonic() + timeout
+    while lock_holder(locations.lock_file) == daemon_pid and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return True
 
 
 def main(locations: Locations, config_path: Path | None, log: Log | None = None) -> int:

@@ -108,6 +108,22 @@ def lock_holder(path: Path) -> int | None:
     return None
 
 
+def lock_purpose(path: Path) -> tuple[int, str] | None:
+    """The holder of the lock on `path` and what it holds it for ("sync", "watch", ...).
+
+    The holder writes "PID PURPOSE" into the file; the text counts only while that PID holds
+    the lock (the file outlives its holders).
+    """
+    holder = lock_holder(path)
+    if holder is None:
+        return None
+    try:
+        pid, _, purpose = path.read_text().partition(" ")
+    except OSError:
+        return None
+    return (holder, purpose.strip()) if pid == str(holder) else None
+
+
 # --- Safety checks before unison runs ---------------------------------------------------------
 #
 # Deciding is pure (`marker_refusal`, `deletion_refusal`, `parse_probe`, `probe_script`); the

@@ -19,14 +19,41 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 COMMAND = [sys.executable, "-m", "roaming_homes.fsmonitor"]
 
 
-def write_wrapper(directory: Path) -> Path:
-    """A `unison-fsmonitor` in `directory` that runs this work tree's module."""
+def write_wrapper(directory: Path, tag: str = "") -> Path:
+    """A `unison-fsmonitor` in `directory` that runs this work tree's module.
+
+    With `tag`, the monitors it starts carry RH_TEST_TAG=`tag` in their environment, so that a
+    test finds exactly its own (`monitors_tagged`).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     script = directory / "unison-fsmonitor"
-    script.write_text(f"#!/bin/sh\nPYTHONPATH={SRC} exec {sys.executable} -m "
+    tagged = f"RH_TEST_TAG={tag} " if tag else ""
+    script.write_text(f"#!/bin/sh\n{tagged}PYTHONPATH={SRC} exec {sys.executable} -m "
                       "roaming_homes.fsmonitor\n")
     script.chmod(0o755)
     return script
+
+
+def processes_with(environ_entry: str, cmdline_part: bytes = b"") -> list[int]:
+    """PIDs of running processes with `environ_entry` ("NAME=value") in their environment."""
+    wanted = environ_entry.encode() + b"\0"
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if cmdline_part in cmdline and (environ.startswith(wanted) or b"\0" + wanted in environ):
+            found.append(int(entry.name))
+    return found
+
+
+def monitors_tagged(tag: str) -> list[int]:
+    """PIDs of running monitors started through a wrapper written with `tag`."""
+    return processes_with(f"RH_TEST_TAG={tag}", b"roaming_homes.fsmonitor")
 
 
 class MonitorSession:

@@ -1,0 +1,130 @@
+"""The daemon in real-time mode: the real CLI, unison -repeat watch, a real sshd and our
+unison-fsmonitor on both ends (fixtures `watched` and `tag` in conftest.py)."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+
+import pytest
+
+from tests.support.daemon import DaemonProcess, appears, wait_for
+from tests.support.fsmonitor import monitors_tagged, processes_with
+from tests.support.homes import Setup
+
+StartDaemon = Callable[[Setup], DaemonProcess]
+
+
+@pytest.fixture
+def start_daemon() -> Iterator[StartDaemon]:
+    """Starts `roaming-homes daemon`; at the end stops it as logout does (then kills it)."""
+    started: list[DaemonProcess] = []
+
+    def start(user: Setup) -> DaemonProcess:
+        daemon = DaemonProcess(user)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        if daemon.proc.poll() is None:
+            daemon.signal(signal.SIGTERM)
+            try:
+                daemon.wait(60)
+            finally:
+                daemon.close()
+
+
+def ours(user: Setup) -> list[int]:
+    """unison, its ssh and monitors of this user on both ends: all carry their UNISON dir."""
+    assert user.sshd is not None
+    return [pid for unison_dir in (user.unison_dir, user.sshd.server_unison_dir)
+            for pid in processes_with(f"UNISON={unison_dir}")]
+
+
+def watching(user: Setup, tag: str, **sync: object) -> Callable[[StartDaemon], DaemonProcess]:
+    """Configure real-time mode (with an interval too long to explain any propagation)."""
+    user.configure(sync={"watch": True, "interval": 3600, **sync})
+
+    def start(start_daemon: StartDaemon) -> DaemonProcess:
+        daemon = start_daemon(user)
+        daemon.wait_for_log("in sync")
+        wait_for(lambda: len(monitors_tagged(tag)) == 2, 30, "a monitor on each end")
+        return daemon
+
+    return start
+
+
+def test_watching_daemon_syncs_both_ways_in_seconds_and_status_shows_it(
+        watched: Setup, tag: str, start_daemon: StartDaemon) -> None:
+    daemon = watching(watched, tag)(start_daemon)
+    docs, sdocs = watched.home / "Documents", watched.server_home / "Documents"
+
+    (docs / "local.txt").write_text("from laptop")
+    wait_for(appears(sdocs / "local.txt", "from laptop"), 10, "a local write on the server")
+    (sdocs / "remote.txt").write_text("from server")
+    wait_for(appears(docs / "remote.txt", "from server"), 10, "a server write on the laptop")
+
+    wait_for(lambda: watched.status()["transferred"] >= 1, 10, "the cycle in the status")
+    status = watched.status()
+    assert status["result"] == "in-sync" and status["state"] == "in-sync"
+    assert status["watching_pid"] == daemon.proc.pid
+    assert status["running"] is False  # watching is not "a sync runs now"
+    assert (datetime.now().astimezone()
+            - datetime.fromisoformat(status["finished"])).total_seconds() < 30
+    assert "falling back" not in daemon.log
+
+
+def test_sigterm_stops_unison_and_both_monitors_and_exits_0_within_the_bound(
+        watched: Setup, tag: str, start_daemon: StartDaemon) -> None:
+    daemon = watching(watched, tag, logout_timeout=10)(start_daemon)
+    assert ours(watched), "unison should be running"
+    started = time.monotonic()
+
+    daemon.signal(signal.SIGTERM)
+
+    assert daemon.wait(timeout=10 + 15) == 0
+    assert time.monotonic() - started < 10 + 5
+    assert "final pass" in daemon.log
+    wait_for(lambda: not monitors_tagged(tag) and not ours(watched), 10,
+             "unison, ssh and both monitors to end")
+    assert watched.sshd is not None and watched.sshd.server_unison_dir is not None
+    for unison_dir in (watched.unison_dir, watched.sshd.server_unison_dir):
+        assert not list(unison_dir.glob("lk*")), f"stale unison lock in {unison_dir}"
+
+
+def test_manual_sync_while_watching_runs_its_own_pass_then_watching_resumes(
+        watched: Setup, tag: str, start_daemon: StartDaemon) -> None:
+    daemon = watching(watched, tag)(start_daemon)
+    started = time.monotonic()
+
+    code, outcome = watched.sync_json()
+
+    assert code == 0 and outcome["result"] == "in-sync", outcome
+    assert time.monotonic() - started < 30  # not the 300 s wait for a pass that never ends
+    wait_for(lambda: len(monitors_tagged(tag)) == 2, 30, "watching again")
+    (watched.home / "Documents" / "after.txt").write_text("x")
+    wait_for(appears(watched.server_home / "Documents" / "after.txt", "x"), 10,
+             "a write after the manual sync, propagated by the resumed watch")
+    assert watched.status()["watching_pid"] == daemon.proc.pid
+
+
+def test_server_without_monitor_falls_back_to_interval_with_one_log_line(
+        tag: str, user: Setup, start_daemon: StartDaemon) -> None:
+    """The session sshd has no monitor on its PATH; this computer has one (`tag`, set up
+    first so that the user's environment has it)."""
+    (user.home / "Documents").mkdir()
+    user.configure(sync={"watch": True, "interval": 1})
+    daemon = start_daemon(user)
+    daemon.wait_for_log("falling back to a pass every 1 s")
+
+    for name in ("one.txt", "two.txt"):
+        (user.home / "Documents" / name).write_text(name)
+        wait_for(appears(user.server_home / "Documents" / name, name), 15,
+                 f"{name} by an interval pass")
+
+    assert daemon.log.count("falling back") == 1
+    assert "No file monitoring helper program found" in daemon.log
+    assert user.status()["watching_pid"] is None
