@@ -20,7 +20,7 @@ from pathlib import Path
 from tests.support.homes import CLI, Setup
 from tests.support.sshd import SshServer, free_port
 
-from bench import trees
+from bench import realtime, trees
 from bench.blackhole import BlackHole
 from bench.measure import Row, import_cost_us, machine, peak_rss, render, repeat, timed
 from roaming_homes import config as config_mod
@@ -318,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         bench.offline()
         bench.small_homes()
         bench.first_sync()
+        bench.rows += realtime.measure(base, realtime.Plan.quick() if args.quick
+                                       else realtime.Plan.full(), bench.pool)
     finally:
         if bench is not None:
             bench.close()
@@ -326,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = sorted(bench.rows, key=lambda row: row.number)
     table = render(rows)
     name = "quick" if args.quick else "full"
-    text = (f"# Performance\n\n{header(info, name)}\n{table}\n{BASELINES}\n"
+    text = (f"# Performance\n\n{header(info, name)}\n{table}\n{BASELINES}\n{realtime.NOTES}\n"
             f"Whole run: {time.monotonic() - started:.0f} s.\n")
     print(table, end="")
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,11 @@ EXPECTED_ROWS = [
     ("5", "imports of the sync path"),
     ("6", "peak RSS, wrapper (Python), 1 000 files"),
     ("6", "peak RSS, unison client, 1 000 files"),
+    ("7", "local write → file on the server, over 10 writes, watch mode, p50"),
+    ("7", "local write → file on the server, over 10 writes, watch mode, p99"),
+    ("7", "… interval mode, `sync.interval = 60`, p50"),
+    ("7", "… interval mode, `sync.interval = 60`, p99"),
+    ("8", "idle CPU per hour, unchanged home of 1 000 files, watch mode"),
 ]
 _FIGURE = re.compile(r"\d+\.\d+ (s|ms|MiB)")
 
