@@ -402,8 +402,10 @@ def _run_config_import_legacy(args: argparse.Namespace) -> int:
 def _add_daemon(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("daemon", help="the session service: sync at login, periodically, when "
                        "the network is back, and at logout",
-                       description="Run until SIGTERM: a pass now, then every sync.interval "
-                       "seconds (SIGUSR1: a pass now; SIGHUP: reload the configuration), and a "
+                       description="Run until SIGTERM: real-time mode when sync.watch is on "
+                       "and unison-fsmonitor is found on both ends, else a pass now, then every "
+                       "sync.interval seconds (SIGUSR1: a pass now, or in real-time mode a full "
+                       "rescan; SIGHUP: reload the configuration), and a "
                        "final pass bounded by sync.logout_timeout at SIGTERM. Tells systemd its "
                        "status when started as a Type=notify service.")
     p.set_defaults(run=_run_daemon)
