@@ -492,6 +492,7 @@ def _run_unison(config: Config, unison_dir: Path, first: bool, sink: LineSink,
 OutcomeSink = Callable[[SyncOutcome], None]
 CYCLE_QUIET = 0.5  # seconds without output after a cycle's last line: unison is waiting
 STOP_GRACE = 10.0  # seconds unison gets to end after SIGINT before its group is killed
+IDLE_POLL = 2.0  # seconds between looks at the stop event and the rescan time while idle
 
 
 @dataclass
@@ -597,8 +598,11 @@ class _WatchSession:
             stop_seen: float | None = None
             first_cycle = True
             while True:
+                # Idle between cycles (and not ending) nothing is due but the next rescan or a
+                # stop: wake rarely, an idle home should cost nothing (bench/, row 8).
+                busy = not cycle.reported or stop_seen is not None or interrupted_at is not None
                 try:
-                    line = lines.get(timeout=0.2)
+                    line = lines.get(timeout=0.2 if busy else IDLE_POLL)
                 except queue.Empty:
                     line = ""
                 if line is None:
