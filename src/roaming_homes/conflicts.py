@@ -20,7 +20,7 @@ from typing import Any
 from roaming_homes import engine, transport, unison
 from roaming_homes.config import Config
 from roaming_homes.errors import ExitCode, RoamingHomesError
-from roaming_homes.guards import SyncLock
+from roaming_homes.guards import SyncLock, lock_holder
 from roaming_homes.paths import Locations
 from roaming_homes.state import StateStore
 
@@ -120,6 +120,11 @@ def resolver_argv(program: str, env: Mapping[str, str],
 def resolve(config: Config, locations: Locations, say: Callable[[str], None]) -> int:
     """Run the interactive unison under the sync lock, then one ordinary pass to record the
     outcome; returns that pass's exit code (or the reason nothing ran)."""
+    if daemon_pid := lock_holder(locations.daemon_lock_file):
+        from roaming_homes import daemon
+
+        # Real-time mode holds the lock for good: ask the daemon to make way (README).
+        daemon.pause_watching(locations, daemon_pid, timeout=engine.STOP_GRACE + 5)
     lock = SyncLock(locations.lock_file)
     lock.acquire("resolve")
     try:

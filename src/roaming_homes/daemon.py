@@ -384,7 +384,12 @@ class Daemon:
             if lock_holder(self.locations.lock_file) is not None:
                 break
             self._sleep(0.1)
-        while not self._stopping and lock_holder(self.locations.lock_file) is not None:
+        # Free twice a second apart: `resolve` lets go between its unison and its pass.
+        while not self._stopping:
+            if lock_holder(self.locations.lock_file) is None:
+                self._sleep(1.0)
+                if lock_holder(self.locations.lock_file) is None:
+                    break
             self._sleep(0.5)
         sd_notify(f"STATUS={self.health.status()}")
 
