@@ -23,10 +23,12 @@ import time
 import uuid
 from pathlib import Path
 
-from tests.support.daemon import DaemonProcess, wait_for
+from tests.support.daemon import DaemonProcess
 from tests.support.fsmonitor import monitors_tagged, write_wrapper
 from tests.support.homes import CLI, Setup
+from tests.support.procfs import parent_of, processes
 from tests.support.sshd import SshServer
+from tests.support.waiting import wait_for
 
 from bench import trees
 from bench.measure import Row, timed
@@ -90,30 +92,17 @@ def cpu_seconds(stat: str) -> float:
 
 def _processes(marker: bytes, sshd_pid: int) -> list[int]:
     """Our client processes (their environment has `marker`) and the sshd with its children."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(entry.name) == sshd_pid or marker in environ or sshd_pid in _ancestors(stat):
-            found.append(int(entry.name))
-    return found
+    parents = {pid: parent_of(read["stat"]) for pid, read in processes("stat")}
 
+    def descends_from_sshd(pid: int) -> bool:
+        while pid > 1:
+            if pid == sshd_pid:
+                return True
+            pid = parents.get(pid, 0)
+        return False
 
-def _ancestors(stat: str) -> list[int]:
-    chain = []
-    ppid = int(stat.rsplit(")", 1)[1].split()[1])
-    while ppid > 1:
-        chain.append(ppid)
-        try:
-            ppid = int(Path(f"/proc/{ppid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except OSError:
-            break
-    return chain
+    return [pid for pid, read in processes("environ")
+            if marker in read["environ"] or descends_from_sshd(pid)]
 
 
 def _total_cpu(pids: list[int]) -> float:

@@ -63,14 +63,8 @@ def test_wrong_port_fails_server_reachable(user: Setup) -> None:
     assert checks["ssh login"]["status"] == "skip"
 
 
-def test_key_not_authorized_fails_ssh_login(user: Setup, tmp_path: Path) -> None:
-    stranger = tmp_path / "stranger_key"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)],
-                   check=True)
-    assert user.sshd is not None
-    options = user.sshd.ssh_options()
-    options[options.index(str(user.sshd.user_key))] = str(stranger)
-    user.configure(server={"ssh_options": options})
+def test_key_not_authorized_fails_ssh_login(user: Setup) -> None:
+    user.configure(server={"ssh_options": user.unknown_key_options()})
     failed = _failed(user)
     assert len(failed) == 1 and failed[0].startswith("✗ ssh login:")
     assert "refused without a password" in failed[0] and "ssh-copy-id" in failed[0]

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import DaemonProcess, appears, wait_for
+from tests.support.daemon import DaemonProcess, appears
 from tests.support.homes import Setup
 from tests.support.sshd import SshServer
+from tests.support.waiting import wait_for
 
 StartDaemon = Callable[..., DaemonProcess]
 

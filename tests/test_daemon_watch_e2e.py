@@ -10,9 +10,10 @@ from datetime import datetime
 
 import pytest
 
-from tests.support.daemon import DaemonProcess, appears, wait_for
+from tests.support.daemon import DaemonProcess, appears
 from tests.support.fsmonitor import monitors_tagged, processes_with
 from tests.support.homes import Setup
+from tests.support.waiting import wait_for
 
 StartDaemon = Callable[[Setup], DaemonProcess]
 

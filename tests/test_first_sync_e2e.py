@@ -15,10 +15,11 @@ from typing import Any
 
 from roaming_homes.notify import FIRST_SYNC_MIN_BYTES
 from roaming_homes.progress import human_bytes
-from tests.support.daemon import DaemonProcess, wait_for
+from tests.support.daemon import DaemonProcess
 from tests.support.homes import CLI, Setup
 from tests.support.notifications import RecordingServer
 from tests.support.transfer import MB, random_files, size_of, throttle
+from tests.support.waiting import wait_for
 
 BIG = 12  # files of 10 MB: above FIRST_SYNC_MIN_BYTES, a few seconds over loopback
 SETTING_UP = "Setting up your roaming home: "

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 from tests.support.homes import Setup
 from tests.support.notifications import RecordingServer
 from tests.support.sshd import free_port
+from tests.support.waiting import wait_for
 
 
 def notifying(user: Setup, server: RecordingServer, **notify: Any) -> dict[str, str]:
@@ -31,12 +31,8 @@ def recorder(path: Path, out: Path) -> Path:
 
 
 def wait_for_file(path: Path, timeout: float = 20) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and path.stat().st_size:
-            return path.read_text()
-        time.sleep(0.05)
-    raise AssertionError(f"{path} was not written")
+    return wait_for(lambda: path.exists() and path.stat().st_size > 0 and path.read_text(),
+                    timeout, f"{path} to be written")
 
 
 def make_conflict(user: Setup, name: str) -> None:
@@ -51,14 +47,8 @@ def make_conflict(user: Setup, name: str) -> None:
     (docs / name).write_text("laptop edit")
 
 
-def refuse_login(user: Setup, tmp_path: Path) -> None:
-    stranger = tmp_path / "stranger_key"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)],
-                   check=True)
-    assert user.sshd is not None
-    options = user.sshd.ssh_options()
-    options[options.index("-i") + 1] = str(stranger)
-    user.configure(server={**user.config["server"], "ssh_options": options},
+def refuse_login(user: Setup) -> None:
+    user.configure(server={**user.config["server"], "ssh_options": user.unknown_key_options()},
                    notify=user.config["notify"])
 
 
@@ -146,7 +136,7 @@ def test_refused_login_notifies_at_once_and_email_support_drafts_a_mail(
     user.configure(server={"connection_reuse": 0}, notify=user.config["notify"])
     (user.home / "Documents").mkdir()
     assert user.sync().returncode == 0  # leaves unison's output in sync.log
-    refuse_login(user, tmp_path)
+    refuse_login(user)
 
     result = user.sync(env=env)
 

@@ -9,12 +9,12 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 from tests.support.homes import CLI, Setup, tree
 from tests.support.transfer import MB, random_files, size_of, throttle
+from tests.support.waiting import wait_for
 
 T = TypeVar("T")
 
@@ -26,14 +26,6 @@ def _digests(root: Path) -> dict[str, str]:
     return {str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest()
             for f in root.rglob("*") if f.is_file()}
 
-
-def _wait_for(condition: Callable[[], T], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _run_on_pty(user: Setup, *args: str, timeout: float = 120) -> tuple[int, str]:
@@ -95,7 +87,7 @@ def test_status_shows_progress_while_a_pass_runs_and_watch_follows_it(
     progress_file = user.state_home / "roaming-homes" / "progress.json"
     sync = subprocess.Popen([*CLI, "sync"], env=user.env, stdout=subprocess.PIPE, text=True)
     try:
-        status = _wait_for(lambda: (s := user.status())["progress"] and
+        status = wait_for(lambda: (s := user.status())["progress"] and
                            s["progress"]["bytes_done"] > 0 and s, 60, "progress in status")
         watch = user.run("status", "--watch")
     finally:
@@ -125,7 +117,7 @@ def test_first_pass_killed_at_half_resumes_without_fetching_again(
     first = subprocess.Popen([*CLI, "sync"], env=user.env, stdout=subprocess.DEVNULL,
                              start_new_session=True)
     try:
-        _wait_for(lambda: size_of(user.home) >= total // 2 or first.poll() is not None, 60,
+        wait_for(lambda: size_of(user.home) >= total // 2 or first.poll() is not None, 60,
                   "half of the tree")
     finally:
         os.killpg(first.pid, signal.SIGKILL)  # as a logout or power loss would

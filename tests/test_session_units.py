@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import wait_for
 from tests.support.homes import Setup
+from tests.support.waiting import wait_for
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 UNIT = DATA / "systemd" / "roaming-homes.service"

@@ -139,16 +139,8 @@ def test_server_unreachable_exits_75_within_connect_timeout(user: Setup) -> None
     assert user.status()["result"] == "offline"
 
 
-def test_refused_login_exits_3_and_says_why(user: Setup, tmp_path: Path) -> None:
-    import subprocess
-
-    stranger = tmp_path / "stranger_key"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)],
-                   check=True)
-    assert user.sshd is not None
-    options = user.sshd.ssh_options()
-    options[options.index("-i") + 1] = str(stranger)
-    user.configure(server={"ssh_options": options})
+def test_refused_login_exits_3_and_says_why(user: Setup) -> None:
+    user.configure(server={"ssh_options": user.unknown_key_options()})
     (user.home / "Documents").mkdir()
 
     result = user.sync()

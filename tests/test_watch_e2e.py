@@ -4,8 +4,6 @@ our unison-fsmonitor on both ends (found on PATH, as on a real client and server
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 
 import pytest
 
@@ -15,14 +13,7 @@ from roaming_homes.paths import Locations
 from roaming_homes.state import StateStore
 from tests.support.fsmonitor import monitors_tagged
 from tests.support.homes import Setup
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
+from tests.support.waiting import wait_for
 
 
 class Watcher:
@@ -59,19 +50,19 @@ def test_changes_travel_both_ways_in_seconds_and_stop_ends_both_monitors(
     (docs / "before.txt").write_text("before")
     watcher = Watcher(watched).start()
     try:
-        wait_for(lambda: (sdocs / "before.txt").exists(), "the first sync")
-        wait_for(lambda: len(monitors_tagged(tag)) == 2, "a monitor on each end")
+        wait_for(lambda: (sdocs / "before.txt").exists(), 20, "the first sync")
+        wait_for(lambda: len(monitors_tagged(tag)) == 2, 20, "a monitor on each end")
 
         (docs / "local.txt").write_text("from laptop")
-        wait_for(lambda: (sdocs / "local.txt").exists(), "a local write on the server", 10)
+        wait_for(lambda: (sdocs / "local.txt").exists(), 10, "a local write on the server")
         (sdocs / "remote.txt").write_text("from server")
-        wait_for(lambda: (docs / "remote.txt").exists(), "a server write on the laptop", 10)
+        wait_for(lambda: (docs / "remote.txt").exists(), 10, "a server write on the laptop")
         assert (docs / "remote.txt").read_text() == "from server"
     finally:
         result = watcher.finish()
 
     assert result.reason == "stopped" and not result.fallback
-    wait_for(lambda: not monitors_tagged(tag), "both monitors to end", 15)
+    wait_for(lambda: not monitors_tagged(tag), 15, "both monitors to end")
     assert watched.sshd is not None and watched.sshd.server_unison_dir is not None
     for unison_dir in (watched.unison_dir, watched.sshd.server_unison_dir):
         assert not list(unison_dir.glob("lk*")), f"stale unison lock in {unison_dir}"
@@ -84,13 +75,13 @@ def test_a_tree_created_while_watching_is_synced_and_then_watched(watched: Setup
     docs, sdocs = watched.home / "Documents", watched.server_home / "Documents"
     watcher = Watcher(watched).start()
     try:
-        wait_for(lambda: bool(watcher.outcomes), "the first sync")
+        wait_for(lambda: bool(watcher.outcomes), 20, "the first sync")
         (docs / "new" / "deep" / "er").mkdir(parents=True)
         (docs / "new" / "deep" / "er" / "a.txt").write_text("a")
-        wait_for(lambda: (sdocs / "new" / "deep" / "er" / "a.txt").exists(), "the new tree", 10)
+        wait_for(lambda: (sdocs / "new" / "deep" / "er" / "a.txt").exists(), 10, "the new tree")
         (docs / "new" / "deep" / "er" / "b.txt").write_text("b")
-        wait_for(lambda: (sdocs / "new" / "deep" / "er" / "b.txt").exists(),
-                 "a file written later inside the new tree", 10)
+        wait_for(lambda: (sdocs / "new" / "deep" / "er" / "b.txt").exists(), 10,
+                 "a file written later inside the new tree")
     finally:
         assert watcher.finish().reason == "stopped"
 
@@ -102,10 +93,10 @@ def test_rescan_interval_restarts_unison_and_watching_goes_on(watched: Setup) ->
     log = watcher.locations.state_dir / "sync.log"
     watcher.start()
     try:
-        wait_for(lambda: log.exists() and log.read_text().count("--- watch started") >= 2,
+        wait_for(lambda: log.exists() and log.read_text().count("--- watch started") >= 2, 20,
                  "a restart for the rescan")
         (docs / "after-rescan.txt").write_text("x")
-        wait_for(lambda: (sdocs / "after-rescan.txt").exists(), "a write after the restart", 10)
+        wait_for(lambda: (sdocs / "after-rescan.txt").exists(), 10, "a write after the restart")
     finally:
         assert watcher.finish().reason == "stopped"
 

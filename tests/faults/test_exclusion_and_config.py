@@ -4,20 +4,13 @@ hostile configuration values that stop everything before anything runs (scenario
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from roaming_homes.conflicts import resolver_argv
 from tests.support.homes import CLI, Setup, to_toml
-
-
-def _wait_for(path: Path, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.02)
+from tests.support.waiting import wait_for
 
 
 def _recording_unison(tmp_path: Path, hold_interactive: bool = False) -> Path:
@@ -61,7 +54,7 @@ def test_sync_during_resolve_skips_with_75_and_resolve_ends_with_a_pass(
     (user.home / "Documents").mkdir()
     (user.home / "Documents" / "f").write_text("x")
     resolve = _start(user, "resolve")
-    _wait_for(tmp_path / "resolving")
+    wait_for((tmp_path / "resolving").exists, 30, "resolve to start")
 
     during = user.sync()
 

@@ -19,17 +19,12 @@ import pytest
 from tests.support.homes import CLI, Setup
 from tests.support.ledger import Ledger, digest, temp_files
 from tests.support.sshd import _children
+from tests.support.waiting import wait_for
 
 BIG = 16 * 1024 * 1024
 RATE = 8 * 1024 * 1024  # bytes/s through tests/support/throttle.py: BIG takes about 2 s
 THROTTLE = Path(__file__).parents[1] / "support" / "throttle.py"
 
-
-def _wait_for(condition: Callable[[], bool], seconds: float = 30, what: str = "") -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.002)
 
 
 def _docs(user: Setup, files: dict[str, bytes]) -> Path:
@@ -135,7 +130,7 @@ def test_link_cut_mid_transfer_never_replaces_the_good_file(
     before = ledger.snapshot()
     assert victim.sshd is not None
     sync = _start_sync(victim)
-    _wait_for(_transfer_started(victim), what="the transfer to start")
+    wait_for(_transfer_started(victim), 30, "the transfer to start", interval=0.002)
 
     victim.sshd.stop()  # the link is gone: every connection dies mid-transfer
     _, err = sync.communicate(timeout=30)
@@ -158,7 +153,7 @@ def test_kill_9_mid_transfer_then_next_pass_recovers_and_completes(
     server_copy, v1, v2 = big_file
     before = ledger.snapshot()
     sync = _start_sync(victim)
-    _wait_for(_transfer_started(victim), what="the transfer to start")
+    wait_for(_transfer_started(victim), 30, "the transfer to start", interval=0.002)
 
     if victim_process == "sync":
         os.kill(sync.pid, signal.SIGKILL)

@@ -5,20 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from tests.support.homes import CLI, Setup
-
-
-def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
-    """Poll `condition` until it is true; fail the test naming `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
+from tests.support.waiting import wait_for
 
 
 class DaemonProcess:

@@ -15,6 +15,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from tests.support.procfs import processes
+
 SRC = Path(__file__).resolve().parents[2] / "src"
 COMMAND = [sys.executable, "-m", "roaming_homes.fsmonitor"]
 
@@ -38,16 +40,11 @@ def processes_with(environ_entry: str, cmdline_part: bytes = b"") -> list[int]:
     """PIDs of running processes with `environ_entry` ("NAME=value") in their environment."""
     wanted = environ_entry.encode() + b"\0"
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if cmdline_part in cmdline and (environ.startswith(wanted) or b"\0" + wanted in environ):
-            found.append(int(entry.name))
+    for pid, read in processes("cmdline", "environ"):
+        environ = read["environ"]
+        if cmdline_part in read["cmdline"] and (environ.startswith(wanted)
+                                                or b"\0" + wanted in environ):
+            found.append(pid)
     return found
 
 

@@ -81,6 +81,17 @@ class Setup:
         self.config = config
         self.config_path.write_text(to_toml(config))
 
+    def unknown_key_options(self) -> list[str]:
+        """The sshd's client options with a fresh key that the server does not accept."""
+        assert self.sshd is not None
+        stranger = self.base / "stranger_key"
+        if not stranger.exists():
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)],
+                           check=True)
+        options = self.sshd.ssh_options()
+        options[options.index(str(self.sshd.user_key))] = str(stranger)
+        return options
+
     @property
     def unison_dir(self) -> Path:
         return self.state_home / "roaming-homes" / "unison"

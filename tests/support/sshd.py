@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.procfs import parent_of, processes
+
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
 
@@ -26,19 +28,7 @@ def free_port() -> int:
 
 def _children(pid: int) -> list[int]:
     """Direct children of `pid`, from /proc (sshd's per-connection processes)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # pid (comm) state ppid ...; comm may contain spaces, so split after the last ')'
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == pid:
-            found.append(int(entry.name))
-    return found
+    return [child for child, read in processes("stat") if parent_of(read["stat"]) == pid]
 
 
 @dataclass

@@ -1,0 +1,24 @@
+"""Reading /proc: which processes run, and who started them (tests and benchmarks only)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def processes(*files: str) -> Iterator[tuple[int, dict[str, bytes]]]:
+    """Every running process with the named /proc/<pid>/ files read; vanished ones are skipped."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            read = {name: (entry / name).read_bytes() for name in files}
+        except OSError:
+            continue
+        yield int(entry.name), read
+
+
+def parent_of(stat: bytes) -> int:
+    """The parent PID in a /proc/<pid>/stat text ("pid (comm) state ppid …"; comm may hold
+    spaces and parentheses, so split after the last ')')."""
+    return int(stat.rsplit(b")", 1)[1].split()[1])
