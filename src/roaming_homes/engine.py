@@ -492,7 +492,7 @@ def _run_unison(config: Config, unison_dir: Path, first: bool, sink: LineSink,
 OutcomeSink = Callable[[SyncOutcome], None]
 CYCLE_QUIET = 0.5  # seconds without output after a cycle's last line: unison is waiting
 STOP_GRACE = 10.0  # seconds unison gets to end after SIGINT before its group is killed
-IDLE_POLL = 2.0  # seconds between looks at the stop event and the rescan time while idle
+BUSY_POLL = 0.2  # seconds between looks at a running or ending cycle
 
 
 @dataclass
@@ -531,9 +531,12 @@ def run_watch(config: Config, locations: Locations, stop: threading.Event, *,
     store = StateStore(locations.state_dir)
     session = _WatchSession(config, locations, server, store, stop, on_outcome or _ignore_outcome,
                             on_line or _ignore)
+    waker = threading.Thread(target=session.wake_on_stop, name="watch-waker", daemon=True)
+    waker.start()
     try:
         return session.run()
     finally:
+        session.finished.set()
         lock.release()
 
 
@@ -549,6 +552,21 @@ class _WatchSession:
                  on_line: LineSink) -> None:
         self.config, self.locations, self.server, self.store = config, locations, server, store
         self.stop, self.on_outcome, self.on_line = stop, on_outcome, on_line
+        self.lines: queue.Queue[str | None] = queue.Queue()  # the current unison's output
+        self.finished = threading.Event()
+
+    def wake_on_stop(self) -> None:
+        """Wake the idle session at once when `stop` is set (runs in its own thread).
+
+        The session blocks on its lines queue until the next rescan is due; "" in the queue
+        (never an output line) makes it look at `stop`. Should `run_watch` end without a stop,
+        this thread notices `finished` within one rescan interval (callers that set `stop`
+        once the watch is over, as the daemon does, end it at once).
+        """
+        while not self.stop.wait(self.config["sync"]["rescan_interval"]):
+            if self.finished.is_set():
+                return
+        self.lines.put("")
 
     def record(self, outcome: SyncOutcome) -> None:
         self.store.record(outcome.to_dict())
@@ -585,7 +603,7 @@ class _WatchSession:
         argv = unison.build_argv(self.config["sync"]["unison"], False,
                                  [*unison.WATCH_ARGS, *prepared.extra])
         rescan_at = time.monotonic() + self.config["sync"]["rescan_interval"]
-        lines: queue.Queue[str | None] = queue.Queue()
+        self.lines = lines = queue.Queue()
         with self.store.open_log() as log:
             log.write(f"--- watch started (pid {os.getpid()}) ---")
             proc = unison.spawn(argv, str(self.locations.unison_dir))
@@ -599,10 +617,12 @@ class _WatchSession:
             first_cycle = True
             while True:
                 # Idle between cycles (and not ending) nothing is due but the next rescan or a
-                # stop: wake rarely, an idle home should cost nothing (bench/, row 8).
+                # stop (which `wake_on_stop` announces): do not wake before, an idle home should
+                # cost nothing (bench/, row 8).
                 busy = not cycle.reported or stop_seen is not None or interrupted_at is not None
                 try:
-                    line = lines.get(timeout=0.2 if busy else IDLE_POLL)
+                    line = lines.get(timeout=BUSY_POLL if busy
+                                     else max(0.0, rescan_at - time.monotonic()))
                 except queue.Empty:
                     line = ""
                 if line is None:
