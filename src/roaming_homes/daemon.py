@@ -51,7 +51,11 @@ Log = Callable[[str], None]
 # the daemon sets it when the logout's time is up.
 PassStrategy = Callable[[Config, Locations, threading.Event], SyncOutcome]
 
-CONFIG_POLL = 5.0  # seconds between looks at the config files' modification times
+# Seconds between looks at the config files' modification times, when inotify cannot tell.
+CONFIG_POLL = 5.0
+# What changes a config file in its directory: written in place, replaced (atomic-save editors
+# write a new file and rename it over the old one), created, removed, permissions changed.
+CONFIG_EVENTS = 0x8 | 0x80 | 0x100 | 0x200 | 0x4  # IN_CLOSE_WRITE MOVED_TO CREATE DELETE ATTRIB
 # How much longer than the logout bound systemd should wait for us: unison's grace after
 # SIGINT, and closing the shared ssh connection.
 STOP_MARGIN = 15
@@ -218,6 +222,55 @@ def _mtimes(paths: tuple[Path, ...]) -> tuple[int | None, ...]:
     return tuple(found)
 
 
+def _nearest_dir(path: Path) -> tuple[Path, str]:
+    """The closest existing directory above `path` and the name in it that leads to `path`."""
+    while not path.parent.is_dir() and path.parent != path:
+        path = path.parent
+    return path.parent, path.name
+
+
+class ConfigWatch:
+    """Tells when a config file may have changed, without polling: inotify on their directories.
+
+    A directory that does not exist yet is watched through its closest existing ancestor (for
+    the name that would create it); the watches are renewed after every relevant event.
+    """
+
+    def __init__(self, paths: tuple[Path, ...]) -> None:
+        from roaming_homes.inotify import INotify
+
+        self.paths = paths
+        self._inotify = INotify()
+        self._wanted: dict[int, set[str]] = {}  # watch descriptor -> names that matter in it
+        try:
+            self._arm()
+        except OSError:
+            self.close()
+            raise
+
+    def _arm(self) -> None:
+        self._wanted = {}
+        for path in self.paths:
+            directory, name = _nearest_dir(path)
+            wd = self._inotify.add_watch(str(directory), CONFIG_EVENTS)
+            self._wanted.setdefault(wd, set()).add(name)
+
+    def fileno(self) -> int:
+        return self._inotify.fileno()
+
+    def touched(self) -> bool:
+        """Read the pending events; True when one of them concerns a config file."""
+        hit = any(event.name in self._wanted.get(event.wd, ())
+                  for event in self._inotify.read())
+        if hit:
+            with contextlib.suppress(OSError):  # a vanished directory: the mtimes still tell
+                self._arm()
+        return hit
+
+    def close(self) -> None:
+        self._inotify.close()
+
+
 class Daemon:
     def __init__(self, locations: Locations, config_path: Path | None, log: Log,
                  strategy: PassStrategy = interval_pass) -> None:
@@ -228,6 +281,8 @@ class Daemon:
         self.config = self._load()
         self._watched = (config_path or locations.system_config, locations.user_config)
         self._seen = _mtimes(self._watched)
+        self._config_watch: ConfigWatch | None = None  # None: poll the mtimes instead
+        self._config_touched = False
         self.health = Health()
         self.abort = threading.Event()
         self._stopping = False
@@ -257,8 +312,12 @@ class Daemon:
     def request_pass(self) -> None:
         """Run a pass as soon as the current sleep or pass ends (any thread)."""
         self._pass_requested = True
+        self._wake(b"p")
+
+    def _wake(self, why: bytes) -> None:
+        """Interrupt the main thread's sleep (any thread); set what it is for first."""
         with contextlib.suppress(BlockingIOError):  # full of wakeups already: as good
-            os.write(self._wake_w, b"p")
+            os.write(self._wake_w, why)
 
     def _bound_stop(self) -> None:
         """After SIGTERM: tell systemd how long we need, then abort the pass when time is up."""
@@ -276,8 +335,9 @@ class Daemon:
         notify.after_pass(self.config, self.locations, outcome.to_dict(), log=self.log)
 
     def _reload_due(self) -> bool:
-        if self._reload_requested or _mtimes(self._watched) != self._seen:
-            self._reload_requested = False
+        if (self._reload_requested or self._config_touched
+                or _mtimes(self._watched) != self._seen):
+            self._reload_requested = self._config_touched = False
             return True
         return False
 
@@ -327,22 +387,25 @@ class Daemon:
         ended: list[engine.WatchResult] = []
         config = self.config
 
+        def on_outcome(outcome: SyncOutcome) -> None:
+            outcomes.put(outcome)
+            self._wake(b"o")
+
         def work() -> None:
             try:
                 ended.append(engine.run_watch(config, self.locations, stop,
-                                              on_outcome=outcomes.put))
+                                              on_outcome=on_outcome))
             except Exception as exc:  # e.g. unison vanished: interval passes say it properly
                 ended.append(engine.WatchResult(f"real-time mode failed: {exc}", fallback=True))
             finally:
-                with contextlib.suppress(BlockingIOError):
-                    os.write(self._wake_w, b"w")
+                self._wake(b"w")
 
         worker = threading.Thread(target=work, name="watch", daemon=True)
         self._pass_requested = False  # the watch starts with a full scan: that is the pass
         worker.start()
         reported = making_way = False
-        while worker.is_alive():
-            self._sleep(CONFIG_POLL)
+        while not ended:  # not `worker.is_alive()`: its last wakeup may come before it ends
+            self._sleep(None)  # until an outcome, a signal or a config change
             while not outcomes.empty():
                 self._report(outcomes.get())
                 reported = True
@@ -356,6 +419,7 @@ class Daemon:
             elif self._reload_due() and self._reload():
                 stop.set()  # watch again with the new configuration
         worker.join()
+        stop.set()  # the watch is over: its waker thread ends now
         while not outcomes.empty():
             self._report(outcomes.get())
             reported = True
@@ -393,11 +457,19 @@ class Daemon:
             self._sleep(0.5)
         sd_notify(f"STATUS={self.health.status()}")
 
-    def _sleep(self, seconds: float) -> None:
-        readable, _, _ = select.select([self._wake_r], [], [], max(0.0, seconds))
-        if readable:
+    def _sleep(self, seconds: float | None) -> None:
+        """Sleep until woken (signal, thread, config change) or `seconds` (None: no limit)."""
+        watch = self._config_watch
+        if watch is None:  # the config files' mtimes must be looked at now and then
+            seconds = CONFIG_POLL if seconds is None else min(seconds, CONFIG_POLL)
+        fds = [self._wake_r] if watch is None else [self._wake_r, watch.fileno()]
+        readable, _, _ = select.select(fds, [], [],
+                                       None if seconds is None else max(0.0, seconds))
+        if self._wake_r in readable:
             with contextlib.suppress(BlockingIOError):
                 os.read(self._wake_r, 4096)  # the wakeups; the flags say what they were for
+        if watch is not None and watch.fileno() in readable and watch.touched():
+            self._config_touched = True
 
     def run(self) -> int:
         daemon_lock = SyncLock(self.locations.daemon_lock_file,
@@ -407,6 +479,8 @@ class Daemon:
                                (signal.SIGHUP, self._on_hup), (signal.SIGUSR1, self._on_usr1)):
             signal.signal(signo, handler)
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        with contextlib.suppress(OSError):  # no inotify (limits, old kernel): poll the mtimes
+            self._config_watch = ConfigWatch(self._watched)
         threading.Thread(target=self._bound_stop, name="logout-bound", daemon=True).start()
         threading.Thread(target=watch_network, args=(self.request_pass, self.log),
                          name="network", daemon=True).start()
@@ -430,7 +504,10 @@ class Daemon:
                     self._pass_requested = False
                     self._cycle()
                     continue
-                self._sleep(min(due - time.monotonic(), CONFIG_POLL))
+                wake_at = due
+                if self.config["sync"]["watch"] and not self.health.offline:
+                    wake_at = min(due, self._watch_retry_at)  # real-time mode is tried again
+                self._sleep(wake_at - time.monotonic())
             if not self.abort.is_set():
                 self.log("stopping: final pass")
                 # Not `_cycle`: offline or not, the final pass tries; it fails fast if it must.
@@ -438,6 +515,8 @@ class Daemon:
         finally:
             transport.disconnect(transport.Server.from_config(self.config["server"]),
                                  self.locations.control_dir)
+            if self._config_watch is not None:
+                self._config_watch.close()
             daemon_lock.release()
         self.log("stopped")
         return 0
