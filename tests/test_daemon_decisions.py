@@ -13,6 +13,7 @@ import pytest
 from roaming_homes import config as config_mod
 from roaming_homes.daemon import (
     BUSY_RETRY,
+    ConfigWatch,
     Health,
     fallback_line,
     network_came_up,
@@ -150,3 +151,28 @@ def test_lock_purpose_names_the_holder_and_forgets_a_released_lock(tmp_path: Pat
     lock.release()
 
     assert lock_purpose(tmp_path / "lock") is None  # the file still says "PID watch"
+
+
+def test_config_watch_sees_edits_atomic_replaces_and_a_config_dir_created_later(
+        tmp_path: Path) -> None:
+    system, user = tmp_path / "etc" / "config.toml", tmp_path / "home" / "rh" / "config.toml"
+    system.parent.mkdir()
+    system.write_text("a")
+    (tmp_path / "home").mkdir()
+    watch = ConfigWatch((system, user))
+    try:
+        (system.parent / "unrelated").write_text("x")
+        assert not watch.touched()
+        system.write_text("b")
+        assert watch.touched()
+        (system.parent / "config.toml.new").write_text("c")
+        assert not watch.touched()
+        (system.parent / "config.toml.new").rename(system)  # how atomic-save editors write
+        assert watch.touched()
+        user.parent.mkdir()  # the user's config directory appears: watched from now on
+        assert watch.touched()
+        user.write_text("d")
+        assert watch.touched()
+        assert not watch.touched()
+    finally:
+        watch.close()

@@ -3,10 +3,12 @@ unison-fsmonitor on both ends (fixtures `watched` and `tag` in conftest.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +18,11 @@ from tests.support.homes import Setup
 from tests.support.waiting import wait_for
 
 StartDaemon = Callable[[Setup], DaemonProcess]
+# An idle watching daemon over IDLE_WINDOW s: a wake on a timer every few seconds would show as
+# one switch each per thread; a few stray ones (a late log line, the interpreter) are allowed.
+IDLE_SETTLE = 2.0
+IDLE_WINDOW = 12.0
+IDLE_WAKEUPS = 4
 
 
 @pytest.fixture
@@ -129,3 +136,30 @@ def test_server_without_monitor_falls_back_to_interval_with_one_log_line(
     assert daemon.log.count("falling back") == 1
     assert "No file monitoring helper program found" in daemon.log
     assert user.status()["watching_pid"] is None
+
+
+def context_switches(pid: int) -> int:
+    """Voluntary context switches of all threads of `pid` so far: one per wake-up from a wait."""
+    total = 0
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+            for line in status.read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    total += int(line.split()[1])
+    return total
+
+
+def test_an_idle_watching_daemon_sleeps_until_something_happens(
+        watched: Setup, tag: str, start_daemon: StartDaemon) -> None:
+    """Nothing is due while idle but the hourly rescan: the daemon's threads must not wake
+    on a timer (they used to: every 2 s for the stop event, every 5 s for the config files)."""
+    daemon = watching(watched, tag)(start_daemon)
+    wait_for(lambda: watched.status()["watching_pid"] == daemon.proc.pid, 10, "watching")
+    time.sleep(IDLE_SETTLE)  # the first cycle's last details and its report
+    before = context_switches(daemon.proc.pid)
+    time.sleep(IDLE_WINDOW)
+    woken = context_switches(daemon.proc.pid) - before
+    assert woken <= IDLE_WAKEUPS, f"{woken} wake-ups in {IDLE_WINDOW} s idle"
+    # and it still notices what matters at once
+    (watched.home / "Documents" / "late.txt").write_text("x")
+    wait_for(appears(watched.server_home / "Documents" / "late.txt", "x"), 10, "a late write")
