@@ -3,18 +3,17 @@ unison-fsmonitor on both ends (fixtures `watched` and `tag` in conftest.py)."""
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 
 from tests.support.daemon import DaemonProcess, appears
 from tests.support.fsmonitor import monitors_tagged, processes_with
 from tests.support.homes import Setup
+from tests.support.procfs import voluntary_switches
 from tests.support.waiting import wait_for
 
 StartDaemon = Callable[[Setup], DaemonProcess]
@@ -138,17 +137,6 @@ def test_server_without_monitor_falls_back_to_interval_with_one_log_line(
     assert user.status()["watching_pid"] is None
 
 
-def context_switches(pid: int) -> int:
-    """Voluntary context switches of all threads of `pid` so far: one per wake-up from a wait."""
-    total = 0
-    for status in Path(f"/proc/{pid}/task").glob("*/status"):
-        with contextlib.suppress(FileNotFoundError):  # a thread that just ended
-            for line in status.read_text().splitlines():
-                if line.startswith("voluntary_ctxt_switches:"):
-                    total += int(line.split()[1])
-    return total
-
-
 def test_an_idle_watching_daemon_sleeps_until_something_happens(
         watched: Setup, tag: str, start_daemon: StartDaemon) -> None:
     """Nothing is due while idle but the hourly rescan: the daemon's threads must not wake
@@ -156,9 +144,9 @@ def test_an_idle_watching_daemon_sleeps_until_something_happens(
     daemon = watching(watched, tag)(start_daemon)
     wait_for(lambda: watched.status()["watching_pid"] == daemon.proc.pid, 10, "watching")
     time.sleep(IDLE_SETTLE)  # the first cycle's last details and its report
-    before = context_switches(daemon.proc.pid)
+    before = voluntary_switches(daemon.proc.pid)
     time.sleep(IDLE_WINDOW)
-    woken = context_switches(daemon.proc.pid) - before
+    woken = voluntary_switches(daemon.proc.pid) - before
     assert woken <= IDLE_WAKEUPS, f"{woken} wake-ups in {IDLE_WINDOW} s idle"
     # and it still notices what matters at once
     (watched.home / "Documents" / "late.txt").write_text("x")

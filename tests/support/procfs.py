@@ -22,3 +22,16 @@ def parent_of(stat: bytes) -> int:
     """The parent PID in a /proc/<pid>/stat text ("pid (comm) state ppid …"; comm may hold
     spaces and parentheses, so split after the last ')')."""
     return int(stat.rsplit(b")", 1)[1].split()[1])
+
+
+def voluntary_switches(pid: int) -> int:
+    """Voluntary context switches of all threads of `pid` so far: one per wake-up from a wait."""
+    total = 0
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        try:
+            text = status.read_text()
+        except OSError:  # a thread that just ended
+            continue
+        total += sum(int(line.split()[1]) for line in text.splitlines()
+                     if line.startswith("voluntary_ctxt_switches:"))
+    return total
