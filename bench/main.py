@@ -87,7 +87,8 @@ class Home:
         cfg = config_mod.load(locations, self.setup.config_path)
         server = dataclasses.replace(transport.Server.from_config(cfg["server"]),
                                      connection_reuse=0)
-        plan = engine.build_plan(cfg, locations, server, None)
+        paths, _ = engine.sync_paths(cfg, locations)
+        plan = engine.build_plan(cfg, locations, server, None, paths)
         self.setup.unison_dir.mkdir(parents=True, exist_ok=True)
         (self.setup.unison_dir / f"{RAW_PROFILE}.prf").write_text(unison.build_profile(plan))
 

@@ -97,8 +97,8 @@ def sync_paths(config: Config, locations: Locations) -> tuple[list[str], list[st
 
 
 def build_plan(config: Config, locations: Locations, server: transport.Server,
-               socket: Path | None) -> unison.Plan:
-    paths, _ = sync_paths(config, locations)
+               socket: Path | None, paths: list[str]) -> unison.Plan:
+    """What unison is told for `paths` (as `sync_paths` resolved them for this pass)."""
     # Our own state, archives and lock never travel, whatever `paths` says.
     # The replica marker sits at the root and is never synced either: each side keeps its own.
     own_dirs = (locations.state_dir, locations.runtime_dir)
@@ -242,7 +242,7 @@ def _prepare(config: Config, locations: Locations, server: transport.Server,
         socket = transport.connect(server, locations.control_dir)
     except RoamingHomesError as exc:
         return outcome(exc.code, exc.message)
-    plan = build_plan(config, locations, server, socket)
+    plan = build_plan(config, locations, server, socket, paths)
     try:
         profile = unison.build_profile(plan)
     except unison.ProfileValueError as exc:

@@ -101,6 +101,11 @@ def _destination(server: Server) -> list[str]:
     return ["-p", str(server.port), "-l", server.user, server.host]
 
 
+def _control(server: Server, socket: Path, operation: str) -> list[str]:
+    """ssh asking the shared connection's master to `check` itself or `exit`."""
+    return ["ssh", *ssh_options(server, socket), "-O", operation, *_destination(server)]
+
+
 class ConnectError(RoamingHomesError):
     """The server could not be used; `reason` says why, for callers that diagnose (`check`)."""
 
@@ -146,10 +151,9 @@ def connect(server: Server, control_dir: Path) -> Path | None:
         # No socket in the private directory means no master: skip asking ssh (a process start
         # saved on the first pass of a session and on every offline pass).
         if any(control_dir.glob("ssh-*")):
-            check = subprocess.run(
-                ["ssh", *ssh_options(server, socket), "-O", "check", *_destination(server)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                check=False)
+            check = subprocess.run(_control(server, socket, "check"), stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   check=False)
             if check.returncode == 0:
                 return socket
         command = [*base, "-o", "ControlMaster=yes", "-o", f"ControlPath={socket}",
@@ -197,9 +201,9 @@ def disconnect(server: Server, control_dir: Path) -> None:
         return
     # No ssh, or a wedged master: it ends with ControlPersist anyway.
     with contextlib.suppress(subprocess.TimeoutExpired, FileNotFoundError):
-        subprocess.run(["ssh", *ssh_options(server, socket), "-O", "exit", *_destination(server)],
-                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, timeout=10, check=False)
+        subprocess.run(_control(server, socket, "exit"), stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10,
+                       check=False)
 
 
 def run_remote(server: Server, socket: Path | None, script: str,
