@@ -43,10 +43,11 @@ class SyncLock:
         while not _try_flock(fd):
             if time.monotonic() >= deadline:
                 os.close(fd)
-                holder = lock_holder(self.path)
+                held = lock_purpose(self.path)
+                holder = held[0] if held else lock_holder(self.path)
                 by = f" (pid {holder})" if holder else ""
-                busy = (self.busy
-                        or f"another {_holder_activity(self.path)} of this user is running")
+                activity = _ACTIVITIES.get(held[1] if held else "", "sync")
+                busy = self.busy or f"another {activity} of this user is running"
                 raise RoamingHomesError(f"{busy}{by}; lock {self.path}",
                                         ExitCode.TRY_LATER)
             time.sleep(0.2)  # flock has no timeout of its own; polling keeps the bound
@@ -80,14 +81,8 @@ def _try_flock(fd: int) -> bool:
     return True
 
 
-def _holder_activity(path: Path) -> str:
-    """What the holder of the lock is doing, from what it wrote into the lock file."""
-    try:
-        words = path.read_text(encoding="utf-8", errors="replace").split()
-    except OSError:
-        words = []
-    activity = words[1] if len(words) == 2 else "sync"
-    return {"resolve": "resolve", "watch": "real-time sync"}.get(activity, "sync")
+# How the purpose a holder wrote into the lock file is named to the user who is kept out.
+_ACTIVITIES = {"resolve": "resolve", "watch": "real-time sync"}
 
 
 def lock_holder(path: Path) -> int | None:
