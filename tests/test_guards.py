@@ -55,6 +55,8 @@ def test_mass_deletion_rule(before: int, now: int, max_delete: int, refused: boo
     refusal = guards.deletion_refusal({"local": before, "server": before}, found, NAMES,
                                       max_delete)
     assert (refusal is not None) == refused
+    # the server applies the same rule as a floor (guards.guard_command)
+    assert (now < guards.deletion_floor(before, max_delete)) == refused
     if refused:
         assert f"lost {before - now} of {before}" in refusal and "--force" in refusal
 
@@ -136,3 +138,49 @@ def test_local_count_and_server_probe_agree_on_literal_and_glob_ignores(tmp_path
     # a, deep/keep/y, other/skip/w; not deep/skip/x, deep/keep/z.tmp, Music/.cache/c
     assert guards.count_files(tmp_path, ("Documents", "Music"), *ignores) == 3
     assert guards.parse_probe(output) == Probe(True, None, 3)
+
+
+def _guarded(tmp_path: Path, root: Path, **judge: object) -> subprocess.CompletedProcess[str]:
+    """guard_command as the server's shell runs it (unison appends `-server …`), with a
+    `unison` on the PATH that only prints its arguments and working directory."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    fake = bin_dir / "unison"
+    fake.write_text('#!/bin/sh\necho "unison server $* in $PWD"\n')
+    fake.chmod(0o755)
+    probe = guards.probe_script(str(root), PATHS, *IGNORES, **judge)
+    return subprocess.run(["sh", "-c", f"{guards.guard_command(probe)} -server __new-rpc-mode"],
+                          capture_output=True, text=True, cwd=tmp_path,
+                          env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+
+
+@pytest.mark.parametrize(("judge", "runs"), [
+    ({}, True),                                              # first pass: report only
+    ({"expect_marker": "d" * 32, "min_files": 6}, True),     # as recorded
+    ({"expect_marker": "e" * 32}, False),                    # another replica
+    ({"min_files": 7}, False),                               # lost files
+])
+def test_server_guard_runs_unison_only_when_its_replica_passes(
+        tmp_path: Path, judge: dict[str, object], runs: bool) -> None:
+    root = tmp_path / "replica"
+    root.mkdir()
+    _tree(root)
+    guards.write_local_marker(root, "d" * 32)
+
+    result = _guarded(tmp_path, root, **judge)
+
+    # the report goes to stderr: stdout is unison's protocol channel, untouched until exec
+    assert guards.parse_probe(result.stderr) == Probe(True, "d" * 32, 6)
+    assert guards.refused(result.stderr.splitlines()) == (not runs)
+    if runs:
+        # unison's server starts where the login shell left it, not in the probed root
+        assert result.returncode == 0
+        assert result.stdout == f"unison server -server __new-rpc-mode in {tmp_path}\n"
+    else:
+        assert result.returncode == 1 and result.stdout == ""
+
+
+def test_server_guard_refuses_a_missing_root_it_expects_a_marker_in(tmp_path: Path) -> None:
+    result = _guarded(tmp_path, tmp_path / "gone", expect_marker="d" * 32)
+    assert result.returncode == 1 and result.stdout == ""
+    assert guards.parse_probe(result.stderr) == Probe(False, None, 0)

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from tests.support.homes import Setup, tree
+from tests.support.sshd import SshServer
 
 ODD_NAMES = ["with space.txt", "ünïcödé €.txt", "-leading-dash", "new\nline"]
 
@@ -82,6 +83,28 @@ def test_second_pass_without_changes_transfers_nothing(user: Setup) -> None:
     assert code == 0
     assert outcome["transferred"] == 0
     assert outcome["message"] == "in sync: nothing to do"
+
+
+def test_a_pass_costs_the_server_one_ssh_session_and_no_new_login(tmp_path: Path) -> None:
+    """The shared connection saves the handshake; the server judges its replica (marker, file
+    count) in unison's own session, so a pass starts one command on the server, not two."""
+    with SshServer(tmp_path / "sshd", extra_config="LogLevel VERBOSE\n") as sshd:
+        user = Setup(tmp_path / "user", sshd)
+        try:
+            (user.home / "Documents").mkdir()
+            (user.home / "Documents" / "a").write_text("a")
+            assert user.sync().returncode == 0
+            before = sshd.log_file.read_text()
+
+            code, outcome = user.sync_json()
+
+            assert code == 0, outcome
+            new = sshd.log_file.read_text()[len(before):]
+            assert new.count("Starting session: command") == 1, new
+            assert "Accepted publickey" not in new
+            assert user.status()["result"] == "in-sync"
+        finally:
+            user.close()
 
 
 def _make_conflict(user: Setup) -> tuple[Path, Path]:

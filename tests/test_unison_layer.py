@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from roaming_homes import transport, unison
+from roaming_homes import guards, transport, unison
 from roaming_homes.paths import Locations, xdg_user_dirs
 
 PLAN = unison.Plan(local_root="/home/u", server_root="ssh://u@h:22//home/u",
@@ -183,3 +186,25 @@ def test_monitor_problems_are_told_apart_from_sync_failures(fatal: str,
                                                             about_monitor: bool) -> None:
     summary = unison.parse_output(["Looking for changes", fatal])
     assert (unison.monitor_problem(summary) is not None) is about_monitor
+
+
+def test_unison_hands_the_server_guard_to_ssh_word_for_word(tmp_path: Path) -> None:
+    """unison splits `servercmd` into words (backslash escapes, as `sshargs`) before ssh joins
+    them again: escaped, the guard's script reaches the server's shell unchanged."""
+    fake_ssh = tmp_path / "ssh"
+    fake_ssh.write_text("#!/usr/bin/env python3\nimport json, sys\n"
+                        f"open({str(tmp_path / 'argv.json')!r}, 'w').write(json.dumps(sys.argv))\n"
+                        "sys.exit(1)\n")
+    fake_ssh.chmod(0o755)
+    (tmp_path / "local").mkdir()
+    probe = guards.probe_script("/srv/home of u", ("Documents", "it's"), ("a b/c",), ("*~",),
+                                expect_marker="d" * 32, min_files=3)
+    command = guards.guard_command(probe)
+
+    subprocess.run(["unison", str(tmp_path / "local"), "ssh://host//srv", "-batch",
+                    "-sshcmd", str(fake_ssh), "-servercmd", unison.escape_sshargs([command])],
+                   env={**os.environ, "UNISON": str(tmp_path / "unison")},
+                   capture_output=True, timeout=60, check=False)
+
+    argv = json.loads((tmp_path / "argv.json").read_text())
+    assert argv[-3:] == [command, "-server", "__new-rpc-mode"]

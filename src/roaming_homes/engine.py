@@ -222,16 +222,27 @@ class _Prepared:
     plan: unison.Plan
     server: transport.Server
     socket: Path | None
-    found: dict[str, guards.Probe]  # both replicas as the guards saw them before unison
+    # The replicas as the guards saw them before unison. Over ssh the server judges its own
+    # replica as unison connects (guards.guard_command): its probe is then read from
+    # unison's output, and is missing here until unison has run.
+    found: dict[str, guards.Probe]
     recorded: dict[str, Any]  # what the guards remembered from the last good pass
-    extra: list[str]  # unison arguments the guards add (-mountpoint, -confirmbigdel=false)
+    extra: list[str]  # unison arguments the guards add (-servercmd, -mountpoint, ...)
+    verdict: Callable[[dict[str, guards.Probe]], str | None]  # why replicas like these are refused
 
 
 def _prepare(config: Config, locations: Locations, server: transport.Server,
              store: StateStore, first_run: bool, on_line: LineSink,
              outcome: Callable[..., SyncOutcome], force: bool = False,
-             abort: threading.Event | None = None) -> _Prepared | SyncOutcome:
-    """Everything before unison runs; an outcome when the pass cannot (or must not) run."""
+             abort: threading.Event | None = None,
+             probe_server: bool = False) -> _Prepared | SyncOutcome:
+    """Everything before unison runs; an outcome when the pass cannot (or must not) run.
+
+    Over ssh the server's replica is judged by the server itself when unison connects, in the
+    same ssh session (one command per pass, not two); `probe_server` also probes it here
+    first, for callers that hand unison over to someone else (`resolve`) or keep it running
+    (real-time mode) and so cannot read the verdict from its output.
+    """
     paths, warnings = sync_paths(config, locations)
     for warning in warnings:
         on_line(warning)
@@ -251,33 +262,48 @@ def _prepare(config: Config, locations: Locations, server: transport.Server,
     ensure_private_dir(locations.backup_dir)
     key = f"{plan.local_root} <-> {plan.server_root}"
     first = first_run or _is_first_run(store, key, locations.unison_dir)
-    try:
-        found = _probe(plan, server, socket, abort)
-    except RoamingHomesError as exc:
-        if abort is not None and abort.is_set():
-            return outcome(ExitCode.TRY_LATER, _INTERRUPTED, result="interrupted")
-        return outcome(exc.code, exc.message)
+    args = (plan.paths, plan.ignore_paths, plan.ignore_names)
+    found = {"local": guards.probe_local(Path(plan.local_root), *args)}
+    if server.is_local:
+        found["server"] = guards.probe_local(Path(server.local_root), *args)
+    elif probe_server:
+        try:
+            found["server"] = _probe_server(plan, server, socket, abort)
+        except RoamingHomesError as exc:
+            if abort is not None and abort.is_set():
+                return outcome(ExitCode.TRY_LATER, _INTERRUPTED, result="interrupted")
+            return outcome(exc.code, exc.message)
     recorded = store.replicas(key)
+    ids = {side: recorded.get(f"{side}_id", "") for side in ("local", "server")}
+    counts = {side: recorded[f"{side}_files"] for side in ("local", "server")
+              if isinstance(recorded.get(f"{side}_files"), int) and not force}
+    names = {"local": plan.local_root, "server": server.label}
+    max_delete = config["sync"]["max_delete"]
+
+    def verdict(replicas: dict[str, guards.Probe]) -> str | None:
+        if first:
+            return None
+        return (guards.marker_refusal(ids, replicas, names)
+                or guards.deletion_refusal(counts, replicas, names, max_delete))
+
+    if refusal := verdict(found):
+        on_line(refusal)
+        return outcome(ExitCode.REFUSED, refusal)
     extra: list[str] = []
-    if not first:
-        names = {"local": plan.local_root, "server": server.label}
-        ids = {side: recorded.get(f"{side}_id", "") for side in found}
-        refusal = guards.marker_refusal(ids, found, names)
-        if not refusal and not force:
-            counts = {side: recorded[f"{side}_files"] for side in found
-                      if isinstance(recorded.get(f"{side}_files"), int)}
-            refusal = guards.deletion_refusal(counts, found, names,
-                                              config["sync"]["max_delete"])
-        if refusal:
-            on_line(refusal)
-            return outcome(ExitCode.REFUSED, refusal)
-        if all(ids.values()):
-            # unison checks the markers again after its own scan: a share that vanishes
-            # between our probe and its update detection still stops the pass.
-            extra += ["-mountpoint", guards.MARKER]
+    if not server.is_local:
+        judge = {} if first else {
+            "expect_marker": ids["server"] or None,
+            "min_files": (guards.deletion_floor(counts["server"], max_delete)
+                          if "server" in counts else None)}
+        probe = guards.probe_script(server.home, *args, **judge)
+        extra += ["-servercmd", unison.escape_sshargs([guards.guard_command(probe)])]
+    if not first and all(ids.values()):
+        # unison checks the markers again after its own scan: a share that vanishes
+        # between our probe and its update detection still stops the pass.
+        extra += ["-mountpoint", guards.MARKER]
     if force:
         extra.append("-confirmbigdel=false")
-    return _Prepared(key, first, plan, server, socket, found, recorded, extra)
+    return _Prepared(key, first, plan, server, socket, found, recorded, extra, verdict)
 
 
 def _write_profile(path: Path, text: str) -> None:
@@ -295,7 +321,7 @@ def prepare_interactive(config: Config, locations: Locations, on_line: LineSink)
     pass could not run or the guards refuse it."""
     server = transport.Server.from_config(config["server"])
     prepared = _prepare(config, locations, server, StateStore(locations.state_dir), False,
-                        on_line, _outcomes(server))
+                        on_line, _outcomes(server), probe_server=True)
     if isinstance(prepared, SyncOutcome):
         raise RoamingHomesError(prepared.message, ExitCode(prepared.exit_code))
     return prepared
@@ -341,49 +367,56 @@ def _locked_pass(config: Config, locations: Locations, server: transport.Server,
             sink("archives disagree; retrying as a first sync (-ignorearchives)")
             first = True
             run, summary = run_unison(first)
+        if refusal := _server_refusal(prepared, run.lines):
+            sink(refusal)
+            return outcome(ExitCode.REFUSED, refusal)
         result = _finish(store, prepared.key, run, summary, first, outcome)
         if result.exit_code in (ExitCode.IN_SYNC, ExitCode.NEEDS_USER, ExitCode.PARTIAL):
             _remember_replicas(store, prepared, summary.nothing_to_do, sink)
     return result
 
 
-def _probe(plan: unison.Plan, server: transport.Server, socket: Path | None,
-           abort: threading.Event | None = None) -> dict[str, guards.Probe]:
-    """Marker and file count of both replicas, measured before unison runs.
-
-    Over ssh the server's probe runs while the local tree is walked: the round trip (and the
-    login shell's start on the server) costs as much as the walk, and they do not wait on
-    each other.
-    """
-    args = (plan.paths, plan.ignore_paths, plan.ignore_names)
-    if server.is_local:
-        return {"local": guards.probe_local(Path(plan.local_root), *args),
-                "server": guards.probe_local(Path(server.local_root), *args)}
-    answer: list[str] = []
-    failure: list[BaseException] = []
-
-    def ask_server() -> None:
-        try:
-            answer.append(transport.run_remote(server, socket,
-                                               guards.probe_script(server.home, *args), abort))
-        except BaseException as exc:  # handed to the caller, as if it ran in this thread
-            failure.append(exc)
-
-    remote = threading.Thread(target=ask_server, name="server-probe")
-    remote.start()
-    try:
-        found = {"local": guards.probe_local(Path(plan.local_root), *args)}
-    finally:
-        remote.join()
-    if failure:
-        raise failure[0]
-    probe = guards.parse_probe(answer[0])
+def _probe_server(plan: unison.Plan, server: transport.Server, socket: Path | None,
+                  abort: threading.Event | None = None) -> guards.Probe:
+    """Marker and file count of the server's replica, asked over ssh before unison runs."""
+    script = guards.probe_script(server.home, plan.paths, plan.ignore_paths, plan.ignore_names)
+    answer = transport.run_remote(server, socket, script, abort)
+    probe = guards.parse_probe(answer)
     if probe is None:
         raise RoamingHomesError(f"could not inspect the server home {server.label}: "
-                                f"unexpected answer {answer[0].strip()[:200]!r}",
+                                f"unexpected answer {answer.strip()[:200]!r}",
                                 ExitCode.FAILED)
-    found["server"] = probe
-    return found
+    return probe
+
+
+def _server_refusal(prepared: _Prepared, lines: list[str]) -> str | None:
+    """Why the server's guard refused the run whose output is `lines`, if it did; takes in
+    the server's probe from that output either way."""
+    if (probe := guards.parse_probe(lines)) is not None:
+        prepared.found["server"] = probe
+    if not guards.refused(lines):
+        return None
+    report = "; ".join(line[len(guards.REPORT):] for line in lines
+                       if line.startswith(guards.REPORT))
+    return prepared.verdict(prepared.found) or (
+        f"the server home {prepared.server.label} failed its safety check ({report}); "
+        "nothing was synced")
+
+
+def _write_marker(side: str, prepared: _Prepared, sink: LineSink) -> str:
+    """Give the replica on `side` a new marker; returns the id it has now ("" on failure)."""
+    server, replica_id = prepared.server, guards.new_replica_id()
+    try:
+        if side == "server" and not server.is_local:
+            script = guards.write_marker_script(server.home, replica_id)
+            return guards.parse_marker(
+                transport.run_remote(server, prepared.socket, script)) or ""
+        root = prepared.plan.local_root if side == "local" else server.local_root
+        guards.write_local_marker(Path(root), replica_id)
+    except (OSError, RoamingHomesError) as exc:
+        sink(f"could not write the replica marker on the {side} side: {exc}")
+        return ""
+    return replica_id
 
 
 def _remember_replicas(store: StateStore, prepared: _Prepared, unchanged: bool,
@@ -392,27 +425,15 @@ def _remember_replicas(store: StateStore, prepared: _Prepared, unchanged: bool,
     file counts for the guards of the next pass."""
     plan, server, recorded = prepared.plan, prepared.server, prepared.recorded
     entry: dict[str, Any] = {}
-    for side, probe in prepared.found.items():
-        replica_id = probe.marker or guards.new_replica_id()
-        try:
-            if side == "server" and not server.is_local:
-                if not probe.marker:
-                    script = guards.write_marker_script(server.home, replica_id)
-                    replica_id = guards.parse_marker(
-                        transport.run_remote(server, prepared.socket, script)) or ""
-            elif not probe.marker:
-                root = plan.local_root if side == "local" else server.local_root
-                guards.write_local_marker(Path(root), replica_id)
-        except (OSError, RoamingHomesError) as exc:
-            sink(f"could not write the replica marker on the {side} side: {exc}")
-            replica_id = ""
-        if replica_id:
-            entry[f"{side}_id"] = replica_id
-        elif recorded.get(f"{side}_id"):
-            entry[f"{side}_id"] = recorded[f"{side}_id"]
+    for side in ("local", "server"):
+        probe = prepared.found.get(side)
+        replica_id = "" if probe is None else probe.marker or _write_marker(side, prepared, sink)
+        if replica_id or recorded.get(f"{side}_id"):
+            entry[f"{side}_id"] = replica_id or recorded[f"{side}_id"]
     args = (plan.paths, plan.ignore_paths, plan.ignore_names)
     if unchanged:
         counts = {side: probe.files for side, probe in prepared.found.items()}
+        counts.setdefault("server", counts["local"])  # no report from the server: same files
     else:
         # After a pass both replicas hold the same files; over ssh the local count stands
         # for both rather than walking the server's tree a second time.
@@ -576,7 +597,7 @@ class _WatchSession:
         while not self.stop.is_set():
             outcome = _outcomes(self.server)
             prepared = _prepare(self.config, self.locations, self.server, self.store, False,
-                                self.on_line, outcome)
+                                self.on_line, outcome, probe_server=True)
             if isinstance(prepared, SyncOutcome):
                 self.record(prepared)
                 return WatchResult(prepared.message, outcome=prepared)
@@ -660,20 +681,22 @@ class _WatchSession:
             log.write(f"--- watch ended (unison exit code {proc.returncode}) ---")
         if ended_by_us:
             return WatchResult("stopped") if self.stop.is_set() else None
-        return self.ended_alone(proc.returncode, cycle, key)
+        return self.ended_alone(proc.returncode, cycle, prepared)
 
-    def ended_alone(self, returncode: int, cycle: _Cycle, key: str) -> WatchResult:
+    def ended_alone(self, returncode: int, cycle: _Cycle, prepared: _Prepared) -> WatchResult:
         lines = cycle.lines[cycle.reported_lines:]  # what came after the last recorded cycle
         summary = unison.parse_output(lines)
         if problem := unison.monitor_problem(summary):
             return WatchResult(f"real-time mode unavailable: {problem} (is {unison.FSMONITOR} "
                                "on the PATH of the ssh user on the server?)", fallback=True)
-        if _archives_disagree(summary):
+        if refusal := _server_refusal(prepared, lines):
+            outcome = cycle.make_outcome(ExitCode.REFUSED, refusal)
+        elif _archives_disagree(summary):
             outcome = _locked_pass(self.config, self.locations, self.server, self.store, True,
                                    self.on_line, _outcomes(self.server), self.stop)
         else:
-            outcome = _finish(self.store, key, unison.Run(returncode, lines), summary, False,
-                              cycle.make_outcome)
+            outcome = _finish(self.store, prepared.key, unison.Run(returncode, lines), summary,
+                              False, cycle.make_outcome)
         self.record(outcome)
         return WatchResult(outcome.message, outcome=outcome)
 

@@ -189,22 +189,25 @@ def marker_refusal(recorded: dict[str, str], found: dict[str, Probe],
     return None
 
 
-def deletion_refusal(recorded: dict[str, int], found: dict[str, Probe], names: dict[str, str],
-                     max_delete: int) -> str | None:
-    """Why this pass must not run, judging by how many files a side lost since the last pass.
+def deletion_floor(before: int, max_delete: int) -> int:
+    """The fewest files a side recorded with `before` files may have left without a refusal.
 
     The rule: a side whose file count fell by more than `max_delete` percent of the count
     recorded at the last good pass, and by more than MIN_DELETIONS files, is refused.
     """
+    return before - max(MIN_DELETIONS, max_delete * before // 100)
+
+
+def deletion_refusal(recorded: dict[str, int], found: dict[str, Probe], names: dict[str, str],
+                     max_delete: int) -> str | None:
+    """Why this pass must not run, judging by how many files a side lost since the last pass."""
     for side, probe in found.items():
         before = recorded.get(side)
-        if before is None:
+        if before is None or probe.files >= deletion_floor(before, max_delete):
             continue
-        lost = before - probe.files
-        if lost > MIN_DELETIONS and lost * 100 > max_delete * before:
-            return (f"{_SIDES[side]} {names[side]} lost {lost} of {before} files since the last "
-                    f"sync (more than sync.max_delete = {max_delete} %); nothing was synced. "
-                    "If the deletions are intended, run `roaming-homes sync --force`")
+        return (f"{_SIDES[side]} {names[side]} lost {before - probe.files} of {before} files "
+                f"since the last sync (more than sync.max_delete = {max_delete} %); nothing "
+                "was synced. If the deletions are intended, run `roaming-homes sync --force`")
     return None
 
 
@@ -279,13 +282,20 @@ def write_local_marker(root: Path, replica_id: str) -> None:
     tmp.replace(root / MARKER)
 
 
-def probe_script(root: str, paths: Sequence[str], ignore_paths: Sequence[str],
-                 ignore_names: Sequence[str]) -> str:
-    """A POSIX sh script that prints what `parse_probe` reads, for the server's replica.
+REPORT = "roaming-homes guard: "  # how the server's replica report lines start
+REFUSED = f"{REPORT}refused, nothing was synced"
 
+
+def probe_script(root: str, paths: Sequence[str], ignore_paths: Sequence[str],
+                 ignore_names: Sequence[str], expect_marker: str | None = None,
+                 min_files: int | None = None) -> str:
+    """A POSIX sh script that reports the server's replica to stdout, for `parse_probe`.
+
+    With `expect_marker` (a replica id) or `min_files` it also judges: it exits 1 unless the
+    root has that marker and at least that many files (`marker_refusal`, `deletion_floor`).
     Every value is quoted with shlex; the paths were validated by the config (relative, no
     `..`). File names may contain newlines, so `find` prints NUL-terminated names and only the
-    NULs are counted.
+    NULs are counted. It runs in a subshell: the caller's working directory stays as it was.
     """
     q = shlex.quote
     starts = " ".join(q(f"./{p}") for p in paths)
@@ -293,23 +303,56 @@ def probe_script(root: str, paths: Sequence[str], ignore_paths: Sequence[str],
                          *(f"-name {q(n)}" for n in ignore_names)])
     find = (f"find {starts} \\( {prune} \\) -prune -o ! -type d -print0" if prune
             else f"find {starts} ! -type d -print0")
-    return (f"cd {q(root)} 2>/dev/null || {{ echo 'root missing'; exit 0; }}; "
-            "echo 'root present'; "
-            f"printf 'marker %s\\n' \"$(head -c 200 {q(MARKER)} 2>/dev/null | head -n 1)\"; "
-            f"printf 'files %s\\n' \"$({find} 2>/dev/null | tr -cd '\\000' | wc -c)\"")
+    tests = []
+    if expect_marker is not None:
+        tests.append(f'[ "$m" = {q(marker_text(expect_marker).strip())} ]')
+    if min_files is not None:
+        tests.append(f'[ "$f" -ge {int(min_files)} ]')
+    verdict = "".join(f" && {test}" for test in tests)
+    report = " ".join(f'{q(REPORT)}"{key} ${var}"' for key, var in
+                      (("root", "r"), ("marker", "m"), ("files", "f")))
+    return (f"(if cd {q(root)} 2>/dev/null; then r=present; "
+            f"m=$(head -c 200 {q(MARKER)} 2>/dev/null | head -n 1); "
+            f"f=$(( $({find} 2>/dev/null | tr -cd '\\000' | wc -c) )); "
+            "else r=missing m= f=0; fi; "
+            f"printf '%s\\n' {report}; true{verdict})")
 
 
-def parse_probe(output: str) -> Probe | None:
-    """Read `probe_script`'s output; None when it is not complete (the command broke off)."""
+def guard_command(probe: str) -> str:
+    """unison's `servercmd`: the server judges its replica with `probe` (a `probe_script` that
+    judges), then runs unison's server, or refuses.
+
+    unison appends `-server …` and ssh hands the line to the user's shell, which runs `sh`.
+    The report goes to stderr, which reaches unison's output (stdout carries unison's
+    protocol); a refusal ends the connection before unison's server starts, so nothing syncs.
+    Judging in the same ssh session as unison saves a second command per pass (and a second
+    start of the server user's login shell).
+    """
+    q = shlex.quote
+    script = f"{probe} >&2 || {{ echo {q(REFUSED)} >&2; exit 1; }}; exec unison \"$@\""
+    return f"sh -c {q(script)} roaming-homes-guard"
+
+
+def parse_probe(output: str | Sequence[str]) -> Probe | None:
+    """Read `probe_script`'s report (from its output, or among unison's lines when it ran as
+    `guard_command`; the last report counts); None when there is no complete one."""
+    lines = output.splitlines() if isinstance(output, str) else output
     fields: dict[str, str] = {}
-    for line in output.splitlines():
-        key, _, value = line.partition(" ")
-        fields.setdefault(key, value.strip())
-    if fields.get("root") == "missing":
-        return Probe(False, None, 0)
-    if fields.get("root") != "present" or not fields.get("files", "").isdigit():
-        return None
-    return Probe(True, parse_marker(fields.get("marker", "")), int(fields["files"]))
+    probe = None
+    for line in lines:
+        if line.startswith(REPORT):
+            key, _, value = line[len(REPORT):].partition(" ")
+            fields[key] = value.strip()
+            if key == "files" and fields["files"].isdigit() and "root" in fields:
+                probe = Probe(fields["root"] == "present", parse_marker(fields.get("marker", "")),
+                              int(fields["files"]))
+                fields = {}
+    return probe
+
+
+def refused(lines: Sequence[str]) -> bool:
+    """Whether the server's guard (`guard_command`) refused this run."""
+    return REFUSED in lines
 
 
 def write_marker_script(root: str, replica_id: str) -> str:
