@@ -3,7 +3,10 @@ both sides measure the same way (locally by walking, on the server by a `find` s
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -184,3 +187,79 @@ def test_server_guard_refuses_a_missing_root_it_expects_a_marker_in(tmp_path: Pa
     result = _guarded(tmp_path, tmp_path / "gone", expect_marker="d" * 32)
     assert result.returncode == 1 and result.stdout == ""
     assert guards.parse_probe(result.stderr) == Probe(False, None, 0)
+
+
+def _settle_everything(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let the cache remember directories changed just now (it skips the last 3 s, which a
+    test cannot wait for); a change must then come at least one clock tick later."""
+    monkeypatch.setattr(guards, "_SETTLED_NS", -10_000_000_000)
+
+
+def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    reads: list[str] = []
+    real = os.scandir
+
+    def scandir(path: str) -> object:
+        reads.append(path)
+        return real(path)
+
+    monkeypatch.setattr(guards.os, "scandir", scandir)
+    return reads
+
+
+def test_cached_count_reads_only_changed_directories_and_agrees_with_a_walk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "home"
+    _tree(root)
+    (root / "Documents" / "deep" / "er").mkdir(parents=True)
+    (root / "Documents" / "deep" / "er" / "f").write_text("f")
+    _settle_everything(monkeypatch)
+    cache = guards.DirCache(tmp_path / "counts.json", ["rules"])
+    assert guards.count_files(root, PATHS, *IGNORES, cache) == 7
+    time.sleep(0.05)  # past the clock tick of the tree's creation
+    reads = _count_reads(monkeypatch)
+
+    again = guards.DirCache(tmp_path / "counts.json", ["rules"])  # as the next pass loads it
+    assert guards.count_files(root, PATHS, *IGNORES, again) == 7
+    assert reads == []  # nothing changed: nothing read, every directory only looked at
+    (root / "Documents" / "deep" / "er" / "g").write_text("new")  # added deep down
+    (root / "Music" / "m").unlink()  # removed
+    (root / "Documents" / "sub").rename(root / "Documents" / "moved")  # renamed, with b and c~
+    (root / "Documents" / "deep" / "er" / "f").write_text("rewritten")  # no entry changed
+
+    counted = guards.count_files(root, PATHS, *IGNORES,
+                                 guards.DirCache(tmp_path / "counts.json", ["rules"]))
+
+    assert sorted(Path(r).relative_to(root).as_posix() for r in reads) == [
+        "Documents", "Documents/deep/er", "Documents/moved", "Music"]
+    assert counted == guards.count_files(root, PATHS, *IGNORES) == 7
+
+
+def test_cache_forgets_what_it_cannot_trust(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "home"
+    _tree(root)
+    path = tmp_path / "counts.json"
+    guards.count_files(root, PATHS, *IGNORES, guards.DirCache(path, ["rules"]))
+    assert not path.exists()  # all changed in the last seconds: nothing kept
+    _settle_everything(monkeypatch)
+    guards.count_files(root, PATHS, *IGNORES, guards.DirCache(path, ["rules"]))
+    assert "Documents/sub" in json.loads(path.read_text())["dirs"]
+    reads = _count_reads(monkeypatch)
+
+    # other rules (paths, ignores): walked afresh; a broken file: walked afresh
+    assert guards.count_files(root, PATHS, (), (),
+                              guards.DirCache(path, ["other rules"])) == 9
+    assert len(reads) == 5
+    path.write_text("{not json")
+    assert guards.count_files(root, PATHS, *IGNORES, guards.DirCache(path, ["rules"])) == 6
+
+
+def test_a_synced_path_that_is_a_link_counts_as_one_file_as_find_does(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "a").write_text("a")
+    (tmp_path / "Documents").symlink_to("real")
+    script = guards.probe_script(str(tmp_path), ("Documents",), (), ())
+    output = subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout
+    assert guards.count_files(tmp_path, ("Documents",), (), ()) == 1
+    assert guards.parse_probe(output) == Probe(True, None, 1)

@@ -229,6 +229,7 @@ class _Prepared:
     recorded: dict[str, Any]  # what the guards remembered from the last good pass
     extra: list[str]  # unison arguments the guards add (-servercmd, -mountpoint, ...)
     verdict: Callable[[dict[str, guards.Probe]], str | None]  # why replicas like these are refused
+    caches: dict[str, guards.DirCache]  # the walks of the replicas counted on this computer
 
 
 def _prepare(config: Config, locations: Locations, server: transport.Server,
@@ -263,10 +264,12 @@ def _prepare(config: Config, locations: Locations, server: transport.Server,
     key = f"{plan.local_root} <-> {plan.server_root}"
     first = first_run or _is_first_run(store, key, locations.unison_dir)
     args = (plan.paths, plan.ignore_paths, plan.ignore_names)
-    found = {"local": guards.probe_local(Path(plan.local_root), *args)}
-    if server.is_local:
-        found["server"] = guards.probe_local(Path(server.local_root), *args)
-    elif probe_server:
+    roots = {"local": plan.local_root, **({"server": server.local_root} if server.is_local else {})}
+    caches = {side: guards.DirCache(locations.state_dir / f"counts-{side}.json", [root, *args])
+              for side, root in roots.items()}
+    found = {side: guards.probe_local(Path(root), *args, caches[side])
+             for side, root in roots.items()}
+    if not server.is_local and probe_server:
         try:
             found["server"] = _probe_server(plan, server, socket, abort)
         except RoamingHomesError as exc:
@@ -303,7 +306,8 @@ def _prepare(config: Config, locations: Locations, server: transport.Server,
         extra += ["-mountpoint", guards.MARKER]
     if force:
         extra.append("-confirmbigdel=false")
-    return _Prepared(key, first, plan, server, socket, found, recorded, extra, verdict)
+    return _Prepared(key, first, plan, server, socket, found, recorded, extra, verdict,
+                     caches)
 
 
 def _write_profile(path: Path, text: str) -> None:
@@ -433,14 +437,13 @@ def _remember_replicas(store: StateStore, prepared: _Prepared, unchanged: bool,
     args = (plan.paths, plan.ignore_paths, plan.ignore_names)
     if unchanged:
         counts = {side: probe.files for side, probe in prepared.found.items()}
-        counts.setdefault("server", counts["local"])  # no report from the server: same files
     else:
-        # After a pass both replicas hold the same files; over ssh the local count stands
-        # for both rather than walking the server's tree a second time.
-        local = guards.count_files(Path(plan.local_root), *args)
-        remote = (guards.count_files(Path(server.local_root), *args) if server.is_local
-                  else local)
-        counts = {"local": local, "server": remote}
+        roots = {"local": plan.local_root, "server": server.local_root}
+        counts = {side: guards.count_files(Path(roots[side]), *args, cache)
+                  for side, cache in prepared.caches.items()}
+    # After a pass both replicas hold the same files: over ssh (without a report from the
+    # server) the local count stands for both rather than walking the server's tree again.
+    counts.setdefault("server", counts["local"])
     entry.update({f"{side}_files": count for side, count in counts.items()})
     store.set_replicas(prepared.key, entry)
 
