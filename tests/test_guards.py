@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from roaming_homes import guards
+from roaming_homes import counting, guards
 from roaming_homes.guards import Probe
 
 NAMES = {"local": "/home/u", "server": "u@h:/home/u"}
@@ -192,7 +192,7 @@ def test_server_guard_refuses_a_missing_root_it_expects_a_marker_in(tmp_path: Pa
 def _settle_everything(monkeypatch: pytest.MonkeyPatch) -> None:
     """Let the cache remember directories changed just now (it skips the last 3 s, which a
     test cannot wait for); a change must then come at least one clock tick later."""
-    monkeypatch.setattr(guards, "_SETTLED_NS", -10_000_000_000)
+    monkeypatch.setattr(counting, "_SETTLED_NS", -10_000_000_000)
 
 
 def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -203,7 +203,7 @@ def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         reads.append(path)
         return real(path)
 
-    monkeypatch.setattr(guards.os, "scandir", scandir)
+    monkeypatch.setattr(counting.os, "scandir", scandir)
     return reads
 
 
@@ -263,3 +263,32 @@ def test_a_synced_path_that_is_a_link_counts_as_one_file_as_find_does(tmp_path: 
     output = subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout
     assert guards.count_files(tmp_path, ("Documents",), (), ()) == 1
     assert guards.parse_probe(output) == Probe(True, None, 1)
+
+
+@pytest.mark.parametrize("python", [guards.SERVER_PYTHON, "/nonexistent/python3"])
+def test_server_counts_with_its_python_and_a_cache_or_else_with_find(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, python: str) -> None:
+    system = python == guards.SERVER_PYTHON
+    if system and not Path(python).exists():
+        pytest.skip(f"no {python} here")
+    monkeypatch.setattr(guards, "SERVER_PYTHON", python)
+    root, unison_dir = tmp_path / "replica", tmp_path / "server-unison"
+    _tree(root)
+    unison_dir.mkdir()
+    if system:  # a server's tree has been there a while: its directories get remembered
+        time.sleep(counting._SETTLED_NS / 1e9 + 0.1)
+    env = {"PATH": "/usr/bin:/bin", "UNISON": str(unison_dir)}
+
+    def probe() -> Probe | None:
+        script = guards.probe_script(str(root), PATHS, *IGNORES)
+        return guards.parse_probe(subprocess.run(["sh", "-c", script], capture_output=True,
+                                                 text=True, env=env, check=True).stdout)
+
+    assert probe() == Probe(True, None, 6) == guards.probe_local(root, PATHS, *IGNORES)
+    (root / "Music" / "m").unlink()
+    assert probe() == Probe(True, None, 5)
+    caches = list(unison_dir.glob("roaming-homes-counts-*.json"))
+    if system:
+        assert len(caches) == 1 and json.loads(caches[0].read_text())["rules"][0] == str(root)
+    else:
+        assert caches == []

@@ -8,20 +8,16 @@ mistake another program (or another user's sync) for ours.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
-import fnmatch
-import json
 import os
 import re
 import shlex
-import stat
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import Any
+from pathlib import Path
 
+from roaming_homes.counting import DirCache, count_files, server_program
 from roaming_homes.errors import ExitCode, RoamingHomesError
 
 
@@ -215,119 +211,6 @@ def deletion_refusal(recorded: dict[str, int], found: dict[str, Probe], names: d
     return None
 
 
-def _matcher(patterns: Sequence[str]) -> Callable[[str], bool]:
-    """One test for a list of fnmatch globs (a 100 000-file walk calls it twice an entry).
-
-    Patterns without glob characters match only themselves: a set lookup. The rest become
-    one compiled regex.
-    """
-    literal = frozenset(p for p in patterns if not any(c in p for c in "*?["))
-    globs = [p for p in patterns if p not in literal]
-    if not globs:
-        return literal.__contains__
-    match = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in globs)).match
-    return lambda text: text in literal or match(text) is not None
-
-
-# The walk keeps what it saw of each directory. A directory's ctime changes whenever an entry is
-# added to, removed from or renamed in it (and its inode or device when something else is
-# mounted there), so a directory that still shows the identity seen at the last walk still holds
-# what was counted then, and need not be read again. A directory changed within the last few
-# seconds is not remembered: timestamps are coarse (a tick of the kernel clock, whole seconds on
-# some file systems), and a change in the same tick as the read would leave them as they were.
-_SETTLED_NS = 3_000_000_000
-
-
-class DirCache:
-    """What the last count saw of each directory below one root: its identity (device, inode,
-    ctime, mtime), its files and its subdirectories; a JSON file in the state directory.
-
-    Valid only for the rules (root, paths, ignores) it was made with; any other rules start
-    afresh.
-    """
-
-    def __init__(self, path: Path, rules: Sequence[object]) -> None:
-        self.path = path
-        self.rules = [str(rule) for rule in rules]
-        self.seen: dict[str, list[Any]] = {}
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if data.get("rules") == self.rules and isinstance(data.get("dirs"), dict):
-                self.seen = data["dirs"]
-        except (OSError, ValueError, AttributeError):
-            pass
-
-    def remember(self, dirs: dict[str, list[Any]]) -> None:
-        """Keep what the last count saw (directories no longer there are forgotten). Not
-        saved (a full disk): the next count reads everything, nothing worse."""
-        if dirs != self.seen:
-            from roaming_homes.state import write_atomic
-
-            with contextlib.suppress(OSError):
-                write_atomic(self.path, json.dumps({"rules": self.rules, "dirs": dirs}),
-                             durable=False)
-            self.seen = dirs
-
-
-def count_files(root: Path, paths: Sequence[str], ignore_paths: Sequence[str],
-                ignore_names: Sequence[str], cache: DirCache | None = None) -> int:
-    """Files and links under `paths` of `root`, skipping ignored paths and names.
-
-    Same rule as the `find` in `probe_script`: fnmatch-style globs on the path relative to the
-    root and on the name; ignored directories are not entered; links are not followed (not
-    even a synced path that is a link). With a `cache`, only directories that changed since
-    the last count are read. Plain strings, no Path objects: this runs before every pass.
-    """
-    path_ignored, name_ignored = _matcher(ignore_paths), _matcher(ignore_names)
-    # Without glob characters, an ignored path can only be an entry of its own parent: the
-    # entries of every other directory need no path test at all.
-    any_dir = any(c in p for p in ignore_paths for c in "*?[")
-    parents = {f"{p.rpartition('/')[0]}/" for p in ignore_paths}
-    top = os.fspath(root)
-    settled = time.time_ns() - _SETTLED_NS
-    kept: dict[str, list[Any]] = {}
-    count = 0
-    stack = [p for p in paths if not (path_ignored(p) or name_ignored(PurePosixPath(p).name))]
-    while stack:
-        rel = stack.pop()
-        try:
-            st = os.lstat(f"{top}/{rel}")
-        except OSError:
-            continue
-        if not stat.S_ISDIR(st.st_mode):
-            count += 1
-            continue
-        identity = [st.st_dev, st.st_ino, st.st_ctime_ns, st.st_mtime_ns]
-        if cache is not None and (known := cache.seen.get(rel)) and known[:4] == identity:
-            count += known[4]
-            stack += [f"{rel}/{name}" for name in known[5]]
-            kept[rel] = known
-            continue
-        try:
-            entries = os.scandir(f"{top}/{rel}")
-        except OSError:
-            continue
-        prefix = f"{rel}/"
-        test_path = any_dir or prefix in parents
-        files, subdirs = 0, []
-        with entries:
-            for entry in entries:
-                name = entry.name
-                if name_ignored(name) or (test_path and path_ignored(prefix + name)):
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    subdirs.append(name)
-                else:
-                    files += 1
-        count += files
-        stack += [prefix + name for name in subdirs]
-        if cache is not None and max(st.st_ctime_ns, st.st_mtime_ns) < settled:
-            kept[rel] = [*identity, files, subdirs]
-    if cache is not None:
-        cache.remember(kept)
-    return count
-
-
 def probe_local(root: Path, paths: Sequence[str], ignore_paths: Sequence[str],
                 ignore_names: Sequence[str], cache: DirCache | None = None) -> Probe:
     if not root.is_dir():
@@ -346,6 +229,9 @@ def write_local_marker(root: Path, replica_id: str) -> None:
     tmp.replace(root / MARKER)
 
 
+# The system's python3, not the one a user's PATH puts first (pyenv's shims alone take longer to
+# start than the whole count).
+SERVER_PYTHON = "/usr/bin/python3"
 REPORT = "roaming-homes guard: "  # how the server's replica report lines start
 REFUSED = f"{REPORT}refused, nothing was synced"
 
@@ -371,6 +257,9 @@ def probe_script(root: str, paths: Sequence[str], ignore_paths: Sequence[str],
                          *(f"-name {q(n)}" for n in ignore_names)])
     find = (f"find {starts} \\( {prune} \\) -prune -o ! -type d -print0" if prune
             else f"find {starts} ! -type d -print0")
+    # The server's own python3 counts with a cache of what it saw (counting.py); `find` counts
+    # where there is none (or it is too old to run the program).
+    program = server_program(root, paths, ignore_paths, ignore_names)
     tests = []
     if expect_marker is not None:
         tests.append(f'[ "$m" = {q(marker_text(expect_marker).strip())} ]')
@@ -381,7 +270,9 @@ def probe_script(root: str, paths: Sequence[str], ignore_paths: Sequence[str],
                       (("root", "r"), ("marker", "m"), ("files", "f")))
     return (f"(if cd {q(root)} 2>/dev/null; then r=present; "
             f"m=$(head -c 200 {q(MARKER)} 2>/dev/null | head -n 1); "
-            f"f=$(( $({find} 2>/dev/null | tr -cd '\\000' | wc -c) )); "
+            f"f=$({SERVER_PYTHON} -I -S -c {q(program)} 2>/dev/null); "
+            f"case $f in ''|*[!0-9]*) f=$(( $({find} 2>/dev/null | tr -cd '\\000' | wc -c) ));; "
+            "esac; "
             "else r=missing m= f=0; fi; "
             f"printf '%s\\n' {report}; true{verdict})")
 
