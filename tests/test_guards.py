@@ -266,7 +266,7 @@ def test_a_synced_path_that_is_a_link_counts_as_one_file_as_find_does(tmp_path: 
 
 
 @pytest.mark.parametrize("python", [guards.SERVER_PYTHON, "/nonexistent/python3"])
-def test_server_counts_with_its_python_and_a_cache_or_else_with_find(
+def test_a_large_server_counts_with_its_python_and_a_cache_or_else_with_find(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, python: str) -> None:
     system = python == guards.SERVER_PYTHON
     if system and not Path(python).exists():
@@ -280,7 +280,7 @@ def test_server_counts_with_its_python_and_a_cache_or_else_with_find(
     env = {"PATH": "/usr/bin:/bin", "UNISON": str(unison_dir)}
 
     def probe() -> Probe | None:
-        script = guards.probe_script(str(root), PATHS, *IGNORES)
+        script = guards.probe_script(str(root), PATHS, *IGNORES, cached=True)
         return guards.parse_probe(subprocess.run(["sh", "-c", script], capture_output=True,
                                                  text=True, env=env, check=True).stdout)
 

@@ -269,14 +269,17 @@ def _prepare(config: Config, locations: Locations, server: transport.Server,
               for side, root in roots.items()}
     found = {side: guards.probe_local(Path(root), *args, caches[side])
              for side, root in roots.items()}
+    recorded = store.replicas(key)
+    # A large server replica is counted with a cache (guards.CACHED_COUNT_FROM).
+    cached = (isinstance(recorded.get("server_files"), int)
+              and recorded["server_files"] >= guards.CACHED_COUNT_FROM)
     if not server.is_local and probe_server:
         try:
-            found["server"] = _probe_server(plan, server, socket, abort)
+            found["server"] = _probe_server(plan, server, socket, abort, cached)
         except RoamingHomesError as exc:
             if abort is not None and abort.is_set():
                 return outcome(ExitCode.TRY_LATER, _INTERRUPTED, result="interrupted")
             return outcome(exc.code, exc.message)
-    recorded = store.replicas(key)
     ids = {side: recorded.get(f"{side}_id", "") for side in ("local", "server")}
     counts = {side: recorded[f"{side}_files"] for side in ("local", "server")
               if isinstance(recorded.get(f"{side}_files"), int) and not force}
@@ -298,7 +301,7 @@ def _prepare(config: Config, locations: Locations, server: transport.Server,
             "expect_marker": ids["server"] or None,
             "min_files": (guards.deletion_floor(counts["server"], max_delete)
                           if "server" in counts else None)}
-        probe = guards.probe_script(server.home, *args, **judge)
+        probe = guards.probe_script(server.home, *args, **judge, cached=cached)
         extra += ["-servercmd", unison.escape_sshargs([guards.guard_command(probe)])]
     if not first and all(ids.values()):
         # unison checks the markers again after its own scan: a share that vanishes
@@ -381,9 +384,10 @@ def _locked_pass(config: Config, locations: Locations, server: transport.Server,
 
 
 def _probe_server(plan: unison.Plan, server: transport.Server, socket: Path | None,
-                  abort: threading.Event | None = None) -> guards.Probe:
+                  abort: threading.Event | None, cached: bool) -> guards.Probe:
     """Marker and file count of the server's replica, asked over ssh before unison runs."""
-    script = guards.probe_script(server.home, plan.paths, plan.ignore_paths, plan.ignore_names)
+    script = guards.probe_script(server.home, plan.paths, plan.ignore_paths, plan.ignore_names,
+                                 cached=cached)
     answer = transport.run_remote(server, socket, script, abort)
     probe = guards.parse_probe(answer)
     if probe is None:

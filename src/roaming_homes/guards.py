@@ -232,13 +232,16 @@ def write_local_marker(root: Path, replica_id: str) -> None:
 # The system's python3, not the one a user's PATH puts first (pyenv's shims alone take longer to
 # start than the whole count).
 SERVER_PYTHON = "/usr/bin/python3"
+# From this many files on, the server counts with python3 and its cache (about 20 ms to start,
+# then next to nothing per unchanged directory); below, `find` is cheaper (1 ms per 1 000 files).
+CACHED_COUNT_FROM = 20_000
 REPORT = "roaming-homes guard: "  # how the server's replica report lines start
 REFUSED = f"{REPORT}refused, nothing was synced"
 
 
 def probe_script(root: str, paths: Sequence[str], ignore_paths: Sequence[str],
                  ignore_names: Sequence[str], expect_marker: str | None = None,
-                 min_files: int | None = None) -> str:
+                 min_files: int | None = None, cached: bool = False) -> str:
     """A POSIX sh script that reports the server's replica to stdout, for `parse_probe`.
 
     With `expect_marker` (a replica id) or `min_files` it also judges: it exits 1 unless the
@@ -257,9 +260,13 @@ def probe_script(root: str, paths: Sequence[str], ignore_paths: Sequence[str],
                          *(f"-name {q(n)}" for n in ignore_names)])
     find = (f"find {starts} \\( {prune} \\) -prune -o ! -type d -print0" if prune
             else f"find {starts} ! -type d -print0")
-    # The server's own python3 counts with a cache of what it saw (counting.py); `find` counts
-    # where there is none (or it is too old to run the program).
-    program = server_program(root, paths, ignore_paths, ignore_names)
+    count = f"$({find} 2>/dev/null | tr -cd '\\000' | wc -c)"
+    if cached:
+        # The server's own python3 counts with a cache of what it saw (counting.py); `find`
+        # counts where there is none (or it is too old to run the program).
+        program = server_program(root, paths, ignore_paths, ignore_names)
+        count = (f"$({SERVER_PYTHON} -I -S -c {q(program)} 2>/dev/null); "
+                 f"case $f in ''|*[!0-9]*) f={count};; esac")
     tests = []
     if expect_marker is not None:
         tests.append(f'[ "$m" = {q(marker_text(expect_marker).strip())} ]')
@@ -270,9 +277,7 @@ def probe_script(root: str, paths: Sequence[str], ignore_paths: Sequence[str],
                       (("root", "r"), ("marker", "m"), ("files", "f")))
     return (f"(if cd {q(root)} 2>/dev/null; then r=present; "
             f"m=$(head -c 200 {q(MARKER)} 2>/dev/null | head -n 1); "
-            f"f=$({SERVER_PYTHON} -I -S -c {q(program)} 2>/dev/null); "
-            f"case $f in ''|*[!0-9]*) f=$(( $({find} 2>/dev/null | tr -cd '\\000' | wc -c) ));; "
-            "esac; "
+            f"f={count}; f=$(( f )); "
             "else r=missing m= f=0; fi; "
             f"printf '%s\\n' {report}; true{verdict})")
 
