@@ -154,11 +154,10 @@ def server_program(root: str, paths: Sequence[str], ignore_paths: Sequence[str],
     its cache is named after the rules, so computers that sync the same paths with the same
     ignores share one.
     """
-    import hashlib
-    import zlib
+    import zlib  # hashlib would load OpenSSL (4 MiB, some ms) for a file name
 
     rules = [root, *map(list, (paths, ignore_paths, ignore_names))]
-    digest = hashlib.sha256(json.dumps(rules).encode("utf-8")).hexdigest()[:16]
+    digest = f"{zlib.crc32(json.dumps(rules).encode('utf-8')):08x}"  # a clash: a full walk, no more
     with open(__file__, encoding="utf-8") as handle:
         source = handle.read()
     source += (
