@@ -49,7 +49,7 @@ class Plan:
     @classmethod
     def full(cls) -> Plan:
         return cls(sizes=(1_000, 10_000, 100_000), touched_home=100_000, mixed_bytes=1 << 30,
-                   pair_runs={1_000: 9, 10_000: 9, 100_000: 7}, touch_runs=5, first_runs=3,
+                   pair_runs={1_000: 9, 10_000: 11, 100_000: 11}, touch_runs=5, first_runs=3,
                    offline_runs=5, blackhole_timeout=3, start_runs=20)
 
     @classmethod
