@@ -240,9 +240,10 @@ def _prepare(config: Config, locations: Locations, server: transport.Server,
     """Everything before unison runs; an outcome when the pass cannot (or must not) run.
 
     Over ssh the server's replica is judged by the server itself when unison connects, in the
-    same ssh session (one command per pass, not two); `probe_server` also probes it here
-    first, for callers that hand unison over to someone else (`resolve`) or keep it running
-    (real-time mode) and so cannot read the verdict from its output.
+    same ssh session (one command per pass, not two). `probe_server` also probes it here
+    first: `resolve` hands unison over to the user, who should get our message rather than
+    unison's lost connection, and real-time mode judges the server before it starts a unison
+    that runs for hours.
     """
     paths, warnings = sync_paths(config, locations)
     for warning in warnings:
