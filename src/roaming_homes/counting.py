@@ -142,7 +142,6 @@ def count_files(root: str | os.PathLike[str], paths: Sequence[str], ignore_paths
     return count
 
 
-
 def server_program(root: str, paths: Sequence[str], ignore_paths: Sequence[str],
                    ignore_names: Sequence[str]) -> str:
     """A python3 program (one line of printable ASCII: any login shell passes it on) that
