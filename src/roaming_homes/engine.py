@@ -25,7 +25,7 @@ from roaming_homes import guards, progress, transport, unison
 from roaming_homes.config import Config
 from roaming_homes.errors import ExitCode, RoamingHomesError
 from roaming_homes.guards import SyncLock, is_excluded
-from roaming_homes.paths import Locations, xdg_user_dirs
+from roaming_homes.paths import Locations, is_below, xdg_user_dirs
 from roaming_homes.state import StateStore, ensure_private_dir, write_atomic
 
 LineSink = Callable[[str], None]
@@ -468,10 +468,6 @@ def _finish(store: StateStore, key: str, run: unison.Run, summary: unison.Summar
                    failed_paths=summary.failed_paths, first_run=first)
 
 
-def _is_below(path: str, parents: tuple[str, ...]) -> bool:
-    return any(path == parent or path.startswith(parent.rstrip("/") + "/") for parent in parents)
-
-
 def _run_first_paths(config: Config, plan: unison.Plan, unison_dir: Path, sink: LineSink,
                      abort: threading.Event | None, extra: list[str] | None = None,
                      fds: tuple[int, ...] = ()) -> unison.Summary | None:
@@ -482,7 +478,7 @@ def _run_first_paths(config: Config, plan: unison.Plan, unison_dir: Path, sink: 
     """
     early = []
     for path in config["sync"]["first_paths"]:
-        if _is_below(path, plan.paths):
+        if is_below(path, plan.paths):
             early.append(path)
         else:
             sink(f"sync.first_paths: {path!r} is not below a synced path; left out")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from roaming_homes.counting import DirCache, count_files, server_program
 from roaming_homes.errors import ExitCode, RoamingHomesError
+from roaming_homes.paths import is_below
 
 
 def is_excluded(user: str, excluded_users: list[str]) -> bool:
@@ -254,8 +255,7 @@ def probe_script(root: str, paths: Sequence[str], ignore_paths: Sequence[str],
     starts = " ".join(q(f"./{p}") for p in paths)
     # A literal ignored path outside the synced paths is never met: testing every entry
     # against it would only cost time (as in `count_files`).
-    reachable = [p for p in ignore_paths if any(c in p for c in "*?[")
-                 or any(p == s or p.startswith(f"{s}/") for s in paths)]
+    reachable = [p for p in ignore_paths if any(c in p for c in "*?[") or is_below(p, paths)]
     prune = " -o ".join([*(f"-path {q(f'./{p}')}" for p in reachable),
                          *(f"-name {q(n)}" for n in ignore_names)])
     find = (f"find {starts} \\( {prune} \\) -prune -o ! -type d -print0" if prune

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import os
 import pwd
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 SYSTEM_CONFIG = Path("/etc/roaming-homes/roaming-homes.toml")
 APP = "roaming-homes"
+
+
+def is_below(path: str, parents: Sequence[str]) -> bool:
+    """Whether the relative `path` is one of `parents` or lies below one."""
+    return any(path == parent or path.startswith(parent.rstrip("/") + "/") for parent in parents)
 
 
 def _user_entry() -> pwd.struct_passwd:
