@@ -134,7 +134,7 @@ def resolve(config: Config, locations: Locations, say: Callable[[str], None]) ->
             "syncs wait until it is closed")
         fds = () if lock.fileno is None else (lock.fileno,)
         try:
-            code = subprocess.run(argv, env=unison.environment(str(locations.unison_dir)),
+            code = subprocess.run(argv, env=unison.environment(locations),
                                   pass_fds=fds, check=False).returncode
         except FileNotFoundError:
             raise RoamingHomesError(f"unison program not found: {argv[0]} (sync.unison)",

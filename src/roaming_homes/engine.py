@@ -344,7 +344,7 @@ def _locked_pass(config: Config, locations: Locations, server: transport.Server,
                         abort)
     if isinstance(prepared, SyncOutcome):
         return prepared
-    unison_dir, first, extra = locations.unison_dir, prepared.first, prepared.extra
+    first, extra = prepared.first, prepared.extra
     fds = () if lock_fd is None else (lock_fd,)
     with store.open_log() as log:
         def sink(line: str) -> None:
@@ -353,10 +353,10 @@ def _locked_pass(config: Config, locations: Locations, server: transport.Server,
 
         def run_unison(first: bool, more: tuple[str, ...] = ()) -> tuple[unison.Run,
                                                                         unison.Summary]:
-            return _run_unison(config, unison_dir, first, sink, abort, [*extra, *more], fds)
+            return _run_unison(config, locations, first, sink, abort, [*extra, *more], fds)
 
         log.write(f"--- pass started (pid {os.getpid()}, first run: {first}) ---")
-        early = (_run_first_paths(config, prepared.plan, unison_dir, sink, abort, extra, fds)
+        early = (_run_first_paths(config, prepared.plan, locations, sink, abort, extra, fds)
                  if first else None)
         run, summary = run_unison(first)
         if early:
@@ -468,7 +468,7 @@ def _finish(store: StateStore, key: str, run: unison.Run, summary: unison.Summar
                    failed_paths=summary.failed_paths, first_run=first)
 
 
-def _run_first_paths(config: Config, plan: unison.Plan, unison_dir: Path, sink: LineSink,
+def _run_first_paths(config: Config, plan: unison.Plan, locations: Locations, sink: LineSink,
                      abort: threading.Event | None, extra: list[str] | None = None,
                      fds: tuple[int, ...] = ()) -> unison.Summary | None:
     """On a first run, a pass over just `sync.first_paths`, so that they arrive before the rest.
@@ -484,7 +484,7 @@ def _run_first_paths(config: Config, plan: unison.Plan, unison_dir: Path, sink: 
             sink(f"sync.first_paths: {path!r} is not below a synced path; left out")
     if not early:
         return None
-    profile = unison_dir / f"{unison.PROFILE}.prf"
+    profile = locations.unison_dir / f"{unison.PROFILE}.prf"
     try:
         write_atomic(profile, unison.build_profile(replace(plan, paths=tuple(early))))
     except unison.ProfileValueError as exc:
@@ -492,19 +492,19 @@ def _run_first_paths(config: Config, plan: unison.Plan, unison_dir: Path, sink: 
         return None
     sink(f"first sync: {', '.join(early)} before the rest (sync.first_paths)")
     try:
-        return _run_unison(config, unison_dir, True, sink, abort, extra, fds)[1]
+        return _run_unison(config, locations, True, sink, abort, extra, fds)[1]
     finally:
         write_atomic(profile, unison.build_profile(plan))
 
 
-def _run_unison(config: Config, unison_dir: Path, first: bool, sink: LineSink,
+def _run_unison(config: Config, locations: Locations, first: bool, sink: LineSink,
                 abort: threading.Event | None, extra: list[str] | None = None,
                 fds: tuple[int, ...] = ()) -> tuple[unison.Run, unison.Summary]:
     argv = unison.build_argv(config["sync"]["unison"], first, extra or ())
     if first:
         sink(progress.FIRST_RUN_LINE)
     try:
-        run = unison.run(argv, str(unison_dir), sink, abort, fds)
+        run = unison.run(argv, unison.environment(locations), sink, abort, fds)
     except FileNotFoundError:
         message = f"Fatal error: unison program not found: {argv[0]} (sync.unison)"
         sink(message)
@@ -631,7 +631,7 @@ class _WatchSession:
         self.lines = lines = queue.Queue()
         with self.store.open_log() as log:
             log.write(f"--- watch started (pid {os.getpid()}) ---")
-            proc = unison.spawn(argv, str(self.locations.unison_dir))
+            proc = unison.spawn(argv, unison.environment(self.locations))
             reader = threading.Thread(target=unison.read_lines, args=(proc, lines.put),
                                       daemon=True)
             reader.start()

@@ -15,8 +15,12 @@ import shutil
 import signal
 import subprocess
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from roaming_homes.paths import Locations
 
 PROFILE = "roaming-homes"
 
@@ -169,15 +173,15 @@ class Run:
     lines: list[str]
 
 
-def environment(unison_dir: str) -> dict[str, str]:
-    """unison's environment: our archive directory, and where this side's backups go (the
-    `backup` directory beside it, $XDG_STATE_HOME/roaming-homes/backup; UNISONBACKUPDIR is not
-    passed over ssh, so the server keeps its backups in its own unison directory)."""
-    backups = os.path.join(os.path.dirname(unison_dir.rstrip("/")), "backup")
-    return dict(os.environ, UNISON=unison_dir, UNISONBACKUPDIR=backups, NO_COLOR="1")
+def environment(locations: Locations) -> dict[str, str]:
+    """unison's environment: our archive directory, and where this side's backups go
+    (UNISONBACKUPDIR is not passed over ssh, so the server keeps its backups in its own unison
+    directory)."""
+    return dict(os.environ, UNISON=str(locations.unison_dir),
+                UNISONBACKUPDIR=str(locations.backup_dir), NO_COLOR="1")
 
 
-def run(argv: Sequence[str], unison_dir: str, on_line: Callable[[str], None],
+def run(argv: Sequence[str], env: Mapping[str, str], on_line: Callable[[str], None],
         abort: threading.Event | None = None, pass_fds: Sequence[int] = ()) -> Run:
     """Spawn unison (no shell), hand every output line to `on_line`, return code and lines.
 
@@ -192,8 +196,7 @@ def run(argv: Sequence[str], unison_dir: str, on_line: Callable[[str], None],
     lines: list[str] = []
 
     with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, env=environment(unison_dir),
-                          pass_fds=tuple(pass_fds),
+                          stderr=subprocess.STDOUT, env=env, pass_fds=tuple(pass_fds),
                           process_group=None if abort is None else 0) as proc:
         if abort is not None:
             threading.Thread(target=_stop_on, args=(abort, proc), daemon=True).start()
@@ -291,15 +294,14 @@ def monitor_problem(summary: Summary) -> str | None:
     return None
 
 
-def spawn(argv: Sequence[str], unison_dir: str) -> subprocess.Popen[bytes]:
+def spawn(argv: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
     """Start a long-running unison (watch mode) in its own process group; output on stdout.
 
     Its own group lets the caller end unison and everything it started (ssh, the local
     monitor) without touching any other process.
     """
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env=environment(unison_dir),
-                            start_new_session=True)
+                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 
 def read_lines(proc: subprocess.Popen[bytes], on_line: Callable[[str | None], None]) -> None:
