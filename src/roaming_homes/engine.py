@@ -265,7 +265,7 @@ def _prepare(config: Config, locations: Locations, server: transport.Server,
     key = f"{plan.local_root} <-> {plan.server_root}"
     first = first_run or _is_first_run(store, key, locations.unison_dir)
     args = (plan.paths, plan.ignore_paths, plan.ignore_names)
-    roots = {"local": plan.local_root, **({"server": server.local_root} if server.is_local else {})}
+    roots = _counted_here(plan, server)
     caches = {side: guards.DirCache(locations.state_dir / f"counts-{side}.json", [root, *args])
               for side, root in roots.items()}
     found = {side: guards.probe_local(Path(root), *args, caches[side])
@@ -312,6 +312,12 @@ def _prepare(config: Config, locations: Locations, server: transport.Server,
         extra.append("-confirmbigdel=false")
     return _Prepared(key, first, plan, server, socket, found, recorded, extra, verdict,
                      caches)
+
+
+def _counted_here(plan: unison.Plan, server: transport.Server) -> dict[str, str]:
+    """The replicas whose files this computer counts itself (side -> root): the local home,
+    and the server's too when it is a local directory (over ssh the server counts its own)."""
+    return {"local": plan.local_root, **({"server": server.local_root} if server.is_local else {})}
 
 
 def _write_profile(path: Path, text: str) -> None:
@@ -443,9 +449,9 @@ def _remember_replicas(store: StateStore, prepared: _Prepared, unchanged: bool,
     if unchanged:
         counts = {side: probe.files for side, probe in prepared.found.items()}
     else:
-        roots = {"local": plan.local_root, "server": server.local_root}
-        counts = {side: guards.count_files(Path(roots[side]), *args, cache)
-                  for side, cache in prepared.caches.items()}
+        roots = _counted_here(plan, server)
+        counts = {side: guards.count_files(Path(roots[side]), *args, prepared.caches[side])
+                  for side in roots}
     # After a pass both replicas hold the same files: over ssh (without a report from the
     # server) the local count stands for both rather than walking the server's tree again.
     counts.setdefault("server", counts["local"])
