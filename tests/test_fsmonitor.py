@@ -1,7 +1,9 @@
-"""unison-fsmonitor: the codec (pure) and the protocol, driven with the lines unison 2.52 sends."""
+"""unison-fsmonitor: the codec (pure) and the protocol, driven with the lines unison 2.52 sends;
+then TREE, our extension, with the Monitor on a real inotify object and over pipes."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -9,11 +11,14 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from roaming_homes.fsmonitor import (
+    SETTLE,
     Change,
+    Monitor,
     ProtocolError,
     collapse,
     quote,
@@ -21,6 +26,7 @@ from roaming_homes.fsmonitor import (
     split_on_space,
     unquote,
 )
+from roaming_homes.inotify import INotify
 from tests.support.fsmonitor import SRC, MonitorSession
 
 H = "7d1e3b0c9f6a4e2d8b5c1a0f9e8d7c6b"  # an archive hash, as unison sends it
@@ -218,6 +224,7 @@ def test_queue_overflow_reports_the_whole_replica(monitor: MonitorSession,
 def test_unknown_command_is_an_error_naming_it(monitor: MonitorSession) -> None:
     monitor.send("FROB x")
     monitor.expect("ERROR unknown%20command%20'FROB'")
+    assert monitor.read_line() is None  # one ERROR line, then the output ends
     assert monitor.close() == 1
 
 
@@ -228,8 +235,11 @@ def test_end_of_input_ends_the_monitor_quietly(monitor: MonitorSession) -> None:
     assert monitor.stderr_so_far() == ""
 
 
-@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
-def test_exhausted_watch_limit_is_a_clear_error(replica: Path) -> None:
+@pytest.fixture
+def limited_monitor(replica: Path) -> Iterator[MonitorSession]:
+    """A monitor that may hold 3 watches, for a replica with 6 directories below its root."""
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare (util-linux)")
     for name in "abcdef":
         (replica / name).mkdir()
     # A user namespace has its own watch limit; lower it there, not on the machine.
@@ -241,18 +251,35 @@ def test_exhausted_watch_limit_is_a_clear_error(replica: Path) -> None:
     session = MonitorSession(["unshare", "-U", "-r", "sh", "-c", script])
     try:
         session.expect("VERSION 1")
-        session.send(f"START {H} {quote(str(replica))} ")
-        session.expect("OK")
-        line = None
-        for name in "abcdef":
-            session.send(f"DIR {name}")
-            line = session.read_line()
-            if line != "OK":
-                break
-        assert line is not None and line.startswith("ERROR ")
-        assert "fs.inotify.max_user_watches" in unquote(line[len("ERROR "):])
+        yield session
     finally:
         assert session.close() == 1
+
+
+def assert_limit_error(line: str | None) -> None:
+    assert line is not None and line.startswith("ERROR "), line
+    assert "fs.inotify.max_user_watches" in unquote(line[len("ERROR "):])
+
+
+def test_exhausted_watch_limit_is_a_clear_error(limited_monitor: MonitorSession,
+                                                replica: Path) -> None:
+    limited_monitor.send(f"START {H} {quote(str(replica))} ")
+    limited_monitor.expect("OK")
+    line = None
+    for name in "abcdef":
+        limited_monitor.send(f"DIR {name}")
+        line = limited_monitor.read_line()
+        if line != "OK":
+            break
+    assert_limit_error(line)
+
+
+def test_exhausted_watch_limit_in_tree_mode_is_the_same_clear_error(
+        limited_monitor: MonitorSession, replica: Path) -> None:
+    limited_monitor.send("TREE")
+    limited_monitor.expect("OK")
+    limited_monitor.send(f"START {H} {quote(str(replica))} ")  # walks 7 directories
+    assert_limit_error(limited_monitor.read_line())
 
 
 def test_installed_console_script_speaks_the_protocol() -> None:
@@ -265,3 +292,333 @@ def test_installed_console_script_speaks_the_protocol() -> None:
     finally:
         assert session.close() == 0
 
+
+
+# --- tree mode (TREE, our extension): Monitor in this process, on the real inotify --------------
+
+class Clock:
+    """A clock the test moves: changes ripen when the test says so, not after a sleep."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Local:
+    """A Monitor on a real inotify object, its output lines and debug lines kept in lists.
+
+    The kernel queues an inotify event during the system call that caused it, so `pump` right
+    after a file operation hands the monitor every event of it: no sleeping, no polling.
+    """
+
+    def __init__(self) -> None:
+        self.inotify = INotify()
+        self.lines: list[str] = []
+        self.debug_lines: list[str] = []
+        self.clock = Clock()
+        self.monitor = Monitor(self.inotify, self.lines.append, clock=self.clock,
+                               debug=self.debug_lines.append)
+
+    def send(self, line: str) -> list[str]:
+        """The lines the monitor writes in reply to `line`."""
+        self.lines.clear()
+        self.monitor.command(line)
+        return list(self.lines)
+
+    def start(self, hash_: str, fspath: Path, path: str = "") -> None:
+        """TREE's START ... DONE: no DIR lines."""
+        assert self.send(f"START {hash_} {quote(str(fspath))} {quote(path)}") == ["OK"]
+        assert self.send("DONE") == []
+
+    def pump(self) -> None:
+        self.monitor.events(self.inotify.read())
+
+    def wait(self, hash_: str) -> list[str]:
+        """The reply to WAIT once everything that happened so far has settled."""
+        self.pump()
+        self.clock.now += SETTLE + 1
+        return self.send(f"WAIT {hash_}")
+
+    def changes(self, hash_: str) -> list[str]:
+        """The RECURSIVE paths (still encoded) in the reply to CHANGES."""
+        *paths, done = self.send(f"CHANGES {hash_}")
+        assert done == "DONE"
+        return [line.removeprefix("RECURSIVE ") for line in paths]
+
+    def watched(self, hash_: str) -> set[str]:
+        return set(self.monitor.replicas[hash_].dirs)
+
+    def pending(self, hash_: str) -> set[str]:
+        return set(self.monitor.replicas[hash_].pending)
+
+    def lookouts(self, hash_: str) -> dict[str, str]:
+        """Missing start path -> the ancestor watched for it."""
+        return {path: ancestor for path, (_, ancestor) in
+                self.monitor.replicas[hash_].lookouts.items()}
+
+    def assert_no_stray_watches(self, hash_: str) -> None:
+        """Every watch descriptor the monitor holds belongs to a watched path or a lookout."""
+        replica = self.monitor.replicas[hash_]
+        held = set(replica.dirs.values()) | {wd for wd, _ in replica.lookouts.values()}
+        assert set(self.monitor.owners) == held
+
+
+@pytest.fixture
+def local() -> Iterator[Local]:
+    session = Local()
+    yield session
+    session.inotify.close()
+
+
+@pytest.fixture
+def tree(local: Local) -> Local:
+    """A local monitor in tree mode."""
+    assert local.send("TREE") == ["OK"]
+    return local
+
+
+def test_tree_is_acknowledged_and_takes_no_argument(local: Local) -> None:
+    assert not local.monitor.tree
+    assert local.send("TREE") == ["OK"]
+    assert local.monitor.tree
+    with pytest.raises(ProtocolError, match="TREE takes no argument"):
+        local.send("TREE now")
+
+
+def test_start_in_tree_mode_watches_the_directories_below_it(tree: Local,
+                                                             replica: Path) -> None:
+    (replica / "sub dir" / "a" / "b" / "c").mkdir(parents=True)
+    (replica / "elsewhere").mkdir()
+    tree.start(H, replica, "sub dir")
+    assert tree.watched(H) == {"sub dir", "sub dir/a", "sub dir/a/b", "sub dir/a/b/c"}
+
+    (replica / "sub dir" / "a" / "b" / "c" / "deep").write_text("x")
+    assert tree.wait(H) == [f"CHANGES {H}"]
+    assert tree.changes(H) == ["sub%20dir/a/b/c/deep"]
+
+
+def test_start_in_tree_mode_skips_symlinks_and_directories_it_cannot_list(
+        tree: Local, replica: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (replica / "link").symlink_to(outside)
+    locked = replica / "locked"
+    (locked / "inner").mkdir(parents=True)
+    (replica / "open" / "inner").mkdir(parents=True)
+    scandir = os.scandir
+
+    def refuse_locked(path: str) -> Any:  # tests run as root, so chmod would not refuse
+        if path == str(locked):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse_locked)
+    tree.start(H, replica)
+    assert tree.watched(H) == {"", "sub dir", "locked", "open", "open/inner"}
+    assert f"cannot list {locked}: Permission denied" in tree.debug_lines
+
+    (outside / "f").write_text("not in the replica")
+    assert tree.wait(H) == []
+
+
+def test_a_directory_made_after_start_is_watched_at_once(tree: Local, replica: Path) -> None:
+    tree.start(H, replica)
+    (replica / "new").mkdir()
+    tree.pump()  # the monitor sees the directory before the file is made in it
+    assert "new" in tree.watched(H)
+    (replica / "new" / "f").write_text("x")
+    tree.pump()
+    assert tree.pending(H) == {"new", "new/f"}  # both seen; CHANGES names the directory
+    assert tree.wait(H) == [f"CHANGES {H}"]
+    assert tree.changes(H) == ["new"]
+
+    (replica / "new" / "f").write_text("later")  # reported on its own: "new" is watched
+    assert tree.wait(H) == [f"CHANGES {H}"]
+    assert tree.changes(H) == ["new/f"]
+
+
+def test_a_tree_moved_in_is_watched_with_everything_below_it(tree: Local, replica: Path,
+                                                             tmp_path: Path) -> None:
+    tree.start(H, replica)
+    (tmp_path / "made" / "a" / "b").mkdir(parents=True)
+    (tmp_path / "made" / "a" / "b" / "f").write_text("x")
+    (tmp_path / "made").rename(replica / "moved in")
+    assert tree.wait(H) == [f"CHANGES {H}"]
+    assert tree.changes(H) == ["moved%20in"]
+    assert {"moved in", "moved in/a", "moved in/a/b"} <= tree.watched(H)
+
+    (replica / "moved in" / "a" / "b" / "f").write_text("later")
+    assert tree.wait(H) == [f"CHANGES {H}"]
+    assert tree.changes(H) == ["moved%20in/a/b/f"]
+
+
+def test_a_directory_moved_away_in_tree_mode_drops_its_watches(tree: Local, replica: Path,
+                                                               tmp_path: Path) -> None:
+    (replica / "sub dir" / "a").mkdir()
+    tree.start(H, replica)
+    (replica / "sub dir").rename(tmp_path / "gone")
+    assert tree.wait(H) == [f"CHANGES {H}"]
+    assert tree.changes(H) == ["sub%20dir"]
+    assert tree.watched(H) == {""}
+
+    (tmp_path / "gone" / "a" / "f").write_text("outside the replica now")
+    assert tree.wait(H) == []
+
+
+def test_done_keeps_the_watches_in_tree_mode_only(local: Local, replica: Path) -> None:
+    (replica / "sub dir" / "a").mkdir()
+    local.start(H, replica)  # not in tree mode: no DIR lines, so only the start path is kept
+    assert local.watched(H) == {""}
+
+    assert local.send("TREE") == ["OK"]
+    local.send(f"START {H} {quote(str(replica))} ")
+    watched = local.watched(H)
+    assert watched == {"", "sub dir", "sub dir/a"}
+    assert local.send("DONE") == []
+    assert local.watched(H) == watched
+
+    (replica / "sub dir" / "a" / "f").write_text("x")
+    assert local.wait(H) == [f"CHANGES {H}"]
+    assert local.changes(H) == ["sub%20dir/a/f"]
+
+
+def test_a_missing_start_path_in_tree_mode_is_watched_as_a_tree_when_it_appears(
+        tree: Local, replica: Path) -> None:
+    tree.start(H, replica, "Documents")
+    assert tree.watched(H) == set()
+    assert tree.lookouts(H) == {"Documents": ""}
+    (replica / "Documents").mkdir()
+    assert tree.wait(H) == [f"CHANGES {H}"]
+    assert tree.changes(H) == ["Documents"]
+    assert tree.watched(H) == {"Documents"}
+    assert tree.lookouts(H) == {}
+    tree.assert_no_stray_watches(H)
+
+    (replica / "Documents" / "f").write_text("x")  # reported below it: the tree is watched
+    assert tree.wait(H) == [f"CHANGES {H}"]
+    assert tree.changes(H) == ["Documents/f"]
+    (replica / "elsewhere").mkdir()  # no longer looked out for: the root is not watched
+    assert tree.wait(H) == []
+
+
+def test_a_missing_start_path_moved_in_as_a_tree_is_watched_with_everything_below(
+        tree: Local, replica: Path, tmp_path: Path) -> None:
+    tree.start(H, replica, "Documents")
+    (tmp_path / "made" / "a" / "b").mkdir(parents=True)
+    (tmp_path / "made").rename(replica / "Documents")
+    assert tree.wait(H) == [f"CHANGES {H}"]
+    assert tree.changes(H) == ["Documents"]
+    assert tree.watched(H) == {"Documents", "Documents/a", "Documents/a/b"}
+
+    (replica / "Documents" / "a" / "b" / "f").write_text("x")
+    assert tree.wait(H) == [f"CHANGES {H}"]
+    assert tree.changes(H) == ["Documents/a/b/f"]
+
+
+def test_the_lookout_moves_down_as_the_components_of_a_start_path_appear(
+        tree: Local, replica: Path) -> None:
+    tree.start(H, replica, "a/b/c")
+    assert tree.lookouts(H) == {"a/b/c": ""}
+    (replica / "a").mkdir()
+    assert tree.wait(H) == []  # a component above the start path is not reported
+    assert tree.lookouts(H) == {"a/b/c": "a"}
+    (replica / "a" / "b").mkdir()
+    assert tree.wait(H) == []
+    assert tree.lookouts(H) == {"a/b/c": "a/b"}
+    tree.assert_no_stray_watches(H)  # the lookouts at "" and "a" are given back
+
+    (replica / "a" / "b" / "c").mkdir()
+    assert tree.wait(H) == [f"CHANGES {H}"]
+    assert tree.changes(H) == ["a/b/c"]
+    assert tree.watched(H) == {"a/b/c"}
+    assert tree.lookouts(H) == {}
+    tree.assert_no_stray_watches(H)
+
+    (replica / "a" / "b" / "c" / "f").write_text("x")
+    assert tree.wait(H) == [f"CHANGES {H}"]
+    assert tree.changes(H) == ["a/b/c/f"]
+
+
+def test_a_start_path_made_with_its_parents_at_once_is_watched(tree: Local,
+                                                               replica: Path) -> None:
+    tree.start(H, replica, "a/b/c")
+    (replica / "a" / "b" / "c" / "d").mkdir(parents=True)  # before the monitor sees "a"
+    assert tree.wait(H) == [f"CHANGES {H}"]
+    assert tree.changes(H) == ["a/b/c"]
+    assert tree.watched(H) == {"a/b/c", "a/b/c/d"}
+
+    (replica / "a" / "b" / "c" / "d" / "f").write_text("x")
+    assert tree.wait(H) == [f"CHANGES {H}"]
+    assert tree.changes(H) == ["a/b/c/d/f"]
+
+
+def test_the_lookout_moves_back_up_when_its_directory_goes(tree: Local, replica: Path) -> None:
+    tree.start(H, replica, "a/b/c")
+    (replica / "a").mkdir()
+    tree.pump()
+    assert tree.lookouts(H) == {"a/b/c": "a"}
+    (replica / "a").rmdir()
+    tree.pump()
+    assert tree.lookouts(H) == {"a/b/c": ""}
+    tree.assert_no_stray_watches(H)
+
+    (replica / "a" / "b" / "c").mkdir(parents=True)
+    assert tree.wait(H) == [f"CHANGES {H}"]
+    assert tree.changes(H) == ["a/b/c"]
+    assert tree.watched(H) == {"a/b/c"}
+
+
+def test_two_missing_start_paths_below_one_ancestor_are_both_looked_out_for(
+        tree: Local, replica: Path) -> None:
+    tree.start(H, replica, "Documents")
+    tree.start(H, replica, "Music")
+    assert tree.lookouts(H) == {"Documents": "", "Music": ""}
+    (replica / "Documents").mkdir()
+    (replica / "Music").mkdir()
+    assert tree.wait(H) == [f"CHANGES {H}"]
+    assert tree.changes(H) == ["Documents", "Music"]
+    assert tree.watched(H) == {"Documents", "Music"}
+    tree.assert_no_stray_watches(H)
+
+
+def test_a_start_path_that_appears_as_a_file_in_tree_mode_stays_looked_out_for(
+        tree: Local, replica: Path) -> None:
+    tree.start(H, replica, "notes")
+    (replica / "notes").write_text("x")
+    assert tree.wait(H) == [f"CHANGES {H}"]
+    assert tree.changes(H) == ["notes"]
+    assert tree.lookouts(H) == {"notes": ""}
+    with (replica / "notes").open("a") as handle:
+        handle.write("more")
+    assert tree.wait(H) == [f"CHANGES {H}"]
+    assert tree.changes(H) == ["notes"]
+
+
+def test_without_tree_mode_the_lookout_reports_the_first_component_and_stays(
+        local: Local, replica: Path) -> None:
+    local.start(H, replica, "a/b")
+    assert local.lookouts(H) == {"a/b": ""}
+    (replica / "a" / "b").mkdir(parents=True)
+    assert local.wait(H) == [f"CHANGES {H}"]
+    assert local.changes(H) == ["a"]  # unison rescans; its next START watches a/b
+    assert local.watched(H) == set()
+    assert local.lookouts(H) == {"a/b": ""}
+
+
+def test_tree_mode_over_pipes(monitor: MonitorSession, replica: Path) -> None:
+    monitor.send("TREE")
+    monitor.expect("OK")
+    monitor.send(f"START {H} {quote(str(replica))} ")
+    monitor.expect("OK")
+    monitor.send("DONE")
+    monitor.send(f"WAIT {H}")
+    (replica / "sub dir" / "new" / "deep").mkdir(parents=True)
+    monitor.expect(f"CHANGES {H}")
+    assert monitor.changes(H) == ["sub%20dir/new"]
+
+    (replica / "sub dir" / "new" / "deep" / "f").write_text("x")
+    monitor.send(f"WAIT {H}")
+    monitor.expect(f"CHANGES {H}")
+    assert monitor.changes(H) == ["sub%20dir/new/deep/f"]

@@ -10,8 +10,10 @@ line protocol of its `src/fswatch.ml` (shared/UNISON.md §2):
     unison:  WAIT <hash>                     -> once, when something changed: CHANGES <hash>...
     unison:  CHANGES <hash>                  -> RECURSIVE <path relative to fspath>..., DONE
     unison:  RESET <hash>                    forget the replica                 (no reply)
+    client:  TREE                            tree mode (our extension, below)   -> OK
 
-Every argument is percent-encoded. Any command but WAIT cancels the pending waits.
+Every argument is percent-encoded. Any command but WAIT cancels the pending waits. An unknown
+command is answered with one ERROR line, and the monitor exits.
 
 Watching follows unison's own scans: each directory unison announces with DIR is watched before
 unison reads it, so nothing created after that is missed, and a change in a directory reports
@@ -19,6 +21,17 @@ the child that changed; unison rescans that child and announces every directory 
 or moved-in directory tree is therefore watched as soon as unison has looked at it, and nothing
 written into it before then is lost (the rescan sees it). Watches of directories that were
 deleted, moved away or not announced again in a rescan are dropped.
+
+TREE is not unison's: roaming-homes' own real-time loop sends it first when it runs this monitor
+itself (locally, and on the server over ssh). That loop drives guarded unison passes itself, so
+no unison scan announces directories. In tree mode each START watches every directory below
+fspath/path at once (symlinks are not followed; unreadable directories are skipped), a directory
+created or moved in below a watched one is watched with everything below it as soon as its event
+arrives (and reported itself), and DONE drops no watch. A start path that does not exist yet is
+looked out for from its deepest existing ancestor (the lookout moving down as the components
+between appear) and, once it appears, reported and watched with everything below it at once.
+WAIT and CHANGES answer as for unison.
+A monitor without TREE answers ERROR, which is how the loop recognises an old one.
 
 A change is reported once it has been quiet for SETTLE seconds (as the reference monitor does),
 so a file being written is not synced half-way. A file created and deleted again before unison
@@ -152,7 +165,7 @@ class Replica:
     dirs: dict[str, int] = field(default_factory=dict)  # watched path -> watch descriptor
     # A start path that does not exist yet: its nearest existing ancestor is watched for the
     # one child name that leads to it (e.g. the server gains Documents in the first sync).
-    lookouts: dict[str, tuple[int, str]] = field(default_factory=dict)  # ancestor -> (wd, name)
+    lookouts: dict[str, tuple[int, str]] = field(default_factory=dict)  # path -> (wd, ancestor)
 
 
 @dataclass
@@ -164,7 +177,8 @@ class Scan:
     announced: set[str] = field(default_factory=set)
 
 
-Owner = tuple[str, str, str]  # (replica hash, path, DIR or LOOKOUT)
+Owner = tuple[str, str, str]  # (replica hash, path, DIR or LOOKOUT); a lookout's path is the
+# start path it looks out for, not the ancestor it watches
 
 
 class Monitor:
@@ -180,6 +194,7 @@ class Monitor:
         self.owners: dict[int, set[Owner]] = {}  # one inode may be watched for several paths
         self.waiting: set[str] = set()
         self.scan: Scan | None = None
+        self.tree = False  # TREE: START watches whole trees, new directories are watched at once
         self._debug = debug
 
     def debug(self, text: str) -> None:
@@ -211,6 +226,8 @@ class Monitor:
             self.report(unquote(args))
         elif cmd == "RESET":
             self.reset(unquote(args))
+        elif cmd == "TREE":
+            self.enter_tree_mode(args)
         else:
             raise ProtocolError(f"unknown command '{cmd}'")
 
@@ -221,13 +238,20 @@ class Monitor:
             replica = None
         if replica is None:
             replica = self.replicas[hash_] = Replica(fspath)
-        for ancestor in [a for a in replica.lookouts if is_within(path, a)]:
-            self._unwatch(hash_, ancestor, LOOKOUT)
+        self._unwatch(hash_, path, LOOKOUT)
         if path == "":
             replica.everything = False
         self.scan = Scan(hash_, path, {path})
-        if not self._watch(hash_, path, follow=False):
+        if self.tree:
+            self._approach(hash_, path)
+        elif not self._watch(hash_, path, follow=False):
             self._look_out(hash_, path)
+        self.write("OK")
+
+    def enter_tree_mode(self, args: str) -> None:
+        if args:
+            raise ProtocolError("TREE takes no argument")
+        self.tree = True
         self.write("OK")
 
     def add_dir(self, rel: str, follow: bool) -> None:
@@ -243,10 +267,13 @@ class Monitor:
         self.write("OK")
 
     def end_scan(self) -> None:
-        """Drop the watches below the scanned path that unison did not announce again."""
+        """Drop the watches below the scanned path that unison did not announce again (none in
+        tree mode, where nothing is announced)."""
         if self.scan is None:
             raise ProtocolError("DONE outside START ... DONE")
         scan, self.scan = self.scan, None
+        if self.tree:
+            return
         replica = self.replicas[scan.hash]
         for path in [p for p in replica.dirs if is_within(p, scan.start)
                      and p not in scan.announced]:
@@ -326,8 +353,7 @@ class Monitor:
         replica = self.replicas[hash_]
         mask, name = event.mask, event.name
         if kind == LOOKOUT:
-            if name == replica.lookouts[path][1]:
-                self._record(replica, join(path, name), now, mask)
+            self._lookout_event(hash_, path, mask, name, now)
         elif name:
             child = join(path, name)
             if mask & IN_MOVED_FROM and mask & IN_ISDIR:
@@ -335,11 +361,35 @@ class Monitor:
                 for sub in [p for p in replica.dirs if is_within(p, child)]:
                     self._unwatch(hash_, sub, DIR)
             self._record(replica, child, now, mask)
+            if self.tree and mask & IN_ISDIR and mask & (IN_CREATE | IN_MOVED_TO):
+                self._watch_tree(hash_, child)
         elif mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT | IN_MODIFY | IN_ATTRIB):
             # The watched directory itself changed; its parent (if watched) reports it too.
             self._record(replica, path, now, mask)
             if mask & IN_MOVE_SELF:
                 self._unwatch(hash_, path, DIR)
+
+    def _lookout_event(self, hash_: str, target: str, mask: int, name: str, now: float) -> None:
+        """An event in the directory that looks out for the missing start path `target`. In
+        tree mode the lookout follows the components of `target` as they appear, or goes back
+        up when its directory goes, and `target` is watched as a tree once it is there."""
+        replica = self.replicas[hash_]
+        lookout = replica.lookouts.get(target)
+        if lookout is None:  # moved or dropped by an earlier event of this batch
+            return
+        step = join(lookout[1], name)
+        if not name:
+            if self.tree and mask & (IN_DELETE_SELF | IN_MOVE_SELF):
+                self._approach(hash_, target)
+        elif not is_within(target, step):
+            return  # another child of the ancestor
+        elif self.tree:
+            # Something on the way appeared: watch `target`, or look out from further down.
+            watched = bool(mask & (IN_CREATE | IN_MOVED_TO)) and self._approach(hash_, target)
+            if step == target or watched:  # a component above `target` is not reported
+                self._record(replica, target, now, mask)
+        else:
+            self._record(replica, step, now, mask)
 
     def _record(self, replica: Replica, path: str, now: float, mask: int) -> None:
         old = replica.pending.get(path)
@@ -353,7 +403,7 @@ class Monitor:
 
     def _add_watch(self, full: str, mask: int) -> int | None:
         try:
-            return self.inotify.add_watch(full, mask)
+            wd: int = self.inotify.add_watch(full, mask)
         except OSError as exc:
             if exc.errno == 28:  # ENOSPC
                 raise WatchLimitError(limit_message(full)) from None
@@ -361,6 +411,7 @@ class Monitor:
             # reports those itself when it scans.
             self.debug(f"cannot watch {full}: {exc.strerror}")
             return None
+        return wd
 
     def _full(self, hash_: str, path: str) -> str:
         fspath = self.replicas[hash_].fspath
@@ -378,17 +429,59 @@ class Monitor:
         self.owners.setdefault(wd, set()).add((hash_, path, DIR))
         return True
 
-    def _look_out(self, hash_: str, path: str) -> None:
-        """Watch the nearest existing ancestor of a missing start path for its creation."""
+    def _watch_tree(self, hash_: str, top: str) -> bool:
+        """Watch `top` and every directory below it, not following symlinks; False when `top`
+        itself cannot be watched. Each directory is watched before it is listed, so one made
+        meanwhile is either listed or reported by the watch (and watched then)."""
+        if not self._watch(hash_, top, follow=False):
+            return False
+        below = [top]
+        while below:
+            path = below.pop()
+            full = self._full(hash_, path)
+            try:
+                with os.scandir(full) as entries:
+                    subdirs = [join(path, e.name) for e in entries
+                               if e.is_dir(follow_symlinks=False)]
+            except OSError as exc:  # EACCES; ENOENT: gone again (its parent reported that)
+                self.debug(f"cannot list {full}: {exc.strerror}")
+                continue
+            below.extend(sub for sub in subdirs if self._watch(hash_, sub, follow=False))
+        return True
+
+    def _look_out(self, hash_: str, path: str) -> str | None:
+        """Watch the nearest existing ancestor of a missing start path for its creation, moving
+        the lookout there if it watched another one; that ancestor (None: none can be watched)."""
+        replica = self.replicas[hash_]
         parts = path.split("/") if path else []
         while parts:
-            name = parts.pop()
+            parts.pop()
             ancestor = "/".join(parts)
             wd = self._add_watch(self._full(hash_, ancestor), WATCH_MASK | IN_ONLYDIR)
-            if wd is not None:
-                self.replicas[hash_].lookouts[ancestor] = (wd, name)
-                self.owners.setdefault(wd, set()).add((hash_, ancestor, LOOKOUT))
-                return
+            if wd is None:
+                continue
+            old = replica.lookouts.get(path)
+            if old is not None and old[0] != wd:
+                self._unwatch(hash_, path, LOOKOUT)
+            replica.lookouts[path] = (wd, ancestor)
+            self.owners.setdefault(wd, set()).add((hash_, path, LOOKOUT))
+            return ancestor
+        return None
+
+    def _approach(self, hash_: str, path: str) -> bool:
+        """Tree mode: watch the tree at the start path `path` if it is a directory now (its
+        lookout dropped), else look out from its deepest existing ancestor; True when watched.
+        A component made before its parent was watched is found by the next round."""
+        previous: str | None = None
+        for _ in range(path.count("/") + 2):  # each round but the last gets one level closer
+            if self._watch_tree(hash_, path):
+                self._unwatch(hash_, path, LOOKOUT)
+                return True
+            ancestor = self._look_out(hash_, path)
+            if ancestor is None or ancestor == previous:
+                break
+            previous = ancestor
+        return False
 
     def _unwatch(self, hash_: str, path: str, kind: str) -> None:
         replica = self.replicas[hash_]
