@@ -178,6 +178,21 @@ def _dollar(reader: _Reader, word: Word, known: dict[str, Word]) -> None:
         word.problem = word.problem or f"uses ${name}, which the new configuration cannot know"
 
 
+def _backslash(reader: _Reader, word: Word, quote: str) -> None:
+    """Read what follows a `\\` (outside single quotes) into `word`.
+
+    A backslash-newline joins the lines (nothing is kept). Within double quotes the backslash
+    escapes only `$`, `` ` ``, `"` and `\\`; before anything else it stays, as bash keeps it.
+    """
+    escaped = reader.peek()
+    reader.pos += 1
+    if escaped == "\n":
+        return
+    if quote and escaped not in '$`"\\':
+        word.parts.append(("text", "\\"))
+    word.parts.append(("text", escaped))
+
+
 def _word(reader: _Reader, known: dict[str, Word]) -> Word:
     """One shell word starting at the cursor (possibly empty)."""
     word = Word()
@@ -198,13 +213,7 @@ def _word(reader: _Reader, known: dict[str, Word]) -> Word:
         elif quote == "'":
             word.parts.append(("text", char))
         elif char == "\\":
-            escaped = reader.peek()
-            reader.pos += 1
-            if escaped == "\n":
-                continue
-            if quote and escaped not in '$`"\\':
-                word.parts.append(("text", "\\"))
-            word.parts.append(("text", escaped))
+            _backslash(reader, word, quote)
         elif char == "$":
             _dollar(reader, word, known)
         elif char == "`":

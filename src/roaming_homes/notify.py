@@ -269,44 +269,72 @@ def decide(state: NotifyState, outcome: dict[str, Any], *, pass_lines: list[str]
 def _decide(state: NotifyState, outcome: dict[str, Any], *, pass_lines: list[str],
             last_success: str | None, now: datetime,
             stale_after: float) -> tuple[Decision | None, NotifyState]:
+    """`decide` but for closing the first-sync announcement: what this kind of result calls for."""
     result = outcome["result"]
-    active = state.active
     new = replace(state, conflicts_seen=list(state.conflicts_seen), ignored=list(state.ignored))
     if result in ("busy", "excluded"):
         return None, state
     if result == "offline":
-        new.offline_since = state.offline_since or outcome["finished"]
-        since = last_success or new.offline_since
-        if (_age(since, now) < stale_after or "stale" in state.ignored
-                or (active is not None and active.key == "stale")):
-            return None, new
-        return _show(new, "stale", active, since=human_time(since))
+        return _decide_offline(state, new, outcome, last_success=last_success, now=now,
+                               stale_after=stale_after)
     new.offline_since = None
     new.ignored = [k for k in state.ignored if k != "stale"]
     if result in ("in-sync", "conflicts", "partial"):
         new.first_sync = None
     if result == "in-sync":
-        new.transient_failures, new.conflicts_seen, new.ignored, new.active = 0, [], [], None
-        if state.first_sync is not None:
-            return _show(new, "first-sync-done", active, size=state.first_sync)
-        if active is None:
-            return None, new
-        if active.key in state.ignored:
-            return Decision(None, close_id=active.id), new
-        return _show(new, "recovered", active)
+        return _decide_in_sync(state, new)
     if result == "conflicts":
-        new.transient_failures = 0
-        paths = list(outcome.get("conflicts") or [])
-        fresh = [p for p in paths if p not in state.conflicts_seen]
-        new.conflicts_seen = paths
-        new.ignored = [k for k in new.ignored if k == "conflicts"]
-        if "conflicts" in new.ignored or not paths:
-            return None, new
-        if not fresh and (active is None or active.key == "conflicts"):
-            return None, new
-        # New paths, or the screen shows something older (stale, a failure): tell what is left.
-        shown = fresh or paths
-        return _show(new, "conflicts", active, paths=", ".join(shown), count=str(len(shown)))
+        return _decide_conflicts(state, new, outcome)
+    return _decide_failure(state, new, outcome, pass_lines)
+
+
+def _decide_offline(state: NotifyState, new: NotifyState, outcome: dict[str, Any], *,
+                    last_success: str | None, now: datetime,
+                    stale_after: float) -> tuple[Decision | None, NotifyState]:
+    """Offline: "stale" once the last success is `stale_after` seconds old, unless ignored or
+    already on screen."""
+    new.offline_since = state.offline_since or outcome["finished"]
+    since = last_success or new.offline_since
+    active = state.active
+    if (_age(since, now) < stale_after or "stale" in state.ignored
+            or (active is not None and active.key == "stale")):
+        return None, new
+    return _show(new, "stale", active, since=human_time(since))
+
+
+def _decide_in_sync(state: NotifyState, new: NotifyState) -> tuple[Decision | None, NotifyState]:
+    new.transient_failures, new.conflicts_seen, new.ignored, new.active = 0, [], [], None
+    active = state.active
+    if state.first_sync is not None:
+        return _show(new, "first-sync-done", active, size=state.first_sync)
+    if active is None:
+        return None, new
+    if active.key in state.ignored:
+        return Decision(None, close_id=active.id), new
+    return _show(new, "recovered", active)
+
+
+def _decide_conflicts(state: NotifyState, new: NotifyState,
+                      outcome: dict[str, Any]) -> tuple[Decision | None, NotifyState]:
+    new.transient_failures = 0
+    paths = list(outcome.get("conflicts") or [])
+    fresh = [p for p in paths if p not in state.conflicts_seen]
+    new.conflicts_seen = paths
+    new.ignored = [k for k in new.ignored if k == "conflicts"]
+    active = state.active
+    if "conflicts" in new.ignored or not paths:
+        return None, new
+    if not fresh and (active is None or active.key == "conflicts"):
+        return None, new
+    # New paths, or the screen shows something older (stale, a failure): tell what is left.
+    shown = fresh or paths
+    return _show(new, "conflicts", active, paths=", ".join(shown), count=str(len(shown)))
+
+
+def _decide_failure(state: NotifyState, new: NotifyState, outcome: dict[str, Any],
+                    pass_lines: list[str]) -> tuple[Decision | None, NotifyState]:
+    """Any other result (partial, failed, refused, config-error): shown at once when it needs
+    someone, a maybe transient one ("failing") only after `TRANSIENT_PASSES` passes in a row."""
     kind = failure_kind(outcome, pass_lines)
     new.ignored = [k for k in new.ignored if k in (kind, "conflicts")]
     if kind == "failing":
@@ -315,6 +343,7 @@ def _decide(state: NotifyState, outcome: dict[str, Any], *, pass_lines: list[str
             return None, new
     else:
         new.transient_failures = 0
+    active = state.active
     if kind in new.ignored or (active is not None and active.key == kind):
         return None, new
     return _show(new, kind, active, message=outcome["message"],
