@@ -93,16 +93,17 @@ class Home:
         (self.setup.unison_dir / f"{RAW_PROFILE}.prf").write_text(unison.build_profile(plan))
 
     def raw_argv(self, first_run: bool = False) -> list[str]:
-        """The command line roaming-homes runs, on the raw profile."""
-        argv = unison.build_argv("unison", first_run)
-        return [argv[0], RAW_PROFILE, *argv[2:]]
+        """unison on its own (-batch: no plan read, no guard), on the raw profile."""
+        argv = unison.build_argv("unison", first_run, guarded=False)
+        return [argv[0], RAW_PROFILE, "-batch", *argv[2:]]
 
     def raw(self, first_run: bool = False) -> float:
         return timed(self.raw_argv(first_run), self.unison_env)
 
     def over_shared_connection(self) -> float:
         """unison alone on the profile roaming-homes wrote, through its open ssh connection."""
-        return timed(unison.build_argv("unison", False), self.unison_env)
+        return timed([*unison.build_argv("unison", False, guarded=False), "-batch"],
+                     self.unison_env)
 
     @property
     def unison_env(self) -> dict[str, str]:

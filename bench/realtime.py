@@ -24,7 +24,7 @@ import uuid
 from pathlib import Path
 
 from tests.support.daemon import DaemonProcess
-from tests.support.fsmonitor import monitors_tagged, write_wrapper
+from tests.support.fsmonitor import monitors_of, monitors_tagged, write_wrapper
 from tests.support.homes import CLI, Setup
 from tests.support.procfs import parent_of, processes
 from tests.support.sshd import SshServer
@@ -141,7 +141,7 @@ class World:
         self.daemons.append(daemon)
         daemon.wait_for_log("in sync", timeout=600)
         if watch:
-            wait_for(lambda: len(monitors_tagged(self.tag)) == 2, 120,
+            wait_for(lambda: len(monitors_of(user.home, self.tag)) == 2, 120,
                      "a monitor on each end")
             assert "falling back" not in daemon.log, daemon.log
         return daemon

@@ -1,5 +1,5 @@
-"""The daemon in real-time mode: the real CLI, unison -repeat watch, a real sshd and our
-unison-fsmonitor on both ends (fixtures `watched` and `tag` in conftest.py)."""
+"""The daemon in real-time mode: the real CLI, a real sshd, our unison-fsmonitor on both ends
+(fixtures `watched` and `tag` in conftest.py) and one guarded unison pass per change."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from datetime import datetime
 import pytest
 
 from tests.support.daemon import DaemonProcess, appears
-from tests.support.fsmonitor import monitors_tagged, processes_with
+from tests.support.fsmonitor import monitors_of, processes_with
 from tests.support.homes import Setup
 from tests.support.procfs import voluntary_switches
 from tests.support.waiting import wait_for
@@ -58,7 +58,7 @@ def watching(user: Setup, tag: str, **sync: object) -> Callable[[StartDaemon], D
     def start(start_daemon: StartDaemon) -> DaemonProcess:
         daemon = start_daemon(user)
         daemon.wait_for_log("in sync")
-        wait_for(lambda: len(monitors_tagged(tag)) == 2, 30, "a monitor on each end")
+        wait_for(lambda: len(monitors_of(user.home, tag)) == 2, 30, "a monitor on each end")
         return daemon
 
     return start
@@ -95,7 +95,7 @@ def test_sigterm_stops_unison_and_both_monitors_and_exits_0_within_the_bound(
     assert daemon.wait(timeout=10 + 15) == 0
     assert time.monotonic() - started < 10 + 5
     assert "final pass" in daemon.log
-    wait_for(lambda: not monitors_tagged(tag) and not ours(watched), 10,
+    wait_for(lambda: not monitors_of(watched.home, tag) and not ours(watched), 10,
              "unison, ssh and both monitors to end")
     assert watched.sshd is not None and watched.sshd.server_unison_dir is not None
     for unison_dir in (watched.unison_dir, watched.sshd.server_unison_dir):
@@ -111,7 +111,7 @@ def test_manual_sync_while_watching_runs_its_own_pass_then_watching_resumes(
 
     assert code == 0 and outcome["result"] == "in-sync", outcome
     assert time.monotonic() - started < 30  # not the 300 s wait for a pass that never ends
-    wait_for(lambda: len(monitors_tagged(tag)) == 2, 30, "watching again")
+    wait_for(lambda: len(monitors_of(watched.home, tag)) == 2, 30, "watching again")
     (watched.home / "Documents" / "after.txt").write_text("x")
     wait_for(appears(watched.server_home / "Documents" / "after.txt", "x"), 10,
              "a write after the manual sync, propagated by the resumed watch")
@@ -133,7 +133,7 @@ def test_server_without_monitor_falls_back_to_interval_with_one_log_line(
                  f"{name} by an interval pass")
 
     assert daemon.log.count("falling back") == 1
-    assert "No file monitoring helper program found" in daemon.log
+    assert "the monitor on the server 127.0.0.1 ended (is it installed there?)" in daemon.log
     assert user.status()["watching_pid"] is None
 
 

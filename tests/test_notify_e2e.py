@@ -163,9 +163,9 @@ def test_transient_failure_notifies_after_three_passes_and_recovery_replaces_it(
     env = notifying(user, notifications)
     (user.home / "Documents").mkdir()
     (user.home / "Documents" / "a").write_text("a")
-    good_home = str(user.server_home)
-    # The server home's parent is missing (a share not mounted on the server): unison fails.
-    user.configure(server={"home": "/nonexistent-rh-test/home"}, notify=user.config["notify"])
+    # unison itself cannot be run (a missing program): every pass fails (exit 3).
+    user.configure(sync={**user.config["sync"], "unison": "/nonexistent-rh-test/unison"},
+                   notify=user.config["notify"])
 
     codes = []
     for _ in range(3):
@@ -173,7 +173,8 @@ def test_transient_failure_notifies_after_three_passes_and_recovery_replaces_it(
         if len(codes) < 3:
             assert notifications.calls == [], codes
     shown = notifications.wait_for(1)
-    user.configure(server={"home": good_home}, notify=user.config["notify"])
+    user.configure(sync={**user.config["sync"], "unison": "unison"},
+                   notify=user.config["notify"])
     recovered = user.sync(env=env)
 
     assert codes == [3, 3, 3]

@@ -169,7 +169,7 @@ def test_installed_deb_syncs_and_passes_check_against_the_server(
         for name in ("config", "server reachable", "host key", "ssh login", "server home",
                      "unison", "replica markers", "last sync"):
             assert checks[name]["status"] == "ok", checks[name]
-        # The package put unison-fsmonitor beside unison, where unison finds it on both ends.
+        # The package put unison-fsmonitor on the PATH, where real-time mode runs it.
         assert checks["fsmonitor"]["status"] == "ok", checks["fsmonitor"]
         assert "/usr/bin/unison-fsmonitor" in checks["fsmonitor"]["detail"]
     finally:

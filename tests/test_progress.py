@@ -12,9 +12,17 @@ from roaming_homes.cli import status_overview
 from roaming_homes.guards import SyncLock
 from roaming_homes.paths import Locations
 from roaming_homes.progress import FIRST_RUN_LINE, Progress, ProgressParser, format_line
+from roaming_homes.unison import parse_plan_line
 
-# Captured from unison 2.52.1 (-batch -color false -dumbtty) over ssh, one line per segment.
-FIRST_SYNC = f"""{FIRST_RUN_LINE}
+
+def _captured(text: str) -> list[str]:
+    """Lines of a capture, one per segment, with the two spaces unison ends every plan item
+    with (an editor strips them)."""
+    return [line + "  " if parse_plan_line(line + "  ") else line for line in text.splitlines()]
+
+
+# Captured from unison 2.52.1 (-batch -color false -dumbtty) over ssh.
+FIRST_SYNC = _captured(f"""{FIRST_RUN_LINE}
 Looking for changes
   Waiting for changes from server
 Reconciling changes
@@ -23,10 +31,10 @@ local        : absent
 vm           : dir                modified on 2026-11-25 at 14:19:59  size 209715200 rwxr-xr-x
 Propagating updates
 [BGN] Copying Documents from //vm//srv/home to /home/u
-""".splitlines()
+""")
 
 # Captured from a second pass with every kind of item (x/y is a conflict: skipped in batch).
-MIXED = """Looking for changes
+MIXED = _captured("""Looking for changes
 \\ d/f16
 Reconciling changes
 changed  <-?-> changed    x/y
@@ -45,7 +53,7 @@ changed  ---->            s.txt
 a            : changed file       modified on 2026-11-25 at 14:19:34  size 11        rw-r--r--
 b            : unchanged file     modified on 2026-11-25 at 14:19:28  size 6         rw-r--r--
 Propagating updates
-""".splitlines()
+""")
 
 
 def _parse(lines: list[str], now: float = 1000.0) -> ProgressParser:
@@ -225,10 +233,12 @@ def test_status_overview_answers_at_a_glance() -> None:
     assert (running["state"], running["headline"]) == ("syncing", "syncing now: syncing: x")
 
 
-def test_a_refusal_points_at_the_way_out_its_guard_named() -> None:
-    mass = {"result": "refused", "message": "refused: 80% of the files are gone. If the "
-            "deletions are intended, run `roaming-homes sync --force`"}
-    plain = {"result": "refused", "message": "refused: something unexpected"}
+def test_a_refusal_points_at_the_way_out_its_outcome_names() -> None:
+    """The outcome says what helps (data, not a command fished out of its message)."""
+    mass = {"result": "refused", "message": "… `roaming-homes sync --force` …",
+            "action": "roaming-homes restore --refused"}
+    plain = {"result": "refused", "message": "refused: run `roaming-homes sync --force`"}
 
-    assert status_overview(_report("refused"), [mass])["action"] == "roaming-homes sync --force"
+    assert status_overview(_report("refused"), [mass])["action"] == (
+        "roaming-homes restore --refused")
     assert status_overview(_report("refused"), [plain])["action"] == "roaming-homes check"

@@ -11,6 +11,7 @@ import pytest
 
 from roaming_homes import guards, transport, unison
 from roaming_homes.paths import Locations, xdg_user_dirs
+from roaming_homes.unison import Content, Direction
 
 PLAN = unison.Plan(local_root="/home/u", server_root="ssh://u@h:22//home/u",
                    paths=("Documents", "My Music"), ignore_paths=(".cache",),
@@ -23,7 +24,7 @@ def test_profile_lists_roots_paths_ignores_and_safety() -> None:
     assert "root = /home/u" in lines and "root = ssh://u@h:22//home/u" in lines
     assert "path = My Music" in lines
     assert "ignore = Path .cache" in lines and "ignore = Name *~" in lines
-    assert "confirmbigdel = true" in lines
+    assert "confirmbigdel = false" in lines  # the loss guard judges every plan instead
     assert "prefer = newer" in lines and "copyonconflict = true" in lines
     assert "sshargs = -i /k\\ ey" in lines
 
@@ -64,10 +65,13 @@ def test_sshargs_escape_spaces_backslashes_and_quotes() -> None:
         '-o A=b\\ c x\\\\y \\"q\\"'
 
 
-def test_argv_is_batch_and_adds_ignorearchives_on_first_run() -> None:
+def test_argv_asks_before_propagating_ignores_control_names_and_first_run_is_a_union() -> None:
     assert unison.build_argv("unison", False) == [
-        "unison", "roaming-homes", "-batch", "-color", "false", "-dumbtty"]
+        "unison", "roaming-homes", "-ui", "text", "-color", "false", "-dumbtty",
+        "-ignore", "Regex .*[\x01-\x1f\x7f].*"]
+    assert "-batch" not in unison.build_argv("unison", False)
     assert unison.build_argv("/opt/u", True)[-1] == "-ignorearchives"
+    assert "-ui" not in unison.build_argv("unison", False, guarded=False)  # resolve: the user's
 
 
 def test_parse_summary_with_conflicts() -> None:
@@ -143,49 +147,83 @@ def test_xdg_user_dirs_user_file_over_system_defaults_over_builtin(tmp_path) -> 
                                         "Public", "Templates", "Tunes"]
 
 
-# --- watch mode -------------------------------------------------------------------------------
+# --- the plan -----------------------------------------------------------------------------------
 
-def test_fsmonitor_is_found_beside_the_real_unison_before_path(tmp_path: Path) -> None:
-    real, linked, on_path = tmp_path / "real", tmp_path / "bin", tmp_path / "path"
-    for d in (real, linked, on_path):
-        d.mkdir()
-    (real / "unison-2.52").write_text("")
-    (real / "unison-2.52").chmod(0o755)
-    (linked / "unison").symlink_to(real / "unison-2.52")
-    for d in (real, on_path):
-        (d / "unison-fsmonitor").write_text("")
-        (d / "unison-fsmonitor").chmod(0o755)
-    found = unison.find_fsmonitor("unison", f"{linked}:{on_path}")
-    assert found == str(real / "unison-fsmonitor")
-    (real / "unison-fsmonitor").unlink()
-    assert unison.find_fsmonitor("unison", f"{linked}:{on_path}") == str(
-        on_path / "unison-fsmonitor")
-    (on_path / "unison-fsmonitor").chmod(0o644)  # not executable: unison could not run it
-    assert unison.find_fsmonitor("unison", f"{linked}:{on_path}") is None
-
-
-def test_watch_cycle_exit_code_follows_unison() -> None:
-    complete = "Synchronization complete at 10:00:00  (2 items transferred, 0 skipped, 0 failed)"
-    skipped = "Synchronization complete at 10:00:00  (1 item transferred, 1 skipped, 0 failed)"
-    failed = "Synchronization incomplete at 10:00:00  (0 items transferred, 1 skipped, 1 failed)"
-    codes = [unison.cycle_returncode(unison.parse_output([line]))
-             for line in (complete, skipped, failed)]
-    assert codes == [0, 1, 2]
-    assert unison.ends_cycle(complete)
-    assert unison.ends_cycle("Nothing to do: replicas have not changed since last sync.")
-    assert not unison.ends_cycle("Looking for changes")
-
-
-@pytest.mark.parametrize(("fatal", "about_monitor"), [
-    ("Fatal error: No file monitoring helper program found", True),
-    ("Fatal error: Filesystem watcher error: cannot watch /h/d: the inotify watch limit", True),
-    ("Fatal error: Filesystem watcher died unexpectively", True),
-    ("Fatal error: Lost connection with the server", False),
+@pytest.mark.parametrize(("line", "item"), [
+    ("deleted  ---->            Documents/a b  ",
+     (Content.DELETED, Direction.TO_SERVER, Content.UNCHANGED, "Documents/a b")),
+    ("         <==== changed    x  ", (Content.UNCHANGED, Direction.TO_LOCAL, Content.CHANGED,
+                                        "x")),
+    ("changed  <=?=> changed    x  ", (Content.CHANGED, Direction.CONFLICT, Content.CHANGED,
+                                        "x")),
+    ("new dir  --?->            d  ", (Content.DIR, Direction.TO_SERVER, Content.UNCHANGED,
+                                        "d")),
+    ("file     ---->            f  ", (Content.FILE, Direction.TO_SERVER, Content.UNCHANGED,
+                                        "f")),
+    ("chgd lnk <-M-> props      l  ", (Content.CHANGED_LINK, Direction.MERGE, Content.PROPS,
+                                        "l")),
+    # a name is an opaque field: spaces, arrows and brackets in it change nothing
+    ("new file ---->              deleted  ---->  x []  ",
+     (Content.FILE, Direction.TO_SERVER, Content.UNCHANGED, "  deleted  ---->  x []")),
 ])
-def test_monitor_problems_are_told_apart_from_sync_failures(fatal: str,
-                                                            about_monitor: bool) -> None:
-    summary = unison.parse_output(["Looking for changes", fatal])
-    assert (unison.monitor_problem(summary) is not None) is about_monitor
+def test_plan_lines_are_parsed_into_typed_items(line: str, item: tuple[object, ...]) -> None:
+    assert unison.parse_plan_line(line) == unison.PlanItem(*item)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("line", [
+    "local          vm                 ", "local        : deleted", "Looking for changes",
+    "deleted  ---->            x", "gone     ---->            x  ", "deleted  ~~~~>            x  ",
+    "",
+])
+def test_other_lines_are_not_plan_items(line: str) -> None:
+    assert unison.parse_plan_line(line) is None
+
+
+@pytest.mark.parametrize(("prompt", "question"), [
+    ("changed  ---->            x  [f] ", unison.Question.ITEM),
+    ("changed  <-?-> changed    x  [] ", unison.Question.ITEM),
+    ("Proceed with propagating updates? [] ", unison.Question.PROCEED),
+    ("Do you really want to proceed? [] ", unison.Question.OTHER),
+    ("", unison.Question.OTHER),
+])
+def test_questions_are_classified(prompt: str, question: unison.Question) -> None:
+    assert unison.classify_question(prompt) is question
+
+
+def _replicas(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
+    a, b = tmp_path / "a", tmp_path / "b"
+    for root in (a, b):
+        root.mkdir()
+    env = {**os.environ, "UNISON": str(tmp_path / "u")}
+    (tmp_path / "u").mkdir()
+    (tmp_path / "u" / f"{unison.PROFILE}.prf").write_text(
+        f"root = {a}\nroot = {b}\nconfirmbigdel = false\n")
+    return a, b, env
+
+
+def test_the_real_unison_asks_before_propagating_and_quits_on_a_no(tmp_path: Path) -> None:
+    a, b, env = _replicas(tmp_path)
+    for index in range(3):
+        (a / f"f{index}").write_text(str(index))
+    (a / "odd\nname").write_text("x")  # never synced: its name could forge a plan line
+    yes = unison.run(unison.build_argv("unison", True), env, lambda line: None,
+                     lambda items: True)
+    assert yes.returncode == 0 and sorted(p.name for p in b.iterdir()) == ["f0", "f1", "f2"]
+    for index in range(3):
+        (a / f"f{index}").unlink()
+    (b / "f0").write_text("changed on b")
+    seen: list[unison.PlanItem] = []
+
+    no = unison.run(unison.build_argv("unison", False), env, lambda line: None,
+                    lambda items: bool(seen.extend(items)))
+
+    assert no.returncode == 3 and no.declined is unison.Question.ITEM
+    assert sorted(p.name for p in b.iterdir()) == ["f0", "f1", "f2"]  # nothing propagated
+    assert sorted((i.path, i.direction, i.local, i.server) for i in seen) == [
+        ("f0", Direction.CONFLICT, Content.DELETED, Content.CHANGED),
+        ("f1", Direction.TO_SERVER, Content.DELETED, Content.UNCHANGED),
+        ("f2", Direction.TO_SERVER, Content.DELETED, Content.UNCHANGED)]
+    assert no.plan == seen
 
 
 def test_unison_hands_the_server_guard_to_ssh_word_for_word(tmp_path: Path) -> None:
@@ -197,9 +235,8 @@ def test_unison_hands_the_server_guard_to_ssh_word_for_word(tmp_path: Path) -> N
                         "sys.exit(1)\n")
     fake_ssh.chmod(0o755)
     (tmp_path / "local").mkdir()
-    probe = guards.probe_script("/srv/home of u", ("Documents", "it's"), ("a b/c",), ("*~",),
-                                expect_marker="d" * 32, min_files=3)
-    command = guards.guard_command(probe)
+    command = guards.guard_command("/srv/home of u", ("Documents", "it's"), "0" * 32,
+                                   expect_marker="d" * 32)
 
     subprocess.run(["unison", str(tmp_path / "local"), "ssh://host//srv", "-batch",
                     "-sshcmd", str(fake_ssh), "-servercmd", unison.escape_sshargs([command])],

@@ -9,7 +9,6 @@ Warnings (real-time mode unavailable, no sync yet) and skips do not fail the run
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -32,12 +31,10 @@ STALE_AFTER = 24 * 3600  # seconds without a successful sync that count as a pro
 _VERSION = re.compile(r"unison version (\d+)\.(\d+)(?:\.(\d+))?[^\n(]*(?:\(ocaml ([\d.]+)\))?")
 _SERVER_HOME = ('if [ ! -d "$1" ]; then echo missing; elif [ ! -w "$1" ]; then echo read-only; '
                 'else echo ok; fi')
-# unison looks for `unison-fsmonitor-<major.minor>`, then `unison-fsmonitor`, first next to
-# its own executable, then on the PATH (shared/UNISON.md §2).
-_FIND_FSMONITOR = (
-    'u=$(command -v unison) || exit 1; for n in "unison-fsmonitor-$1" unison-fsmonitor; do '
-    'for p in "$(dirname "$u")/$n" "$(command -v "$n")"; do '
-    'if [ -x "$p" ]; then echo "$p"; exit 0; fi; done; done; exit 1')
+# Real-time mode runs `unison-fsmonitor` on the server through the login shell, in tree mode:
+# one that answers TREE with OK is ours and new enough.
+_TRY_FSMONITOR = ("p=$(command -v unison-fsmonitor) || exit 1; "
+                  "printf 'TREE\\n' | \"$p\" 2>/dev/null; echo \"$p\"")
 
 
 @dataclass
@@ -260,36 +257,19 @@ def _home_result(remote: _Server) -> Result:
                   f"{answer.stderr.strip() or answer.returncode}", "see `roaming-homes sync -v`")
 
 
-def _local_fsmonitor(program: str, series: str) -> str | None:
-    names = (f"unison-fsmonitor-{series}", "unison-fsmonitor")
-    unison = shutil.which(program)
-    beside = [str(Path(unison).parent / name) for name in names] if unison else []
-    candidates = [*beside, *(shutil.which(name) for name in names)]
-    return next((path for path in candidates
-                 if path and Path(path).is_file() and os.access(path, os.X_OK)), None)
-
-
-def _fsmonitor_result(cfg: config.Config, remote: _Server,
-                      local_version: UnisonVersion | None) -> Result:
+def _fsmonitor_result(cfg: config.Config, remote: _Server) -> Result:
     name = "fsmonitor"
     if not cfg["sync"]["watch"]:
         return Result(name, OK, "real-time mode off (sync.watch = false)")
-    local = _local_fsmonitor(cfg["sync"]["unison"],
-                             local_version.series if local_version else "")
     if remote.server.is_local:
-        found = {"client": local}
-    else:
-        series = local_version.series if local_version else ""
-        answer = remote.run(["sh", "-c", _FIND_FSMONITOR, "sh", series])
-        found = {"client": local,
-                 "server": answer.stdout.strip() if answer.returncode == 0 else None}
-    missing = [side for side, path in found.items() if not path]
-    if not missing:
-        return Result(name, OK, "real-time mode available ("
-                      + ", ".join(f"{side} {path}" for side, path in found.items()) + ")")
-    return Result(name, WARN, f"unison-fsmonitor not found on the {' and '.join(missing)}: "
+        return Result(name, OK, "real-time mode available (this package's unison-fsmonitor)")
+    answer = remote.run(["sh", "-c", _TRY_FSMONITOR])
+    *said, path = answer.stdout.splitlines() or [""]
+    if answer.returncode == 0 and said == ["VERSION 1", "OK"]:
+        return Result(name, OK, f"real-time mode available (the server's {path})")
+    return Result(name, WARN, "no unison-fsmonitor with tree mode on the server's PATH: "
                   "periodic syncs only", "install roaming-homes (it provides unison-fsmonitor) "
-                  f"on the {' and '.join(missing)}")
+                  "on the server")
 
 
 def _service() -> Result:
@@ -325,7 +305,7 @@ def run_checks(locations: Locations, config_path: Path | None = None) -> Report:
         local_marker = (locations.home / MARKER).exists()
         server_marker = remote.run(["test", "-e", f"{remote.home}/{MARKER}"]).returncode == 0
         results += [_home_result(remote), unison_result(local_version, server_version, program),
-                    _fsmonitor_result(cfg, remote, local_version),
+                    _fsmonitor_result(cfg, remote),
                     markers_result(local_marker, server_marker)]
     else:
         why = "not checked: the server cannot be used"

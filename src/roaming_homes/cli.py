@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -94,10 +93,10 @@ def _run_sync(args: argparse.Namespace) -> int:
         notify.check_config(cfg)  # a bad messages file is a config error (78) before any pass
         announcer = notify.FirstSyncAnnouncer(cfg, locations, log=echo)
     if daemon_pid:
-        from roaming_homes import daemon
+        from roaming_homes import daemon, realtime
 
         # Real-time mode holds the lock for good: ask the daemon to make way (README).
-        daemon.pause_watching(locations, daemon_pid, timeout=engine.STOP_GRACE + 5)
+        daemon.pause_watching(locations, daemon_pid, timeout=realtime.STOP_GRACE + 5)
     # -v shows unison's own lines instead; --json and -q keep stdout for the result alone.
     display = None if (args.quiet or args.verbose or args.json) else TerminalDisplay(
         sys.stdout, live=sys.stdout.isatty())
@@ -176,9 +175,6 @@ _ACTIONS = {
     "refused": "roaming-homes check",
     "config-error": "roaming-homes config show",
 }
-_NAMED_COMMAND = re.compile(r"`(roaming-homes [^`]+)`")
-
-
 def status_overview(report: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
     """The at-a-glance answer: state, one headline, and the command to run when it helps.
 
@@ -207,11 +203,9 @@ def status_overview(report: dict[str, Any], history: list[dict[str, Any]]) -> di
                         headline=f"offline since {since}: {last.get('message', '')}")
     else:
         message = last.get("message", report["message"])
-        # A guard's refusal names its own way out (`sync --force`, `sync --first-run`).
-        named = _NAMED_COMMAND.search(message) if result == "refused" else None
         overview.update(state="needs-attention", headline=f"needs attention: {message}",
-                        action=named.group(1) if named else _ACTIONS.get(
-                            result, "roaming-homes -v sync"))
+                        action=last.get("action") or _ACTIONS.get(result,
+                                                                  "roaming-homes -v sync"))
     return overview
 
 
@@ -340,6 +334,46 @@ def _run_resolve(args: argparse.Namespace) -> int:
     return conflicts.resolve(cfg, locations, lambda line: _say(args, line))
 
 
+# --- restore ----------------------------------------------------------------------------------
+
+def _add_restore(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("restore", help="bring back files a refused sync would have deleted or "
+                       "overwritten",
+                       description="When the mass-deletion guard refused a pass, the other side "
+                       "still has every file: --refused syncs just those paths with that side's "
+                       "version winning, so deleted files come back and overwritten ones get "
+                       "their old content (what this side held goes to its backups).")
+    p.add_argument("--refused", action="store_true", required=True,
+                   help="undo what the last refused pass would have deleted or overwritten")
+    p.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    p.set_defaults(run=_run_restore)
+
+
+def _run_restore(args: argparse.Namespace) -> int:
+    from roaming_homes import restore
+    from roaming_homes.guards import lock_holder
+
+    cfg, locations = _load(args)
+    if daemon_pid := lock_holder(locations.daemon_lock_file):
+        from roaming_homes import daemon, realtime
+
+        daemon.pause_watching(locations, daemon_pid, timeout=realtime.STOP_GRACE + 5)
+    try:
+        outcome = restore.restore_refused(cfg, locations, lambda line: None)
+    except RoamingHomesError as exc:
+        if exc.code != ExitCode.IN_SYNC:
+            raise
+        _say(args, exc.message)
+        return ExitCode.IN_SYNC
+    if args.json:
+        _print_json(outcome.to_dict())
+    elif outcome.exit_code in (ExitCode.IN_SYNC, ExitCode.NEEDS_USER):
+        _say(args, outcome.message)
+    else:
+        _warn(f"error: {outcome.message}")
+    return outcome.exit_code
+
+
 # --- config -----------------------------------------------------------------------------------
 
 def _add_config(sub: argparse._SubParsersAction) -> None:
@@ -432,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     loud.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                 parser_class=_Parser)
-    for add in (_add_sync, _add_status, _add_check, _add_conflicts, _add_resolve,
+    for add in (_add_sync, _add_status, _add_check, _add_conflicts, _add_resolve, _add_restore,
                 _add_config, _add_daemon):
         add(sub)
     return parser

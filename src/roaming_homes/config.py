@@ -162,15 +162,23 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "prefer": Key("str", "newer", "Conflict policy: newer | local | server | none (keep both "
                       "and ask). The losing version is kept as a conflict copy.",
                       _one_of("newer", "local", "server", "none")),
-        "watch": Key("bool", True, "Real-time mode when available: unison -repeat watch with "
-                     "unison-fsmonitor on both ends (see README, Real-time mode)."),
+        "watch": Key("bool", True, "Real-time mode when available: file monitors on both ends "
+                     "(unison-fsmonitor on the server's PATH) and one guarded pass per change "
+                     "(see README, Real-time mode)."),
         "rescan_interval": Key("int", 3600, "Seconds between full rescans in real-time mode "
                                "(a safety net for changes no monitor saw).", _range(60, 604800)),
         "unison": Key("str", "unison", "The unison program to run.", _program),
-        "max_delete": Key("int", 50, "Refuse a pass (exit 4) when a side lost more than this "
-                          "percentage of its files since the last sync (and more than 10 "
-                          "files); `sync --force` overrides once. 100: never refuse.",
+        "max_delete": Key("int", 50, "Refuse a pass (exit 4) that would delete more than this "
+                          "percentage of a side's files (and more than 10 files), counting "
+                          "the deletions of the passes within guard_window; `sync --force` "
+                          "confirms once. 100: never refuse.", _range(0, 100)),
+        "max_change": Key("int", 50, "Refuse a pass (exit 4) that would overwrite more than "
+                          "this percentage of a side's files (and more than 10 files), e.g. "
+                          "ransomware rewriting every file; `sync --force` confirms once.",
                           _range(0, 100)),
+        "guard_window": Key("int", 600, "Seconds within which the deletions and overwrites of "
+                            "successive passes (real-time cycles) add up for max_delete and "
+                            "max_change.", _range(0, 7 * 86400)),
         "backups": Key("int", 3, "Old versions kept of every file a sync overwrites or deletes, "
                        "outside the synced tree on the side that lost it.", _range(1, 100)),
     },

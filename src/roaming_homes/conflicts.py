@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from roaming_homes import engine, transport, unison
+from roaming_homes import engine, realtime, transport, unison
 from roaming_homes.config import Config
 from roaming_homes.errors import ExitCode, RoamingHomesError
 from roaming_homes.guards import SyncLock, lock_holder
@@ -114,7 +114,7 @@ def resolver_argv(program: str, env: Mapping[str, str],
         gui = which(GUI)
         if gui:
             return [gui, unison.PROFILE, *extra]
-    return unison.build_argv(program, first_run=False, extra=extra, batch=False)
+    return unison.build_argv(program, first_run=False, extra=extra, guarded=False)
 
 
 def resolve(config: Config, locations: Locations, say: Callable[[str], None]) -> int:
@@ -124,7 +124,7 @@ def resolve(config: Config, locations: Locations, say: Callable[[str], None]) ->
         from roaming_homes import daemon
 
         # Real-time mode holds the lock for good: ask the daemon to make way (README).
-        daemon.pause_watching(locations, daemon_pid, timeout=engine.STOP_GRACE + 5)
+        daemon.pause_watching(locations, daemon_pid, timeout=realtime.STOP_GRACE + 5)
     lock = SyncLock(locations.lock_file)
     lock.acquire("resolve")
     try:

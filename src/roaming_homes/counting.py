@@ -1,15 +1,13 @@
-"""Counting the files of a replica, for the mass-deletion guard: the same code counts the local
-home and, sent to the server by `guards.probe_script`, the server's.
+"""Counting the files of a replica, for the mass-deletion guard's baseline (`baseline.py`): how
+many files the synced paths hold, and how many each directory holds directly.
 
-Standard library only, and no other module of ours: on the server this file runs on its own
-(`server_program`) under the server's python3, before every pass, so it imports little (no
-pathlib, no typing at run time: 20 ms less on every start). `find` counts where there is none.
+It runs after every pass that changed something, so it reads only the directories that changed
+since the last count (`DirCache`) and uses plain strings, no Path objects.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import json
 import os
 import re
@@ -22,18 +20,78 @@ if TYPE_CHECKING:
     from typing import Any
 
 
+_GLOB_CHARS = "*?[{"
+# A name with an ASCII control character is never synced (unison.IGNORE_CONTROL), so never
+# counted either.
+_CONTROL = re.compile(r"[\x01-\x1f\x7f]")
+
+
+def glob_regex(pattern: str) -> str:
+    """unison's glob as a Python regex (to be matched in full): `*` and `?` never match `/` nor
+    a `.` that starts a path component, `[...]` is a class, `{a,b}` alternatives (measured on
+    unison 2.52, tests/test_ignore_rules.py holds the two to the same tree)."""
+    out, index = [], 0
+    while index < len(pattern):
+        char = pattern[index]
+        starts = index == 0 or pattern[index - 1] == "/"
+        if char in "*?":
+            out.append(("(?!\\.)" if starts else "") + ("[^/]*" if char == "*" else "[^/]"))
+        elif char == "[" and (end := pattern.find("]", index + 2)) != -1:
+            body = pattern[index + 1:end]
+            out.append("[" + ("^" + body[1:] if body[0] in "!^" else body).replace("\\", "\\\\")
+                       + "]")
+            index = end
+        elif char == "{" and (end := pattern.find("}", index)) != -1:
+            out.append("(?:" + "|".join(glob_regex(alt) for alt in
+                                        pattern[index + 1:end].split(",")) + ")")
+            index = end
+        else:
+            out.append(re.escape(char))
+        index += 1
+    return "".join(out)
+
+
 def _matcher(patterns: Sequence[str]) -> Callable[[str], bool]:
-    """One test for a list of fnmatch globs (a 100 000-file walk calls it twice an entry).
+    """One test for a list of unison globs (a 100 000-file walk calls it twice an entry).
 
     Patterns without glob characters match only themselves: a set lookup. The rest become
     one compiled regex.
     """
-    literal = frozenset(p for p in patterns if not any(c in p for c in "*?["))
+    literal = frozenset(p for p in patterns if not any(c in p for c in _GLOB_CHARS))
     globs = [p for p in patterns if p not in literal]
     if not globs:
         return literal.__contains__
-    match = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in globs)).match
+    match = re.compile("|".join(f"(?:{glob_regex(p)})" for p in globs)).fullmatch
     return lambda text: text in literal or match(text) is not None
+
+
+def is_ignored(path: str, ignore_paths: Sequence[str], ignore_names: Sequence[str]) -> bool:
+    """Whether `path` (relative to the root) or a directory above it is ignored, by the rules
+    `count_files` follows."""
+    path_ignored, name_ignored = _matcher(ignore_paths), _matcher(ignore_names)
+    parts = path.split("/")
+    return bool(_CONTROL.search(path)) or any(
+        path_ignored("/".join(parts[:end])) or name_ignored(parts[end - 1])
+        for end in range(1, len(parts) + 1))
+
+
+def _list_dir(path: str, ignored: Callable[[str], bool]) -> tuple[int, list[str]] | None:
+    """The files and the subdirectories directly in `path` that are not `ignored` (None when
+    it cannot be read)."""
+    try:
+        entries = os.scandir(path)
+    except OSError:
+        return None
+    files, subdirs = 0, []
+    with entries:
+        for entry in entries:
+            if ignored(entry.name):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                subdirs.append(entry.name)
+            else:
+                files += 1
+    return files, subdirs
 
 
 # The walk keeps what it saw of each directory. A directory's ctime changes whenever an entry is
@@ -84,22 +142,30 @@ class DirCache:
 
 
 def count_files(root: str | os.PathLike[str], paths: Sequence[str], ignore_paths: Sequence[str],
-                ignore_names: Sequence[str], cache: DirCache | None = None) -> int:
+                ignore_names: Sequence[str], cache: DirCache | None = None,
+                tally: dict[str, int] | None = None) -> int:
     """Files and links under `paths` of `root`, skipping ignored paths and names.
 
-    Same rule as the `find` in `probe_script`: fnmatch-style globs on the path relative to the
-    root and on the name; ignored directories are not entered; links are not followed (not
-    even a synced path that is a link). With a `cache`, only directories that changed since
-    the last count are read. Plain strings, no Path objects: this runs before every pass.
+    The rules are unison's (`glob_regex`: the profile's `ignore = Path …` and `Name …`, and
+    unison.IGNORE_CONTROL); ignored directories are not entered; links are not followed (not
+    even a synced path that is a link). With a `cache`, only directories that changed since the
+    last count are read. `tally` gets the files directly in each directory.
     """
     path_ignored, name_ignored = _matcher(ignore_paths), _matcher(ignore_names)
     # Without glob characters, an ignored path can only be an entry of its own parent: the
     # entries of every other directory need no path test at all.
-    any_dir = any(c in p for p in ignore_paths for c in "*?[")
+    any_dir = any(c in p for p in ignore_paths for c in _GLOB_CHARS)
     parents = {f"{p.rpartition('/')[0]}/" for p in ignore_paths}
+
+    def ignored(prefix: str) -> Callable[[str], bool]:
+        test_path = any_dir or prefix in parents
+        return lambda name: bool(name_ignored(name) or (test_path and path_ignored(prefix + name))
+                                 or (not name.isprintable() and _CONTROL.search(name)))
+
     top = os.fspath(root)
     settled = time.time_ns() - _SETTLED_NS
     kept: dict[str, list[Any]] = {}
+    tally = {} if tally is None else tally
     count = 0
     stack = [p for p in paths if not (path_ignored(p) or name_ignored(p.rpartition("/")[2]))]
     while stack:
@@ -113,56 +179,17 @@ def count_files(root: str | os.PathLike[str], paths: Sequence[str], ignore_paths
             continue
         identity = [st.st_dev, st.st_ino, st.st_ctime_ns, st.st_mtime_ns]
         if cache is not None and (known := cache.seen.get(rel)) and known[:4] == identity:
-            count += known[4]
-            stack += [f"{rel}/{name}" for name in known[5]]
+            files, subdirs = known[4], known[5]
             kept[rel] = known
+        elif (listed := _list_dir(f"{top}/{rel}", ignored(f"{rel}/"))) is not None:
+            files, subdirs = listed
+            if cache is not None and max(st.st_ctime_ns, st.st_mtime_ns) < settled:
+                kept[rel] = [*identity, files, subdirs]
+        else:
             continue
-        try:
-            entries = os.scandir(f"{top}/{rel}")
-        except OSError:
-            continue
-        prefix = f"{rel}/"
-        test_path = any_dir or prefix in parents
-        files, subdirs = 0, []
-        with entries:
-            for entry in entries:
-                name = entry.name
-                if name_ignored(name) or (test_path and path_ignored(prefix + name)):
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    subdirs.append(name)
-                else:
-                    files += 1
         count += files
-        stack += [prefix + name for name in subdirs]
-        if cache is not None and max(st.st_ctime_ns, st.st_mtime_ns) < settled:
-            kept[rel] = [*identity, files, subdirs]
+        tally[rel] = files
+        stack += [f"{rel}/{name}" for name in subdirs]
     if cache is not None:
         cache.remember(kept)
     return count
-
-
-def server_program(root: str, paths: Sequence[str], ignore_paths: Sequence[str],
-                   ignore_names: Sequence[str]) -> str:
-    """A python3 program (one line of printable ASCII: any login shell passes it on) that
-    prints the file count of the server's replica, keeping its cache in unison's directory
-    there (`$UNISON`, else ~/.unison).
-
-    It is this module's source with the values as literals, compressed. It runs in the root
-    (probe_script's `cd`) and names the root only in the rules, so a relative root works too;
-    its cache is named after the rules, so computers that sync the same paths with the same
-    ignores share one.
-    """
-    import zlib  # hashlib would load OpenSSL (4 MiB, some ms) for a file name
-
-    rules = [root, *map(list, (paths, ignore_paths, ignore_names))]
-    digest = f"{zlib.crc32(json.dumps(rules).encode('utf-8')):08x}"  # a clash: a full walk, no more
-    with open(__file__, encoding="utf-8") as handle:
-        source = handle.read()
-    source += (
-        "\nunison_dir = os.environ.get('UNISON') or os.path.expanduser('~/.unison')\n"
-        f"print(count_files('.', {list(paths)!r}, {list(ignore_paths)!r}, "
-        f"{list(ignore_names)!r}, DirCache(os.path.join(unison_dir, "
-        f"'roaming-homes-counts-{digest}.json'), {rules!r})))\n")
-    packed = zlib.compress(source.encode("utf-8"), 9).hex()
-    return f"exec(__import__('zlib').decompress(bytes.fromhex('{packed}')))"

@@ -8,7 +8,7 @@ pass does is the `PassStrategy`'s business: `interval_pass` is `engine.run_pass`
 knows nothing of this module.
 
 Real-time mode (`sync.watch`): instead of interval passes a worker thread runs
-`engine.run_watch`; every cycle it records comes back here and is reported like a pass. When
+`realtime.run_watch`; every cycle it records comes back here and is reported like a pass. When
 real-time mode cannot run (`fallback`) the daemon syncs by interval and tries again after
 `sync.rescan_interval`, on a changed configuration or when asked (SIGUSR1, network back).
 SIGUSR1 while watching stops unison, leaves the sync lock free for `YIELD_WINDOW` seconds (so
@@ -39,7 +39,7 @@ from datetime import datetime
 from pathlib import Path
 
 from roaming_homes import config as config_mod
-from roaming_homes import engine, notify, transport
+from roaming_homes import engine, notify, realtime, transport
 from roaming_homes.config import Config
 from roaming_homes.engine import SyncOutcome
 from roaming_homes.errors import ExitCode, RoamingHomesError
@@ -88,7 +88,7 @@ def network_came_up(previous: int | None, state: int) -> bool:
     return state >= NM_CONNECTED_LOCAL and (previous is None or previous < NM_CONNECTED_LOCAL)
 
 
-def watch_retry_delay(result: engine.WatchResult, config: Config) -> float:
+def watch_retry_delay(result: realtime.WatchResult, config: Config) -> float:
     """Seconds before real-time mode is tried again after it ended by itself.
 
     No usable monitor: not before the next full-rescan time (the log says so once). Another
@@ -384,7 +384,7 @@ class Daemon:
         """Real-time mode until it ends, is stopped or is asked to make way; then decide."""
         stop = threading.Event()
         outcomes: queue.SimpleQueue[SyncOutcome] = queue.SimpleQueue()
-        ended: list[engine.WatchResult] = []
+        ended: list[realtime.WatchResult] = []
         config = self.config
 
         def on_outcome(outcome: SyncOutcome) -> None:
@@ -393,22 +393,40 @@ class Daemon:
 
         def work() -> None:
             try:
-                ended.append(engine.run_watch(config, self.locations, stop,
+                ended.append(realtime.run_watch(config, self.locations, stop,
                                               on_outcome=on_outcome))
             except Exception as exc:  # e.g. unison vanished: interval passes say it properly
-                ended.append(engine.WatchResult(f"real-time mode failed: {exc}", fallback=True))
+                ended.append(realtime.WatchResult(f"real-time mode failed: {exc}", fallback=True))
             finally:
                 self._wake(b"w")
 
         worker = threading.Thread(target=work, name="watch", daemon=True)
         self._pass_requested = False  # the watch starts with a full scan: that is the pass
         worker.start()
+        reported, making_way = self._while_watching(stop, outcomes, ended)
+        worker.join()
+        stop.set()  # the watch is over: its waker thread ends now
+        reported |= self._report_queued(outcomes)
+        self._last_pass_end = time.monotonic()
+        if self._stopping:
+            return
+        if making_way:
+            self._make_way()
+            return
+        self._after_watch(ended[0], config, reported=reported)
+
+    def _while_watching(self, stop: threading.Event,
+                        outcomes: queue.SimpleQueue[SyncOutcome],
+                        ended: list[realtime.WatchResult]) -> tuple[bool, bool]:
+        """Report the watch's outcomes as they come until it has ended; stop it when the daemon
+        stops, a pass is asked for (real-time mode makes way) or the configuration changed.
+
+        Returns whether anything was reported, and whether to make way.
+        """
         reported = making_way = False
-        while not ended:  # not `worker.is_alive()`: its last wakeup may come before it ends
+        while not ended:  # not the worker's `is_alive()`: its last wakeup may come before it ends
             self._sleep(None)  # until an outcome, a signal or a config change
-            while not outcomes.empty():
-                self._report(outcomes.get())
-                reported = True
+            reported |= self._report_queued(outcomes)
             if stop.is_set():
                 continue
             if self._stopping:
@@ -418,18 +436,20 @@ class Daemon:
                 stop.set()
             elif self._reload_due() and self._reload():
                 stop.set()  # watch again with the new configuration
-        worker.join()
-        stop.set()  # the watch is over: its waker thread ends now
+        return reported, making_way
+
+    def _report_queued(self, outcomes: queue.SimpleQueue[SyncOutcome]) -> bool:
+        """Report the outcomes the watch has sent so far; True when there were any."""
+        reported = False
         while not outcomes.empty():
             self._report(outcomes.get())
             reported = True
-        result = ended[0]
-        self._last_pass_end = time.monotonic()
-        if self._stopping:
-            return
-        if making_way:
-            self._make_way()
-            return
+        return reported
+
+    def _after_watch(self, result: realtime.WatchResult, config: Config, *,
+                     reported: bool) -> None:
+        """Schedule what follows a watch that ended by itself or for a new configuration: when
+        real-time mode is tried again, and whether an interval pass is due at once."""
         self._watch_retry_at = time.monotonic() + watch_retry_delay(result, config)
         if result.fallback:
             if result.reason != self._fallback_reason:

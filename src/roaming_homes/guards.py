@@ -8,18 +8,20 @@ mistake another program (or another user's sync) for ours.
 
 from __future__ import annotations
 
+import difflib
+import enum
 import fcntl
 import os
 import re
+import secrets
 import shlex
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from roaming_homes.counting import DirCache, count_files, server_program
 from roaming_homes.errors import ExitCode, RoamingHomesError
-from roaming_homes.paths import is_below
+from roaming_homes.unison import Content, Direction, PlanItem
 
 
 def is_excluded(user: str, excluded_users: list[str]) -> bool:
@@ -120,17 +122,21 @@ def lock_purpose(path: Path) -> tuple[int, str] | None:
     return (holder, purpose.strip()) if pid == str(holder) else None
 
 
-# --- Safety checks before unison runs ---------------------------------------------------------
+# --- Safety checks ----------------------------------------------------------------------------
 #
-# Deciding is pure (`marker_refusal`, `deletion_refusal`, `parse_probe`, `probe_script`); the
-# engine measures (`probe_local`, or `probe_script` over ssh) and acts on the decision.
+# Deciding is pure (`marker_refusal`, `missing_refusal`, `plan_losses`, `loss_refusal`,
+# `parse_report`); the engine measures (`probe_local`, or the server's own `guard_command`) and
+# acts on the decision. The mass-deletion and mass-change guard reads unison's plan (what the pass
+# *would* delete or overwrite on each side), never net file counts.
 
 MARKER = ".roaming-homes-root"
 MARKER_PREFIX = "roaming-homes replica "
-# Below this many lost files a pass is never refused for mass deletion: deleting a handful of
-# files out of a dozen is ordinary housekeeping, not a vanished replica.
-MIN_DELETIONS = 10
+# At most this many files lost in a pass (and its window) are never refused: deleting a handful
+# of files out of a dozen is ordinary housekeeping, not a vanished replica.
+MIN_LOSSES = 10
 _SIDES = {"local": "the local home", "server": "the server home"}
+_THERE = {"local": "here", "server": "on the server"}
+_OTHER = {"local": "server", "server": "local"}
 
 
 def new_replica_id() -> str:
@@ -152,13 +158,19 @@ def parse_marker(text: str) -> str | None:
     return replica_id if re.fullmatch(r"[0-9a-f]{32}", replica_id) else None
 
 
+class Root(enum.Enum):
+    PRESENT = "present"
+    MISSING = "missing"
+    UNREADABLE = "unreadable"
+
+
 @dataclass(frozen=True)
 class Probe:
-    """What one replica looks like just before a pass: its root, marker and file count."""
+    """What one replica looks like just before a pass: its root, marker and synced paths."""
 
-    present: bool  # the root directory exists
+    root: Root
     marker: str | None  # replica id from the root's marker, None when absent or unreadable
-    files: int  # files and links under the synced paths (ignored ones not counted)
+    paths: tuple[bool, ...] = ()  # which of the synced paths exist, in the plan's order
 
 
 def marker_refusal(recorded: dict[str, str], found: dict[str, Probe],
@@ -172,12 +184,9 @@ def marker_refusal(recorded: dict[str, str], found: dict[str, Probe],
     """
     for side, probe in found.items():
         expected = recorded.get(side)
-        if not expected:
+        if not expected or probe.root is not Root.PRESENT:
             continue
         where = f"{_SIDES[side]} {names[side]}"
-        if not probe.present:
-            return (f"{where} is missing (not mounted?); nothing was synced. Once it is back, "
-                    "sync again")
         if probe.marker is None:
             return (f"{where} lacks its marker {MARKER}: it looks emptied, replaced or not "
                     "mounted, so nothing was synced. If it was wiped on purpose, "
@@ -190,37 +199,41 @@ def marker_refusal(recorded: dict[str, str], found: dict[str, Probe],
     return None
 
 
-def deletion_floor(before: int, max_delete: int) -> int:
-    """The fewest files a side recorded with `before` files may have left without a refusal.
-
-    The rule: a side whose file count fell by more than `max_delete` percent of the count
-    recorded at the last good pass, and by more than MIN_DELETIONS files, is refused.
-    """
-    return before - max(MIN_DELETIONS, max_delete * before // 100)
-
-
-def deletion_refusal(recorded: dict[str, int], found: dict[str, Probe], names: dict[str, str],
-                     max_delete: int) -> str | None:
-    """Why this pass must not run, judging by how many files a side lost since the last pass."""
+def missing_refusal(found: dict[str, Probe], names: dict[str, str]) -> str | None:
+    """Why a pass cannot run because a replica's root is not there: missing is not deleted."""
     for side, probe in found.items():
-        before = recorded.get(side)
-        if before is None or probe.files >= deletion_floor(before, max_delete):
-            continue
-        return (f"{_SIDES[side]} {names[side]} lost {before - probe.files} of {before} files "
-                f"since the last sync (more than sync.max_delete = {max_delete} %); nothing "
-                "was synced. If the deletions are intended, run `roaming-homes sync --force`")
+        where = f"{_SIDES[side]} {names[side]}"
+        if probe.root is Root.MISSING:
+            typo = ", or a typo in server.home or server.root?" if side == "server" else "?"
+            return (f"{where} is missing (not mounted{typo}); nothing was synced. Once it is "
+                    "there, sync again")
+        if probe.root is Root.UNREADABLE:
+            return f"{where} cannot be read (permissions?); nothing was synced"
     return None
 
 
-def probe_local(root: Path, paths: Sequence[str], ignore_paths: Sequence[str],
-                ignore_names: Sequence[str], cache: DirCache | None = None) -> Probe:
+def absent_paths(paths: Sequence[str], found: dict[str, Probe]) -> list[str]:
+    """The synced paths that exist on no side (a typo in sync.paths, most likely)."""
+    known = [probe.paths for probe in found.values() if len(probe.paths) == len(paths)]
+    if len(known) < len(found):
+        return []  # a side did not say: nothing is known to be absent
+    return [path for index, path in enumerate(paths) if not any(p[index] for p in known)]
+
+
+def likely_meant(path: str, candidates: Iterable[str]) -> str | None:
+    """The existing name `path` was most likely a typo of, if any is close."""
+    found = difflib.get_close_matches(path, list(candidates), n=1, cutoff=0.75)
+    return found[0] if found else None
+
+
+def probe_local(root: Path, paths: Sequence[str]) -> Probe:
     if not root.is_dir():
-        return Probe(False, None, 0)
+        return Probe(Root.MISSING if not root.exists() else Root.UNREADABLE, None)
     try:
         marker = parse_marker((root / MARKER).read_text(encoding="utf-8", errors="replace"))
     except OSError:
         marker = None
-    return Probe(True, marker, count_files(root, paths, ignore_paths, ignore_names, cache))
+    return Probe(Root.PRESENT, marker, tuple(os.path.lexists(root / p) for p in paths))
 
 
 def write_local_marker(root: Path, replica_id: str) -> None:
@@ -230,93 +243,69 @@ def write_local_marker(root: Path, replica_id: str) -> None:
     tmp.replace(root / MARKER)
 
 
-# The system's python3, not the one a user's PATH puts first (pyenv's shims alone take longer to
-# start than the whole count).
-SERVER_PYTHON = "/usr/bin/python3"
-# From this many files on, the server counts with python3 and its cache (about 20 ms to start,
-# then next to nothing per unchanged directory); below, `find` is cheaper (1 ms per 1 000 files).
-CACHED_COUNT_FROM = 20_000
-REPORT = "roaming-homes guard: "  # how the server's replica report lines start
-REFUSED = f"{REPORT}refused, nothing was synced"
+# --- the server's own check, in unison's ssh session ---------------------------------------------
+
+REPORT = "roaming-homes guard "  # how the server's report line starts
+_REPORT = re.compile(r"roaming-homes guard ([0-9a-f]{32}) root=(present|missing|unreadable) "
+                     r"paths=([01]*) marker=(.*)")
 
 
-def probe_script(root: str, paths: Sequence[str], ignore_paths: Sequence[str],
-                 ignore_names: Sequence[str], expect_marker: str | None = None,
-                 min_files: int | None = None, cached: bool = False) -> str:
-    """A POSIX sh script that reports the server's replica to stdout, for `parse_probe`.
+def new_nonce() -> str:
+    return secrets.token_hex(16)
 
-    With `expect_marker` (a replica id) or `min_files` it also judges: it exits 1 unless the
-    root has that marker and at least that many files (`marker_refusal`, `deletion_floor`).
-    Every value is quoted with shlex; the paths were validated by the config (relative, no
-    `..`). File names may contain newlines, so `find` prints NUL-terminated names and only the
-    NULs are counted. It runs in a subshell: the caller's working directory stays as it was.
+
+def report_script(root: str, paths: Sequence[str], nonce: str) -> str:
+    """A POSIX sh script that prints the server replica's report in one line for
+    `parse_report`: root present, missing or unreadable; which synced paths exist; the marker
+    (printable characters of its first line only, and last, so it cannot add fields). Every
+    value is quoted with shlex; the paths were validated by the config (relative, no `..`)."""
+    q = shlex.quote
+    each = " ".join(q(p) for p in paths)
+    check = (f"for d in {each}; do if [ -e \"$d\" ] || [ -L \"$d\" ]; then p=${{p}}1; "
+             "else p=${p}0; fi; done; " if paths else "")
+    return (f"if cd {q(root)} 2>/dev/null; then r=present; "
+            f"m=$(head -c 200 {q(MARKER)} 2>/dev/null | head -n 1 | tr -cd '[:print:]'); "
+            f"elif [ -e {q(root)} ]; then r=unreadable m=; else r=missing m=; fi; p=; "
+            f"{check}printf '%s\\n' \"{REPORT}{nonce} root=$r paths=$p marker=$m\"")
+
+
+def guard_command(root: str, paths: Sequence[str], nonce: str,
+                  expect_marker: str | None = None) -> str:
+    """unison's `servercmd`: the server reports its replica (`report_script`, with this pass's
+    `nonce`), then runs unison's server, or refuses.
+
+    It refuses (exit 1, before unison's server starts, so nothing syncs) when the root is not
+    there, and, with `expect_marker`, when the root's marker is not that replica's. unison
+    appends `-server …` and ssh hands the line to the user's shell, which runs `sh`. The report
+    goes to stderr, which reaches unison's output ahead of anything unison prints after
+    connecting (stdout carries unison's protocol); `parse_report` takes only that first line,
+    and only with the nonce, so no file name or content can stand in for it.
     """
     q = shlex.quote
-    starts = " ".join(q(f"./{p}") for p in paths)
-    # A literal ignored path outside the synced paths is never met: testing every entry
-    # against it would only cost time (as in `count_files`).
-    reachable = [p for p in ignore_paths if any(c in p for c in "*?[") or is_below(p, paths)]
-    prune = " -o ".join([*(f"-path {q(f'./{p}')}" for p in reachable),
-                         *(f"-name {q(n)}" for n in ignore_names)])
-    find = (f"find {starts} \\( {prune} \\) -prune -o ! -type d -print0" if prune
-            else f"find {starts} ! -type d -print0")
-    count = f"$({find} 2>/dev/null | tr -cd '\\000' | wc -c)"
-    if cached:
-        # The server's own python3 counts with a cache of what it saw (counting.py); `find`
-        # counts where there is none (or it is too old to run the program).
-        program = server_program(root, paths, ignore_paths, ignore_names)
-        count = (f"$({SERVER_PYTHON} -I -S -c {q(program)} 2>/dev/null); "
-                 f"case $f in ''|*[!0-9]*) f={count};; esac")
-    tests = []
+    # The report runs in a subshell ($(…)): unison's server starts where the login shell was.
+    tests = [f'case "$rep" in *{q(" root=present ")}*) ;; *) exit 1;; esac; ']
     if expect_marker is not None:
-        tests.append(f'[ "$m" = {q(marker_text(expect_marker).strip())} ]')
-    if min_files is not None:
-        tests.append(f'[ "$f" -ge {int(min_files)} ]')
-    verdict = "".join(f" && {test}" for test in tests)
-    report = " ".join(f'{q(REPORT)}"{key} ${var}"' for key, var in
-                      (("root", "r"), ("marker", "m"), ("files", "f")))
-    return (f"(if cd {q(root)} 2>/dev/null; then r=present; "
-            f"m=$(head -c 200 {q(MARKER)} 2>/dev/null | head -n 1); "
-            f"f={count}; f=$(( f )); "
-            "else r=missing m= f=0; fi; "
-            f"printf '%s\\n' {report}; true{verdict})")
-
-
-def guard_command(probe: str) -> str:
-    """unison's `servercmd`: the server judges its replica with `probe` (a `probe_script` that
-    judges), then runs unison's server, or refuses.
-
-    unison appends `-server …` and ssh hands the line to the user's shell, which runs `sh`.
-    The report goes to stderr, which reaches unison's output (stdout carries unison's
-    protocol); a refusal ends the connection before unison's server starts, so nothing syncs.
-    Judging in the same ssh session as unison saves a second command per pass (and a second
-    start of the server user's login shell).
-    """
-    q = shlex.quote
-    script = f"{probe} >&2 || {{ echo {q(REFUSED)} >&2; exit 1; }}; exec unison \"$@\""
+        tests.append(f'case "$rep" in *{q(" marker=" + marker_text(expect_marker).strip())}) '
+                     ";; *) exit 1;; esac; ")
+    script = (f"rep=$({report_script(root, paths, nonce)}); printf '%s\\n' \"$rep\" >&2; "
+              f"{''.join(tests)}exec unison \"$@\"")
     return f"sh -c {q(script)} roaming-homes-guard"
 
 
-def parse_probe(output: str | Sequence[str]) -> Probe | None:
-    """Read `probe_script`'s report (from its output, or among unison's lines when it ran as
-    `guard_command`; the last report counts); None when there is no complete one."""
-    lines = output.splitlines() if isinstance(output, str) else output
-    fields: dict[str, str] = {}
-    probe = None
+def parse_report(lines: Sequence[str], nonce: str, paths: int) -> Probe | None:
+    """The server's report in unison's output: the first line that looks like one, and only if
+    it carries `nonce`, parses strictly and comes before unison looked for changes."""
     for line in lines:
-        if line.startswith(REPORT):
-            key, _, value = line[len(REPORT):].partition(" ")
-            fields[key] = value.strip()
-            if key == "files" and fields["files"].isdigit() and "root" in fields:
-                probe = Probe(fields["root"] == "present", parse_marker(fields.get("marker", "")),
-                              int(fields["files"]))
-                fields = {}
-    return probe
-
-
-def refused(lines: Sequence[str]) -> bool:
-    """Whether the server's guard (`guard_command`) refused this run."""
-    return REFUSED in lines
+        if line.startswith("Looking for changes"):
+            return None
+        if not line.startswith(REPORT):
+            continue
+        match = _REPORT.fullmatch(line.rstrip("\n"))
+        if match is None or match.group(1) != nonce or len(match.group(3)) != paths:
+            return None
+        return Probe(Root(match.group(2)), parse_marker(match.group(4)),
+                     tuple(bit == "1" for bit in match.group(3)))
+    return None
 
 
 def write_marker_script(root: str, replica_id: str) -> str:
@@ -326,3 +315,144 @@ def write_marker_script(root: str, replica_id: str) -> str:
     marker, tmp = q(f"{root}/{MARKER}"), q(f"{root}/{MARKER}.tmp")
     return (f"test -s {marker} || {{ printf '%s' {q(marker_text(replica_id))} > {tmp} && "
             f"mv -f {tmp} {marker}; }}; head -n 1 {marker}")
+
+
+# --- mass deletion and mass change, from unison's plan -------------------------------------------
+
+class Loss(enum.Enum):
+    """How a side loses a file's content when an item propagates (unison keeps a backup)."""
+
+    DELETE = "delete"
+    OVERWRITE = "overwrite"
+
+
+_CREATED = (Content.FILE, Content.LINK, Content.DIR)
+_EDITED = (Content.CHANGED, Content.CHANGED_LINK)
+
+
+def item_loss(item: PlanItem) -> tuple[str, Loss] | None:
+    """The side that loses something when `item` propagates, and how; None when nothing is lost
+    (new files, property changes, conflicts that stay, an emptied side receiving a file)."""
+    if item.direction is Direction.TO_SERVER:
+        side, sent, kept = "server", item.local, item.server
+    elif item.direction is Direction.TO_LOCAL:
+        side, sent, kept = "local", item.server, item.local
+    else:
+        return None
+    if kept is Content.DELETED:
+        return None
+    if sent is Content.DELETED:
+        return side, Loss.DELETE
+    if sent in _EDITED or (sent in _CREATED and kept is not Content.UNCHANGED):
+        return side, Loss.OVERWRITE
+    return None
+
+
+@dataclass
+class Losses:
+    """What a pass (or a window of passes) deletes and overwrites on one side."""
+
+    deleted: int = 0
+    overwritten: int = 0
+    paths: list[str] = field(default_factory=list)  # the plan items that lose something
+    gone: list[str] = field(default_factory=list)  # synced paths deleted as a whole
+
+    def count(self, loss: Loss) -> int:
+        return self.deleted if loss is Loss.DELETE else self.overwritten
+
+
+def plan_losses(items: Iterable[PlanItem], weigh: Callable[[str, str], int],
+                synced: Sequence[str] = ()) -> dict[str, Losses]:
+    """Files each side would lose by the plan. A deleted directory weighs the files below it
+    on the side that loses it (`weigh(side, path)`); an overwritten item weighs one. A deleted
+    item that is one of the `synced` paths is noted as gone as a whole."""
+    losses = {"local": Losses(), "server": Losses()}
+    for item in items:
+        if (lost := item_loss(item)) is None:
+            continue
+        side, loss = lost
+        if loss is Loss.DELETE:
+            losses[side].deleted += max(1, weigh(side, item.path))
+            if item.path in synced:
+                losses[side].gone.append(item.path)
+        else:
+            losses[side].overwritten += 1
+        losses[side].paths.append(item.path)
+    return losses
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_delete: int  # percent of the baseline's files
+    max_change: int
+    window: int  # seconds within which losses of earlier passes add up
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A pass the loss guard refused: which side would lose how many of its files, and how."""
+
+    side: str
+    loss: Loss
+    count: int
+    total: int
+    paths: tuple[str, ...]
+    gone: tuple[str, ...] = ()  # synced paths that vanished whole on the other side
+
+    def message(self, limits: Limits, server: str) -> str:
+        """One line: what would go, where, and both ways out."""
+        setting, percent = (("sync.max_delete", limits.max_delete) if self.loss is Loss.DELETE
+                            else ("sync.max_change", limits.max_change))
+        shown = ", ".join(escape(p) for p in self.paths[:3])
+        shown += " …" if len(self.paths) > 3 else ""
+        origin, target = (("this computer", f"the server {server}") if self.side == "server"
+                          else (f"the server {server}", "this computer"))
+        undo = (f"brings them back from {target}" if self.loss is Loss.DELETE
+                else f"puts back {target}'s versions")
+        if self.gone:
+            gone = ", ".join(escape(p) for p in self.gone)
+            what = (f"would go: {gone} vanished on {origin} (not mounted?), and syncing would "
+                    f"delete it on {target}")
+        elif self.loss is Loss.DELETE:
+            what = f"were deleted on {origin} ({shown}); syncing would delete them on {target}"
+        else:
+            what = (f"were changed on {origin} ({shown}); syncing would overwrite {target}'s "
+                    "versions")
+        rule = ("" if self.gone else f", more than {setting} = {percent} %")
+        return (f"{self.count} of {self.total} files {what}{rule}, so nothing was synced. If "
+                "that is intended: `roaming-homes sync --force`; if not: `roaming-homes "
+                f"restore --refused` {undo}")
+
+
+def loss_refusal(planned: dict[str, Losses], recent: dict[str, Losses], total: int,
+                 limits: Limits) -> Refusal | None:
+    """The refusal of a pass whose plan, with the losses of the passes in the window, deletes
+    more than max_delete % (or overwrites more than max_change %) of a side's `total` files
+    (the baseline: the files of the last complete pass), and more than MIN_LOSSES; or that
+    deletes a whole synced path (a folder that vanished is more likely unmounted than
+    deleted), whatever its size."""
+    for side in ("server", "local"):
+        if planned[side].gone:
+            lost = planned[side]
+            return Refusal(side, Loss.DELETE, lost.deleted, max(total, lost.deleted),
+                           tuple(lost.paths), tuple(lost.gone))
+        for loss, percent in ((Loss.DELETE, limits.max_delete),
+                              (Loss.OVERWRITE, limits.max_change)):
+            mine = planned[side].count(loss)
+            count = mine + recent.get(side, Losses()).count(loss)
+            if mine and count > max(MIN_LOSSES, percent * total // 100):
+                return Refusal(side, loss, count, max(total, count),
+                               tuple(planned[side].paths))
+    return None
+
+
+_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape(name: str) -> str:
+    """A name as it may be printed: control characters and backslashes escaped (like
+    `ls --quoting-style=escape`), everything printable as it is."""
+    if name.isprintable() and "\\" not in name:
+        return name
+    return "".join(c if c.isprintable() and c != "\\" else _ESCAPES.get(c, f"\\x{ord(c):02x}")
+                   for c in name)

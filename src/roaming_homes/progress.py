@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from roaming_homes.paths import Locations
+from roaming_homes.unison import Content, Direction, PlanItem, parse_plan_line
 
 PROGRESS_FILE = "progress.json"
 # Said by the engine before a pass that takes the union of both sides (-ignorearchives); the
@@ -44,14 +45,14 @@ _PHASES = {
     "Propagating updates": "propagating",
 }
 # `changed  ---->            path  `: two 8-column states around a 5-character arrow.
-_ITEM = re.compile(r"^(.{8}) ([<>=?M\-]{5}) (.{8})   (.+?) *$")
 _DETAIL = re.compile(r"^\S.*?\s*: (.*)$")
 _SIZE = re.compile(r"\bsize (\d+)\b")
 _BAR = re.compile(r"^\s*(\d{1,3})%\s+(?:(\d+):)?(\d\d):(\d\d) ETA")
 _SCAN = re.compile(r"^[-/|\\] (.+)$")
 _DONE_ITEM = ("[END] ", "Failed ")
-_SKIPPED_ARROW = "<-?->"  # a conflict: skipped in batch mode, nothing transferred
-_UPLOAD, _DOWNLOAD = "---->", "<----"
+# Items that move file contents, and from which side's details their size is read.
+_MOVES = {Direction.TO_SERVER: 0, Direction.TO_LOCAL: 1}
+_NO_CONTENT = (Content.DELETED, Content.PROPS)  # deletions and permission changes move none
 
 
 @dataclass
@@ -89,7 +90,7 @@ class ProgressParser:
     def __init__(self, pid: int = 0, now: float | None = None) -> None:
         start = time.time() if now is None else now
         self.progress = Progress(pid=pid, started=start, updated=start)
-        self._pending: tuple[str, str] | None = None  # (arrow, source state) of the last item
+        self._pending: PlanItem | None = None  # the last item, until its two detail lines
         self._details: list[str] = []
         self._samples: deque[tuple[float, int]] = deque()
 
@@ -121,9 +122,8 @@ class ProgressParser:
             p.bytes_done = p.bytes_total * p.percent // 100
             self._sample(now, (hours * 60 + minutes) * 60 + seconds)
             return True
-        if match := _ITEM.match(text):
-            arrow, left, right = match.group(2), match.group(1).strip(), match.group(3).strip()
-            self._pending = (arrow, left if arrow == _UPLOAD else right)
+        if item := parse_plan_line(text):
+            self._pending = item
             self._details = []
             return False
         if text.startswith("[BGN] "):
@@ -147,18 +147,18 @@ class ProgressParser:
 
     def _add_item(self) -> None:
         assert self._pending is not None
-        arrow, source_state = self._pending
-        self._pending = None
-        if arrow == _SKIPPED_ARROW:
-            return
+        item, self._pending = self._pending, None
+        if item.direction is Direction.CONFLICT:
+            return  # skipped, as in -batch: nothing transferred
         p = self.progress
         p.items_total += 1
-        if arrow not in (_UPLOAD, _DOWNLOAD) or source_state in ("deleted", "props"):
-            return  # deletions, merges and permission changes move no file contents
-        detail = self._details[0] if arrow == _UPLOAD else self._details[1]
+        source = item.local if item.direction is Direction.TO_SERVER else item.server
+        if item.direction not in _MOVES or source in _NO_CONTENT:
+            return
+        detail = self._details[_MOVES[item.direction]]
         size = int(match.group(1)) if (match := _SIZE.search(detail)) else 0
         p.bytes_total += size
-        if arrow == _UPLOAD:
+        if item.direction is Direction.TO_SERVER:
             p.bytes_to_send += size
         else:
             p.bytes_to_fetch += size

@@ -8,15 +8,17 @@ thin shell that spawns the real program. Facts relied on are in shared/UNISON.md
 from __future__ import annotations
 
 import contextlib
+import enum
 import os
 import re
 import select
-import shutil
 import signal
 import subprocess
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -105,7 +107,9 @@ def build_profile(plan: Plan) -> str:
         lines += [f"prefer = {prefer}", "copyonconflict = true"]
     lines += [
         "times = true",  # keep modification times
-        "confirmbigdel = true",  # never propagate the emptying of a replica
+        # The loss guard judges every plan, an emptied root included (UNISON.md §6a); unison's
+        # own question about it would come before the plan.
+        "confirmbigdel = false",
         # Every overwritten or deleted file is kept, outside the synced tree, on the side that
         # lost it: locally in UNISONBACKUPDIR (see `environment`), on the server in its unison
         # directory's `backup` (UNISONBACKUPDIR is not passed over ssh).
@@ -119,9 +123,11 @@ def build_profile(plan: Plan) -> str:
 
 
 def build_argv(unison: str, first_run: bool, extra: Sequence[str] = (),
-               batch: bool = True) -> list[str]:
-    """Arguments for one non-interactive pass over our profile."""
-    argv = [unison, PROFILE, *(["-batch"] if batch else []), "-color", "false", "-dumbtty"]
+               guarded: bool = True) -> list[str]:
+    """Arguments for one pass over our profile: `guarded`, unison lists its plan and asks
+    before propagating (see `run`); otherwise its interactive UI is the user's (resolve)."""
+    ui = [*INTERACTIVE_ARGS] if guarded else []
+    argv = [unison, PROFILE, *ui, "-color", "false", "-dumbtty", "-ignore", IGNORE_CONTROL]
     if first_run:
         # No archive for this pair of roots: take the union of both sides, never deletions.
         argv.append("-ignorearchives")
@@ -167,10 +173,151 @@ def _add(items: list[str], item: str) -> None:
         items.append(item)
 
 
+# --- the plan: what a pass would do, read before anything propagates ---------------------------
+#
+# Without -batch, unison's text UI shows the first item of its plan and asks what to do with it.
+# The wrapper answers `l` (list every item with its details), reads the whole plan, decides, and
+# answers `g` (propagate, unison's recommendations; conflicts are skipped as in -batch) or `q`
+# (quit, nothing propagated): nothing moves before that answer. File names are opaque fields of
+# those lines: paths with control characters (a newline could forge a line) are never synced
+# (IGNORE_CONTROL), so every line is one item.
+
+# Paths with an ASCII control character anywhere are ignored: a newline or carriage return in a
+# name would let that name forge lines of unison's output, ESC sequences would reach terminals.
+IGNORE_CONTROL = "Regex .*[\x01-\x1f\x7f].*"
+INTERACTIVE_ARGS = ("-ui", "text")
+PROCEED = "Proceed with propagating updates?"
+
+
+class Content(enum.Enum):
+    """What one replica holds at an item's path, as unison's plan shows it."""
+
+    UNCHANGED = "unchanged"
+    DELETED = "deleted"
+    FILE = "new file"
+    CHANGED = "changed"
+    PROPS = "props"
+    LINK = "new link"
+    CHANGED_LINK = "changed link"
+    DIR = "new dir"
+    CHANGED_DIR = "changed dir"
+
+
+class Direction(enum.Enum):
+    """Where an item goes: root 1 is the local home, root 2 the server (build_profile)."""
+
+    TO_SERVER = "to server"
+    TO_LOCAL = "to local"
+    CONFLICT = "conflict"
+    MERGE = "merge"
+    ERROR = "error"
+
+
+# Uicommon.replicaContent2shortString (the second spelling of each is a first sync's), and the
+# arrows of Uitext.displayri: "=" instead of "-" when `prefer` or the user chose the direction,
+# a "?" in an arrow marks an item with errors on one side.
+_CONTENTS = {
+    "        ": Content.UNCHANGED, "deleted ": Content.DELETED, "new file": Content.FILE,
+    "file    ": Content.FILE, "changed ": Content.CHANGED, "props   ": Content.PROPS,
+    "new link": Content.LINK, "link    ": Content.LINK, "chgd lnk": Content.CHANGED_LINK,
+    "new dir ": Content.DIR, "dir     ": Content.DIR, "chgd dir": Content.CHANGED_DIR,
+}
+_DIRECTIONS = {
+    "---->": Direction.TO_SERVER, "--?->": Direction.TO_SERVER, "====>": Direction.TO_SERVER,
+    "==?=>": Direction.TO_SERVER, "<----": Direction.TO_LOCAL, "<-?--": Direction.TO_LOCAL,
+    "<====": Direction.TO_LOCAL, "<=?==": Direction.TO_LOCAL, "<-?->": Direction.CONFLICT,
+    "<=?=>": Direction.CONFLICT, "<-M->": Direction.MERGE, "<=M=>": Direction.MERGE,
+    "error": Direction.ERROR,
+}
+# Uitext.displayri: "%s %s %s   %s  " r1 action r2 path.
+_ITEM = re.compile(r"^(.{8}) (.{5}) (.{8})   (.+)  $", re.DOTALL)
+_PROMPT = re.compile(r"\[[^\]]*\] $")  # "[f] ", "[] ": the default answer, then the cursor
+_LISTED = "  "  # `l` indents every item it lists
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    """One line of unison's plan: the local side, the direction, the server side, the path."""
+
+    local: Content
+    direction: Direction
+    server: Content
+    path: str  # relative to the roots, exactly as unison printed it
+
+
+def parse_plan_line(line: str) -> PlanItem | None:
+    """The item on one line of unison's plan; None for any other line (header, details)."""
+    match = _ITEM.match(line)
+    if match is None:
+        return None
+    local, arrow, server, path = match.groups()
+    if local not in _CONTENTS or server not in _CONTENTS or arrow not in _DIRECTIONS:
+        return None
+    return PlanItem(_CONTENTS[local], _DIRECTIONS[arrow], _CONTENTS[server], path)
+
+
+class Question(enum.Enum):
+    """What unison asked on its standard input."""
+
+    ITEM = "item"  # what to do with an item of the plan (the first one, before and after `l`)
+    PROCEED = "proceed"  # the plan is settled: propagate it?
+    OTHER = "other"
+
+
+def classify_question(prompt: str) -> Question:
+    """What a question is; `prompt` is unison's output since its last complete line."""
+    if prompt.startswith(PROCEED):
+        return Question.PROCEED
+    if (match := _PROMPT.search(prompt)) and parse_plan_line(prompt[:match.start()]):
+        return Question.ITEM
+    return Question.OTHER
+
+
+Decide = Callable[[Sequence[PlanItem]], bool]
+
+
 @dataclass
 class Run:
     returncode: int
     lines: list[str]
+    plan: list[PlanItem] = field(default_factory=list)  # what unison listed before asking
+    declined: Question | None = None  # the question we answered "quit" to: nothing propagated
+
+
+class _Dialogue:
+    """unison's side of the conversation: its plan as it is listed, and our answers.
+
+    Only an unindented item line can be a question we answer with `l` or `g`; every line `l`
+    lists is indented. So a name that merely ends like a question can at worst make us answer
+    the first item's question a moment early (unison then reads the same answer it was about to
+    ask for), or make us quit (nothing propagates): never propagate a plan not wholly read.
+    """
+
+    def __init__(self, decide: Decide) -> None:
+        self.decide = decide
+        self.items: dict[str, PlanItem] = {}
+        self.asked = False  # `l` was answered: the plan is being (or has been) listed
+        self.declined: Question | None = None
+
+    def listed(self, line: str) -> str:
+        """Take in a line of unison's standard output; returns it as -batch would print it
+        (the items of the plan without `l`'s indentation)."""
+        if self.asked and line.startswith(_LISTED):
+            item = parse_plan_line(line[len(_LISTED):])
+            if item is not None:
+                self.items[item.path] = item
+                return line[len(_LISTED):]
+        return line
+
+    def answer(self, prompt: str) -> str:
+        question = classify_question(prompt)
+        if question is Question.ITEM and not self.asked:
+            self.asked = True
+            return "l"
+        if question is not Question.OTHER and self.decide(list(self.items.values())):
+            return "g" if question is Question.ITEM else "y"
+        self.declined = question
+        return "q"
 
 
 def environment(locations: Locations) -> dict[str, str]:
@@ -181,53 +328,100 @@ def environment(locations: Locations) -> dict[str, str]:
                 UNISONBACKUPDIR=str(locations.backup_dir), NO_COLOR="1")
 
 
+def waits_for_input(pid: int) -> bool | None:
+    """Whether the process is blocked reading its standard input (None: cannot tell).
+
+    /proc/PID/syscall names the system call a sleeping process is in: `read` (0) on fd 0.
+    unison is single-threaded, so this is exact; a prompt printed but not yet read from is
+    told apart from a name that merely ends like one.
+    """
+    try:
+        fields = Path(f"/proc/{pid}/syscall").read_text().split()
+    except OSError:
+        return None
+    return len(fields) > 1 and fields[0] == "0" and fields[1] == "0x0"
+
+
 def run(argv: Sequence[str], env: Mapping[str, str], on_line: Callable[[str], None],
-        abort: threading.Event | None = None, pass_fds: Sequence[int] = ()) -> Run:
-    """Spawn unison (no shell), hand every output line to `on_line`, return code and lines.
+        decide: Decide, abort: threading.Event | None = None,
+        pass_fds: Sequence[int] = ()) -> Run:
+    """Spawn unison (no shell) in its interactive text UI; every output line goes to
+    `on_line`; `decide` gets the whole plan before anything propagates, and says whether to.
 
     unison's progress bar rewrites one line with carriage returns; each segment counts as a
-    line and is handed on as soon as it arrives (reading by newline would hold the whole bar
-    back until the end). A negative return code means unison was killed by that signal. Setting
-    `abort` stops unison cleanly (see `ABORT_GRACE`); unison then runs in a process group of its
-    own, so that its ssh, which may hang on a frozen server holding our pipe, can be ended with it.
-    `pass_fds` are inherited: the sync lock's descriptor, so the lock outlives us if we are
-    killed while unison still runs.
+    line and is handed on as soon as it arrives. A negative return code means unison was
+    killed by that signal. Setting `abort` stops unison cleanly (see `ABORT_GRACE`); unison
+    then runs in a process group of its own, so that its ssh, which may hang on a frozen server
+    holding our pipe, can be ended with it. `pass_fds` are inherited: the sync lock's
+    descriptor, so the lock outlives us if we are killed while unison still runs.
     """
     lines: list[str] = []
+    dialogue = _Dialogue(decide)
 
-    with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, env=env, pass_fds=tuple(pass_fds),
+    def add(segment: str, stdout: bool) -> None:
+        if stdout:
+            segment = dialogue.listed(segment)
+        if segment.strip():
+            lines.append(segment)
+            on_line(segment)
+
+    with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, env=env, pass_fds=tuple(pass_fds),
                           process_group=None if abort is None else 0) as proc:
         if abort is not None:
             threading.Thread(target=_stop_on, args=(abort, proc), daemon=True).start()
-        for segment in _segments(proc, abort):
-            if segment.strip():
-                lines.append(segment)
-                on_line(segment)
-    return Run(proc.returncode, lines)
+        _converse(proc, dialogue, add, abort)
+    return Run(proc.returncode, lines, list(dialogue.items.values()), dialogue.declined)
 
 
-def _segments(proc: subprocess.Popen[bytes], abort: threading.Event | None) -> Iterator[str]:
-    """unison's output split at newlines and carriage returns, until EOF or an abort.
+def _asks(pid: int, tail: bytes, quiet: float) -> bool:
+    """Whether unison, quiet for `quiet` seconds, waits for an answer to the question `tail`.
 
-    After an abort, unison's end is the end: its ssh handed our pipe to the shared ssh master
-    (connection sharing passes file descriptors), which may hold it until the server answers.
+    Where /proc cannot tell (no /proc, or `sync.unison` is a wrapper that runs unison as its
+    child), a line that ends like a question and then stays quiet for QUIET_QUESTION seconds is
+    one: should a name end like a question, answering early is harmless (see `_Dialogue`).
     """
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    pending = b""
-    while True:
-        if abort is not None and not select.select([fd], [], [], 0.2)[0]:
-            if abort.is_set() and proc.poll() is not None:
-                break
+    if waits_for_input(pid):
+        return True
+    return tail.endswith(b"] ") and quiet >= QUIET_QUESTION
+
+
+QUIET_QUESTION = 1.0
+IDLE = 0.1  # seconds without output after which we look whether unison waits for an answer
+
+
+def _converse(proc: subprocess.Popen[bytes], dialogue: _Dialogue,
+              add: Callable[[str, bool], None], abort: threading.Event | None) -> None:
+    """Read unison's stdout and stderr until both end, answering its questions."""
+    assert proc.stdout is not None and proc.stderr is not None and proc.stdin is not None
+    out, err = proc.stdout.fileno(), proc.stderr.fileno()
+    pending = {out: b"", err: b""}
+    last = time.monotonic()
+    while pending:
+        ready = select.select(list(pending), [], [], IDLE)[0]
+        if not ready:
+            if abort is not None and abort.is_set() and proc.poll() is not None:
+                break  # the ssh master may hold our pipes (it got ssh's stdio handed over)
+            tail = pending.get(out, b"")
+            if proc.poll() is None and _asks(proc.pid, tail, time.monotonic() - last):
+                prompt = tail.decode("utf-8", errors="replace")
+                pending[out] = b""
+                add(prompt, False)
+                with contextlib.suppress(BrokenPipeError):
+                    proc.stdin.write(dialogue.answer(prompt).encode() + b"\n")
+                    proc.stdin.flush()
             continue
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        *complete, pending = _SEGMENT_END.split(pending + chunk)
-        yield from (segment.decode("utf-8", errors="replace") for segment in complete)
-    if pending:
-        yield pending.decode("utf-8", errors="replace")
+        last = time.monotonic()
+        for fd in ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                if pending[fd]:
+                    add(pending[fd].decode("utf-8", errors="replace"), fd == out)
+                del pending[fd]
+                continue
+            *complete, pending[fd] = _SEGMENT_END.split(pending[fd] + chunk)
+            for segment in complete:
+                add(segment.decode("utf-8", errors="replace"), fd == out)
 
 
 def _stop_on(abort: threading.Event, proc: subprocess.Popen[bytes]) -> None:
@@ -240,73 +434,3 @@ def _stop_on(abort: threading.Event, proc: subprocess.Popen[bytes]) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             return
-
-
-# --- watch mode (-repeat watch) -----------------------------------------------------------------
-
-WATCH_ARGS = ("-repeat", "watch")
-CYCLE_START = "Looking for changes"
-FSMONITOR = "unison-fsmonitor"
-# Fatal errors that mean "no usable file monitor", not "the sync failed" (fswatch.ml).
-_NO_MONITOR = ("No file monitoring helper program found", "Filesystem watcher error",
-               "Filesystem watcher died", "from the filesystem watcher",
-               "File monitoring helper program not running")
-
-
-def find_fsmonitor(unison: str, path_env: str) -> str | None:
-    """The monitor unison would start: `unison-fsmonitor[-VERSION]` beside the real unison
-    executable (symlinks resolved, as /proc/self/exe is), then on PATH. None if there is none."""
-    dirs = [d for d in path_env.split(":") if d]
-    program = shutil.which(unison, path=path_env) if "/" not in unison else unison
-    if program:
-        dirs.insert(0, os.path.dirname(os.path.realpath(program)))
-    for directory in dirs:
-        try:
-            names = os.listdir(directory)
-        except OSError:
-            continue
-        for name in sorted(names):
-            if name == FSMONITOR or name.startswith(FSMONITOR + "-"):
-                candidate = os.path.join(directory, name)
-                if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
-                    return candidate
-    return None
-
-
-def cycle_returncode(summary: Summary) -> int:
-    """The exit code unison would give for one watch cycle (Uicommon.exitCode)."""
-    if summary.failed:
-        return 2
-    if summary.skipped or summary.partial:
-        return 1
-    return 0
-
-
-def ends_cycle(line: str) -> bool:
-    """A line after which unison waits for the next change (details may follow at once)."""
-    return bool(_SUMMARY.match(line)) or line.startswith(_NOTHING)
-
-
-def monitor_problem(summary: Summary) -> str | None:
-    """unison's fatal error when it was about the file monitor, else None."""
-    if any(marker in summary.fatal for marker in _NO_MONITOR):
-        return summary.fatal
-    return None
-
-
-def spawn(argv: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
-    """Start a long-running unison (watch mode) in its own process group; output on stdout.
-
-    Its own group lets the caller end unison and everything it started (ssh, the local
-    monitor) without touching any other process.
-    """
-    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
-
-
-def read_lines(proc: subprocess.Popen[bytes], on_line: Callable[[str | None], None]) -> None:
-    """Hand each output line of `proc` to `on_line`, then None at the end (run it in a thread)."""
-    for segment in _segments(proc, None):
-        if segment.strip():
-            on_line(segment)
-    on_line(None)

@@ -14,14 +14,15 @@ from tests.support.waiting import wait_for
 
 
 def _recording_unison(tmp_path: Path, hold_interactive: bool = False) -> Path:
-    """A unison that logs each call, holds an interactive (resolve) call until `release`
-    exists, and otherwise runs the real unison after a pause."""
+    """A unison that logs each call, holds the user's interactive (resolve) call until
+    `release` exists, and otherwise runs the real unison after a pause (as its child: a
+    wrapper that does not exec)."""
     script = tmp_path / "unison-wrapper"
     calls, release = tmp_path / "calls", tmp_path / "release"
-    hold = (f'case " $* " in *" -batch "*) ;; *) touch {tmp_path}/resolving; '
+    hold = (f'case " $* " in *" -ui text "*) ;; *) touch {tmp_path}/resolving; '
             f'while [ ! -e {release} ]; do sleep 0.05; done; exit 0;; esac\n'
             if hold_interactive else "")
-    script.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n{hold}sleep 1\nexec unison "$@"\n')
+    script.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n{hold}sleep 1\nunison "$@"\n')
     script.chmod(0o755)
     return script
 
@@ -65,8 +66,8 @@ def test_sync_during_resolve_skips_with_75_and_resolve_ends_with_a_pass(
     _out, err = resolve.communicate(timeout=60)
     assert resolve.returncode == 0, err
     calls = (tmp_path / "calls").read_text().splitlines()
-    assert calls[0].split()[0] == "roaming-homes" and "-batch" not in calls[0].split()
-    assert "-batch" in calls[1].split()  # the pass that records the outcome
+    assert calls[0].split()[0] == "roaming-homes" and "-ui" not in calls[0].split()
+    assert "-ui" in calls[1].split()  # the guarded pass that records the outcome
     assert (user.server_home / "Documents" / "f").read_text() == "x"
 
 

@@ -49,8 +49,15 @@ def processes_with(environ_entry: str, cmdline_part: bytes = b"") -> list[int]:
 
 
 def monitors_tagged(tag: str) -> list[int]:
-    """PIDs of running monitors started through a wrapper written with `tag`."""
+    """PIDs of running monitors started through a wrapper written with `tag` (on the server)."""
     return processes_with(f"RH_TEST_TAG={tag}", b"roaming_homes.fsmonitor")
+
+
+def monitors_of(home: Path, tag: str) -> list[int]:
+    """PIDs of the real-time monitors of the user whose home is `home`: the server's (started
+    through the wrapper written with `tag`) and this computer's (a child of the daemon, whose
+    environment names the home)."""
+    return [*monitors_tagged(tag), *processes_with(f"HOME={home}", b"roaming_homes.fsmonitor")]
 
 
 class MonitorSession:

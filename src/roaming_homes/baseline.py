@@ -1,0 +1,92 @@
+"""The loss guard's baseline: what the replicas held after the last complete pass, and what the
+passes since have deleted and overwritten (the sliding window).
+
+After a complete pass both replicas hold the same synced files, so one walk of the local home
+(with the incremental `DirCache`) stands for both: its total is the denominator of the guard's
+percentages, and its per-directory tally weighs a directory the plan would delete on the server.
+A baseline is valid only for the rules it was made with (roots, paths, ignores): a change of
+`sync.paths` or of an ignore rule makes a new one for the new rules before the pass, so a
+narrowed configuration is never mistaken for deletions.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from roaming_homes.counting import DirCache, count_files
+from roaming_homes.guards import Losses
+from roaming_homes.state import write_atomic
+
+FILE = "baseline.json"
+
+
+@dataclass
+class Baseline:
+    rules: list[str]
+    total: int = 0
+    dirs: dict[str, int] = field(default_factory=dict)  # directory -> files directly in it
+    # [epoch seconds, side, deleted, overwritten] of the passes that propagated losses
+    recent: list[list[Any]] = field(default_factory=list)
+
+    def below(self, path: str) -> int:
+        """Files at or below `path` when the baseline was taken (0 for a file or unknown)."""
+        keys = sorted(self.dirs)
+        first = bisect.bisect_left(keys, f"{path}/")
+        last = bisect.bisect_left(keys, f"{path}0")  # "0" sorts right after "/"
+        return self.dirs.get(path, 0) + sum(self.dirs[k] for k in keys[first:last])
+
+    def window(self, now: float, seconds: int) -> dict[str, Losses]:
+        """The losses propagated within the last `seconds`, per side."""
+        sums: dict[str, Losses] = {}
+        for at, side, deleted, overwritten in self.recent:
+            if now - at <= seconds:
+                losses = sums.setdefault(side, Losses())
+                losses.deleted += deleted
+                losses.overwritten += overwritten
+        return sums
+
+    def add_losses(self, losses: dict[str, Losses], now: float, seconds: int) -> None:
+        """Remember what a pass propagated; forget what fell out of the window."""
+        self.recent = [entry for entry in self.recent if now - entry[0] <= seconds]
+        self.recent += [[now, side, lost.deleted, lost.overwritten]
+                        for side, lost in losses.items() if lost.deleted or lost.overwritten]
+
+
+class BaselineStore:
+    """baseline.json in the state directory, and the count cache it is made with."""
+
+    def __init__(self, state_dir: Path, rules: list[str]) -> None:
+        self.path = state_dir / FILE
+        self.cache_path = state_dir / "counts-local.json"
+        self.rules = rules
+
+    def load(self) -> Baseline | None:
+        """The baseline for these rules; None when there is none (or it was for other rules,
+        or it cannot be read: a new one is made)."""
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            baseline = Baseline(data["rules"], int(data["total"]), dict(data["dirs"]),
+                                list(data["recent"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return baseline if baseline.rules == self.rules else None
+
+    def measure(self, root: Path, paths: tuple[str, ...], ignore_paths: tuple[str, ...],
+                ignore_names: tuple[str, ...], recent: list[list[Any]] | None = None) -> Baseline:
+        """A new baseline from the files under `root` now, keeping the window `recent`."""
+        tally: dict[str, int] = {}
+        cache = DirCache(self.cache_path, [*self.rules])
+        total = count_files(root, paths, ignore_paths, ignore_names, cache, tally)
+        return Baseline(self.rules, total, tally, list(recent or []))
+
+    def save(self, baseline: Baseline) -> None:
+        """Written atomically; a baseline that cannot be saved is made again next time."""
+        with contextlib.suppress(OSError):
+            write_atomic(self.path, json.dumps({
+                "rules": baseline.rules, "total": baseline.total, "dirs": baseline.dirs,
+                "recent": baseline.recent}), durable=False)

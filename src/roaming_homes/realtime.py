@@ -1,0 +1,320 @@
+"""Real-time mode: file monitors on both sides say what changed, and each change is synced by
+one guarded pass over just those paths.
+
+unison's own `-repeat watch` propagates every cycle at once, with no way to see its plan first,
+so it cannot be guarded (a deletion made in small batches would never be stopped). Here the loop
+is ours: our `unison-fsmonitor` runs in tree mode (its `TREE` command) on this computer and, over
+the shared ssh connection, on the server; when either reports changes, `engine.guarded_pass`
+syncs those paths (`-path`) with every guard of a single pass, the loss guard's sliding window
+(`sync.guard_window`) adding up the deletions of successive cycles. A full guarded pass starts
+the session and repeats every `sync.rescan_interval` seconds, for changes no monitor saw.
+
+Idle, the loop sleeps in `select` on the monitors' pipes: an unchanged home costs nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from roaming_homes import engine, transport
+from roaming_homes.config import Config
+from roaming_homes.counting import is_ignored
+from roaming_homes.engine import SyncOutcome
+from roaming_homes.errors import ExitCode, RoamingHomesError
+from roaming_homes.fsmonitor import collapse, quote, split_on_space, unquote
+from roaming_homes.guards import SyncLock, is_excluded
+from roaming_homes.paths import Locations, is_below
+from roaming_homes.state import StateStore
+
+log = logging.getLogger(__name__)
+
+OutcomeSink = Callable[[SyncOutcome], None]
+LineSink = Callable[[str], None]
+STOP_GRACE = 10.0  # seconds a running cycle gets to finish after a stop, before it is aborted
+MONITOR = "unison-fsmonitor"
+_REPLICA = "0" * 32  # the one replica each monitor watches (its archive-hash slot)
+_ANSWER_TIMEOUT = 30.0  # seconds a monitor may take to answer (a large tree is walked at START)
+
+
+@dataclass
+class WatchResult:
+    """Why real-time mode ended. `fallback`: it cannot run here; sync by interval instead."""
+
+    reason: str
+    fallback: bool = False
+    outcome: SyncOutcome | None = None  # the failure that ended it (offline, busy, fatal)
+
+
+class MonitorGone(Exception):
+    """A monitor ended, failed or cannot watch (the message says why)."""
+
+
+class MonitorLink:
+    """One `unison-fsmonitor` in tree mode, spoken to over its pipes: on this computer a child
+    process, on the server a command over ssh. Runs in a process group of its own."""
+
+    def __init__(self, argv: list[str], where: str) -> None:
+        self.where = where
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        assert self.proc.stdout is not None and self.proc.stdin is not None
+        self.fd = self.proc.stdout.fileno()
+        self._buffer = b""
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(line.encode() + b"\n")
+            self.proc.stdin.flush()
+        except OSError as exc:
+            raise MonitorGone(f"the monitor {self.where} ended") from exc
+
+    def has_line(self) -> bool:
+        return b"\n" in self._buffer
+
+    def read_line(self, timeout: float = _ANSWER_TIMEOUT) -> str:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                raise MonitorGone(f"the monitor {self.where} did not answer")
+            self.fill()
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line.decode("utf-8", errors="surrogateescape")
+
+    def fill(self) -> None:
+        """Read what the monitor wrote (call when its pipe is readable)."""
+        chunk = os.read(self.fd, 65536)
+        if not chunk:
+            raise MonitorGone(f"the monitor {self.where} ended"
+                              + (" (is it installed there?)" if self.proc.poll() == 127 else ""))
+        self._buffer += chunk
+
+    def expect_ok(self, what: str) -> None:
+        answer = self.read_line()
+        if answer != "OK":
+            command, detail = split_on_space(answer)
+            if command == "ERROR":
+                raise MonitorGone(f"the monitor {self.where} refused {what}: {unquote(detail)}")
+            raise MonitorGone(f"the monitor {self.where} answered {what} unexpectedly")
+
+    def start(self, fspath: str, paths: list[str]) -> None:
+        """Watch `paths` below `fspath` (whole trees), then wait for changes."""
+        if self.read_line() != "VERSION 1":
+            raise MonitorGone(f"the monitor {self.where} speaks another protocol")
+        self.send("TREE")
+        self.expect_ok("tree mode (an older unison-fsmonitor?)")
+        for path in paths:
+            self.send(f"START {_REPLICA} {quote(fspath)} {quote(path)}")
+            self.expect_ok("to watch")
+        self.send("DONE")
+        self.send(f"WAIT {_REPLICA}")
+
+    def changes(self) -> list[str]:
+        """After the monitor said CHANGES: the changed paths; then it is waited on again."""
+        line = self.read_line()
+        command, detail = split_on_space(line)
+        if command == "ERROR":
+            raise MonitorGone(f"the monitor {self.where} failed: {unquote(detail)}")
+        if command != "CHANGES":
+            raise MonitorGone(f"the monitor {self.where} said something unexpected")
+        self.send(f"CHANGES {_REPLICA}")
+        paths = []
+        while (line := self.read_line()) != "DONE":
+            command, arg = split_on_space(line)
+            if command != "RECURSIVE":
+                raise MonitorGone(f"the monitor {self.where} said something unexpected")
+            paths.append(unquote(arg))
+        self.send(f"WAIT {_REPLICA}")
+        return paths
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+
+def local_monitor() -> list[str]:
+    """Our own monitor, from the Python that runs us (the one on PATH may not know TREE)."""
+    return [sys.executable, "-m", "roaming_homes.fsmonitor"]
+
+
+def run_watch(config: Config, locations: Locations, stop: threading.Event, *,
+              on_outcome: OutcomeSink | None = None,
+              on_line: LineSink | None = None) -> WatchResult:
+    """Keep the home in sync in real time until `stop` is set.
+
+    Holds the sync lock throughout. The first full pass, and every cycle that transferred,
+    refused or failed something, is recorded in the state like a pass and handed to
+    `on_outcome`. Returns when stopped, when a pass ends in a way interval mode must handle
+    (offline, busy, a fatal error: the outcome says), or with `fallback` when a monitor cannot
+    run here or on the server.
+    """
+    server = transport.Server.from_config(config["server"])
+    if is_excluded(locations.user, config["sync"]["excluded_users"]):
+        return WatchResult(f"user {locations.user} is excluded (sync.excluded_users)")
+    lock = SyncLock(locations.lock_file)
+    try:
+        lock.acquire("watch")
+    except RoamingHomesError as exc:
+        return WatchResult(exc.message, outcome=engine.outcomes(server)(exc.code, exc.message,
+                                                                        result="busy"))
+    abort = threading.Event()
+    job = engine.Pass(config, locations, server, StateStore(locations.state_dir),
+                      on_line or _ignore, abort, lock.fileno)
+    session = _Session(job, stop, on_outcome or _ignore_outcome)
+    waker = threading.Thread(target=session.wake_on_stop, name="watch-waker", daemon=True)
+    waker.start()
+    try:
+        return session.run()
+    finally:
+        session.close()
+        lock.release()
+
+
+def _ignore(_line: str) -> None:
+    pass
+
+
+def _ignore_outcome(_outcome: SyncOutcome) -> None:
+    pass
+
+
+# A cycle's outcome that ends real-time mode: interval mode (and the daemon's health) handle
+# these, and a replica that is not the right one. Conflicts, partial passes and the loss guard's
+# refusals do not end it: the guard holds back what it refused, other changes go on.
+_ENDS_WATCH = frozenset({ExitCode.TRY_LATER, ExitCode.FAILED, ExitCode.CONFIG})
+
+
+def _ends_watch(outcome: SyncOutcome) -> bool:
+    return (ExitCode(outcome.exit_code) in _ENDS_WATCH
+            or outcome.refusal == engine.Refusal.REPLICA.value)
+
+
+class _Session:
+    """The monitors, the pending changes and the passes of one real-time session."""
+
+    def __init__(self, job: engine.Pass, stop: threading.Event, on_outcome: OutcomeSink) -> None:
+        self.job, self.stop, self.on_outcome = job, stop, on_outcome
+        self.monitors: list[MonitorLink] = []
+        self.wake_r, self.wake_w = os.pipe()
+        self.finished = threading.Event()
+
+    def wake_on_stop(self) -> None:
+        """Wake the loop at once when `stop` is set; abort a cycle still running STOP_GRACE
+        seconds later (runs in its own thread). Should the session end without a stop, this
+        thread notices within one rescan interval (the daemon sets `stop` once the watch is
+        over, which ends it at once); idle, it must not wake on a timer of its own."""
+        while not self.stop.wait(self.job.config["sync"]["rescan_interval"]):
+            if self.finished.is_set():
+                return
+        with contextlib.suppress(OSError):
+            os.write(self.wake_w, b"s")
+        if not self.finished.wait(STOP_GRACE):
+            assert self.job.abort is not None
+            self.job.abort.set()
+
+    def close(self) -> None:
+        self.finished.set()
+        for monitor in self.monitors:
+            monitor.close()
+        for fd in (self.wake_r, self.wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def record(self, outcome: SyncOutcome) -> None:
+        self.job.store.record(outcome.to_dict())
+        self.on_outcome(outcome)
+
+    def pass_(self, only: tuple[str, ...] | None = None) -> SyncOutcome:
+        return engine.guarded_pass(self.job, engine.outcomes(self.job.server), only=only)
+
+    def run(self) -> WatchResult:
+        job = self.job
+        paths, _ = engine.sync_paths(job.config, job.locations)
+        try:
+            self._start_monitors(paths)
+        except RoamingHomesError as exc:  # the server cannot be reached: interval mode's case
+            return WatchResult(exc.message, outcome=engine.outcomes(job.server)(exc.code,
+                                                                                exc.message))
+        except (MonitorGone, OSError) as exc:
+            return WatchResult(f"real-time mode unavailable: {exc}", fallback=True)
+        first = self.pass_()
+        self.record(first)
+        if _ends_watch(first):
+            return WatchResult(first.message, outcome=first)
+        return self._loop(paths)
+
+    def _start_monitors(self, paths: list[str]) -> None:
+        job = self.job
+        server = job.server
+        local = MonitorLink(local_monitor(), "on this computer")
+        self.monitors.append(local)
+        local.start(str(job.locations.home), paths)
+        if server.is_local:
+            remote = MonitorLink(local_monitor(), "of the server directory")
+            fspath = server.local_root
+        else:
+            socket = transport.connect(server, job.locations.control_dir)
+            remote = MonitorLink(transport.remote_command(server, socket, [MONITOR]),
+                                 f"on the server {server.host}")
+            fspath = server.home
+        self.monitors.append(remote)
+        remote.start(fspath, paths)
+
+    def _loop(self, paths: list[str]) -> WatchResult:
+        rescan = self.job.config["sync"]["rescan_interval"]
+        rescan_at = time.monotonic() + rescan
+        plan = engine.build_plan(self.job.config, self.job.locations, self.job.server, None,
+                                 paths)
+        while not self.stop.is_set():
+            try:
+                changed = self._wait(rescan_at)
+            except MonitorGone as exc:
+                return WatchResult(f"real-time mode interrupted: {exc}")
+            if self.stop.is_set():
+                break
+            if changed is None or "" in changed:  # the rescan is due, or events were lost
+                outcome, rescan_at = self.pass_(), time.monotonic() + rescan
+            else:
+                wanted = tuple(p for p in collapse(changed)
+                               if is_below(p, paths) and not is_ignored(
+                                   p, plan.ignore_paths, plan.ignore_names))
+                if not wanted:
+                    continue
+                outcome = self.pass_(wanted)
+            if outcome.transferred or outcome.exit_code != ExitCode.IN_SYNC:
+                self.record(outcome)
+            if _ends_watch(outcome):
+                return WatchResult(outcome.message, outcome=outcome)
+        return WatchResult("stopped")
+
+    def _wait(self, rescan_at: float) -> list[str] | None:
+        """The paths the monitors report next; None when the rescan is due first (or stop)."""
+        fds = [m.fd for m in self.monitors] + [self.wake_r]
+        while True:
+            changed = [path for m in self.monitors if m.has_line() for path in m.changes()]
+            if changed:
+                return changed
+            left = rescan_at - time.monotonic()
+            if left <= 0 or self.stop.is_set():
+                return None
+            ready = select.select(fds, [], [], left)[0]
+            for monitor in self.monitors:
+                if monitor.fd in ready:
+                    monitor.fill()
