@@ -218,7 +218,7 @@ def test_plan_losses_weigh_deleted_directories_by_their_files() -> None:
              _item("deleted  ---->            Music/a  "),
              _item("changed  ---->            Music/b  "),
              _item("         <---- deleted    Pictures/p  ")]
-    weights = {("server", "Documents"): 40, ("server", "Music/a"): 0}
+    weights = {("server", "Documents"): 40, ("server", "Music/a"): 1}
     losses = guards.plan_losses(items, lambda side, path: weights.get((side, path), 1),
                                 ("Documents", "Music", "Pictures"))
     assert (losses["server"].deleted, losses["server"].overwritten) == (41, 1)
@@ -290,7 +290,8 @@ def test_baseline_weighs_directories_and_keeps_a_sliding_window() -> None:
     baseline = Baseline(["rules"], 6, {"Documents": 2, "Documents/sub": 3, "Documents2": 1})
     assert baseline.below("Documents") == 5
     assert baseline.below("Documents/sub") == 3
-    assert baseline.below("Documents/a.txt") == 0
+    assert baseline.below("Documents/a.txt") == 1  # a file
+    assert Baseline(["r"], 0, {"Empty": 0}).below("Empty") == 0
     baseline.add_losses({"server": Losses(4, 1)}, now=1000.0, seconds=600)
     baseline.add_losses({"local": Losses(2, 0)}, now=1500.0, seconds=600)
     window = baseline.window(1590.0, 600)

@@ -34,10 +34,13 @@ class Baseline:
     recent: list[list[Any]] = field(default_factory=list)
 
     def below(self, path: str) -> int:
-        """Files at or below `path` when the baseline was taken (0 for a file or unknown)."""
+        """Files at or below `path` when the baseline was taken: the files of a directory and
+        its subdirectories; one for anything else (a file, or what the baseline never saw)."""
         keys = sorted(self.dirs)
         first = bisect.bisect_left(keys, f"{path}/")
         last = bisect.bisect_left(keys, f"{path}0")  # "0" sorts right after "/"
+        if path not in self.dirs and first == last:
+            return 1
         return self.dirs.get(path, 0) + sum(self.dirs[k] for k in keys[first:last])
 
     def window(self, now: float, seconds: int) -> dict[str, Losses]:

@@ -531,8 +531,8 @@ def _remember(job: Pass, prepared: _Prepared, judge: _Judge, unchanged: bool,
               complete: bool) -> None:
     """After a pass that ran: write missing replica markers and record both replicas' ids
     (for the next pass's marker check); add what it deleted and overwrote to the window; after
-    a complete pass that changed something, take a new baseline. A forced pass was confirmed:
-    its window starts afresh."""
+    a complete pass that changed something, take a new baseline. A forced pass was confirmed
+    and a first pass is a union: the window starts afresh after either."""
     recorded, entry = prepared.recorded, {}
     for side in ("local", "server"):
         probe = prepared.found.get(side)
@@ -543,8 +543,8 @@ def _remember(job: Pass, prepared: _Prepared, judge: _Judge, unchanged: bool,
     job.store.set_replicas(prepared.key, entry)
     baseline, now = prepared.baseline, time.time()
     window = job.config["sync"]["guard_window"]
-    if judge.force:
-        baseline.recent = []
+    if judge.force or prepared.first:
+        baseline.recent = []  # confirmed, or a union that was never judged: a new window
     else:
         baseline.add_losses(judge.losses, now, window)
     if complete and not unchanged:

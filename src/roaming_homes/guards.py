@@ -363,16 +363,17 @@ class Losses:
 
 def plan_losses(items: Iterable[PlanItem], weigh: Callable[[str, str], int],
                 synced: Sequence[str] = ()) -> dict[str, Losses]:
-    """Files each side would lose by the plan. A deleted directory weighs the files below it
-    on the side that loses it (`weigh(side, path)`); an overwritten item weighs one. A deleted
-    item that is one of the `synced` paths is noted as gone as a whole."""
+    """Files each side would lose by the plan. A deleted item weighs the files at and below it
+    on the side that loses it (`weigh(side, path)`: one for a file, none for an empty
+    directory); an overwritten item weighs one. A deleted item that is one of the `synced` paths
+    is noted as gone as a whole."""
     losses = {"local": Losses(), "server": Losses()}
     for item in items:
         if (lost := item_loss(item)) is None:
             continue
         side, loss = lost
         if loss is Loss.DELETE:
-            losses[side].deleted += max(1, weigh(side, item.path))
+            losses[side].deleted += weigh(side, item.path)
             if item.path in synced:
                 losses[side].gone.append(item.path)
         else:

@@ -43,6 +43,7 @@ LineSink = Callable[[str], None]
 STOP_GRACE = 10.0  # seconds a running cycle gets to finish after a stop, before it is aborted
 MONITOR = "unison-fsmonitor"
 _REPLICA = "0" * 32  # the one replica each monitor watches (its archive-hash slot)
+_EXIT_WAIT = 5.0  # seconds a monitor that closed its output gets to exit
 _ANSWER_TIMEOUT = 30.0  # seconds a monitor may take to answer (a large tree is walked at START)
 
 
@@ -96,8 +97,11 @@ class MonitorLink:
         """Read what the monitor wrote (call when its pipe is readable)."""
         chunk = os.read(self.fd, 65536)
         if not chunk:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(_EXIT_WAIT)  # its exit status says why: 127, not found
+            missing = self.proc.returncode == 127
             raise MonitorGone(f"the monitor {self.where} ended"
-                              + (" (is it installed there?)" if self.proc.poll() == 127 else ""))
+                              + (" (is it installed there?)" if missing else ""))
         self._buffer += chunk
 
     def expect_ok(self, what: str) -> None:
