@@ -412,3 +412,20 @@ def test_bad_messages_file_is_a_config_error_naming_file_and_key(
         load_messages(str(path))
     assert caught.value.message.startswith(f"{path}: {problem}")
     assert caught.value.code == 78
+
+
+def test_a_loss_refusal_offers_restore_and_confirm_a_replica_refusal_neither() -> None:
+    losses = {**outcome("refused", "30 of 40 files were deleted …"), "refusal": "losses"}
+    replica = {**outcome("refused", "the server home is missing"), "refusal": "replica"}
+    assert failure_kind(losses, []) == "losses" and failure_kind(replica, []) == "guard"
+    fields = {"host": "h", "user": "u", "command": "c", "email": ""}
+
+    def request(kind: str, with_actions: bool) -> Any:
+        return build_request(Decision(kind, fields={"message": "m"}), DEFAULT_MESSAGES, fields,
+                             with_actions=with_actions, support_email="")
+
+    assert request("losses", True).actions == ["restore", "Restore files", "confirm",
+                                               "Sync anyway", "ignore", "Ignore"]
+    assert "resolve" not in request("guard", True).actions  # Resolve… is for conflicts
+    body = request("losses", False).body  # no actions on this server: the body says how
+    assert "roaming-homes restore --refused" in body and "roaming-homes sync --force" in body

@@ -242,3 +242,48 @@ def test_without_a_session_bus_sync_exits_as_usual(user: Setup, tmp_path: Path) 
     assert unset.returncode == 1 and unset.stderr == ""
     assert invalid.returncode == 1
     assert invalid.stderr.count("notification not shown") == 1
+
+
+def test_a_mass_deletion_notifies_once_with_both_ways_out_and_restore_works(
+        user: Setup, notifications: RecordingServer) -> None:
+    env = notifying(user, notifications)
+    docs = user.home / "Documents"
+    docs.mkdir()
+    for index in range(30):
+        (docs / f"f{index:02}.txt").write_text(str(index))
+    assert user.sync(env=env).returncode == 0
+    for index in range(25):
+        (docs / f"f{index:02}.txt").unlink()
+
+    assert user.sync(env=env).returncode == 4
+    assert user.sync(env=env).returncode == 4  # the same refusal again: shown once
+    shown = notifications.wait_for(1)[0]
+
+    assert shown["summary"] == "Sync held back a mass deletion or change"
+    assert "25 of 30 files were deleted on this computer" in shown["body"]
+    assert shown["actions"] == {"restore": "Restore files", "confirm": "Sync anyway",
+                                "ignore": "Ignore"}
+    assert len(notifications.notifications()) == 1
+    notifications.invoke(shown["id"], "restore")
+    wait_for(lambda: len(list(docs.iterdir())) == 30, 30, "the files to come back")
+    assert len(list((user.server_home / "Documents").iterdir())) == 30
+
+
+def test_the_confirm_action_propagates_what_was_held_back(
+        user: Setup, notifications: RecordingServer) -> None:
+    env = notifying(user, notifications)
+    docs = user.home / "Documents"
+    docs.mkdir()
+    for index in range(30):
+        (docs / f"f{index:02}.txt").write_text(str(index))
+    assert user.sync(env=env).returncode == 0
+    for index in range(25):
+        (docs / f"f{index:02}.txt").unlink()
+    assert user.sync(env=env).returncode == 4
+    shown = notifications.wait_for(1)[0]
+
+    notifications.invoke(shown["id"], "confirm")
+
+    wait_for(lambda: len(list((user.server_home / "Documents").iterdir())) == 5, 30,
+             "the deletions to reach the server")
+    assert len(list(docs.iterdir())) == 5

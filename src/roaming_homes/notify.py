@@ -76,13 +76,15 @@ class Kind:
     resolve: bool = False  # "Resolve…" applies
     support: bool = False  # "Email support" applies (when notify.support_email is set)
     ignorable: bool = True  # "Ignore" applies: a problem that can be silenced until it changes
+    held_back: bool = False  # "Restore files" and "Sync anyway" apply: the loss guard refused
 
 
 KINDS: dict[str, Kind] = {
     "conflicts": Kind(1, "dialog-warning", "transfer", resolve=True),
     "auth": Kind(2, "dialog-error", "transfer.error", support=True),
     "version": Kind(2, "dialog-error", "transfer.error", support=True),
-    "guard": Kind(2, "dialog-error", "transfer.error", resolve=True, support=True),
+    "guard": Kind(2, "dialog-error", "transfer.error", support=True),
+    "losses": Kind(2, "dialog-warning", "transfer.error", support=True, held_back=True),
     "disk-full": Kind(2, "dialog-error", "transfer.error", support=True),
     "config": Kind(2, "dialog-error", "transfer.error", support=True),
     "failing": Kind(1, "dialog-warning", "transfer.error", support=True),
@@ -93,7 +95,7 @@ KINDS: dict[str, Kind] = {
 }
 # Shown once, replacing what was there, and then nothing is on screen to replace or close.
 _FINAL = frozenset({"recovered", "first-sync-done"})
-FAILURES = frozenset({"auth", "version", "guard", "disk-full", "config", "failing"})
+FAILURES = frozenset({"auth", "version", "guard", "losses", "disk-full", "config", "failing"})
 
 DEFAULT_MESSAGES: dict[str, str] = {
     "conflicts.summary": "Files changed on both sides",
@@ -106,6 +108,8 @@ DEFAULT_MESSAGES: dict[str, str] = {
                     "other: {message}",
     "guard.summary": "Sync stopped to protect your files",
     "guard.body": "Nothing was changed: {message}",
+    "losses.summary": "Sync held back a mass deletion or change",
+    "losses.body": "{message}",
     "disk-full.summary": "Sync failed: disk full",
     "disk-full.body": "A disk is full, here or on {host}: {message}",
     "config.summary": "Sync is misconfigured",
@@ -123,8 +127,12 @@ DEFAULT_MESSAGES: dict[str, str] = {
     "first-sync-done.summary": "Your roaming home is ready",
     "first-sync-done.body": "Your files are in sync with {host} ({size} copied).",
     "hint.resolve": "To resolve, run: {command}",
+    "hint.restore": "To bring the files back, run: roaming-homes restore --refused",
+    "hint.confirm": "If this was intended, run: roaming-homes sync --force",
     "hint.support": "Support: {email}",
     "action.resolve": "Resolve…",
+    "action.restore": "Restore files",
+    "action.confirm": "Sync anyway",
     "action.email": "Email support",
     "action.ignore": "Ignore",
 }
@@ -198,7 +206,8 @@ class Decision:
 def failure_kind(outcome: dict[str, Any], pass_lines: list[str]) -> str:
     """Which failure this is: one that needs someone at once, or "failing" (maybe transient)."""
     if outcome["result"] == "refused":
-        return "guard"
+        # Only the loss guard's refusals have the two ways out (restore, confirm).
+        return "losses" if outcome.get("refusal") == "losses" else "guard"
     if outcome["result"] == "config-error":
         return "config"
     text = "\n".join([outcome["message"], *pass_lines]).lower()
@@ -453,6 +462,9 @@ def build_request(decision: Decision, messages: dict[str, str], fields: dict[str
     if kind.resolve:
         actions += ["resolve", messages["action.resolve"]]
         hints.append(messages["hint.resolve"].format_map(values))
+    if kind.held_back:
+        actions += ["restore", messages["action.restore"], "confirm", messages["action.confirm"]]
+        hints += [messages["hint.restore"], messages["hint.confirm"]]
     if kind.support and support_email:
         actions += ["email", messages["action.email"]]
         hints.append(messages["hint.support"].format_map(values))
@@ -710,6 +722,11 @@ def _start_listener(job: dict[str, Any]) -> int:
         proc.stdout.close()
 
 
+# The two ways out of a loss refusal, run by the listener with the Python that runs us (a
+# development tree has no `roaming-homes` on the PATH; an installed one is the same program).
+HELD_BACK_COMMANDS = {"restore": ("restore", "--refused"), "confirm": ("sync", "--force")}
+
+
 # --- the listener -----------------------------------------------------------------------------
 
 def _is_current(state_dir: Path, serial: int) -> bool:
@@ -718,10 +735,17 @@ def _is_current(state_dir: Path, serial: int) -> bool:
 
 
 def run_action(action: str, job: dict[str, Any]) -> None:
-    """Do what the user clicked: start the resolver, draft a mail, or silence this key."""
+    """Do what the user clicked: start the resolver, restore or confirm what the loss guard held
+    back, draft a mail, or silence this key."""
     state_dir = Path(job["state_dir"])
     if action == "resolve":
         subprocess.run(job["resolve_command"], stdin=subprocess.DEVNULL, check=False)
+    elif action in HELD_BACK_COMMANDS:
+        # The listener closed its stdout (its caller read the id from it): give the command
+        # streams of its own, or its pipes to unison could land on descriptors 1 and 2.
+        subprocess.run([sys.executable, "-m", "roaming_homes", *HELD_BACK_COMMANDS[action]],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, check=False)
     elif action == "email":
         address, subject, body = job["email"]
         subprocess.run(["xdg-email", "--subject", subject, "--body", body, address],
