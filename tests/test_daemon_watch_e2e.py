@@ -151,3 +151,30 @@ def test_an_idle_watching_daemon_sleeps_until_something_happens(
     # and it still notices what matters at once
     (watched.home / "Documents" / "late.txt").write_text("x")
     wait_for(appears(watched.server_home / "Documents" / "late.txt", "x"), 10, "a late write")
+
+
+def test_a_mass_deletion_while_the_daemon_watches_is_held_back_and_restored(
+        watched: Setup, tag: str, start_daemon: StartDaemon) -> None:
+    """rm -rf ~/Documents/* while the daemon watches: the server keeps its files, status says
+    what happened and how out, restore --refused (making the daemon give way) brings them back,
+    and watching goes on."""
+    docs, sdocs = watched.home / "Documents", watched.server_home / "Documents"
+    for index in range(100):
+        (docs / f"file{index:03}.txt").write_text(str(index))
+    daemon = watching(watched, tag)(start_daemon)
+    wait_for(lambda: len(list(sdocs.iterdir())) == 100, 20, "the first sync")
+
+    for path in docs.iterdir():
+        path.unlink()
+
+    wait_for(lambda: watched.status()["result"] == "refused", 20, "the refusal")
+    status = watched.status()
+    assert status["action"].startswith("roaming-homes restore --refused")
+    assert len(list(sdocs.iterdir())) >= 50  # at most the window's worth went
+    assert watched.status()["watching_pid"] == daemon.proc.pid  # it still watches
+    restored = watched.run("restore", "--refused", "--json")
+    assert restored.returncode == 0, restored.stderr
+    assert sorted(p.name for p in docs.iterdir()) == sorted(p.name for p in sdocs.iterdir())
+    wait_for(lambda: len(monitors_of(watched.home, tag)) == 2, 30, "watching again")
+    (docs / "after.txt").write_text("x")
+    wait_for(appears(sdocs / "after.txt", "x"), 10, "a write after the restore")

@@ -1,0 +1,52 @@
+"""One definition of what is synced: the counter behind the loss guard's baseline ignores exactly
+what unison ignores, held to unison's own behaviour on the same tree (the profile roaming-homes
+writes, the real unison)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from roaming_homes import unison
+from roaming_homes.counting import count_files, is_ignored
+
+NAMES = ["a.txt", ".hidden", "x~", ".x~", "notes.tmp", "keep.tmp.txt", "song.ogg", "b.txt",
+         "c.TXT", "new\nline", "tab\tname", "br[k]"]
+DIRS = ["", "Documents", "Documents/.cache", "Documents/deep/er", "Documents/build",
+        "Music", "Music/.git", "Other"]
+IGNORE_PATHS = ("Documents/.cache", "Documents/*.tmp", "Music/.*", "Documents/build",
+                "*/er")
+IGNORE_NAMES = ("*~", "{a,b}.txt", "*.ogg", "br[k]")
+PATHS = ("Documents", "Music")
+
+
+def _tree(root: Path) -> None:
+    for directory in DIRS:
+        for name in NAMES:
+            (root / directory).mkdir(parents=True, exist_ok=True)
+            (root / directory / name).write_text(name)
+
+
+def test_the_counter_ignores_what_unison_ignores(tmp_path: Path) -> None:
+    source, copy, unison_dir = tmp_path / "home", tmp_path / "server", tmp_path / "unison"
+    _tree(source)
+    copy.mkdir()
+    unison_dir.mkdir()
+    plan = unison.Plan(local_root=str(source), server_root=str(copy), paths=PATHS,
+                       ignore_paths=IGNORE_PATHS, ignore_names=IGNORE_NAMES, prefer="newer")
+    (unison_dir / f"{unison.PROFILE}.prf").write_text(unison.build_profile(plan))
+    argv = [*unison.build_argv("unison", True, guarded=False), "-batch", "-silent"]
+    subprocess.run(argv, env={**os.environ, "UNISON": str(unison_dir)}, check=True,
+                   capture_output=True, timeout=60)
+    synced = {str(p.relative_to(copy)) for p in copy.rglob("*") if p.is_file()}
+    tally: dict[str, int] = {}
+
+    counted = count_files(source, PATHS, IGNORE_PATHS, IGNORE_NAMES, tally=tally)
+
+    assert counted == len(synced) > 0
+    for directory, files in tally.items():
+        assert files == sum(1 for s in synced if os.path.dirname(s) == directory), directory
+    every = {str(p.relative_to(source)) for p in source.rglob("*") if p.is_file()}
+    below = {p for p in every if p.split("/")[0] in PATHS}
+    assert {p for p in below if not is_ignored(p, IGNORE_PATHS, IGNORE_NAMES)} == synced
