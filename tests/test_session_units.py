@@ -1,7 +1,7 @@
 """The shipped unit and login/logout hooks, under a real `systemd --user` manager where it counts.
 
 The manager runs in a private mount namespace whose /run/systemd/system makes it believe it was
-booted with systemd (shared/TESTING.md); its config, runtime dir and home are temporary, so the
+booted with systemd (docs/testing.md §7); its config, runtime dir and home are temporary, so the
 machine's own units and ~/.config are never read or written.
 """
 

@@ -74,6 +74,16 @@ def test_argv_asks_before_propagating_ignores_control_names_and_first_run_is_a_u
     assert "-ui" not in unison.build_argv("unison", False, guarded=False)  # resolve: the user's
 
 
+def test_failed_paths_keep_their_parentheses() -> None:
+    summary = unison.parse_output([
+        "Synchronization incomplete at 14:09:50  (1 item transferred, 1 skipped, 2 failed)",
+        "  skipped: a (b) (contents changed on both sides)",
+        "  failed: d/f (conflict_on_2026-11-29_was_deleted)",
+        "  failed: plain"])
+    assert summary.failed_paths == ["d/f (conflict_on_2026-11-29_was_deleted)", "plain"]
+    assert summary.skipped_paths == ["a (b)"]
+
+
 def test_parse_summary_with_conflicts() -> None:
     lines = [
         "changed  <-?-> changed    docs/f  ",

@@ -76,7 +76,7 @@ def parse_unison_version(text: str) -> UnisonVersion | None:
 
 def versions_compatible(a: UnisonVersion, b: UnisonVersion) -> bool:
     """2.52 and newer talk to each other whatever their OCaml; older ones need the same series
-    and the same OCaml (shared/UNISON.md §5)."""
+    and the same OCaml (docs/unison.md §6)."""
     if (a.major, a.minor) >= (2, 52) and (b.major, b.minor) >= (2, 52):
         return True
     return a.series == b.series and a.ocaml is not None and a.ocaml == b.ocaml

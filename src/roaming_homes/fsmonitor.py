@@ -1,7 +1,7 @@
 """`unison-fsmonitor`: tells `unison -repeat watch` which paths changed, from Linux inotify.
 
 unison starts this program (on each end of a sync) with pipes on stdin/stdout and speaks the
-line protocol of its `src/fswatch.ml` (shared/UNISON.md §2):
+line protocol of its `src/fswatch.ml` (docs/unison.md §3):
 
     monitor: VERSION 1                       (at start; unison's own VERSION/DEBUG need no reply)
     unison:  START <hash> <fspath> <path>    watch fspath/path                  -> OK

@@ -1,6 +1,6 @@
 """Progress of a running pass, read from unison's own output, and published for others.
 
-unison 2.52 has no machine-readable progress (shared/UNISON.md §6), but in `-batch` mode it
+unison 2.52 has no machine-readable progress (docs/unison.md §7), but in `-batch` mode it
 prints, in this order: the status lines `Looking for changes` / `Reconciling changes` /
 `Propagating updates`; the list of items to propagate, each a header line (`new file ---->
 path`) followed by one detail line per replica that ends in `size N`; a `\\r` progress bar

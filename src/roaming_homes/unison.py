@@ -1,7 +1,7 @@
 """The only place that builds unison's profile and arguments, spawns it and reads its output.
 
 Building is pure (`build_profile`, `build_argv`, `parse_output`) and unit-tested; `run` is the
-thin shell that spawns the real program. Facts relied on are in shared/UNISON.md: exit codes
+thin shell that spawns the real program. Facts relied on are in docs/unison.md: exit codes
 0-3, the summary line, `[CONFLICT]`/`skipped:` lines, sshargs' backslash escapes.
 """
 
@@ -30,13 +30,15 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SUMMARY = re.compile(
     r"^Synchronization (complete|incomplete) at (\d\d:\d\d:\d\d)  \((\d+) items? transferred, "
     r"(?:(\d+) partially transferred, )?(\d+) skipped, (\d+) failed\)")
-_DETAIL = re.compile(r"^  (skipped|failed|partially transferred): (.*?)(?: \([^()]*\))?$")
+# Uitext's summary details: "  skipped: PATH (REASON)", "  failed: PATH", "  partially
+# transferred: PATH". Only a skipped item has a reason: a failed PATH may end in parentheses.
+_DETAIL = re.compile(r"^  (?:(skipped): (.*) \([^()]*\)|(failed|partially transferred): (.*))$")
 _CONFLICT = re.compile(r"^\[CONFLICT\] Skipping (.*)$")
 _NOTHING = "Nothing to do: replicas have not changed"
 _NO_UPDATES = "No updates to propagate"
 _SEGMENT_END = re.compile(rb"[\r\n]")
 # After SIGINT unison prints "Terminated!", removes its locks and exits 3 within a second or so
-# (SIGTERM would kill it without that cleanup, UNISON.md §1); SIGKILL only if it does not.
+# (SIGTERM would kill it without that cleanup, docs/unison.md §2); SIGKILL only if it does not.
 ABORT_GRACE = 5.0
 
 
@@ -107,7 +109,7 @@ def build_profile(plan: Plan) -> str:
         lines += [f"prefer = {prefer}", "copyonconflict = true"]
     lines += [
         "times = true",  # keep modification times
-        # The loss guard judges every plan, an emptied root included (UNISON.md §6a); unison's
+        # The loss guard judges every plan, an emptied root included (docs/unison.md §8); unison's
         # own question about it would come before the plan.
         "confirmbigdel = false",
         # Every overwritten or deleted file is kept, outside the synced tree, on the side that
@@ -150,7 +152,7 @@ def parse_output(lines: Sequence[str]) -> Summary:
             summary.skipped = int(match.group(5))
             summary.failed = int(match.group(6))
         elif match := _DETAIL.match(line):
-            kind, path = match.groups()
+            kind, path = match.group(1, 2) if match.group(1) else match.group(3, 4)
             if kind == "skipped":
                 # In batch mode unison skips only what it cannot decide alone: conflicts.
                 summary.skipped_paths.append(path)
