@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import os
+import platform
 import re
 import select
 import signal
@@ -330,6 +331,11 @@ def environment(locations: Locations) -> dict[str, str]:
                 UNISONBACKUPDIR=str(locations.backup_dir), NO_COLOR="1")
 
 
+# The number of read(2) on each architecture (asm/unistd.h): /proc/PID/syscall names it so.
+_READ_SYSCALL = {"x86_64": "0", "aarch64": "63", "riscv64": "63", "ppc64le": "3",
+                 "s390x": "3", "i686": "3", "armv7l": "3"}
+
+
 def waits_for_input(pid: int) -> bool | None:
     """Whether the process is blocked reading its standard input (None: cannot tell).
 
@@ -337,11 +343,14 @@ def waits_for_input(pid: int) -> bool | None:
     unison is single-threaded, so this is exact; a prompt printed but not yet read from is
     told apart from a name that merely ends like one.
     """
+    read = _READ_SYSCALL.get(platform.machine())
     try:
         fields = Path(f"/proc/{pid}/syscall").read_text().split()
     except OSError:
         return None
-    return len(fields) > 1 and fields[0] == "0" and fields[1] == "0x0"
+    if read is None:
+        return None
+    return len(fields) > 1 and fields[0] == read and fields[1] == "0x0"
 
 
 def run(argv: Sequence[str], env: Mapping[str, str], on_line: Callable[[str], None],
