@@ -8,7 +8,7 @@ whose ssh user has our unison-fsmonitor on its PATH, as the README asks of a ser
   `sync.interval` (60 s would take an hour for 50 writes); for 60 s the expected figures are
   computed from the measured no-change pass time instead (see `expected_interval_latency`).
 - Idle CPU: user + system CPU of every process of ours on both ends (the daemon, unison, ssh,
-  the monitors, sshd and unison -server, including children that ended meanwhile) over a
+  the monitors, sshd and what it runs, including children that ended meanwhile) over a
   window of an unchanged home, scaled to an hour.
 """
 
@@ -260,12 +260,14 @@ def measure(base: Path, plan: Plan, pool: trees.Pool) -> list[Row]:
 
 NOTES = """\
 Real-time mode (rows 7, 8): both modes run as `roaming-homes daemon` over the loopback sshd,
-whose ssh user has our `unison-fsmonitor` on its PATH.
+whose ssh user has our `unison-fsmonitor` on its PATH; real-time mode syncs each change with one
+guarded pass over the changed paths.
 - **Latency**: one new file at a time, written at a random moment, until it exists on the
   server (polled every 50 ms). Interval mode is measured with a short interval; for the
   default 60 s it is computed from the measured no-change pass time (a write waits a uniform
   share of `interval + pass` for the next pass, then one pass).
 - **Idle CPU**: user + system time from `/proc/PID/stat` (children that ended included) of the
-  daemon, unison, ssh, both monitors, sshd and `unison -server`, over a window of an unchanged
-  home (interval mode: from the end of a pass to the end of a later one), scaled to one hour.
+  daemon and everything it runs (unison, ssh, both monitors), sshd and what it runs for the user
+  (`unison -server`, the server's monitor), over a window of an unchanged home (interval mode:
+  from the end of a pass to the end of a later one), scaled to one hour.
 """

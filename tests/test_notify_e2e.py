@@ -244,9 +244,8 @@ def test_without_a_session_bus_sync_exits_as_usual(user: Setup, tmp_path: Path) 
     assert invalid.stderr.count("notification not shown") == 1
 
 
-def test_a_mass_deletion_notifies_once_with_both_ways_out_and_restore_works(
-        user: Setup, notifications: RecordingServer) -> None:
-    env = notifying(user, notifications)
+def held_back(user: Setup, env: dict[str, str]) -> Path:
+    """30 files synced, then 25 deleted here: a pass the loss guard refuses (exit 4)."""
     docs = user.home / "Documents"
     docs.mkdir()
     for index in range(30):
@@ -254,8 +253,15 @@ def test_a_mass_deletion_notifies_once_with_both_ways_out_and_restore_works(
     assert user.sync(env=env).returncode == 0
     for index in range(25):
         (docs / f"f{index:02}.txt").unlink()
-
     assert user.sync(env=env).returncode == 4
+    return docs
+
+
+def test_a_mass_deletion_notifies_once_with_both_ways_out_and_restore_works(
+        user: Setup, notifications: RecordingServer) -> None:
+    env = notifying(user, notifications)
+    docs = held_back(user, env)
+
     assert user.sync(env=env).returncode == 4  # the same refusal again: shown once
     shown = notifications.wait_for(1)[0]
 
@@ -272,14 +278,7 @@ def test_a_mass_deletion_notifies_once_with_both_ways_out_and_restore_works(
 def test_the_confirm_action_propagates_what_was_held_back(
         user: Setup, notifications: RecordingServer) -> None:
     env = notifying(user, notifications)
-    docs = user.home / "Documents"
-    docs.mkdir()
-    for index in range(30):
-        (docs / f"f{index:02}.txt").write_text(str(index))
-    assert user.sync(env=env).returncode == 0
-    for index in range(25):
-        (docs / f"f{index:02}.txt").unlink()
-    assert user.sync(env=env).returncode == 4
+    docs = held_back(user, env)
     shown = notifications.wait_for(1)[0]
 
     notifications.invoke(shown["id"], "confirm")

@@ -93,10 +93,7 @@ def _run_sync(args: argparse.Namespace) -> int:
         notify.check_config(cfg)  # a bad messages file is a config error (78) before any pass
         announcer = notify.FirstSyncAnnouncer(cfg, locations, log=echo)
     if daemon_pid:
-        from roaming_homes import daemon, realtime
-
-        # Real-time mode holds the lock for good: ask the daemon to make way (README).
-        daemon.pause_watching(locations, daemon_pid, timeout=realtime.STOP_GRACE + 5)
+        _make_way(locations, daemon_pid)
     # -v shows unison's own lines instead; --json and -q keep stdout for the result alone.
     display = None if (args.quiet or args.verbose or args.json) else TerminalDisplay(
         sys.stdout, live=sys.stdout.isatty())
@@ -106,6 +103,18 @@ def _run_sync(args: argparse.Namespace) -> int:
                               lock_wait=WAIT_FOR_DAEMON_PASS if daemon_pid else 0)
     if cfg["notify"]["enabled"]:
         notify.after_pass(cfg, locations, outcome.to_dict(), log=echo)
+    return _report_outcome(args, outcome)
+
+
+def _make_way(locations: Any, daemon_pid: int) -> None:
+    """Real-time mode holds the lock for good: ask the daemon to make way (README)."""
+    from roaming_homes import daemon, realtime
+
+    daemon.pause_watching(locations, daemon_pid, timeout=realtime.STOP_GRACE + 5)
+
+
+def _report_outcome(args: argparse.Namespace, outcome: Any) -> int:
+    """A pass's outcome as JSON, or one line (stderr when it needs attention); its exit code."""
     if args.json:
         _print_json(outcome.to_dict())
     elif outcome.exit_code in (ExitCode.IN_SYNC, ExitCode.NEEDS_USER):
@@ -113,7 +122,7 @@ def _run_sync(args: argparse.Namespace) -> int:
     else:
         prefix = "skipped" if outcome.exit_code == ExitCode.TRY_LATER else "error"
         _warn(f"{prefix}: {outcome.message}")
-    return outcome.exit_code
+    return int(outcome.exit_code)
 
 
 # --- status -----------------------------------------------------------------------------------
@@ -355,9 +364,7 @@ def _run_restore(args: argparse.Namespace) -> int:
 
     cfg, locations = _load(args)
     if daemon_pid := lock_holder(locations.daemon_lock_file):
-        from roaming_homes import daemon, realtime
-
-        daemon.pause_watching(locations, daemon_pid, timeout=realtime.STOP_GRACE + 5)
+        _make_way(locations, daemon_pid)
     try:
         outcome = restore.restore_refused(cfg, locations, lambda line: None)
     except RoamingHomesError as exc:
@@ -365,13 +372,7 @@ def _run_restore(args: argparse.Namespace) -> int:
             raise
         _say(args, exc.message)
         return ExitCode.IN_SYNC
-    if args.json:
-        _print_json(outcome.to_dict())
-    elif outcome.exit_code in (ExitCode.IN_SYNC, ExitCode.NEEDS_USER):
-        _say(args, outcome.message)
-    else:
-        _warn(f"error: {outcome.message}")
-    return outcome.exit_code
+    return _report_outcome(args, outcome)
 
 
 # --- config -----------------------------------------------------------------------------------
@@ -437,7 +438,7 @@ def _add_daemon(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("daemon", help="the session service: sync at login, periodically, when "
                        "the network is back, and at logout",
                        description="Run until SIGTERM: real-time mode when sync.watch is on "
-                       "and unison-fsmonitor is found on both ends, else a pass now, then every "
+                       "and the server has unison-fsmonitor, else a pass now, then every "
                        "sync.interval seconds (SIGUSR1: a pass now, or in real-time mode a full "
                        "rescan; SIGHUP: reload the configuration), and a "
                        "final pass bounded by sync.logout_timeout at SIGTERM. Tells systemd its "
