@@ -197,9 +197,10 @@ def test_service_state(enabled: subprocess.CompletedProcess[str],
 def test_sync_age() -> None:
     now = datetime.now().astimezone()
     recent = {"last_success": (now - timedelta(minutes=5)).isoformat()}
-    assert check.sync_age_result(recent, now, 60).status == "ok"
+    assert check.sync_age_result(recent, now, 60, 86400).status == "ok"
     stale = {"last_success": (now - timedelta(days=2)).isoformat(),
              "last": {"exit_code": 75, "message": "server h unreachable"}}
-    result = check.sync_age_result(stale, now, 60)
+    result = check.sync_age_result(stale, now, 60, 86400)
     assert result.status == "fail" and "last pass: server h unreachable" in result.detail
-    assert check.sync_age_result({}, now, 60).status == "warn"
+    assert check.sync_age_result({}, now, 60, 86400).status == "warn"
+    assert check.sync_age_result(stale, now, 60, 3 * 86400).status == "ok"  # notify.stale_after

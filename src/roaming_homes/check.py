@@ -26,7 +26,6 @@ from roaming_homes.state import StateStore
 OK, FAIL, WARN, SKIP = "ok", "fail", "warn", "skip"
 SYMBOLS = {OK: "✓", FAIL: "✗", WARN: "!", SKIP: "-"}
 SERVICE = "roaming-homes.service"
-STALE_AFTER = 24 * 3600  # seconds without a successful sync that count as a problem
 
 _VERSION = re.compile(r"unison version (\d+)\.(\d+)(?:\.(\d+))?[^\n(]*(?:\(ocaml ([\d.]+)\))?")
 _SERVER_HOME = ('if [ ! -d "$1" ]; then echo missing; elif [ ! -w "$1" ]; then echo read-only; '
@@ -139,7 +138,10 @@ def _age(seconds: float) -> str:
     return f"{int(seconds)} s"
 
 
-def sync_age_result(state: dict[str, Any], now: datetime, interval: int) -> Result:
+def sync_age_result(state: dict[str, Any], now: datetime, interval: int,
+                    stale_after: int) -> Result:
+    """How long ago the last successful sync was: a problem past `notify.stale_after` (the age
+    the desktop warns at too), or ten intervals when that is longer."""
     name = "last sync"
     last = state.get("last") or {}
     failing = ("" if last.get("exit_code") in (None, 0, 1)
@@ -152,7 +154,7 @@ def sync_age_result(state: dict[str, Any], now: datetime, interval: int) -> Resu
         age = (now - datetime.fromisoformat(success)).total_seconds()
     except (TypeError, ValueError):
         return Result(name, WARN, f"state has an unreadable time {success!r}")
-    if age > max(STALE_AFTER, 10 * interval):
+    if age > max(stale_after, 10 * interval):
         return Result(name, FAIL, f"last successful sync {_age(age)} ago ({success}){failing}",
                       "run `roaming-homes sync -v` and read its output")
     return Result(name, OK, f"{_age(max(age, 0))} ago ({success}){failing}")
@@ -313,5 +315,6 @@ def run_checks(locations: Locations, config_path: Path | None = None) -> Report:
                     ("server home", "unison", "fsmonitor", "replica markers")]
     results += [_service(), sync_age_result(StateStore(locations.state_dir).load(),
                                             datetime.now().astimezone(),
-                                            cfg["sync"]["interval"])]
+                                            cfg["sync"]["interval"],
+                                            cfg["notify"]["stale_after"])]
     return Report(results, True)

@@ -56,6 +56,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from roaming_homes.paths import is_below
+
 SETTLE = 0.5  # seconds a path must be quiet before it is reported (unison's watcher uses 0.5)
 PROTOCOL_VERSION = "1"
 LIMIT_HINT = "/proc/sys/fs/inotify/max_user_watches"
@@ -123,16 +125,11 @@ def join(parent: str, name: str) -> str:
     return f"{parent}/{name}" if parent else name
 
 
-def is_within(path: str, top: str) -> bool:
-    """`path` is `top` or below it ("" contains everything)."""
-    return not top or path == top or path.startswith(top + "/")
-
-
 def collapse(paths: Iterable[str]) -> list[str]:
     """Sorted paths without those below another listed path (RECURSIVE covers them)."""
     kept: list[str] = []
     for path in sorted(set(paths), key=lambda p: (p.count("/"), p)):
-        if not any(is_within(path, top) for top in kept):
+        if not is_below(path, kept):
             kept.append(path)
     return sorted(kept)
 
@@ -275,7 +272,7 @@ class Monitor:
         if self.tree:
             return
         replica = self.replicas[scan.hash]
-        for path in [p for p in replica.dirs if is_within(p, scan.start)
+        for path in [p for p in replica.dirs if is_below(p, [scan.start])
                      and p not in scan.announced]:
             self._unwatch(scan.hash, path, DIR)
 
@@ -298,7 +295,7 @@ class Monitor:
                 replica.everything = False
             else:
                 paths = ripe_changes(replica.pending, self.clock())
-            for key in [k for k in replica.pending if any(is_within(k, p) for p in paths)]:
+            for key in [k for k in replica.pending if is_below(k, paths)]:
                 del replica.pending[key]
         for path in paths:
             self.write(f"RECURSIVE {quote(path)}")
@@ -358,7 +355,7 @@ class Monitor:
             child = join(path, name)
             if mask & IN_MOVED_FROM and mask & IN_ISDIR:
                 # The watches below follow the directory wherever it went: not ours any more.
-                for sub in [p for p in replica.dirs if is_within(p, child)]:
+                for sub in [p for p in replica.dirs if is_below(p, [child])]:
                     self._unwatch(hash_, sub, DIR)
             self._record(replica, child, now, mask)
             if self.tree and mask & IN_ISDIR and mask & (IN_CREATE | IN_MOVED_TO):
@@ -381,7 +378,7 @@ class Monitor:
         if not name:
             if self.tree and mask & (IN_DELETE_SELF | IN_MOVE_SELF):
                 self._approach(hash_, target)
-        elif not is_within(target, step):
+        elif not is_below(target, [step]):
             return  # another child of the ancestor
         elif self.tree:
             # Something on the way appeared: watch `target`, or look out from further down.

@@ -95,7 +95,6 @@ KINDS: dict[str, Kind] = {
 }
 # Shown once, replacing what was there, and then nothing is on screen to replace or close.
 _FINAL = frozenset({"recovered", "first-sync-done"})
-FAILURES = frozenset({"auth", "version", "guard", "losses", "disk-full", "config", "failing"})
 
 DEFAULT_MESSAGES: dict[str, str] = {
     "conflicts.summary": "Files changed on both sides",

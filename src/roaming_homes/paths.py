@@ -17,8 +17,10 @@ APP = "roaming-homes"
 
 
 def is_below(path: str, parents: Sequence[str]) -> bool:
-    """Whether the relative `path` is one of `parents` or lies below one."""
-    return any(path == parent or path.startswith(parent.rstrip("/") + "/") for parent in parents)
+    """Whether the relative `path` is one of `parents` or lies below one ("" is the root,
+    above everything)."""
+    return any(not parent or path == parent or path.startswith(parent.rstrip("/") + "/")
+               for parent in parents)
 
 
 def _user_entry() -> pwd.struct_passwd:
@@ -36,7 +38,6 @@ class Locations:
     user: str
     home: Path
     system_config: Path
-    config_from_env: bool  # True when ROAMING_HOMES_CONFIG chose the system config
     user_config: Path
     xdg_config_home: Path
     xdg_config_dirs: tuple[Path, ...]
@@ -58,7 +59,6 @@ class Locations:
             user=entry.pw_name,
             home=home,
             system_config=Path(config_env) if config_env else SYSTEM_CONFIG,
-            config_from_env=bool(config_env),
             user_config=config_home / APP / "config.toml",
             xdg_config_home=config_home,
             xdg_config_dirs=tuple(dirs) or (Path("/etc/xdg"),),

@@ -11,7 +11,7 @@ total, a rate and an ETA (pure, unit-tested).
 `Tracker` sits between the engine and its line sink: it feeds the parser, hands snapshots to an
 optional callback (the CLI's progress line) and keeps `$XDG_STATE_HOME/roaming-homes/progress.json`
 up to date (atomic, at most twice a second), removing it when the pass ends. `status`, `status
---watch` and the daemon's systemd `STATUS=` read it with `read(locations)` / `read_current`.
+--watch` and the daemon's systemd `STATUS=` read it with `read(locations)`.
 A pass killed with SIGKILL leaves the file behind: a reader only believes it while the pid in it
 holds the sync lock.
 """
@@ -307,12 +307,6 @@ def read(locations: Locations) -> Progress | None:
     return p if holder is not None and holder == p.pid else None
 
 
-def read_current(locations: Locations) -> str | None:
-    """One line on the running pass (for systemd's STATUS=), or None when none runs."""
-    p = read(locations)
-    return format_line(p) if p else None
-
-
 class TerminalDisplay:
     """Shows a pass's progress: one live line on a terminal, plain lines otherwise.
 
@@ -326,7 +320,6 @@ class TerminalDisplay:
         self.live = live
         self._shown = ("", -1)  # (phase, tenth of bytes) last written as a plain line
         self._drawn = 0.0
-        self._width = 0
 
     def __call__(self, p: Progress) -> None:
         if self.live:
