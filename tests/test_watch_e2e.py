@@ -95,3 +95,21 @@ def test_replica_guards_run_before_real_time_mode_starts(watched: Setup) -> None
     assert "lacks its marker" in watcher.result.outcome.message
     assert (watched.home / "Documents" / "kept.txt").read_text() == "kept"
     assert (watched.server_home / "Documents" / "kept.txt").read_text() == "kept"
+
+
+def test_a_synced_folder_replaced_while_watching_is_watched_again(watched: Setup) -> None:
+    docs, sdocs = watched.home / "Documents", watched.server_home / "Documents"
+    for name in ("a.txt", "b.txt"):
+        (docs / name).write_text(name)
+    watcher = Watcher(watched).start()
+    try:
+        wait_for(lambda: (sdocs / "b.txt").exists(), 20, "the first sync")
+        docs.rename(watched.home / "Documents.old")  # the folder itself goes away ...
+        docs.mkdir()  # ... and a new one takes its place
+        (docs / "new.txt").write_text("new")
+        wait_for(lambda: (sdocs / "new.txt").exists() and not (sdocs / "a.txt").exists(), 10,
+                 "the new folder on the server")
+        (docs / "later.txt").write_text("later")  # only a watch of the new folder sees this
+        wait_for(lambda: (sdocs / "later.txt").exists(), 10, "a write in the new folder")
+    finally:
+        assert watcher.finish().reason == "stopped"

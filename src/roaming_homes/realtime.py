@@ -106,6 +106,10 @@ class MonitorLink:
 
     def expect_ok(self, what: str) -> None:
         answer = self.read_line()
+        while answer.startswith("CHANGES "):
+            # said before our command cancelled the wait: the changes stay pending in the
+            # monitor, which says so again after the next WAIT
+            answer = self.read_line()
         if answer != "OK":
             command, detail = split_on_space(answer)
             if command == "ERROR":
@@ -121,6 +125,14 @@ class MonitorLink:
         for path in paths:
             self.send(f"START {_REPLICA} {quote(fspath)} {quote(path)}")
             self.expect_ok("to watch")
+        self.send("DONE")
+        self.send(f"WAIT {_REPLICA}")
+
+    def rewatch(self, fspath: str, path: str) -> None:
+        """Watch a start path again, after it was deleted, replaced or created: the watches
+        below it went with the old directory, and nothing above it is watched."""
+        self.send(f"START {_REPLICA} {quote(fspath)} {quote(path)}")
+        self.expect_ok("to watch")
         self.send("DONE")
         self.send(f"WAIT {_REPLICA}")
 
@@ -216,6 +228,7 @@ class _Session:
     def __init__(self, job: engine.Pass, stop: threading.Event, on_outcome: OutcomeSink) -> None:
         self.job, self.stop, self.on_outcome = job, stop, on_outcome
         self.monitors: list[MonitorLink] = []
+        self.fspaths: list[str] = []  # the root each monitor watches below
         self.wake_r, self.wake_w = os.pipe()
         self.finished = threading.Event()
 
@@ -269,6 +282,7 @@ class _Session:
         server = job.server
         local = MonitorLink(local_monitor(), "on this computer")
         self.monitors.append(local)
+        self.fspaths.append(str(job.locations.home))
         local.start(str(job.locations.home), paths)
         if server.is_local:
             remote = MonitorLink(local_monitor(), "of the server directory")
@@ -279,6 +293,7 @@ class _Session:
                                  f"on the server {server.host}")
             fspath = server.home
         self.monitors.append(remote)
+        self.fspaths.append(fspath)
         remote.start(fspath, paths)
 
     def _loop(self, paths: list[str]) -> WatchResult:
@@ -289,24 +304,32 @@ class _Session:
         while not self.stop.is_set():
             try:
                 changed = self._wait(rescan_at)
+                if self.stop.is_set():
+                    break
+                if changed is None or "" in changed:  # the rescan is due, or events were lost
+                    outcome, rescan_at = self.pass_(), time.monotonic() + rescan
+                else:
+                    wanted = tuple(p for p in collapse(changed)
+                                   if is_below(p, paths) and not is_ignored(
+                                       p, plan.ignore_paths, plan.ignore_names))
+                    if not wanted:
+                        continue
+                    outcome = self.pass_(wanted)
+                    self._rewatch([p for p in wanted if p in paths])
             except MonitorGone as exc:
                 return WatchResult(f"real-time mode interrupted: {exc}")
-            if self.stop.is_set():
-                break
-            if changed is None or "" in changed:  # the rescan is due, or events were lost
-                outcome, rescan_at = self.pass_(), time.monotonic() + rescan
-            else:
-                wanted = tuple(p for p in collapse(changed)
-                               if is_below(p, paths) and not is_ignored(
-                                   p, plan.ignore_paths, plan.ignore_names))
-                if not wanted:
-                    continue
-                outcome = self.pass_(wanted)
             if outcome.transferred or outcome.exit_code != ExitCode.IN_SYNC:
                 self.record(outcome)
             if _ends_watch(outcome):
                 return WatchResult(outcome.message, outcome=outcome)
         return WatchResult("stopped")
+
+    def _rewatch(self, starts: list[str]) -> None:
+        """Start paths that changed themselves (a synced folder deleted, replaced or made):
+        both monitors watch them afresh."""
+        for path in starts:
+            for monitor, fspath in zip(self.monitors, self.fspaths, strict=True):
+                monitor.rewatch(fspath, path)
 
     def _wait(self, rescan_at: float) -> list[str] | None:
         """The paths the monitors report next; None when the rescan is due first (or stop)."""
