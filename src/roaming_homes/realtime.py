@@ -314,8 +314,9 @@ class _Session:
                                        p, plan.ignore_paths, plan.ignore_names))
                     if not wanted:
                         continue
-                    outcome = self.pass_(wanted)
+                    # watched afresh before the pass looks: what changes after it is seen
                     self._rewatch([p for p in wanted if p in paths])
+                    outcome = self.pass_(wanted)
             except MonitorGone as exc:
                 return WatchResult(f"real-time mode interrupted: {exc}")
             if outcome.transferred or outcome.exit_code != ExitCode.IN_SYNC:
