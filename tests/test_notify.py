@@ -22,7 +22,6 @@ from roaming_homes.notify import (
     decide_first_sync,
     failure_kind,
     load_messages,
-    pass_log,
 )
 from roaming_homes.progress import Progress
 
@@ -31,19 +30,21 @@ DAY = 86400
 
 
 def outcome(result: str, message: str = "", conflicts: list[str] | None = None,
-            finished: datetime = NOW) -> dict[str, Any]:
+            finished: datetime = NOW, reason: str = "") -> dict[str, Any]:
     codes = {"in-sync": 0, "conflicts": 1, "partial": 2, "failed": 3, "refused": 4,
              "offline": 75, "busy": 75, "excluded": 0, "config-error": 78}
     return {"result": result, "exit_code": codes[result], "message": message,
             "conflicts": conflicts or [], "started": finished.isoformat(),
-            "finished": finished.isoformat()}
+            "finished": finished.isoformat(), "reason": reason}
+
+
+AUTH = outcome("failed", "refused without a password", reason="auth-refused")
 
 
 def step(state: NotifyState, out: dict[str, Any], *, last_success: datetime | None = None,
-         now: datetime = NOW, lines: list[str] | None = None,
-         shown_id: int = 7) -> tuple[Decision | None, NotifyState]:
+         now: datetime = NOW, shown_id: int = 7) -> tuple[Decision | None, NotifyState]:
     """One pass; the server gives the shown notification `shown_id`."""
-    decision, new = decide(state, out, pass_lines=lines or [],
+    decision, new = decide(state, out,
                            last_success=last_success.isoformat() if last_success else None,
                            now=now, stale_after=DAY)
     if decision and decision.kind and new.active is not None:
@@ -117,22 +118,31 @@ def test_a_conflict_that_comes_back_after_being_solved_is_new_again() -> None:
     assert kinds(NotifyState(), out) == ["conflicts", None, "conflicts"]
 
 
-@pytest.mark.parametrize(("result", "message", "lines", "kind"), [
-    ("failed", "ssh login to u@h refused without a password (Permission denied)", [], "auth"),
-    ("failed", "host key of h is unknown or has changed", [], "auth"),
-    ("failed", "unison failed: Received unexpected header from the server:", [], "version"),
-    ("refused", "the server home is empty", [], "guard"),
-    ("config-error", "bad profile value", [], "config"),
-    ("partial", "1 item(s) failed to transfer: big.iso", ["Error: No space left on device"],
-     "disk-full"),
+@pytest.mark.parametrize(("result", "message", "reason", "kind"), [
+    ("failed", "ssh login to u@h refused without a password (Permission denied)",
+     "auth-refused", "auth"),
+    ("failed", "host key of h is unknown or has changed", "host-key", "auth"),
+    ("failed", "unison failed: Received unexpected header from the server:",
+     "version-mismatch", "version"),
+    ("refused", "the server home is empty", "replica", "guard"),
+    ("config-error", "bad profile value", "", "config"),
+    ("partial", "1 item(s) failed to transfer: big.iso", "disk-full", "disk-full"),
 ])
 def test_failures_that_need_someone_notify_at_once(result: str, message: str,
-                                                   lines: list[str], kind: str) -> None:
-    assert failure_kind(outcome(result, message), lines) == kind
-    decision, state = step(NotifyState(), outcome(result, message), lines=lines)
+                                                   reason: str, kind: str) -> None:
+    out = outcome(result, message, reason=reason)
+    assert failure_kind(out) == kind
+    decision, state = step(NotifyState(), out)
     assert decision is not None and decision.kind == kind
     assert decision.fields["message"] == message
-    assert step(state, outcome(result, message), lines=lines)[0] is None  # once
+    assert step(state, out)[0] is None  # once
+
+
+def test_the_kind_comes_from_the_reason_never_from_the_wording() -> None:
+    """A message (it may carry a file name) that reads like a full disk is not one."""
+    out = outcome("partial", "1 item(s) failed to transfer: No space left on device",
+                  reason="unison-failed")
+    assert failure_kind(out) == "failing"
 
 
 def test_transient_failures_notify_only_after_they_persist() -> None:
@@ -154,7 +164,7 @@ def test_a_success_resets_the_failure_count() -> None:
 
 
 def test_recovery_replaces_the_failure_notification() -> None:
-    _, state = step(NotifyState(), outcome("failed", "refused without a password"),
+    _, state = step(NotifyState(), AUTH,
                     shown_id=12)
     decision, state = step(state, outcome("in-sync"))
     assert decision == Decision("recovered", replaces_id=12)
@@ -162,7 +172,7 @@ def test_recovery_replaces_the_failure_notification() -> None:
 
 
 def test_another_kind_of_failure_replaces_the_one_shown() -> None:
-    _, state = step(NotifyState(), outcome("failed", "refused without a password"),
+    _, state = step(NotifyState(), AUTH,
                     shown_id=12)
     decision, _ = step(state, outcome("refused", "replica emptied"))
     assert decision is not None and (decision.kind, decision.replaces_id) == ("guard", 12)
@@ -170,7 +180,7 @@ def test_another_kind_of_failure_replaces_the_one_shown() -> None:
 
 def test_conflicts_left_after_a_failure_are_shown_again() -> None:
     _, state = step(NotifyState(), outcome("conflicts", conflicts=["a"]))
-    _, state = step(state, outcome("failed", "refused without a password"), shown_id=9)
+    _, state = step(state, AUTH, shown_id=9)
     decision, _ = step(state, outcome("conflicts", conflicts=["a"]))
     assert decision is not None and decision.kind == "conflicts" and decision.replaces_id == 9
 
@@ -189,7 +199,7 @@ def test_ignored_conflicts_stay_silent_until_in_sync() -> None:
 
 
 def test_an_ignored_failure_comes_back_when_the_failure_changes() -> None:
-    auth = outcome("failed", "refused without a password")
+    auth = AUTH
     _, state = step(NotifyState(), auth)
     state.ignored.append("auth")
     _, state = step(state, auth)
@@ -333,20 +343,6 @@ def test_first_sync_texts_can_be_overridden(tmp_path: Path) -> None:
     assert messages["first-sync-done.summary"] == "Fertig"
 
 
-# --- the log of this pass ---
-
-def test_pass_log_takes_only_the_lines_of_this_pass() -> None:
-    started = datetime(2024, 5, 2, 12, 0, 5).astimezone()
-    lines = ["2024-05-02 11:00:00 --- pass started (pid 1, first run: False) ---",
-             "2024-05-02 11:00:01 No space left on device",
-             "2024-05-02 12:00:05 --- pass started (pid 2, first run: False) ---",
-             "2024-05-02 12:00:06 Fatal error: x"]
-    assert pass_log(lines, started.isoformat()) == ["2024-05-02 12:00:06 Fatal error: x"]
-    # A pass that failed before unison ran wrote nothing: the older lines are not its own.
-    later = datetime(2024, 5, 2, 13, 0).astimezone().isoformat()
-    assert pass_log(lines, later) == []
-
-
 # --- texts and actions ---
 
 FIELDS = {"host": "homes.example.org", "user": "ann", "command": "roaming-homes resolve",
@@ -415,9 +411,9 @@ def test_bad_messages_file_is_a_config_error_naming_file_and_key(
 
 
 def test_a_loss_refusal_offers_restore_and_confirm_a_replica_refusal_neither() -> None:
-    losses = {**outcome("refused", "30 of 40 files were deleted …"), "refusal": "losses"}
-    replica = {**outcome("refused", "the server home is missing"), "refusal": "replica"}
-    assert failure_kind(losses, []) == "losses" and failure_kind(replica, []) == "guard"
+    losses = outcome("refused", "30 of 40 files were deleted …", reason="losses")
+    replica = outcome("refused", "the server home is missing", reason="replica")
+    assert failure_kind(losses) == "losses" and failure_kind(replica) == "guard"
     fields = {"host": "h", "user": "u", "command": "c", "email": ""}
 
     def request(kind: str, with_actions: bool) -> Any:

@@ -255,3 +255,31 @@ def test_unison_hands_the_server_guard_to_ssh_word_for_word(tmp_path: Path) -> N
 
     argv = json.loads((tmp_path / "argv.json").read_text())
     assert argv[-3:] == [command, "-server", "__new-rpc-mode"]
+
+
+@pytest.mark.parametrize(("lines", "trouble"), [
+    (["Fatal error: Lost connection with the server"], unison.Trouble.CONNECTION_LOST),
+    (["Fatal error: Received unexpected header from the server:",
+      ' expected "Unison 2.48\\n" but received "Unison 2.40\\n",'],
+     unison.Trouble.VERSION_MISMATCH),
+    (["Fatal error during unmarshaling (input_value: ill-formed message), possibly because"],
+     unison.Trouble.VERSION_MISMATCH),
+    (["Fatal error: Warning: inconsistent state.  The archive file is missing on some hosts"],
+     unison.Trouble.ARCHIVES_DISAGREE),
+    (["Fatal error: Warning: the archives are locked.  If no other instance of unison"],
+     unison.Trouble.ARCHIVES_LOCKED),
+    (["Fatal error: Path /h/.roaming-homes-root is designated as a mountpoint, but points to "
+      "nothing on host vm"], unison.Trouble.MARKER_VANISHED),
+    (["Failed [big.iso]: Error in writing to /s/.unison.big.iso.tmp: No space left on device"],
+     unison.Trouble.DISK_FULL),
+])
+def test_troubles_are_read_from_unisons_own_wording(lines: list[str],
+                                                     trouble: unison.Trouble) -> None:
+    assert unison.parse_output(lines).troubles == {trouble}
+
+
+def test_a_name_that_reads_like_a_trouble_is_none() -> None:
+    lines = ["Failed [No space left on device]: Permission denied",
+             "Failed [Lost connection with the server]: Permission denied",
+             "  failed: Lost connection with the server"]
+    assert unison.parse_output(lines).troubles == set()

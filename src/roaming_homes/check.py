@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from roaming_homes import config, transport
-from roaming_homes.errors import ConfigError
+from roaming_homes.errors import ConfigError, Reason
 from roaming_homes.guards import MARKER
 from roaming_homes.paths import Locations
 from roaming_homes.state import StateStore
@@ -221,12 +221,12 @@ def _connection_results(server: transport.Server,
         socket = transport.connect(server, locations.control_dir)
     except transport.ConnectError as exc:
         reached = Result(names[0], OK, f"{server.host} port {server.port} answers")
-        if exc.reason == "host-key":
+        if exc.reason is Reason.HOST_KEY:
             return ([reached, Result(names[1], FAIL, exc.message,
                                      f"verify the server's key, then add it to known_hosts "
                                      f"(e.g. ssh-keyscan -p {server.port} {server.host})"),
                      Result(names[2], SKIP, "not tried: host key not trusted")], None, False)
-        if exc.reason == "login":
+        if exc.reason is Reason.AUTH_REFUSED:
             return ([reached, Result(names[1], OK, "known"),
                      Result(names[2], FAIL, exc.message,
                             f"install the user's key on the server (ssh-copy-id -p "

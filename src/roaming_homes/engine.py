@@ -6,7 +6,6 @@ CLI or the daemon decide what to show. Output lines are handed to an optional ca
 
 from __future__ import annotations
 
-import enum
 import json
 import os
 import threading
@@ -22,7 +21,7 @@ from roaming_homes import guards, progress, refused, transport, unison
 from roaming_homes.baseline import Baseline, BaselineStore
 from roaming_homes.config import Config
 from roaming_homes.counting import count_files
-from roaming_homes.errors import ExitCode, RoamingHomesError
+from roaming_homes.errors import ExitCode, Reason, RoamingHomesError
 from roaming_homes.guards import SyncLock, escape, is_excluded
 from roaming_homes.paths import Locations, is_below, xdg_user_dirs
 from roaming_homes.state import StateStore, ensure_private_dir, write_atomic
@@ -37,21 +36,10 @@ RESULTS = {
     ExitCode.REFUSED: "refused",
     ExitCode.TRY_LATER: "offline",
 }
-_CONNECTION_LOST = ("Lost connection with the server", "Connection to the server lost")
-_ARCHIVE_MISMATCH = ("inconsistent state", "archive file is missing on some hosts")
-_STALE_LOCK = "archives are locked"
-_MOUNTPOINT = "is designated as a mountpoint"  # the marker vanished during unison's scan
 # Both ways out of a loss refusal; restoring first: forcing by habit is what the guard is against.
 REFUSAL_ACTION = ("roaming-homes restore --refused  (or, if the deletions are intended: "
                   "roaming-homes sync --force)")
 _INTERRUPTED = "stopped before it finished (time was up); the next pass completes it"
-
-
-class Refusal(enum.Enum):
-    """Which guard refused a pass."""
-
-    REPLICA = "replica"  # a replica is missing, unreadable or not the one of the last pass
-    LOSSES = "losses"  # the plan deletes or overwrites too much (or a whole synced path)
 
 
 @dataclass
@@ -73,7 +61,7 @@ class SyncOutcome:
     first_run: bool = False
     notes: list[str] = field(default_factory=list)  # what the user should know, one line each
     action: str = ""  # the command that helps, when the outcome names one (a refusal's way out)
-    refusal: str = ""  # a Refusal value: which guard refused (empty when none did)
+    reason: str = ""  # an errors.Reason value: why it did not simply end in sync
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -134,33 +122,44 @@ def _is_first_run(store: StateStore, key: str, unison_dir: Path) -> bool:
     return not any(unison_dir.glob("ar*")) or not store.is_synced(key)
 
 
-def _classify(run: unison.Run, summary: unison.Summary) -> tuple[ExitCode, str]:
+def _classify(run: unison.Run, summary: unison.Summary) -> tuple[ExitCode, str, Reason]:
     code = run.returncode
+    troubles = summary.troubles
     if code == 0:
         if summary.nothing_to_do:
-            return ExitCode.IN_SYNC, "in sync: nothing to do"
-        return ExitCode.IN_SYNC, f"in sync: {summary.transferred} item(s) transferred"
+            return ExitCode.IN_SYNC, "in sync: nothing to do", Reason.NONE
+        return (ExitCode.IN_SYNC, f"in sync: {summary.transferred} item(s) transferred",
+                Reason.NONE)
     if code == 1:
         names = ", ".join(escape(n) for n in summary.conflicts[:5]) + (
             " …" if len(summary.conflicts) > 5 else "")
         return ExitCode.NEEDS_USER, (f"{len(summary.conflicts) or summary.skipped} conflict(s) "
-                                     f"need you: {names} (see `roaming-homes conflicts`)")
+                                     f"need you: {names} (see `roaming-homes conflicts`)"), \
+            Reason.NONE
+    reason = next((_REASONS[t] for t in _REASON_ORDER if t in troubles), Reason.UNISON_FAILED)
     if code == 2:
         names = ", ".join(escape(n) for n in summary.failed_paths[:5])
-        return ExitCode.PARTIAL, f"{summary.failed} item(s) failed to transfer: {names}"
+        return ExitCode.PARTIAL, f"{summary.failed} item(s) failed to transfer: {names}", reason
     if run.declined is not None:
         return ExitCode.FAILED, ("unison asked a question roaming-homes does not answer; "
-                                 "nothing was synced (see the log)")
+                                 "nothing was synced (see the log)"), reason
     fatal = summary.fatal or next((line for line in reversed(run.lines) if line.strip()), "")
-    if _MOUNTPOINT in fatal:
+    if unison.Trouble.MARKER_VANISHED in troubles:
         return ExitCode.REFUSED, (f"a replica lost its marker {guards.MARKER} while unison "
                                   "looked at it (unmounted?); nothing was synced. Once it is "
-                                  "back, sync again")
-    if any(marker in fatal for marker in _CONNECTION_LOST):
-        return ExitCode.TRY_LATER, f"connection to the server lost: {fatal}"
+                                  "back, sync again"), Reason.REPLICA
+    if unison.Trouble.CONNECTION_LOST in troubles:
+        return ExitCode.TRY_LATER, f"connection to the server lost: {fatal}", reason
     if code < 0:
-        return ExitCode.FAILED, f"unison was killed by signal {-code}"
-    return ExitCode.FAILED, f"unison failed: {fatal or f'exit code {code}'}"
+        return ExitCode.FAILED, f"unison was killed by signal {-code}", reason
+    return ExitCode.FAILED, f"unison failed: {fatal or f'exit code {code}'}", reason
+
+
+# The reason a failed run gives, for the troubles unison reported (the first that applies).
+_REASONS = {unison.Trouble.DISK_FULL: Reason.DISK_FULL,
+            unison.Trouble.VERSION_MISMATCH: Reason.VERSION_MISMATCH,
+            unison.Trouble.CONNECTION_LOST: Reason.CONNECTION_LOST}
+_REASON_ORDER = tuple(_REASONS)
 
 
 def outcomes(server: transport.Server) -> Callable[..., SyncOutcome]:
@@ -269,8 +268,8 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
                        "(set sync.paths)")
     try:
         socket = transport.connect(server, locations.control_dir)
-    except RoamingHomesError as exc:
-        return outcome(exc.code, exc.message)
+    except transport.ConnectError as exc:
+        return outcome(exc.code, exc.message, reason=exc.reason)
     plan = build_plan(config, locations, server, socket, list(only or paths))
     try:
         profile = unison.build_profile(plan)
@@ -286,15 +285,15 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
     if not server.is_local and probe_server:
         try:
             found["server"] = _probe_server(server, socket, paths, nonce, job.abort)
-        except RoamingHomesError as exc:
+        except transport.ConnectError as exc:
             if job.abort is not None and job.abort.is_set():
                 return outcome(ExitCode.TRY_LATER, _INTERRUPTED, result="interrupted")
-            return outcome(exc.code, exc.message)
+            return outcome(exc.code, exc.message, reason=exc.reason)
     recorded = job.store.replicas(key)
     ids = {side: recorded.get(f"{side}_id", "") for side in ("local", "server")}
     if refusal := _replica_refusal(found, ids, first, _names(plan, server)):
         job.on_line(refusal)
-        return outcome(ExitCode.REFUSED, refusal, refusal=Refusal.REPLICA.value)
+        return outcome(ExitCode.REFUSED, refusal, reason=Reason.REPLICA)
     extra: list[str] = []
     if not server.is_local:
         command = guards.guard_command(server.home, paths, nonce,
@@ -430,12 +429,13 @@ def guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], *, first_run: b
         if job.abort is not None and job.abort.is_set():
             return outcome(ExitCode.TRY_LATER, _INTERRUPTED, result="interrupted",
                            transferred=summary.transferred)
-        if run.returncode == 3 and _STALE_LOCK in summary.fatal:
+        if run.returncode == 3 and unison.Trouble.ARCHIVES_LOCKED in summary.troubles:
             # Our flock is held, and unison inherits it: no other unison of ours can be using
             # these archives, so the lock is a leftover of a killed pass.
             sink("stale unison lock left by an interrupted pass: removing it (-ignorelocks)")
             run, summary = run_unison(first, ("-ignorelocks",))
-        if run.returncode == 3 and not first and _archives_disagree(summary):
+        disagree = unison.Trouble.ARCHIVES_DISAGREE in summary.troubles
+        if run.returncode == 3 and not first and disagree:
             # One side lost its archive (reinstalled server, restored backup): a union sync is
             # the safe way back; it never deletes.
             sink("archives disagree; retrying as a first sync (-ignorearchives)")
@@ -451,13 +451,13 @@ def _judged(job: Pass, prepared: _Prepared, run: unison.Run, summary: unison.Sum
     """The outcome of a guarded run, and what it leaves for the next pass's guards."""
     if refusal := _server_refusal(job, prepared, run.lines):
         job.on_line(refusal)
-        return outcome(ExitCode.REFUSED, refusal, refusal=Refusal.REPLICA.value)
+        return outcome(ExitCode.REFUSED, refusal, reason=Reason.REPLICA)
     if judge.refusal is not None and run.declined is not unison.Question.OTHER:
         message = judge.refusal.message(judge.limits, job.server.label)
         job.on_line(message)
         refused.save(job.locations.state_dir, prepared.key, judge.refusal)
         return outcome(ExitCode.REFUSED, message, action=REFUSAL_ACTION,
-                       refusal=Refusal.LOSSES.value)
+                       reason=Reason.LOSSES)
     result = _finish(job.store, prepared.key, run, summary, first, outcome)
     for path in guards.absent_paths(prepared.paths, prepared.found):
         meant = guards.likely_meant(path, _existing_names(job, path))
@@ -488,8 +488,8 @@ def _probe_server(server: transport.Server, socket: Path | None, paths: Sequence
                                                                        nonce), abort)
     probe = guards.parse_report(answer.splitlines(), nonce, len(paths))
     if probe is None:
-        raise RoamingHomesError(f"could not inspect the server home {server.label}: "
-                                "unexpected answer", ExitCode.FAILED)
+        raise transport.ConnectError(f"could not inspect the server home {server.label}: "
+                                     "unexpected answer", ExitCode.FAILED, Reason.SSH_FAILED)
     return probe
 
 
@@ -558,20 +558,15 @@ def _remember(job: Pass, prepared: _Prepared, judge: _Judge, unchanged: bool,
         refused.clear(job.locations.state_dir, prepared.key)
 
 
-def _archives_disagree(summary: unison.Summary) -> bool:
-    return any(m in summary.fatal for m in _ARCHIVE_MISMATCH)
-
-
 def _finish(store: StateStore, key: str, run: unison.Run, summary: unison.Summary, first: bool,
             outcome: Callable[..., SyncOutcome]) -> SyncOutcome:
     """The outcome of a run; remembers that the roots have archives now."""
-    code, message = _classify(run, summary)
+    code, message, reason = _classify(run, summary)
     if code in (ExitCode.IN_SYNC, ExitCode.NEEDS_USER, ExitCode.PARTIAL):
         store.mark_synced(key)
     return outcome(code, message, transferred=summary.transferred, skipped=summary.skipped,
                    failed=summary.failed, conflicts=summary.conflicts,
-                   failed_paths=summary.failed_paths, first_run=first,
-                   refusal=Refusal.REPLICA.value if code == ExitCode.REFUSED else "")
+                   failed_paths=summary.failed_paths, first_run=first, reason=reason)
 
 
 def _run_first_paths(job: Pass, plan: unison.Plan, sink: LineSink, judge: _Judge,

@@ -51,7 +51,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from roaming_homes.errors import ConfigError
+from roaming_homes.errors import ConfigError, Reason
 from roaming_homes.progress import Progress, human_bytes
 
 APP_NAME = "Roaming Homes"
@@ -63,7 +63,6 @@ BUS_TIMEOUT = 5.0  # seconds for any one D-Bus call: a stuck desktop never holds
 # seconds on a fast LAN, minutes over Wi-Fi or a VPN. Below it the home is ready before a
 # notification would have told anyone anything.
 FIRST_SYNC_MIN_BYTES = 100_000_000
-_PASS_MARKER = "--- pass started"
 
 # --- what each kind of notification looks like -----------------------------------------------
 
@@ -202,38 +201,24 @@ class Decision:
     fields: dict[str, str] = field(default_factory=dict)
 
 
-def failure_kind(outcome: dict[str, Any], pass_lines: list[str]) -> str:
-    """Which failure this is: one that needs someone at once, or "failing" (maybe transient)."""
-    if outcome["result"] == "refused":
-        # Only the loss guard's refusals have the two ways out (restore, confirm).
-        return "losses" if outcome.get("refusal") == "losses" else "guard"
+def failure_kind(outcome: dict[str, Any]) -> str:
+    """Which failure this is: one that needs someone at once, or "failing" (maybe transient).
+    Decided by the outcome's reason (errors.Reason), never by its wording."""
     if outcome["result"] == "config-error":
         return "config"
-    text = "\n".join([outcome["message"], *pass_lines]).lower()
-    if "no space left on device" in text or "disk quota exceeded" in text:
-        return "disk-full"
-    if "refused without a password" in text or "host key of" in text:
-        return "auth"
-    if ("unexpected header" in text or "different versions of unison" in text
-            or "ill-formed message" in text):
-        return "version"
-    return "failing"
+    return _KIND_OF_REASON.get(outcome.get("reason", ""),
+                               "guard" if outcome["result"] == "refused" else "failing")
 
 
-def pass_log(lines: list[str], started: str) -> list[str]:
-    """The lines of sync.log written by the pass that started at `started` (ISO time).
-
-    A pass that failed before unison ran (ssh refused) wrote nothing: then this is empty, and
-    an older pass's "No space left on device" is not taken for this one's.
-    """
-    try:
-        since = datetime.fromisoformat(started).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-    except ValueError:
-        return []
-    for index in range(len(lines) - 1, -1, -1):
-        if _PASS_MARKER in lines[index]:
-            return lines[index + 1:] if lines[index][:19] >= since else []
-    return []
+# Reasons that need someone at once, and the notification each gets.
+_KIND_OF_REASON = {
+    Reason.LOSSES: "losses",  # the two ways out: restore, confirm
+    Reason.REPLICA: "guard",
+    Reason.DISK_FULL: "disk-full",
+    Reason.AUTH_REFUSED: "auth",
+    Reason.HOST_KEY: "auth",
+    Reason.VERSION_MISMATCH: "version",
+}
 
 
 def _age(since: str | None, now: datetime) -> float:
@@ -254,7 +239,7 @@ def human_time(iso: str | None) -> str:
         return iso
 
 
-def decide(state: NotifyState, outcome: dict[str, Any], *, pass_lines: list[str],
+def decide(state: NotifyState, outcome: dict[str, Any], *,
            last_success: str | None, now: datetime,
            stale_after: float) -> tuple[Decision | None, NotifyState]:
     """What to show after this pass, and the state to remember (assuming it is shown).
@@ -264,8 +249,8 @@ def decide(state: NotifyState, outcome: dict[str, Any], *, pass_lines: list[str]
     pass calls for replaces it, or, when that waits (failed items are transient at first), the
     announcement is closed rather than left saying "setting up".
     """
-    decision, new = _decide(state, outcome, pass_lines=pass_lines, last_success=last_success,
-                            now=now, stale_after=stale_after)
+    decision, new = _decide(state, outcome, last_success=last_success, now=now,
+                            stale_after=stale_after)
     active = state.active
     if (decision is None and state.first_sync is not None and new.first_sync is None
             and active is not None and active.key == "first-sync"):
@@ -274,7 +259,7 @@ def decide(state: NotifyState, outcome: dict[str, Any], *, pass_lines: list[str]
     return decision, new
 
 
-def _decide(state: NotifyState, outcome: dict[str, Any], *, pass_lines: list[str],
+def _decide(state: NotifyState, outcome: dict[str, Any], *,
             last_success: str | None, now: datetime,
             stale_after: float) -> tuple[Decision | None, NotifyState]:
     """`decide` but for closing the first-sync announcement: what this kind of result calls for."""
@@ -293,7 +278,7 @@ def _decide(state: NotifyState, outcome: dict[str, Any], *, pass_lines: list[str
         return _decide_in_sync(state, new)
     if result == "conflicts":
         return _decide_conflicts(state, new, outcome)
-    return _decide_failure(state, new, outcome, pass_lines)
+    return _decide_failure(state, new, outcome)
 
 
 def _decide_offline(state: NotifyState, new: NotifyState, outcome: dict[str, Any], *,
@@ -339,11 +324,11 @@ def _decide_conflicts(state: NotifyState, new: NotifyState,
     return _show(new, "conflicts", active, paths=", ".join(shown), count=str(len(shown)))
 
 
-def _decide_failure(state: NotifyState, new: NotifyState, outcome: dict[str, Any],
-                    pass_lines: list[str]) -> tuple[Decision | None, NotifyState]:
+def _decide_failure(state: NotifyState, new: NotifyState,
+                    outcome: dict[str, Any]) -> tuple[Decision | None, NotifyState]:
     """Any other result (partial, failed, refused, config-error): shown at once when it needs
     someone, a maybe transient one ("failing") only after `TRANSIENT_PASSES` passes in a row."""
-    kind = failure_kind(outcome, pass_lines)
+    kind = failure_kind(outcome)
     new.ignored = [k for k in new.ignored if k in (kind, "conflicts")]
     if kind == "failing":
         new.transient_failures = state.transient_failures + 1
@@ -607,7 +592,6 @@ def _after_pass(config: Any, locations: Any, outcome: dict[str, Any], log: Log,
     previous = _read_state(locations.state_dir)
     lines = _log_lines(locations.state_dir)
     decision, new = decide(previous, outcome,
-                           pass_lines=pass_log(lines, outcome.get("started", "")),
                            last_success=StateStore(locations.state_dir).load().get(
                                "last_success"),
                            now=now, stale_after=config["notify"]["stale_after"])

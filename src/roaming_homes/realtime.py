@@ -30,7 +30,7 @@ from roaming_homes import engine, transport
 from roaming_homes.config import Config
 from roaming_homes.counting import is_ignored
 from roaming_homes.engine import SyncOutcome
-from roaming_homes.errors import ExitCode, RoamingHomesError
+from roaming_homes.errors import ExitCode, Reason, RoamingHomesError
 from roaming_homes.fsmonitor import collapse, quote, split_on_space, unquote
 from roaming_homes.guards import SyncLock, is_excluded
 from roaming_homes.paths import Locations, is_below
@@ -219,7 +219,7 @@ _ENDS_WATCH = frozenset({ExitCode.TRY_LATER, ExitCode.FAILED, ExitCode.CONFIG})
 
 def _ends_watch(outcome: SyncOutcome) -> bool:
     return (ExitCode(outcome.exit_code) in _ENDS_WATCH
-            or outcome.refusal == engine.Refusal.REPLICA.value)
+            or outcome.reason == Reason.REPLICA)
 
 
 class _Session:
@@ -266,9 +266,9 @@ class _Session:
         paths, _ = engine.sync_paths(job.config, job.locations)
         try:
             self._start_monitors(paths)
-        except RoamingHomesError as exc:  # the server cannot be reached: interval mode's case
-            return WatchResult(exc.message, outcome=engine.outcomes(job.server)(exc.code,
-                                                                                exc.message))
+        except transport.ConnectError as exc:  # the server cannot be used: interval mode's case
+            return WatchResult(exc.message, outcome=engine.outcomes(job.server)(
+                exc.code, exc.message, reason=exc.reason))
         except (MonitorGone, OSError) as exc:
             return WatchResult(f"real-time mode unavailable: {exc}", fallback=True)
         first = self.pass_()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from roaming_homes.errors import ExitCode, RoamingHomesError
+from roaming_homes.errors import ExitCode, Reason, RoamingHomesError
 
 # Longest path a unix socket can bind to is 108 bytes; leave room for ssh's temporary suffix.
 _MAX_SOCKET_PATH = 90
@@ -109,9 +109,9 @@ def _control(server: Server, socket: Path, operation: str) -> list[str]:
 class ConnectError(RoamingHomesError):
     """The server could not be used; `reason` says why, for callers that diagnose (`check`)."""
 
-    def __init__(self, message: str, code: ExitCode, reason: str) -> None:
+    def __init__(self, message: str, code: ExitCode, reason: Reason) -> None:
         super().__init__(message, code)
-        self.reason = reason  # "unreachable" | "host-key" | "login" | "ssh"
+        self.reason = reason
 
 
 def _classify_failure(server: Server, stderr: str) -> ConnectError:
@@ -121,15 +121,16 @@ def _classify_failure(server: Server, stderr: str) -> ConnectError:
     if "host key verification failed" in lowered or "identification has changed" in lowered:
         return ConnectError(
             f"host key of {server.host} is unknown or has changed; verify it and add it to "
-            f"known_hosts ({last})", ExitCode.FAILED, "host-key")
+            f"known_hosts ({last})", ExitCode.FAILED, Reason.HOST_KEY)
     if "permission denied" in lowered:
         return ConnectError(
             f"ssh login to {server.user}@{server.host} refused without a password ({last})",
-            ExitCode.FAILED, "login")
+            ExitCode.FAILED, Reason.AUTH_REFUSED)
     if any(marker in lowered for marker in _OFFLINE_MARKERS):
         return ConnectError(f"server {server.host} unreachable: {last}", ExitCode.TRY_LATER,
-                            "unreachable")
-    return ConnectError(f"ssh to {server.host} failed: {last}", ExitCode.FAILED, "ssh")
+                            Reason.SERVER_UNREACHABLE)
+    return ConnectError(f"ssh to {server.host} failed: {last}", ExitCode.FAILED,
+                        Reason.SSH_FAILED)
 
 
 def connect(server: Server, control_dir: Path) -> Path | None:
@@ -142,7 +143,7 @@ def connect(server: Server, control_dir: Path) -> Path | None:
         if not Path(server.local_root).is_dir():
             raise ConnectError(
                 f"server root {server.local_root} is not available (not mounted?)",
-                ExitCode.TRY_LATER, "unreachable")
+                ExitCode.TRY_LATER, Reason.SERVER_UNREACHABLE)
         return None
     socket = control_path(server, control_dir)
     base = ["ssh", *ssh_options(server, None)]
@@ -170,10 +171,10 @@ def connect(server: Server, control_dir: Path) -> Path | None:
                                     timeout=server.connect_timeout * 2 + 10, check=False)
         except subprocess.TimeoutExpired:
             raise ConnectError(f"server {server.host} did not answer in time",
-                               ExitCode.TRY_LATER, "unreachable") from None
+                               ExitCode.TRY_LATER, Reason.SERVER_UNREACHABLE) from None
         except FileNotFoundError:
             raise ConnectError("ssh is not installed (openssh-client)", ExitCode.FAILED,
-                               "ssh") from None
+                               Reason.SSH_FAILED) from None
         err.seek(0)
         stderr = err.read().decode(errors="replace")
     if result.returncode != 0:
@@ -231,7 +232,7 @@ def run_remote(server: Server, socket: Path | None, script: str,
                     proc.wait()
                     why = "stopped" if stopped else "did not answer in time"
                     raise ConnectError(f"server {server.host} {why}", ExitCode.TRY_LATER,
-                                       "unreachable") from None
+                                       Reason.SERVER_UNREACHABLE) from None
     if proc.returncode != 0:
         raise _classify_failure(server, err.decode(errors="replace"))
     return out.decode(errors="replace")

@@ -62,6 +62,30 @@ class Plan:
     backups: int = 3  # old versions kept of each overwritten or deleted file
 
 
+class Trouble(enum.Enum):
+    """What went wrong in a run, read from unison's own wording (the only place that does)."""
+
+    CONNECTION_LOST = "connection-lost"
+    VERSION_MISMATCH = "version-mismatch"
+    DISK_FULL = "disk-full"
+    ARCHIVES_DISAGREE = "archives-disagree"  # one side lost its archive: a union is the way back
+    ARCHIVES_LOCKED = "archives-locked"  # a stale lk file (ours: we hold the flock)
+    MARKER_VANISHED = "marker-vanished"  # the replica marker went away during the scan
+
+
+# How each trouble starts unison's fatal message (after "Fatal error: ", docs/unison.md §7); a
+# file name is never at the start of it. Disk full ends a failure line instead (the path comes
+# first there, the reason last).
+_FATAL_STARTS = {
+    Trouble.CONNECTION_LOST: ("Lost connection with the server", "Connection to the server lost"),
+    Trouble.VERSION_MISMATCH: ("Received unexpected header",),
+    Trouble.ARCHIVES_DISAGREE: ("Warning: inconsistent state",),
+    Trouble.ARCHIVES_LOCKED: ("Warning: the archives are locked",),
+}
+_MOUNTPOINT = re.compile(r"^Path .* is designated as a mountpoint, but points to nothing")
+_DISK_FULL_ENDS = ("No space left on device", "Disk quota exceeded")
+
+
 @dataclass
 class Summary:
     """What unison reported about one run."""
@@ -76,6 +100,7 @@ class Summary:
     skipped_paths: list[str] = field(default_factory=list)
     failed_paths: list[str] = field(default_factory=list)
     fatal: str = ""
+    troubles: set[Trouble] = field(default_factory=set)
 
 
 def _safe(value: str, what: str) -> str:
@@ -168,7 +193,20 @@ def parse_output(lines: Sequence[str]) -> Summary:
             summary.fatal = line.split(":", 1)[1].strip() if ":" in line else line
             fatal_next = not summary.fatal
     summary.fatal = summary.fatal.strip()
+    summary.troubles = _troubles(summary.fatal, lines)
     return summary
+
+
+def _troubles(fatal: str, lines: Sequence[str]) -> set[Trouble]:
+    found = {trouble for trouble, starts in _FATAL_STARTS.items() if fatal.startswith(starts)}
+    if _MOUNTPOINT.match(fatal):
+        found.add(Trouble.MARKER_VANISHED)
+    if any(line.startswith("Fatal error during unmarshaling") for line in lines):
+        found.add(Trouble.VERSION_MISMATCH)  # old protocols, different OCaml (§6)
+    if any(line.rstrip().endswith(_DISK_FULL_ENDS) for line in lines
+           if line.startswith(("Failed", "Fatal error", "Error"))):
+        found.add(Trouble.DISK_FULL)
+    return found
 
 
 def _add(items: list[str], item: str) -> None:
