@@ -22,8 +22,8 @@ from roaming_homes.daemon import (
 )
 from roaming_homes.engine import SyncOutcome
 from roaming_homes.errors import RoamingHomesError
-from roaming_homes.guards import SyncLock, lock_purpose
 from roaming_homes.realtime import WatchResult
+from roaming_homes.session import SyncLock, lock_purpose
 
 
 def outcome(result: str, message: str = "", finished: str = "2025-01-02T12:01:07+01:00",

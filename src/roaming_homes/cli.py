@@ -73,8 +73,8 @@ WAIT_FOR_DAEMON_PASS = 300
 
 def _run_sync(args: argparse.Namespace) -> int:
     from roaming_homes import engine
-    from roaming_homes.guards import lock_holder
     from roaming_homes.progress import TerminalDisplay, observe_all
+    from roaming_homes.session import lock_holder, make_way
 
     cfg, locations = _load(args)
     daemon_pid = lock_holder(locations.daemon_lock_file)
@@ -93,7 +93,7 @@ def _run_sync(args: argparse.Namespace) -> int:
         notify.check_config(cfg)  # a bad messages file is a config error (78) before any pass
         announcer = notify.FirstSyncAnnouncer(cfg, locations, log=echo)
     if daemon_pid:
-        _make_way(locations, daemon_pid)
+        make_way(locations, daemon_pid)  # real-time mode holds the lock for good
     # -v shows unison's own lines instead; --json and -q keep stdout for the result alone.
     display = None if (args.quiet or args.verbose or args.json) else TerminalDisplay(
         sys.stdout, live=sys.stdout.isatty())
@@ -104,13 +104,6 @@ def _run_sync(args: argparse.Namespace) -> int:
     if cfg["notify"]["enabled"]:
         notify.after_pass(cfg, locations, outcome.to_dict(), log=echo)
     return _report_outcome(args, outcome)
-
-
-def _make_way(locations: Any, daemon_pid: int) -> None:
-    """Real-time mode holds the lock for good: ask the daemon to make way (README)."""
-    from roaming_homes import daemon, realtime
-
-    daemon.pause_watching(locations, daemon_pid, timeout=realtime.STOP_GRACE + 5)
 
 
 def _report_outcome(args: argparse.Namespace, outcome: Any) -> int:
@@ -140,7 +133,7 @@ def _add_status(sub: argparse._SubParsersAction) -> None:
 def status_report(locations: Any) -> dict[str, Any]:
     """Everything `status` shows, from the saved state and the lock (never runs a sync)."""
     from roaming_homes import progress
-    from roaming_homes.guards import lock_holder, lock_purpose
+    from roaming_homes.session import lock_holder, lock_purpose
     from roaming_homes.state import StateStore
 
     store = StateStore(locations.state_dir)
@@ -253,7 +246,7 @@ def _watch(locations: Any) -> None:
     import time
 
     from roaming_homes import progress
-    from roaming_homes.guards import lock_purpose
+    from roaming_homes.session import lock_purpose
 
     display = progress.TerminalDisplay(sys.stdout, live=sys.stdout.isatty())
     try:
@@ -360,11 +353,11 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
 
 def _run_restore(args: argparse.Namespace) -> int:
     from roaming_homes import restore
-    from roaming_homes.guards import lock_holder
+    from roaming_homes.session import lock_holder, make_way
 
     cfg, locations = _load(args)
     if daemon_pid := lock_holder(locations.daemon_lock_file):
-        _make_way(locations, daemon_pid)
+        make_way(locations, daemon_pid)  # real-time mode holds the lock for good
     try:
         outcome = restore.restore_refused(cfg, locations, lambda line: None)
     except RoamingHomesError as exc:

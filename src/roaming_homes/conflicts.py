@@ -17,11 +17,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from roaming_homes import engine, realtime, transport, unison
+from roaming_homes import engine, transport, unison
 from roaming_homes.config import Config
 from roaming_homes.errors import ExitCode, RoamingHomesError
-from roaming_homes.guards import SyncLock, lock_holder
 from roaming_homes.paths import Locations
+from roaming_homes.session import SyncLock, lock_holder, make_way
 from roaming_homes.state import StateStore
 
 GUI = "unison-gtk"
@@ -121,10 +121,7 @@ def resolve(config: Config, locations: Locations, say: Callable[[str], None]) ->
     """Run the interactive unison under the sync lock, then one ordinary pass to record the
     outcome; returns that pass's exit code (or the reason nothing ran)."""
     if daemon_pid := lock_holder(locations.daemon_lock_file):
-        from roaming_homes import daemon
-
-        # Real-time mode holds the lock for good: ask the daemon to make way (README).
-        daemon.pause_watching(locations, daemon_pid, timeout=realtime.STOP_GRACE + 5)
+        make_way(locations, daemon_pid)  # real-time mode holds the lock for good
     lock = SyncLock(locations.lock_file)
     lock.acquire("resolve")
     try:

@@ -12,7 +12,7 @@ Real-time mode (`sync.watch`): instead of interval passes a worker thread runs
 real-time mode cannot run (`fallback`) the daemon syncs by interval and tries again after
 `sync.rescan_interval`, on a changed configuration or when asked (SIGUSR1, network back).
 SIGUSR1 while watching stops unison, leaves the sync lock free for `YIELD_WINDOW` seconds (so
-that a `roaming-homes sync` waiting for it runs its own pass, see `pause_watching`), waits for
+that a `roaming-homes sync` waiting for it runs its own pass, see `session.make_way`), waits for
 whoever took it, then watches again, starting with a full scan.
 
 Threads: the main thread runs passes and sleeps between them. Signal handlers only set flags
@@ -43,8 +43,9 @@ from roaming_homes import engine, notify, realtime, transport
 from roaming_homes.config import Config
 from roaming_homes.engine import SyncOutcome
 from roaming_homes.errors import ExitCode, RoamingHomesError
-from roaming_homes.guards import SyncLock, is_excluded, lock_holder, lock_purpose
+from roaming_homes.guards import is_excluded
 from roaming_homes.paths import Locations
+from roaming_homes.session import SyncLock, lock_holder
 
 Log = Callable[[str], None]
 # Runs one pass and returns the outcome to report; it must return soon after `abort` is set:
@@ -540,21 +541,6 @@ class Daemon:
             daemon_lock.release()
         self.log("stopped")
         return 0
-
-
-def pause_watching(locations: Locations, daemon_pid: int, timeout: float) -> bool:
-    """Ask the daemon to free the sync lock if its real-time mode holds it (for a manual sync).
-
-    Sends SIGUSR1 and waits until the lock is free: the daemon then leaves it free for
-    `YIELD_WINDOW` seconds and waits for whoever takes it. False when it was not watching.
-    """
-    if lock_purpose(locations.lock_file) != (daemon_pid, "watch"):
-        return False
-    os.kill(daemon_pid, signal.SIGUSR1)
-    deadline = time.monotonic() + timeout
-    while lock_holder(locations.lock_file) == daemon_pid and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return True
 
 
 def main(locations: Locations, config_path: Path | None, log: Log | None = None) -> int:

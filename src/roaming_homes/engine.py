@@ -22,8 +22,9 @@ from roaming_homes.baseline import Baseline, BaselineStore
 from roaming_homes.config import Config
 from roaming_homes.counting import count_files
 from roaming_homes.errors import ExitCode, Reason, RoamingHomesError
-from roaming_homes.guards import SyncLock, escape, is_excluded
+from roaming_homes.guards import escape, is_excluded
 from roaming_homes.paths import Locations, is_below, xdg_user_dirs
+from roaming_homes.session import SyncLock
 from roaming_homes.state import StateStore, ensure_private_dir, write_atomic
 
 LineSink = Callable[[str], None]

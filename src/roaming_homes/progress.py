@@ -291,7 +291,7 @@ class Tracker:
 
 def read(locations: Locations) -> Progress | None:
     """The running pass's progress, or None when no pass runs (a stale file is ignored)."""
-    from roaming_homes.guards import lock_holder
+    from roaming_homes.session import lock_holder
 
     try:
         data = json.loads(progress_file(locations).read_text(encoding="utf-8"))

@@ -32,15 +32,15 @@ from roaming_homes.counting import is_ignored
 from roaming_homes.engine import SyncOutcome
 from roaming_homes.errors import ExitCode, Reason, RoamingHomesError
 from roaming_homes.fsmonitor import collapse, quote, split_on_space, unquote
-from roaming_homes.guards import SyncLock, is_excluded
+from roaming_homes.guards import is_excluded
 from roaming_homes.paths import Locations, is_below
+from roaming_homes.session import STOP_GRACE, SyncLock
 from roaming_homes.state import StateStore
 
 log = logging.getLogger(__name__)
 
 OutcomeSink = Callable[[SyncOutcome], None]
 LineSink = Callable[[str], None]
-STOP_GRACE = 10.0  # seconds a running cycle gets to finish after a stop, before it is aborted
 MONITOR = "unison-fsmonitor"
 _REPLICA = "0" * 32  # the one replica each monitor watches (its archive-hash slot)
 _EXIT_WAIT = 5.0  # seconds a monitor that closed its output gets to exit

@@ -14,8 +14,8 @@ from roaming_homes import engine, refused, transport
 from roaming_homes.config import Config
 from roaming_homes.engine import SyncOutcome
 from roaming_homes.errors import ExitCode, RoamingHomesError
-from roaming_homes.guards import SyncLock
 from roaming_homes.paths import Locations
+from roaming_homes.session import SyncLock
 from roaming_homes.state import StateStore
 
 
