@@ -5,11 +5,9 @@ unison's plan (mass deletion and mass change). The per-user lock is `session`'s.
 
 from __future__ import annotations
 
-import difflib
 import enum
 import os
 import re
-import secrets
 import shlex
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -122,6 +120,8 @@ def absent_paths(paths: Sequence[str], found: dict[str, Probe]) -> list[str]:
 
 def likely_meant(path: str, candidates: Iterable[str]) -> str | None:
     """The existing name `path` was most likely a typo of, if any is close."""
+    import difflib  # only when a synced path exists nowhere: not on every pass
+
     found = difflib.get_close_matches(path, list(candidates), n=1, cutoff=0.75)
     return found[0] if found else None
 
@@ -151,7 +151,7 @@ _REPORT = re.compile(r"roaming-homes guard ([0-9a-f]{32}) root=(present|missing|
 
 
 def new_nonce() -> str:
-    return secrets.token_hex(16)
+    return os.urandom(16).hex()  # not `secrets`: it loads hashlib (OpenSSL) on every pass
 
 
 def report_script(root: str, paths: Sequence[str], nonce: str) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import os
-import platform
 import re
 import select
 import signal
@@ -381,7 +380,7 @@ def waits_for_input(pid: int) -> bool | None:
     unison is single-threaded, so this is exact; a prompt printed but not yet read from is
     told apart from a name that merely ends like one.
     """
-    read = _READ_SYSCALL.get(platform.machine())
+    read = _READ_SYSCALL.get(os.uname().machine)
     try:
         fields = Path(f"/proc/{pid}/syscall").read_text().split()
     except OSError:
