@@ -61,12 +61,30 @@ class Baseline:
 
 
 class BaselineStore:
-    """baseline.json in the state directory, and the count cache it is made with."""
+    """baseline.json in the state directory for one set of rules (the roots, the synced paths,
+    the ignores), and the count cache it is made with. A pass reads it only when it needs it:
+    a pass with nothing to do never does."""
 
-    def __init__(self, state_dir: Path, rules: list[str]) -> None:
+    def __init__(self, state_dir: Path, roots: tuple[str, str], paths: tuple[str, ...],
+                 ignore_paths: tuple[str, ...], ignore_names: tuple[str, ...]) -> None:
         self.path = state_dir / FILE
         self.cache_path = state_dir / "counts-local.json"
-        self.rules = rules
+        self.root = Path(roots[0])
+        self.paths, self.ignore_paths, self.ignore_names = paths, ignore_paths, ignore_names
+        self.rules = [*roots, *map(json.dumps, (list(paths), list(ignore_paths),
+                                                list(ignore_names)))]
+        self._current: Baseline | None = None
+
+    def current(self) -> Baseline:
+        """The baseline for these rules: the saved one, else (none yet, or made for other
+        rules: sync.paths or an ignore changed) what the local home holds now under these
+        rules, which is never taken for lost files."""
+        if self._current is None:
+            self._current = self.load()
+            if self._current is None:
+                self._current = self.measure()
+                self.save(self._current)
+        return self._current
 
     def load(self) -> Baseline | None:
         """The baseline for these rules; None when there is none (or it was for other rules,
@@ -79,12 +97,13 @@ class BaselineStore:
             return None
         return baseline if baseline.rules == self.rules else None
 
-    def measure(self, root: Path, paths: tuple[str, ...], ignore_paths: tuple[str, ...],
-                ignore_names: tuple[str, ...], recent: list[list[Any]] | None = None) -> Baseline:
-        """A new baseline from the files under `root` now, keeping the window `recent`."""
+    def measure(self, recent: list[list[Any]] | None = None) -> Baseline:
+        """A new baseline from the local home now (after a complete pass both replicas hold
+        the same files), keeping the window `recent`."""
         tally: dict[str, int] = {}
         cache = DirCache(self.cache_path, [*self.rules])
-        total = count_files(root, paths, ignore_paths, ignore_names, cache, tally)
+        total = count_files(self.root, self.paths, self.ignore_paths, self.ignore_names, cache,
+                            tally)
         return Baseline(self.rules, total, tally, list(recent or []))
 
     def save(self, baseline: Baseline) -> None:

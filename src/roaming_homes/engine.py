@@ -6,7 +6,6 @@ CLI or the daemon decide what to show. Output lines are handed to an optional ca
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -18,7 +17,7 @@ from typing import Any
 
 from roaming_homes import config as config_mod
 from roaming_homes import guards, progress, refused, transport, unison
-from roaming_homes.baseline import Baseline, BaselineStore
+from roaming_homes.baseline import BaselineStore
 from roaming_homes.config import Config
 from roaming_homes.counting import count_files
 from roaming_homes.errors import ExitCode, Reason, RoamingHomesError
@@ -245,8 +244,7 @@ class _Prepared:
     recorded: dict[str, Any]  # what the guards remembered from the last good pass
     extra: list[str]  # unison arguments the guards add (-servercmd, -mountpoint, ...)
     nonce: str  # this pass's mark on the server's report
-    baselines: BaselineStore
-    baseline: Baseline
+    baselines: BaselineStore  # the loss guard's baseline, read when unison asks
 
 
 def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
@@ -304,26 +302,13 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
         # unison checks the markers again after its own scan: a share that vanishes
         # between our probe and its update detection still stops the pass.
         extra += ["-mountpoint", guards.MARKER]
-    baselines = BaselineStore(locations.state_dir, _rules(plan, paths))
-    baseline = baselines.load()
-    if baseline is None:
-        # None yet, or made for other rules (sync.paths or an ignore changed): what the
-        # replicas hold now under the new rules is the baseline, never "lost" files.
-        baseline = baselines.measure(Path(plan.local_root), paths, plan.ignore_paths,
-                                     plan.ignore_names)
-        baselines.save(baseline)
-    return _Prepared(key, first, plan, socket, paths, found, recorded, extra, nonce,
-                     baselines, baseline)
+    baselines = BaselineStore(locations.state_dir, (plan.local_root, plan.server_root), paths,
+                              plan.ignore_paths, plan.ignore_names)
+    return _Prepared(key, first, plan, socket, paths, found, recorded, extra, nonce, baselines)
 
 
 def _names(plan: unison.Plan, server: transport.Server) -> dict[str, str]:
     return {"local": plan.local_root, "server": server.label}
-
-
-def _rules(plan: unison.Plan, paths: tuple[str, ...] | list[str]) -> list[str]:
-    """What decides which files are synced: a baseline holds only for these."""
-    return [plan.local_root, plan.server_root, *map(json.dumps, (
-        list(paths), list(plan.ignore_paths), list(plan.ignore_names)))]
 
 
 def _replica_refusal(found: dict[str, guards.Probe], ids: dict[str, str], first: bool,
@@ -379,14 +364,14 @@ class _Judge:
         plan = self.prepared.plan
         root = _counted_here(plan, self.job.server).get(side)
         if root is None:
-            return self.prepared.baseline.below(path)
+            return self.prepared.baselines.current().below(path)
         return count_files(Path(root), [path], plan.ignore_paths, plan.ignore_names)
 
     def __call__(self, items: Sequence[unison.PlanItem]) -> bool:
         self.losses = guards.plan_losses(items, self.weigh, self.prepared.paths)
         if self.force or self.prepared.first:
             return True
-        baseline = self.prepared.baseline
+        baseline = self.prepared.baselines.current()
         self.refusal = guards.loss_refusal(
             self.losses, baseline.window(time.time(), self.limits.window), baseline.total,
             self.limits)
@@ -542,21 +527,22 @@ def _remember(job: Pass, prepared: _Prepared, judge: _Judge, unchanged: bool,
         if replica_id or recorded.get(f"{side}_id"):
             entry[f"{side}_id"] = replica_id or recorded[f"{side}_id"]
     job.store.set_replicas(prepared.key, entry)
-    baseline, now = prepared.baseline, time.time()
-    window = job.config["sync"]["guard_window"]
-    if judge.force or prepared.first:
-        baseline.recent = []  # confirmed, or a union that was never judged: a new window
-    else:
-        baseline.add_losses(judge.losses, now, window)
-    if complete and not unchanged:
-        plan = prepared.plan
-        baseline = prepared.baselines.measure(Path(plan.local_root), prepared.paths,
-                                              plan.ignore_paths, plan.ignore_names,
-                                              baseline.recent)
-    prepared.baselines.save(baseline)
+    if not unchanged:  # nothing moved: the baseline and its window stay (not even read)
+        _remember_losses(job, prepared, judge, remeasure=complete)
     if judge.refusal is None and prepared.plan.paths == prepared.paths:
         # A whole pass went through: nothing it refused before is held back any more.
         refused.clear(job.locations.state_dir, prepared.key)
+
+
+def _remember_losses(job: Pass, prepared: _Prepared, judge: _Judge, remeasure: bool) -> None:
+    """The window and baseline after a pass that moved something (see `_remember`)."""
+    store = prepared.baselines
+    baseline = store.current()
+    if judge.force or prepared.first:
+        baseline.recent = []  # confirmed, or a union that was never judged: a new window
+    else:
+        baseline.add_losses(judge.losses, time.time(), job.config["sync"]["guard_window"])
+    store.save(store.measure(baseline.recent) if remeasure else baseline)
 
 
 def _finish(store: StateStore, key: str, run: unison.Run, summary: unison.Summary, first: bool,
