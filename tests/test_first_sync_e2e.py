@@ -132,3 +132,24 @@ def test_the_daemons_first_pass_is_announced_and_ends_ready(
     assert setting_up["summary"] == f"{SETTING_UP}{human_bytes(total)} to sync"
     assert (ready["summary"], ready["replaces_id"]) == (READY, setting_up["id"])
     assert len(notifications.notifications()) == 2  # the final pass at SIGTERM: nothing new
+
+
+def test_a_first_sync_in_real_time_mode_is_announced_and_ends_ready(
+        watched: Setup, tag: str, notifications: RecordingServer) -> None:
+    """The server has our monitor: the daemon syncs in real-time mode from its first pass on,
+    and that pass is announced like an interval pass."""
+    env = notifying(watched, notifications)
+    watched.configure(sync={"interval": 3600}, notify=watched.config["notify"])
+    total = random_files(watched.server_home / "Documents", BIG, 10 * MB)
+    daemon = DaemonProcess(watched, env)
+    try:
+        setting_up, ready = notifications.wait_for(2, timeout=60)
+        assert watched.status()["watching_pid"] == daemon.proc.pid
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(60) == 0, daemon.log
+    finally:
+        daemon.close()
+
+    assert "falling back" not in daemon.log
+    assert setting_up["summary"] == f"{SETTING_UP}{human_bytes(total)} to sync"
+    assert (ready["summary"], ready["replaces_id"]) == (READY, setting_up["id"])

@@ -394,8 +394,9 @@ class Daemon:
 
         def work() -> None:
             try:
-                ended.append(realtime.run_watch(config, self.locations, stop,
-                                              on_outcome=on_outcome))
+                ended.append(realtime.run_watch(
+                    config, self.locations, stop, on_outcome=on_outcome,
+                    on_progress=notify.FirstSyncAnnouncer(config, self.locations)))
             except Exception as exc:  # e.g. unison vanished: interval passes say it properly
                 ended.append(realtime.WatchResult(f"real-time mode failed: {exc}", fallback=True))
             finally:

@@ -24,9 +24,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from roaming_homes import engine, transport
+from roaming_homes import engine, progress, transport
 from roaming_homes.config import Config
 from roaming_homes.counting import is_ignored
 from roaming_homes.engine import SyncOutcome
@@ -40,6 +40,7 @@ from roaming_homes.state import StateStore
 log = logging.getLogger(__name__)
 
 OutcomeSink = Callable[[SyncOutcome], None]
+ProgressSink = Callable[[progress.Progress], None]
 LineSink = Callable[[str], None]
 MONITOR = "unison-fsmonitor"
 _REPLICA = "0" * 32  # the one replica each monitor watches (its archive-hash slot)
@@ -171,8 +172,8 @@ def local_monitor() -> list[str]:
 
 
 def run_watch(config: Config, locations: Locations, stop: threading.Event, *,
-              on_outcome: OutcomeSink | None = None,
-              on_line: LineSink | None = None) -> WatchResult:
+              on_outcome: OutcomeSink | None = None, on_line: LineSink | None = None,
+              on_progress: ProgressSink | None = None) -> WatchResult:
     """Keep the home in sync in real time until `stop` is set.
 
     Holds the sync lock throughout. The first full pass, and every cycle that transferred,
@@ -193,7 +194,7 @@ def run_watch(config: Config, locations: Locations, stop: threading.Event, *,
     abort = threading.Event()
     job = engine.Pass(config, locations, server, StateStore(locations.state_dir),
                       on_line or _ignore, abort, lock.fileno)
-    session = _Session(job, stop, on_outcome or _ignore_outcome)
+    session = _Session(job, stop, on_outcome or _ignore_outcome, on_progress)
     waker = threading.Thread(target=session.wake_on_stop, name="watch-waker", daemon=True)
     waker.start()
     try:
@@ -225,8 +226,10 @@ def _ends_watch(outcome: SyncOutcome) -> bool:
 class _Session:
     """The monitors, the pending changes and the passes of one real-time session."""
 
-    def __init__(self, job: engine.Pass, stop: threading.Event, on_outcome: OutcomeSink) -> None:
+    def __init__(self, job: engine.Pass, stop: threading.Event, on_outcome: OutcomeSink,
+                 on_progress: ProgressSink | None) -> None:
         self.job, self.stop, self.on_outcome = job, stop, on_outcome
+        self.on_progress = on_progress
         self.monitors: list[MonitorLink] = []
         self.fspaths: list[str] = []  # the root each monitor watches below
         self.wake_r, self.wake_w = os.pipe()
@@ -259,7 +262,14 @@ class _Session:
         self.on_outcome(outcome)
 
     def pass_(self, only: tuple[str, ...] | None = None) -> SyncOutcome:
-        return engine.guarded_pass(self.job, engine.outcomes(self.job.server), only=only)
+        """One guarded pass, with its progress published like any pass's (`status` shows a
+        pass running; a big first sync is announced)."""
+        tracker = progress.Tracker(self.job.locations, self.on_progress)
+        job = replace(self.job, on_line=tracker.wrap(self.job.on_line))
+        try:
+            return engine.guarded_pass(job, engine.outcomes(self.job.server), only=only)
+        finally:
+            tracker.close()
 
     def run(self) -> WatchResult:
         job = self.job
