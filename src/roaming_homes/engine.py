@@ -241,7 +241,7 @@ class _Prepared:
     # replica as unison connects (guards.guard_command): that report is read from unison's
     # output, and is missing here until unison has run.
     found: dict[str, guards.Probe]
-    recorded: dict[str, Any]  # what the guards remembered from the last good pass
+    ids: dict[str, str]  # side -> the replica id recorded at the last good pass ("": none)
     extra: list[str]  # unison arguments the guards add (-servercmd, -mountpoint, ...)
     nonce: str  # this pass's mark on the server's report
     baselines: BaselineStore  # the loss guard's baseline, read when unison asks
@@ -304,7 +304,7 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
         extra += ["-mountpoint", guards.MARKER]
     baselines = BaselineStore(locations.state_dir, (plan.local_root, plan.server_root), paths,
                               plan.ignore_paths, plan.ignore_names)
-    return _Prepared(key, first, plan, socket, paths, found, recorded, extra, nonce, baselines)
+    return _Prepared(key, first, plan, socket, paths, found, ids, extra, nonce, baselines)
 
 
 def _names(plan: unison.Plan, server: transport.Server) -> dict[str, str]:
@@ -487,9 +487,9 @@ def _server_refusal(job: Pass, prepared: _Prepared, lines: list[str]) -> str | N
     probe = guards.parse_report(lines, prepared.nonce, len(prepared.paths))
     if probe is not None:
         prepared.found["server"] = probe
-    ids = {side: prepared.recorded.get(f"{side}_id", "") for side in ("local", "server")}
     found = {"server": probe} if probe is not None else {}
-    if refusal := _replica_refusal(found, ids, prepared.first, _names(prepared.plan, job.server)):
+    names = _names(prepared.plan, job.server)
+    if refusal := _replica_refusal(found, prepared.ids, prepared.first, names):
         return refusal
     if probe is None and any(line.startswith(guards.REPORT) for line in lines):
         return (f"the server home {job.server.label} sent a report this pass did not ask for; "
@@ -519,13 +519,13 @@ def _remember(job: Pass, prepared: _Prepared, judge: _Judge, unchanged: bool,
     (for the next pass's marker check); add what it deleted and overwrote to the window; after
     a complete pass that changed something, take a new baseline. A forced pass was confirmed
     and a first pass is a union: the window starts afresh after either."""
-    recorded, entry = prepared.recorded, {}
+    entry = {}
     for side in ("local", "server"):
         probe = prepared.found.get(side)
         replica_id = ("" if probe is None
                       else probe.marker or _write_marker(side, job, prepared, job.on_line))
-        if replica_id or recorded.get(f"{side}_id"):
-            entry[f"{side}_id"] = replica_id or recorded[f"{side}_id"]
+        if replica_id or prepared.ids[side]:
+            entry[f"{side}_id"] = replica_id or prepared.ids[side]
     job.store.set_replicas(prepared.key, entry)
     if not unchanged:  # nothing moved: the baseline and its window stay (not even read)
         _remember_losses(job, prepared, judge, remeasure=complete)

@@ -72,6 +72,7 @@ class MonitorLink:
         assert self.proc.stdout is not None and self.proc.stdin is not None
         self.fd = self.proc.stdout.fileno()
         self._buffer = b""
+        self.fspath = ""  # the root the monitor watches below (set by `start`)
 
     def send(self, line: str) -> None:
         assert self.proc.stdin is not None
@@ -119,6 +120,7 @@ class MonitorLink:
 
     def start(self, fspath: str, paths: list[str]) -> None:
         """Watch `paths` below `fspath` (whole trees), then wait for changes."""
+        self.fspath = fspath
         if self.read_line() != "VERSION 1":
             raise MonitorGone(f"the monitor {self.where} speaks another protocol")
         self.send("TREE")
@@ -129,10 +131,10 @@ class MonitorLink:
         self.send("DONE")
         self.send(f"WAIT {_REPLICA}")
 
-    def rewatch(self, fspath: str, path: str) -> None:
+    def rewatch(self, path: str) -> None:
         """Watch a start path again, after it was deleted, replaced or created: the watches
         below it went with the old directory, and nothing above it is watched."""
-        self.send(f"START {_REPLICA} {quote(fspath)} {quote(path)}")
+        self.send(f"START {_REPLICA} {quote(self.fspath)} {quote(path)}")
         self.expect_ok("to watch")
         self.send("DONE")
         self.send(f"WAIT {_REPLICA}")
@@ -231,7 +233,6 @@ class _Session:
         self.job, self.stop, self.on_outcome = job, stop, on_outcome
         self.on_progress = on_progress
         self.monitors: list[MonitorLink] = []
-        self.fspaths: list[str] = []  # the root each monitor watches below
         self.wake_r, self.wake_w = os.pipe()
         self.finished = threading.Event()
 
@@ -292,7 +293,6 @@ class _Session:
         server = job.server
         local = MonitorLink(local_monitor(), "on this computer")
         self.monitors.append(local)
-        self.fspaths.append(str(job.locations.home))
         local.start(str(job.locations.home), paths)
         if server.is_local:
             remote = MonitorLink(local_monitor(), "of the server directory")
@@ -303,7 +303,6 @@ class _Session:
                                  f"on the server {server.host}")
             fspath = server.home
         self.monitors.append(remote)
-        self.fspaths.append(fspath)
         remote.start(fspath, paths)
 
     def _loop(self, paths: list[str]) -> WatchResult:
@@ -339,8 +338,8 @@ class _Session:
         """Start paths that changed themselves (a synced folder deleted, replaced or made):
         both monitors watch them afresh."""
         for path in starts:
-            for monitor, fspath in zip(self.monitors, self.fspaths, strict=True):
-                monitor.rewatch(fspath, path)
+            for monitor in self.monitors:
+                monitor.rewatch(path)
 
     def _wait(self, rescan_at: float) -> list[str] | None:
         """The paths the monitors report next; None when the rescan is due first (or stop)."""
