@@ -116,21 +116,30 @@ def test_first_sync_killed_and_resumed_is_announced_once_and_ends_ready(
     assert ready["replaces_id"] == setting_up["id"]
 
 
-def test_the_daemons_first_pass_is_announced_and_ends_ready(
-        user: Setup, notifications: RecordingServer) -> None:
+def daemon_first_sync(user: Setup, notifications: RecordingServer) -> tuple[str, bool]:
+    """A big first sync by the daemon, announced with its size and then ready (replacing the
+    announcement), the daemon stopped at SIGTERM: its log, and whether status named it as
+    watching while it ran."""
     env = notifying(user, notifications)
     user.configure(sync={"interval": 3600}, notify=user.config["notify"])
     total = random_files(user.server_home / "Documents", BIG, 10 * MB)
     daemon = DaemonProcess(user, env)
     try:
         setting_up, ready = notifications.wait_for(2, timeout=60)
+        watching = user.status()["watching_pid"] == daemon.proc.pid
         daemon.signal(signal.SIGTERM)
         assert daemon.wait(60) == 0, daemon.log
     finally:
         daemon.close()
-
     assert setting_up["summary"] == f"{SETTING_UP}{human_bytes(total)} to sync"
     assert (ready["summary"], ready["replaces_id"]) == (READY, setting_up["id"])
+    return daemon.log, watching
+
+
+def test_the_daemons_first_pass_is_announced_and_ends_ready(
+        user: Setup, notifications: RecordingServer) -> None:
+    daemon_first_sync(user, notifications)
+
     assert len(notifications.notifications()) == 2  # the final pass at SIGTERM: nothing new
 
 
@@ -138,18 +147,7 @@ def test_a_first_sync_in_real_time_mode_is_announced_and_ends_ready(
         watched: Setup, tag: str, notifications: RecordingServer) -> None:
     """The server has our monitor: the daemon syncs in real-time mode from its first pass on,
     and that pass is announced like an interval pass."""
-    env = notifying(watched, notifications)
-    watched.configure(sync={"interval": 3600}, notify=watched.config["notify"])
-    total = random_files(watched.server_home / "Documents", BIG, 10 * MB)
-    daemon = DaemonProcess(watched, env)
-    try:
-        setting_up, ready = notifications.wait_for(2, timeout=60)
-        assert watched.status()["watching_pid"] == daemon.proc.pid
-        daemon.signal(signal.SIGTERM)
-        assert daemon.wait(60) == 0, daemon.log
-    finally:
-        daemon.close()
+    log, watching = daemon_first_sync(watched, notifications)
 
-    assert "falling back" not in daemon.log
-    assert setting_up["summary"] == f"{SETTING_UP}{human_bytes(total)} to sync"
-    assert (ready["summary"], ready["replaces_id"]) == (READY, setting_up["id"])
+    assert "falling back" not in log
+    assert watching
