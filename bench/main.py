@@ -24,8 +24,10 @@ from bench import realtime, trees
 from bench.blackhole import BlackHole
 from bench.measure import Row, import_cost_us, machine, peak_rss, render, repeat, timed
 from roaming_homes import config as config_mod
-from roaming_homes import engine, transport, unison
+from roaming_homes import unison
+from roaming_homes.actions import sync as engine
 from roaming_homes.paths import Locations
+from roaming_homes.unison import ssh as transport
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW_PROFILE = "rh-raw"
@@ -269,7 +271,7 @@ class Bench:
         costs = []
         for _ in range(self.plan.start_runs // 2 or 1):
             result = subprocess.run([sys.executable, "-X", "importtime", "-c",
-                                     "import roaming_homes.cli, roaming_homes.engine"],
+                                     "import roaming_homes.cli, roaming_homes.actions.sync"],
                                     env=env, capture_output=True, text=True, check=True)
             costs.append(import_cost_us(result.stderr, "roaming_homes") / 1000)
         self.add(Row("5", "imports of the sync path (cli + engine and all they pull in)",

@@ -32,7 +32,7 @@ from tests.support.waiting import wait_for
 
 from bench import trees
 from bench.measure import Row, timed
-from roaming_homes.state import StateStore
+from roaming_homes.session.state import StateStore
 
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

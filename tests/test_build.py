@@ -22,7 +22,7 @@ def test_build_makes_sdist_and_wheel_with_the_console_script(tmp_path: Path) -> 
         (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
         scripts = archive.read(entry_points).decode()
     assert "roaming-homes = roaming_homes.cli:main" in scripts
-    assert "roaming_homes/check.py" in names and "roaming_homes/legacy.py" in names
+    assert "roaming_homes/actions/check.py" in names and "roaming_homes/config/legacy.py" in names
     with tarfile.open(sdist) as archive:
         sdist_names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     assert "data/roaming-homes.toml" in sdist_names

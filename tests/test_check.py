@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from roaming_homes import check
-from roaming_homes.check import UnisonVersion, parse_unison_version, versions_compatible
+from roaming_homes.actions import check
+from roaming_homes.actions.check import UnisonVersion, parse_unison_version, versions_compatible
 from tests.support.homes import Setup
 from tests.support.sshd import SshServer, free_port
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from roaming_homes import config, legacy
+from roaming_homes import config
+from roaming_homes.config import legacy
 from roaming_homes.paths import Locations
 from tests.support.homes import Setup
 

@@ -6,7 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from roaming_homes.conflicts import Side, parse_stat, stat_script
+from roaming_homes.actions.conflicts import Side, parse_stat, stat_script
 
 
 def test_stat_script_reports_each_path_or_a_dash(tmp_path: Path) -> None:
@@ -28,7 +28,7 @@ def test_a_short_or_odd_answer_reads_as_unknown() -> None:
 
 
 def test_conflicts_survive_passes_that_did_not_look_at_the_files() -> None:
-    from roaming_homes.conflicts import last_known_conflicts
+    from roaming_homes.actions.conflicts import last_known_conflicts
 
     history = [{"exit_code": 1, "conflicts": ["old"]}, {"exit_code": 1, "conflicts": ["a", "b"]},
                {"exit_code": 75, "conflicts": []}, {"exit_code": 4, "conflicts": []}]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from roaming_homes import config as config_mod
-from roaming_homes.daemon import (
+from roaming_homes.actions.daemon import (
     BUSY_RETRY,
     ConfigWatch,
     Health,
@@ -20,10 +20,10 @@ from roaming_homes.daemon import (
     sd_notify,
     watch_retry_delay,
 )
-from roaming_homes.engine import SyncOutcome
+from roaming_homes.actions.sync import SyncOutcome
+from roaming_homes.actions.watch import WatchResult
 from roaming_homes.errors import RoamingHomesError
-from roaming_homes.realtime import WatchResult
-from roaming_homes.session import SyncLock, lock_purpose
+from roaming_homes.session.lock import SyncLock, lock_purpose
 
 
 def outcome(result: str, message: str = "", finished: str = "2025-01-02T12:01:07+01:00",

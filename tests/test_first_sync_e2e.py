@@ -13,8 +13,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from roaming_homes.notify import FIRST_SYNC_MIN_BYTES
-from roaming_homes.progress import human_bytes
+from roaming_homes.desktop.notify import FIRST_SYNC_MIN_BYTES
+from roaming_homes.session.progress import human_bytes
 from tests.support.daemon import DaemonProcess
 from tests.support.homes import CLI, Setup
 from tests.support.notifications import RecordingServer

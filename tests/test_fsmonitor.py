@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from roaming_homes.fsmonitor import (
+from roaming_homes.unison.fsmonitor import (
     SETTLE,
     Change,
     Monitor,
@@ -26,7 +26,7 @@ from roaming_homes.fsmonitor import (
     split_on_space,
     unquote,
 )
-from roaming_homes.inotify import INotify
+from roaming_homes.unison.inotify import INotify
 from tests.support.fsmonitor import SRC, MonitorSession
 
 H = "7d1e3b0c9f6a4e2d8b5c1a0f9e8d7c6b"  # an archive hash, as unison sends it
@@ -244,7 +244,7 @@ def limited_monitor(replica: Path) -> Iterator[MonitorSession]:
         (replica / name).mkdir()
     # A user namespace has its own watch limit; lower it there, not on the machine.
     script = (f"echo 3 > /proc/sys/user/max_inotify_watches && PYTHONPATH={SRC} exec "
-              f"{sys.executable} -m roaming_homes.fsmonitor")
+              f"{sys.executable} -m roaming_homes.unison.fsmonitor")
     probe = subprocess.run(["unshare", "-U", "-r", "true"], capture_output=True, check=False)
     if probe.returncode != 0:
         pytest.skip(f"user namespaces unavailable: {probe.stderr.decode().strip()}")

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 from roaming_homes import unison
-from roaming_homes.counting import count_files, is_ignored
+from roaming_homes.unison.ignore import count_files, is_ignored
 
 NAMES = ["a.txt", ".hidden", "x~", ".x~", "notes.tmp", "keep.tmp.txt", "song.ogg", "b.txt",
          "c.TXT", "new\nline", "tab\tname", "br[k]"]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from roaming_homes.fsmonitor import IN_CREATE, IN_DELETE, IN_IGNORED, IN_ISDIR, WATCH_MASK
-from roaming_homes.inotify import Event, INotify, parse_events
+from roaming_homes.unison.fsmonitor import IN_CREATE, IN_DELETE, IN_IGNORED, IN_ISDIR, WATCH_MASK
+from roaming_homes.unison.inotify import Event, INotify, parse_events
 
 
 def _wait_readable(inotify: INotify) -> None:

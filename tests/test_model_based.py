@@ -25,10 +25,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
 from roaming_homes import config as config_mod
-from roaming_homes import engine
+from roaming_homes.actions import sync as engine
 from roaming_homes.errors import ExitCode
-from roaming_homes.guards import MIN_LOSSES
 from roaming_homes.paths import Locations, is_below
+from roaming_homes.safety.guards import MIN_LOSSES
 from tests.support.homes import to_toml
 
 MAX_DELETE = MAX_CHANGE = 50

@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from roaming_homes.errors import ConfigError
-from roaming_homes.notify import (
+from roaming_homes.desktop.notify import (
     DEFAULT_MESSAGES,
     FIRST_SYNC_MIN_BYTES,
     TRANSIENT_PASSES,
@@ -23,7 +22,8 @@ from roaming_homes.notify import (
     failure_kind,
     load_messages,
 )
-from roaming_homes.progress import Progress
+from roaming_homes.errors import ConfigError
+from roaming_homes.session.progress import Progress
 
 NOW = datetime(2024, 5, 2, 12, 0).astimezone()
 DAY = 86400
@@ -305,7 +305,7 @@ def test_an_undelivered_announcement_is_tried_again() -> None:
 def test_announcer_asks_once_per_unison_run_when_propagation_starts(
         monkeypatch: pytest.MonkeyPatch) -> None:
     asked: list[int] = []
-    monkeypatch.setattr("roaming_homes.notify.first_sync_started",
+    monkeypatch.setattr("roaming_homes.desktop.notify.first_sync_started",
                         lambda *_args, to_transfer, **_kw: asked.append(to_transfer))
     announcer = FirstSyncAnnouncer({"notify": {"enabled": True}}, None)
     run = [Progress(phase="scanning", first_run=True),

@@ -7,11 +7,11 @@ import json
 import os
 from pathlib import Path
 
-from roaming_homes import progress
 from roaming_homes.cli import status_overview
 from roaming_homes.paths import Locations
-from roaming_homes.progress import FIRST_RUN_LINE, Progress, ProgressParser, format_line
-from roaming_homes.session import SyncLock
+from roaming_homes.session import progress
+from roaming_homes.session.lock import SyncLock
+from roaming_homes.session.progress import FIRST_RUN_LINE, Progress, ProgressParser, format_line
 from roaming_homes.unison import parse_plan_line
 
 

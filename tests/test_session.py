@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from roaming_homes.errors import ExitCode, RoamingHomesError
-from roaming_homes.session import SyncLock, lock_holder
+from roaming_homes.session.lock import SyncLock, lock_holder
 
 
 def test_a_link_planted_at_the_lock_is_refused_and_its_target_untouched(tmp_path: Path) -> None:

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from roaming_homes import guards, transport, unison
+from roaming_homes import unison
 from roaming_homes.paths import Locations, xdg_user_dirs
+from roaming_homes.safety import guards
 from roaming_homes.unison import Content, Direction
+from roaming_homes.unison import ssh as transport
 
 PLAN = unison.Plan(local_root="/home/u", server_root="ssh://u@h:22//home/u",
                    paths=("Documents", "My Music"), ignore_paths=(".cache",),

@@ -4,7 +4,7 @@ change."""
 
 from __future__ import annotations
 
-from roaming_homes.state import StateStore
+from roaming_homes.session.state import StateStore
 from tests.support.fsmonitor import monitors_of, monitors_tagged
 from tests.support.homes import Setup
 from tests.support.waiting import wait_for

@@ -72,9 +72,9 @@ WAIT_FOR_DAEMON_PASS = 300
 
 
 def _run_sync(args: argparse.Namespace) -> int:
-    from roaming_homes import engine
-    from roaming_homes.progress import TerminalDisplay, observe_all
-    from roaming_homes.session import lock_holder, make_way
+    from roaming_homes.actions import sync as engine
+    from roaming_homes.session.lock import lock_holder, make_way
+    from roaming_homes.session.progress import TerminalDisplay, observe_all
 
     cfg, locations = _load(args)
     daemon_pid = lock_holder(locations.daemon_lock_file)
@@ -88,7 +88,7 @@ def _run_sync(args: argparse.Namespace) -> int:
 
     announcer = None
     if cfg["notify"]["enabled"]:
-        from roaming_homes import notify
+        from roaming_homes.desktop import notify
 
         notify.check_config(cfg)  # a bad messages file is a config error (78) before any pass
         announcer = notify.FirstSyncAnnouncer(cfg, locations, log=echo)
@@ -132,9 +132,9 @@ def _add_status(sub: argparse._SubParsersAction) -> None:
 
 def status_report(locations: Any) -> dict[str, Any]:
     """Everything `status` shows, from the saved state and the lock (never runs a sync)."""
-    from roaming_homes import progress
-    from roaming_homes.session import lock_holder, lock_purpose
-    from roaming_homes.state import StateStore
+    from roaming_homes.session import progress
+    from roaming_homes.session.lock import lock_holder, lock_purpose
+    from roaming_homes.session.state import StateStore
 
     store = StateStore(locations.state_dir)
     data = store.load()
@@ -245,8 +245,8 @@ def _watch(locations: Any) -> None:
     """Follow the running pass's progress until it ends; Ctrl-C just stops watching."""
     import time
 
-    from roaming_homes import progress
-    from roaming_homes.session import lock_purpose
+    from roaming_homes.session import progress
+    from roaming_homes.session.lock import lock_purpose
 
     display = progress.TerminalDisplay(sys.stdout, live=sys.stdout.isatty())
     try:
@@ -271,7 +271,7 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_check(args: argparse.Namespace) -> int:
-    from roaming_homes.check import run_checks
+    from roaming_homes.actions.check import run_checks
     from roaming_homes.paths import Locations
 
     report = run_checks(Locations.from_env(), args.config)
@@ -305,7 +305,7 @@ def _when(side: Any) -> str:
 
 
 def _run_conflicts(args: argparse.Namespace) -> int:
-    from roaming_homes import conflicts
+    from roaming_homes.actions import conflicts
 
     cfg, locations = _load(args)
     found, note = conflicts.list_conflicts(cfg, locations)
@@ -330,7 +330,7 @@ def _add_resolve(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_resolve(args: argparse.Namespace) -> int:
-    from roaming_homes import conflicts
+    from roaming_homes.actions import conflicts
 
     cfg, locations = _load(args)
     return conflicts.resolve(cfg, locations, lambda line: _say(args, line))
@@ -352,8 +352,8 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_restore(args: argparse.Namespace) -> int:
-    from roaming_homes import restore
-    from roaming_homes.session import lock_holder, make_way
+    from roaming_homes.actions import restore
+    from roaming_homes.session.lock import lock_holder, make_way
 
     cfg, locations = _load(args)
     if daemon_pid := lock_holder(locations.daemon_lock_file):
@@ -393,7 +393,7 @@ def _add_config(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_config_show(args: argparse.Namespace) -> int:
-    from roaming_homes.configfile import toml_value
+    from roaming_homes.config.sample import toml_value
 
     cfg, _ = _load(args)
     if args.json:
@@ -408,14 +408,14 @@ def _run_config_show(args: argparse.Namespace) -> int:
 
 
 def _run_config_sample(args: argparse.Namespace) -> int:
-    from roaming_homes.configfile import sample
+    from roaming_homes.config.sample import sample
 
     print(sample(), end="")
     return 0
 
 
 def _run_config_import_legacy(args: argparse.Namespace) -> int:
-    from roaming_homes import legacy
+    from roaming_homes.config import legacy
     from roaming_homes.paths import Locations
 
     imported = legacy.import_file(args.file, Locations.from_env())
@@ -440,7 +440,7 @@ def _add_daemon(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_daemon(args: argparse.Namespace) -> int:
-    from roaming_homes import daemon
+    from roaming_homes.actions import daemon
     from roaming_homes.paths import Locations
 
     return daemon.main(Locations.from_env(), args.config, log=_warn)

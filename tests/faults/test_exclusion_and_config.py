@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from roaming_homes.conflicts import resolver_argv
+from roaming_homes.actions.conflicts import resolver_argv
 from tests.support.homes import CLI, Setup, to_toml
 from tests.support.waiting import wait_for
 

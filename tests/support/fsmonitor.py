@@ -18,7 +18,7 @@ from pathlib import Path
 from tests.support.procfs import processes
 
 SRC = Path(__file__).resolve().parents[2] / "src"
-COMMAND = [sys.executable, "-m", "roaming_homes.fsmonitor"]
+COMMAND = [sys.executable, "-m", "roaming_homes.unison.fsmonitor"]
 
 
 def write_wrapper(directory: Path, tag: str = "") -> Path:
@@ -31,7 +31,7 @@ def write_wrapper(directory: Path, tag: str = "") -> Path:
     script = directory / "unison-fsmonitor"
     tagged = f"RH_TEST_TAG={tag} " if tag else ""
     script.write_text(f"#!/bin/sh\n{tagged}PYTHONPATH={SRC} exec {sys.executable} -m "
-                      "roaming_homes.fsmonitor\n")
+                      "roaming_homes.unison.fsmonitor\n")
     script.chmod(0o755)
     return script
 
@@ -50,14 +50,15 @@ def processes_with(environ_entry: str, cmdline_part: bytes = b"") -> list[int]:
 
 def monitors_tagged(tag: str) -> list[int]:
     """PIDs of running monitors started through a wrapper written with `tag` (on the server)."""
-    return processes_with(f"RH_TEST_TAG={tag}", b"roaming_homes.fsmonitor")
+    return processes_with(f"RH_TEST_TAG={tag}", b"roaming_homes.unison.fsmonitor")
 
 
 def monitors_of(home: Path, tag: str) -> list[int]:
     """PIDs of the real-time monitors of the user whose home is `home`: the server's (started
     through the wrapper written with `tag`) and this computer's (a child of the daemon, whose
     environment names the home)."""
-    return [*monitors_tagged(tag), *processes_with(f"HOME={home}", b"roaming_homes.fsmonitor")]
+    return [*monitors_tagged(tag),
+            *processes_with(f"HOME={home}", b"roaming_homes.unison.fsmonitor")]
 
 
 class MonitorSession:

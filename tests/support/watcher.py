@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 
 from roaming_homes import config as config_mod
-from roaming_homes import realtime
-from roaming_homes.engine import SyncOutcome
+from roaming_homes.actions import watch as realtime
+from roaming_homes.actions.sync import SyncOutcome
 from roaming_homes.paths import Locations
 from tests.support.homes import Setup
 

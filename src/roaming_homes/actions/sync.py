@@ -16,15 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from roaming_homes import config as config_mod
-from roaming_homes import guards, progress, refused, transport, unison
-from roaming_homes.baseline import BaselineStore
+from roaming_homes import unison
 from roaming_homes.config import Config
-from roaming_homes.counting import count_files
 from roaming_homes.errors import ExitCode, Reason, RoamingHomesError
-from roaming_homes.guards import escape, is_excluded
 from roaming_homes.paths import Locations, is_below, xdg_user_dirs
-from roaming_homes.session import SyncLock
-from roaming_homes.state import StateStore, ensure_private_dir, write_atomic
+from roaming_homes.safety import guards, refused
+from roaming_homes.safety.baseline import BaselineStore
+from roaming_homes.safety.guards import escape, is_excluded
+from roaming_homes.session import progress
+from roaming_homes.session.lock import SyncLock
+from roaming_homes.session.state import StateStore, ensure_private_dir, write_atomic
+from roaming_homes.unison import ssh as transport
+from roaming_homes.unison.ignore import count_files
 
 LineSink = Callable[[str], None]
 

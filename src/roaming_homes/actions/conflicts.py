@@ -17,12 +17,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from roaming_homes import engine, transport, unison
+from roaming_homes import unison
+from roaming_homes.actions import sync as engine
 from roaming_homes.config import Config
 from roaming_homes.errors import ExitCode, RoamingHomesError
 from roaming_homes.paths import Locations
-from roaming_homes.session import SyncLock, lock_holder, make_way
-from roaming_homes.state import StateStore
+from roaming_homes.session.lock import SyncLock, lock_holder, make_way
+from roaming_homes.session.state import StateStore
+from roaming_homes.unison import ssh as transport
 
 GUI = "unison-gtk"
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from roaming_homes.counting import DirCache, count_files
-from roaming_homes.guards import Losses
-from roaming_homes.state import write_atomic
+from roaming_homes.safety.guards import Losses
+from roaming_homes.session.state import write_atomic
+from roaming_homes.unison.ignore import DirCache, count_files
 
 FILE = "baseline.json"
 

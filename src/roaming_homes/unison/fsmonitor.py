@@ -560,7 +560,7 @@ def main() -> int:
 
 def serve(write: Callable[[str], None]) -> None:
     """The select loop: unison's commands on stdin, inotify events; returns at end of input."""
-    from roaming_homes.inotify import INotify
+    from roaming_homes.unison.inotify import INotify
 
     debug_enabled = False
 

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from roaming_homes import engine, refused, transport
+from roaming_homes.actions import sync as engine
+from roaming_homes.actions.sync import SyncOutcome
 from roaming_homes.config import Config
-from roaming_homes.engine import SyncOutcome
 from roaming_homes.errors import ExitCode, RoamingHomesError
 from roaming_homes.paths import Locations
-from roaming_homes.session import SyncLock
-from roaming_homes.state import StateStore
+from roaming_homes.safety import refused
+from roaming_homes.session.lock import SyncLock
+from roaming_homes.session.state import StateStore
+from roaming_homes.unison import ssh as transport
 
 
 def restore_refused(config: Config, locations: Locations,

@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from roaming_homes.guards import Loss, Refusal
-from roaming_homes.state import write_atomic
+from roaming_homes.safety.guards import Loss, Refusal
+from roaming_homes.session.state import write_atomic
 
 FILE = "refused.json"
 

@@ -17,11 +17,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from roaming_homes import config, transport
+from roaming_homes import config
 from roaming_homes.errors import ConfigError, Reason
-from roaming_homes.guards import MARKER
 from roaming_homes.paths import Locations
-from roaming_homes.state import StateStore
+from roaming_homes.safety.guards import MARKER
+from roaming_homes.session.state import StateStore
+from roaming_homes.unison import ssh as transport
 
 OK, FAIL, WARN, SKIP = "ok", "fail", "warn", "skip"
 SYMBOLS = {OK: "✓", FAIL: "✗", WARN: "!", SKIP: "-"}
@@ -288,7 +289,7 @@ def run_checks(locations: Locations, config_path: Path | None = None) -> Report:
     except ConfigError as exc:
         return Report([Result("config", FAIL, exc.message, "fix the named key "
                               "(`roaming-homes config sample` lists every key)")], False)
-    from roaming_homes.guards import is_excluded
+    from roaming_homes.safety.guards import is_excluded
 
     source = ", ".join(str(path) for path in cfg.files)
     results = [Result("config", OK, f"valid ({source})")]

@@ -26,16 +26,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from roaming_homes import engine, progress, transport
+from roaming_homes.actions import sync as engine
+from roaming_homes.actions.sync import SyncOutcome
 from roaming_homes.config import Config
-from roaming_homes.counting import is_ignored
-from roaming_homes.engine import SyncOutcome
 from roaming_homes.errors import ExitCode, Reason, RoamingHomesError
-from roaming_homes.fsmonitor import collapse, quote, split_on_space, unquote
-from roaming_homes.guards import is_excluded
 from roaming_homes.paths import Locations, is_below
-from roaming_homes.session import STOP_GRACE, SyncLock
-from roaming_homes.state import StateStore
+from roaming_homes.safety.guards import is_excluded
+from roaming_homes.session import progress
+from roaming_homes.session.lock import STOP_GRACE, SyncLock
+from roaming_homes.session.state import StateStore
+from roaming_homes.unison import ssh as transport
+from roaming_homes.unison.fsmonitor import collapse, quote, split_on_space, unquote
+from roaming_homes.unison.ignore import is_ignored
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +172,7 @@ class MonitorLink:
 
 def local_monitor() -> list[str]:
     """Our own monitor, from the Python that runs us (the one on PATH may not know TREE)."""
-    return [sys.executable, "-m", "roaming_homes.fsmonitor"]
+    return [sys.executable, "-m", "roaming_homes.unison.fsmonitor"]
 
 
 def run_watch(config: Config, locations: Locations, stop: threading.Event, *,

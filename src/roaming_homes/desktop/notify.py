@@ -26,11 +26,11 @@ Actions ("Resolve…", "Email support", "Ignore") are offered only when the serv
 "actions" capability; otherwise the body says which command to run. A click must be answered
 by a process that is still connected when the user clicks, hours later perhaps, while a one-shot
 `roaming-homes sync` must exit at once. So a notification with actions is sent by a small
-detached listener (`python -m roaming_homes.notify listen`): it subscribes to `ActionInvoked`
-first (no click can be missed), sends `Notify`, reports the id to the caller on its stdout and
-then waits for a click, the notification's closing, or being superseded by a newer notification
-(it compares its serial with notify.json), at most `LISTEN_LIMIT` seconds. The daemon uses the
-same path, so there is one mechanism to test.
+detached listener (`python -m roaming_homes.desktop.notify listen`): it subscribes to
+`ActionInvoked` first (no click can be missed), sends `Notify`, reports the id to the caller on
+its stdout and then waits for a click, the notification's closing, or being superseded by a
+newer notification (it compares its serial with notify.json), at most `LISTEN_LIMIT` seconds.
+The daemon uses the same path, so there is one mechanism to test.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from roaming_homes.errors import ConfigError, Reason
-from roaming_homes.progress import Progress, human_bytes
+from roaming_homes.session.progress import Progress, human_bytes
 
 APP_NAME = "Roaming Homes"
 TRANSIENT_PASSES = 3  # a failure that is not obviously someone's job must persist this long
@@ -489,7 +489,7 @@ def _read_state(state_dir: Path) -> NotifyState:
 
 
 def _write_state(state_dir: Path, state: NotifyState) -> None:
-    from roaming_homes.state import write_atomic
+    from roaming_homes.session.state import write_atomic
 
     write_atomic(state_file(state_dir), json.dumps(state.to_dict(), indent=2) + "\n")
 
@@ -497,7 +497,7 @@ def _write_state(state_dir: Path, state: NotifyState) -> None:
 @contextlib.contextmanager
 def _state_lock(state_dir: Path) -> Iterator[None]:
     """Serializes read-modify-write of notify.json between a pass and a listener's "Ignore"."""
-    from roaming_homes.state import ensure_private_dir
+    from roaming_homes.session.state import ensure_private_dir
 
     ensure_private_dir(state_dir)
     fd = os.open(state_dir / "notify.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -587,7 +587,7 @@ def after_pass(config: Any, locations: Any, outcome: dict[str, Any], *,
 
 def _after_pass(config: Any, locations: Any, outcome: dict[str, Any], log: Log,
                 now: datetime) -> None:
-    from roaming_homes.state import StateStore
+    from roaming_homes.session.state import StateStore
 
     previous = _read_state(locations.state_dir)
     lines = _log_lines(locations.state_dir)
@@ -682,7 +682,7 @@ def _deliver(config: Any, locations: Any, outcome: dict[str, Any], decision: Dec
 
 def _start_listener(job: dict[str, Any]) -> int:
     """Start the detached listener; it sends the notification and tells us its id."""
-    proc = subprocess.Popen([sys.executable, "-m", "roaming_homes.notify", "listen"],
+    proc = subprocess.Popen([sys.executable, "-m", "roaming_homes.desktop.notify", "listen"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
     assert proc.stdin is not None and proc.stdout is not None
@@ -780,7 +780,7 @@ def listen(job: dict[str, Any], out: Any) -> None:
 
 def _main(argv: list[str]) -> int:
     if argv != ["listen"]:
-        print("usage: python -m roaming_homes.notify listen < JOB.json", file=sys.stderr)
+        print("usage: python -m roaming_homes.desktop.notify listen < JOB.json", file=sys.stderr)
         return 64
     job = json.loads(sys.stdin.read())
     try:

@@ -39,13 +39,16 @@ from datetime import datetime
 from pathlib import Path
 
 from roaming_homes import config as config_mod
-from roaming_homes import engine, notify, realtime, transport
+from roaming_homes.actions import sync as engine
+from roaming_homes.actions import watch as realtime
+from roaming_homes.actions.sync import SyncOutcome
 from roaming_homes.config import Config
-from roaming_homes.engine import SyncOutcome
+from roaming_homes.desktop import notify
 from roaming_homes.errors import ExitCode, RoamingHomesError
-from roaming_homes.guards import is_excluded
 from roaming_homes.paths import Locations
-from roaming_homes.session import SyncLock, lock_holder
+from roaming_homes.safety.guards import is_excluded
+from roaming_homes.session.lock import SyncLock, lock_holder
+from roaming_homes.unison import ssh as transport
 
 Log = Callable[[str], None]
 # Runs one pass and returns the outcome to report; it must return soon after `abort` is set:
@@ -238,7 +241,7 @@ class ConfigWatch:
     """
 
     def __init__(self, paths: tuple[Path, ...]) -> None:
-        from roaming_homes.inotify import INotify
+        from roaming_homes.unison.inotify import INotify
 
         self.paths = paths
         self._inotify = INotify()

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from roaming_homes import config
-from roaming_homes.configfile import comment, toml_value
+from roaming_homes.config.sample import comment, toml_value
 from roaming_homes.errors import ConfigError
 from roaming_homes.paths import Locations
 

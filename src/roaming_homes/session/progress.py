@@ -267,7 +267,7 @@ class Tracker:
         return feed
 
     def _publish(self) -> None:
-        from roaming_homes.state import write_atomic
+        from roaming_homes.session.state import write_atomic
 
         p = self.parser.progress
         if self.on_progress:
@@ -291,7 +291,7 @@ class Tracker:
 
 def read(locations: Locations) -> Progress | None:
     """The running pass's progress, or None when no pass runs (a stale file is ignored)."""
-    from roaming_homes.session import lock_holder
+    from roaming_homes.session.lock import lock_holder
 
     try:
         data = json.loads(progress_file(locations).read_text(encoding="utf-8"))
