@@ -24,9 +24,9 @@ from bench import realtime, trees
 from bench.blackhole import BlackHole
 from bench.measure import Row, import_cost_us, machine, peak_rss, render, repeat, timed
 from roaming_homes import config as config_mod
-from roaming_homes import unison
 from roaming_homes.actions import sync as engine
 from roaming_homes.paths import Locations
+from roaming_homes.unison import profile
 from roaming_homes.unison import ssh as transport
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,11 +92,11 @@ class Home:
         paths, _ = engine.sync_paths(cfg, locations)
         plan = engine.build_plan(cfg, locations, server, None, paths)
         self.setup.unison_dir.mkdir(parents=True, exist_ok=True)
-        (self.setup.unison_dir / f"{RAW_PROFILE}.prf").write_text(unison.build_profile(plan))
+        (self.setup.unison_dir / f"{RAW_PROFILE}.prf").write_text(profile.build_profile(plan))
 
     def raw_argv(self, first_run: bool = False) -> list[str]:
         """unison on its own (-batch: no plan read, no guard), on the raw profile."""
-        argv = unison.build_argv("unison", first_run, guarded=False)
+        argv = profile.build_argv("unison", first_run, guarded=False)
         return [argv[0], RAW_PROFILE, "-batch", *argv[2:]]
 
     def raw(self, first_run: bool = False) -> float:
@@ -104,7 +104,7 @@ class Home:
 
     def over_shared_connection(self) -> float:
         """unison alone on the profile roaming-homes wrote, through its open ssh connection."""
-        return timed([*unison.build_argv("unison", False, guarded=False), "-batch"],
+        return timed([*profile.build_argv("unison", False, guarded=False), "-batch"],
                      self.unison_env)
 
     @property

@@ -16,18 +16,33 @@ from tests.support.homes import Setup
 from tests.support.notifications import RecordingServer, SessionBus
 from tests.support.sshd import SshServer
 
+SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def without_monitor(directory: Path) -> str:
+    """A PATH for a server without unison-fsmonitor, whatever this machine has installed (our
+    own package puts one in /usr/bin): `directory` holds one that is not there."""
+    directory.mkdir(parents=True, exist_ok=True)
+    absent = directory / "unison-fsmonitor"
+    absent.write_text("#!/bin/sh\necho 'unison-fsmonitor: command not found' >&2\nexit 127\n")
+    absent.chmod(0o755)
+    return f"{directory}:{SYSTEM_PATH}"
+
 
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
-    """One sshd for the session (a server that stays up)."""
-    with SshServer(tmp_path_factory.mktemp("sshd")) as server:
+    """One sshd for the session (a server that stays up), without a file monitor on its PATH
+    (tests that need one use `watched`)."""
+    path = without_monitor(tmp_path_factory.mktemp("no-monitor"))
+    with SshServer(tmp_path_factory.mktemp("sshd"), env={"PATH": path}) as server:
         yield server
 
 
 @pytest.fixture
 def own_sshd(tmp_path: Path) -> Iterator[SshServer]:
     """An sshd of this test alone, for tests that stop, freeze or break it."""
-    with SshServer(tmp_path / "sshd") as server:
+    with SshServer(tmp_path / "sshd",
+                   env={"PATH": without_monitor(tmp_path / "no-monitor")}) as server:
         yield server
 
 
@@ -38,8 +53,6 @@ def user(tmp_path: Path, sshd: SshServer) -> Iterator[Setup]:
     yield setup
     setup.close()
 
-
-SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import pytest
 
 from roaming_homes.actions import check
 from roaming_homes.actions.check import UnisonVersion, parse_unison_version, versions_compatible
+from roaming_homes.outcome import Result, SyncOutcome
 from tests.support.homes import Setup
 from tests.support.sshd import SshServer, free_port
 
@@ -196,11 +197,12 @@ def test_service_state(enabled: subprocess.CompletedProcess[str],
 
 def test_sync_age() -> None:
     now = datetime.now().astimezone()
-    recent = {"last_success": (now - timedelta(minutes=5)).isoformat()}
-    assert check.sync_age_result(recent, now, 60, 86400).status == "ok"
-    stale = {"last_success": (now - timedelta(days=2)).isoformat(),
-             "last": {"exit_code": 75, "message": "server h unreachable"}}
-    result = check.sync_age_result(stale, now, 60, 86400)
+    recent = (now - timedelta(minutes=5)).isoformat()
+    assert check.sync_age_result(None, recent, now, 60, 86400).status == "ok"
+    stale = (now - timedelta(days=2)).isoformat()
+    offline = SyncOutcome(Result.OFFLINE, "server h unreachable", stale, stale, 1.0, "h")
+    result = check.sync_age_result(offline, stale, now, 60, 86400)
     assert result.status == "fail" and "last pass: server h unreachable" in result.detail
-    assert check.sync_age_result({}, now, 60, 86400).status == "warn"
-    assert check.sync_age_result(stale, now, 60, 3 * 86400).status == "ok"  # notify.stale_after
+    assert check.sync_age_result(None, None, now, 60, 86400).status == "warn"
+    # notify.stale_after
+    assert check.sync_age_result(offline, stale, now, 60, 3 * 86400).status == "ok"

@@ -29,9 +29,13 @@ def test_a_short_or_odd_answer_reads_as_unknown() -> None:
 
 def test_conflicts_survive_passes_that_did_not_look_at_the_files() -> None:
     from roaming_homes.actions.conflicts import last_known_conflicts
+    from roaming_homes.outcome import Result, SyncOutcome
 
-    history = [{"exit_code": 1, "conflicts": ["old"]}, {"exit_code": 1, "conflicts": ["a", "b"]},
-               {"exit_code": 75, "conflicts": []}, {"exit_code": 4, "conflicts": []}]
+    def entry(result: Result, conflicts: list[str]) -> SyncOutcome:
+        return SyncOutcome(result, "m", "t", "t", 0.1, "s", conflicts=conflicts)
+
+    history = [entry(Result.CONFLICTS, ["old"]), entry(Result.CONFLICTS, ["a", "b"]),
+               entry(Result.OFFLINE, []), entry(Result.REFUSED, [])]
     assert last_known_conflicts(history) == ["a", "b"]
-    assert last_known_conflicts([*history, {"exit_code": 0, "conflicts": []}]) == []
+    assert last_known_conflicts([*history, entry(Result.IN_SYNC, [])]) == []
     assert last_known_conflicts([]) == []

@@ -20,15 +20,15 @@ from roaming_homes.actions.daemon import (
     sd_notify,
     watch_retry_delay,
 )
-from roaming_homes.actions.sync import SyncOutcome
 from roaming_homes.actions.watch import WatchResult
 from roaming_homes.errors import RoamingHomesError
+from roaming_homes.outcome import Result, SyncOutcome
 from roaming_homes.session.lock import SyncLock, lock_purpose
 
 
 def outcome(result: str, message: str = "", finished: str = "2025-01-02T12:01:07+01:00",
             transferred: int = 0) -> SyncOutcome:
-    return SyncOutcome(result=result, exit_code=0, message=message or result,
+    return SyncOutcome(result=Result(result), message=message or result,
                        started=finished, finished=finished, duration=0.1, server="s",
                        transferred=transferred)
 

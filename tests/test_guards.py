@@ -14,8 +14,8 @@ import pytest
 from roaming_homes.safety import guards
 from roaming_homes.safety.baseline import Baseline
 from roaming_homes.safety.guards import Limits, Loss, Losses, Probe, Root
-from roaming_homes.unison import PlanItem, parse_plan_line
 from roaming_homes.unison import ignore as counting
+from roaming_homes.unison.output import PlanItem, parse_plan_line
 
 NAMES = {"local": "/home/u", "server": "u@h:/home/u"}
 IDS = {"local": "a" * 32, "server": "b" * 32}

@@ -8,7 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from roaming_homes import unison
+from roaming_homes.unison import profile
 from roaming_homes.unison.ignore import count_files, is_ignored
 
 NAMES = ["a.txt", ".hidden", "x~", ".x~", "notes.tmp", "keep.tmp.txt", "song.ogg", "b.txt",
@@ -33,10 +33,10 @@ def test_the_counter_ignores_what_unison_ignores(tmp_path: Path) -> None:
     _tree(source)
     copy.mkdir()
     unison_dir.mkdir()
-    plan = unison.Plan(local_root=str(source), server_root=str(copy), paths=PATHS,
+    plan = profile.Plan(local_root=str(source), server_root=str(copy), paths=PATHS,
                        ignore_paths=IGNORE_PATHS, ignore_names=IGNORE_NAMES, prefer="newer")
-    (unison_dir / f"{unison.PROFILE}.prf").write_text(unison.build_profile(plan))
-    argv = [*unison.build_argv("unison", True, guarded=False), "-batch", "-silent"]
+    (unison_dir / f"{profile.PROFILE}.prf").write_text(profile.build_profile(plan))
+    argv = [*profile.build_argv("unison", True, guarded=False), "-batch", "-silent"]
     subprocess.run(argv, env={**os.environ, "UNISON": str(unison_dir)}, check=True,
                    capture_output=True, timeout=60)
     synced = {str(p.relative_to(copy)) for p in copy.rglob("*") if p.is_file()}

@@ -10,8 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from roaming_homes.unison.fsmonitor import IN_CREATE, IN_DELETE, IN_IGNORED, IN_ISDIR, WATCH_MASK
-from roaming_homes.unison.inotify import Event, INotify, parse_events
+from roaming_homes.unison.fsmonitor import WATCH_MASK
+from roaming_homes.unison.inotify import (
+    IN_CREATE,
+    IN_DELETE,
+    IN_IGNORED,
+    IN_ISDIR,
+    Event,
+    INotify,
+    parse_events,
+)
 
 
 def _wait_readable(inotify: INotify) -> None:

@@ -8,21 +8,20 @@ from typing import Any
 
 import pytest
 
-from roaming_homes.desktop.notify import (
-    DEFAULT_MESSAGES,
+from roaming_homes.desktop.messages import DEFAULT_MESSAGES, build_request, load_messages
+from roaming_homes.desktop.notify import FirstSyncAnnouncer
+from roaming_homes.desktop.policy import (
     FIRST_SYNC_MIN_BYTES,
     TRANSIENT_PASSES,
     Decision,
-    FirstSyncAnnouncer,
     NotifyState,
     Shown,
-    build_request,
     decide,
     decide_first_sync,
     failure_kind,
-    load_messages,
 )
 from roaming_homes.errors import ConfigError
+from roaming_homes.outcome import Reason, Result, SyncOutcome
 from roaming_homes.session.progress import Progress
 
 NOW = datetime(2024, 5, 2, 12, 0).astimezone()
@@ -30,18 +29,15 @@ DAY = 86400
 
 
 def outcome(result: str, message: str = "", conflicts: list[str] | None = None,
-            finished: datetime = NOW, reason: str = "") -> dict[str, Any]:
-    codes = {"in-sync": 0, "conflicts": 1, "partial": 2, "failed": 3, "refused": 4,
-             "offline": 75, "busy": 75, "excluded": 0, "config-error": 78}
-    return {"result": result, "exit_code": codes[result], "message": message,
-            "conflicts": conflicts or [], "started": finished.isoformat(),
-            "finished": finished.isoformat(), "reason": reason}
+            finished: datetime = NOW, reason: str = "") -> SyncOutcome:
+    return SyncOutcome(Result(result), message, finished.isoformat(), finished.isoformat(),
+                       0.1, "h", conflicts=conflicts or [], reason=Reason(reason))
 
 
 AUTH = outcome("failed", "refused without a password", reason="auth-refused")
 
 
-def step(state: NotifyState, out: dict[str, Any], *, last_success: datetime | None = None,
+def step(state: NotifyState, out: SyncOutcome, *, last_success: datetime | None = None,
          now: datetime = NOW, shown_id: int = 7) -> tuple[Decision | None, NotifyState]:
     """One pass; the server gives the shown notification `shown_id`."""
     decision, new = decide(state, out,
@@ -52,7 +48,7 @@ def step(state: NotifyState, out: dict[str, Any], *, last_success: datetime | No
     return decision, new
 
 
-def kinds(state: NotifyState, outcomes: list[dict[str, Any]], **kw: Any) -> list[str | None]:
+def kinds(state: NotifyState, outcomes: list[SyncOutcome], **kw: Any) -> list[str | None]:
     shown = []
     for out in outcomes:
         decision, state = step(state, out, **kw)
@@ -88,7 +84,7 @@ def test_offline_longer_than_stale_after_notifies_once_with_the_last_success() -
 def test_never_synced_counts_from_the_first_offline_pass() -> None:
     first = outcome("offline", finished=NOW - timedelta(days=2))
     _, state = step(NotifyState(), first, now=NOW - timedelta(days=2))
-    assert state.offline_since == first["finished"]
+    assert state.offline_since == first.finished
     decision, _ = step(state, outcome("offline"))
     assert decision is not None and decision.kind == "stale"
 

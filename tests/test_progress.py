@@ -7,12 +7,13 @@ import json
 import os
 from pathlib import Path
 
-from roaming_homes.cli import status_overview
+from roaming_homes.actions.status import Overview, State
+from roaming_homes.outcome import Result, SyncOutcome
 from roaming_homes.paths import Locations
 from roaming_homes.session import progress
 from roaming_homes.session.lock import SyncLock
 from roaming_homes.session.progress import FIRST_RUN_LINE, Progress, ProgressParser, format_line
-from roaming_homes.unison import parse_plan_line
+from roaming_homes.unison.output import parse_plan_line
 
 
 def _captured(text: str) -> list[str]:
@@ -206,38 +207,47 @@ def test_a_file_left_by_a_killed_pass_is_not_believed(tmp_path: Path) -> None:
     assert progress.read(locations) is None
 
 
-def _report(result: str, running: bool = False, **extra: object) -> dict[str, object]:
-    return {"result": result, "message": f"{result} message", "running": running,
-            "progress_line": None, **extra}
+def _pass(result: str, message: str = "", started: str = "t", action: str = "") -> SyncOutcome:
+    return SyncOutcome(Result(result), message or f"{result} message", started, started, 0.1,
+                       "s", action=action)
 
 
 def test_status_overview_answers_at_a_glance() -> None:
-    in_sync = {"result": "in-sync", "message": "in sync: nothing to do", "started": "t1"}
-    offline = [{"result": "offline", "message": "server unreachable", "started": t}
-               for t in ("t2", "t3")]
-    busy = {"result": "busy", "message": "another sync", "started": "t4"}
-    conflicts = {"result": "conflicts", "message": "1 conflict(s) need you: a"}
+    in_sync = _pass("in-sync", "in sync: nothing to do", "t1")
+    offline = [_pass("offline", "server unreachable", t) for t in ("t2", "t3")]
+    busy = _pass("busy", "another sync", "t4")
+    conflicts = _pass("conflicts", "1 conflict(s) need you: a")
 
-    assert status_overview(_report("never-synced"), [])["action"] == "roaming-homes sync"
-    assert status_overview(_report("in-sync"), [in_sync])["headline"] == "in sync: nothing to do"
-    gone = status_overview(_report("busy"), [in_sync, *offline, busy])
-    assert (gone["state"], gone["offline_since"]) == ("offline", "t2")
-    assert gone["headline"] == "offline since t2: server unreachable"
-    stuck = status_overview(_report("conflicts"), [in_sync, conflicts])
-    assert stuck["state"] == "needs-attention"
-    assert stuck["headline"] == "needs attention: 1 conflict(s) need you: a"
-    assert stuck["action"] == "roaming-homes conflicts"
-    running = status_overview(_report("in-sync", running=True, progress_line="syncing: x"),
-                              [in_sync])
-    assert (running["state"], running["headline"]) == ("syncing", "syncing now: syncing: x")
+    never = Overview.of([])
+    assert (never.state, never.action) == (State.NEVER_SYNCED, "roaming-homes sync")
+    assert Overview.of([in_sync]).headline == "in sync: nothing to do"
+    gone = Overview.of([in_sync, *offline, busy])
+    assert (gone.state, gone.offline_since) == (State.OFFLINE, "t2")
+    assert gone.headline == "offline since t2: server unreachable"
+    stuck = Overview.of([in_sync, conflicts])
+    assert stuck.state == State.NEEDS_ATTENTION
+    assert stuck.headline == "needs attention: 1 conflict(s) need you: a"
+    assert stuck.action == "roaming-homes conflicts"
+    running = Overview.of([in_sync], running="syncing: x")
+    assert (running.state, running.headline) == (State.SYNCING, "syncing now: syncing: x")
 
 
 def test_a_refusal_points_at_the_way_out_its_outcome_names() -> None:
     """The outcome says what helps (data, not a command fished out of its message)."""
-    mass = {"result": "refused", "message": "… `roaming-homes sync --force` …",
-            "action": "roaming-homes restore --refused"}
-    plain = {"result": "refused", "message": "refused: run `roaming-homes sync --force`"}
+    mass = _pass("refused", "… `roaming-homes sync --force` …",
+                 action="roaming-homes restore --refused")
+    plain = _pass("refused", "refused: run `roaming-homes sync --force`")
 
-    assert status_overview(_report("refused"), [mass])["action"] == (
-        "roaming-homes restore --refused")
-    assert status_overview(_report("refused"), [plain])["action"] == "roaming-homes check"
+    assert Overview.of([mass]).action == "roaming-homes restore --refused"
+    assert Overview.of([plain]).action == "roaming-homes check"
+
+
+def test_the_daemon_line_and_the_status_are_one_model() -> None:
+    """systemd's STATUS= line is a view of the same overview `status` shows."""
+    done = _pass("in-sync", "in sync: nothing to do", "2025-01-02T12:01:07+01:00")
+    away = _pass("offline", "server unreachable", "2025-01-02T12:03:00+01:00")
+
+    assert Overview.of([done]).line() == "last sync 12:01:07: in sync"
+    assert Overview.of([done, away]).line() == "offline since 12:03:00"
+    assert Overview.of([]).line() == "first sync running"
+    assert Overview(done, note="config broken").line() == "needs attention: config broken"

@@ -9,19 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from roaming_homes import unison
 from roaming_homes.paths import Locations, xdg_user_dirs
 from roaming_homes.safety import guards
-from roaming_homes.unison import Content, Direction
+from roaming_homes.unison import dialogue, output, profile
 from roaming_homes.unison import ssh as transport
+from roaming_homes.unison.output import Content, Direction
 
-PLAN = unison.Plan(local_root="/home/u", server_root="ssh://u@h:22//home/u",
+PLAN = profile.Plan(local_root="/home/u", server_root="ssh://u@h:22//home/u",
                    paths=("Documents", "My Music"), ignore_paths=(".cache",),
                    ignore_names=("*~",), prefer="newer", sshargs=("-i", "/k ey"))
 
 
 def test_profile_lists_roots_paths_ignores_and_safety() -> None:
-    text = unison.build_profile(PLAN)
+    text = profile.build_profile(PLAN)
     lines = text.splitlines()
     assert "root = /home/u" in lines and "root = ssh://u@h:22//home/u" in lines
     assert "path = My Music" in lines
@@ -36,21 +36,21 @@ def test_profile_lists_roots_paths_ignores_and_safety() -> None:
 def test_prefer_a_side_names_its_root(prefer: str, expected: str) -> None:
     from dataclasses import replace
 
-    assert expected in unison.build_profile(replace(PLAN, prefer=prefer)).splitlines()
+    assert expected in profile.build_profile(replace(PLAN, prefer=prefer)).splitlines()
 
 
 def test_profile_keeps_backups_of_everything_it_overwrites_or_deletes() -> None:
     from dataclasses import replace
 
-    lines = unison.build_profile(replace(PLAN, backups=5)).splitlines()
+    lines = profile.build_profile(replace(PLAN, backups=5)).splitlines()
     assert {"backup = Name *", "backuplocation = central", "maxbackups = 5"} <= set(lines)
-    assert not any(line.startswith("backupdir") for line in lines)  # see unison.environment
+    assert not any(line.startswith("backupdir") for line in lines)  # see profile.environment
 
 
 def test_prefer_none_sets_no_preference() -> None:
     from dataclasses import replace
 
-    text = unison.build_profile(replace(PLAN, prefer="none"))
+    text = profile.build_profile(replace(PLAN, prefer="none"))
     assert "prefer" not in text and "copyonconflict" not in text
 
 
@@ -58,26 +58,26 @@ def test_prefer_none_sets_no_preference() -> None:
 def test_profile_rejects_values_that_could_inject_a_preference(bad: str) -> None:
     from dataclasses import replace
 
-    with pytest.raises(unison.ProfileValueError):
-        unison.build_profile(replace(PLAN, paths=(bad,)))
+    with pytest.raises(profile.ProfileValueError):
+        profile.build_profile(replace(PLAN, paths=(bad,)))
 
 
 def test_sshargs_escape_spaces_backslashes_and_quotes() -> None:
-    assert unison.escape_sshargs(["-o", "A=b c", "x\\y", '"q"']) == \
+    assert profile.escape_sshargs(["-o", "A=b c", "x\\y", '"q"']) == \
         '-o A=b\\ c x\\\\y \\"q\\"'
 
 
 def test_argv_asks_before_propagating_ignores_control_names_and_first_run_is_a_union() -> None:
-    assert unison.build_argv("unison", False) == [
+    assert profile.build_argv("unison", False) == [
         "unison", "roaming-homes", "-ui", "text", "-color", "false", "-dumbtty",
         "-ignore", "Regex .*[\x01-\x1f\x7f].*"]
-    assert "-batch" not in unison.build_argv("unison", False)
-    assert unison.build_argv("/opt/u", True)[-1] == "-ignorearchives"
-    assert "-ui" not in unison.build_argv("unison", False, guarded=False)  # resolve: the user's
+    assert "-batch" not in profile.build_argv("unison", False)
+    assert profile.build_argv("/opt/u", True)[-1] == "-ignorearchives"
+    assert "-ui" not in profile.build_argv("unison", False, guarded=False)  # resolve: the user's
 
 
 def test_failed_paths_keep_their_parentheses() -> None:
-    summary = unison.parse_output([
+    summary = output.parse_output([
         "Synchronization incomplete at 14:09:50  (1 item transferred, 1 skipped, 2 failed)",
         "  skipped: a (b) (contents changed on both sides)",
         "  failed: d/f (conflict_on_2026-11-29_was_deleted)",
@@ -95,7 +95,7 @@ def test_parse_summary_with_conflicts() -> None:
         "  skipped: docs/f (contents changed on both sides)",
         "  skipped: docs/odd (name) (properties changed on both sides)",
     ]
-    summary = unison.parse_output(lines)
+    summary = output.parse_output(lines)
     assert (summary.transferred, summary.skipped, summary.failed) == (2, 1, 0)
     assert summary.complete
     assert summary.conflicts == ["docs/f", "docs/odd (name)"]
@@ -105,18 +105,18 @@ def test_parse_partial_and_failures() -> None:
     lines = ["Synchronization incomplete at 01:02:03  (1 item transferred, "
              "2 partially transferred, 0 skipped, 3 failed)",
              "  failed: a/b", "  partially transferred: c"]
-    summary = unison.parse_output(lines)
+    summary = output.parse_output(lines)
     assert (summary.transferred, summary.partial, summary.failed) == (1, 2, 3)
     assert not summary.complete
     assert summary.failed_paths == ["a/b"]
 
 
 def test_parse_nothing_to_do_and_fatal() -> None:
-    assert unison.parse_output(
+    assert output.parse_output(
         ["Nothing to do: replicas have not changed since last sync."]).nothing_to_do
-    fatal = unison.parse_output(["Fatal error: Lost connection with the server"]).fatal
+    fatal = output.parse_output(["Fatal error: Lost connection with the server"]).fatal
     assert fatal == "Lost connection with the server"
-    split = unison.parse_output(["Fatal error:", "Warning: the archives are locked."]).fatal
+    split = output.parse_output(["Fatal error:", "Warning: the archives are locked."]).fatal
     assert split == "Warning: the archives are locked."
 
 
@@ -179,7 +179,7 @@ def test_xdg_user_dirs_user_file_over_system_defaults_over_builtin(tmp_path) -> 
      (Content.FILE, Direction.TO_SERVER, Content.UNCHANGED, "  deleted  ---->  x []")),
 ])
 def test_plan_lines_are_parsed_into_typed_items(line: str, item: tuple[object, ...]) -> None:
-    assert unison.parse_plan_line(line) == unison.PlanItem(*item)  # type: ignore[arg-type]
+    assert output.parse_plan_line(line) == output.PlanItem(*item)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("line", [
@@ -188,18 +188,18 @@ def test_plan_lines_are_parsed_into_typed_items(line: str, item: tuple[object, .
     "",
 ])
 def test_other_lines_are_not_plan_items(line: str) -> None:
-    assert unison.parse_plan_line(line) is None
+    assert output.parse_plan_line(line) is None
 
 
 @pytest.mark.parametrize(("prompt", "question"), [
-    ("changed  ---->            x  [f] ", unison.Question.ITEM),
-    ("changed  <-?-> changed    x  [] ", unison.Question.ITEM),
-    ("Proceed with propagating updates? [] ", unison.Question.PROCEED),
-    ("Do you really want to proceed? [] ", unison.Question.OTHER),
-    ("", unison.Question.OTHER),
+    ("changed  ---->            x  [f] ", output.Question.ITEM),
+    ("changed  <-?-> changed    x  [] ", output.Question.ITEM),
+    ("Proceed with propagating updates? [] ", output.Question.PROCEED),
+    ("Do you really want to proceed? [] ", output.Question.OTHER),
+    ("", output.Question.OTHER),
 ])
-def test_questions_are_classified(prompt: str, question: unison.Question) -> None:
-    assert unison.classify_question(prompt) is question
+def test_questions_are_classified(prompt: str, question: output.Question) -> None:
+    assert output.classify_question(prompt) is question
 
 
 def _replicas(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
@@ -208,7 +208,7 @@ def _replicas(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
         root.mkdir()
     env = {**os.environ, "UNISON": str(tmp_path / "u")}
     (tmp_path / "u").mkdir()
-    (tmp_path / "u" / f"{unison.PROFILE}.prf").write_text(
+    (tmp_path / "u" / f"{profile.PROFILE}.prf").write_text(
         f"root = {a}\nroot = {b}\nconfirmbigdel = false\n")
     return a, b, env
 
@@ -218,18 +218,18 @@ def test_the_real_unison_asks_before_propagating_and_quits_on_a_no(tmp_path: Pat
     for index in range(3):
         (a / f"f{index}").write_text(str(index))
     (a / "odd\nname").write_text("x")  # never synced: its name could forge a plan line
-    yes = unison.run(unison.build_argv("unison", True), env, lambda line: None,
+    yes = dialogue.run(profile.build_argv("unison", True), env, lambda line: None,
                      lambda items: True)
     assert yes.returncode == 0 and sorted(p.name for p in b.iterdir()) == ["f0", "f1", "f2"]
     for index in range(3):
         (a / f"f{index}").unlink()
     (b / "f0").write_text("changed on b")
-    seen: list[unison.PlanItem] = []
+    seen: list[output.PlanItem] = []
 
-    no = unison.run(unison.build_argv("unison", False), env, lambda line: None,
+    no = dialogue.run(profile.build_argv("unison", False), env, lambda line: None,
                     lambda items: bool(seen.extend(items)))
 
-    assert no.returncode == 3 and no.declined is unison.Question.ITEM
+    assert no.returncode == 3 and no.declined is output.Question.ITEM
     assert sorted(p.name for p in b.iterdir()) == ["f0", "f1", "f2"]  # nothing propagated
     assert sorted((i.path, i.direction, i.local, i.server) for i in seen) == [
         ("f0", Direction.CONFLICT, Content.DELETED, Content.CHANGED),
@@ -251,7 +251,7 @@ def test_unison_hands_the_server_guard_to_ssh_word_for_word(tmp_path: Path) -> N
                                    expect_marker="d" * 32)
 
     subprocess.run(["unison", str(tmp_path / "local"), "ssh://host//srv", "-batch",
-                    "-sshcmd", str(fake_ssh), "-servercmd", unison.escape_sshargs([command])],
+                    "-sshcmd", str(fake_ssh), "-servercmd", profile.escape_sshargs([command])],
                    env={**os.environ, "UNISON": str(tmp_path / "unison")},
                    capture_output=True, timeout=60, check=False)
 
@@ -260,28 +260,28 @@ def test_unison_hands_the_server_guard_to_ssh_word_for_word(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize(("lines", "trouble"), [
-    (["Fatal error: Lost connection with the server"], unison.Trouble.CONNECTION_LOST),
+    (["Fatal error: Lost connection with the server"], output.Trouble.CONNECTION_LOST),
     (["Fatal error: Received unexpected header from the server:",
       ' expected "Unison 2.48\\n" but received "Unison 2.40\\n",'],
-     unison.Trouble.VERSION_MISMATCH),
+     output.Trouble.VERSION_MISMATCH),
     (["Fatal error during unmarshaling (input_value: ill-formed message), possibly because"],
-     unison.Trouble.VERSION_MISMATCH),
+     output.Trouble.VERSION_MISMATCH),
     (["Fatal error: Warning: inconsistent state.  The archive file is missing on some hosts"],
-     unison.Trouble.ARCHIVES_DISAGREE),
+     output.Trouble.ARCHIVES_DISAGREE),
     (["Fatal error: Warning: the archives are locked.  If no other instance of unison"],
-     unison.Trouble.ARCHIVES_LOCKED),
+     output.Trouble.ARCHIVES_LOCKED),
     (["Fatal error: Path /h/.roaming-homes-root is designated as a mountpoint, but points to "
-      "nothing on host vm"], unison.Trouble.MARKER_VANISHED),
+      "nothing on host vm"], output.Trouble.MARKER_VANISHED),
     (["Failed [big.iso]: Error in writing to /s/.unison.big.iso.tmp: No space left on device"],
-     unison.Trouble.DISK_FULL),
+     output.Trouble.DISK_FULL),
 ])
 def test_troubles_are_read_from_unisons_own_wording(lines: list[str],
-                                                     trouble: unison.Trouble) -> None:
-    assert unison.parse_output(lines).troubles == {trouble}
+                                                     trouble: output.Trouble) -> None:
+    assert output.parse_output(lines).troubles == {trouble}
 
 
 def test_a_name_that_reads_like_a_trouble_is_none() -> None:
     lines = ["Failed [No space left on device]: Permission denied",
              "Failed [Lost connection with the server]: Permission denied",
              "  failed: Lost connection with the server"]
-    assert unison.parse_output(lines).troubles == set()
+    assert output.parse_output(lines).troubles == set()

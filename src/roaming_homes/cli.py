@@ -82,27 +82,23 @@ def _run_sync(args: argparse.Namespace) -> int:
         _say(args, f"the session daemon (pid {daemon_pid}) syncs this home: nothing to do")
         return ExitCode.IN_SYNC
 
-    def echo(line: str) -> None:
-        if args.verbose:
-            print(line, file=sys.stderr, flush=True)
-
     announcer = None
     if cfg["notify"]["enabled"]:
         from roaming_homes.desktop import notify
 
         notify.check_config(cfg)  # a bad messages file is a config error (78) before any pass
-        announcer = notify.FirstSyncAnnouncer(cfg, locations, log=echo)
+        announcer = notify.FirstSyncAnnouncer(cfg, locations)
     if daemon_pid:
         make_way(locations, daemon_pid)  # real-time mode holds the lock for good
     # -v shows unison's own lines instead; --json and -q keep stdout for the result alone.
     display = None if (args.quiet or args.verbose or args.json) else TerminalDisplay(
         sys.stdout, live=sys.stdout.isatty())
     outcome = engine.run_pass(cfg, locations, first_run=args.first_run,
-                              force=args.force, on_line=echo,
+                              force=args.force,
                               on_progress=observe_all(display, announcer),
                               lock_wait=WAIT_FOR_DAEMON_PASS if daemon_pid else 0)
     if cfg["notify"]["enabled"]:
-        notify.after_pass(cfg, locations, outcome.to_dict(), log=echo)
+        notify.after_pass(cfg, locations, outcome)
     return _report_outcome(args, outcome)
 
 
@@ -130,114 +126,18 @@ def _add_status(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_status)
 
 
-def status_report(locations: Any) -> dict[str, Any]:
-    """Everything `status` shows, from the saved state and the lock (never runs a sync)."""
-    from roaming_homes.session import progress
-    from roaming_homes.session.lock import lock_holder, lock_purpose
-    from roaming_homes.session.state import StateStore
-
-    store = StateStore(locations.state_dir)
-    data = store.load()
-    last = data.get("last") or {}
-    held = lock_purpose(locations.lock_file)
-    # Real-time mode holds the lock all the time: that is not "a sync runs now".
-    watching = held[0] if held and held[1] == "watch" else None
-    pid = None if watching else lock_holder(locations.lock_file)
-    running = progress.read(locations) if pid else None
-    report: dict[str, Any] = {
-        "result": last.get("result", "never-synced"),
-        "exit_code": last.get("exit_code"),
-        "message": last.get("message", "no sync has run yet"),
-        "started": last.get("started"),
-        "finished": last.get("finished"),
-        "duration": last.get("duration"),
-        "transferred": last.get("transferred", 0),
-        "skipped": last.get("skipped", 0),
-        "failed": last.get("failed", 0),
-        "conflicts": last.get("conflicts", []),
-        "server": last.get("server"),
-        "last_success": data.get("last_success"),
-        "running": pid is not None,
-        "running_pid": pid,
-        "watching_pid": watching,
-        "progress": running.to_dict() if running else None,
-        "progress_line": progress.format_line(running) if running else None,
-    }
-    if "damaged" in data:
-        report["warning"] = f"state file unreadable, starting afresh: {data['damaged']}"
-    report.update(status_overview(report, store.history()))
-    return report
-
-
-# What to run when the last pass needs the user, by result.
-_ACTIONS = {
-    "conflicts": "roaming-homes conflicts",
-    "partial": "roaming-homes -v sync  (details in $XDG_STATE_HOME/roaming-homes/sync.log)",
-    "failed": "roaming-homes check",
-    "refused": "roaming-homes check",
-    "config-error": "roaming-homes config show",
-}
-def status_overview(report: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
-    """The at-a-glance answer: state, one headline, and the command to run when it helps.
-
-    state: syncing | in-sync | offline | needs-attention | never-synced. A pass skipped because
-    another one ran ("busy") says nothing about the home: the pass before it counts.
-    """
-    passes = [entry for entry in history if entry.get("result") != "busy"]
-    last = passes[-1] if passes else {}
-    result = last.get("result", report["result"])
-    overview: dict[str, Any] = {"offline_since": None, "action": None}
-    if report["running"]:
-        line = report.get("progress_line") or "starting"
-        overview.update(state="syncing", headline=f"syncing now: {line}")
-    elif result in ("never-synced", "busy"):
-        overview.update(state="never-synced", headline="no sync has run yet",
-                        action="roaming-homes sync")
-    elif result in ("in-sync", "excluded"):
-        overview.update(state="in-sync", headline=last.get("message", report["message"]))
-    elif result == "offline":
-        since = last.get("started")
-        for entry in reversed(passes):
-            if entry.get("result") != "offline":
-                break
-            since = entry.get("started")
-        overview.update(state="offline", offline_since=since,
-                        headline=f"offline since {since}: {last.get('message', '')}")
-    else:
-        message = last.get("message", report["message"])
-        overview.update(state="needs-attention", headline=f"needs attention: {message}",
-                        action=last.get("action") or _ACTIONS.get(result,
-                                                                  "roaming-homes -v sync"))
-    return overview
-
-
 def _run_status(args: argparse.Namespace) -> int:
+    from roaming_homes.actions import status
     from roaming_homes.paths import Locations
 
     locations = Locations.from_env()
     if args.watch:
         _watch(locations)
-    report = status_report(locations)
+    report = status.report(locations)
     if args.json:
         _print_json(report)
-        return 0
-    lines = [f"{PROG}: {report['headline']}"]
-    if report["action"]:
-        lines.append(f"  run:              {report['action']}")
-    if report["finished"]:
-        lines.append(f"  last pass:        {report['finished']} ({report['result']}, "
-                     f"{report['duration']} s, {report['transferred']} transferred)")
-    lines.append(f"  last success:     {report['last_success'] or 'never'}")
-    if report["server"]:
-        lines.append(f"  server:           {report['server']}")
-    lines.append(f"  conflicts:        {', '.join(report['conflicts']) or 'none'}")
-    running = f"yes (pid {report['running_pid']})" if report["running"] else "no"
-    lines.append(f"  sync running now: {running}")
-    if report["watching_pid"]:
-        lines.append(f"  real-time mode:   watching (daemon pid {report['watching_pid']})")
-    if "warning" in report:
-        lines.append(f"  warning:          {report['warning']}")
-    print("\n".join(lines))
+    else:
+        print(status.render(report))
     return 0
 
 
@@ -333,7 +233,7 @@ def _run_resolve(args: argparse.Namespace) -> int:
     from roaming_homes.actions import conflicts
 
     cfg, locations = _load(args)
-    return conflicts.resolve(cfg, locations, lambda line: _say(args, line))
+    return _report_outcome(args, conflicts.resolve(cfg, locations))
 
 
 # --- restore ----------------------------------------------------------------------------------
@@ -359,7 +259,7 @@ def _run_restore(args: argparse.Namespace) -> int:
     if daemon_pid := lock_holder(locations.daemon_lock_file):
         make_way(locations, daemon_pid)  # real-time mode holds the lock for good
     try:
-        outcome = restore.restore_refused(cfg, locations, lambda line: None)
+        outcome = restore.restore_refused(cfg, locations)
     except RoamingHomesError as exc:
         if exc.code != ExitCode.IN_SYNC:
             raise
@@ -443,7 +343,7 @@ def _run_daemon(args: argparse.Namespace) -> int:
     from roaming_homes.actions import daemon
     from roaming_homes.paths import Locations
 
-    return daemon.main(Locations.from_env(), args.config, log=_warn)
+    return daemon.main(Locations.from_env(), args.config)
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -467,7 +367,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import logging
+
+    from roaming_homes import logs
+
     args = build_parser().parse_args(argv)
+    logs.setup(logging.DEBUG if args.verbose else logging.WARNING if args.quiet
+               else logging.INFO)
     try:
         return int(args.run(args))
     except RoamingHomesError as exc:

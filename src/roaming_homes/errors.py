@@ -35,20 +35,3 @@ class ConfigError(RoamingHomesError):
     def __init__(self, message: str) -> None:
         super().__init__(message, ExitCode.CONFIG)
 
-
-class Reason(enum.StrEnum):
-    """Why a pass did not simply end in sync. Decided where the evidence is read (ssh's output
-    in `transport`, unison's in `unison`, the guards' verdicts in `guards`); state, status,
-    notifications and the daemon consume it and never read those texts again."""
-
-    NONE = ""
-    SERVER_UNREACHABLE = "server-unreachable"
-    HOST_KEY = "host-key"  # the server's host key is unknown or changed
-    AUTH_REFUSED = "auth-refused"  # the server refused the login
-    SSH_FAILED = "ssh-failed"  # ssh failed otherwise (not installed, bad options)
-    CONNECTION_LOST = "connection-lost"
-    VERSION_MISMATCH = "version-mismatch"  # the two unisons cannot talk to each other
-    DISK_FULL = "disk-full"
-    REPLICA = "replica"  # refused: a replica is missing, emptied or not the one of the last pass
-    LOSSES = "losses"  # refused: the plan deletes or overwrites too much
-    UNISON_FAILED = "unison-failed"

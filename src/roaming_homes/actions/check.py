@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from roaming_homes import config
-from roaming_homes.errors import ConfigError, Reason
+from roaming_homes.errors import ConfigError
+from roaming_homes.outcome import SUCCEEDED, Reason, SyncOutcome
 from roaming_homes.paths import Locations
 from roaming_homes.safety.guards import MARKER
 from roaming_homes.session.state import StateStore
+from roaming_homes.unison import runner
 from roaming_homes.unison import ssh as transport
 
 OK, FAIL, WARN, SKIP = "ok", "fail", "warn", "skip"
@@ -139,15 +141,13 @@ def _age(seconds: float) -> str:
     return f"{int(seconds)} s"
 
 
-def sync_age_result(state: dict[str, Any], now: datetime, interval: int,
+def sync_age_result(last: SyncOutcome | None, success: str | None, now: datetime, interval: int,
                     stale_after: int) -> Result:
-    """How long ago the last successful sync was: a problem past `notify.stale_after` (the age
-    the desktop warns at too), or ten intervals when that is longer."""
+    """How long ago the last successful sync (`success`) was: a problem past
+    `notify.stale_after` (the age the desktop warns at too), or ten intervals when that is
+    longer. `last` is the last pass, named when it did not succeed."""
     name = "last sync"
-    last = state.get("last") or {}
-    failing = ("" if last.get("exit_code") in (None, 0, 1)
-               else f"; last pass: {last.get('message', 'failed')}")
-    success = state.get("last_success")
+    failing = "" if last is None or last.result in SUCCEEDED else f"; last pass: {last.message}"
     if not success:
         return Result(name, WARN, f"no successful sync yet{failing}",
                       "run `roaming-homes sync -v` and read its output")
@@ -185,7 +185,7 @@ class _Server:
         command = (argv if self.server.is_local
                    else transport.remote_command(self.server, self.socket, argv))
         try:
-            return subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True,
+            return runner.run(command, stdin=subprocess.DEVNULL, capture_output=True,
                                   text=True, timeout=self.timeout, check=False)
         except subprocess.TimeoutExpired:
             return subprocess.CompletedProcess(command, 124, "", "timed out")
@@ -199,7 +199,7 @@ class _Server:
 
 def _local(argv: list[str]) -> subprocess.CompletedProcess[str]:
     try:
-        return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        return runner.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                               timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return subprocess.CompletedProcess(argv, 127, "", str(exc))
@@ -314,7 +314,8 @@ def run_checks(locations: Locations, config_path: Path | None = None) -> Report:
         why = "not checked: the server cannot be used"
         results += [Result(name, SKIP, why) for name in
                     ("server home", "unison", "fsmonitor", "replica markers")]
-    results += [_service(), sync_age_result(StateStore(locations.state_dir).load(),
+    store = StateStore(locations.state_dir)
+    results += [_service(), sync_age_result(store.last(), store.last_success(),
                                             datetime.now().astimezone(),
                                             cfg["sync"]["interval"],
                                             cfg["notify"]["stale_after"])]

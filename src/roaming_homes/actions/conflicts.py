@@ -8,23 +8,26 @@ sync lock, so automatic syncs skip (exit 75) while the user decides.
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import shutil
-import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from roaming_homes import unison
 from roaming_homes.actions import sync as engine
 from roaming_homes.config import Config
 from roaming_homes.errors import ExitCode, RoamingHomesError
+from roaming_homes.outcome import COMPLETED, SyncOutcome
 from roaming_homes.paths import Locations
 from roaming_homes.session.lock import SyncLock, lock_holder, make_way
 from roaming_homes.session.state import StateStore
+from roaming_homes.unison import profile, runner
 from roaming_homes.unison import ssh as transport
+
+log = logging.getLogger(__name__)
 
 GUI = "unison-gtk"
 
@@ -74,15 +77,15 @@ def _stat_local(root: Path, path: str) -> Side:
     return Side(float(int(st.st_mtime)), st.st_size)
 
 
-def last_known_conflicts(history: Sequence[dict[str, Any]]) -> list[str]:
+def last_known_conflicts(history: Sequence[SyncOutcome]) -> list[str]:
     """The conflicts of the latest pass that ran unison to the end (exit 0, 1 or 2).
 
     A pass that was skipped (offline, busy) or refused did not look at the files: the
     conflicts found before it are still there.
     """
     for entry in reversed(history):
-        if entry.get("exit_code") in (0, 1, 2):
-            return [p for p in entry.get("conflicts", []) if isinstance(p, str)]
+        if entry.result in COMPLETED:
+            return entry.conflicts
     return []
 
 
@@ -115,25 +118,25 @@ def resolver_argv(program: str, env: Mapping[str, str],
     if env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"):
         gui = which(GUI)
         if gui:
-            return [gui, unison.PROFILE, *extra]
-    return unison.build_argv(program, first_run=False, extra=extra, guarded=False)
+            return [gui, profile.PROFILE, *extra]
+    return profile.build_argv(program, first_run=False, extra=extra, guarded=False)
 
 
-def resolve(config: Config, locations: Locations, say: Callable[[str], None]) -> int:
+def resolve(config: Config, locations: Locations) -> SyncOutcome:
     """Run the interactive unison under the sync lock, then one ordinary pass to record the
-    outcome; returns that pass's exit code (or the reason nothing ran)."""
+    outcome; returns that pass's outcome. Raises RoamingHomesError when nothing ran."""
     if daemon_pid := lock_holder(locations.daemon_lock_file):
         make_way(locations, daemon_pid)  # real-time mode holds the lock for good
     lock = SyncLock(locations.lock_file)
     lock.acquire("resolve")
     try:
-        prepared = engine.prepare_interactive(config, locations, say)
+        prepared = engine.prepare_interactive(config, locations)
         argv = resolver_argv(config["sync"]["unison"], os.environ, extra=prepared.extra)
-        say(f"opening {os.path.basename(argv[0])} on the roaming-homes profile; automatic "
-            "syncs wait until it is closed")
+        log.info("opening %s on the roaming-homes profile; automatic syncs wait until it is "
+                 "closed", os.path.basename(argv[0]))
         fds = () if lock.fileno is None else (lock.fileno,)
         try:
-            code = subprocess.run(argv, env=unison.environment(locations),
+            code = runner.run(argv, env=profile.environment(locations),
                                   pass_fds=fds, check=False).returncode
         except FileNotFoundError:
             raise RoamingHomesError(f"unison program not found: {argv[0]} (sync.unison)",
@@ -142,6 +145,4 @@ def resolve(config: Config, locations: Locations, say: Callable[[str], None]) ->
             raise RoamingHomesError(f"{argv[0]} ended with exit code {code}", ExitCode.FAILED)
     finally:
         lock.release()
-    outcome = engine.run_pass(config, locations)
-    say(outcome.message)
-    return outcome.exit_code
+    return engine.run_pass(config, locations)

@@ -25,32 +25,39 @@ doing; the watch worker wakes it the same way. At SIGTERM a timer thread sets th
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import queue
 import select
 import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 from roaming_homes import config as config_mod
 from roaming_homes.actions import sync as engine
 from roaming_homes.actions import watch as realtime
-from roaming_homes.actions.sync import SyncOutcome
+from roaming_homes.actions.status import Overview, clock
 from roaming_homes.config import Config
 from roaming_homes.desktop import notify
 from roaming_homes.errors import ExitCode, RoamingHomesError
+from roaming_homes.outcome import ATTENTION, Result, SyncOutcome
 from roaming_homes.paths import Locations
 from roaming_homes.safety.guards import is_excluded
 from roaming_homes.session.lock import SyncLock, lock_holder
 from roaming_homes.unison import ssh as transport
+from roaming_homes.unison.inotify import (
+    IN_ATTRIB,
+    IN_CLOSE_WRITE,
+    IN_CREATE,
+    IN_DELETE,
+    IN_MOVED_TO,
+)
 
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
 # Runs one pass and returns the outcome to report; it must return soon after `abort` is set:
 # the daemon sets it when the logout's time is up.
 PassStrategy = Callable[[Config, Locations, threading.Event], SyncOutcome]
@@ -59,14 +66,13 @@ PassStrategy = Callable[[Config, Locations, threading.Event], SyncOutcome]
 CONFIG_POLL = 5.0
 # What changes a config file in its directory: written in place, replaced (atomic-save editors
 # write a new file and rename it over the old one), created, removed, permissions changed.
-CONFIG_EVENTS = 0x8 | 0x80 | 0x100 | 0x200 | 0x4  # IN_CLOSE_WRITE MOVED_TO CREATE DELETE ATTRIB
+CONFIG_EVENTS = IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_ATTRIB
 # How much longer than the logout bound systemd should wait for us: unison's grace after
 # SIGINT, and closing the shared ssh connection.
 STOP_MARGIN = 15
 # NetworkManager's NMState: 50 CONNECTED_LOCAL, 60 CONNECTED_SITE, 70 CONNECTED_GLOBAL. A home
 # server is often on the local network, so any "connected" state counts.
 NM_CONNECTED_LOCAL = 50
-_ATTENTION = frozenset({"conflicts", "partial", "failed", "refused", "config-error"})
 # Real-time mode: how long the daemon leaves the sync lock free when asked to (SIGUSR1) for
 # someone else to take it; how soon it tries again when somebody else held the lock.
 YIELD_WINDOW = 3.0
@@ -82,11 +88,6 @@ def interval_pass(config: Config, locations: Locations, abort: threading.Event) 
 
 # --- deciding (pure) --------------------------------------------------------------------------
 
-def clock(timestamp: str) -> str:
-    """HH:MM:SS of an ISO timestamp, as the user reads it in `systemctl status`."""
-    return datetime.fromisoformat(timestamp).strftime("%H:%M:%S")
-
-
 def network_came_up(previous: int | None, state: int) -> bool:
     """Whether a NetworkManager StateChanged is worth a pass now: connected, and was not."""
     return state >= NM_CONNECTED_LOCAL and (previous is None or previous < NM_CONNECTED_LOCAL)
@@ -101,9 +102,9 @@ def watch_retry_delay(result: realtime.WatchResult, config: Config) -> float:
     """
     if result.fallback:
         return config["sync"]["rescan_interval"]
-    if result.outcome is None or result.outcome.result == "offline":
+    if result.outcome is None or result.outcome.result == Result.OFFLINE:
         return 0.0
-    if result.outcome.result == "busy":
+    if result.outcome.result == Result.BUSY:
         return BUSY_RETRY
     return config["sync"]["interval"]
 
@@ -132,10 +133,10 @@ class Health:
 
     def update(self, outcome: SyncOutcome) -> str | None:
         """Take in a finished pass; return the line to log, or None when nothing changed."""
-        if outcome.result == "busy":
+        if outcome.result == Result.BUSY:
             return None  # a `roaming-homes sync` of the user's own holds the lock; not news
         previous, self.last = self.last, outcome
-        if outcome.result == "offline":
+        if outcome.result == Result.OFFLINE:
             if self.offline:
                 return None
             self.offline_since = outcome.finished
@@ -144,24 +145,13 @@ class Health:
         if was_offline:
             return f"back online (offline since {clock(was_offline)}): {outcome.message}"
         if (outcome.transferred or previous is None or previous.result != outcome.result
-                or (outcome.result in _ATTENTION and previous.message != outcome.message)):
+                or (outcome.result in ATTENTION and previous.message != outcome.message)):
             return outcome.message
         return None
 
     def status(self) -> str:
         """The one line for systemd's STATUS= (`systemctl --user status roaming-homes`)."""
-        if self.note:
-            return f"needs attention: {self.note}"
-        if self.offline_since:
-            return f"offline since {clock(self.offline_since)}"
-        last = self.last
-        if last is None:
-            return "first sync running"
-        if last.result in _ATTENTION:
-            return f"needs attention: {last.message}"
-        if last.result == "in-sync":
-            return f"last sync {clock(last.finished)}: in sync"
-        return f"last pass {clock(last.finished)}: {last.message}"
+        return Overview(self.last, self.offline_since, note=self.note).line()
 
 
 # --- doing ------------------------------------------------------------------------------------
@@ -185,7 +175,7 @@ def sd_notify(message: str, address: str | None = None) -> bool:
     return True
 
 
-def watch_network(on_up: Callable[[], None], log: Log) -> None:
+def watch_network(on_up: Callable[[], None]) -> None:
     """Call `on_up` whenever NetworkManager reports the network connected again (blocks).
 
     Runs in a daemon thread. Without a system bus or NetworkManager there is nothing to watch:
@@ -206,14 +196,14 @@ def watch_network(on_up: Callable[[], None], log: Log) -> None:
     try:
         with conn, conn.filter(rule) as queue:
             conn.send_and_get_reply(message_bus.AddMatch(rule), timeout=10)
-            log("watching NetworkManager: a pass runs as soon as the network is back")
+            log.info("watching NetworkManager: a pass runs as soon as the network is back")
             while True:
                 state = conn.recv_until_filtered(queue).body[0]
                 if network_came_up(previous, state):
                     on_up()
                 previous = state
     except (OSError, ValueError, RuntimeError, DBusErrorResponse) as exc:
-        log(f"stopped watching the network ({exc}); passes follow sync.interval")
+        log.info("stopped watching the network (%s); passes follow sync.interval", exc)
 
 
 def _mtimes(paths: tuple[Path, ...]) -> tuple[int | None, ...]:
@@ -276,11 +266,10 @@ class ConfigWatch:
 
 
 class Daemon:
-    def __init__(self, locations: Locations, config_path: Path | None, log: Log,
+    def __init__(self, locations: Locations, config_path: Path | None,
                  strategy: PassStrategy = interval_pass) -> None:
         self.locations = locations
         self.config_path = config_path
-        self.log = log
         self.strategy = strategy
         self.config = self._load()
         self._watched = (config_path or locations.system_config, locations.user_config)
@@ -334,9 +323,9 @@ class Daemon:
 
     def _report(self, outcome: SyncOutcome) -> None:
         if line := self.health.update(outcome):
-            self.log(line)
+            log.info(line)
         sd_notify(f"STATUS={self.health.status()}")
-        notify.after_pass(self.config, self.locations, outcome.to_dict(), log=self.log)
+        notify.after_pass(self.config, self.locations, outcome)
 
     def _reload_due(self) -> bool:
         if (self._reload_requested or self._config_touched
@@ -354,11 +343,11 @@ class Daemon:
         except RoamingHomesError as exc:
             note = f"configuration not reloaded, the previous one stays in use: {exc.message}"
             if note != self.health.note:
-                self.log(note)
+                log.info(note)
             self.health.note = note
         else:
             if self.health.note:
-                self.log("configuration reloaded")
+                log.info("configuration reloaded")
             self.health.note = ""
         sd_notify(f"STATUS={self.health.status()}")
         changed = self.config.values != previous
@@ -458,11 +447,11 @@ class Daemon:
         self._watch_retry_at = time.monotonic() + watch_retry_delay(result, config)
         if result.fallback:
             if result.reason != self._fallback_reason:
-                self.log(fallback_line(result.reason, config))
+                log.info(fallback_line(result.reason, config))
                 self._fallback_reason = result.reason
             if not reported:  # an interval pass now: the status must not wait an interval
                 self._last_pass_end -= config["sync"]["interval"]
-        elif result.outcome is not None and result.outcome.result == "busy":
+        elif result.outcome is not None and result.outcome.result == Result.BUSY:
             self._last_pass_end = self._watch_retry_at  # no interval pass in between either
 
     def _make_way(self) -> None:
@@ -507,11 +496,11 @@ class Daemon:
         with contextlib.suppress(OSError):  # no inotify (limits, old kernel): poll the mtimes
             self._config_watch = ConfigWatch(self._watched)
         threading.Thread(target=self._bound_stop, name="logout-bound", daemon=True).start()
-        threading.Thread(target=watch_network, args=(self.request_pass, self.log),
+        threading.Thread(target=watch_network, args=(self.request_pass,),
                          name="network", daemon=True).start()
         sd_notify(f"READY=1\nSTATUS={self.health.status()}")
         interval = self.config["sync"]["interval"]
-        self.log(f"started: real-time mode (sync.watch), else a pass every {interval} s"
+        log.info(f"started: real-time mode (sync.watch), else a pass every {interval} s"
                  if self.config["sync"]["watch"] else
                  f"started: a pass now, then every {interval} s")
         self._pass_requested = True  # the login pass
@@ -534,7 +523,7 @@ class Daemon:
                     wake_at = min(due, self._watch_retry_at)  # real-time mode is tried again
                 self._sleep(wake_at - time.monotonic())
             if not self.abort.is_set():
-                self.log("stopping: final pass")
+                log.info("stopping: final pass")
                 # Not `_cycle`: offline or not, the final pass tries; it fails fast if it must.
                 self._report(self.strategy(self.config, self.locations, self.abort))
         finally:
@@ -543,18 +532,17 @@ class Daemon:
             if self._config_watch is not None:
                 self._config_watch.close()
             daemon_lock.release()
-        self.log("stopped")
+        log.info("stopped")
         return 0
 
 
-def main(locations: Locations, config_path: Path | None, log: Log | None = None) -> int:
+def main(locations: Locations, config_path: Path | None) -> int:
     """`roaming-homes daemon`: returns the exit code (0 also for an excluded user)."""
-    say = log or (lambda line: print(line, file=sys.stderr, flush=True))
-    daemon = Daemon(locations, config_path, say)
+    daemon = Daemon(locations, config_path)
     if daemon.config["notify"]["enabled"]:
         notify.check_config(daemon.config)  # a bad messages file: exit 78 before any pass
     if is_excluded(locations.user, daemon.config["sync"]["excluded_users"]):
-        say(f"user {locations.user} is excluded (sync.excluded_users): no daemon")
+        log.info("user %s is excluded (sync.excluded_users): no daemon", locations.user)
         sd_notify(f"READY=1\nSTATUS=user {locations.user} is excluded: not syncing")
         return 0
     return daemon.run()

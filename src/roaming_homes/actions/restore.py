@@ -8,12 +8,10 @@ damaged side held is kept in its backups, like everything a sync replaces.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from roaming_homes.actions import sync as engine
-from roaming_homes.actions.sync import SyncOutcome
 from roaming_homes.config import Config
 from roaming_homes.errors import ExitCode, RoamingHomesError
+from roaming_homes.outcome import Result, SyncOutcome
 from roaming_homes.paths import Locations
 from roaming_homes.safety import refused
 from roaming_homes.session.lock import SyncLock
@@ -21,8 +19,7 @@ from roaming_homes.session.state import StateStore
 from roaming_homes.unison import ssh as transport
 
 
-def restore_refused(config: Config, locations: Locations,
-                    on_line: Callable[[str], None]) -> SyncOutcome:
+def restore_refused(config: Config, locations: Locations) -> SyncOutcome:
     """Put back what the last refused pass would have deleted or overwritten, from the side
     that still has it. Raises RoamingHomesError when nothing was refused (or the lock is
     held); the outcome is recorded like a pass."""
@@ -33,11 +30,11 @@ def restore_refused(config: Config, locations: Locations,
     server = transport.Server.from_config(config["server"])
     with SyncLock(locations.lock_file) as lock:
         store = StateStore(locations.state_dir)
-        job = engine.Pass(config, locations, server, store, on_line, None, lock.fileno)
+        job = engine.Pass(config, locations, server, store, lock_fd=lock.fileno)
         outcome = engine.guarded_pass(job, engine.outcomes(server), force=True,
                                       only=pending.paths, winner=pending.side)
-        store.record(outcome.to_dict())
-    if outcome.exit_code == ExitCode.IN_SYNC:
+        store.record(outcome)
+    if outcome.result == Result.IN_SYNC:
         refused.clear(locations.state_dir, pending.key)
         outcome.message = (f"restored {len(pending.paths)} item(s) from "
                            f"{'the server' if pending.side == 'server' else 'this computer'}: "

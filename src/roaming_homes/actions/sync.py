@@ -6,68 +6,41 @@ CLI or the daemon decide what to show. Output lines are handed to an optional ca
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from roaming_homes import config as config_mod
-from roaming_homes import unison
 from roaming_homes.config import Config
-from roaming_homes.errors import ExitCode, Reason, RoamingHomesError
+from roaming_homes.errors import ExitCode, RoamingHomesError
+from roaming_homes.outcome import COMPLETED, Reason, Result, SyncOutcome, result_of
 from roaming_homes.paths import Locations, is_below, xdg_user_dirs
 from roaming_homes.safety import guards, refused
 from roaming_homes.safety.baseline import BaselineStore
-from roaming_homes.safety.guards import escape, is_excluded
+from roaming_homes.safety.guards import is_excluded
 from roaming_homes.session import progress
 from roaming_homes.session.lock import SyncLock
 from roaming_homes.session.state import StateStore, ensure_private_dir, write_atomic
+from roaming_homes.text import escape
+from roaming_homes.unison import dialogue, output, profile
 from roaming_homes.unison import ssh as transport
 from roaming_homes.unison.ignore import count_files
 
 LineSink = Callable[[str], None]
+log = logging.getLogger(__name__)
+# unison's own output, line by line (shown with -v; always in sync.log)
+unison_output = logging.getLogger("roaming_homes.unison.output")
 
-RESULTS = {
-    ExitCode.IN_SYNC: "in-sync",
-    ExitCode.NEEDS_USER: "conflicts",
-    ExitCode.PARTIAL: "partial",
-    ExitCode.FAILED: "failed",
-    ExitCode.REFUSED: "refused",
-    ExitCode.TRY_LATER: "offline",
-}
 # Both ways out of a loss refusal; restoring first: forcing by habit is what the guard is against.
 REFUSAL_ACTION = ("roaming-homes restore --refused  (or, if the deletions are intended: "
                   "roaming-homes sync --force)")
 _INTERRUPTED = "stopped before it finished (time was up); the next pass completes it"
-
-
-@dataclass
-class SyncOutcome:
-    """What one pass did; this is what `sync --json`, `status` and the history show."""
-
-    result: str
-    exit_code: int
-    message: str
-    started: str
-    finished: str
-    duration: float
-    server: str
-    transferred: int = 0
-    skipped: int = 0
-    failed: int = 0
-    conflicts: list[str] = field(default_factory=list)
-    failed_paths: list[str] = field(default_factory=list)
-    first_run: bool = False
-    notes: list[str] = field(default_factory=list)  # what the user should know, one line each
-    action: str = ""  # the command that helps, when the outcome names one (a refusal's way out)
-    reason: str = ""  # an errors.Reason value: why it did not simply end in sync
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _now() -> str:
@@ -99,7 +72,7 @@ def sync_paths(config: Config, locations: Locations) -> tuple[list[str], list[st
 
 
 def build_plan(config: Config, locations: Locations, server: transport.Server,
-               socket: Path | None, paths: list[str]) -> unison.Plan:
+               socket: Path | None, paths: list[str]) -> profile.Plan:
     """What unison is told for `paths` (as `sync_paths` resolved them for this pass)."""
     # Our own state, archives and lock never travel, whatever `paths` says.
     # The replica marker sits at the root and is never synced either: each side keeps its own.
@@ -107,7 +80,7 @@ def build_plan(config: Config, locations: Locations, server: transport.Server,
     own = [".unison", guards.MARKER] + [
         rel for rel in (_relative_to_home(p, locations.home) for p in own_dirs) if rel]
     ignores = list(dict.fromkeys([*config["sync"]["ignore_paths"], *own]))
-    return unison.Plan(
+    return profile.Plan(
         local_root=str(locations.home),
         server_root=server.unison_root,
         paths=tuple(paths),
@@ -125,43 +98,43 @@ def _is_first_run(store: StateStore, key: str, unison_dir: Path) -> bool:
     return not any(unison_dir.glob("ar*")) or not store.is_synced(key)
 
 
-def _classify(run: unison.Run, summary: unison.Summary) -> tuple[ExitCode, str, Reason]:
+def _classify(run: dialogue.Run, summary: output.Summary) -> tuple[Result, str, Reason]:
     code = run.returncode
     troubles = summary.troubles
     if code == 0:
         if summary.nothing_to_do:
-            return ExitCode.IN_SYNC, "in sync: nothing to do", Reason.NONE
-        return (ExitCode.IN_SYNC, f"in sync: {summary.transferred} item(s) transferred",
+            return Result.IN_SYNC, "in sync: nothing to do", Reason.NONE
+        return (Result.IN_SYNC, f"in sync: {summary.transferred} item(s) transferred",
                 Reason.NONE)
     if code == 1:
         names = ", ".join(escape(n) for n in summary.conflicts[:5]) + (
             " …" if len(summary.conflicts) > 5 else "")
-        return ExitCode.NEEDS_USER, (f"{len(summary.conflicts) or summary.skipped} conflict(s) "
-                                     f"need you: {names} (see `roaming-homes conflicts`)"), \
+        return Result.CONFLICTS, (f"{len(summary.conflicts) or summary.skipped} conflict(s) "
+                                  f"need you: {names} (see `roaming-homes conflicts`)"), \
             Reason.NONE
     reason = next((_REASONS[t] for t in _REASON_ORDER if t in troubles), Reason.UNISON_FAILED)
     if code == 2:
         names = ", ".join(escape(n) for n in summary.failed_paths[:5])
-        return ExitCode.PARTIAL, f"{summary.failed} item(s) failed to transfer: {names}", reason
+        return Result.PARTIAL, f"{summary.failed} item(s) failed to transfer: {names}", reason
     if run.declined is not None:
-        return ExitCode.FAILED, ("unison asked a question roaming-homes does not answer; "
-                                 "nothing was synced (see the log)"), reason
+        return Result.FAILED, ("unison asked a question roaming-homes does not answer; "
+                               "nothing was synced (see the log)"), reason
     fatal = summary.fatal or next((line for line in reversed(run.lines) if line.strip()), "")
-    if unison.Trouble.MARKER_VANISHED in troubles:
-        return ExitCode.REFUSED, (f"a replica lost its marker {guards.MARKER} while unison "
-                                  "looked at it (unmounted?); nothing was synced. Once it is "
-                                  "back, sync again"), Reason.REPLICA
-    if unison.Trouble.CONNECTION_LOST in troubles:
-        return ExitCode.TRY_LATER, f"connection to the server lost: {fatal}", reason
+    if output.Trouble.MARKER_VANISHED in troubles:
+        return Result.REFUSED, (f"a replica lost its marker {guards.MARKER} while unison "
+                                "looked at it (unmounted?); nothing was synced. Once it is "
+                                "back, sync again"), Reason.REPLICA
+    if output.Trouble.CONNECTION_LOST in troubles:
+        return Result.OFFLINE, f"connection to the server lost: {fatal}", reason
     if code < 0:
-        return ExitCode.FAILED, f"unison was killed by signal {-code}", reason
-    return ExitCode.FAILED, f"unison failed: {fatal or f'exit code {code}'}", reason
+        return Result.FAILED, f"unison was killed by signal {-code}", reason
+    return Result.FAILED, f"unison failed: {fatal or f'exit code {code}'}", reason
 
 
 # The reason a failed run gives, for the troubles unison reported (the first that applies).
-_REASONS = {unison.Trouble.DISK_FULL: Reason.DISK_FULL,
-            unison.Trouble.VERSION_MISMATCH: Reason.VERSION_MISMATCH,
-            unison.Trouble.CONNECTION_LOST: Reason.CONNECTION_LOST}
+_REASONS = {output.Trouble.DISK_FULL: Reason.DISK_FULL,
+            output.Trouble.VERSION_MISMATCH: Reason.VERSION_MISMATCH,
+            output.Trouble.CONNECTION_LOST: Reason.CONNECTION_LOST}
 _REASON_ORDER = tuple(_REASONS)
 
 
@@ -169,9 +142,8 @@ def outcomes(server: transport.Server) -> Callable[..., SyncOutcome]:
     """A maker of outcomes for a pass (or watch cycle) that starts now."""
     started, clock = _now(), time.monotonic()
 
-    def outcome(code: ExitCode, message: str, result: str | None = None,
-                **counts: Any) -> SyncOutcome:
-        return SyncOutcome(result=result or RESULTS[code], exit_code=int(code), message=message,
+    def outcome(result: Result, message: str, **counts: Any) -> SyncOutcome:
+        return SyncOutcome(result=result, message=message,
                            started=started, finished=_now(),
                            duration=round(time.monotonic() - clock, 3), server=server.label,
                            **counts)
@@ -180,7 +152,7 @@ def outcomes(server: transport.Server) -> Callable[..., SyncOutcome]:
 
 
 def run_pass(config: Config, locations: Locations, *, first_run: bool = False,
-             force: bool = False, on_line: LineSink | None = None,
+             force: bool = False,
              on_progress: Callable[[progress.Progress], None] | None = None,
              abort: threading.Event | None = None, lock_wait: float = 0) -> SyncOutcome:
     """Run one pass and record it. Never raises for an expected failure: see the outcome.
@@ -194,20 +166,21 @@ def run_pass(config: Config, locations: Locations, *, first_run: bool = False,
     server = transport.Server.from_config(config["server"])
     outcome = outcomes(server)
     if is_excluded(locations.user, config["sync"]["excluded_users"]):
-        return outcome(ExitCode.IN_SYNC, f"user {locations.user} is excluded "
-                       "(sync.excluded_users): nothing synced", result="excluded")
+        return outcome(Result.EXCLUDED, f"user {locations.user} is excluded "
+                       "(sync.excluded_users): nothing synced")
     lock = SyncLock(locations.lock_file)
     try:
         lock.acquire(wait=lock_wait)
     except RoamingHomesError as exc:
-        return outcome(exc.code, exc.message, result="busy")
+        return outcome(Result.BUSY if exc.code == ExitCode.TRY_LATER else Result.FAILED,
+                       exc.message)
     store = StateStore(locations.state_dir)
     tracker = progress.Tracker(locations, on_progress)
     try:
-        result = guarded_pass(Pass(config, locations, server, store,
-                                   tracker.wrap(on_line or _ignore), abort, lock.fileno),
+        result = guarded_pass(Pass(config, locations, server, store, abort, lock.fileno,
+                                   tracker.wrap(_ignore)),
                               outcome, first_run=first_run, force=force)
-        store.record(result.to_dict())
+        store.record(result)
         return result
     finally:
         tracker.close()
@@ -226,9 +199,10 @@ class Pass:
     locations: Locations
     server: transport.Server
     store: StateStore
-    on_line: LineSink
     abort: threading.Event | None = None
     lock_fd: int | None = None
+    # unison's output and our notes, line by line, for the progress tracker
+    on_output: LineSink = _ignore
 
 
 @dataclass
@@ -237,7 +211,7 @@ class _Prepared:
 
     key: str  # the pair of roots, as remembered in the state
     first: bool
-    plan: unison.Plan
+    plan: profile.Plan
     socket: Path | None
     paths: tuple[str, ...]  # every synced path (the plan may name only some: a real-time cycle)
     # The replicas as the guards saw them before unison. Over ssh the server reports its own
@@ -264,20 +238,20 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
     found_paths, warnings = sync_paths(config, locations)
     paths = tuple(found_paths)
     for warning in warnings:
-        job.on_line(warning)
+        log.debug("%s", warning)
     if not paths:
-        return outcome(ExitCode.IN_SYNC, "nothing to sync: none of the configured paths exist "
+        return outcome(Result.IN_SYNC, "nothing to sync: none of the configured paths exist "
                        "(set sync.paths)")
     try:
         socket = transport.connect(server, locations.control_dir)
     except transport.ConnectError as exc:
-        return outcome(exc.code, exc.message, reason=exc.reason)
+        return outcome(result_of(exc.reason), exc.message, reason=exc.reason)
     plan = build_plan(config, locations, server, socket, list(only or paths))
     try:
-        profile = unison.build_profile(plan)
-    except unison.ProfileValueError as exc:
-        return outcome(ExitCode.CONFIG, str(exc), result="config-error")
-    _write_profile(locations.unison_dir / f"{unison.PROFILE}.prf", profile)
+        text = profile.build_profile(plan)
+    except profile.ProfileValueError as exc:
+        return outcome(Result.CONFIG_ERROR, str(exc))
+    _write_profile(locations.unison_dir / f"{profile.PROFILE}.prf", text)
     ensure_private_dir(locations.backup_dir)
     key = f"{plan.local_root} <-> {plan.server_root}"
     first = first_run or _is_first_run(job.store, key, locations.unison_dir)
@@ -289,18 +263,18 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
             found["server"] = _probe_server(server, socket, paths, nonce, job.abort)
         except transport.ConnectError as exc:
             if job.abort is not None and job.abort.is_set():
-                return outcome(ExitCode.TRY_LATER, _INTERRUPTED, result="interrupted")
-            return outcome(exc.code, exc.message, reason=exc.reason)
+                return outcome(Result.INTERRUPTED, _INTERRUPTED)
+            return outcome(result_of(exc.reason), exc.message, reason=exc.reason)
     recorded = job.store.replicas(key)
     ids = {side: recorded.get(f"{side}_id", "") for side in ("local", "server")}
     if refusal := _replica_refusal(found, ids, first, _names(plan, server)):
-        job.on_line(refusal)
-        return outcome(ExitCode.REFUSED, refusal, reason=Reason.REPLICA)
+        log.debug("%s", refusal)
+        return outcome(Result.REFUSED, refusal, reason=Reason.REPLICA)
     extra: list[str] = []
     if not server.is_local:
         command = guards.guard_command(server.home, paths, nonce,
                                        None if first else (ids["server"] or None))
-        extra += ["-servercmd", unison.escape_sshargs([command])]
+        extra += ["-servercmd", profile.escape_sshargs([command])]
     if not first and all(ids.values()):
         # unison checks the markers again after its own scan: a share that vanishes
         # between our probe and its update detection still stops the pass.
@@ -310,7 +284,7 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
     return _Prepared(key, first, plan, socket, paths, found, ids, extra, nonce, baselines)
 
 
-def _names(plan: unison.Plan, server: transport.Server) -> dict[str, str]:
+def _names(plan: profile.Plan, server: transport.Server) -> dict[str, str]:
     return {"local": plan.local_root, "server": server.label}
 
 
@@ -322,7 +296,7 @@ def _replica_refusal(found: dict[str, guards.Probe], ids: dict[str, str], first:
         None if first else guards.marker_refusal(ids, found, names))
 
 
-def _counted_here(plan: unison.Plan, server: transport.Server) -> dict[str, str]:
+def _counted_here(plan: profile.Plan, server: transport.Server) -> dict[str, str]:
     """The replicas this computer looks at itself (side -> root): the local home, and the
     server's too when it is a local directory (over ssh the server reports its own)."""
     return {"local": plan.local_root, **({"server": server.local_root} if server.is_local else {})}
@@ -338,20 +312,20 @@ def _write_profile(path: Path, text: str) -> None:
     write_atomic(path, text)
 
 
-def prepare_interactive(config: Config, locations: Locations, on_line: LineSink) -> _Prepared:
+def prepare_interactive(config: Config, locations: Locations) -> _Prepared:
     """`_prepare` for `resolve` (the caller holds the lock). Raises RoamingHomesError when the
     pass could not run or the guards refuse it."""
     server = transport.Server.from_config(config["server"])
-    job = Pass(config, locations, server, StateStore(locations.state_dir), on_line)
+    job = Pass(config, locations, server, StateStore(locations.state_dir))
     prepared = _prepare(job, False, outcomes(server), probe_server=True)
     if isinstance(prepared, SyncOutcome):
-        raise RoamingHomesError(prepared.message, ExitCode(prepared.exit_code))
+        raise RoamingHomesError(prepared.message, prepared.exit_code)
     return prepared
 
 
 class _Judge:
     """The loss guard of one pass: weighs unison's plan when unison asks, and says whether it
-    may propagate (`unison.run`'s `decide`)."""
+    may propagate (`dialogue.run`'s `decide`)."""
 
     def __init__(self, job: Pass, prepared: _Prepared, force: bool) -> None:
         self.job, self.prepared, self.force = job, prepared, force
@@ -370,7 +344,7 @@ class _Judge:
             return self.prepared.baselines.current().below(path)
         return count_files(Path(root), [path], plan.ignore_paths, plan.ignore_names)
 
-    def __call__(self, items: Sequence[unison.PlanItem]) -> bool:
+    def __call__(self, items: Sequence[output.PlanItem]) -> bool:
         self.losses = guards.plan_losses(items, self.weigh, self.prepared.paths)
         if self.force or self.prepared.first:
             return True
@@ -400,30 +374,31 @@ def guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], *, first_run: b
         extra = [*extra, "-force", plan.local_root if winner == "local" else plan.server_root,
                  "-copyonconflict=false"]
     judge = _Judge(job, prepared, force)
-    with job.store.open_log() as log:
+    with job.store.open_log() as transcript:
         def sink(line: str) -> None:
-            log.write(line)
-            job.on_line(line)
+            transcript.write(line)
+            unison_output.debug("%s", line)
+            job.on_output(line)
 
-        def run_unison(first: bool, more: tuple[str, ...] = ()) -> tuple[unison.Run,
-                                                                        unison.Summary]:
+        def run_unison(first: bool, more: tuple[str, ...] = ()) -> tuple[dialogue.Run,
+                                                                        output.Summary]:
             return _run_unison(job, first, sink, judge, [*extra, *more])
 
-        log.write(f"--- pass started (pid {os.getpid()}, first run: {first}) ---")
+        transcript.write(f"--- pass started (pid {os.getpid()}, first run: {first}) ---")
         early = (_run_first_paths(job, prepared.plan, sink, judge, extra)
                  if first and only is None else None)
         run, summary = run_unison(first)
         if early:
             summary.transferred += early.transferred
         if job.abort is not None and job.abort.is_set():
-            return outcome(ExitCode.TRY_LATER, _INTERRUPTED, result="interrupted",
+            return outcome(Result.INTERRUPTED, _INTERRUPTED,
                            transferred=summary.transferred)
-        if run.returncode == 3 and unison.Trouble.ARCHIVES_LOCKED in summary.troubles:
+        if run.returncode == 3 and output.Trouble.ARCHIVES_LOCKED in summary.troubles:
             # Our flock is held, and unison inherits it: no other unison of ours can be using
             # these archives, so the lock is a leftover of a killed pass.
             sink("stale unison lock left by an interrupted pass: removing it (-ignorelocks)")
             run, summary = run_unison(first, ("-ignorelocks",))
-        disagree = unison.Trouble.ARCHIVES_DISAGREE in summary.troubles
+        disagree = output.Trouble.ARCHIVES_DISAGREE in summary.troubles
         if run.returncode == 3 and not first and disagree:
             # One side lost its archive (reinstalled server, restored backup): a union sync is
             # the safe way back; it never deletes.
@@ -435,28 +410,28 @@ def guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], *, first_run: b
     return result
 
 
-def _judged(job: Pass, prepared: _Prepared, run: unison.Run, summary: unison.Summary,
+def _judged(job: Pass, prepared: _Prepared, run: dialogue.Run, summary: output.Summary,
             first: bool, judge: _Judge, outcome: Callable[..., SyncOutcome]) -> SyncOutcome:
     """The outcome of a guarded run, and what it leaves for the next pass's guards."""
     if refusal := _server_refusal(job, prepared, run.lines):
-        job.on_line(refusal)
-        return outcome(ExitCode.REFUSED, refusal, reason=Reason.REPLICA)
-    if judge.refusal is not None and run.declined is not unison.Question.OTHER:
+        log.debug("%s", refusal)
+        return outcome(Result.REFUSED, refusal, reason=Reason.REPLICA)
+    if judge.refusal is not None and run.declined is not output.Question.OTHER:
         message = judge.refusal.message(judge.limits, job.server.label)
-        job.on_line(message)
+        log.debug("%s", message)
         refused.save(job.locations.state_dir, prepared.key, judge.refusal)
-        return outcome(ExitCode.REFUSED, message, action=REFUSAL_ACTION,
+        return outcome(Result.REFUSED, message, action=REFUSAL_ACTION,
                        reason=Reason.LOSSES)
     result = _finish(job.store, prepared.key, run, summary, first, outcome)
     for path in guards.absent_paths(prepared.paths, prepared.found):
         meant = guards.likely_meant(path, _existing_names(job, path))
         note = (f"sync.paths: {escape(path)!r} exists neither here nor on the server"
                 + (f" (did you mean {escape(meant)!r}?)" if meant else ""))
-        job.on_line(note)
+        log.debug("%s", note)
         result.notes.append(note)
-    if result.exit_code in (ExitCode.IN_SYNC, ExitCode.NEEDS_USER, ExitCode.PARTIAL):
+    if result.result in COMPLETED:
         _remember(job, prepared, judge, summary.nothing_to_do,
-                  complete=result.exit_code != ExitCode.PARTIAL)
+                  complete=result.result != Result.PARTIAL)
     return result
 
 
@@ -478,7 +453,7 @@ def _probe_server(server: transport.Server, socket: Path | None, paths: Sequence
     probe = guards.parse_report(answer.splitlines(), nonce, len(paths))
     if probe is None:
         raise transport.ConnectError(f"could not inspect the server home {server.label}: "
-                                     "unexpected answer", ExitCode.FAILED, Reason.SSH_FAILED)
+                                     "unexpected answer", Reason.SSH_FAILED)
     return probe
 
 
@@ -500,7 +475,7 @@ def _server_refusal(job: Pass, prepared: _Prepared, lines: list[str]) -> str | N
     return None
 
 
-def _write_marker(side: str, job: Pass, prepared: _Prepared, sink: LineSink) -> str:
+def _write_marker(side: str, job: Pass, prepared: _Prepared) -> str:
     """Give the replica on `side` a new marker; returns the id it has now ("" on failure)."""
     server, replica_id = job.server, guards.new_replica_id()
     try:
@@ -511,7 +486,7 @@ def _write_marker(side: str, job: Pass, prepared: _Prepared, sink: LineSink) -> 
         root = prepared.plan.local_root if side == "local" else server.local_root
         guards.write_local_marker(Path(root), replica_id)
     except (OSError, RoamingHomesError) as exc:
-        sink(f"could not write the replica marker on the {side} side: {exc}")
+        log.warning("could not write the replica marker on the %s side: %s", side, exc)
         return ""
     return replica_id
 
@@ -526,7 +501,7 @@ def _remember(job: Pass, prepared: _Prepared, judge: _Judge, unchanged: bool,
     for side in ("local", "server"):
         probe = prepared.found.get(side)
         replica_id = ("" if probe is None
-                      else probe.marker or _write_marker(side, job, prepared, job.on_line))
+                      else probe.marker or _write_marker(side, job, prepared))
         if replica_id or prepared.ids[side]:
             entry[f"{side}_id"] = replica_id or prepared.ids[side]
     job.store.set_replicas(prepared.key, entry)
@@ -548,19 +523,19 @@ def _remember_losses(job: Pass, prepared: _Prepared, judge: _Judge, remeasure: b
     store.save(store.measure(baseline.recent) if remeasure else baseline)
 
 
-def _finish(store: StateStore, key: str, run: unison.Run, summary: unison.Summary, first: bool,
+def _finish(store: StateStore, key: str, run: dialogue.Run, summary: output.Summary, first: bool,
             outcome: Callable[..., SyncOutcome]) -> SyncOutcome:
     """The outcome of a run; remembers that the roots have archives now."""
-    code, message, reason = _classify(run, summary)
-    if code in (ExitCode.IN_SYNC, ExitCode.NEEDS_USER, ExitCode.PARTIAL):
+    result, message, reason = _classify(run, summary)
+    if result in COMPLETED:
         store.mark_synced(key)
-    return outcome(code, message, transferred=summary.transferred, skipped=summary.skipped,
+    return outcome(result, message, transferred=summary.transferred, skipped=summary.skipped,
                    failed=summary.failed, conflicts=summary.conflicts,
                    failed_paths=summary.failed_paths, first_run=first, reason=reason)
 
 
-def _run_first_paths(job: Pass, plan: unison.Plan, sink: LineSink, judge: _Judge,
-                     extra: list[str]) -> unison.Summary | None:
+def _run_first_paths(job: Pass, plan: profile.Plan, sink: LineSink, judge: _Judge,
+                     extra: list[str]) -> output.Summary | None:
     """On a first run, a pass over just `sync.first_paths`, so that they arrive before the rest.
 
     Paths outside the synced paths are left out (with a line saying so): they would otherwise
@@ -574,29 +549,29 @@ def _run_first_paths(job: Pass, plan: unison.Plan, sink: LineSink, judge: _Judge
             sink(f"sync.first_paths: {path!r} is not below a synced path; left out")
     if not early:
         return None
-    profile = job.locations.unison_dir / f"{unison.PROFILE}.prf"
+    profile_file = job.locations.unison_dir / f"{profile.PROFILE}.prf"
     try:
-        write_atomic(profile, unison.build_profile(replace(plan, paths=tuple(early))))
-    except unison.ProfileValueError as exc:
+        write_atomic(profile_file, profile.build_profile(replace(plan, paths=tuple(early))))
+    except profile.ProfileValueError as exc:
         sink(f"sync.first_paths left out: {exc}")
         return None
     sink(f"first sync: {', '.join(early)} before the rest (sync.first_paths)")
     try:
         return _run_unison(job, True, sink, judge, extra)[1]
     finally:
-        write_atomic(profile, unison.build_profile(plan))
+        write_atomic(profile_file, profile.build_profile(plan))
 
 
 def _run_unison(job: Pass, first: bool, sink: LineSink, judge: _Judge,
-                extra: list[str]) -> tuple[unison.Run, unison.Summary]:
-    argv = unison.build_argv(job.config["sync"]["unison"], first, extra)
+                extra: list[str]) -> tuple[dialogue.Run, output.Summary]:
+    argv = profile.build_argv(job.config["sync"]["unison"], first, extra)
     if first:
         sink(progress.FIRST_RUN_LINE)
     fds = () if job.lock_fd is None else (job.lock_fd,)
     try:
-        run = unison.run(argv, unison.environment(job.locations), sink, judge, job.abort, fds)
+        run = dialogue.run(argv, profile.environment(job.locations), sink, judge, job.abort, fds)
     except FileNotFoundError:
         message = f"Fatal error: unison program not found: {argv[0]} (sync.unison)"
         sink(message)
-        run = unison.Run(3, [message])
-    return run, unison.parse_output(run.lines)
+        run = dialogue.Run(3, [message])
+    return run, output.parse_output(run.lines)

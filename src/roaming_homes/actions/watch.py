@@ -15,6 +15,7 @@ Idle, the loop sleeps in `select` on the monitors' pipes: an unchanged home cost
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import os
 import select
@@ -27,14 +28,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from roaming_homes.actions import sync as engine
-from roaming_homes.actions.sync import SyncOutcome
 from roaming_homes.config import Config
-from roaming_homes.errors import ExitCode, Reason, RoamingHomesError
+from roaming_homes.errors import ExitCode, RoamingHomesError
+from roaming_homes.outcome import Reason, Result, SyncOutcome, result_of
 from roaming_homes.paths import Locations, is_below
 from roaming_homes.safety.guards import is_excluded
 from roaming_homes.session import progress
 from roaming_homes.session.lock import STOP_GRACE, SyncLock
 from roaming_homes.session.state import StateStore
+from roaming_homes.unison import runner
 from roaming_homes.unison import ssh as transport
 from roaming_homes.unison.fsmonitor import collapse, quote, split_on_space, unquote
 from roaming_homes.unison.ignore import is_ignored
@@ -48,6 +50,14 @@ MONITOR = "unison-fsmonitor"
 _REPLICA = "0" * 32  # the one replica each monitor watches (its archive-hash slot)
 _EXIT_WAIT = 5.0  # seconds a monitor that closed its output gets to exit
 _ANSWER_TIMEOUT = 30.0  # seconds a monitor may take to answer (a large tree is walked at START)
+
+
+class Wake(enum.Enum):
+    """What ends the loop's sleep: the states it moves through between passes."""
+
+    CHANGES = "changes"  # the monitors reported changed paths: a pass over just those
+    RESCAN = "rescan"  # the full rescan is due, or a monitor lost events: a full pass
+    STOP = "stop"  # the daemon stops the session (or makes way for a pass of the user's)
 
 
 @dataclass
@@ -69,7 +79,7 @@ class MonitorLink:
 
     def __init__(self, argv: list[str], where: str) -> None:
         self.where = where
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        self.proc = runner.start(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, start_new_session=True)
         assert self.proc.stdout is not None and self.proc.stdin is not None
         self.fd = self.proc.stdout.fileno()
@@ -176,7 +186,7 @@ def local_monitor() -> list[str]:
 
 
 def run_watch(config: Config, locations: Locations, stop: threading.Event, *,
-              on_outcome: OutcomeSink | None = None, on_line: LineSink | None = None,
+              on_outcome: OutcomeSink | None = None,
               on_progress: ProgressSink | None = None) -> WatchResult:
     """Keep the home in sync in real time until `stop` is set.
 
@@ -193,11 +203,11 @@ def run_watch(config: Config, locations: Locations, stop: threading.Event, *,
     try:
         lock.acquire("watch")
     except RoamingHomesError as exc:
-        return WatchResult(exc.message, outcome=engine.outcomes(server)(exc.code, exc.message,
-                                                                        result="busy"))
+        busy = Result.BUSY if exc.code == ExitCode.TRY_LATER else Result.FAILED
+        return WatchResult(exc.message, outcome=engine.outcomes(server)(busy, exc.message))
     abort = threading.Event()
-    job = engine.Pass(config, locations, server, StateStore(locations.state_dir),
-                      on_line or _ignore, abort, lock.fileno)
+    job = engine.Pass(config, locations, server, StateStore(locations.state_dir), abort,
+                      lock.fileno)
     session = _Session(job, stop, on_outcome or _ignore_outcome, on_progress)
     waker = threading.Thread(target=session.wake_on_stop, name="watch-waker", daemon=True)
     waker.start()
@@ -208,10 +218,6 @@ def run_watch(config: Config, locations: Locations, stop: threading.Event, *,
         lock.release()
 
 
-def _ignore(_line: str) -> None:
-    pass
-
-
 def _ignore_outcome(_outcome: SyncOutcome) -> None:
     pass
 
@@ -219,12 +225,12 @@ def _ignore_outcome(_outcome: SyncOutcome) -> None:
 # A cycle's outcome that ends real-time mode: interval mode (and the daemon's health) handle
 # these, and a replica that is not the right one. Conflicts, partial passes and the loss guard's
 # refusals do not end it: the guard holds back what it refused, other changes go on.
-_ENDS_WATCH = frozenset({ExitCode.TRY_LATER, ExitCode.FAILED, ExitCode.CONFIG})
+_ENDS_WATCH = frozenset({Result.OFFLINE, Result.BUSY, Result.INTERRUPTED, Result.FAILED,
+                         Result.CONFIG_ERROR})
 
 
 def _ends_watch(outcome: SyncOutcome) -> bool:
-    return (ExitCode(outcome.exit_code) in _ENDS_WATCH
-            or outcome.reason == Reason.REPLICA)
+    return outcome.result in _ENDS_WATCH or outcome.reason == Reason.REPLICA
 
 
 class _Session:
@@ -261,14 +267,14 @@ class _Session:
                 os.close(fd)
 
     def record(self, outcome: SyncOutcome) -> None:
-        self.job.store.record(outcome.to_dict())
+        self.job.store.record(outcome)
         self.on_outcome(outcome)
 
     def pass_(self, only: tuple[str, ...] | None = None) -> SyncOutcome:
         """One guarded pass, with its progress published like any pass's (`status` shows a
         pass running; a big first sync is announced)."""
         tracker = progress.Tracker(self.job.locations, self.on_progress)
-        job = replace(self.job, on_line=tracker.wrap(self.job.on_line))
+        job = replace(self.job, on_output=tracker.wrap(self.job.on_output))
         try:
             return engine.guarded_pass(job, engine.outcomes(self.job.server), only=only)
         finally:
@@ -281,7 +287,7 @@ class _Session:
             self._start_monitors(paths)
         except transport.ConnectError as exc:  # the server cannot be used: interval mode's case
             return WatchResult(exc.message, outcome=engine.outcomes(job.server)(
-                exc.code, exc.message, reason=exc.reason))
+                result_of(exc.reason), exc.message, reason=exc.reason))
         except (MonitorGone, OSError) as exc:
             return WatchResult(f"real-time mode unavailable: {exc}", fallback=True)
         first = self.pass_()
@@ -312,29 +318,29 @@ class _Session:
         rescan_at = time.monotonic() + rescan
         plan = engine.build_plan(self.job.config, self.job.locations, self.job.server, None,
                                  paths)
-        while not self.stop.is_set():
+        while True:
             try:
-                changed = self._wait(rescan_at)
-                if self.stop.is_set():
-                    break
-                if changed is None or "" in changed:  # the rescan is due, or events were lost
-                    outcome, rescan_at = self.pass_(), time.monotonic() + rescan
-                else:
-                    wanted = tuple(p for p in collapse(changed)
-                                   if is_below(p, paths) and not is_ignored(
-                                       p, plan.ignore_paths, plan.ignore_names))
-                    if not wanted:
-                        continue
-                    # watched afresh before the pass looks: what changes after it is seen
-                    self._rewatch([p for p in wanted if p in paths])
-                    outcome = self.pass_(wanted)
+                wake, changed = self._wait(rescan_at)
+                match wake:
+                    case Wake.STOP:
+                        return WatchResult("stopped")
+                    case Wake.RESCAN:
+                        outcome, rescan_at = self.pass_(), time.monotonic() + rescan
+                    case Wake.CHANGES:
+                        wanted = tuple(p for p in collapse(changed)
+                                       if is_below(p, paths) and not is_ignored(
+                                           p, plan.ignore_paths, plan.ignore_names))
+                        if not wanted:
+                            continue
+                        # watched afresh before the pass looks: what changes after it is seen
+                        self._rewatch([p for p in wanted if p in paths])
+                        outcome = self.pass_(wanted)
             except MonitorGone as exc:
                 return WatchResult(f"real-time mode interrupted: {exc}")
-            if outcome.transferred or outcome.exit_code != ExitCode.IN_SYNC:
+            if outcome.transferred or outcome.result != Result.IN_SYNC:
                 self.record(outcome)
             if _ends_watch(outcome):
                 return WatchResult(outcome.message, outcome=outcome)
-        return WatchResult("stopped")
 
     def _rewatch(self, starts: list[str]) -> None:
         """Start paths that changed themselves (a synced folder deleted, replaced or made):
@@ -343,16 +349,21 @@ class _Session:
             for monitor in self.monitors:
                 monitor.rewatch(path)
 
-    def _wait(self, rescan_at: float) -> list[str] | None:
-        """The paths the monitors report next; None when the rescan is due first (or stop)."""
+    def _wait(self, rescan_at: float) -> tuple[Wake, list[str]]:
+        """What wakes the loop next: paths the monitors report, the rescan falling due (or a
+        monitor that lost events: "" among the paths), or the stop."""
         fds = [m.fd for m in self.monitors] + [self.wake_r]
         while True:
+            if self.stop.is_set():
+                return Wake.STOP, []
             changed = [path for m in self.monitors if m.has_line() for path in m.changes()]
+            if "" in changed:
+                return Wake.RESCAN, []
             if changed:
-                return changed
+                return Wake.CHANGES, changed
             left = rescan_at - time.monotonic()
-            if left <= 0 or self.stop.is_set():
-                return None
+            if left <= 0:
+                return Wake.RESCAN, []
             ready = select.select(fds, [], [], left)[0]
             for monitor in self.monitors:
                 if monitor.fd in ready:

@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from roaming_homes.unison import Content, Direction, PlanItem
+from roaming_homes.text import escape
+from roaming_homes.unison.output import Content, Direction, PlanItem
 
 
 def is_excluded(user: str, excluded_users: list[str]) -> bool:
@@ -33,8 +34,6 @@ MARKER_PREFIX = "roaming-homes replica "
 # of files out of a dozen is ordinary housekeeping, not a vanished replica.
 MIN_LOSSES = 10
 _SIDES = {"local": "the local home", "server": "the server home"}
-_THERE = {"local": "here", "server": "on the server"}
-_OTHER = {"local": "server", "server": "local"}
 
 
 def new_replica_id() -> str:
@@ -346,14 +345,3 @@ def loss_refusal(planned: dict[str, Losses], recent: dict[str, Losses], total: i
                                tuple(planned[side].paths))
     return None
 
-
-_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def escape(name: str) -> str:
-    """A name as it may be printed: control characters and backslashes escaped (like
-    `ls --quoting-style=escape`), everything printable as it is."""
-    if name.isprintable() and "\\" not in name:
-        return name
-    return "".join(c if c.isprintable() and c != "\\" else _ESCAPES.get(c, f"\\x{ord(c):02x}")
-                   for c in name)

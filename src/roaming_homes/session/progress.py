@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from roaming_homes.paths import Locations
-from roaming_homes.unison import Content, Direction, PlanItem, parse_plan_line
+from roaming_homes.unison.output import Content, Direction, PlanItem, parse_plan_line
 
 PROGRESS_FILE = "progress.json"
 # Said by the engine before a pass that takes the union of both sides (-ignorearchives); the

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from roaming_homes.outcome import SUCCEEDED, SyncOutcome
+
 HISTORY_LIMIT = 200
 LOG_MAX_BYTES = 1_000_000
 LOG_KEEP = 3
@@ -68,14 +70,23 @@ class StateStore:
         data.pop("damaged", None)
         write_atomic(self.state_file, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
-    def record(self, outcome: dict[str, Any]) -> None:
+    def record(self, outcome: SyncOutcome) -> None:
         """Store a finished pass as the last result (and last success) and in the history."""
         data = self.load()
-        data["last"] = outcome
-        if outcome["exit_code"] in (0, 1):
-            data["last_success"] = outcome["finished"]
+        record = outcome.to_dict()
+        data["last"] = record
+        if outcome.result in SUCCEEDED:
+            data["last_success"] = outcome.finished
         self.save(data)
-        self._append_history(outcome)
+        self._append_history(record)
+
+    def last(self) -> SyncOutcome | None:
+        """The last pass recorded (None before the first, or when the record is damaged)."""
+        return SyncOutcome.from_dict(self.load().get("last"))
+
+    def last_success(self) -> str | None:
+        value = self.load().get("last_success")
+        return value if isinstance(value, str) else None
 
     def mark_synced(self, roots: str) -> None:
         """Remember that this pair of roots has unison archives: later passes are not first."""
@@ -109,17 +120,20 @@ class StateStore:
         lines = [*lines[-(HISTORY_LIMIT - 1):], json.dumps(outcome, sort_keys=True)]
         write_atomic(self.history_file, "\n".join(lines) + "\n")
 
-    def history(self) -> list[dict[str, Any]]:
+    def history(self) -> list[SyncOutcome]:
+        """The passes recorded, oldest first; lines of the wrong shape are left out."""
         try:
             text = self.history_file.read_text(encoding="utf-8")
-        except FileNotFoundError:
+        except (FileNotFoundError, UnicodeDecodeError):
             return []
         entries = []
         for line in text.splitlines():
             try:
-                entries.append(json.loads(line))
+                entry = SyncOutcome.from_dict(json.loads(line))
             except ValueError:
                 continue
+            if entry is not None:
+                entries.append(entry)
         return entries
 
     def open_log(self) -> LogWriter:

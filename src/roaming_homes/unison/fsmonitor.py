@@ -57,6 +57,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from roaming_homes.paths import is_below
+from roaming_homes.unison.inotify import (
+    IN_ATTRIB,
+    IN_CREATE,
+    IN_DELETE,
+    IN_DELETE_SELF,
+    IN_DONT_FOLLOW,
+    IN_EXCL_UNLINK,
+    IN_IGNORED,
+    IN_ISDIR,
+    IN_MODIFY,
+    IN_MOVE_SELF,
+    IN_MOVED_FROM,
+    IN_MOVED_TO,
+    IN_ONLYDIR,
+    IN_Q_OVERFLOW,
+    IN_UNMOUNT,
+)
 
 SETTLE = 0.5  # seconds a path must be quiet before it is reported (unison's watcher uses 0.5)
 PROTOCOL_VERSION = "1"
@@ -68,13 +85,6 @@ _PLAIN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456
 _HEX = "0123456789ABCDEF"
 _HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
 
-# inotify event bits (linux/inotify.h); the inotify module is not imported here, so the
-# pure codec does not depend on ctypes.
-IN_MODIFY, IN_ATTRIB = 0x2, 0x4
-IN_MOVED_FROM, IN_MOVED_TO, IN_CREATE, IN_DELETE = 0x40, 0x80, 0x100, 0x200
-IN_DELETE_SELF, IN_MOVE_SELF, IN_UNMOUNT = 0x400, 0x800, 0x2000
-IN_Q_OVERFLOW, IN_IGNORED = 0x4000, 0x8000
-IN_ONLYDIR, IN_DONT_FOLLOW, IN_EXCL_UNLINK, IN_ISDIR = 0x1000000, 0x2000000, 0x4000000, 0x40000000
 WATCH_MASK = (IN_MODIFY | IN_ATTRIB | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE
               | IN_DELETE_SELF | IN_MOVE_SELF | IN_EXCL_UNLINK)
 _GONE = IN_DELETE | IN_MOVED_FROM

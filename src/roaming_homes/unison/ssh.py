@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from roaming_homes.errors import ExitCode, Reason, RoamingHomesError
+from roaming_homes.errors import RoamingHomesError
+from roaming_homes.outcome import EXIT_CODES, Reason, result_of
+from roaming_homes.unison import runner
 
 # Longest path a unix socket can bind to is 108 bytes; leave room for ssh's temporary suffix.
 _MAX_SOCKET_PATH = 90
@@ -109,8 +111,8 @@ def _control(server: Server, socket: Path, operation: str) -> list[str]:
 class ConnectError(RoamingHomesError):
     """The server could not be used; `reason` says why, for callers that diagnose (`check`)."""
 
-    def __init__(self, message: str, code: ExitCode, reason: Reason) -> None:
-        super().__init__(message, code)
+    def __init__(self, message: str, reason: Reason) -> None:
+        super().__init__(message, EXIT_CODES[result_of(reason)])
         self.reason = reason
 
 
@@ -121,15 +123,15 @@ def _classify_failure(server: Server, stderr: str) -> ConnectError:
     if "host key verification failed" in lowered or "identification has changed" in lowered:
         return ConnectError(
             f"host key of {server.host} is unknown or has changed; verify it and add it to "
-            f"known_hosts ({last})", ExitCode.FAILED, Reason.HOST_KEY)
+            f"known_hosts ({last})", Reason.HOST_KEY)
     if "permission denied" in lowered:
         return ConnectError(
             f"ssh login to {server.user}@{server.host} refused without a password ({last})",
-            ExitCode.FAILED, Reason.AUTH_REFUSED)
+            Reason.AUTH_REFUSED)
     if any(marker in lowered for marker in _OFFLINE_MARKERS):
-        return ConnectError(f"server {server.host} unreachable: {last}", ExitCode.TRY_LATER,
+        return ConnectError(f"server {server.host} unreachable: {last}",
                             Reason.SERVER_UNREACHABLE)
-    return ConnectError(f"ssh to {server.host} failed: {last}", ExitCode.FAILED,
+    return ConnectError(f"ssh to {server.host} failed: {last}",
                         Reason.SSH_FAILED)
 
 
@@ -143,7 +145,7 @@ def connect(server: Server, control_dir: Path) -> Path | None:
         if not Path(server.local_root).is_dir():
             raise ConnectError(
                 f"server root {server.local_root} is not available (not mounted?)",
-                ExitCode.TRY_LATER, Reason.SERVER_UNREACHABLE)
+                Reason.SERVER_UNREACHABLE)
         return None
     socket = control_path(server, control_dir)
     base = ["ssh", *ssh_options(server, None)]
@@ -152,7 +154,7 @@ def connect(server: Server, control_dir: Path) -> Path | None:
         # No socket in the private directory means no master: skip asking ssh (a process start
         # saved on the first pass of a session and on every offline pass).
         if any(control_dir.glob("ssh-*")):
-            check = subprocess.run(_control(server, socket, "check"), stdin=subprocess.DEVNULL,
+            check = runner.run(_control(server, socket, "check"), stdin=subprocess.DEVNULL,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                    check=False)
             if check.returncode == 0:
@@ -166,14 +168,14 @@ def connect(server: Server, control_dir: Path) -> Path | None:
     # pipe, or we would wait for the master to exit.
     with tempfile.TemporaryFile() as err:
         try:
-            result = subprocess.run(command, stdin=subprocess.DEVNULL,
+            result = runner.run(command, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.DEVNULL, stderr=err,
                                     timeout=server.connect_timeout * 2 + 10, check=False)
         except subprocess.TimeoutExpired:
             raise ConnectError(f"server {server.host} did not answer in time",
-                               ExitCode.TRY_LATER, Reason.SERVER_UNREACHABLE) from None
+                               Reason.SERVER_UNREACHABLE) from None
         except FileNotFoundError:
-            raise ConnectError("ssh is not installed (openssh-client)", ExitCode.FAILED,
+            raise ConnectError("ssh is not installed (openssh-client)",
                                Reason.SSH_FAILED) from None
         err.seek(0)
         stderr = err.read().decode(errors="replace")
@@ -202,7 +204,7 @@ def disconnect(server: Server, control_dir: Path) -> None:
         return
     # No ssh, or a wedged master: it ends with ControlPersist anyway.
     with contextlib.suppress(subprocess.TimeoutExpired, FileNotFoundError):
-        subprocess.run(_control(server, socket, "exit"), stdin=subprocess.DEVNULL,
+        runner.run(_control(server, socket, "exit"), stdin=subprocess.DEVNULL,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10,
                        check=False)
 
@@ -217,7 +219,7 @@ def run_remote(server: Server, socket: Path | None, script: str,
     """
     command = remote_command(server, socket, ["sh", "-c", script])
     deadline = time.monotonic() + server.connect_timeout * 4 + 60
-    with subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+    with runner.start(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE) as proc:
         while True:
             try:
@@ -231,7 +233,7 @@ def run_remote(server: Server, socket: Path | None, script: str,
                     proc.kill()
                     proc.wait()
                     why = "stopped" if stopped else "did not answer in time"
-                    raise ConnectError(f"server {server.host} {why}", ExitCode.TRY_LATER,
+                    raise ConnectError(f"server {server.host} {why}",
                                        Reason.SERVER_UNREACHABLE) from None
     if proc.returncode != 0:
         raise _classify_failure(server, err.decode(errors="replace"))

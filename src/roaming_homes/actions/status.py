@@ -1,0 +1,175 @@
+"""One status model: the state of this user's sync at a glance, from the recorded outcomes.
+
+`roaming-homes status` (text and `--json`) and the daemon's line in `systemctl --user status`
+are two views of the same `Overview`: the state, since when the server has been out of reach,
+the last pass that said something about the home, and the command that helps.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from roaming_homes.outcome import ATTENTION, REMEDIES, Result, SyncOutcome
+from roaming_homes.paths import Locations
+from roaming_homes.session import progress
+from roaming_homes.session.lock import lock_holder, lock_purpose
+from roaming_homes.session.state import StateStore
+from roaming_homes.text import escape, printable
+
+
+class State(enum.StrEnum):
+    SYNCING = "syncing"
+    IN_SYNC = "in-sync"
+    OFFLINE = "offline"
+    NEEDS_ATTENTION = "needs-attention"
+    NEVER_SYNCED = "never-synced"
+
+
+def clock(timestamp: str) -> str:
+    """HH:MM:SS of an ISO timestamp, as the user reads it in `systemctl status`."""
+    try:
+        return datetime.fromisoformat(timestamp).strftime("%H:%M:%S")
+    except ValueError:
+        return timestamp
+
+
+@dataclass
+class Overview:
+    """What the user needs to know first. `last` is the last pass that looked at the home (a
+    pass skipped because another one ran says nothing about it); `running` the progress line of
+    a pass running now; `note` a problem outside the passes (a configuration that no longer
+    loads)."""
+
+    last: SyncOutcome | None
+    offline_since: str | None = None
+    running: str | None = None
+    note: str = ""
+
+    @classmethod
+    def of(cls, history: Sequence[SyncOutcome], running: str | None = None) -> Overview:
+        passes = [entry for entry in history if entry.result != Result.BUSY]
+        since = None
+        for entry in reversed(passes):
+            if entry.result != Result.OFFLINE:
+                break
+            since = entry.started
+        return cls(passes[-1] if passes else None, since, running)
+
+    @property
+    def state(self) -> State:
+        last = self.last
+        if self.running is not None:
+            return State.SYNCING
+        if self.note:
+            return State.NEEDS_ATTENTION
+        if last is None:
+            return State.NEVER_SYNCED
+        if self.offline_since is not None or last.result == Result.OFFLINE:
+            return State.OFFLINE
+        if last.result in (Result.IN_SYNC, Result.EXCLUDED):
+            return State.IN_SYNC
+        return State.NEEDS_ATTENTION
+
+    @property
+    def action(self) -> str | None:
+        """The command to run, when one helps: the one the outcome names, else its result's."""
+        state, last = self.state, self.last
+        if state == State.NEVER_SYNCED:
+            return REMEDIES[Result.NEVER_SYNCED]
+        if state != State.NEEDS_ATTENTION or last is None or self.note:
+            return None
+        return last.action or REMEDIES.get(last.result, "roaming-homes -v sync")
+
+    @property
+    def headline(self) -> str:
+        """The first line of `roaming-homes status`."""
+        state, last = self.state, self.last
+        if state == State.SYNCING:
+            return f"syncing now: {self.running or 'starting'}"
+        if self.note:
+            return f"needs attention: {self.note}"
+        if last is None:
+            return "no sync has run yet"
+        if state == State.OFFLINE:
+            return f"offline since {self.offline_since or last.started}: {last.message}"
+        if state == State.NEEDS_ATTENTION:
+            return f"needs attention: {last.message}"
+        return last.message
+
+    def line(self) -> str:
+        """The daemon's one line for systemd's STATUS= (`systemctl --user status`)."""
+        state, last = self.state, self.last
+        if state == State.OFFLINE:
+            return f"offline since {clock(self.offline_since or (last.started if last else ''))}"
+        if state in (State.NEEDS_ATTENTION, State.SYNCING):
+            return self.headline
+        if last is None:
+            return "first sync running"
+        if last.result == Result.IN_SYNC:
+            return f"last sync {clock(last.finished)}: in sync"
+        return f"last pass {clock(last.finished)}: {last.message}"
+
+    def needs_attention(self) -> bool:
+        return self.last is not None and self.last.result in ATTENTION
+
+
+def report(locations: Locations) -> dict[str, Any]:
+    """Everything `status` shows, from the saved state and the lock (never runs a sync)."""
+    store = StateStore(locations.state_dir)
+    data = store.load()
+    last = store.last()
+    held = lock_purpose(locations.lock_file)
+    # Real-time mode holds the lock all the time: that is not "a sync runs now".
+    watching = held[0] if held and held[1] == "watch" else None
+    pid = None if watching else lock_holder(locations.lock_file)
+    current = progress.read(locations) if pid else None
+    running = (progress.format_line(current) if current else "starting") if pid else None
+    overview = Overview.of(store.history() or ([last] if last else []), running)
+    shown = last.to_dict() if last else {}
+    result: dict[str, Any] = {
+        "result": shown.get("result", str(Result.NEVER_SYNCED)),
+        "exit_code": shown.get("exit_code"),
+        "message": shown.get("message", "no sync has run yet"),
+        **{key: shown.get(key) for key in ("started", "finished", "duration", "server")},
+        **{key: shown.get(key, 0) for key in ("transferred", "skipped", "failed")},
+        "conflicts": shown.get("conflicts", []),
+        "last_success": store.last_success(),
+        "running": pid is not None,
+        "running_pid": pid,
+        "watching_pid": watching,
+        "progress": current.to_dict() if current else None,
+        "progress_line": running,
+        "state": str(overview.state),
+        "headline": overview.headline,
+        "action": overview.action,
+        "offline_since": overview.offline_since,
+    }
+    if "damaged" in data:
+        result["warning"] = f"state file unreadable, starting afresh: {data['damaged']}"
+    return result
+
+
+def render(report: dict[str, Any]) -> str:
+    """`status` as text: every name in it escaped (a file name is never a terminal command)."""
+    lines = [f"roaming-homes: {printable(report['headline'])}"]
+    if report["action"]:
+        lines.append(f"  run:              {report['action']}")
+    if report["finished"]:
+        lines.append(f"  last pass:        {report['finished']} ({report['result']}, "
+                     f"{report['duration']} s, {report['transferred']} transferred)")
+    lines.append(f"  last success:     {report['last_success'] or 'never'}")
+    if report["server"]:
+        lines.append(f"  server:           {printable(report['server'])}")
+    conflicts = ", ".join(escape(name) for name in report["conflicts"]) or "none"
+    lines.append(f"  conflicts:        {conflicts}")
+    running = f"yes (pid {report['running_pid']})" if report["running"] else "no"
+    lines.append(f"  sync running now: {running}")
+    if report["watching_pid"]:
+        lines.append(f"  real-time mode:   watching (daemon pid {report['watching_pid']})")
+    if "warning" in report:
+        lines.append(f"  warning:          {printable(report['warning'])}")
+    return "\n".join(lines)

@@ -1,0 +1,205 @@
+"""What notifications say and look like: the kinds, their texts (overridable by the TOML file
+`notify.messages`), and the `Notify` request built from a decision.
+
+The texts carry values from outside (file names, server names, unison's messages). A server
+that advertises `body-markup` renders the body as a subset of HTML: there every value is
+escaped, so a file named `<a href=…>` shows as that name and never as a link.
+"""
+
+from __future__ import annotations
+
+import html
+import socket
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from roaming_homes.desktop.policy import Decision
+from roaming_homes.errors import ConfigError
+from roaming_homes.outcome import SyncOutcome
+
+APP_NAME = "Roaming Homes"
+
+
+@dataclass(frozen=True)
+class Kind:
+    urgency: int  # 0 low, 1 normal, 2 critical (stays until dismissed on most servers)
+    icon: str  # freedesktop icon naming spec
+    category: str  # freedesktop notification category
+    resolve: bool = False  # "Resolve…" applies
+    support: bool = False  # "Email support" applies (when notify.support_email is set)
+    ignorable: bool = True  # "Ignore" applies: a problem that can be silenced until it changes
+    held_back: bool = False  # "Restore files" and "Sync anyway" apply: the loss guard refused
+
+
+KINDS: dict[str, Kind] = {
+    "conflicts": Kind(1, "dialog-warning", "transfer", resolve=True),
+    "auth": Kind(2, "dialog-error", "transfer.error", support=True),
+    "version": Kind(2, "dialog-error", "transfer.error", support=True),
+    "guard": Kind(2, "dialog-error", "transfer.error", support=True),
+    "losses": Kind(2, "dialog-warning", "transfer.error", support=True, held_back=True),
+    "disk-full": Kind(2, "dialog-error", "transfer.error", support=True),
+    "config": Kind(2, "dialog-error", "transfer.error", support=True),
+    "failing": Kind(1, "dialog-warning", "transfer.error", support=True),
+    "stale": Kind(1, "dialog-warning", "transfer"),
+    "recovered": Kind(0, "dialog-information", "transfer.complete", ignorable=False),
+    "first-sync": Kind(1, "folder-remote", "transfer", ignorable=False),
+    "first-sync-done": Kind(0, "dialog-information", "transfer.complete", ignorable=False),
+}
+# Shown once, replacing what was there, and then nothing is on screen to replace or close.
+_FINAL = frozenset({"recovered", "first-sync-done"})
+
+DEFAULT_MESSAGES: dict[str, str] = {
+    "conflicts.summary": "Files changed on both sides",
+    "conflicts.body": "{count} file(s) changed both here and on {host}; both versions are "
+                      "kept until you choose: {paths}",
+    "auth.summary": "Sync refused by the server",
+    "auth.body": "{host} refused the login of {user}: {message}",
+    "version.summary": "Sync failed: unison versions differ",
+    "version.body": "This computer and {host} run unison versions that cannot talk to each "
+                    "other: {message}",
+    "guard.summary": "Sync stopped to protect your files",
+    "guard.body": "Nothing was changed: {message}",
+    "losses.summary": "Sync held back a mass deletion or change",
+    "losses.body": "{message}",
+    "disk-full.summary": "Sync failed: disk full",
+    "disk-full.body": "A disk is full, here or on {host}: {message}",
+    "config.summary": "Sync is misconfigured",
+    "config.body": "{message}",
+    "failing.summary": "Sync keeps failing",
+    "failing.body": "The last {count} syncs with {host} failed: {message}",
+    "stale.summary": "Not synced since {since}",
+    "stale.body": "{host} has not been reachable since {since}: your latest changes exist "
+                  "only on this computer.",
+    "recovered.summary": "Back in sync",
+    "recovered.body": "Your files are in sync with {host} again.",
+    "first-sync.summary": "Setting up your roaming home: {size} to sync",
+    "first-sync.body": "This computer's first sync with {host}. Your files appear as they "
+                       "arrive; you will be told when everything is here.",
+    "first-sync-done.summary": "Your roaming home is ready",
+    "first-sync-done.body": "Your files are in sync with {host} ({size} copied).",
+    "hint.resolve": "To resolve, run: {command}",
+    "hint.restore": "To bring the files back, run: roaming-homes restore --refused",
+    "hint.confirm": "If this was intended, run: roaming-homes sync --force",
+    "hint.support": "Support: {email}",
+    "action.resolve": "Resolve…",
+    "action.restore": "Restore files",
+    "action.confirm": "Sync anyway",
+    "action.email": "Email support",
+    "action.ignore": "Ignore",
+}
+PLACEHOLDERS = ("host", "user", "paths", "count", "since", "message", "command", "email",
+                "size")
+
+_SAMPLE = dict.fromkeys(PLACEHOLDERS, "x")
+
+
+def _placeholder_problem(text: str) -> str | None:
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
+        for name in names:
+            if name not in PLACEHOLDERS:
+                return (f"unknown placeholder {{{name}}} (known: "
+                        f"{', '.join('{' + p + '}' for p in PLACEHOLDERS)})")
+        text.format_map(_SAMPLE)
+    except (ValueError, KeyError, IndexError) as exc:
+        return f"invalid text: {exc}"
+    return None
+
+
+def load_messages(path: str) -> dict[str, str]:
+    """The texts: DEFAULT_MESSAGES overridden by the TOML file `path` (empty: none)."""
+    messages = dict(DEFAULT_MESSAGES)
+    if not path:
+        return messages
+    from roaming_homes.config import read_toml
+
+    data, _ = read_toml(Path(path))
+    for section, table in data.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: {section} must be a table of texts ([{section}])")
+        for name, text in table.items():
+            key = f"{section}.{name}"
+            if key not in DEFAULT_MESSAGES:
+                raise ConfigError(f"{path}: unknown message key {key} (known: "
+                                  f"{', '.join(DEFAULT_MESSAGES)})")
+            if not isinstance(text, str):
+                raise ConfigError(f"{path}: message {key} must be a string")
+            if problem := _placeholder_problem(text):
+                raise ConfigError(f"{path}: message {key}: {problem}")
+            messages[key] = text
+    return messages
+
+
+def check_config(config: Any) -> None:
+    """Raise ConfigError (exit 78) when notify.messages names a bad file; run before a pass."""
+    if config["notify"]["enabled"]:
+        load_messages(config["notify"]["messages"])
+
+
+@dataclass(frozen=True)
+class Request:
+    """One Notify call, ready to send."""
+
+    summary: str
+    body: str
+    icon: str
+    urgency: int
+    category: str
+    replaces_id: int
+    actions: list[str]  # [key, label, key, label, …]
+
+    def args(self) -> tuple[Any, ...]:
+        hints = {"urgency": ("y", self.urgency), "category": ("s", self.category),
+                 "desktop-entry": ("s", "roaming-homes")}
+        return (APP_NAME, self.replaces_id, self.icon, self.summary, self.body, self.actions,
+                hints, -1)
+
+
+def build_request(decision: Decision, messages: dict[str, str], fields: dict[str, str], *,
+                  with_actions: bool, support_email: str, markup: bool = False) -> Request:
+    """The Notify call for `decision`; `fields` holds host, user, command, email. `markup`:
+    the server renders the body as markup, so every value in it is escaped."""
+    assert decision.kind is not None
+    kind = KINDS[decision.kind]
+    values = {**_SAMPLE, "paths": "", "count": "", "since": "", "message": "", "size": "",
+              **fields, **decision.fields}
+    if markup:
+        values = {key: html.escape(value, quote=False) for key, value in values.items()}
+    body = messages[f"{decision.kind}.body"].format_map(values)
+    actions: list[str] = []
+    hints: list[str] = []
+    if kind.resolve:
+        actions += ["resolve", messages["action.resolve"]]
+        hints.append(messages["hint.resolve"].format_map(values))
+    if kind.held_back:
+        actions += ["restore", messages["action.restore"], "confirm", messages["action.confirm"]]
+        hints += [messages["hint.restore"], messages["hint.confirm"]]
+    if kind.support and support_email:
+        actions += ["email", messages["action.email"]]
+        hints.append(messages["hint.support"].format_map(values))
+    if kind.ignorable:
+        actions += ["ignore", messages["action.ignore"]]
+    if not with_actions:
+        body = "\n".join([body, *hints])
+        actions = []
+    summary_values = {**_SAMPLE, **fields, **decision.fields}  # the summary is never markup
+    return Request(summary=messages[f"{decision.kind}.summary"].format_map(summary_values),
+                   body=body,
+                   icon=kind.icon, urgency=kind.urgency, category=kind.category,
+                   replaces_id=decision.replaces_id, actions=actions)
+
+
+def support_mail(outcome: SyncOutcome | None, user: str,
+                 log_tail: list[str]) -> tuple[str, str]:
+    """Subject and body of the "Email support" draft (the user sees it before it is sent)."""
+    host = socket.gethostname()
+    result = str(outcome.result) if outcome else "problem"
+    subject = f"roaming-homes: sync {result} on {host} ({user})"
+    facts = [f"Server: {outcome.server}", f"Exit code: {int(outcome.exit_code)}",
+             f"Result: {result}", f"Reason: {outcome.reason or '-'}",
+             f"Message: {outcome.message}", f"Time: {outcome.finished}"] if outcome else []
+    body = "\n".join([f"Host: {host}", f"User: {user}", *facts, "",
+                      "Last lines of sync.log:", *log_tail])
+    return subject, body

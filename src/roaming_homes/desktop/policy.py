@@ -1,0 +1,250 @@
+"""When to notify: pure decisions from the typed outcome of a pass, what was shown before and
+the clock. This is where "never nag" lives: each kind of notification is shown once, and again
+only when the state changes (new conflict paths, another kind of failure); transient failures
+wait until they persist for `TRANSIENT_PASSES` passes; being offline shows nothing until the
+last successful sync is older than `notify.stale_after`. `decide_first_sync` announces a big
+first sync while it runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from roaming_homes.outcome import COMPLETED, Reason, Result, SyncOutcome
+from roaming_homes.session.progress import human_bytes
+
+TRANSIENT_PASSES = 3  # a failure that is not obviously someone's job must persist this long
+# A first sync is announced when it copies at least this much (both directions together): a few
+# seconds on a fast LAN, minutes over Wi-Fi or a VPN. Below it the home is ready before a
+# notification would have told anyone anything.
+FIRST_SYNC_MIN_BYTES = 100_000_000
+# Shown once, replacing what was there, and then nothing is on screen to replace or close.
+_FINAL = frozenset({"recovered", "first-sync-done"})
+
+
+@dataclass
+class Shown:
+    """The notification on screen (as far as we know): its kind, the server's id, our serial."""
+
+    key: str
+    id: int
+    serial: int
+
+
+@dataclass
+class NotifyState:
+    """What notify.json remembers between passes."""
+
+    active: Shown | None = None
+    conflicts_seen: list[str] = field(default_factory=list)
+    transient_failures: int = 0
+    ignored: list[str] = field(default_factory=list)
+    offline_since: str | None = None
+    serial: int = 0
+    # The size announced for a first sync that has not completed yet (None: none announced). It
+    # outlives a killed pass, so that the resumed one is not announced again but ends "ready".
+    first_sync: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NotifyState:
+        try:
+            active = data.get("active")
+            return cls(active=Shown(**active) if active else None,
+                       conflicts_seen=[str(p) for p in data.get("conflicts_seen", [])],
+                       transient_failures=int(data.get("transient_failures", 0)),
+                       ignored=[str(k) for k in data.get("ignored", [])],
+                       offline_since=data.get("offline_since"),
+                       serial=int(data.get("serial", 0)),
+                       first_sync=_optional_str(data.get("first_sync")))
+        except (TypeError, ValueError, AttributeError):
+            return cls()  # a damaged file: start afresh rather than never notify again
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def undelivered(self, previous: NotifyState) -> NotifyState:
+        """This state, but with what was shown taken from `previous`: the notification did not
+        reach the screen, so the next pass must try again; counters still move on."""
+        return replace(self, active=previous.active, conflicts_seen=previous.conflicts_seen,
+                       serial=previous.serial, first_sync=previous.first_sync)
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Show `kind` (replacing `replaces_id` when not 0), or only close `close_id`."""
+
+    kind: str | None
+    replaces_id: int = 0
+    close_id: int = 0
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+def failure_kind(outcome: SyncOutcome) -> str:
+    """Which failure this is: one that needs someone at once, or "failing" (maybe transient).
+    Decided by the outcome's result and reason, never by its wording."""
+    if outcome.result == Result.CONFIG_ERROR:
+        return "config"
+    return _KIND_OF_REASON.get(outcome.reason,
+                               "guard" if outcome.result == Result.REFUSED else "failing")
+
+
+# Reasons that need someone at once, and the notification each gets.
+_KIND_OF_REASON = {
+    Reason.LOSSES: "losses",  # the two ways out: restore, confirm
+    Reason.REPLICA: "guard",
+    Reason.DISK_FULL: "disk-full",
+    Reason.AUTH_REFUSED: "auth",
+    Reason.HOST_KEY: "auth",
+    Reason.VERSION_MISMATCH: "version",
+}
+
+
+def _age(since: str | None, now: datetime) -> float:
+    if not since:
+        return 0.0
+    try:
+        return (now - datetime.fromisoformat(since)).total_seconds()
+    except (ValueError, TypeError):
+        return 0.0
+
+
+def human_time(iso: str | None) -> str:
+    if not iso:
+        return "never"
+    try:
+        return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return iso
+
+
+def decide(state: NotifyState, outcome: SyncOutcome, *,
+           last_success: str | None, now: datetime,
+           stale_after: float) -> tuple[Decision | None, NotifyState]:
+    """What to show after this pass, and the state to remember (assuming it is shown).
+
+    An announced first sync is over once a pass completes (in sync, conflicts or failed items:
+    the archives exist then). In sync, "ready" replaces the announcement; otherwise what the
+    pass calls for replaces it, or, when that waits (failed items are transient at first), the
+    announcement is closed rather than left saying "setting up".
+    """
+    decision, new = _decide(state, outcome, last_success=last_success, now=now,
+                            stale_after=stale_after)
+    active = state.active
+    if (decision is None and state.first_sync is not None and new.first_sync is None
+            and active is not None and active.key == "first-sync"):
+        new.active = None
+        return Decision(None, close_id=active.id), new
+    return decision, new
+
+
+def _decide(state: NotifyState, outcome: SyncOutcome, *,
+            last_success: str | None, now: datetime,
+            stale_after: float) -> tuple[Decision | None, NotifyState]:
+    """`decide` but for closing the first-sync announcement: what this kind of result calls for."""
+    result = outcome.result
+    new = replace(state, conflicts_seen=list(state.conflicts_seen), ignored=list(state.ignored))
+    if result in (Result.BUSY, Result.EXCLUDED, Result.INTERRUPTED):
+        return None, state
+    if result == Result.OFFLINE:
+        return _decide_offline(state, new, outcome, last_success=last_success, now=now,
+                               stale_after=stale_after)
+    new.offline_since = None
+    new.ignored = [k for k in state.ignored if k != "stale"]
+    if result in COMPLETED:
+        new.first_sync = None
+    if result == Result.IN_SYNC:
+        return _decide_in_sync(state, new)
+    if result == Result.CONFLICTS:
+        return _decide_conflicts(state, new, outcome)
+    return _decide_failure(state, new, outcome)
+
+
+def _decide_offline(state: NotifyState, new: NotifyState, outcome: SyncOutcome, *,
+                    last_success: str | None, now: datetime,
+                    stale_after: float) -> tuple[Decision | None, NotifyState]:
+    """Offline: "stale" once the last success is `stale_after` seconds old, unless ignored or
+    already on screen."""
+    new.offline_since = state.offline_since or outcome.finished
+    since = last_success or new.offline_since
+    active = state.active
+    if (_age(since, now) < stale_after or "stale" in state.ignored
+            or (active is not None and active.key == "stale")):
+        return None, new
+    return _show(new, "stale", active, since=human_time(since))
+
+
+def _decide_in_sync(state: NotifyState, new: NotifyState) -> tuple[Decision | None, NotifyState]:
+    new.transient_failures, new.conflicts_seen, new.ignored, new.active = 0, [], [], None
+    active = state.active
+    if state.first_sync is not None:
+        return _show(new, "first-sync-done", active, size=state.first_sync)
+    if active is None:
+        return None, new
+    if active.key in state.ignored:
+        return Decision(None, close_id=active.id), new
+    return _show(new, "recovered", active)
+
+
+def _decide_conflicts(state: NotifyState, new: NotifyState,
+                      outcome: SyncOutcome) -> tuple[Decision | None, NotifyState]:
+    new.transient_failures = 0
+    paths = list(outcome.conflicts)
+    fresh = [p for p in paths if p not in state.conflicts_seen]
+    new.conflicts_seen = paths
+    new.ignored = [k for k in new.ignored if k == "conflicts"]
+    active = state.active
+    if "conflicts" in new.ignored or not paths:
+        return None, new
+    if not fresh and (active is None or active.key == "conflicts"):
+        return None, new
+    # New paths, or the screen shows something older (stale, a failure): tell what is left.
+    shown = fresh or paths
+    return _show(new, "conflicts", active, paths=", ".join(shown), count=str(len(shown)))
+
+
+def _decide_failure(state: NotifyState, new: NotifyState,
+                    outcome: SyncOutcome) -> tuple[Decision | None, NotifyState]:
+    """Any other result (partial, failed, refused, config-error): shown at once when it needs
+    someone, a maybe transient one ("failing") only after `TRANSIENT_PASSES` passes in a row."""
+    kind = failure_kind(outcome)
+    new.ignored = [k for k in new.ignored if k in (kind, "conflicts")]
+    if kind == "failing":
+        new.transient_failures = state.transient_failures + 1
+        if new.transient_failures < TRANSIENT_PASSES:
+            return None, new
+    else:
+        new.transient_failures = 0
+    active = state.active
+    if kind in new.ignored or (active is not None and active.key == kind):
+        return None, new
+    return _show(new, kind, active, message=outcome.message,
+                 count=str(new.transient_failures))
+
+
+def decide_first_sync(state: NotifyState, *, first_run: bool,
+                      to_transfer: int) -> tuple[Decision | None, NotifyState]:
+    """Whether to announce this pass as the setting up of the home, once unison has listed
+    what it will copy (`to_transfer` bytes, both directions): only a first run, only at least
+    `FIRST_SYNC_MIN_BYTES`, and only once until a pass completes it (a resumed pass is not
+    announced again)."""
+    if not first_run or state.first_sync is not None or to_transfer < FIRST_SYNC_MIN_BYTES:
+        return None, state
+    new = replace(state, conflicts_seen=list(state.conflicts_seen), ignored=list(state.ignored),
+                  first_sync=human_bytes(to_transfer))
+    return _show(new, "first-sync", state.active, size=human_bytes(to_transfer))
+
+
+def _show(new: NotifyState, kind: str, active: Shown | None,
+          **fields: str) -> tuple[Decision, NotifyState]:
+    new.serial += 1
+    if kind in _FINAL:
+        new.active = None  # nothing left to replace; a later problem is a fresh one
+    else:
+        new.active = Shown(kind, 0, new.serial)  # the id is filled in once the server answers
+    return Decision(kind, replaces_id=active.id if active else 0, fields=fields), new
