@@ -36,7 +36,8 @@ COMMON_FILES = {
     "/etc/profile.d/roaming-homes.sh",
     "/usr/libexec/roaming-homes/logout",
 }
-MODULES = {"__init__.py", "cli.py", "check.py", "fsmonitor.py", "inotify.py", "daemon.py"}
+MODULES = {"__init__.py", "cli.py", "actions/check.py", "unison/fsmonitor.py", "unison/inotify.py",
+           "actions/daemon.py", "desktop/listener.py"}
 
 
 def _run(*args: str, timeout: float = 300) -> str:
