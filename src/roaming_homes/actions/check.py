@@ -186,7 +186,7 @@ class _Server:
                    else transport.remote_command(self.server, self.socket, argv))
         try:
             return runner.run(command, stdin=subprocess.DEVNULL, capture_output=True,
-                                  text=True, timeout=self.timeout, check=False)
+                              text=True, timeout=self.timeout, check=False)
         except subprocess.TimeoutExpired:
             return subprocess.CompletedProcess(command, 124, "", "timed out")
         except FileNotFoundError as exc:
@@ -200,7 +200,7 @@ class _Server:
 def _local(argv: list[str]) -> subprocess.CompletedProcess[str]:
     try:
         return runner.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=30, check=False)
+                          timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return subprocess.CompletedProcess(argv, 127, "", str(exc))
 

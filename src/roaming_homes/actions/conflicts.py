@@ -137,7 +137,7 @@ def resolve(config: Config, locations: Locations) -> SyncOutcome:
         fds = () if lock.fileno is None else (lock.fileno,)
         try:
             code = runner.run(argv, env=profile.environment(locations),
-                                  pass_fds=fds, check=False).returncode
+                              pass_fds=fds, check=False).returncode
         except FileNotFoundError:
             raise RoamingHomesError(f"unison program not found: {argv[0]} (sync.unison)",
                                     ExitCode.FAILED) from None

@@ -80,7 +80,7 @@ class MonitorLink:
     def __init__(self, argv: list[str], where: str) -> None:
         self.where = where
         self.proc = runner.start(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
+                                 stderr=subprocess.DEVNULL, start_new_session=True)
         assert self.proc.stdout is not None and self.proc.stdin is not None
         self.fd = self.proc.stdout.fileno()
         self._buffer = b""

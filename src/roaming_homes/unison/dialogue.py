@@ -125,8 +125,8 @@ def run(argv: Sequence[str], env: Mapping[str, str], on_line: Callable[[str], No
             on_line(segment)
 
     with runner.start(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, env=env, pass_fds=tuple(pass_fds),
-                          process_group=None if abort is None else 0) as proc:
+                      stderr=subprocess.PIPE, env=env, pass_fds=tuple(pass_fds),
+                      process_group=None if abort is None else 0) as proc:
         if abort is not None:
             threading.Thread(target=_stop_on, args=(abort, proc), daemon=True).start()
         _converse(proc, dialogue, add, abort)

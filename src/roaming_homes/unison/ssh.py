@@ -155,8 +155,8 @@ def connect(server: Server, control_dir: Path) -> Path | None:
         # saved on the first pass of a session and on every offline pass).
         if any(control_dir.glob("ssh-*")):
             check = runner.run(_control(server, socket, "check"), stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                   check=False)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               check=False)
             if check.returncode == 0:
                 return socket
         command = [*base, "-o", "ControlMaster=yes", "-o", f"ControlPath={socket}",
@@ -169,8 +169,8 @@ def connect(server: Server, control_dir: Path) -> Path | None:
     with tempfile.TemporaryFile() as err:
         try:
             result = runner.run(command, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, stderr=err,
-                                    timeout=server.connect_timeout * 2 + 10, check=False)
+                                stdout=subprocess.DEVNULL, stderr=err,
+                                timeout=server.connect_timeout * 2 + 10, check=False)
         except subprocess.TimeoutExpired:
             raise ConnectError(f"server {server.host} did not answer in time",
                                Reason.SERVER_UNREACHABLE) from None
@@ -205,8 +205,8 @@ def disconnect(server: Server, control_dir: Path) -> None:
     # No ssh, or a wedged master: it ends with ControlPersist anyway.
     with contextlib.suppress(subprocess.TimeoutExpired, FileNotFoundError):
         runner.run(_control(server, socket, "exit"), stdin=subprocess.DEVNULL,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10,
-                       check=False)
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10,
+                   check=False)
 
 
 def run_remote(server: Server, socket: Path | None, script: str,
@@ -220,7 +220,7 @@ def run_remote(server: Server, socket: Path | None, script: str,
     command = remote_command(server, socket, ["sh", "-c", script])
     deadline = time.monotonic() + server.connect_timeout * 4 + 60
     with runner.start(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE) as proc:
+                      stderr=subprocess.PIPE) as proc:
         while True:
             try:
                 out, err = proc.communicate(timeout=0.2)
