@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from roaming_homes.desktop.notify import FIRST_SYNC_MIN_BYTES
+from roaming_homes.desktop.policy import FIRST_SYNC_MIN_BYTES
 from roaming_homes.session.progress import human_bytes
 from tests.support.daemon import DaemonProcess
 from tests.support.homes import CLI, Setup

@@ -9,9 +9,10 @@ from pathlib import Path
 from tests.support.homes import Setup, tree
 from tests.support.sshd import SshServer
 
-ODD_NAMES = ["with space.txt", "ünïcödé €.txt", "-leading-dash", "[] brackets  ", "a -> b"]
-# Never synced: a control character could forge a line of unison's output (unison.IGNORE_CONTROL)
-CONTROL_NAMES = ["new\nline", "carriage\rreturn", "esc\x1b]0;title\x07"]
+ODD_NAMES = ["with space.txt", "ünïcödé €.txt", "-leading-dash", "[] brackets  ", "a -> b",
+             "esc\x1b]0;title\x07", "tab\tand\x01"]
+# Never synced: a line break could forge a line of unison's output (IGNORE_LINE_BREAKS)
+CONTROL_NAMES = ["new\nline", "carriage\rreturn"]
 
 
 def test_first_sync_copies_both_ways_and_runs_as_first_run(user: Setup) -> None:

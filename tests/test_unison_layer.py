@@ -67,10 +67,10 @@ def test_sshargs_escape_spaces_backslashes_and_quotes() -> None:
         '-o A=b\\ c x\\\\y \\"q\\"'
 
 
-def test_argv_asks_before_propagating_ignores_control_names_and_first_run_is_a_union() -> None:
+def test_argv_asks_before_propagating_ignores_line_breaks_and_first_run_is_a_union() -> None:
     assert profile.build_argv("unison", False) == [
         "unison", "roaming-homes", "-ui", "text", "-color", "false", "-dumbtty",
-        "-ignore", "Regex .*[\x01-\x1f\x7f].*"]
+        "-ignore", "Regex .*[\n\r].*"]
     assert "-batch" not in profile.build_argv("unison", False)
     assert profile.build_argv("/opt/u", True)[-1] == "-ignorearchives"
     assert "-ui" not in profile.build_argv("unison", False, guarded=False)  # resolve: the user's

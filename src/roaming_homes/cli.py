@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 from roaming_homes import __version__
 from roaming_homes.errors import ExitCode, RoamingHomesError
+from roaming_homes.text import escape, printable
 
 PROG = "roaming-homes"
 
@@ -29,11 +30,11 @@ class _Parser(argparse.ArgumentParser):
 
 def _say(args: argparse.Namespace, text: str) -> None:
     if not args.quiet:
-        print(text, flush=True)
+        print(printable(text), flush=True)
 
 
 def _warn(text: str) -> None:
-    print(f"{PROG}: {text}", file=sys.stderr, flush=True)
+    print(f"{PROG}: {printable(text)}", file=sys.stderr, flush=True)
 
 
 def _print_json(data: Any) -> None:
@@ -179,7 +180,7 @@ def _run_check(args: argparse.Namespace) -> int:
         _print_json(report.to_dict())
     else:
         for result in report.results:
-            print(result.line(), flush=True)
+            print(printable(result.line()), flush=True)
     if not report.config_ok:
         return ExitCode.CONFIG
     return 0 if report.ok else ExitCode.NEEDS_USER
@@ -215,7 +216,8 @@ def _run_conflicts(args: argparse.Namespace) -> int:
     if not found:
         _say(args, "no unresolved conflicts")
     for item in found:
-        print(f"{item.path}\n  local:  {_when(item.local)}\n  server: {_when(item.server)}")
+        print(f"{escape(item.path)}\n  local:  {_when(item.local)}\n"
+              f"  server: {_when(item.server)}")
     if note:
         _warn(note)
     return 0

@@ -13,6 +13,8 @@ import logging
 import os
 import sys
 
+from roaming_homes.text import printable
+
 # syslog priorities of the logging levels (sd-daemon(3) line prefixes)
 _PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
                logging.CRITICAL: 2}
@@ -24,7 +26,7 @@ class _Formatter(logging.Formatter):
         self.journal = journal
 
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
+        message = printable(record.getMessage())  # unison's lines carry file names
         if self.journal:
             return f"<{_PRIORITIES.get(record.levelno, 6)}>{message}"
         return f"roaming-homes: {message}"

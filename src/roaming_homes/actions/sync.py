@@ -27,7 +27,7 @@ from roaming_homes.safety.guards import is_excluded
 from roaming_homes.session import progress
 from roaming_homes.session.lock import SyncLock
 from roaming_homes.session.state import StateStore, ensure_private_dir, write_atomic
-from roaming_homes.text import escape
+from roaming_homes.text import escape, printable
 from roaming_homes.unison import dialogue, output, profile
 from roaming_homes.unison import ssh as transport
 from roaming_homes.unison.ignore import count_files
@@ -376,7 +376,7 @@ def guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], *, first_run: b
     judge = _Judge(job, prepared, force)
     with job.store.open_log() as transcript:
         def sink(line: str) -> None:
-            transcript.write(line)
+            transcript.write(printable(line))  # the log is read with cat, less, a mail
             unison_output.debug("%s", line)
             job.on_output(line)
 

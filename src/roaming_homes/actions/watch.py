@@ -36,7 +36,7 @@ from roaming_homes.safety.guards import is_excluded
 from roaming_homes.session import progress
 from roaming_homes.session.lock import STOP_GRACE, SyncLock
 from roaming_homes.session.state import StateStore
-from roaming_homes.unison import runner
+from roaming_homes.unison import profile, runner
 from roaming_homes.unison import ssh as transport
 from roaming_homes.unison.fsmonitor import collapse, quote, split_on_space, unquote
 from roaming_homes.unison.ignore import is_ignored
@@ -229,6 +229,16 @@ _ENDS_WATCH = frozenset({Result.OFFLINE, Result.BUSY, Result.INTERRUPTED, Result
                          Result.CONFIG_ERROR})
 
 
+def _nameable(path: str, paths: list[str]) -> str:
+    """`path`, or the nearest directory above it that a profile can name (a name with a tab or
+    an escape character is synced, but cannot be written into the profile's `path` lines): the
+    pass then covers the change with its neighbours. The synced paths themselves are nameable
+    (the configuration checked them)."""
+    while path not in paths and not profile.safe_value(path) and "/" in path:
+        path = path.rpartition("/")[0]
+    return path
+
+
 def _ends_watch(outcome: SyncOutcome) -> bool:
     return outcome.result in _ENDS_WATCH or outcome.reason == Reason.REPLICA
 
@@ -327,9 +337,10 @@ class _Session:
                     case Wake.RESCAN:
                         outcome, rescan_at = self.pass_(), time.monotonic() + rescan
                     case Wake.CHANGES:
-                        wanted = tuple(p for p in collapse(changed)
-                                       if is_below(p, paths) and not is_ignored(
-                                           p, plan.ignore_paths, plan.ignore_names))
+                        wanted = tuple(collapse(
+                            _nameable(p, paths) for p in changed
+                            if is_below(p, paths) and not is_ignored(
+                                p, plan.ignore_paths, plan.ignore_names)))
                         if not wanted:
                             continue
                         # watched afresh before the pass looks: what changes after it is seen

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from roaming_homes.paths import Locations
+from roaming_homes.text import escape
 from roaming_homes.unison.output import Content, Direction, PlanItem, parse_plan_line
 
 PROGRESS_FILE = "progress.json"
@@ -212,7 +213,7 @@ def format_line(p: Progress) -> str:
         what = {"starting": "connecting", "scanning": "looking for changes",
                 "reconciling": "reconciling changes"}[p.phase]
         return f"{'first sync' if p.first_run else 'syncing'}: {what}" + (
-            f" ({p.current})" if p.current and p.phase == "scanning" else "")
+            f" ({escape(p.current)})" if p.current and p.phase == "scanning" else "")
     parts = [f"{p.items_done}/{p.items_total} items",
              f"{human_bytes(p.bytes_done)}/{human_bytes(p.bytes_total)} ({p.percent}%)"]
     if p.phase == "done":

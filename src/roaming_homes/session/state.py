@@ -37,7 +37,8 @@ def write_atomic(path: Path, text: str, durable: bool = True) -> None:
     ensure_private_dir(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        # A name that is not UTF-8 is kept as the bytes it was (unison's profile names paths).
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as handle:
             handle.write(text)
             handle.flush()
             if durable:

@@ -165,7 +165,7 @@ def _converse(proc: subprocess.Popen[bytes], dialogue: _Dialogue,
                 break  # the ssh master may hold our pipes (it got ssh's stdio handed over)
             tail = pending.get(out, b"")
             if proc.poll() is None and _asks(proc.pid, tail, time.monotonic() - last):
-                prompt = tail.decode("utf-8", errors="replace")
+                prompt = tail.decode("utf-8", errors="surrogateescape")
                 pending[out] = b""
                 add(prompt, False)
                 with contextlib.suppress(BrokenPipeError):
@@ -177,12 +177,12 @@ def _converse(proc: subprocess.Popen[bytes], dialogue: _Dialogue,
             chunk = os.read(fd, 65536)
             if not chunk:
                 if pending[fd]:
-                    add(pending[fd].decode("utf-8", errors="replace"), fd == out)
+                    add(pending[fd].decode("utf-8", errors="surrogateescape"), fd == out)
                 del pending[fd]
                 continue
             *complete, pending[fd] = _SEGMENT_END.split(pending[fd] + chunk)
             for segment in complete:
-                add(segment.decode("utf-8", errors="replace"), fd == out)
+                add(segment.decode("utf-8", errors="surrogateescape"), fd == out)
 
 
 def _stop_on(abort: threading.Event, proc: subprocess.Popen[bytes]) -> None:

@@ -21,9 +21,8 @@ if TYPE_CHECKING:
 
 
 _GLOB_CHARS = "*?[{"
-# A name with an ASCII control character is never synced (unison.IGNORE_CONTROL), so never
-# counted either.
-_CONTROL = re.compile(r"[\x01-\x1f\x7f]")
+# A name with a line break is never synced (profile.IGNORE_LINE_BREAKS), so never counted either.
+_LINE_BREAK = re.compile(r"[\n\r]")
 
 
 def glob_regex(pattern: str) -> str:
@@ -70,7 +69,7 @@ def is_ignored(path: str, ignore_paths: Sequence[str], ignore_names: Sequence[st
     `count_files` follows."""
     path_ignored, name_ignored = _matcher(ignore_paths), _matcher(ignore_names)
     parts = path.split("/")
-    return bool(_CONTROL.search(path)) or any(
+    return bool(_LINE_BREAK.search(path)) or any(
         path_ignored("/".join(parts[:end])) or name_ignored(parts[end - 1])
         for end in range(1, len(parts) + 1))
 
@@ -147,7 +146,7 @@ def count_files(root: str | os.PathLike[str], paths: Sequence[str], ignore_paths
     """Files and links under `paths` of `root`, skipping ignored paths and names.
 
     The rules are unison's (`glob_regex`: the profile's `ignore = Path …` and `Name …`, and
-    unison.IGNORE_CONTROL); ignored directories are not entered; links are not followed (not
+    profile.IGNORE_LINE_BREAKS); ignored directories are not entered; links are not followed (not
     even a synced path that is a link). With a `cache`, only directories that changed since the
     last count are read. `tally` gets the files directly in each directory.
     """
@@ -160,7 +159,7 @@ def count_files(root: str | os.PathLike[str], paths: Sequence[str], ignore_paths
     def ignored(prefix: str) -> Callable[[str], bool]:
         test_path = any_dir or prefix in parents
         return lambda name: bool(name_ignored(name) or (test_path and path_ignored(prefix + name))
-                                 or (not name.isprintable() and _CONTROL.search(name)))
+                                 or (not name.isprintable() and _LINE_BREAK.search(name)))
 
     top = os.fspath(root)
     settled = time.time_ns() - _SETTLED_NS

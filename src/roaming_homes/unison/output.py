@@ -6,7 +6,7 @@
   (`parse_plan_line` into `PlanItem`s), decides, and answers `g` (propagate, unison's
   recommendations; conflicts are skipped as in -batch) or `q` (quit, nothing propagated):
   nothing moves before that answer. File names are opaque fields of those lines: paths with
-  control characters (a newline could forge a line) are never synced (`profile.IGNORE_CONTROL`),
+  a line break (a newline could forge a line) are never synced (`profile.IGNORE_LINE_BREAKS`),
   so every line is one item.
 
 Facts relied on are in docs/unison.md: exit codes 0-3, the summary line, `[CONFLICT]` and

@@ -38,6 +38,11 @@ class Plan:
     backups: int = 3  # old versions kept of each overwritten or deleted file
 
 
+def safe_value(value: str) -> bool:
+    """Whether `value` can be written into a profile line as it is."""
+    return not _CONTROL.search(value) and value == value.strip()
+
+
 def _safe(value: str, what: str) -> str:
     if _CONTROL.search(value):
         raise ProfileValueError(f"{what} {value!r} contains a newline or control character")
@@ -90,16 +95,17 @@ def build_argv(unison: str, first_run: bool, extra: Sequence[str] = (),
     """Arguments for one pass over our profile: `guarded`, unison lists its plan and asks
     before propagating (see `run`); otherwise its interactive UI is the user's (resolve)."""
     ui = [*INTERACTIVE_ARGS] if guarded else []
-    argv = [unison, PROFILE, *ui, "-color", "false", "-dumbtty", "-ignore", IGNORE_CONTROL]
+    argv = [unison, PROFILE, *ui, "-color", "false", "-dumbtty", "-ignore", IGNORE_LINE_BREAKS]
     if first_run:
         # No archive for this pair of roots: take the union of both sides, never deletions.
         argv.append("-ignorearchives")
     return [*argv, *extra]
 
 
-# Paths with an ASCII control character anywhere are ignored: a newline or carriage return in a
-# name would let that name forge lines of unison's output, ESC sequences would reach terminals.
-IGNORE_CONTROL = "Regex .*[\x01-\x1f\x7f].*"
+# Paths with a line break anywhere are ignored: a newline or carriage return in a name would
+# let that name forge lines of unison's output, which is read line by line. Every other byte is
+# synced; whatever prints a name escapes it (`text.escape`).
+IGNORE_LINE_BREAKS = "Regex .*[\n\r].*"
 
 
 INTERACTIVE_ARGS = ("-ui", "text")
