@@ -80,7 +80,7 @@ def test_unknown_host_key_fails_host_key(user: Setup, tmp_path: Path) -> None:
     user.configure(server={"ssh_options": options})
     failed = _failed(user)
     assert len(failed) == 1 and failed[0].startswith("✗ host key:")
-    assert "ssh-keyscan" in failed[0]
+    assert "contact support" in failed[0] and "compare the fingerprints" in failed[0]
 
 
 def test_missing_server_home_fails_server_home(user: Setup) -> None:

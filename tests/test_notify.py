@@ -117,7 +117,8 @@ def test_a_conflict_that_comes_back_after_being_solved_is_new_again() -> None:
 @pytest.mark.parametrize(("result", "message", "reason", "kind"), [
     ("failed", "ssh login to u@h refused without a password (Permission denied)",
      "auth-refused", "auth"),
-    ("failed", "host key of h is unknown or has changed", "host-key", "auth"),
+    ("failed", "the identity of the server h is not known", "host-key", "identity"),
+    ("failed", "the identity of the server h changed", "host-key-changed", "identity"),
     ("failed", "unison failed: Received unexpected header from the server:",
      "version-mismatch", "version"),
     ("refused", "the server home is empty", "replica", "guard"),

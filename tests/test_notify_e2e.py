@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
+from tests.support.daemon import DaemonProcess
 from tests.support.homes import Setup
 from tests.support.notifications import RecordingServer
 from tests.support.sshd import free_port
@@ -286,3 +288,80 @@ def test_the_confirm_action_propagates_what_was_held_back(
     wait_for(lambda: len(list((user.server_home / "Documents").iterdir())) == 5, 30,
              "the deletions to reach the server")
     assert len(list(docs.iterdir())) == 5
+
+
+def swap_host_key(user: Setup) -> tuple[str, str]:
+    """Point this computer's known_hosts at another key for the server, as if the server's key
+    changed (or someone answered in its place). Returns (known, offered) fingerprints."""
+    assert user.sshd is not None
+    other = user.base / "other_host_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    known_hosts = user.base / "known_hosts"
+    key = (other.with_suffix(".pub")).read_text().split()
+    known_hosts.write_text(f"[127.0.0.1]:{user.sshd.port} {key[0]} {key[1]}\n")
+    options = [o.replace(str(user.sshd.known_hosts), str(known_hosts))
+               for o in user.sshd.ssh_options()]
+    user.configure(server={**user.config["server"], "ssh_options": options,
+                           "connection_reuse": 0}, notify=user.config["notify"])
+
+    def fingerprint(pub: Path) -> str:
+        return subprocess.run(["ssh-keygen", "-lf", str(pub)], capture_output=True, text=True,
+                              check=True).stdout.split()[1]
+
+    return (fingerprint(other.with_suffix(".pub")),
+            fingerprint(user.sshd.host_key.with_suffix(".pub")))
+
+
+def test_a_changed_server_identity_has_its_own_notification_that_ignore_never_hid(
+        user: Setup, notifications: RecordingServer, tmp_path: Path) -> None:
+    """A login refused and ignored earlier must not silence "the server's identity changed";
+    the user is told to contact support (never to accept the key), and the support mail
+    carries both fingerprints."""
+    mail_file = tmp_path / "xdg-email-argv.json"
+    recorder(tmp_path / "bin" / "xdg-email", mail_file)
+    env = notifying(user, notifications, support_email="help@example.org")
+    env["PATH"] = f"{tmp_path / 'bin'}:{user.env['PATH']}"
+    # No shared connection: each pass meets the server's key (and login) afresh.
+    user.configure(server={"connection_reuse": 0}, notify=user.config["notify"])
+    (user.home / "Documents").mkdir()
+    assert user.sync().returncode == 0
+    saved = dict(user.config["server"])
+    refuse_login(user)
+    assert user.sync(env=env).returncode == 3
+    auth = notifications.wait_for(1)[0]
+    notifications.invoke(auth["id"], "ignore")
+    state_file = user.state_home / "roaming-homes" / "notify.json"
+    wait_for(lambda: "auth" in json.loads(state_file.read_text())["ignored"], 10, "ignored")
+    user.configure(server=saved, notify=user.config["notify"])
+    known, offered = swap_host_key(user)
+
+    result = user.run("sync", "--json", env=env)
+
+    outcome = json.loads(result.stdout)
+    assert result.returncode == 3 and outcome["reason"] == "host-key-changed"
+    assert "contact support" in outcome["message"] and "known_hosts" not in outcome["message"]
+    assert any(known in note for note in outcome["notes"])
+    assert any(offered in note for note in outcome["notes"])
+    shown = notifications.wait_for(2)[1]
+    assert shown["summary"] == "The server's identity changed: contact support"
+    assert "ignore" not in shown["actions"] and "email" in shown["actions"]
+    notifications.invoke(shown["id"], "email")
+    body = json.loads(wait_for_file(mail_file))[3]
+    assert known in body and offered in body
+
+
+def test_a_changed_server_identity_stops_the_daemon_passes_and_says_so(user: Setup) -> None:
+    (user.home / "Documents").mkdir()
+    swap_host_key(user)
+    user.configure(server=user.config["server"], sync={"interval": 1})
+
+    daemon = DaemonProcess(user)
+    try:
+        wait_for(lambda: user.status()["result"] == "failed", 30, "the refused pass recorded")
+        status = user.run("status")
+        assert "identity of the server 127.0.0.1 changed" in status.stdout
+        assert "contact support" in status.stdout
+        assert daemon.proc.poll() is None
+        assert not (user.server_home / "Documents").exists()
+    finally:
+        daemon.close()

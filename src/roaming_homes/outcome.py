@@ -35,7 +35,8 @@ class Reason(enum.StrEnum):
 
     NONE = ""
     SERVER_UNREACHABLE = "server-unreachable"
-    HOST_KEY = "host-key"  # the server's host key is unknown or changed
+    HOST_KEY = "host-key"  # the server's host key is not known to this computer
+    HOST_KEY_CHANGED = "host-key-changed"  # the server's host key is not the one known
     AUTH_REFUSED = "auth-refused"  # the server refused the login
     SSH_FAILED = "ssh-failed"  # ssh failed otherwise (not installed, bad options)
     CONNECTION_LOST = "connection-lost"
@@ -44,6 +45,7 @@ class Reason(enum.StrEnum):
     REPLICA = "replica"  # refused: a replica is missing, emptied or not the one of the last pass
     LOSSES = "losses"  # refused: the plan deletes or overwrites too much
     UNISON_FAILED = "unison-failed"
+    RUNTIME_DIR = "runtime-dir"  # a directory of ours is unusable or not ours alone
 
 
 EXIT_CODES: dict[Result, ExitCode] = {

@@ -1,19 +1,23 @@
 """Every location the program reads or writes, derived from the environment.
 
-Nothing here has side effects: `Locations.from_env()` only computes paths, so tests and trials
-redirect everything by setting HOME, XDG_* and ROAMING_HOMES_CONFIG.
+`Locations.from_env()` only computes paths, so tests and trials redirect everything by setting
+HOME, XDG_* and ROAMING_HOMES_CONFIG. `private_dir` makes (and checks) the directories of ours.
 """
 
 from __future__ import annotations
 
 import os
 import pwd
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from roaming_homes.errors import ExitCode, RoamingHomesError
+
 SYSTEM_CONFIG = Path("/etc/roaming-homes/roaming-homes.toml")
 APP = "roaming-homes"
+RUN_USER = Path("/run/user")  # where logind makes each user's runtime directory
 
 
 def is_below(path: str, parents: Sequence[str]) -> bool:
@@ -21,6 +25,42 @@ def is_below(path: str, parents: Sequence[str]) -> bool:
     above everything)."""
     return any(not parent or path == parent or path.startswith(parent.rstrip("/") + "/")
                for parent in parents)
+
+
+def private_dir(path: Path) -> Path:
+    """`path` as a directory of this user's alone: made 0700 when missing; refused (one-line
+    error, exit 3) when it is a link, not a directory, or another user's. A directory of ours
+    that others may enter is made 0700. Without this, another local user who made the
+    directory first could swap the lock or the ssh socket inside it."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = os.lstat(path)
+        if not stat.S_ISDIR(info.st_mode):
+            problem = "is not a directory (a link?)"
+        elif info.st_uid != os.geteuid():
+            problem = f"belongs to another user (uid {info.st_uid})"
+        else:
+            if info.st_mode & 0o077:
+                os.chmod(path, 0o700)
+            return path
+    except OSError as exc:
+        problem = f"cannot be used: {exc.strerror}"
+    raise RoamingHomesError(f"the directory {path} {problem}: refusing to use it",
+                            ExitCode.FAILED)
+
+
+def _runtime_dir(env: dict[str, str], state_dir: Path) -> Path:
+    """$XDG_RUNTIME_DIR; without it (`su -`, `runuser`, cron) the one logind made for this user,
+    so that every entry point finds the same lock; without that, the state directory."""
+    runtime = env.get("XDG_RUNTIME_DIR", "")
+    if runtime.startswith("/"):
+        return Path(runtime)
+    mine = RUN_USER / str(os.getuid())
+    try:
+        info = mine.stat()
+    except OSError:
+        return state_dir
+    return mine if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() else state_dir
 
 
 def _user_entry() -> pwd.struct_passwd:
@@ -53,7 +93,6 @@ class Locations:
         config_home = _xdg(env, "XDG_CONFIG_HOME", home, ".config")
         state_home = _xdg(env, "XDG_STATE_HOME", home, ".local/state")
         dirs = [Path(d) for d in env.get("XDG_CONFIG_DIRS", "").split(":") if d.startswith("/")]
-        runtime = env.get("XDG_RUNTIME_DIR", "")
         state_dir = state_home / APP
         return cls(
             user=entry.pw_name,
@@ -63,7 +102,7 @@ class Locations:
             xdg_config_home=config_home,
             xdg_config_dirs=tuple(dirs) or (Path("/etc/xdg"),),
             state_dir=state_dir,
-            runtime_dir=Path(runtime) if runtime.startswith("/") else state_dir,
+            runtime_dir=_runtime_dir(env, state_dir),
         )
 
     @property

@@ -222,10 +222,11 @@ def _connection_results(server: transport.Server,
         socket = transport.connect(server, locations.control_dir)
     except transport.ConnectError as exc:
         reached = Result(names[0], OK, f"{server.host} port {server.port} answers")
-        if exc.reason is Reason.HOST_KEY:
-            return ([reached, Result(names[1], FAIL, exc.message,
-                                     f"verify the server's key, then add it to known_hosts "
-                                     f"(e.g. ssh-keyscan -p {server.port} {server.host})"),
+        if exc.reason in (Reason.HOST_KEY, Reason.HOST_KEY_CHANGED):
+            return ([reached, Result(names[1], FAIL, f"{exc.message} ({'; '.join(exc.details)})",
+                                     "administrators: compare the fingerprints with the "
+                                     "server's own (ssh-keygen -lf on its host keys) before "
+                                     "trusting a key; users: contact support"),
                      Result(names[2], SKIP, "not tried: host key not trusted")], None, False)
         if exc.reason is Reason.AUTH_REFUSED:
             return ([reached, Result(names[1], OK, "known"),

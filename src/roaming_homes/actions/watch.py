@@ -296,8 +296,10 @@ class _Session:
         try:
             self._start_monitors(paths)
         except transport.ConnectError as exc:  # the server cannot be used: interval mode's case
-            return WatchResult(exc.message, outcome=engine.outcomes(job.server)(
-                result_of(exc.reason), exc.message, reason=exc.reason))
+            failed = engine.outcomes(job.server)(result_of(exc.reason), exc.message,
+                                                 reason=exc.reason, notes=list(exc.details))
+            self.record(failed)  # said like a pass's: the daemon's health, a notification
+            return WatchResult(exc.message, outcome=failed)
         except (MonitorGone, OSError) as exc:
             return WatchResult(f"real-time mode unavailable: {exc}", fallback=True)
         first = self.pass_()

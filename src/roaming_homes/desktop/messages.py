@@ -37,6 +37,8 @@ KINDS: dict[str, Kind] = {
     "conflicts": Kind(1, "dialog-warning", "transfer", resolve=True),
     "auth": Kind(2, "dialog-error", "transfer.error", support=True),
     "version": Kind(2, "dialog-error", "transfer.error", support=True),
+    # This computer refused the server: a possible attack, never silenced by "Ignore".
+    "identity": Kind(2, "security-high", "transfer.error", support=True, ignorable=False),
     "guard": Kind(2, "dialog-error", "transfer.error", support=True),
     "losses": Kind(2, "dialog-warning", "transfer.error", support=True, held_back=True),
     "disk-full": Kind(2, "dialog-error", "transfer.error", support=True),
@@ -56,6 +58,10 @@ DEFAULT_MESSAGES: dict[str, str] = {
                       "kept until you choose: {paths}",
     "auth.summary": "Sync refused by the server",
     "auth.body": "{host} refused the login of {user}: {message}",
+    "identity.summary": "The server's identity changed: contact support",
+    "identity.body": "This computer refused to sync with {host}: the server did not prove it is "
+                     "the one it was. Do not accept a new key yourself; your support can check "
+                     "it. {message}",
     "version.summary": "Sync failed: unison versions differ",
     "version.body": "This computer and {host} run unison versions that cannot talk to each "
                     "other: {message}",
@@ -199,7 +205,8 @@ def support_mail(outcome: SyncOutcome | None, user: str,
     subject = f"roaming-homes: sync {result} on {host} ({user})"
     facts = [f"Server: {outcome.server}", f"Exit code: {int(outcome.exit_code)}",
              f"Result: {result}", f"Reason: {outcome.reason or '-'}",
-             f"Message: {outcome.message}", f"Time: {outcome.finished}"] if outcome else []
+             f"Message: {outcome.message}", f"Time: {outcome.finished}",
+             *outcome.notes] if outcome else []
     body = "\n".join([f"Host: {host}", f"User: {user}", *facts, "",
                       "Last lines of sync.log:", *log_tail])
     return subject, body

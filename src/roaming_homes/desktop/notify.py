@@ -69,7 +69,8 @@ def write_state(state_dir: Path, state: NotifyState) -> None:
 def state_lock(state_dir: Path) -> Iterator[None]:
     """Serializes read-modify-write of notify.json between a pass and a listener's "Ignore"."""
     ensure_private_dir(state_dir)
-    fd = os.open(state_dir / "notify.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(state_dir / "notify.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+                 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -96,7 +97,7 @@ def after_pass(config: Any, locations: Any, outcome: SyncOutcome, *,
         with state_lock(locations.state_dir):
             _after_pass(config, locations, outcome, now or datetime.now().astimezone())
     except Exception as exc:  # notifications must never break a sync
-        log.warning("notification not shown: %s", exc)
+        log.debug("notification not shown: %s", exc)
 
 
 def _after_pass(config: Any, locations: Any, outcome: SyncOutcome, now: datetime) -> None:
@@ -138,7 +139,7 @@ def first_sync_started(config: Any, locations: Any, *, first_run: bool,
             # First-sync notifications have no actions: no support mail, no log needed.
             _apply(config, locations, previous, decision, new, None, [])
     except Exception as exc:  # notifications must never break a sync
-        log.warning("notification not shown: %s", exc)
+        log.debug("notification not shown: %s", exc)
 
 
 class FirstSyncAnnouncer:

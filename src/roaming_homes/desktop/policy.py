@@ -100,7 +100,8 @@ _KIND_OF_REASON = {
     Reason.REPLICA: "guard",
     Reason.DISK_FULL: "disk-full",
     Reason.AUTH_REFUSED: "auth",
-    Reason.HOST_KEY: "auth",
+    Reason.HOST_KEY: "identity",  # its own kind: an "Ignore" of a login failure never hides it
+    Reason.HOST_KEY_CHANGED: "identity",
     Reason.VERSION_MISMATCH: "version",
 }
 

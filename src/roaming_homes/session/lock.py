@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from roaming_homes.errors import ExitCode, RoamingHomesError
-from roaming_homes.paths import Locations
+from roaming_homes.paths import Locations, private_dir
 
 # Seconds a real-time pass still running when the watch is stopped gets to finish before it is
 # interrupted (cleanly: unison gets SIGINT); a command that asked the daemon to make way waits
@@ -36,7 +36,7 @@ class SyncLock:
         self._fd: int | None = None
 
     def acquire(self, what: str = "sync", wait: float = 0) -> None:
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         try:
             # Never through a link: one placed there would have us truncate what it points to.
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from roaming_homes.outcome import SUCCEEDED, SyncOutcome
+from roaming_homes.paths import private_dir
 
 HISTORY_LIMIT = 200
 LOG_MAX_BYTES = 1_000_000
@@ -27,8 +28,7 @@ LOG_KEEP = 3
 
 
 def ensure_private_dir(path: Path) -> Path:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return path
+    return private_dir(path)
 
 
 def write_atomic(path: Path, text: str, durable: bool = True) -> None:
@@ -148,7 +148,8 @@ class LogWriter:
         ensure_private_dir(path.parent)
         self.path = path
         self._rotate_if_big()
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
         self._handle = os.fdopen(fd, "a", encoding="utf-8")
 
     def _rotate_if_big(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
 import subprocess
 import tempfile
@@ -21,6 +22,7 @@ from typing import Any
 
 from roaming_homes.errors import RoamingHomesError
 from roaming_homes.outcome import EXIT_CODES, Reason, result_of
+from roaming_homes.paths import private_dir
 from roaming_homes.unison import runner
 
 # Longest path a unix socket can bind to is 108 bytes; leave room for ssh's temporary suffix.
@@ -109,21 +111,57 @@ def _control(server: Server, socket: Path, operation: str) -> list[str]:
 
 
 class ConnectError(RoamingHomesError):
-    """The server could not be used; `reason` says why, for callers that diagnose (`check`)."""
+    """The server could not be used; `reason` says why, for callers that diagnose (`check`);
+    `details` are lines for support (e.g. the host keys' fingerprints)."""
 
-    def __init__(self, message: str, reason: Reason) -> None:
+    def __init__(self, message: str, reason: Reason, details: tuple[str, ...] = ()) -> None:
         super().__init__(message, EXIT_CODES[result_of(reason)])
         self.reason = reason
+        self.details = details
+
+
+_FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
+
+
+def _known_fingerprints(server: Server) -> list[str]:
+    """The fingerprints this computer's known_hosts files hold for the server (ssh -G says
+    which files the options in force name)."""
+    name = server.host if server.port == 22 else f"[{server.host}]:{server.port}"
+    try:
+        config = runner.run(["ssh", "-G", *ssh_options(server, None), *_destination(server)],
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=10)
+        files: list[str] = next((line.split()[1:] for line in config.stdout.splitlines()
+                                 if line.startswith("userknownhostsfile ")), [])
+        found = [runner.run(["ssh-keygen", "-l", "-F", name, "-f", os.path.expanduser(path)],
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                            timeout=10).stdout for path in files]
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return list(dict.fromkeys(_FINGERPRINT.findall("".join(found))))
+
+
+def _host_key_failure(server: Server, stderr: str, changed: bool) -> ConnectError:
+    """This computer refused the server's identity: never a thing to accept by hand."""
+    offered = list(dict.fromkeys(_FINGERPRINT.findall(stderr)))
+    details = (f"host key offered by {server.host}: {', '.join(offered) or 'not shown'}",
+               f"host key known here: {', '.join(_known_fingerprints(server)) or 'none'}")
+    if changed:
+        return ConnectError(f"the identity of the server {server.host} changed (its host key is "
+                            "not the one this computer knows): nothing was synced; contact "
+                            "support", Reason.HOST_KEY_CHANGED, details)
+    return ConnectError(f"the identity of the server {server.host} is not known to this "
+                        "computer (no trusted host key): nothing was synced; contact support",
+                        Reason.HOST_KEY, details)
 
 
 def _classify_failure(server: Server, stderr: str) -> ConnectError:
     text = stderr.strip()
     last = text.splitlines()[-1] if text else "ssh failed without a message"
     lowered = text.lower()
-    if "host key verification failed" in lowered or "identification has changed" in lowered:
-        return ConnectError(
-            f"host key of {server.host} is unknown or has changed; verify it and add it to "
-            f"known_hosts ({last})", Reason.HOST_KEY)
+    if "identification has changed" in lowered:
+        return _host_key_failure(server, text, changed=True)
+    if "host key verification failed" in lowered:
+        return _host_key_failure(server, text, changed=False)
     if "permission denied" in lowered:
         return ConnectError(
             f"ssh login to {server.user}@{server.host} refused without a password ({last})",
@@ -150,7 +188,10 @@ def connect(server: Server, control_dir: Path) -> Path | None:
     socket = control_path(server, control_dir)
     base = ["ssh", *ssh_options(server, None)]
     if socket is not None:
-        control_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            private_dir(control_dir)
+        except RoamingHomesError as exc:
+            raise ConnectError(exc.message, Reason.RUNTIME_DIR) from None
         # No socket in the private directory means no master: skip asking ssh (a process start
         # saved on the first pass of a session and on every offline pass).
         if any(control_dir.glob("ssh-*")):
