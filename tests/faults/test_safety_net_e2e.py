@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from roaming_homes.actions.sync import SyncOutcome
+from roaming_homes.outcome import SyncOutcome
 from tests.support.homes import Setup
 from tests.support.ledger import Ledger, digest
 from tests.support.waiting import wait_for

@@ -6,7 +6,7 @@ import threading
 
 from roaming_homes import config as config_mod
 from roaming_homes.actions import watch as realtime
-from roaming_homes.actions.sync import SyncOutcome
+from roaming_homes.outcome import SyncOutcome
 from roaming_homes.paths import Locations
 from tests.support.homes import Setup
 

@@ -186,8 +186,10 @@ def guard_command(root: str, paths: Sequence[str], nonce: str,
     if expect_marker is not None:
         tests.append(f'case "$rep" in *{q(" marker=" + marker_text(expect_marker).strip())}) '
                      ";; *) exit 1;; esac; ")
+    # umask 077: what unison makes beside the synced files (its archives, its backups and their
+    # directories) is the user's alone; synced files get the modes unison syncs, explicitly.
     script = (f"rep=$({report_script(root, paths, nonce)}); printf '%s\\n' \"$rep\" >&2; "
-              f"{''.join(tests)}exec unison \"$@\"")
+              f"{''.join(tests)}umask 077; exec unison \"$@\"")
     return f"sh -c {q(script)} roaming-homes-guard"
 
 

@@ -1,0 +1,89 @@
+"""Backups are as private as the files they keep: another account on the server cannot list or
+read them, in single passes and in real-time mode."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SYSTEM_PATH
+from tests.support.fsmonitor import write_wrapper
+from tests.support.homes import Setup
+from tests.support.sshd import SshServer
+from tests.support.waiting import wait_for
+from tests.support.watcher import Watcher
+
+
+@pytest.fixture
+def other_account() -> Iterator[str]:
+    """An unprivileged account of the test's own, removed afterwards."""
+    name = f"rh{uuid.uuid4().hex[:8]}"
+    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                    name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["userdel", name], check=False)
+
+
+@pytest.fixture
+def open_server(tmp_path: Path) -> Iterator[SshServer]:
+    """An sshd whose unison directory (archives, backups) lies where any account may walk, so
+    that only the modes of what unison makes in it protect the backups."""
+    base = Path(tempfile.mkdtemp(prefix="rh-open-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    write_wrapper(tmp_path / "bin")
+    try:
+        with SshServer(tmp_path / "sshd", server_unison_dir=base / "unison",
+                       env={"PATH": f"{tmp_path / 'bin'}:{SYSTEM_PATH}"}) as server:
+            yield server
+    finally:
+        subprocess.run(["rm", "-rf", str(base)], check=False)
+
+
+def _as(account: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["runuser", "-u", account, "--", *argv], capture_output=True,
+                          text=True, timeout=30, check=False)
+
+
+@pytest.mark.parametrize("mode", ["pass", "watch"])
+def test_another_server_account_cannot_read_the_backups(
+        open_server: SshServer, other_account: str, tmp_path: Path, mode: str) -> None:
+    user = Setup(tmp_path / "user", open_server)
+    try:
+        docs = user.home / "Documents"
+        docs.mkdir()
+        (docs / "diary.txt").write_text("private, first version")
+        os.chmod(docs / "diary.txt", 0o600)
+        assert user.sync().returncode == 0
+        (docs / "diary.txt").write_text("private, second version")
+        if mode == "pass":
+            assert user.sync().returncode == 0
+        else:
+            watcher = Watcher(user).start()
+            try:
+                wait_for(lambda: (user.server_home / "Documents" / "diary.txt").read_text()
+                         == "private, second version", 30, "the change in real time")
+            finally:
+                assert watcher.finish().reason == "stopped"
+        assert open_server.server_unison_dir is not None
+        backup = open_server.server_unison_dir / "backup"
+        kept = [p for p in backup.rglob("*") if p.is_file()]
+        assert kept and kept[0].read_text() == "private, first version"
+        assert kept[0].stat().st_mode & 0o777 == 0o600  # the original's mode
+
+        listing = _as(other_account, "ls", str(backup / "Documents"))
+        reading = _as(other_account, "cat", str(kept[0]))
+
+        assert listing.returncode != 0 and "Permission denied" in listing.stderr
+        assert reading.returncode != 0 and "private" not in reading.stdout
+        for directory in [backup, *[p for p in backup.rglob("*") if p.is_dir()]]:
+            assert directory.stat().st_mode & 0o077 == 0, directory
+    finally:
+        user.close()
