@@ -106,6 +106,54 @@ def test_resolve_action_starts_the_configured_command(
     assert json.loads(wait_for_file(argv_file)) == ["resolve", "--gui"]
 
 
+def test_a_click_counts_only_from_the_server_that_showed_the_notification(
+        user: Setup, notifications: RecordingServer, tmp_path: Path) -> None:
+    """Any program on the session bus can emit an ActionInvoked signal: the listener acts only
+    on the one sent by the notification server's own connection."""
+    argv_file = tmp_path / "resolve-argv.json"
+    stub = recorder(tmp_path / "bin" / "resolve-stub", argv_file)
+    env = notifying(user, notifications, resolve_command=[str(stub), "resolve"])
+    user.configure(sync={"prefer": "none"}, notify=user.config["notify"])
+    make_conflict(user, "report.txt")
+    assert user.sync(env=env).returncode == 1
+    shown = notifications.wait_for(1)[0]
+
+    notifications.impostor_invoke(shown["id"], "resolve")
+    time.sleep(2)
+    assert not argv_file.exists()
+
+    notifications.invoke(shown["id"], "resolve")
+    assert json.loads(wait_for_file(argv_file)) == ["resolve"]
+
+
+MARKUP_NAME = "<a href=http:evil.example>click<b>me.txt"
+
+
+def test_a_name_is_never_markup_where_the_server_renders_markup(
+        user: Setup, notifications: RecordingServer) -> None:
+    notifications.capabilities.append("body-markup")
+    env = notifying(user, notifications)
+    user.configure(sync={"prefer": "none"}, notify=user.config["notify"])
+    make_conflict(user, MARKUP_NAME)
+
+    assert user.sync(env=env).returncode == 1
+
+    body = notifications.wait_for(1)[0]["body"]
+    assert "&lt;a href=http:evil.example&gt;click&lt;b&gt;me.txt" in body
+    assert "<a" not in body and "<b>" not in body
+
+
+def test_a_name_is_plain_text_where_the_server_renders_plain_text(
+        user: Setup, notifications: RecordingServer) -> None:
+    env = notifying(user, notifications)
+    user.configure(sync={"prefer": "none"}, notify=user.config["notify"])
+    make_conflict(user, MARKUP_NAME)
+
+    assert user.sync(env=env).returncode == 1
+
+    assert MARKUP_NAME in notifications.wait_for(1)[0]["body"]
+
+
 def test_ignore_action_silences_new_conflicts_until_in_sync(
         user: Setup, notifications: RecordingServer) -> None:
     env = notifying(user, notifications)

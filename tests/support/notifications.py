@@ -102,6 +102,14 @@ class RecordingServer:
         """Emit ActionInvoked, as when the user clicks a button."""
         self._emit.put(("ActionInvoked", "us", (notification_id, action)))
 
+    def impostor_invoke(self, notification_id: int, action: str) -> None:
+        """Emit a look-alike ActionInvoked from another connection of the bus (any program of
+        the session can), which does not own the notification server's name."""
+        with open_dbus_connection(self.address) as other:
+            other.send(new_signal(DBusAddress(PATH, interface=NAME), "ActionInvoked", "us",
+                                  (notification_id, action)))
+            other.send_and_get_reply(message_bus.GetId(), timeout=5)  # flushed before we go
+
     def close_by_user(self, notification_id: int) -> None:
         self._emit.put(("NotificationClosed", "uu", (notification_id, 2)))
 

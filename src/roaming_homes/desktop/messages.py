@@ -18,6 +18,7 @@ from typing import Any
 from roaming_homes.desktop.policy import Decision
 from roaming_homes.errors import ConfigError
 from roaming_homes.outcome import SyncOutcome
+from roaming_homes.text import printable
 
 APP_NAME = "Roaming Homes"
 
@@ -169,8 +170,9 @@ def build_request(decision: Decision, messages: dict[str, str], fields: dict[str
     the server renders the body as markup, so every value in it is escaped."""
     assert decision.kind is not None
     kind = KINDS[decision.kind]
-    values = {**_SAMPLE, "paths": "", "count": "", "since": "", "message": "", "size": "",
-              **fields, **decision.fields}
+    values = {key: printable(value) for key, value in {
+        **_SAMPLE, "paths": "", "count": "", "since": "", "message": "", "size": "",
+        **fields, **decision.fields}.items()}
     if markup:
         values = {key: html.escape(value, quote=False) for key, value in values.items()}
     body = messages[f"{decision.kind}.body"].format_map(values)
@@ -190,7 +192,9 @@ def build_request(decision: Decision, messages: dict[str, str], fields: dict[str
     if not with_actions:
         body = "\n".join([body, *hints])
         actions = []
-    summary_values = {**_SAMPLE, **fields, **decision.fields}  # the summary is never markup
+    # The summary is never markup.
+    summary_values = {key: printable(value) for key, value in
+                      {**_SAMPLE, **fields, **decision.fields}.items()}
     return Request(summary=messages[f"{decision.kind}.summary"].format_map(summary_values),
                    body=body,
                    icon=kind.icon, urgency=kind.urgency, category=kind.category,
