@@ -422,3 +422,19 @@ def test_a_loss_refusal_offers_restore_and_confirm_a_replica_refusal_neither() -
     assert "resolve" not in request("guard", True).actions  # Resolve… is for conflicts
     body = request("losses", False).body  # no actions on this server: the body says how
     assert "roaming-homes restore --refused" in body and "roaming-homes sync --force" in body
+
+
+def test_the_support_draft_is_one_url_that_no_shell_echo_can_cut_short() -> None:
+    """xdg-email's --body goes through dash's echo, where `\\c` ends the text: the draft is
+    handed over as one percent-encoded mailto: URL instead."""
+    from urllib.parse import parse_qs
+
+    from roaming_homes.desktop.messages import mailto
+
+    body = "line one\nname with \\c and \\x1b & ?body=x #frag 100%"
+    url = mailto("help@example.org", "sync failed & more", body)
+
+    assert "\\" not in url and "\n" not in url and " " not in url
+    address, _, query = url.removeprefix("mailto:").partition("?")
+    assert address == "help@example.org"
+    assert parse_qs(query) == {"subject": ["sync failed & more"], "body": [body]}

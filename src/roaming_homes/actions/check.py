@@ -36,7 +36,7 @@ _SERVER_HOME = ('if [ ! -d "$1" ]; then echo missing; elif [ ! -w "$1" ]; then e
 # Real-time mode runs `unison-fsmonitor` on the server through the login shell, in tree mode:
 # one that answers TREE with OK is ours and new enough.
 _TRY_FSMONITOR = ("p=$(command -v unison-fsmonitor) || exit 1; "
-                  "printf 'TREE\\n' | \"$p\" 2>/dev/null; echo \"$p\"")
+                  "printf 'TREE\\n' | \"$p\" 2>/dev/null; printf '%s\\n' \"$p\"")
 
 
 @dataclass

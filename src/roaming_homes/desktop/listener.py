@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from roaming_homes.desktop.dbus import BUS_TIMEOUT, Bus
-from roaming_homes.desktop.messages import Request
+from roaming_homes.desktop.messages import Request, mailto
 from roaming_homes.desktop.notify import read_state, state_lock, write_state
 
 LISTEN_LIMIT = 12 * 3600  # seconds a listener waits for a click before it gives up
@@ -49,9 +49,8 @@ def run_action(action: str, job: dict[str, Any]) -> None:
                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, check=False)
     elif action == "email":
-        address, subject, body = job["email"]
-        subprocess.run(["xdg-email", "--subject", subject, "--body", body, address],
-                       stdin=subprocess.DEVNULL, check=False)
+        subprocess.run(["xdg-email", mailto(*job["email"])], stdin=subprocess.DEVNULL,
+                       check=False)
     elif action == "ignore":
         with state_lock(state_dir):
             state = read_state(state_dir)

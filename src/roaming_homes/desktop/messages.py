@@ -14,6 +14,7 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from roaming_homes.desktop.policy import Decision
 from roaming_homes.errors import ConfigError
@@ -199,6 +200,16 @@ def build_request(decision: Decision, messages: dict[str, str], fields: dict[str
                    body=body,
                    icon=kind.icon, urgency=kind.urgency, category=kind.category,
                    replaces_id=decision.replaces_id, actions=actions)
+
+
+def mailto(address: str, subject: str, body: str) -> str:
+    """The draft as one mailto: URL, every character of subject and body percent-encoded.
+
+    xdg-email's own --subject/--body pass through `echo` in /bin/sh, which in dash interprets
+    backslashes (`\\c` ends the text): a log line or a file name could cut the draft short. A
+    complete URL is handed on as it is."""
+    return (f"mailto:{quote(address, safe='@')}?subject={quote(subject, safe='')}"
+            f"&body={quote(body, safe='')}")
 
 
 def support_mail(outcome: SyncOutcome | None, user: str,
