@@ -124,13 +124,47 @@ def run(argv: Sequence[str], env: Mapping[str, str], on_line: Callable[[str], No
             lines.append(segment)
             on_line(segment)
 
-    with runner.start(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                      stderr=subprocess.PIPE, env=env, pass_fds=tuple(pass_fds),
-                      process_group=None if abort is None else 0) as proc:
-        if abort is not None:
-            threading.Thread(target=_stop_on, args=(abort, proc), daemon=True).start()
-        _converse(proc, dialogue, add, abort)
+    stderr = _Stderr()
+    try:
+        with runner.start(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=stderr.write_fd, env=env, pass_fds=tuple(pass_fds),
+                          process_group=None if abort is None else 0) as proc:
+            if abort is not None:
+                threading.Thread(target=_stop_on, args=(abort, proc), daemon=True).start()
+            _converse(proc, dialogue, add, abort, stderr)
+    finally:
+        stderr.close()
     return Run(proc.returncode, lines, list(dialogue.items.values()), dialogue.declined)
+
+
+class _Stderr:
+    """unison's stderr, which its ssh inherits: ssh makes it non-blocking (O_NONBLOCK is a
+    flag of the pipe's shared open file, not of ssh's descriptor), and unison, writing its
+    progress there, then dies of `Sys_blocked_io` whenever the pipe is full for a moment. We
+    keep a descriptor of the writing end and make it blocking again as we read; it is closed
+    once unison has ended, so that the pipe ends when the last writer (its ssh) does."""
+
+    def __init__(self) -> None:
+        self.fd, self.write_fd = os.pipe2(os.O_CLOEXEC)
+
+    def keep_blocking(self, proc: subprocess.Popen[bytes]) -> None:
+        if self.write_fd < 0:
+            return
+        if proc.poll() is not None:
+            self._close_write()
+        elif not os.get_blocking(self.write_fd):
+            os.set_blocking(self.write_fd, True)
+
+    def _close_write(self) -> None:
+        if self.write_fd >= 0:
+            os.close(self.write_fd)
+            self.write_fd = -1
+
+    def close(self) -> None:
+        self._close_write()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def _asks(pid: int, tail: bytes, quiet: float) -> bool:
@@ -152,13 +186,15 @@ IDLE = 0.1  # seconds without output after which we look whether unison waits fo
 
 
 def _converse(proc: subprocess.Popen[bytes], dialogue: _Dialogue,
-              add: Callable[[str, bool], None], abort: threading.Event | None) -> None:
+              add: Callable[[str, bool], None], abort: threading.Event | None,
+              stderr: _Stderr) -> None:
     """Read unison's stdout and stderr until both end, answering its questions."""
-    assert proc.stdout is not None and proc.stderr is not None and proc.stdin is not None
-    out, err = proc.stdout.fileno(), proc.stderr.fileno()
+    assert proc.stdout is not None and proc.stdin is not None
+    out, err = proc.stdout.fileno(), stderr.fd
     pending = {out: b"", err: b""}
     last = time.monotonic()
     while pending:
+        stderr.keep_blocking(proc)
         ready = select.select(list(pending), [], [], IDLE)[0]
         if not ready:
             if abort is not None and abort.is_set() and proc.poll() is not None:
