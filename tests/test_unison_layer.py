@@ -194,6 +194,9 @@ def test_other_lines_are_not_plan_items(line: str) -> None:
 @pytest.mark.parametrize(("prompt", "question"), [
     ("changed  ---->            x  [f] ", output.Question.ITEM),
     ("changed  <-?-> changed    x  [] ", output.Question.ITEM),
+    # a name with an opening bracket (an escape sequence's CSI) before the answer's brackets
+    ("changed  <-?-> changed    a \x1b[31mred [x  [] ", output.Question.ITEM),
+    ("new file ---->            [] brackets    [f] ", output.Question.ITEM),
     ("Proceed with propagating updates? [] ", output.Question.PROCEED),
     ("Do you really want to proceed? [] ", output.Question.OTHER),
     ("", output.Question.OTHER),

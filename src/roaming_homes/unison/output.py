@@ -187,7 +187,7 @@ _DIRECTIONS = {
 _ITEM = re.compile(r"^(.{8}) (.{5}) (.{8})   (.+)  $", re.DOTALL)
 
 
-_PROMPT = re.compile(r"\[[^\]]*\] $")  # "[f] ", "[] ": the default answer, then the cursor
+_PROMPT = re.compile(r"\[[^][]*\] $")  # "[f] ", "[] ": the default answer, then the cursor
 
 
 LISTED = "  "  # `l` indents every item it lists
