@@ -144,9 +144,16 @@ def _installed_env(setup: Setup) -> dict[str, str]:
     return {**env, "PATH": SYSTEM_PATH}
 
 
+@pytest.fixture
+def system_sshd(tmp_path: Path) -> Iterator[SshServer]:
+    """A server whose sessions have the system's PATH: the installed unison-fsmonitor too."""
+    with SshServer(tmp_path / "sshd", env={"PATH": SYSTEM_PATH}) as server:
+        yield server
+
+
 def test_installed_deb_syncs_and_passes_check_against_the_server(
-        installed_deb: None, tmp_path: Path, sshd: SshServer) -> None:
-    setup = Setup(tmp_path / "user", sshd)
+        installed_deb: None, tmp_path: Path, system_sshd: SshServer) -> None:
+    setup = Setup(tmp_path / "user", system_sshd)
     try:
         env = _installed_env(setup)
 

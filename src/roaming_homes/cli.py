@@ -105,7 +105,7 @@ def _run_sync(args: argparse.Namespace) -> int:
 
 def _report_outcome(args: argparse.Namespace, outcome: Any) -> int:
     """A pass's outcome as JSON, or one line (stderr when it needs attention); its exit code."""
-    if args.json:
+    if getattr(args, "json", False):  # `resolve` has no --json
         _print_json(outcome.to_dict())
     elif outcome.exit_code in (ExitCode.IN_SYNC, ExitCode.NEEDS_USER):
         _say(args, outcome.message)

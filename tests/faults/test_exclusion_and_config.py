@@ -22,7 +22,9 @@ def _recording_unison(tmp_path: Path, hold_interactive: bool = False) -> Path:
     hold = (f'case " $* " in *" -ui text "*) ;; *) touch {tmp_path}/resolving; '
             f'while [ ! -e {release} ]; do sleep 0.05; done; exit 0;; esac\n'
             if hold_interactive else "")
-    script.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n{hold}sleep 1\nunison "$@"\n')
+    # One line a call: the line breaks within arguments (the ignore rule has some) as spaces.
+    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" | tr "\\n\\r" "  " >> {calls}\n'
+                      f'echo >> {calls}\n{hold}sleep 1\nunison "$@"\n')
     script.chmod(0o755)
     return script
 
