@@ -136,7 +136,7 @@ def resolve(config: Config, locations: Locations) -> SyncOutcome:
                  "closed", os.path.basename(argv[0]))
         fds = () if lock.fileno is None else (lock.fileno,)
         try:
-            code = runner.run(argv, env=profile.environment(locations),
+            code = runner.run(argv, env=profile.environment(locations, prepared.computer.id),
                               pass_fds=fds, check=False).returncode
         except FileNotFoundError:
             raise RoamingHomesError(f"unison program not found: {argv[0]} (sync.unison)",

@@ -25,6 +25,7 @@ from roaming_homes.safety import guards, refused
 from roaming_homes.safety.baseline import BaselineStore
 from roaming_homes.safety.guards import is_excluded
 from roaming_homes.session import progress
+from roaming_homes.session.computer import Computer, this_computer
 from roaming_homes.session.lock import SyncLock
 from roaming_homes.session.state import StateStore, ensure_private_dir, write_atomic
 from roaming_homes.text import escape, printable
@@ -222,6 +223,7 @@ class _Prepared:
     extra: list[str]  # unison arguments the guards add (-servercmd, -mountpoint, ...)
     nonce: str  # this pass's mark on the server's report
     baselines: BaselineStore  # the loss guard's baseline, read when unison asks
+    computer: Computer
 
 
 def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
@@ -254,7 +256,9 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
         return outcome(Result.CONFIG_ERROR, str(exc))
     _write_profile(locations.unison_dir / f"{profile.PROFILE}.prf", text)
     ensure_private_dir(locations.backup_dir)
-    key = f"{plan.local_root} <-> {plan.server_root}"
+    computer = this_computer(locations)
+    # unison's archives are keyed by the computer's id: a new id (a cloned home) is a new pair
+    key = f"{computer.id}: {plan.local_root} <-> {plan.server_root}"
     first = first_run or _is_first_run(job.store, key, locations.unison_dir)
     found = {side: guards.probe_local(Path(root), paths)
              for side, root in _counted_here(plan, server).items()}
@@ -282,7 +286,8 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
         extra += ["-mountpoint", guards.MARKER]
     baselines = BaselineStore(locations.state_dir, (plan.local_root, plan.server_root), paths,
                               plan.ignore_paths, plan.ignore_names)
-    return _Prepared(key, first, plan, socket, paths, found, ids, extra, nonce, baselines)
+    return _Prepared(key, first, plan, socket, paths, found, ids, extra, nonce, baselines,
+                     computer)
 
 
 def _names(plan: profile.Plan, server: transport.Server) -> dict[str, str]:
@@ -570,7 +575,8 @@ def _run_unison(job: Pass, first: bool, sink: LineSink, judge: _Judge,
         sink(progress.FIRST_RUN_LINE)
     fds = () if job.lock_fd is None else (job.lock_fd,)
     try:
-        run = dialogue.run(argv, profile.environment(job.locations), sink, judge, job.abort, fds)
+        env = profile.environment(job.locations, judge.prepared.computer.id)
+        run = dialogue.run(argv, env, sink, judge, job.abort, fds)
     except FileNotFoundError:
         message = f"Fatal error: unison program not found: {argv[0]} (sync.unison)"
         sink(message)

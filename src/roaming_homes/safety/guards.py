@@ -168,6 +168,9 @@ def report_script(root: str, paths: Sequence[str], nonce: str) -> str:
             f"{check}printf '%s\\n' \"{REPORT}{nonce} root=$r paths=$p marker=$m\"")
 
 
+SERVER_NAME = "roaming-homes-server"  # the server's name in unison's archives
+
+
 def guard_command(root: str, paths: Sequence[str], nonce: str,
                   expect_marker: str | None = None) -> str:
     """unison's `servercmd`: the server reports its replica (`report_script`, with this pass's
@@ -188,8 +191,11 @@ def guard_command(root: str, paths: Sequence[str], nonce: str,
                      ";; *) exit 1;; esac; ")
     # umask 077: what unison makes beside the synced files (its archives, its backups and their
     # directories) is the user's alone; synced files get the modes unison syncs, explicitly.
+    # A fixed UNISONLOCALHOSTNAME: the server's archives do not depend on which of its names
+    # (or front-ends) answered.
     script = (f"rep=$({report_script(root, paths, nonce)}); printf '%s\\n' \"$rep\" >&2; "
-              f"{''.join(tests)}umask 077; exec unison \"$@\"")
+              f"{''.join(tests)}umask 077; UNISONLOCALHOSTNAME={SERVER_NAME} "
+              "exec unison \"$@\"")
     return f"sh -c {q(script)} roaming-homes-guard"
 
 

@@ -111,9 +111,11 @@ IGNORE_LINE_BREAKS = "Regex .*[\n\r].*"
 INTERACTIVE_ARGS = ("-ui", "text")
 
 
-def environment(locations: Locations) -> dict[str, str]:
-    """unison's environment: our archive directory, and where this side's backups go
+def environment(locations: Locations, computer_id: str) -> dict[str, str]:
+    """unison's environment: our archive directory, where this side's backups go
     (UNISONBACKUPDIR is not passed over ssh, so the server keeps its backups in its own unison
-    directory)."""
+    directory), and the name unison keys its archives by: this computer's stable id, not its
+    host name (see `session.computer`)."""
     return dict(os.environ, UNISON=str(locations.unison_dir),
-                UNISONBACKUPDIR=str(locations.backup_dir), NO_COLOR="1")
+                UNISONBACKUPDIR=str(locations.backup_dir), NO_COLOR="1",
+                UNISONLOCALHOSTNAME=f"roaming-homes-{computer_id}")
