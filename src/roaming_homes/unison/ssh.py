@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import fcntl
 import hashlib
 import logging
 import os
@@ -25,7 +26,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -323,6 +324,43 @@ def _master_answers(server: Server, socket: Path) -> bool:
     return False
 
 
+def _try_flock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _one_at_a_time(control_dir: Path, wait: float) -> Iterator[None]:
+    """Our processes look at, clear and start the master one at a time (an flock).
+
+    A pass, the daemon's offline probe and `check` may connect at once. Two that both find no
+    usable master would both start one, and the second would find the first's socket in its way
+    and stay as a connection nobody uses (see `_clear`); or one would remove the socket of a
+    master the other has just started. Whoever holds the lock is done within `wait` seconds;
+    past that we go on without it rather than wait for a process that is itself stopped.
+    """
+    try:
+        fd = os.open(control_dir / "connect.lock",
+                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise ConnectError(f"cannot use the lock in {control_dir}: {exc.strerror}",
+                           Reason.SSH_FAILED) from None
+    try:
+        deadline = time.monotonic() + wait
+        while not _try_flock(fd):
+            if time.monotonic() >= deadline:
+                log.warning("another process of ours has been opening the shared ssh "
+                            "connection for %g s: going on without waiting for it", wait)
+                break
+            time.sleep(0.05)  # flock has no timeout of its own; polling keeps the bound
+        yield
+    finally:
+        os.close(fd)  # the master does not inherit it (O_CLOEXEC): it ends the lock
+
+
 def _open(server: Server, command: list[str]) -> None:
     """Run ssh to log in (and start the master), bounded; a failure as a ConnectError."""
     # The master forks into the background holding its stdio: capture stderr in a file, not a
@@ -363,8 +401,10 @@ def connect(server: Server, control_dir: Path) -> Path | None:
                        *_destination(server), "true"])
         return None
     control_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if not _master_answers(server, socket):
-        _open(server, _master_command(server, socket))
+    # The longest a holder takes: ask the master, wait for a hung one to end, start a new one.
+    with _one_at_a_time(control_dir, 2 * _CONTROL_TIMEOUT + _start_timeout(server)):
+        if not _master_answers(server, socket):
+            _open(server, _master_command(server, socket))
     return socket
 
 
@@ -386,7 +426,8 @@ def disconnect(server: Server, control_dir: Path) -> None:
     socket = control_path(server, control_dir)
     if socket is None or not os.path.lexists(socket):
         return
-    with contextlib.suppress(ConnectError):  # no ssh: nothing of ours to close
+    # At the end of a session: wait for a connecting process briefly, the stop is bounded.
+    with contextlib.suppress(ConnectError), _one_at_a_time(control_dir, _CONTROL_TIMEOUT):
         state = _ask_master(server, socket, "exit")
         if state is not Master.ANSWERED:  # a master that exits removes its socket itself
             _clear(socket, state)
