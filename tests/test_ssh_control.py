@@ -3,6 +3,9 @@ name, its state from `ssh -O`, and how our master is recognised by the socket it
 
 from __future__ import annotations
 
+import fcntl
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -97,3 +100,20 @@ def test_the_master_command_is_recognised_as_ours() -> None:
     assert socket is not None
     command = transport._master_command(server, socket)
     assert transport.is_master_command(command, socket)
+
+
+def test_connecting_waits_for_the_lock_only_within_its_bound(tmp_path: Path) -> None:
+    """A process stopped while it holds the connect lock must not stop every pass after it."""
+    holder = os.open(tmp_path / "connect.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        started = time.monotonic()
+        with transport._one_at_a_time(tmp_path, 0.3):
+            waited = time.monotonic() - started
+        assert 0.3 <= waited < 2
+        fcntl.flock(holder, fcntl.LOCK_UN)
+        started = time.monotonic()
+        with transport._one_at_a_time(tmp_path, 5):
+            assert time.monotonic() - started < 1
+    finally:
+        os.close(holder)

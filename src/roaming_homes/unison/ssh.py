@@ -426,8 +426,9 @@ def disconnect(server: Server, control_dir: Path) -> None:
     socket = control_path(server, control_dir)
     if socket is None or not os.path.lexists(socket):
         return
-    # At the end of a session: wait for a connecting process briefly, the stop is bounded.
-    with contextlib.suppress(ConnectError), _one_at_a_time(control_dir, _CONTROL_TIMEOUT):
+    # The daemon's stop has a bound (its STOP_MARGIN): wait a second at most for a process that
+    # is connecting; closing the master regardless does no harm.
+    with contextlib.suppress(ConnectError), _one_at_a_time(control_dir, 1.0):
         state = _ask_master(server, socket, "exit")
         if state is not Master.ANSWERED:  # a master that exits removes its socket itself
             _clear(socket, state)
