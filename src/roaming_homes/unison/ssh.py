@@ -210,7 +210,7 @@ def _stop_hung_masters(socket: Path) -> list[int]:
     """SIGKILL our masters listening at `socket` and wait (bounded) until they are gone;
     returns their PIDs.
 
-    Found by the socket they listen on (the kernel's table), not by name or a PID file: only a
+    Found by the socket they listen on (the kernel's table), not by a PID file or a name: only a
     master we started listens there. Each is signalled through a pidfd opened before it is
     checked again, so a PID reused in between is never hit. SIGKILL, because a stopped process
     acts on nothing else, and a hung master has nothing left to save: its sessions already
