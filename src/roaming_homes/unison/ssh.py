@@ -4,18 +4,30 @@ Every pass first makes sure the server answers, so that an offline laptop is tol
 broken setup within `connect_timeout` (exit 75 vs. 3). The probe opens an ssh master connection
 (ControlMaster) in a private runtime directory and unison's own ssh goes through it, so a pass
 pays for one handshake at most, and none while the master lives (`connection_reuse`).
+
+The master is a process of its own that outlives the pass; it can die (killed, crashed) and
+leave its socket behind, or hang (stopped, wedged). Every pass asks it first, bounded: a stale
+socket is removed and a hung master we started is stopped, before a new master is started in
+its place (`connect`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
+import fcntl
+import hashlib
+import logging
 import os
 import re
+import select
 import shlex
+import signal
 import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +37,16 @@ from roaming_homes.outcome import EXIT_CODES, Reason, result_of
 from roaming_homes.paths import private_dir
 from roaming_homes.unison import runner
 
+log = logging.getLogger(__name__)
+
 # Longest path a unix socket can bind to is 108 bytes; leave room for ssh's temporary suffix.
 _MAX_SOCKET_PATH = 90
+# A master answers `ssh -O check` on its local socket in milliseconds, whatever the network
+# does: one that has not answered in this many seconds is stopped or wedged, and would hang
+# unison's ssh the same way.
+_CONTROL_TIMEOUT = 5.0
+# /proc/net/unix: the flag of a listening socket (__SO_ACCEPTCON).
+_ACCEPTCON = 0x10000
 _OFFLINE_MARKERS = (
     "connection refused", "timed out", "no route to host", "network is unreachable",
     "could not resolve hostname", "name or service not known",
@@ -77,11 +97,17 @@ class Server:
 
 
 def control_path(server: Server, control_dir: Path) -> Path | None:
-    """The shared connection's socket, or None when reuse is off or the path would be too long."""
+    """The shared connection's socket, or None when reuse is off or the path would be too long.
+
+    We name it, not ssh (%C): a master that died leaves its socket behind, and we must know the
+    file to remove it. The name hashes what %C does (this computer's name, the server's host,
+    port and user), so each server, and each computer sharing a home, has a socket of its own.
+    """
     if server.is_local or server.connection_reuse <= 0:
         return None
-    path = control_dir / "ssh-%C"  # %C: hash of host, port, user; 40 characters
-    if len(os.fsencode(path)) - 2 + 40 > _MAX_SOCKET_PATH:
+    key = "\0".join((os.uname().nodename, server.host, str(server.port), server.user))
+    path = control_dir / f"ssh-{hashlib.sha256(key.encode()).hexdigest()[:40]}"
+    if len(os.fsencode(path)) > _MAX_SOCKET_PATH:
         return None
     return path
 
@@ -108,6 +134,114 @@ def _destination(server: Server) -> list[str]:
 def _control(server: Server, socket: Path, operation: str) -> list[str]:
     """ssh asking the shared connection's master to `check` itself or `exit`."""
     return ["ssh", *ssh_options(server, socket), "-O", operation, *_destination(server)]
+
+
+def _master_command(server: Server, socket: Path) -> list[str]:
+    """ssh starting the shared connection's master; it forks into the background once in."""
+    return ["ssh", *ssh_options(server, None), "-o", "ControlMaster=yes",
+            "-o", f"ControlPath={socket}", "-o", f"ControlPersist={server.connection_reuse}",
+            "-f", "-N", *_destination(server)]
+
+
+def _start_timeout(server: Server) -> float:
+    """How long starting ssh may take: ConnectTimeout covers the TCP connect and the banner,
+    this covers the key exchange and the login after them too."""
+    return server.connect_timeout * 2 + 10
+
+
+class Master(enum.Enum):
+    """What a master said to `ssh -O check` (or `-O exit`)."""
+
+    ANSWERED = "answered"  # it listens and answered: use it (or it exits)
+    STALE = "stale"  # ssh failed (nobody listens: killed, crashed): the socket is in the way
+    HUNG = "hung"  # no answer within _CONTROL_TIMEOUT: stopped or wedged
+
+
+def master_state(returncode: int | None) -> Master:
+    """The master's state from the exit code of `ssh -O`, None when it timed out.
+
+    The code and the clock decide, not ssh's message: ssh exits 255 for a socket nobody
+    listens on, one that is not there and one that is not a socket alike, and waits forever on
+    a master that never answers.
+    """
+    if returncode is None:
+        return Master.HUNG
+    return Master.ANSWERED if returncode == 0 else Master.STALE
+
+
+def listeners(unix_table: str, socket: Path) -> set[str]:
+    """The listening sockets bound at `socket`, from the text of /proc/net/unix, named as in
+    /proc/PID/fd (`socket:[INODE]`).
+
+    ssh binds its master's socket as `<socket>.<16 letters or digits>` and then links it to
+    `<socket>`, so the kernel knows it by the first name (an older ssh by `<socket>` itself).
+    """
+    name = os.fspath(socket)
+    found = set()
+    for line in unix_table.splitlines()[1:]:
+        fields = line.split(maxsplit=7)  # Num RefCount Protocol Flags Type St Inode Path
+        if len(fields) < 8 or not int(fields[3], 16) & _ACCEPTCON:
+            continue
+        path, suffix = fields[7], fields[7][len(name) + 1:]
+        if path == name or (path.startswith(f"{name}.") and suffix.isalnum()):
+            found.add(f"socket:[{fields[6]}]")
+    return found
+
+
+def is_master_command(argv: Sequence[str], socket: Path) -> bool:
+    """Whether a command line is an ssh master for `socket`, as `connect` starts one."""
+    return (bool(argv) and os.path.basename(argv[0]) == "ssh"
+            and "ControlMaster=yes" in argv and f"ControlPath={socket}" in argv)
+
+
+def _is_our_master(pid: int, socket: Path, held: set[str]) -> bool:
+    """Whether process `pid` is one of our masters for `socket`: our user's, started as
+    `connect` starts a master, and listening on one of the `held` sockets (see `listeners`)."""
+    proc = Path("/proc", str(pid))
+    try:
+        if proc.stat().st_uid != os.geteuid():
+            return False
+        argv = [os.fsdecode(arg) for arg in (proc / "cmdline").read_bytes().split(b"\0")]
+        return (is_master_command(argv, socket)
+                and any(os.readlink(fd) in held for fd in (proc / "fd").iterdir()))
+    except OSError:  # gone, or not ours to look at
+        return False
+
+
+def _stop_hung_masters(socket: Path) -> list[int]:
+    """SIGKILL our masters listening at `socket` and wait (bounded) until they are gone;
+    returns their PIDs.
+
+    Found by the socket they listen on (the kernel's table), not by a PID file or a name: only a
+    master we started listens there. Each is signalled through a pidfd opened before it is
+    checked again, so a PID reused in between is never hit. SIGKILL, because a stopped process
+    acts on nothing else, and a hung master has nothing left to save: its sessions already
+    cannot be used. Its end closes its TCP connection, so the server's sshd session ends too.
+    """
+    try:
+        held = listeners(os.fsdecode(Path("/proc/net/unix").read_bytes()), socket)
+    except OSError:
+        return []
+    if not held:
+        return []
+    stopped = []
+    for pid in (int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()):
+        if not _is_our_master(pid, socket, held):
+            continue
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:  # gone already (or no pidfds here: then we signal nothing)
+            continue
+        try:
+            if _is_our_master(pid, socket, held):
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                select.select([pidfd], [], [], _CONTROL_TIMEOUT)  # readable once it has ended
+                stopped.append(pid)
+        except OSError:
+            pass
+        finally:
+            os.close(pidfd)
+    return stopped
 
 
 class ConnectError(RoamingHomesError):
@@ -173,45 +307,107 @@ def _classify_failure(server: Server, stderr: str) -> ConnectError:
                         Reason.SSH_FAILED)
 
 
-def connect(server: Server, control_dir: Path) -> Path | None:
-    """Make sure the server answers; returns the shared connection's socket, if any.
+def _ask_master(server: Server, socket: Path, operation: str) -> Master:
+    """`ssh -O operation` to the master at `socket`, bounded by _CONTROL_TIMEOUT.
 
-    Raises ConnectError with TRY_LATER when the server is unreachable (or a local root is
-    absent, e.g. an unmounted share) and FAILED when it answers but refuses us.
+    ssh has no timeout of its own here (ConnectTimeout is for the network): a stopped master
+    accepts the connection on its socket and never answers.
     """
-    if server.is_local:
-        if not Path(server.local_root).is_dir():
-            raise ConnectError(
-                f"server root {server.local_root} is not available (not mounted?)",
-                Reason.SERVER_UNREACHABLE)
-        return None
-    socket = control_path(server, control_dir)
-    base = ["ssh", *ssh_options(server, None)]
-    if socket is not None:
-        try:
-            private_dir(control_dir)
-        except RoamingHomesError as exc:
-            raise ConnectError(exc.message, Reason.RUNTIME_DIR) from None
-        # No socket in the private directory means no master: skip asking ssh (a process start
-        # saved on the first pass of a session and on every offline pass).
-        if any(control_dir.glob("ssh-*")):
-            check = runner.run(_control(server, socket, "check"), stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               check=False)
-            if check.returncode == 0:
-                return socket
-        command = [*base, "-o", "ControlMaster=yes", "-o", f"ControlPath={socket}",
-                   "-o", f"ControlPersist={server.connection_reuse}", "-f", "-N"]
+    try:
+        result = runner.run(_control(server, socket, operation), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            timeout=_CONTROL_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired:
+        return master_state(None)
+    except FileNotFoundError:
+        raise ConnectError("ssh is not installed (openssh-client)", Reason.SSH_FAILED) from None
+    return master_state(result.returncode)
+
+
+def _clear(socket: Path, state: Master) -> None:
+    """Get a stale socket, or a hung master and its socket, out of the way of a new master.
+
+    A socket in the way does not make ssh fail: it says "disabling multiplexing" and, started
+    with -f -N, stays in the background as a plain connection nobody uses, for good. So before
+    this, every pass after a killed master left one more ssh and one more sshd session.
+    """
+    if state is Master.HUNG:
+        stopped = _stop_hung_masters(socket)
+        if stopped:
+            log.info("the shared ssh connection did not answer within %g s: stopped it "
+                     "(pid %s)", _CONTROL_TIMEOUT, ", ".join(map(str, stopped)))
+        else:
+            log.warning("the shared ssh connection did not answer within %g s, and no master "
+                        "of ours listens on %s: left alone", _CONTROL_TIMEOUT, socket)
     else:
-        command = [*base, "-o", "ControlMaster=no"]
-    command += [*_destination(server), *([] if socket else ["true"])]
+        log.debug("the shared ssh connection is gone: removing its stale socket %s", socket)
+    try:
+        socket.unlink(missing_ok=True)
+    except OSError as exc:
+        raise ConnectError(f"cannot remove the stale ssh socket {socket}: {exc.strerror}",
+                           Reason.SSH_FAILED) from None
+
+
+def _master_answers(server: Server, socket: Path) -> bool:
+    """Whether a master answers at `socket`; if not, its socket (and a hung master of ours) is
+    cleared away, so that a new master can listen there."""
+    # No socket means no master: skip asking ssh (a process start saved on the first pass of a
+    # session and on every offline pass).
+    if not os.path.lexists(socket):
+        return False
+    state = _ask_master(server, socket, "check")
+    if state is Master.ANSWERED:
+        return True
+    _clear(socket, state)
+    return False
+
+
+def _try_flock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _one_at_a_time(control_dir: Path, wait: float) -> Iterator[None]:
+    """Our processes look at, clear and start the master one at a time (an flock).
+
+    A pass, the daemon's offline probe and `check` may connect at once. Two that both find no
+    usable master would both start one, and the second would find the first's socket in its way
+    and stay as a connection nobody uses (see `_clear`); or one would remove the socket of a
+    master the other has just started. Whoever holds the lock is done within `wait` seconds;
+    past that we go on without it rather than wait for a process that is itself stopped.
+    """
+    try:
+        fd = os.open(control_dir / "connect.lock",
+                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise ConnectError(f"cannot use the lock in {control_dir}: {exc.strerror}",
+                           Reason.SSH_FAILED) from None
+    try:
+        deadline = time.monotonic() + wait
+        while not _try_flock(fd):
+            if time.monotonic() >= deadline:
+                log.warning("another process of ours has been opening the shared ssh "
+                            "connection for %g s: going on without waiting for it", wait)
+                break
+            time.sleep(0.05)  # flock has no timeout of its own; polling keeps the bound
+        yield
+    finally:
+        os.close(fd)  # the master does not inherit it (O_CLOEXEC): it ends the lock
+
+
+def _open(server: Server, command: list[str]) -> None:
+    """Run ssh to log in (and start the master), bounded; a failure as a ConnectError."""
     # The master forks into the background holding its stdio: capture stderr in a file, not a
     # pipe, or we would wait for the master to exit.
     with tempfile.TemporaryFile() as err:
         try:
             result = runner.run(command, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=err,
-                                timeout=server.connect_timeout * 2 + 10, check=False)
+                                timeout=_start_timeout(server), check=False)
         except subprocess.TimeoutExpired:
             raise ConnectError(f"server {server.host} did not answer in time",
                                Reason.SERVER_UNREACHABLE) from None
@@ -222,6 +418,34 @@ def connect(server: Server, control_dir: Path) -> Path | None:
         stderr = err.read().decode(errors="replace")
     if result.returncode != 0:
         raise _classify_failure(server, stderr)
+
+
+def connect(server: Server, control_dir: Path) -> Path | None:
+    """Make sure the server answers; returns the shared connection's socket, if any.
+
+    A master that answers is used; a dead or hung one is replaced. Raises ConnectError with
+    TRY_LATER when the server is unreachable (or a local root is absent, e.g. an unmounted
+    share) and FAILED when it answers but refuses us.
+    """
+    if server.is_local:
+        if not Path(server.local_root).is_dir():
+            raise ConnectError(
+                f"server root {server.local_root} is not available (not mounted?)",
+                Reason.SERVER_UNREACHABLE)
+        return None
+    socket = control_path(server, control_dir)
+    if socket is None:
+        _open(server, ["ssh", *ssh_options(server, None), "-o", "ControlMaster=no",
+                       *_destination(server), "true"])
+        return None
+    try:
+        private_dir(control_dir)
+    except RoamingHomesError as exc:
+        raise ConnectError(exc.message, Reason.RUNTIME_DIR) from None
+    # The longest a holder takes: ask the master, wait for a hung one to end, start a new one.
+    with _one_at_a_time(control_dir, 2 * _CONTROL_TIMEOUT + _start_timeout(server)):
+        if not _master_answers(server, socket):
+            _open(server, _master_command(server, socket))
     return socket
 
 
@@ -241,13 +465,14 @@ def disconnect(server: Server, control_dir: Path) -> None:
     systemd waiting for the last process of the stopped service.
     """
     socket = control_path(server, control_dir)
-    if socket is None:
+    if socket is None or not os.path.lexists(socket):
         return
-    # No ssh, or a wedged master: it ends with ControlPersist anyway.
-    with contextlib.suppress(subprocess.TimeoutExpired, FileNotFoundError):
-        runner.run(_control(server, socket, "exit"), stdin=subprocess.DEVNULL,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10,
-                   check=False)
+    # The daemon's stop has a bound (its STOP_MARGIN): wait a second at most for a process that
+    # is connecting; closing the master regardless does no harm.
+    with contextlib.suppress(ConnectError), _one_at_a_time(control_dir, 1.0):
+        state = _ask_master(server, socket, "exit")
+        if state is not Master.ANSWERED:  # a master that exits removes its socket itself
+            _clear(socket, state)
 
 
 def run_remote(server: Server, socket: Path | None, script: str,
