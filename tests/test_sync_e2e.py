@@ -233,7 +233,8 @@ def test_xdg_user_dirs_are_the_default_paths(user: Setup) -> None:
     # Dokumente (user file) and Pictures (built-in default) exist; Musik does not; the home
     # itself (a disabled directory) and other directories are not synced (the replica marker
     # is each side's own).
-    synced = sorted(p.name for p in user.server_home.iterdir() if p.name != ".roaming-homes-root")
+    synced = sorted(p.name for p in user.server_home.iterdir()
+                    if p.name not in (".roaming-homes-root", ".roaming-homes"))
     assert synced == ["Dokumente", "Pictures"]
 
 

@@ -53,7 +53,7 @@ class Ledger:
     def snapshot(self) -> Snapshot:
         def replica(root: Path) -> dict[str, str]:
             return {rel: h for rel, h in checksums(root).items()
-                    if not rel.startswith(".roaming-homes-root")}
+                    if not rel.startswith(".roaming-homes")}  # markers, records: not user data
 
         backups = {h for d in self.backup_dirs for h in checksums(d).values()}
         return Snapshot({"local": replica(self.setup.home),

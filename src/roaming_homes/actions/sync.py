@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from roaming_homes import config as config_mod
+from roaming_homes.actions import computers
 from roaming_homes.config import Config
 from roaming_homes.errors import ExitCode, RoamingHomesError
 from roaming_homes.outcome import COMPLETED, Reason, Result, SyncOutcome, result_of
@@ -24,6 +25,8 @@ from roaming_homes.paths import Locations, is_below, xdg_user_dirs
 from roaming_homes.safety import guards, refused
 from roaming_homes.safety.baseline import BaselineStore
 from roaming_homes.safety.guards import is_excluded
+from roaming_homes.server import records
+from roaming_homes.server.records import Confirmation, ServerHome
 from roaming_homes.session import progress
 from roaming_homes.session.computer import Computer, this_computer
 from roaming_homes.session.lock import SyncLock
@@ -76,9 +79,10 @@ def build_plan(config: Config, locations: Locations, server: transport.Server,
                socket: Path | None, paths: list[str]) -> profile.Plan:
     """What unison is told for `paths` (as `sync_paths` resolved them for this pass)."""
     # Our own state, archives and lock never travel, whatever `paths` says.
-    # The replica marker sits at the root and is never synced either: each side keeps its own.
+    # The replica marker sits at the root and is never synced either: each side keeps its own;
+    # nor is what the computers tell each other there (server.records).
     own_dirs = (locations.state_dir, locations.runtime_dir)
-    own = [".unison", guards.MARKER] + [
+    own = [".unison", guards.MARKER, records.DIRECTORY] + [
         rel for rel in (_relative_to_home(p, locations.home) for p in own_dirs) if rel]
     ignores = list(dict.fromkeys([*config["sync"]["ignore_paths"], *own]))
     return profile.Plan(
@@ -340,6 +344,8 @@ class _Judge:
                                     job.config["sync"]["guard_window"])
         self.losses: dict[str, guards.Losses] = {}
         self.refusal: guards.Refusal | None = None
+        self.confirmed: list[str] = []  # forced: the deletions on the server it confirms
+        self.following: Confirmation | None = None  # a deletion confirmed on another computer
 
     def weigh(self, side: str, path: str) -> int:
         """Files below `path` on `side` (which still holds them): counted where this computer
@@ -352,13 +358,34 @@ class _Judge:
 
     def __call__(self, items: Sequence[output.PlanItem]) -> bool:
         self.losses = guards.plan_losses(items, self.weigh, self.prepared.paths)
-        if self.force or self.prepared.first:
+        if self.prepared.first:
             return True
         baseline = self.prepared.baselines.current()
-        self.refusal = guards.loss_refusal(
-            self.losses, baseline.window(time.time(), self.limits.window), baseline.total,
-            self.limits)
+        recent = baseline.window(time.time(), self.limits.window)
+        refusal = guards.loss_refusal(self.losses, recent, baseline.total, self.limits)
+        if refusal is None:
+            return True
+        if self.force:  # the user confirms: the other computers will follow
+            self.confirmed = guards.deleted_paths(items, "server")
+            return True
+        self.following = self._confirmed_elsewhere(refusal, items, recent, baseline.total)
+        self.refusal = None if self.following else refusal
         return self.refusal is None
+
+    def _confirmed_elsewhere(self, refusal: guards.Refusal, items: Sequence[output.PlanItem],
+                             recent: dict[str, guards.Losses], total: int) -> Confirmation | None:
+        """A deletion confirmed on another computer that this refusal is: everything this pass
+        would delete here was deleted there by the user's say-so, and nothing else is beyond
+        the limits. None (refuse as ever) otherwise."""
+        if refusal.side != "local" or refusal.loss is not guards.Loss.DELETE or refusal.gone:
+            return None
+        rest = {**self.losses, "local": replace(self.losses["local"], deleted=0)}
+        if guards.loss_refusal(rest, recent, total, self.limits) is not None:
+            return None
+        job, prepared = self.job, self.prepared
+        return computers.confirmed_elsewhere(
+            ServerHome(job.server, prepared.socket, job.abort), prepared.computer,
+            guards.deleted_paths(items, "local"), job.store.last_success())
 
 
 def guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], *, first_run: bool = False,
@@ -413,7 +440,31 @@ def guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], *, first_run: b
             run, summary = run_unison(first)
         result = _judged(job, prepared, run, summary, first, judge, outcome)
         sink(f"--- pass ended: {result.result} ---")
+    _tell_the_others(job, prepared, judge, result, confirms=winner is None)
     return result
+
+
+def _tell_the_others(job: Pass, prepared: _Prepared, judge: _Judge, result: SyncOutcome,
+                     confirms: bool) -> None:
+    """What the user's other computers learn from this pass: a mass deletion the user
+    confirmed here (not a restore, which forces the other way), and this computer's record.
+    A pass that followed a confirmation made elsewhere says so."""
+    if result.result not in COMPLETED:  # the server's replica may not be the right one
+        return
+    home = ServerHome(job.server, prepared.socket, job.abort)
+    if judge.confirmed and confirms:
+        computers.confirm(home, prepared.computer, judge.confirmed)
+    if (followed := judge.following) is not None:
+        note = (f"following a deletion confirmed on {followed.name} at "
+                f"{_clock(followed.time)}: {judge.losses['local'].deleted} file(s), kept in "
+                "backups")
+        result.notes.append(note)
+        result.message = f"{result.message}; {note}"
+    computers.publish(job.locations, home, prepared.computer, result, job.store.last_success())
+
+
+def _clock(iso: str) -> str:
+    return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M")
 
 
 def _judged(job: Pass, prepared: _Prepared, run: dialogue.Run, summary: output.Summary,
@@ -522,7 +573,7 @@ def _remember_losses(job: Pass, prepared: _Prepared, judge: _Judge, remeasure: b
     """The window and baseline after a pass that moved something (see `_remember`)."""
     store = prepared.baselines
     baseline = store.current()
-    if judge.force or prepared.first:
+    if judge.force or judge.following or prepared.first:
         baseline.recent = []  # confirmed, or a union that was never judged: a new window
     else:
         baseline.add_losses(judge.losses, time.time(), job.config["sync"]["guard_window"])

@@ -255,6 +255,11 @@ def item_loss(item: PlanItem) -> tuple[str, Loss] | None:
     return None
 
 
+def deleted_paths(items: Iterable[PlanItem], side: str) -> list[str]:
+    """The items of the plan that delete something on `side`."""
+    return [item.path for item in items if item_loss(item) == (side, Loss.DELETE)]
+
+
 @dataclass
 class Losses:
     """What a pass (or a window of passes) deletes and overwrites on one side."""

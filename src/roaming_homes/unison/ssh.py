@@ -476,22 +476,25 @@ def disconnect(server: Server, control_dir: Path) -> None:
 
 
 def run_remote(server: Server, socket: Path | None, script: str,
-               abort: threading.Event | None = None) -> str:
+               abort: threading.Event | None = None, data: bytes | None = None) -> str:
     """Run a sh script on the server over the shared connection; returns its stdout.
 
     The login shell gets `sh -c <script>` (each word quoted), so the script runs under a
-    POSIX shell whatever the user's shell is. Raises ConnectError like `connect`; setting
-    `abort` (a logout whose time is up) ends the command at once.
+    POSIX shell whatever the user's shell is; `data` is its standard input (what may be too
+    long for a command line). Raises ConnectError like `connect`; setting `abort` (a logout
+    whose time is up) ends the command at once.
     """
     command = remote_command(server, socket, ["sh", "-c", script])
     deadline = time.monotonic() + server.connect_timeout * 4 + 60
-    with runner.start(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                      stderr=subprocess.PIPE) as proc:
+    with runner.start(command, stdin=subprocess.DEVNULL if data is None else subprocess.PIPE,
+                      stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         while True:
             try:
-                out, err = proc.communicate(timeout=0.2)
+                # The data goes with the first call only: a retry continues that exchange.
+                out, err = proc.communicate(data, timeout=0.2)
                 break
             except subprocess.TimeoutExpired:
+                data = None
                 stopped = abort is not None and abort.is_set()
                 if stopped or time.monotonic() > deadline:
                     # Only wait for ssh itself: the shared master holds our pipes too (ssh
