@@ -117,3 +117,39 @@ def test_cli_exits_78_naming_the_key_and_runs_nothing(local_user: Setup, text: s
         assert "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
     assert not (local_user.state_home / "roaming-homes").exists()
+
+
+# --- notify.support_email: one plain address, handed to xdg-email as the recipient ---
+
+@pytest.mark.parametrize(("address", "why"), [
+    ("help@example.org?attach=/etc/shadow", "'?' and '&' add mail headers"),
+    ("help@example.org?cc=boss@example.org", "'?' and '&' add mail headers"),
+    ("help@example.org?body=hi", "'?' and '&' add mail headers"),
+    ("help@example.org&attach=/etc/shadow", "'?' and '&' add mail headers"),
+    ("help@example.org,boss@example.org", "name one address only"),
+    ("help@example.org; boss@example.org", "name one address only"),
+    ("help@example.org boss@example.org", "name one address only"),
+    ("-attach@example.org", "must not start with '-'"),
+    ("--attach", "must not start with '-'"),
+    ("mailto:help@example.org", "plain"),
+    ("Help Desk <help@example.org>", "plain"),
+    ("help%3Fattach=x@example.org", "plain"),
+    ("help@-example.org", "plain"),
+    ("nobody", "plain"),
+])
+def test_support_email_must_be_one_plain_address(tmp_path: Path, address: str,
+                                                 why: str) -> None:
+    text = f'[server]\nhost = "h"\n[notify]\nsupport_email = "{address}"\n'
+    with pytest.raises(ConfigError) as info:
+        _load(tmp_path, text)
+    assert info.value.message.startswith(f"{tmp_path / 'system.toml'}:4: notify.support_email: ")
+    assert "is not one plain e-mail address" in info.value.message
+    assert why in info.value.message
+    assert "\n" not in info.value.message and info.value.code == 78
+
+
+@pytest.mark.parametrize("address", ["", "help@example.org", "it-help+homes@mail.example.org",
+                                     "root@localhost"])
+def test_plain_support_addresses_load(tmp_path: Path, address: str) -> None:
+    cfg = _load(tmp_path, f'[server]\nhost = "h"\n[notify]\nsupport_email = "{address}"\n')
+    assert cfg["notify"]["support_email"] == address

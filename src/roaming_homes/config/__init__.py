@@ -35,7 +35,10 @@ class Key:
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _HOST = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$|^\[[0-9A-Fa-f:.]+\]$")
 _USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*\$?$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+# One plain address, handed to `xdg-email` as the mailto recipient: no `?` headers
+# (`?attach=/etc/shadow`, `?cc=`), no second address, no `%` escapes a mail client would decode,
+# no leading `-` (an option to xdg-email) or `mailto:`. Letters, digits and `._+-` only.
+_EMAIL = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9._+-]*@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 # Characters that no file name we sync needs and that only appear in values written to attack a
 # shell or a profile parser (`$(...)`, backquotes, `;`, pipes, redirections).
 _HOSTILE = re.compile(r"[`$;|<>]")
@@ -98,6 +101,20 @@ def _one_of(*choices: str) -> Check:
         return None if value in choices else f"{value!r} must be one of: {', '.join(choices)}"
 
     return check
+
+
+def _email(value: str) -> str | None:
+    if not value or _EMAIL.fullmatch(value):
+        return None
+    if "?" in value or "&" in value:
+        why = "'?' and '&' add mail headers (attachments, copies)"
+    elif "," in value or ";" in value or value.count("@") > 1:
+        why = "name one address only"
+    elif value.startswith("-"):
+        why = "it must not start with '-'"
+    else:
+        why = "write it as name@example.org, without display name, `<>` or `mailto:`"
+    return f"{value!r} is not one plain e-mail address: {why}"
 
 
 def _name_pattern(value: str) -> str | None:
@@ -185,7 +202,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "notify": {
         "enabled": Key("bool", True, "Desktop notifications."),
         "support_email": Key("str", "", "Address for the \"Email support\" action; empty hides "
-                             "it.", _pattern(_EMAIL, "e-mail address", optional=True)),
+                             "it. One plain address (name@example.org): no `mailto:`, no "
+                             "`?` headers, no second address.", _email),
         "messages": Key("str", "", "Optional TOML file overriding notification texts "
                         "(tables `[conflicts]`, `[stale]` … with `summary` and `body`; "
                         "placeholders {host}, {paths}, {count}, {since}, {message}, …).",
