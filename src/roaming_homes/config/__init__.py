@@ -206,7 +206,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
                              "`?` headers, no second address.", _email),
         "messages": Key("str", "", "Optional TOML file overriding notification texts "
                         "(tables `[conflicts]`, `[stale]` … with `summary` and `body`; "
-                        "placeholders {host}, {paths}, {count}, {since}, {message}, …).",
+                        "plain placeholders {host}, {paths}, {count}, {since}, {message}, …: no "
+                        "conversion, format spec, attribute or index).",
                         _optional_absolute_path),
         "stale_after": Key("int", 86400, "Seconds without a successful sync, while the server "
                            "is unreachable, before a notification says so.",
