@@ -49,3 +49,83 @@ def test_a_hostile_message_format_exits_78_and_runs_nothing(local_user: Setup, t
         assert line.startswith(f"roaming-homes: error: {messages}: message failing.body: "
                                f"placeholder {field} is not allowed")
     assert not (local_user.server_home / "Documents").exists()
+
+
+# --- the per-user file cannot weaken the administrator's settings ---
+
+def populate(user: Setup, count: int = 30) -> Path:
+    docs = user.home / "Documents"
+    docs.mkdir(exist_ok=True)
+    for index in range(count):
+        (docs / f"file{index:03}.txt").write_text(f"file {index}\n")
+    return docs
+
+
+def test_a_user_file_raising_max_delete_does_not_let_a_mass_deletion_through(
+        user: Setup) -> None:
+    docs = populate(user)
+    assert user.sync().returncode == 0
+    user_config = user.configure_user("[sync]\nmax_delete = 100\n")
+    for path in sorted(docs.iterdir())[:20]:  # 20 of 30 = 67 % > the system's 50 %
+        path.unlink()
+
+    result = user.sync()
+
+    assert result.returncode == 4, result.stderr
+    warning = (f"roaming-homes: {user_config}:2: sync.max_delete = 100 is less strict than "
+               "the system's 50 (the per-user file may only lower it); ignored, the system "
+               "value stays")
+    assert result.stderr.splitlines()[0] == warning
+    assert "20 of 30 files were deleted on this computer" in result.stderr
+    assert len(list((user.server_home / "Documents").iterdir())) == 30
+    shown = user.run("config", "show")
+    assert "max_delete = 50  # default" in shown.stdout
+    assert shown.stderr.strip() == warning
+
+
+def test_a_user_file_emptying_excluded_users_does_not_include_an_excluded_user(
+        user: Setup) -> None:
+    assert user.sshd is not None
+    user.configure(sync={"excluded_users": ["root", user.sshd.user]})
+    user_config = user.configure_user("[sync]\nexcluded_users = []\n")
+    populate(user, 3)
+
+    result = user.sync()
+
+    assert result.returncode == 0, result.stderr
+    assert "excluded" in result.stdout
+    assert f"{user_config}:2: sync.excluded_users = [] is less strict" in result.stderr
+    assert "the system value stays" in result.stderr
+    assert not (user.server_home / "Documents").exists()
+    assert not (user.state_home / "roaming-homes" / "state.json").exists()
+
+
+def test_a_user_file_cannot_set_the_unison_program(user: Setup, tmp_path: Path) -> None:
+    planted = tmp_path / "planted"
+    trojan = tmp_path / "not-unison"
+    trojan.write_text(f"#!/bin/sh\ntouch {planted}\nexec unison \"$@\"\n")
+    trojan.chmod(0o755)
+    user_config = user.configure_user(f'[sync]\nunison = "{trojan}"\n')
+    populate(user, 3)
+
+    result = user.sync()
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (f"roaming-homes: {user_config}:2: sync.unison is system-only, the "
+                             "per-user file cannot set it; ignored, the system value stays\n")
+    assert not planted.exists()
+    assert len(list((user.server_home / "Documents").iterdir())) == 3
+
+
+def test_a_stricter_user_file_applies(user: Setup) -> None:
+    docs = populate(user)
+    assert user.sync().returncode == 0
+    user.configure_user("[sync]\nmax_delete = 10\n")
+    for path in sorted(docs.iterdir())[:12]:  # 40 %: under the system's 50 %, over the user's 10
+        path.unlink()
+
+    result = user.sync()
+
+    assert result.returncode == 4, result.stderr
+    assert "12 of 30 files were deleted" in result.stderr
+    assert "less strict" not in result.stderr
