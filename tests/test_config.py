@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from roaming_homes import config
+from roaming_homes.config.sample import toml_value
 from roaming_homes.errors import ConfigError
 from roaming_homes.paths import Locations
 from tests.support.homes import Setup
@@ -50,9 +54,131 @@ def test_user_file_narrows_sync_keys(tmp_path: Path) -> None:
     assert cfg.sources["sync.paths"].endswith("config.toml")
 
 
-def test_user_file_cannot_change_the_server(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"config.toml:1: \[server\] cannot be set"):
-        _load(tmp_path, '[server]\nhost = "h"\n', '[server]\nhost = "evil"\n')
+# --- the per-user file: user-settable, system-only and stricter-only keys ---
+
+SYSTEM = '[server]\nhost = "h"\n'
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "roaming_homes.config" and r.levelno == logging.WARNING]
+
+
+def test_the_decision_for_every_key() -> None:
+    """The table the README and the sample explain; a new key is system-only by default."""
+    scopes = {f"{section}.{key}": spec.scope.name for section, keys in config.SCHEMA.items()
+              for key, spec in keys.items()}
+    assert {k: v for k, v in scopes.items() if v != "SYSTEM"} == {
+        "sync.interval": "HIGHER", "sync.logout_timeout": "LOWER",
+        "sync.paths": "USER", "sync.first_paths": "USER", "sync.prefer": "USER",
+        "sync.ignore_paths": "MORE", "sync.ignore_names": "MORE",
+        "sync.excluded_users": "MORE", "sync.watch": "LOWER",
+        "sync.rescan_interval": "HIGHER", "sync.max_delete": "LOWER",
+        "sync.max_change": "LOWER", "sync.guard_window": "HIGHER", "sync.backups": "HIGHER"}
+    assert all(scopes[f"{section}.{key}"] == "SYSTEM"
+               for section in ("server", "notify") for key in config.SCHEMA[section])
+    assert scopes["sync.unison"] == "SYSTEM"
+    assert config.Key("str", "", "new").scope is config.Scope.SYSTEM
+
+
+@pytest.mark.parametrize(("section", "key", "value"), [
+    ("server", "host", '"evil.example.org"'),
+    ("server", "root", '"/tmp/elsewhere"'),
+    ("server", "home", '"/"'),
+    ("server", "ssh_options", '["-o", "ProxyCommand=sh -c x"]'),
+    ("sync", "unison", '"/tmp/not-unison"'),
+    ("sync", "unison", '"unison -debug all"'),  # invalid as well: ignored all the same
+    ("notify", "enabled", "false"),
+    ("notify", "support_email", '"me@example.org"'),
+    ("notify", "messages", '"/tmp/mine.toml"'),
+    ("notify", "resolve_command", '["sh", "-c", "x"]'),
+])
+def test_a_system_only_key_in_the_user_file_is_ignored_with_a_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, section: str, key: str,
+        value: str) -> None:
+    system_only = _load(tmp_path, SYSTEM)
+    caplog.clear()
+    cfg = _load(tmp_path, SYSTEM, f'# mine\n[{section}]\n{key} = {value}\n')
+    assert cfg[section][key] == system_only[section][key]
+    assert cfg.sources[f"{section}.{key}"] == system_only.sources[f"{section}.{key}"]
+    assert _warnings(caplog) == [
+        f"{tmp_path / 'cfg/roaming-homes/config.toml'}:3: {section}.{key} is system-only, the "
+        "per-user file cannot set it; ignored, the system value stays"]
+
+
+@pytest.mark.parametrize(("key", "system", "user", "may"), [
+    ("max_delete", 50, 100, "lower it"),
+    ("max_delete", 20, 30, "lower it"),  # compared with the system file's value, not the default
+    ("max_change", 50, 100, "lower it"),
+    ("logout_timeout", 30, 600, "lower it"),
+    ("interval", 60, 1, "raise it"),
+    ("rescan_interval", 3600, 60, "raise it"),
+    ("guard_window", 600, 0, "raise it"),
+    ("backups", 3, 1, "raise it"),
+    ("watch", False, True, "turn it off"),
+    ("excluded_users", ["root", "alice"], [], "add entries"),
+    ("excluded_users", ["root", "alice"], ["root", "bob"], "add entries"),
+    ("ignore_paths", [".cache", "Videos"], [".cache"], "add entries"),
+    ("ignore_names", ["*~", ".*~"], ["*.iso"], "add entries"),
+])
+def test_a_weaker_value_in_the_user_file_is_ignored_and_the_system_value_stays(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, key: str, system: Any, user: Any,
+        may: str) -> None:
+    cfg = _load(tmp_path, f"{SYSTEM}[sync]\n{key} = {toml_value(system)}\n",
+                f"[sync]\n{key} = {toml_value(user)}\n")
+    assert cfg["sync"][key] == system
+    assert cfg.sources[f"sync.{key}"] == str(tmp_path / "system.toml")
+    assert _warnings(caplog) == [
+        f"{tmp_path / 'cfg/roaming-homes/config.toml'}:2: sync.{key} = "
+        f"{json.dumps(user)} is less strict than the system's {json.dumps(system)} (the "
+        f"per-user file may only {may}); ignored, the system value stays"]
+
+
+@pytest.mark.parametrize(("key", "system", "user"), [
+    ("max_delete", 50, 10),
+    ("max_delete", 50, 50),  # as strict is strict enough
+    ("max_change", 50, 0),
+    ("logout_timeout", 30, 5),
+    ("interval", 60, 600),
+    ("rescan_interval", 3600, 86400),
+    ("guard_window", 600, 3600),
+    ("backups", 3, 10),
+    ("watch", True, False),
+    ("excluded_users", ["root"], ["root", "guest"]),
+    ("ignore_paths", [".cache"], ["Videos", ".cache"]),
+    ("ignore_names", ["*~", ".*~"], [".*~", "*~"]),
+    ("paths", [], ["Documents"]),
+    ("first_paths", ["Documents"], []),
+    ("prefer", "newer", "none"),
+])
+def test_a_stricter_or_user_settable_value_in_the_user_file_applies(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, key: str, system: Any,
+        user: Any) -> None:
+    cfg = _load(tmp_path, f"{SYSTEM}[sync]\n{key} = {toml_value(system)}\n",
+                f"[sync]\n{key} = {toml_value(user)}\n")
+    assert cfg["sync"][key] == user
+    assert cfg.sources[f"sync.{key}"].endswith("config.toml")
+    assert _warnings(caplog) == []
+
+
+def test_without_a_system_value_the_default_is_what_the_user_file_may_not_weaken(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = _load(tmp_path, SYSTEM, "[sync]\nmax_delete = 100\nmax_change = 20\n")
+    assert (cfg["sync"]["max_delete"], cfg["sync"]["max_change"]) == (50, 20)
+    assert cfg.sources["sync.max_delete"] == "default"
+    assert len(_warnings(caplog)) == 1
+
+
+@pytest.mark.parametrize(("user_text", "message"), [
+    ("[sync]\nmax_delete = 500\n", r"config.toml:2: sync.max_delete: 500 must be between"),
+    ('[sync]\nexcluded_users = ["a b"]\n', r"config.toml:2: sync.excluded_users: 'a b'"),
+    ("[sync]\nnope = 1\n", r"config.toml:2: unknown key sync.nope"),
+    ("[elsewhere]\nx = 1\n", r"config.toml:1: unknown section \[elsewhere\]"),
+])
+def test_an_invalid_user_file_is_still_an_error(tmp_path: Path, user_text: str,
+                                                message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        _load(tmp_path, SYSTEM, user_text)
 
 
 BAD = [
@@ -117,3 +243,39 @@ def test_cli_exits_78_naming_the_key_and_runs_nothing(local_user: Setup, text: s
         assert "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
     assert not (local_user.state_home / "roaming-homes").exists()
+
+
+# --- notify.support_email: one plain address, handed to xdg-email as the recipient ---
+
+@pytest.mark.parametrize(("address", "why"), [
+    ("help@example.org?attach=/etc/shadow", "'?' and '&' add mail headers"),
+    ("help@example.org?cc=boss@example.org", "'?' and '&' add mail headers"),
+    ("help@example.org?body=hi", "'?' and '&' add mail headers"),
+    ("help@example.org&attach=/etc/shadow", "'?' and '&' add mail headers"),
+    ("help@example.org,boss@example.org", "name one address only"),
+    ("help@example.org; boss@example.org", "name one address only"),
+    ("help@example.org boss@example.org", "name one address only"),
+    ("-attach@example.org", "must not start with '-'"),
+    ("--attach", "must not start with '-'"),
+    ("mailto:help@example.org", "plain"),
+    ("Help Desk <help@example.org>", "plain"),
+    ("help%3Fattach=x@example.org", "plain"),
+    ("help@-example.org", "plain"),
+    ("nobody", "plain"),
+])
+def test_support_email_must_be_one_plain_address(tmp_path: Path, address: str,
+                                                 why: str) -> None:
+    text = f'[server]\nhost = "h"\n[notify]\nsupport_email = "{address}"\n'
+    with pytest.raises(ConfigError) as info:
+        _load(tmp_path, text)
+    assert info.value.message.startswith(f"{tmp_path / 'system.toml'}:4: notify.support_email: ")
+    assert "is not one plain e-mail address" in info.value.message
+    assert why in info.value.message
+    assert "\n" not in info.value.message and info.value.code == 78
+
+
+@pytest.mark.parametrize("address", ["", "help@example.org", "it-help+homes@mail.example.org",
+                                     "root@localhost"])
+def test_plain_support_addresses_load(tmp_path: Path, address: str) -> None:
+    cfg = _load(tmp_path, f'[server]\nhost = "h"\n[notify]\nsupport_email = "{address}"\n')
+    assert cfg["notify"]["support_email"] == address

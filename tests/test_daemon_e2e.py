@@ -259,3 +259,42 @@ def test_the_daemon_runs_without_any_system_bus(user: Setup, start_daemon: Start
 
     wait_for(appears(user.server_home / "Documents" / "f", "x"), 15, "a periodic pass")
     assert "NetworkManager" not in daemon.log
+
+
+def test_a_user_file_weakening_the_loss_guard_is_not_applied_on_reload(
+        user: Setup, start_daemon: StartDaemon) -> None:
+    user.configure(sync={"interval": 3600})
+    docs = user.home / "Documents"
+    docs.mkdir()
+    for index in range(30):
+        (docs / f"file{index:03}.txt").write_text(f"file {index}\n")
+    daemon = start_daemon(user)
+    daemon.wait_for_log("in sync")
+
+    user_config = user.configure_user("[sync]\nmax_delete = 100\n")
+    # Logged by the reload the changed file causes: the daemon read it and kept the 50 %.
+    daemon.wait_for_log(f"{user_config}:2: sync.max_delete = 100 is less strict than the "
+                        "system's 50 (the per-user file may only lower it); ignored, the "
+                        "system value stays")
+    for path in sorted(docs.iterdir())[:20]:  # 20 of 30 = 67 %
+        path.unlink()
+    daemon.signal(signal.SIGUSR1)
+
+    daemon.wait_for_log("20 of 30 files were deleted on this computer")
+    assert len(list((user.server_home / "Documents").iterdir())) == 30
+    assert user.status()["result"] == "refused"
+    assert daemon.proc.poll() is None
+
+
+def test_a_user_file_cannot_take_an_excluded_user_out_of_the_exclusion(
+        user: Setup, start_daemon: StartDaemon) -> None:
+    assert user.sshd is not None
+    user.configure(sync={"excluded_users": [user.sshd.user]})
+    user_config = user.configure_user("[sync]\nexcluded_users = []\n")
+
+    daemon = start_daemon(user)
+
+    assert daemon.wait(timeout=30) == 0
+    assert f"{user_config}:2: sync.excluded_users = [] is less strict" in daemon.log
+    assert "is excluded (sync.excluded_users): no daemon" in daemon.log
+    assert not (user.state_home / "roaming-homes" / "state.json").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -392,7 +393,8 @@ def test_messages_file_overrides_texts_with_placeholders(tmp_path: Path) -> None
     ('[nonsense]\nbody = "x"\n', "unknown message key nonsense.body"),
     ('[conflicts]\nbody = "{hostname}"\n', "message conflicts.body: unknown placeholder "
                                            "{hostname}"),
-    ('[conflicts]\nbody = "{host.x}"\n', "message conflicts.body: unknown placeholder"),
+    ('[conflicts]\nbody = "{host.x}"\n', "message conflicts.body: placeholder {host.x} is not "
+                                         "allowed: write {host} alone"),
     ('[conflicts]\nbody = "{"\n', "message conflicts.body: invalid text"),
     ('[conflicts]\nbody = 3\n', "message conflicts.body must be a string"),
     ("conflicts = 1\n", "conflicts must be a table"),
@@ -405,6 +407,49 @@ def test_bad_messages_file_is_a_config_error_naming_file_and_key(
         load_messages(str(path))
     assert caught.value.message.startswith(f"{path}: {problem}")
     assert caught.value.code == 78
+
+
+@pytest.mark.parametrize(("text", "field"), [
+    ("{message:>1500000000}", "{message:>1500000000}"),  # a width: gigabytes of padding
+    ("{message:.3}", "{message:.3}"),
+    ("{count:{size}}", "{count:{size}}"),  # a nested field in the spec
+    ("{paths.__class__}", "{paths.__class__}"),  # attribute access reaches Python objects
+    ("{paths.__class__.__mro__}", "{paths.__class__.__mro__}"),
+    ("{count[0]}", "{count[0]}"),
+    ("{message!r}", "{message!r}"),
+    ("{message!s:>9}", "{message!s:>9}"),
+])
+def test_message_placeholders_are_plain_names_only(tmp_path: Path, text: str,
+                                                   field: str) -> None:
+    path = tmp_path / "messages.toml"
+    path.write_text(f'[hint]\nsupport = "Mail {text} now"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_messages(str(path))
+    base = re.split(r"[.:!\[]", field[1:], maxsplit=1)[0]
+    assert caught.value.message == (
+        f"{path}: message hint.support: placeholder {field} is not allowed: write {{{base}}} "
+        "alone, without conversion (!r), format spec (:>10), attribute (.x) or index ([0])")
+    assert caught.value.code == 78
+
+
+def test_unknown_fields_and_newlines_in_them_stay_on_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "messages.toml"
+    for text, field in [("{}", "{}"), ("{0}", "{0}"), ("{a\\nb}", "{a\\nb}")]:
+        path.write_text(f'[stale]\nbody = "{text}"\n')
+        with pytest.raises(ConfigError) as caught:
+            load_messages(str(path))
+        assert caught.value.message.startswith(
+            f"{path}: message stale.body: unknown placeholder {field} (known: {{host}}, ")
+        assert "\n" not in caught.value.message
+
+
+def test_literal_braces_stay_allowed(tmp_path: Path) -> None:
+    path = tmp_path / "messages.toml"
+    path.write_text('[conflicts]\nbody = "{{{count}}} on {host}: {{paths}}"\n')
+    request = build_request(Decision("conflicts", fields={"paths": "a", "count": "1"}),
+                            load_messages(str(path)), FIELDS, with_actions=True,
+                            support_email="")
+    assert request.body == "{1} on homes.example.org: {paths}"
 
 
 def test_a_loss_refusal_offers_restore_and_confirm_a_replica_refusal_neither() -> None:

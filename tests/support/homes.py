@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from roaming_homes.paths import Locations
 from tests.support.sshd import SshServer
 
 CLI = [sys.executable, "-m", "roaming_homes"]
@@ -80,6 +81,20 @@ class Setup:
             config.setdefault(section, {}).update(keys)
         self.config = config
         self.config_path.write_text(to_toml(config))
+
+    @property
+    def user_config(self) -> Path:
+        """The user's own configuration file, where the program looks for it."""
+        return Locations.from_env(self.env).user_config
+
+    def configure_user(self, text: str) -> Path:
+        """Write the user's own file, replacing it at once (as editors save); returns its path."""
+        path = self.user_config
+        path.parent.mkdir(parents=True, exist_ok=True)
+        draft = path.with_name(f".{path.name}.draft")
+        draft.write_text(text)
+        draft.rename(path)
+        return path
 
     def unknown_key_options(self) -> list[str]:
         """The sshd's client options with a fresh key that the server does not accept."""

@@ -4,12 +4,20 @@
 Validation, `config show` and the README reference all come from it.
 
 Sources, lowest priority first: built-in defaults, the system file (or `--config` /
-`ROAMING_HOMES_CONFIG`), then the optional per-user file, which may set `[sync]` keys only.
-Every error names the file, the key and, where it can be found, the line.
+`ROAMING_HOMES_CONFIG`), then the optional per-user file. Every error names the file, the key
+and, where it can be found, the line.
+
+The per-user file is the user's, the system file the administrator's: each key's `scope` says
+what the user may do with it, so that no user can loosen a guard, run another program or point
+the service elsewhere. What the per-user file may not set is ignored with a warning, never an
+error: the administrator's values stay and syncing goes on.
 """
 
 from __future__ import annotations
 
+import enum
+import json
+import logging
 import re
 import tomllib
 from collections.abc import Callable
@@ -20,7 +28,20 @@ from typing import Any
 from roaming_homes.errors import ConfigError
 from roaming_homes.paths import Locations
 
+log = logging.getLogger(__name__)
+
 Check = Callable[[Any], "str | None"]  # returns a problem description, or None when fine
+
+
+class Scope(enum.Enum):
+    """What the per-user file may do with a key; the system file may set every key."""
+
+    SYSTEM = "system-only"  # ignored in the per-user file (with a warning)
+    USER = "user-settable"  # any valid value
+    # Stricter-only: a value that is not at least as strict is ignored (with a warning).
+    LOWER = "lower"  # at most the system's value (a bool: may only turn it off)
+    HIGHER = "higher"  # at least the system's value
+    MORE = "more"  # a list that keeps every entry of the system's list
 
 
 @dataclass(frozen=True)
@@ -30,12 +51,16 @@ class Key:
     help: str
     check: Check | None = None
     expand: bool = False  # %u / %h are expanded in this value
+    scope: Scope = Scope.SYSTEM  # a new key is the administrator's until decided otherwise
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _HOST = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$|^\[[0-9A-Fa-f:.]+\]$")
 _USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*\$?$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+# One plain address, handed to `xdg-email` as the mailto recipient: no `?` headers
+# (`?attach=/etc/shadow`, `?cc=`), no second address, no `%` escapes a mail client would decode,
+# no leading `-` (an option to xdg-email) or `mailto:`. Letters, digits and `._+-` only.
+_EMAIL = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9._+-]*@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 # Characters that no file name we sync needs and that only appear in values written to attack a
 # shell or a profile parser (`$(...)`, backquotes, `;`, pipes, redirections).
 _HOSTILE = re.compile(r"[`$;|<>]")
@@ -100,6 +125,20 @@ def _one_of(*choices: str) -> Check:
     return check
 
 
+def _email(value: str) -> str | None:
+    if not value or _EMAIL.fullmatch(value):
+        return None
+    if "?" in value or "&" in value:
+        why = "'?' and '&' add mail headers (attachments, copies)"
+    elif "," in value or ";" in value or value.count("@") > 1:
+        why = "name one address only"
+    elif value.startswith("-"):
+        why = "it must not start with '-'"
+    else:
+        why = "write it as name@example.org, without display name, `<>` or `mailto:`"
+    return f"{value!r} is not one plain e-mail address: {why}"
+
+
 def _name_pattern(value: str) -> str | None:
     if not value:
         return "must not be empty"
@@ -145,50 +184,58 @@ SCHEMA: dict[str, dict[str, Key]] = {
                                 _range(0, 86400)),
     },
     "sync": {
-        "interval": Key("int", 60, "Seconds between periodic syncs.", _range(1, 86400)),
+        "interval": Key("int", 60, "Seconds between periodic syncs.", _range(1, 86400),
+                         scope=Scope.HIGHER),
         "logout_timeout": Key("int", 30, "Seconds the daemon's final pass at logout or "
-                              "shutdown may take before it is stopped cleanly.", _range(1, 600)),
+                              "shutdown may take before it is stopped cleanly.", _range(1, 600),
+                              scope=Scope.LOWER),
         "paths": Key("list", [], "Paths relative to the home to sync; empty: the user's XDG user "
-                     "directories that exist.", _each(check_relative_path)),
+                     "directories that exist.", _each(check_relative_path), scope=Scope.USER),
         "first_paths": Key("list", [], "On a first sync (a new machine), these paths (below the "
                            "synced paths) are synced in a pass of their own before the rest, so "
-                           "what the user needs first arrives first.", _each(check_relative_path)),
+                           "what the user needs first arrives first.", _each(check_relative_path),
+                           scope=Scope.USER),
         "ignore_paths": Key("list", [".cache"], "Paths relative to the home never synced.",
-                            _each(check_relative_path)),
+                            _each(check_relative_path), scope=Scope.MORE),
         "ignore_names": Key("list", ["*~", ".*~"], "File name patterns never synced.",
-                            _each(_name_pattern)),
+                            _each(_name_pattern), scope=Scope.MORE),
         "excluded_users": Key("list", ["root"], "Users for whom nothing is ever synced.",
-                              _each(_pattern(_USER, "user name"))),
+                              _each(_pattern(_USER, "user name")), scope=Scope.MORE),
         "prefer": Key("str", "newer", "Conflict policy: newer | local | server | none (keep both "
                       "and ask). The losing version is kept as a conflict copy.",
-                      _one_of("newer", "local", "server", "none")),
+                      _one_of("newer", "local", "server", "none"), scope=Scope.USER),
         "watch": Key("bool", True, "Real-time mode when available: file monitors on both ends "
                      "(unison-fsmonitor on the server's PATH) and one guarded pass per change "
-                     "(see README, Real-time mode)."),
+                     "(see README, Real-time mode).", scope=Scope.LOWER),
         "rescan_interval": Key("int", 3600, "Seconds between full rescans in real-time mode "
-                               "(a safety net for changes no monitor saw).", _range(60, 604800)),
+                               "(a safety net for changes no monitor saw).", _range(60, 604800),
+                               scope=Scope.HIGHER),
         "unison": Key("str", "unison", "The unison program to run.", _program),
         "max_delete": Key("int", 50, "Refuse a pass (exit 4) that would delete more than this "
                           "percentage of a side's files (and more than 10 files), counting "
                           "the deletions of the passes within guard_window; `sync --force` "
-                          "confirms once. 100: never refuse.", _range(0, 100)),
+                          "confirms once. 100: never refuse.", _range(0, 100),
+                          scope=Scope.LOWER),
         "max_change": Key("int", 50, "Refuse a pass (exit 4) that would overwrite more than "
                           "this percentage of a side's files (and more than 10 files), e.g. "
                           "ransomware rewriting every file; `sync --force` confirms once.",
-                          _range(0, 100)),
+                          _range(0, 100), scope=Scope.LOWER),
         "guard_window": Key("int", 600, "Seconds within which the deletions and overwrites of "
                             "successive passes (real-time cycles) add up for max_delete and "
-                            "max_change.", _range(0, 7 * 86400)),
+                            "max_change.", _range(0, 7 * 86400), scope=Scope.HIGHER),
         "backups": Key("int", 3, "Old versions kept of every file a sync overwrites or deletes, "
-                       "outside the synced tree on the side that lost it.", _range(1, 100)),
+                       "outside the synced tree on the side that lost it.", _range(1, 100),
+                       scope=Scope.HIGHER),
     },
     "notify": {
         "enabled": Key("bool", True, "Desktop notifications."),
         "support_email": Key("str", "", "Address for the \"Email support\" action; empty hides "
-                             "it.", _pattern(_EMAIL, "e-mail address", optional=True)),
+                             "it. One plain address (name@example.org): no `mailto:`, no "
+                             "`?` headers, no second address.", _email),
         "messages": Key("str", "", "Optional TOML file overriding notification texts "
                         "(tables `[conflicts]`, `[stale]` … with `summary` and `body`; "
-                        "placeholders {host}, {paths}, {count}, {since}, {message}, …).",
+                        "plain placeholders {host}, {paths}, {count}, {since}, {message}, …: no "
+                        "conversion, format spec, attribute or index).",
                         _optional_absolute_path),
         "stale_after": Key("int", 86400, "Seconds without a successful sync, while the server "
                            "is unreachable, before a notification says so.",
@@ -199,7 +246,36 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
 }
 
-USER_SECTIONS = frozenset({"sync"})  # what the per-user file may narrow; never the server
+
+def _may_only(spec: Key) -> str:
+    """What the per-user file may do with a stricter-only key: "lower it", "add entries" …"""
+    if spec.scope is Scope.MORE:
+        return "add entries"
+    if spec.type == "bool":
+        return "turn it off"
+    return "lower it" if spec.scope is Scope.LOWER else "raise it"
+
+
+def per_user_rule(spec: Key) -> str:
+    """What the per-user file may do with a key, in a sentence (the sample configuration)."""
+    if spec.scope is Scope.SYSTEM:
+        return "System-only: ignored in the per-user file."
+    if spec.scope is Scope.USER:
+        return "User-settable: the per-user file may set it."
+    keeps = " (keeping every entry of this list)" if spec.scope is Scope.MORE else ""
+    return (f"Stricter-only: the per-user file may only {_may_only(spec)}{keeps}; anything "
+            "else is ignored.")
+
+
+def _weakens(spec: Key, current: Any, value: Any) -> bool:
+    """Whether the per-user `value` would be less strict than the system's `current`."""
+    if spec.scope is Scope.LOWER:
+        return bool(value > current)
+    if spec.scope is Scope.HIGHER:
+        return bool(value < current)
+    if spec.scope is Scope.MORE:
+        return not set(current) <= set(value)
+    return False
 
 
 @dataclass
@@ -278,25 +354,45 @@ def read_toml(path: Path) -> tuple[dict[str, Any], str]:
 
 
 def _merge(values: dict[str, dict[str, Any]], sources: dict[str, str], path: Path,
-           allowed: frozenset[str], locations: Locations) -> None:
+           locations: Locations, *, per_user: bool = False) -> None:
+    """Let the file at `path` set values; the per-user file only as each key's scope allows."""
     data, text = read_toml(path)
     for section, table in data.items():
         if section not in SCHEMA:
             raise ConfigError(f"{_where(path, text, '', section)}: unknown section [{section}]")
-        if section not in allowed:
-            raise ConfigError(f"{_where(path, text, '', section)}: [{section}] cannot be set "
-                              f"in this file (only {', '.join(sorted(allowed))})")
         if not isinstance(table, dict):
             raise ConfigError(f"{_where(path, text, '', section)}: {section} must be a table")
         for key, value in table.items():
             where = _where(path, text, section, key)
             if key not in SCHEMA[section]:
                 raise ConfigError(f"{where}: unknown key {section}.{key}")
+            if per_user and not _allowed(where, section, key):
+                continue
             value, problem = check_value(section, key, value, locations)
             if problem:
                 raise ConfigError(f"{where}: {problem}")
+            spec, current = SCHEMA[section][key], values[section][key]
+            if per_user and _weakens(spec, current, value):
+                log.warning("%s: %s.%s = %s is less strict than the system's %s (the per-user "
+                            "file may only %s); ignored, the system value stays", where, section,
+                            key, _shown(value), _shown(current), _may_only(spec))
+                continue
             values[section][key] = value
             sources[f"{section}.{key}"] = str(path)
+
+
+def _allowed(where: str, section: str, key: str) -> bool:
+    """Whether the per-user file may set this key at all; warns when it may not."""
+    if SCHEMA[section][key].scope is not Scope.SYSTEM:
+        return True
+    log.warning("%s: %s.%s is system-only, the per-user file cannot set it; ignored, the "
+                "system value stays", where, section, key)
+    return False
+
+
+def _shown(value: Any) -> str:
+    """A value in a warning: as TOML writes it, on one line (control characters escaped)."""
+    return json.dumps(value)
 
 
 def check_value(section: str, key: str, value: Any,
@@ -335,9 +431,9 @@ def load(locations: Locations, path: Path | None = None) -> Config:
             sources[f"{section}.{key}"] = "default"
     system = path or locations.system_config
     files = [system]
-    _merge(values, sources, system, frozenset(SCHEMA), locations)
+    _merge(values, sources, system, locations)
     if locations.user_config.is_file():
-        _merge(values, sources, locations.user_config, USER_SECTIONS, locations)
+        _merge(values, sources, locations.user_config, locations, per_user=True)
         files.append(locations.user_config)
     server = values["server"]
     if not server["host"] and not server["root"]:

@@ -9,6 +9,7 @@ escaped, so a file named `<a href=…>` shows as that name and never as a link.
 from __future__ import annotations
 
 import html
+import re
 import socket
 import string
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from urllib.parse import quote
 from roaming_homes.desktop.policy import Decision
 from roaming_homes.errors import ConfigError
 from roaming_homes.outcome import SyncOutcome
-from roaming_homes.text import printable
+from roaming_homes.text import escape, printable
 
 APP_NAME = "Roaming Homes"
 
@@ -101,18 +102,36 @@ PLACEHOLDERS = ("host", "user", "paths", "count", "since", "message", "command",
                 "size")
 
 _SAMPLE = dict.fromkeys(PLACEHOLDERS, "x")
+_KNOWN = ", ".join("{" + name + "}" for name in PLACEHOLDERS)
+
+
+def _field(name: str, spec: str, conversion: str | None) -> str:
+    """A replacement field as written, escaped for a one-line message."""
+    written = name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+    return escape("{" + written + "}")
 
 
 def _placeholder_problem(text: str) -> str | None:
+    """Why `text` cannot be a message, or None.
+
+    Only plain fields from PLACEHOLDERS (and literal `{{` `}}`) are allowed. `str.format` does
+    much more for whoever writes the text: a width (`{message:>1500000000}` asks for gigabytes
+    of padding), a conversion (`{message!r}`), attribute and index access (`{paths.__class__}`
+    reaches into Python objects). None of that is needed to word a notification.
+    """
     try:
-        names = [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
-        for name in names:
-            if name not in PLACEHOLDERS:
-                return (f"unknown placeholder {{{name}}} (known: "
-                        f"{', '.join('{' + p + '}' for p in PLACEHOLDERS)})")
-        text.format_map(_SAMPLE)
-    except (ValueError, KeyError, IndexError) as exc:
+        fields = [(name, spec or "", conversion) for _, name, spec, conversion
+                  in string.Formatter().parse(text) if name is not None]
+    except ValueError as exc:
         return f"invalid text: {exc}"
+    for name, spec, conversion in fields:
+        field = _field(name, spec, conversion)
+        base = re.split(r"[.\[]", name, maxsplit=1)[0]
+        if base not in PLACEHOLDERS:
+            return f"unknown placeholder {field} (known: {_KNOWN})"
+        if name != base or spec or conversion:
+            return (f"placeholder {field} is not allowed: write {{{base}}} alone, without "
+                    "conversion (!r), format spec (:>10), attribute (.x) or index ([0])")
     return None
 
 
