@@ -253,6 +253,9 @@ class _Session:
         self.monitors: list[MonitorLink] = []
         self.wake_r, self.wake_w = os.pipe()
         self.finished = threading.Event()
+        # The waker writes to wake_w while close() may close it: a descriptor closed and then
+        # reused (by a Popen's error pipe) must never receive the wake-up byte.
+        self._wake_lock = threading.Lock()
 
     def wake_on_stop(self) -> None:
         """Wake the loop at once when `stop` is set; abort a cycle still running STOP_GRACE
@@ -262,19 +265,21 @@ class _Session:
         while not self.stop.wait(self.job.config["sync"]["rescan_interval"]):
             if self.finished.is_set():
                 return
-        with contextlib.suppress(OSError):
-            os.write(self.wake_w, b"s")
+        with self._wake_lock, contextlib.suppress(OSError):
+            if not self.finished.is_set():
+                os.write(self.wake_w, b"s")
         if not self.finished.wait(STOP_GRACE):
             assert self.job.abort is not None
             self.job.abort.set()
 
     def close(self) -> None:
-        self.finished.set()
+        with self._wake_lock:
+            self.finished.set()
+            for fd in (self.wake_r, self.wake_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
         for monitor in self.monitors:
             monitor.close()
-        for fd in (self.wake_r, self.wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
 
     def record(self, outcome: SyncOutcome) -> None:
         self.job.store.record(outcome)

@@ -52,8 +52,6 @@ KINDS: dict[str, Kind] = {
     "first-sync": Kind(1, "folder-remote", "transfer", ignorable=False),
     "first-sync-done": Kind(0, "dialog-information", "transfer.complete", ignorable=False),
 }
-# Shown once, replacing what was there, and then nothing is on screen to replace or close.
-_FINAL = frozenset({"recovered", "first-sync-done"})
 
 DEFAULT_MESSAGES: dict[str, str] = {
     "conflicts.summary": "Files changed on both sides",
