@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from roaming_homes.paths import Locations
 from roaming_homes.session import computer
 from tests.support.homes import CLI, Setup
+from tests.support.sshd import SshServer
 
 
 def run_as_host(user: Setup, hostname: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -57,3 +59,73 @@ def test_the_id_is_kept_and_made_anew_on_another_machine(
     assert computer.this_computer(locations).id != one.id
     (locations.state_dir / computer.ID_FILE).write_text('{"id": ["not", "an", "id"]}')
     assert len(computer.this_computer(locations).id) == 16  # damaged: made anew
+
+
+@pytest.fixture
+def two(tmp_path: Path, sshd: SshServer) -> Iterator[tuple[Setup, Setup]]:
+    """Two computers of one person (own HOME, state, runtime, config) on one server home."""
+    a, b = Setup(tmp_path / "a", sshd), Setup(tmp_path / "b", sshd)
+    a.configure(client={"name": "laptop-ana"})
+    b.configure(server={"home": str(a.server_home)}, client={"name": "desk-ana"})
+    try:
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
+def _populate(computer: Setup, count: int) -> Path:
+    docs = computer.home / "Documents"
+    docs.mkdir(exist_ok=True)
+    for i in range(count):
+        (docs / f"f{i:02d}.txt").write_text(f"file {i}")
+    return docs
+
+
+def test_a_deletion_confirmed_on_one_computer_is_followed_by_the_other(
+        two: tuple[Setup, Setup]) -> None:
+    a, b = two
+    docs_a = _populate(a, 40)
+    assert a.sync().returncode == 0
+    assert b.sync().returncode == 0
+    for i in range(30):
+        (docs_a / f"f{i:02d}.txt").unlink()
+    assert a.sync().returncode == 4  # refused until the user says so
+    assert a.sync("--force").returncode == 0
+
+    code, outcome = b.sync_json()
+
+    assert code == 0, outcome
+    assert "following a deletion confirmed on laptop-ana" in outcome["message"]
+    assert "30 file(s), kept in backups" in outcome["message"]
+    assert sorted(p.name for p in (b.home / "Documents").iterdir()) == [
+        f"f{i:02d}.txt" for i in range(30, 40)]
+    kept = b.state_home / "roaming-homes" / "backup" / "Documents"
+    assert len(list(kept.iterdir())) == 30  # every file it removed, in its backups
+
+
+def test_a_deletion_confirmed_nowhere_is_still_refused(two: tuple[Setup, Setup]) -> None:
+    a, b = two
+    _populate(a, 40)
+    assert a.sync().returncode == 0
+    assert b.sync().returncode == 0
+    for i in range(30):  # gone on the server, by no computer's pass
+        (a.server_home / "Documents" / f"f{i:02d}.txt").unlink()
+
+    assert b.sync().returncode == 4
+    assert len(list((b.home / "Documents").iterdir())) == 40
+
+
+def test_status_shows_every_computer_and_which_one_this_is(two: tuple[Setup, Setup]) -> None:
+    a, b = two
+    _populate(a, 1)
+    assert a.sync().returncode == 0
+    assert b.sync().returncode == 0
+
+    listed = {c["name"]: c for c in b.status()["computers"]}
+    text = b.run("status").stdout
+
+    assert set(listed) == {"laptop-ana", "desk-ana"}
+    assert listed["desk-ana"]["this"] and not listed["laptop-ana"]["this"]
+    assert all(c["result"] == "in-sync" and c["warning"] is None for c in listed.values())
+    assert "desk-ana (this one): last sync" in text and "laptop-ana: last sync" in text

@@ -74,7 +74,8 @@ def test_the_decision_for_every_key() -> None:
         "sync.ignore_paths": "MORE", "sync.ignore_names": "MORE",
         "sync.excluded_users": "MORE", "sync.watch": "LOWER",
         "sync.rescan_interval": "HIGHER", "sync.max_delete": "LOWER",
-        "sync.max_change": "LOWER", "sync.guard_window": "HIGHER", "sync.backups": "HIGHER"}
+        "sync.max_change": "LOWER", "sync.guard_window": "HIGHER", "sync.backups": "HIGHER",
+        "client.name": "USER"}
     assert all(scopes[f"{section}.{key}"] == "SYSTEM"
                for section in ("server", "notify") for key in config.SCHEMA[section])
     assert scopes["sync.unison"] == "SYSTEM"

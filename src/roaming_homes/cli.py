@@ -128,13 +128,20 @@ def _add_status(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_status(args: argparse.Namespace) -> int:
+    from roaming_homes import config
     from roaming_homes.actions import status
     from roaming_homes.paths import Locations
 
     locations = Locations.from_env()
     if args.watch:
         _watch(locations)
-    report = status.report(locations)
+    stale_after, forget_after = 86400, 90
+    try:
+        cfg = config.load(locations, args.config)
+        stale_after, forget_after = cfg["notify"]["stale_after"], cfg["client"]["forget_after"]
+    except RoamingHomesError:
+        pass  # status still shows what it can; `check` and `sync` name the problem
+    report = status.report(locations, stale_after, forget_after)
     if args.json:
         _print_json(report)
     else:

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from roaming_homes.actions.computers import known
 from roaming_homes.outcome import ATTENTION, REMEDIES, Result, SyncOutcome
 from roaming_homes.paths import Locations
 from roaming_homes.session import progress
+from roaming_homes.session.computer import recorded_id
 from roaming_homes.session.lock import lock_holder, lock_purpose
 from roaming_homes.session.state import StateStore
 from roaming_homes.text import escape, printable
@@ -117,7 +119,46 @@ class Overview:
         return self.last is not None and self.last.result in ATTENTION
 
 
-def report(locations: Locations) -> dict[str, Any]:
+def computers(locations: Locations, stale_after: int, forget_after_days: int,
+              now: datetime | None = None) -> list[dict[str, Any]]:
+    """The user's computers as the last passes brought them back from the server: each with
+    its last successful sync, and a warning when that is older than `stale_after` seconds (its
+    changes may be missing from the server) or `forget_after_days` (stale; never removed)."""
+    now = now or datetime.now().astimezone()
+    mine = recorded_id(locations)
+    listed = []
+    for record in sorted(known(locations), key=lambda r: (r.id != mine, r.name)):
+        since = _age(record.last_success, now)
+        warning = None
+        if since is None or since > forget_after_days * 86400:
+            warning = "stale: " + ("never synced" if since is None else
+                                   f"not synced for {round(since / 86400)} days")
+        elif since > stale_after:
+            warning = (f"not synced for {_days(since)}: its changes may be missing from the "
+                       "server")
+        listed.append({"id": record.id, "name": record.name, "this": record.id == mine,
+                       "last_success": record.last_success, "last_pass": record.last_pass,
+                       "result": record.result, "version": record.version,
+                       "warning": warning})
+    return listed
+
+
+def _age(iso: str | None, now: datetime) -> float | None:
+    if not iso:
+        return None
+    try:
+        return (now - datetime.fromisoformat(iso)).total_seconds()
+    except (ValueError, TypeError):
+        return None
+
+
+def _days(seconds: float) -> str:
+    hours = seconds / 3600
+    return f"{round(hours)} hours" if hours < 48 else f"{round(hours / 24)} days"
+
+
+def report(locations: Locations, stale_after: int = 86400,
+           forget_after_days: int = 90) -> dict[str, Any]:
     """Everything `status` shows, from the saved state and the lock (never runs a sync)."""
     store = StateStore(locations.state_dir)
     data = store.load()
@@ -147,6 +188,7 @@ def report(locations: Locations) -> dict[str, Any]:
         "headline": overview.headline,
         "action": overview.action,
         "offline_since": overview.offline_since,
+        "computers": computers(locations, stale_after, forget_after_days),
     }
     if "damaged" in data:
         result["warning"] = f"state file unreadable, starting afresh: {data['damaged']}"
@@ -170,6 +212,11 @@ def render(report: dict[str, Any]) -> str:
     lines.append(f"  sync running now: {running}")
     if report["watching_pid"]:
         lines.append(f"  real-time mode:   watching (daemon pid {report['watching_pid']})")
+    for item in report["computers"]:
+        who = printable(item["name"]) + (" (this one)" if item["this"] else "")
+        when = item["last_success"] or "never"
+        line = f"  computer:         {who}: last sync {when}, {item['result']}"
+        lines.append(line + (f"; {item['warning']}" if item["warning"] else ""))
     if "warning" in report:
         lines.append(f"  warning:          {printable(report['warning'])}")
     return "\n".join(lines)

@@ -260,7 +260,7 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
         return outcome(Result.CONFIG_ERROR, str(exc))
     _write_profile(locations.unison_dir / f"{profile.PROFILE}.prf", text)
     ensure_private_dir(locations.backup_dir)
-    computer = this_computer(locations)
+    computer = this_computer(locations, config["client"]["name"])
     # unison's archives are keyed by the computer's id: a new id (a cloned home) is a new pair
     key = f"{computer.id}: {plan.local_root} <-> {plan.server_root}"
     first = first_run or _is_first_run(job.store, key, locations.unison_dir)

@@ -56,6 +56,8 @@ class Key:
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _HOST = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$|^\[[0-9A-Fa-f:.]+\]$")
+# A computer's name as people read it in status and conflict copies: a host-name label.
+_COMPUTER = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*\$?$")
 # One plain address, handed to `xdg-email` as the mailto recipient: no `?` headers
 # (`?attach=/etc/shadow`, `?cc=`), no second address, no `%` escapes a mail client would decode,
@@ -226,6 +228,16 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "backups": Key("int", 3, "Old versions kept of every file a sync overwrites or deletes, "
                        "outside the synced tree on the side that lost it.", _range(1, 100),
                        scope=Scope.HIGHER),
+    },
+    "client": {
+        "name": Key("str", "", "This computer's name as the user's other computers show it "
+                    "(status, conflict copies); empty: the short host name. Renaming the "
+                    "computer changes only this name: unison's archives are keyed by a stable "
+                    "id of the computer.", _pattern(_COMPUTER, "computer name", optional=True),
+                    scope=Scope.USER),
+        "forget_after": Key("int", 90, "Days after which a computer that has not synced is "
+                            "listed as stale by status (never removed automatically).",
+                            _range(1, 3650)),
     },
     "notify": {
         "enabled": Key("bool", True, "Desktop notifications."),

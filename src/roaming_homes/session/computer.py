@@ -45,6 +45,16 @@ def default_name() -> str:
     return socket.gethostname().split(".")[0] or "computer"
 
 
+def recorded_id(locations: Locations) -> str | None:
+    """The id this computer has (None before its first pass); never makes one."""
+    try:
+        data = json.loads((locations.state_dir / ID_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = data.get("id") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
+
+
 def this_computer(locations: Locations, name: str = "") -> Computer:
     """The id recorded in the state directory, made anew when missing, damaged or recorded on
     another machine."""
