@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -129,3 +131,31 @@ def test_status_shows_every_computer_and_which_one_this_is(two: tuple[Setup, Set
     assert listed["desk-ana"]["this"] and not listed["laptop-ana"]["this"]
     assert all(c["result"] == "in-sync" and c["warning"] is None for c in listed.values())
     assert "desk-ana (this one): last sync" in text and "laptop-ana: last sync" in text
+
+
+def test_a_conflict_copy_names_the_other_computer_whose_version_it_keeps(
+        two: tuple[Setup, Setup]) -> None:
+    """B's edit reached the server; A edited the same file later: the server's version (B's)
+    is kept as a copy named after desk-ana, and the copy reaches both computers."""
+    a, b = two
+    for each in (a, b):
+        each.configure(server=each.config["server"],
+                           client=each.config["client"], sync={"prefer": "newer"})
+    docs_a = _populate(a, 1)
+    assert a.sync().returncode == 0
+    assert b.sync().returncode == 0
+    edited = b.home / "Documents" / "f00.txt"
+    edited.write_text("desk edit")
+    os.utime(edited, (time.time() - 60, time.time() - 60))
+    assert b.sync().returncode == 0
+    (docs_a / "f00.txt").write_text("laptop edit, later")
+
+    assert a.sync().returncode == 0
+    assert b.sync().returncode == 0
+    assert a.sync().returncode == 0
+
+    for home in (a.home, b.home, a.server_home):
+        (copy,) = [p for p in (home / "Documents").iterdir() if "conflict" in p.name]
+        assert copy.name.startswith("f00 (conflict from desk-ana ")
+        assert copy.read_text() == "desk edit"
+        assert (home / "Documents" / "f00.txt").read_text() == "laptop edit, later"

@@ -149,6 +149,25 @@ def test_conflict_with_prefer_newer_takes_the_newer_and_keeps_a_copy(user: Setup
     assert server.read_text() == "laptop edit, newer"
     copies = [p for p in server.parent.iterdir() if "conflict" in p.name]
     assert [p.read_text() for p in copies] == ["server edit"]
+    # Named after whose version it keeps (the server's: no other computer known) and its time.
+    stamp = time.strftime("%Y-%m-%d %H-%M", time.localtime(copies[0].stat().st_mtime))
+    assert copies[0].name == f"report (conflict from the server {stamp}).txt"
+    assert user.sync().returncode == 0  # the copy reaches this computer under that name
+    assert (user.home / "Documents" / copies[0].name).read_text() == "server edit"
+
+
+def test_a_copy_of_this_computers_version_is_named_after_it(user: Setup) -> None:
+    user.configure(sync={"prefer": "newer"}, client={"name": "laptop-ana"})
+    local, server = _make_conflict(user)
+    server.write_text("server edit, newest")  # now the server's version wins
+    os.utime(local, (time.time() - 60, time.time() - 60))
+
+    assert user.sync().returncode == 0
+
+    assert local.read_text() == "server edit, newest"
+    (copy,) = [p for p in local.parent.iterdir() if "conflict" in p.name]
+    assert copy.read_text() == "laptop edit, newer"
+    assert copy.name.startswith("report (conflict from laptop-ana ") and copy.suffix == ".txt"
 
 
 def test_server_unreachable_exits_75_within_connect_timeout(user: Setup) -> None:

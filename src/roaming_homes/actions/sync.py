@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from roaming_homes import config as config_mod
-from roaming_homes.actions import computers
+from roaming_homes.actions import computers, conflict_copies
 from roaming_homes.config import Config
 from roaming_homes.errors import ExitCode, RoamingHomesError
 from roaming_homes.outcome import COMPLETED, Reason, Result, SyncOutcome, result_of
@@ -346,6 +346,7 @@ class _Judge:
         self.refusal: guards.Refusal | None = None
         self.confirmed: list[str] = []  # forced: the deletions on the server it confirms
         self.following: Confirmation | None = None  # a deletion confirmed on another computer
+        self.items: list[output.PlanItem] = []  # the plan, as unison listed it
 
     def weigh(self, side: str, path: str) -> int:
         """Files below `path` on `side` (which still holds them): counted where this computer
@@ -357,6 +358,7 @@ class _Judge:
         return count_files(Path(root), [path], plan.ignore_paths, plan.ignore_names)
 
     def __call__(self, items: Sequence[output.PlanItem]) -> bool:
+        self.items = list(items)
         self.losses = guards.plan_losses(items, self.weigh, self.prepared.paths)
         if self.prepared.first:
             return True
@@ -454,6 +456,8 @@ def _tell_the_others(job: Pass, prepared: _Prepared, judge: _Judge, result: Sync
     home = ServerHome(job.server, prepared.socket, job.abort)
     if judge.confirmed and confirms:
         computers.confirm(home, prepared.computer, judge.confirmed)
+    if overwritten := conflict_copies.overwritten_versions(judge.items):
+        _name_conflict_copies(job, prepared, overwritten)
     if (followed := judge.following) is not None:
         note = (f"following a deletion confirmed on {followed.name} at "
                 f"{_clock(followed.time)}: {judge.losses['local'].deleted} file(s), kept in "
@@ -461,6 +465,23 @@ def _tell_the_others(job: Pass, prepared: _Prepared, judge: _Judge, result: Sync
         result.notes.append(note)
         result.message = f"{result.message}; {note}"
     computers.publish(job.locations, home, prepared.computer, result, job.store.last_success())
+
+
+def _name_conflict_copies(job: Pass, prepared: _Prepared,
+                          overwritten: list[tuple[str, str]]) -> None:
+    """Rename the copies unison kept of overwritten versions after their computer and time."""
+    server, me = job.server, prepared.computer
+    for path in (p for side, p in overwritten if side == "local"):
+        conflict_copies.rename_local(Path(prepared.plan.local_root), path, me.name)
+    there = [p for side, p in overwritten if side == "server"]
+    if not there:
+        return
+    other = conflict_copies.last_other(ServerHome(server, prepared.socket, job.abort), me.id)
+    if server.is_local:
+        for path in there:
+            conflict_copies.rename_local(Path(server.local_root), path, other)
+    else:
+        conflict_copies.rename_remote(server, prepared.socket, there, other)
 
 
 def _clock(iso: str) -> str:

@@ -1,0 +1,115 @@
+"""Conflict copies that say where they came from.
+
+When both sides changed a file and `sync.prefer` picks one, unison keeps the other version as a
+copy beside it, named `report (conflict_on_2026-11-29).odt`: nothing says whose version it is,
+and a second conflict the same day has no name of its own. After the pass, each copy is renamed
+after the computer whose version it keeps and that version's time:
+`report (conflict from desk-ana 2026-11-29 10-22).odt` — readable, sortable, and without a
+character that another file system refuses (no `:`). The next pass syncs it like any file.
+
+A copy made on this computer keeps this computer's version. A copy made on the server keeps the
+server's version, which the user's other computer that synced last brought there (from the
+records on the server); when none is known, "the server".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shlex
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from roaming_homes.errors import RoamingHomesError
+from roaming_homes.safety.guards import Loss, item_loss
+from roaming_homes.server import records
+from roaming_homes.server.records import ComputerRecord, ServerHome
+from roaming_homes.unison import ssh
+from roaming_homes.unison.output import Content, PlanItem
+
+log = logging.getLogger(__name__)
+
+_UNISON_COPY = re.compile(r"^(?P<stem>.*) \(conflict_on_\d{4}-\d\d-\d\d\)(?P<ext>\.[^.]*)?$")
+_CHANGED = (Content.CHANGED, Content.CHANGED_LINK, Content.FILE, Content.LINK)
+
+
+def overwritten_versions(items: Sequence[PlanItem]) -> list[tuple[str, str]]:
+    """(side, path) of each item whose changed version on `side` the plan overwrites: a conflict
+    that `prefer` settled, where unison keeps a copy on that side."""
+    found = []
+    for item in items:
+        lost = item_loss(item)
+        kept = item.local if lost and lost[0] == "local" else item.server
+        if lost is not None and lost[1] is Loss.OVERWRITE and kept in _CHANGED:
+            found.append((lost[0], item.path))
+    return found
+
+
+def new_name(copy: str, original: str, computer: str, mtime: float) -> str | None:
+    """The name for unison's copy `copy` of `original` (both names, not paths), or None when
+    `copy` is not a copy of it."""
+    match = _UNISON_COPY.match(copy)
+    if match is None or match["stem"] + (match["ext"] or "") != original:
+        return None
+    stamp = time.strftime("%Y-%m-%d %H-%M", time.localtime(mtime))
+    return f"{match['stem']} (conflict from {computer} {stamp}){match['ext'] or ''}"
+
+
+def last_other(home: ServerHome, me: str) -> str:
+    """The user's other computer that synced last (whose version the server most likely holds),
+    from the records on the server now (this computer's copy of them may be older)."""
+    try:
+        found = records.parse_lines(home.read("computers", records.RECORD_LIMIT * 1000),
+                                    ComputerRecord)
+    except (RoamingHomesError, OSError):
+        found = []
+    others = [r for r in found if r.id != me and r.last_success]
+    return max(others, key=lambda r: r.last_success or "").name if others else "the server"
+
+
+def rename_local(root: Path, path: str, computer: str) -> None:
+    directory = root / os.path.dirname(path)
+    original = os.path.basename(path)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        with_time = _stat_mtime(directory / name)
+        target = None if with_time is None else new_name(name, original, computer, with_time)
+        if target is not None and not (directory / target).exists():
+            (directory / name).rename(directory / target)
+
+
+def _stat_mtime(path: Path) -> float | None:
+    try:
+        return path.lstat().st_mtime
+    except OSError:
+        return None
+
+
+def rename_remote(server: ssh.Server, socket: Path | None, paths: Sequence[str],
+                  computer: str) -> None:
+    """The same on the server, in two round trips: list the copies, rename them."""
+    q = shlex.quote
+    listing = "; ".join(
+        f"cd {q(server.home)} && cd -- {q(os.path.dirname(p) or '.')} && for f in "
+        f"{q(os.path.basename(p).rpartition('.')[0] or os.path.basename(p))}' (conflict_on_'*; "
+        f"do [ -e \"$f\" ] && printf '%s %s %s\\0' {q(p)} \"$(stat -c %Y -- \"$f\")\" \"$f\"; "
+        "done" for p in paths)
+    try:
+        answer = ssh.run_remote(server, socket, f"{listing}; true")
+        moves = []
+        for entry in filter(None, answer.split("\0")):
+            path, _, rest = entry.partition(" ")
+            mtime, _, name = rest.partition(" ")
+            target = new_name(name, os.path.basename(path), computer, float(mtime or 0))
+            if target is not None:
+                where = f"{server.home}/{os.path.dirname(path)}".rstrip("/")
+                moves.append(f"mv -n -- {q(where + '/' + name)} {q(where + '/' + target)}")
+        if moves:
+            ssh.run_remote(server, socket, "; ".join(moves) + "; true")
+    except (RoamingHomesError, ValueError) as exc:
+        log.debug("conflict copies on the server keep unison's names: %s", exc)
