@@ -140,7 +140,7 @@ def test_a_conflict_copy_names_the_other_computer_whose_version_it_keeps(
     a, b = two
     for each in (a, b):
         each.configure(server=each.config["server"],
-                           client=each.config["client"], sync={"prefer": "newer"})
+                       client=each.config["client"], sync={"prefer": "newer"})
     docs_a = _populate(a, 1)
     assert a.sync().returncode == 0
     assert b.sync().returncode == 0
