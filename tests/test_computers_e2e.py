@@ -159,3 +159,23 @@ def test_a_conflict_copy_names_the_other_computer_whose_version_it_keeps(
         assert copy.name.startswith("f00 (conflict from desk-ana ")
         assert copy.read_text() == "desk edit"
         assert (home / "Documents" / "f00.txt").read_text() == "laptop edit, later"
+
+
+def test_conflicts_say_which_computer_made_each_version(two: tuple[Setup, Setup]) -> None:
+    a, b = two
+    for each in (a, b):
+        each.configure(server=each.config["server"],
+                       client=each.config["client"], sync={"prefer": "none"})
+    docs_a = _populate(a, 1)
+    assert a.sync().returncode == 0
+    assert b.sync().returncode == 0
+    (b.home / "Documents" / "f00.txt").write_text("desk edit")
+    assert b.sync().returncode == 0
+    (docs_a / "f00.txt").write_text("laptop edit")
+    assert a.sync().returncode == 1
+
+    listed = a.run("conflicts").stdout
+    (conflict,) = json.loads(a.run("conflicts", "--json").stdout)["conflicts"]
+
+    assert "(this computer, laptop-ana)" in listed and "(last synced by desk-ana)" in listed
+    assert (conflict["local"]["by"], conflict["server"]["by"]) == ("laptop-ana", "desk-ana")

@@ -223,8 +223,10 @@ def _run_conflicts(args: argparse.Namespace) -> int:
     if not found:
         _say(args, "no unresolved conflicts")
     for item in found:
-        print(f"{escape(item.path)}\n  local:  {_when(item.local)}\n"
-              f"  server: {_when(item.server)}")
+        local = f"{_when(item.local)} (this computer, {printable(item.local.by)})"
+        server = _when(item.server) + (f" (last synced by {printable(item.server.by)})"
+                                       if item.server.by else "")
+        print(f"{escape(item.path)}\n  local:  {local}\n  server: {server}")
     if note:
         _warn(note)
     return 0

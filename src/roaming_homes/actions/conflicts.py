@@ -13,15 +13,17 @@ import os
 import shlex
 import shutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from roaming_homes.actions import sync as engine
+from roaming_homes.actions.computers import known
 from roaming_homes.config import Config
 from roaming_homes.errors import ExitCode, RoamingHomesError
 from roaming_homes.outcome import COMPLETED, SyncOutcome
 from roaming_homes.paths import Locations
+from roaming_homes.session.computer import this_computer
 from roaming_homes.session.lock import SyncLock, lock_holder, make_way
 from roaming_homes.session.state import StateStore
 from roaming_homes.unison import profile, runner
@@ -36,6 +38,7 @@ GUI = "unison-gtk"
 class Side:
     mtime: float | None  # None: absent (or unknown when the server is offline)
     size: int | None
+    by: str = ""  # the computer whose version it is, as far as known
 
 
 @dataclass(frozen=True)
@@ -107,8 +110,18 @@ def list_conflicts(config: Config, locations: Locations) -> tuple[list[Conflict]
         except RoamingHomesError as exc:
             note = f"server side unknown: {exc.message}"
             remote = [Side(None, None)] * len(paths)
-    return [Conflict(p, _stat_local(locations.home, p), r) for p, r in zip(paths, remote,
-                                                                           strict=True)], note
+    here, there = _authors(config, locations)
+    return [Conflict(p, replace(_stat_local(locations.home, p), by=here), replace(r, by=there))
+            for p, r in zip(paths, remote, strict=True)], note
+
+
+def _authors(config: Config, locations: Locations) -> tuple[str, str]:
+    """Who made each side's version: this computer here; on the server, the user's other
+    computer that synced last (from the records the last pass brought back)."""
+    here = this_computer(locations, config["client"]["name"])
+    others = [r for r in known(locations) if r.id != here.id and r.last_success]
+    there = max(others, key=lambda r: r.last_success or "").name if others else ""
+    return here.name, there
 
 
 def resolver_argv(program: str, env: Mapping[str, str],
