@@ -62,6 +62,10 @@ def _add_sync(sub: argparse._SubParsersAction) -> None:
                    help="propagate deletions this once even above sync.max_delete (the "
                    "replica markers are still checked)")
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    p.add_argument("--dry-run", action="store_true",
+                   help="show what a pass would copy, delete and overwrite in each direction, "
+                   "and what the guards would say, without changing anything (exit 4 when the "
+                   "guards would refuse it)")
     p.add_argument("--skip-if-daemon", action="store_true",
                    help="do nothing when the session daemon runs (for login/logout hooks)")
     p.set_defaults(run=_run_sync)
@@ -91,6 +95,8 @@ def _run_sync(args: argparse.Namespace) -> int:
         announcer = notify.FirstSyncAnnouncer(cfg, locations)
     if daemon_pid:
         make_way(locations, daemon_pid)  # real-time mode holds the lock for good
+    if args.dry_run:
+        return _dry_run(args, cfg, locations)
     # -v shows unison's own lines instead; --json and -q keep stdout for the result alone.
     display = None if (args.quiet or args.verbose or args.json) else TerminalDisplay(
         sys.stdout, live=sys.stdout.isatty())
@@ -101,6 +107,35 @@ def _run_sync(args: argparse.Namespace) -> int:
     if cfg["notify"]["enabled"]:
         notify.after_pass(cfg, locations, outcome)
     return _report_outcome(args, outcome)
+
+
+_ARROWS = {"to server": "---->", "to local": "<----", "conflict": "<-?->", "merge": "<-M->",
+           "error": "error"}
+
+
+def _dry_run(args: argparse.Namespace, cfg: Any, locations: Any) -> int:
+    from roaming_homes.actions import sync
+
+    planned = sync.dry_run(cfg, locations)
+    if planned.outcome is not None:
+        return _report_outcome(args, planned.outcome)
+    if args.json:
+        _print_json({"dry_run": True, "first_run": planned.first, "refusal": planned.refusal,
+                     "following": planned.following,
+                     "items": [{"path": i.path, "local": i.local.value,
+                                "direction": i.direction.value, "server": i.server.value}
+                               for i in planned.items]})
+    else:
+        lines = [f"dry run, nothing was changed: {len(planned.items)} item(s) would sync"
+                 + (" (a first sync: the union of both sides)" if planned.first else "")]
+        lines += [f"  {_ARROWS[i.direction.value]}  {i.local.value:<12} {i.server.value:<12} "
+                  f"{escape(i.path)}" for i in planned.items]
+        if planned.following:
+            lines.append(f"it would follow a deletion confirmed on {planned.following}")
+        if planned.refusal:
+            lines.append(f"the guards would refuse it: {planned.refusal}")
+        print(printable("\n".join(lines)))
+    return ExitCode.REFUSED if planned.refusal else ExitCode.IN_SYNC
 
 
 def _report_outcome(args: argparse.Namespace, outcome: Any) -> int:

@@ -197,6 +197,50 @@ def _ignore(_line: str) -> None:
 
 
 @dataclass
+class DryRun:
+    """What a pass would do: unison's plan, whether it is a first sync (a union), and what the
+    guards would say. `outcome`: why no plan could be made (offline, busy, a replica refused)."""
+
+    items: list[output.PlanItem]
+    first: bool = False
+    refusal: str = ""
+    following: str = ""  # a deletion confirmed on another computer this pass would follow
+    outcome: SyncOutcome | None = None
+
+
+def dry_run(config: Config, locations: Locations) -> DryRun:
+    """Ask unison for its plan, weigh it like a pass, and answer "quit": nothing changes, nothing
+    is recorded."""
+    server = transport.Server.from_config(config["server"])
+    outcome = outcomes(server)
+    lock = SyncLock(locations.lock_file)
+    try:
+        lock.acquire()
+    except RoamingHomesError as exc:
+        return DryRun([], outcome=outcome(Result.BUSY if exc.code == ExitCode.TRY_LATER
+                                          else Result.FAILED, exc.message))
+    try:
+        job = Pass(config, locations, server, StateStore(locations.state_dir),
+                   lock_fd=lock.fileno)
+        prepared = _prepare(job, False, outcome)
+        if isinstance(prepared, SyncOutcome):
+            return DryRun([], outcome=prepared)
+        judge = _Judge(job, prepared, force=False, dry=True)
+        run, summary = _run_unison(job, prepared.first, _ignore, judge, prepared.extra)
+    finally:
+        lock.release()
+    if refusal := _server_refusal(job, prepared, run.lines):
+        return DryRun([], outcome=outcome(Result.REFUSED, refusal, reason=Reason.REPLICA))
+    if run.declined is None and run.returncode >= 2:  # unison failed before it had a plan
+        result, message, reason = _classify(run, summary)
+        return DryRun([], outcome=outcome(result, message, reason=reason))
+    refused = judge.refusal.message(judge.limits, server.label) if judge.refusal else ""
+    followed = judge.following
+    return DryRun(judge.items, prepared.first, refused,
+                  f"{followed.name} at {_clock(followed.time)}" if followed else "")
+
+
+@dataclass
 class Pass:
     """What every pass (or real-time cycle) of one session works with; the lock is held."""
 
@@ -337,8 +381,8 @@ class _Judge:
     """The loss guard of one pass: weighs unison's plan when unison asks, and says whether it
     may propagate (`dialogue.run`'s `decide`)."""
 
-    def __init__(self, job: Pass, prepared: _Prepared, force: bool) -> None:
-        self.job, self.prepared, self.force = job, prepared, force
+    def __init__(self, job: Pass, prepared: _Prepared, force: bool, dry: bool = False) -> None:
+        self.job, self.prepared, self.force, self.dry = job, prepared, force, dry
         self.limits = guards.Limits(job.config["sync"]["max_delete"],
                                     job.config["sync"]["max_change"],
                                     job.config["sync"]["guard_window"])
@@ -373,6 +417,10 @@ class _Judge:
         self.following = self._confirmed_elsewhere(refusal, items, recent, baseline.total)
         self.refusal = None if self.following else refusal
         return self.refusal is None
+
+    def decide(self, items: Sequence[output.PlanItem]) -> bool:
+        """`dialogue.run`'s answer: the guard's, and never "propagate" in a dry run."""
+        return self(items) and not self.dry
 
     def _confirmed_elsewhere(self, refusal: guards.Refusal, items: Sequence[output.PlanItem],
                              recent: dict[str, guards.Losses], total: int) -> Confirmation | None:
@@ -648,7 +696,7 @@ def _run_unison(job: Pass, first: bool, sink: LineSink, judge: _Judge,
     fds = () if job.lock_fd is None else (job.lock_fd,)
     try:
         env = profile.environment(job.locations, judge.prepared.computer.id)
-        run = dialogue.run(argv, env, sink, judge, job.abort, fds)
+        run = dialogue.run(argv, env, sink, judge.decide, job.abort, fds)
     except FileNotFoundError:
         message = f"Fatal error: unison program not found: {argv[0]} (sync.unison)"
         sink(message)
