@@ -257,6 +257,25 @@ def test_xdg_user_dirs_are_the_default_paths(user: Setup) -> None:
     assert synced == ["Dokumente", "Pictures"]
 
 
+def test_a_new_laptop_receives_the_home_it_does_not_have_yet(user: Setup) -> None:
+    """Default paths: the XDG user directories that exist on either side (and a few dotfiles),
+    so a user's Documents on the server reaches a laptop that has no ~/Documents yet."""
+    user.configure(sync={"paths": []})
+    (user.server_home / "Documents").mkdir()
+    (user.server_home / "Documents" / "thesis.txt").write_text("chapter 1")
+    (user.server_home / ".gitconfig").write_text("[user]\nname = Ana\n")
+    (user.server_home / ".ssh").mkdir()
+    (user.server_home / ".ssh" / "id_ed25519").write_text("private")
+
+    code, outcome = user.sync_json()
+
+    assert code == 0, outcome
+    assert (user.home / "Documents" / "thesis.txt").read_text() == "chapter 1"
+    assert (user.home / ".gitconfig").read_text().startswith("[user]")
+    assert not (user.home / ".ssh").exists()  # never by default
+    assert outcome["notes"] == []  # directories that exist nowhere are no typos
+
+
 def test_own_state_is_never_synced_even_when_paths_cover_it(user: Setup) -> None:
     user.configure(sync={"paths": [".local"]})
     (user.home / ".local" / "share").mkdir(parents=True)

@@ -59,20 +59,27 @@ def _relative_to_home(path: Path, home: Path) -> str | None:
     return str(rel) if str(rel) != "." else None
 
 
+# Synced by default with the XDG user directories: settings of the user's own that travel well
+# between computers (no keys, no caches, nothing tied to one machine).
+DEFAULT_DOTFILES = (".gitconfig", ".vimrc")
+
+
 def sync_paths(config: Config, locations: Locations) -> tuple[list[str], list[str]]:
-    """The paths to sync and warnings about XDG directories that were left out."""
+    """The paths to sync and warnings about XDG directories that were left out.
+
+    By default: the user's XDG user directories, whether they exist here, on the server or on
+    neither (a new laptop receives the home; one made later is synced from then on), and
+    DEFAULT_DOTFILES. A directory that exists on no side costs nothing."""
     configured = config["sync"]["paths"]
     if configured:
         return list(configured), []
     paths, warnings = [], []
     for rel in xdg_user_dirs(locations):
-        if not (locations.home / rel).is_dir():
-            continue
         if problem := config_mod.check_relative_path(rel):
             warnings.append(f"XDG user directory skipped: {problem}")
             continue
         paths.append(rel)
-    return paths, warnings
+    return [*paths, *DEFAULT_DOTFILES], warnings
 
 
 def build_plan(config: Config, locations: Locations, server: transport.Server,
@@ -549,7 +556,9 @@ def _judged(job: Pass, prepared: _Prepared, run: dialogue.Run, summary: output.S
         return outcome(Result.REFUSED, message, action=REFUSAL_ACTION,
                        reason=Reason.LOSSES)
     result = _finish(job.store, prepared.key, run, summary, first, outcome)
-    for path in guards.absent_paths(prepared.paths, prepared.found):
+    # Configured paths that exist nowhere are most likely typos; defaults may simply not exist.
+    explicit = job.config["sync"]["paths"]
+    for path in guards.absent_paths(prepared.paths, prepared.found) if explicit else ():
         meant = guards.likely_meant(path, _existing_names(job, path))
         note = (f"sync.paths: {escape(path)!r} exists neither here nor on the server"
                 + (f" (did you mean {escape(meant)!r}?)" if meant else ""))

@@ -192,7 +192,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
                               "shutdown may take before it is stopped cleanly.", _range(1, 600),
                               scope=Scope.LOWER),
         "paths": Key("list", [], "Paths relative to the home to sync; empty: the user's XDG user "
-                     "directories that exist.", _each(check_relative_path), scope=Scope.USER),
+                     "directories (Documents, Pictures, … as user-dirs.dirs names them), "
+                     "wherever they exist, here or on the server, plus .gitconfig and .vimrc. "
+                     "Not the whole home: keys (~/.ssh), caches and machine-specific settings "
+                     "would travel too. List more (\".config/app\", \".local/share/app\") to "
+                     "sync them.", _each(check_relative_path), scope=Scope.USER),
         "first_paths": Key("list", [], "On a first sync (a new machine), these paths (below the "
                            "synced paths) are synced in a pass of their own before the rest, so "
                            "what the user needs first arrives first.", _each(check_relative_path),
