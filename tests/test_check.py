@@ -143,6 +143,15 @@ def test_invalid_config_fails_config_with_exit_78(local_user: Setup) -> None:
     assert code == 78 and list(checks) == ["config"]
 
 
+def test_missing_config_says_how_to_create_it(local_user: Setup) -> None:
+    local_user.config_path.unlink()
+    result = local_user.run("check")
+    assert result.returncode == 78
+    assert result.stdout == (f"✗ config: {local_user.config_path}: configuration file not found "
+                             f"→ create it with `roaming-homes config sample > "
+                             f"{local_user.config_path}`, then set server.host\n")
+
+
 def test_unmounted_local_root_fails_server_reachable(local_user: Setup) -> None:
     local_user.server_home.rmdir()
     failed = _failed(local_user)

@@ -12,7 +12,7 @@ import pytest
 from roaming_homes import config
 from roaming_homes.config.sample import toml_value
 from roaming_homes.errors import ConfigError
-from roaming_homes.paths import Locations
+from roaming_homes.paths import SYSTEM_CONFIG, Locations
 from tests.support.homes import Setup
 
 
@@ -221,9 +221,40 @@ def test_bad_config_is_one_clear_error(tmp_path: Path, text: str, message: str) 
     assert info.value.code == 78
 
 
-def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="configuration file not found"):
-        config.load(_locations(tmp_path, tmp_path / "absent.toml"))
+def test_missing_file_is_a_config_error_saying_how_to_create_it(tmp_path: Path) -> None:
+    absent = tmp_path / "absent.toml"
+    with pytest.raises(ConfigError, match="configuration file not found") as info:
+        config.load(_locations(tmp_path, absent))
+    assert info.value.message == (f"{absent}: configuration file not found; create it with "
+                                  f"`roaming-homes config sample > {absent}`, then set "
+                                  "server.host")
+
+
+def test_missing_system_file_names_the_commands_that_create_it(tmp_path: Path) -> None:
+    error = config.MissingConfigError(SYSTEM_CONFIG)
+    assert error.code == 78 and "\n" not in error.message
+    assert error.message.startswith(f"{SYSTEM_CONFIG}: configuration file not found; ")
+    assert error.create == ("sudo mkdir -p /etc/roaming-homes && roaming-homes config sample | "
+                            "sudo tee /etc/roaming-homes/roaming-homes.toml")
+
+
+def test_missing_file_from_the_cli_is_one_line_exit_78(local_user: Setup) -> None:
+    local_user.config_path.unlink()
+    result = local_user.run("status")
+    assert result.returncode == 0  # status shows what it can without a configuration
+    for command in (["sync"], ["config", "show"]):
+        result = local_user.run(*command)
+        assert result.returncode == 78, command
+        assert result.stderr == (f"roaming-homes: error: {local_user.config_path}: configuration "
+                                 "file not found; create it with `roaming-homes config sample > "
+                                 f"{local_user.config_path}`, then set server.host\n")
+
+
+def test_range_bounds_are_written_as_people_write_them() -> None:
+    assert str(config.Range(60, 365 * 86400)) == "60 to 31536000"
+    assert str(config.Range(0.1, 300)) == "0.1 to 300"
+    assert config.Range(1, 65535)(70000) == "70000 must be between 1 and 65535"
+    assert config.Range(1, 65535)(22) is None
 
 
 @pytest.mark.parametrize(("text", "key"), [

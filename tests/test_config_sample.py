@@ -60,3 +60,21 @@ def test_sample_without_a_host_is_refused_with_a_clear_error(local_user: Setup) 
     assert result.returncode == 78
     assert "server.host is required" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _block(sample: str, section: str, key: str) -> str:
+    """The comment above `#key = ...` in `[section]`, as one line."""
+    part = "\n" + sample.split(f"\n[{section}]\n", 1)[1]
+    before = part.split(f"\n#{key} = ", 1)[0].rsplit("\n\n", 1)[1]
+    return " ".join(line.removeprefix("# ").removeprefix("#") for line in before.splitlines())
+
+
+def test_sample_documents_every_range() -> None:
+    sample = INSTALLED_SAMPLE.read_text()
+    ranged = [(section, key, spec.check) for section, keys in config.SCHEMA.items()
+              for key, spec in keys.items() if isinstance(spec.check, config.Range)]
+    assert len(ranged) >= 10
+    for section, key, bounds in ranged:
+        assert f"Range: {bounds}." in _block(sample, section, key), f"{section}.{key}"
+    assert "Range: 1 to 65535." in _block(sample, "server", "port")
+    assert "Range:" not in _block(sample, "server", "host")

@@ -8,8 +8,10 @@ Deselect locally with `-m "not packages"`; CI runs them (they are selected by de
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import shutil
 import subprocess
 import tarfile
 from collections.abc import Iterator
@@ -36,6 +38,9 @@ COMMON_FILES = {
     "/etc/profile.d/roaming-homes.sh",
     "/usr/libexec/roaming-homes/logout",
 }
+README = "/usr/share/doc/roaming-homes/README.md"
+# The generated man pages (gzipped by dh_installman, and by rpm's brp-compress where it runs).
+MAN_PAGES = ("/usr/share/man/man1/roaming-homes.1", "/usr/share/man/man5/roaming-homes.toml.5")
 MODULES = {"__init__.py", "cli.py", "actions/check.py", "unison/fsmonitor.py", "unison/inotify.py",
            "actions/daemon.py", "desktop/listener.py"}
 
@@ -61,6 +66,13 @@ def packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {kind: out / name for kind, name in found.items()}
 
 
+def _assert_docs(files: set[str]) -> None:
+    """The man pages (compressed or not) and the README are in a package's file list."""
+    for page in MAN_PAGES:
+        assert {page, f"{page}.gz"} & files, page
+    assert README in files
+
+
 def _installed_packages() -> set[str]:
     out = _run("dpkg-query", "-W", "-f=${Package} ${db:Status-Status}\n")
     return {line.split()[0] for line in out.splitlines() if line.endswith(" installed")}
@@ -79,6 +91,8 @@ def test_rpm_file_list_dependencies_and_scriptlets(packages: dict[str, Path]) ->
     rpm = str(packages["rpm"])
     files = set(_run("rpm", "-qlp", rpm).split())
     assert files >= COMMON_FILES
+    _assert_docs(files)
+    assert set(_run("rpm", "-qdp", rpm).split()) >= {README}
     (sitelib,) = {f.rsplit("/", 1)[0] for f in files if f.endswith("/roaming_homes/cli.py")}
     assert sitelib.startswith("/usr/lib/python3.")
     assert sitelib.endswith("/site-packages/roaming_homes")
@@ -108,6 +122,7 @@ def test_deb_file_list_conffiles_and_dependencies(packages: dict[str, Path],
     deb = str(packages["deb"])
     files = {line.split()[-1].lstrip(".") for line in _run("dpkg-deb", "-c", deb).splitlines()}
     assert files >= COMMON_FILES
+    _assert_docs(files)
     assert {f"/usr/lib/python3/dist-packages/roaming_homes/{m}" for m in MODULES} <= files
     control = tmp_path / "control"
     _run("dpkg-deb", "-e", deb, str(control))
@@ -193,3 +208,21 @@ def test_installed_deb_enables_the_user_unit_for_everyone(installed_deb: None) -
     hook = subprocess.run(["/usr/libexec/roaming-homes/logout"], capture_output=True, text=True,
                           timeout=10, check=False, env={"PATH": SYSTEM_PATH})
     assert hook.returncode == 0 and hook.stdout == ""
+
+
+def test_installed_unit_documents_itself_with_the_installed_man_pages(
+        installed_deb: None) -> None:
+    unit = Path("/usr/lib/systemd/user/roaming-homes.service").read_text()
+    documentation = " ".join(line.split("=", 1)[1] for line in unit.splitlines()
+                             if line.startswith("Documentation="))
+    assert {"man:roaming-homes(1)", "man:roaming-homes.toml(5)"} <= set(documentation.split())
+    for page in MAN_PAGES:
+        (installed,) = [p for p in (Path(page), Path(f"{page}.gz")) if p.exists()]
+        text = (gzip.decompress(installed.read_bytes()) if installed.suffix == ".gz"
+                else installed.read_bytes()).decode()
+        assert text.startswith('.TH "ROAMING-HOMES'), installed
+    assert Path(README).read_text().startswith("# roaming-homes")
+    if shutil.which("man", path=SYSTEM_PATH):  # man finds the pages the unit names
+        for name, section in (("roaming-homes", "1"), ("roaming-homes.toml", "5")):
+            where = _run("man", "-w", section, name).strip()
+            assert where.startswith(f"/usr/share/man/man{section}/{name}.{section}"), where

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from roaming_homes import manpage
 from tests.support.homes import Setup
 from tests.support.waiting import wait_for
 
@@ -32,10 +33,18 @@ def test_the_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     unit = tmp_path / "roaming-homes.service"
     entry = Path(sys.executable).parent / "roaming-homes"
     unit.write_text(UNIT.read_text().replace("/usr/bin/roaming-homes", str(entry)))
+    # ... and that `man` finds every man: page in Documentation=: ours, as the packages build
+    # them (generated here), before the system's.
+    man = tmp_path / "man"
+    for page in manpage.write(tmp_path / "pages"):
+        section = man / f"man{page.suffix[1:]}"
+        section.mkdir(parents=True, exist_ok=True)
+        page.rename(section / page.name)
     runtime = Path(tempfile.mkdtemp(prefix="rh-verify-", dir="/tmp"))
     try:
         result = subprocess.run(["systemd-analyze", "--user", "verify", str(unit)],
-                                env={**os.environ, "XDG_RUNTIME_DIR": str(runtime)},
+                                env={**os.environ, "XDG_RUNTIME_DIR": str(runtime),
+                                     "MANPATH": f"{man}:"},  # then man's own path
                                 capture_output=True, text=True, timeout=60, check=False)
     finally:
         shutil.rmtree(runtime, ignore_errors=True)

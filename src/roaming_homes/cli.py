@@ -210,6 +210,9 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
                        "line per check with the fix to apply. Exit 0 only when every check "
                        "passes (warnings and skipped checks do not fail).")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--user", metavar="NAME",
+                   help="as root: check user NAME's set-up as that user (their uid, groups, "
+                   "home and XDG directories; nothing of theirs is read as root)")
     p.set_defaults(run=_run_check)
 
 
@@ -217,6 +220,10 @@ def _run_check(args: argparse.Namespace) -> int:
     from roaming_homes.actions.check import run_checks
     from roaming_homes.paths import Locations
 
+    if args.user is not None:
+        from roaming_homes.session.become import become
+
+        become(args.user)
     report = run_checks(Locations.from_env(), args.config)
     if args.json:
         _print_json(report.to_dict())

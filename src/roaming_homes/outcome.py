@@ -74,7 +74,7 @@ ATTENTION = frozenset({Result.CONFLICTS, Result.PARTIAL, Result.FAILED, Result.R
 # What to run when a result needs the user and the outcome names nothing better.
 REMEDIES: dict[Result, str] = {
     Result.CONFLICTS: "roaming-homes conflicts",
-    Result.PARTIAL: "roaming-homes -v sync  (details in the sync log)",
+    Result.PARTIAL: "roaming-homes -v sync",  # status adds where the sync log is
     Result.FAILED: "roaming-homes check",
     Result.REFUSED: "roaming-homes check",
     Result.CONFIG_ERROR: "roaming-homes config show",

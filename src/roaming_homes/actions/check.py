@@ -287,6 +287,9 @@ def run_checks(locations: Locations, config_path: Path | None = None) -> Report:
     """Every check, in order; later ones are skipped when what they need has failed."""
     try:
         cfg = config.load(locations, config_path)
+    except config.MissingConfigError as exc:
+        return Report([Result("config", FAIL, f"{exc.path}: configuration file not found",
+                              f"create it with `{exc.create}`, then set server.host")], False)
     except ConfigError as exc:
         return Report([Result("config", FAIL, exc.message, "fix the named key "
                               "(`roaming-homes config sample` lists every key)")], False)

@@ -50,16 +50,18 @@ class Overview:
     offline_since: str | None = None
     running: str | None = None
     note: str = ""
+    sync_log: str = "the sync log"  # where unison's output is, as the `run:` line names it
 
     @classmethod
-    def of(cls, history: Sequence[SyncOutcome], running: str | None = None) -> Overview:
+    def of(cls, history: Sequence[SyncOutcome], running: str | None = None,
+           sync_log: str = "the sync log") -> Overview:
         passes = [entry for entry in history if entry.result != Result.BUSY]
         since = None
         for entry in reversed(passes):
             if entry.result != Result.OFFLINE:
                 break
             since = entry.started
-        return cls(passes[-1] if passes else None, since, running)
+        return cls(passes[-1] if passes else None, since, running, sync_log=sync_log)
 
     @property
     def state(self) -> State:
@@ -84,7 +86,12 @@ class Overview:
             return REMEDIES[Result.NEVER_SYNCED]
         if state != State.NEEDS_ATTENTION or last is None or self.note:
             return None
-        return last.action or REMEDIES.get(last.result, "roaming-homes -v sync")
+        if last.action:
+            return last.action
+        remedy = REMEDIES.get(last.result, "roaming-homes -v sync")
+        if last.result == Result.PARTIAL:
+            return f"{remedy}  (details in {self.sync_log})"
+        return remedy
 
     @property
     def headline(self) -> str:
@@ -169,7 +176,8 @@ def report(locations: Locations, stale_after: int = 86400,
     pid = None if watching else lock_holder(locations.lock_file)
     current = progress.read(locations) if pid else None
     running = (progress.format_line(current) if current else "starting") if pid else None
-    overview = Overview.of(store.history() or ([last] if last else []), running)
+    overview = Overview.of(store.history() or ([last] if last else []), running,
+                           str(store.log_file))
     shown = last.to_dict() if last else {}
     result: dict[str, Any] = {
         "result": shown.get("result", str(Result.NEVER_SYNCED)),

@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from roaming_homes.errors import ConfigError
-from roaming_homes.paths import Locations
+from roaming_homes.paths import SYSTEM_CONFIG, Locations
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +113,26 @@ def _pattern(regex: re.Pattern[str], what: str, optional: bool = False) -> Check
     return check
 
 
-def _range(low: float, high: float) -> Check:
-    def check(value: float) -> str | None:
-        return None if low <= value <= high else f"{value} must be between {low:g} and {high:g}"
+@dataclass(frozen=True)
+class Range:
+    """A number's check: `low` to `high`, both included; the sample and the man page show it."""
 
-    return check
+    low: float
+    high: float
+
+    def __call__(self, value: float) -> str | None:
+        if self.low <= value <= self.high:
+            return None
+        return f"{value} must be between {_number(self.low)} and {_number(self.high)}"
+
+    def __str__(self) -> str:
+        return f"{_number(self.low)} to {_number(self.high)}"
+
+
+def _number(value: float) -> str:
+    """A bound as people write it: 31536000, not 3.1536e+07; 0.1 stays 0.1."""
+    return str(int(value)) if value == int(value) else str(value)
+
 
 
 def _one_of(*choices: str) -> Check:
@@ -171,25 +186,25 @@ SCHEMA: dict[str, dict[str, Key]] = {
                     "this home (a mounted share such as /mnt/homes/%u, or the demo). It must "
                     "exist: a share that is not mounted counts as offline.",
                     _optional_absolute_path, expand=True),
-        "port": Key("int", 22, "ssh port of the server.", _range(1, 65535)),
+        "port": Key("int", 22, "ssh port of the server.", Range(1, 65535)),
         "user": Key("str", "%u", "Login name on the server.", _pattern(_USER, "user name"),
                     expand=True),
         "home": Key("str", "/home/%u", "The user's home on the server (with `host`).",
                     _absolute_path, expand=True),
         "connect_timeout": Key("number", 3, "Seconds to wait for the server before giving up "
                                "(also sets how fast a dead connection is noticed).",
-                               _range(0.1, 300)),
+                               Range(0.1, 300)),
         "ssh_options": Key("list", ["-C"], "Extra arguments for ssh, passed as given "
                            "(e.g. [\"-i\", \"KEY\"]).", expand=True),
         "connection_reuse": Key("int", 300, "Seconds an idle shared ssh connection is kept open "
                                 "between passes (0: a new connection every pass).",
-                                _range(0, 86400)),
+                                Range(0, 86400)),
     },
     "sync": {
-        "interval": Key("int", 60, "Seconds between periodic syncs.", _range(1, 86400),
+        "interval": Key("int", 60, "Seconds between periodic syncs.", Range(1, 86400),
                          scope=Scope.HIGHER),
         "logout_timeout": Key("int", 30, "Seconds the daemon's final pass at logout or "
-                              "shutdown may take before it is stopped cleanly.", _range(1, 600),
+                              "shutdown may take before it is stopped cleanly.", Range(1, 600),
                               scope=Scope.LOWER),
         "paths": Key("list", [], "Paths relative to the home to sync; empty: the user's XDG user "
                      "directories (Documents, Pictures, … as user-dirs.dirs names them), "
@@ -214,23 +229,23 @@ SCHEMA: dict[str, dict[str, Key]] = {
                      "(unison-fsmonitor on the server's PATH) and one guarded pass per change "
                      "(see README, Real-time mode).", scope=Scope.LOWER),
         "rescan_interval": Key("int", 3600, "Seconds between full rescans in real-time mode "
-                               "(a safety net for changes no monitor saw).", _range(60, 604800),
+                               "(a safety net for changes no monitor saw).", Range(60, 604800),
                                scope=Scope.HIGHER),
         "unison": Key("str", "unison", "The unison program to run.", _program),
         "max_delete": Key("int", 50, "Refuse a pass (exit 4) that would delete more than this "
                           "percentage of a side's files (and more than 10 files), counting "
                           "the deletions of the passes within guard_window; `sync --force` "
-                          "confirms once. 100: never refuse.", _range(0, 100),
+                          "confirms once. 100: never refuse.", Range(0, 100),
                           scope=Scope.LOWER),
         "max_change": Key("int", 50, "Refuse a pass (exit 4) that would overwrite more than "
                           "this percentage of a side's files (and more than 10 files), e.g. "
                           "ransomware rewriting every file; `sync --force` confirms once.",
-                          _range(0, 100), scope=Scope.LOWER),
+                          Range(0, 100), scope=Scope.LOWER),
         "guard_window": Key("int", 600, "Seconds within which the deletions and overwrites of "
                             "successive passes (real-time cycles) add up for max_delete and "
-                            "max_change.", _range(0, 7 * 86400), scope=Scope.HIGHER),
+                            "max_change.", Range(0, 7 * 86400), scope=Scope.HIGHER),
         "backups": Key("int", 3, "Old versions kept of every file a sync overwrites or deletes, "
-                       "outside the synced tree on the side that lost it.", _range(1, 100),
+                       "outside the synced tree on the side that lost it.", Range(1, 100),
                        scope=Scope.HIGHER),
     },
     "client": {
@@ -241,7 +256,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
                     scope=Scope.USER),
         "forget_after": Key("int", 90, "Days after which a computer that has not synced is "
                             "listed as stale by status (never removed automatically).",
-                            _range(1, 3650)),
+                            Range(1, 3650)),
     },
     "notify": {
         "enabled": Key("bool", True, "Desktop notifications."),
@@ -255,7 +270,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
                         _optional_absolute_path),
         "stale_after": Key("int", 86400, "Seconds without a successful sync, while the server "
                            "is unreachable, before a notification says so.",
-                           _range(60, 365 * 86400)),
+                           Range(60, 365 * 86400)),
         "resolve_command": Key("list", ["roaming-homes", "resolve"], "The command the "
                                "\"Resolve…\" action runs (program and arguments).",
                                _command),
@@ -270,6 +285,13 @@ def _may_only(spec: Key) -> str:
     if spec.type == "bool":
         return "turn it off"
     return "lower it" if spec.scope is Scope.LOWER else "raise it"
+
+
+def value_rule(spec: Key) -> str:
+    """The values a key accepts when the schema bounds them, in a sentence ("" otherwise)."""
+    if isinstance(spec.check, Range):
+        return f"Range: {spec.check}."
+    return ""
 
 
 def per_user_rule(spec: Key) -> str:
@@ -348,6 +370,21 @@ def expand(value: str, user: str, home: Path) -> str:
         return {"%u": user, "%h": str(home), "%%": "%"}[match.group(0)]
 
     return re.sub(r"%[uh%]", repl, value)
+
+
+class MissingConfigError(ConfigError):
+    """The system file (or the one `--config` / ROAMING_HOMES_CONFIG names) does not exist;
+    `create` is the command that writes it from the sample."""
+
+    def __init__(self, path: Path) -> None:
+        if path == SYSTEM_CONFIG:
+            create = (f"sudo mkdir -p {path.parent} && roaming-homes config sample | "
+                      f"sudo tee {path}")
+        else:
+            create = f"roaming-homes config sample > {path}"
+        super().__init__(f"{path}: configuration file not found; create it with "
+                         f"`{create}`, then set server.host")
+        self.path, self.create = path, create
 
 
 def read_text(path: Path) -> str:
@@ -447,6 +484,8 @@ def load(locations: Locations, path: Path | None = None) -> Config:
             sources[f"{section}.{key}"] = "default"
     system = path or locations.system_config
     files = [system]
+    if not system.exists():
+        raise MissingConfigError(system)
     _merge(values, sources, system, locations)
     if locations.user_config.is_file():
         _merge(values, sources, locations.user_config, locations, per_user=True)

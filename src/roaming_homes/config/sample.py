@@ -11,7 +11,7 @@ import json
 import textwrap
 from typing import Any
 
-from roaming_homes.config import SCHEMA, per_user_rule
+from roaming_homes.config import SCHEMA, per_user_rule, value_rule
 
 WIDTH = 80  # a file read in terminals and editors
 
@@ -59,6 +59,7 @@ def sample() -> str:
     for section, keys in SCHEMA.items():
         lines += ["", f"[{section}]"]
         for key, spec in keys.items():
-            lines += ["", *comment(f"{spec.help} {per_user_rule(spec)}"),
+            rules = " ".join(filter(None, (value_rule(spec), per_user_rule(spec))))
+            lines += ["", *comment(f"{spec.help} {rules}"),
                       f"#{key} = {toml_value(spec.default)}"]
     return "\n".join(lines) + "\n"
