@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from roaming_homes import backups
 from roaming_homes import config as config_mod
 from roaming_homes.actions import computers, conflict_copies
 from roaming_homes.config import Config
@@ -282,7 +283,8 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
     extra: list[str] = []
     if not server.is_local:
         command = guards.guard_command(server.home, paths, nonce,
-                                       None if first else (ids["server"] or None))
+                                       None if first else (ids["server"] or None),
+                                       backups.server_dir(server.home))
         extra += ["-servercmd", profile.escape_sshargs([command])]
     if not first and all(ids.values()):
         # unison checks the markers again after its own scan: a share that vanishes
