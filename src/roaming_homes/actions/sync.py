@@ -44,7 +44,8 @@ unison_output = logging.getLogger("roaming_homes.unison.output")
 
 # Both ways out of a loss refusal; restoring first: forcing by habit is what the guard is against.
 REFUSAL_ACTION = ("roaming-homes restore --refused  (or, if the deletions are intended: "
-                  "roaming-homes sync --force)")
+                  "roaming-homes sync --force; what already went through: roaming-homes "
+                  "restore --since TIME)")
 _INTERRUPTED = "stopped before it finished (time was up); the next pass completes it"
 
 

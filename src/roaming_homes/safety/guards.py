@@ -306,6 +306,12 @@ class Limits:
     window: int  # seconds within which losses of earlier passes add up
 
 
+def since_hint(window: int) -> str:
+    """`restore --since`'s argument that covers the guard's window (whole minutes, at least
+    one): the earlier passes whose losses counted already propagated theirs."""
+    return f"{max(1, -(-window // 60))}m"
+
+
 @dataclass(frozen=True)
 class Refusal:
     """A pass the loss guard refused: which side would lose how many of its files, and how."""
@@ -339,7 +345,8 @@ class Refusal:
         rule = ("" if self.gone else f", more than {setting} = {percent} %")
         return (f"{self.count} of {self.total} files {what}{rule}, so nothing was synced. If "
                 "that is intended: `roaming-homes sync --force`; if not: `roaming-homes "
-                f"restore --refused` {undo}")
+                f"restore --refused` {undo}, and `roaming-homes restore --since "
+                f"{since_hint(limits.window)}` what earlier passes already deleted")
 
 
 def loss_refusal(planned: dict[str, Losses], recent: dict[str, Losses], total: int,
