@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +136,48 @@ def test_list_json_shows_both_sides_with_dates_and_sizes(user: Setup) -> None:
         assert version["size"] == 7 and version["number"] == 1 and version["mtime"]
     assert digest(b"file 0\n") in Ledger(user).snapshot().backups
     assert os.path.isdir(user.server_home / ".roaming-homes" / "backup")
+
+
+def _backups_state(user: Setup) -> Path:
+    return user.state_home / "roaming-homes" / "backups.json"
+
+
+def test_prune_drops_versions_older_than_backup_days_and_keeps_the_newest(user: Setup) -> None:
+    docs = user.home / "Documents"
+    docs.mkdir()
+    now = time.time()
+    for age, text in ((60, "one\n"), (50, "two, 2\n"), (40, "three, 3\n"), (0, "four, 4444\n")):
+        (docs / "f.txt").write_text(text)
+        os.utime(docs / "f.txt", (now, now - age * 86400))
+        assert user.sync().returncode == 0  # the first one ran retention: not again today
+    kept = user.server_home / ".roaming-homes" / "backup" / "Documents"
+    assert sorted(p.name for p in kept.iterdir()) == [".bak.1.f.txt", ".bak.2.f.txt", "f.txt"]
+    _backups_state(user).unlink()  # a day later
+    assert user.sync().returncode == 0  # nothing to do, but a pass: retention runs
+
+    # .bak.1 and .bak.2 were replaced 40 and 50 days ago: beyond sync.backup_days = 30
+    assert sorted(p.name for p in kept.iterdir()) == ["f.txt"]
+    assert (kept / "f.txt").read_text() == "three, 3\n"
+    status = user.status()["backups"]
+    assert status["sizes"] == {"local": 0, "server": len("three, 3\n")}
+    text = user.run("status").stdout
+    assert "backups:          local 0 B, server 9 B" in text
+
+
+def test_prune_keeps_the_newest_versions_within_backup_max_bytes(user: Setup) -> None:
+    user.configure(sync={"backup_max_bytes": 1000})
+    docs = _docs(user, 0)
+    for index in range(3):
+        (docs / f"big{index}").write_bytes(bytes([65 + index]) * 400)
+    assert user.sync().returncode == 0
+    for index in range(3):
+        (docs / f"big{index}").unlink()
+        assert user.sync().returncode == 0
+    kept = user.server_home / ".roaming-homes" / "backup" / "Documents"
+    assert len(list(kept.iterdir())) == 3
+    _backups_state(user).unlink()  # a day later
+    assert user.sync().returncode == 0
+
+    assert sorted(p.name for p in kept.iterdir()) == ["big1", "big2"]  # the oldest went first
+    assert _backups_state(user).exists()
+    assert user.sync().returncode == 0  # within the day: retention does not run again

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+import logging
 import os
 import re
 import shlex
@@ -28,11 +30,17 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from roaming_homes.errors import RoamingHomesError
 from roaming_homes.server.records import DIRECTORY
+from roaming_homes.session.state import write_atomic
 from roaming_homes.unison import ssh
+
+log = logging.getLogger(__name__)
 
 _NUMBERED = re.compile(r"\.bak\.([0-9]+)\.(.+)", re.S)
 DAY = 86400.0
+STATE_FILE = "backups.json"  # in the state dir: when retention last ran, the sizes it measured
+PRUNE_EVERY = DAY  # retention lists every backup of both sides: not something for every pass
 
 
 def server_dir(home: str) -> str:
@@ -218,3 +226,46 @@ class Remote:
                   "find . -mindepth 1 -type d -empty -delete")
         ssh.run_remote_bytes(self.server, self.socket, script, self.abort,
                              data=_names(versions))
+
+
+# --- retention -----------------------------------------------------------------------------------
+
+def measured(state_dir: Path) -> dict[str, Any]:
+    """What the last retention run recorded: `pruned` (its time) and `sizes` (side -> bytes
+    kept); empty when it never ran (or the file is not ours)."""
+    try:
+        data = json.loads(Path(state_dir, STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _prune_side(versions: list[Version], now: float, days: float, max_bytes: int,
+                remove: Any) -> int:
+    """Apply retention to one side's `versions` with `remove`; the bytes that stay."""
+    drop = to_prune(versions, now, days, max_bytes)
+    if drop:
+        remove(drop)
+        log.info("backups: removed %d old version(s) (%d bytes)", len(drop),
+                 sum(v.size for v in drop))
+    gone = {v.stored for v in drop}
+    return sum(v.size for v in versions if v.stored not in gone)
+
+
+def prune_if_due(state_dir: Path, local_dir: Path, remote: Remote | None, days: float,
+                 max_bytes: int, now: float) -> None:
+    """Retention (`to_prune`) on both sides, at most once per PRUNE_EVERY; records the sizes
+    kept for `status`. Run under the sync lock, after a pass: never while unison renumbers. A
+    server that cannot be reached now is tried again at the next pass."""
+    if now - float(measured(state_dir).get("pruned", 0)) < PRUNE_EVERY:
+        return
+    sizes = {"local": _prune_side(local_versions(local_dir), now, days, max_bytes,
+                                  lambda drop: remove_local(local_dir, drop))}
+    if remote is not None:
+        try:
+            sizes["server"] = _prune_side(remote.versions(), now, days, max_bytes,
+                                          remote.remove)
+        except RoamingHomesError as exc:
+            log.warning("backups on the server not pruned: %s", exc.message)
+            return
+    write_atomic(Path(state_dir, STATE_FILE), json.dumps({"pruned": now, "sizes": sizes}))

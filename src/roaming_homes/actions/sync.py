@@ -446,7 +446,22 @@ def guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], *, first_run: b
         result = _judged(job, prepared, run, summary, first, judge, outcome)
         sink(f"--- pass ended: {result.result} ---")
     _tell_the_others(job, prepared, judge, result, confirms=winner is None)
+    if result.result in COMPLETED:
+        _prune_backups(job, prepared)
     return result
+
+
+def _prune_backups(job: Pass, prepared: _Prepared) -> None:
+    """Backup retention on both sides (at most daily: `backups.prune_if_due`)."""
+    remote = (None if job.server.is_local
+              else backups.Remote(job.server, prepared.socket, job.abort))
+    sync_config = job.config["sync"]
+    try:
+        backups.prune_if_due(job.locations.state_dir, job.locations.backup_dir, remote,
+                             sync_config["backup_days"], sync_config["backup_max_bytes"],
+                             time.time())
+    except OSError as exc:
+        log.warning("backups not pruned: %s", exc)
 
 
 def _tell_the_others(job: Pass, prepared: _Prepared, judge: _Judge, result: SyncOutcome,
