@@ -75,6 +75,7 @@ def test_the_decision_for_every_key() -> None:
         "sync.excluded_users": "MORE", "sync.watch": "LOWER",
         "sync.rescan_interval": "HIGHER", "sync.max_delete": "LOWER",
         "sync.max_change": "LOWER", "sync.guard_window": "HIGHER", "sync.backups": "HIGHER",
+        "sync.backup_days": "HIGHER",
         "client.name": "USER"}
     assert all(scopes[f"{section}.{key}"] == "SYSTEM"
                for section in ("server", "notify") for key in config.SCHEMA[section])

@@ -292,25 +292,61 @@ def _run_resolve(args: argparse.Namespace) -> int:
 # --- restore ----------------------------------------------------------------------------------
 
 def _add_restore(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("restore", help="bring back files a refused sync would have deleted or "
-                       "overwritten",
-                       description="When the mass-deletion guard refused a pass, the other side "
-                       "still has every file: --refused syncs just those paths with that side's "
-                       "version winning, so deleted files come back and overwritten ones get "
-                       "their old content (what this side held goes to its backups).")
-    p.add_argument("--refused", action="store_true", required=True,
-                   help="undo what the last refused pass would have deleted or overwritten")
+    p = sub.add_parser("restore", help="bring back old versions of files, or files a refused "
+                       "sync would have deleted or overwritten",
+                       description="Bring files back. PATH (relative to the current directory, "
+                       "or absolute, inside the home): its newest kept version (or --version N, "
+                       "as --list numbers them) from the backups of either side, into the home "
+                       "(the next pass syncs it) or --to DIR; a live file in the way is never "
+                       "overwritten without --force or a yes. --since TIME: every file deleted "
+                       "since then. --list: the kept versions instead. --refused: undo what the "
+                       "last pass the mass-deletion guard refused would have deleted or "
+                       "overwritten, from the side that still has it.")
+    p.add_argument("path", nargs="?", metavar="PATH", help="a file or directory in the home")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--refused", action="store_true",
+                      help="undo what the last refused pass would have deleted or overwritten")
+    mode.add_argument("--list", action="store_true",
+                      help="list the kept versions (of PATH, or of what changed since --since)")
+    p.add_argument("--since", metavar="TIME",
+                   help="files deleted (or, with --list, replaced) since TIME: 2h, 30m, 3d, "
+                   "2026-11-29 10:00")
+    p.add_argument("--version", type=int, metavar="N", help="the N-th newest kept version")
+    p.add_argument("--to", type=Path, metavar="DIR", help="write into DIR instead of the home")
+    p.add_argument("--force", action="store_true",
+                   help="replace live files in the way (they go to the local backups)")
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
     p.set_defaults(run=_run_restore)
 
 
+def _restore_usage(args: argparse.Namespace) -> str | None:
+    """What is wrong with this combination of restore's options, if anything."""
+    if args.refused:
+        extra = args.path or args.since or args.version or args.to or args.force
+        return "--refused takes no PATH or other option" if extra else None
+    if not args.list and not args.path and not args.since:
+        return "name a PATH, or give --since TIME, --list or --refused"
+    if args.version is not None and (args.version < 1 or not args.path):
+        return "--version takes a number from 1 (as --list shows) and a PATH"
+    if args.list and (args.to or args.force or args.version):
+        return "--list only takes PATH and --since"
+    return None
+
+
 def _run_restore(args: argparse.Namespace) -> int:
-    from roaming_homes.actions import restore
     from roaming_homes.session.lock import lock_holder, make_way
 
+    if problem := _restore_usage(args):
+        raise RoamingHomesError(problem, ExitCode.USAGE)
     cfg, locations = _load(args)
-    if daemon_pid := lock_holder(locations.daemon_lock_file):
+    if args.list:
+        return _list_versions(args, cfg, locations)
+    if (daemon_pid := lock_holder(locations.daemon_lock_file)) and not args.to:
         make_way(locations, daemon_pid)  # real-time mode holds the lock for good
+    if not args.refused:
+        return _restore_versions(args, cfg, locations)
+    from roaming_homes.actions import restore
+
     try:
         outcome = restore.restore_refused(cfg, locations)
     except RoamingHomesError as exc:
@@ -319,6 +355,70 @@ def _run_restore(args: argparse.Namespace) -> int:
         _say(args, exc.message)
         return ExitCode.IN_SYNC
     return _report_outcome(args, outcome)
+
+
+def _restore_target(args: argparse.Namespace, locations: Any) -> tuple[str | None, float | None]:
+    """The asked path relative to the home, and --since as a time stamp (usage errors: 64)."""
+    from roaming_homes.actions import restore
+
+    path = restore.home_path(args.path, locations.home) if args.path else None
+    try:
+        since = restore.parse_since(args.since) if args.since else None
+    except ValueError:
+        raise RoamingHomesError(f"--since {args.since!r} is not a time (2h, 3d, 2026-11-29 "
+                                "10:00)", ExitCode.USAGE) from None
+    return path, since
+
+
+def _list_versions(args: argparse.Namespace, cfg: Any, locations: Any) -> int:
+    import time
+
+    from roaming_homes.actions import restore
+
+    path, since = _restore_target(args, locations)
+    found = restore.kept(cfg, locations)
+    versions = restore.select(found.versions, path, since)
+    if args.json:
+        _print_json({"versions": [found.to_dict(v) for v in versions], "notes": found.notes})
+        return 0
+    if not versions:
+        _say(args, "no kept versions")
+    current = None
+    for version in versions:
+        if version.path != current:
+            current = version.path
+            print(escape(version.path))
+        stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(version.mtime))
+        replaced = time.strftime("%Y-%m-%d %H:%M", time.localtime(version.superseded))
+        where = f" on {printable(found.computer)}" if version.side == "local" else ""
+        print(f"  {version.number:>3}  {version.side:<6}  {stamp}  {version.size:>10} B  "
+              f"replaced {replaced}{where}")
+    for note in found.notes:
+        _warn(note)
+    return 0
+
+
+def _restore_versions(args: argparse.Namespace, cfg: Any, locations: Any) -> int:
+    from roaming_homes.actions import restore
+
+    path, since = _restore_target(args, locations)
+    force = args.force or False
+    asked = dict(number=args.version, since=since, to=args.to)
+    result = restore.restore_versions(cfg, locations, path, force=force, **asked)
+    if result.in_the_way and not force and not args.json and sys.stdin.isatty():
+        answer = input(f"{printable(result.message(args.to is None))}\nReplace the live "
+                       "file(s)? The live versions go to the backups. [y/N] ")
+        if answer.strip().lower() in ("y", "yes"):
+            result = restore.restore_versions(cfg, locations, path, force=True, **asked)
+    if args.json:
+        _print_json(result.to_dict(args.to is None))
+    elif result.exit_code == ExitCode.IN_SYNC:
+        _say(args, result.message(args.to is None))
+    else:
+        _warn(result.message(args.to is None))
+    for note in result.notes:
+        _warn(note)
+    return int(result.exit_code)
 
 
 # --- config -----------------------------------------------------------------------------------

@@ -33,18 +33,23 @@ def other_account() -> Iterator[str]:
 
 
 @pytest.fixture
-def open_server(tmp_path: Path) -> Iterator[SshServer]:
-    """An sshd whose unison directory (archives, backups) lies where any account may walk, so
-    that only the modes of what unison makes in it protect the backups."""
+def open_dir() -> Iterator[Path]:
+    """A directory any account may walk."""
     base = Path(tempfile.mkdtemp(prefix="rh-open-", dir="/tmp"))
     os.chmod(base, 0o755)
-    write_wrapper(tmp_path / "bin")
     try:
-        with SshServer(tmp_path / "sshd", server_unison_dir=base / "unison",
-                       env={"PATH": f"{tmp_path / 'bin'}:{SYSTEM_PATH}"}) as server:
-            yield server
+        yield base
     finally:
         subprocess.run(["rm", "-rf", str(base)], check=False)
+
+
+@pytest.fixture
+def open_server(tmp_path: Path, open_dir: Path) -> Iterator[SshServer]:
+    """An sshd whose unison directory (archives) lies where any account may walk."""
+    write_wrapper(tmp_path / "bin")
+    with SshServer(tmp_path / "sshd", server_unison_dir=open_dir / "unison",
+                   env={"PATH": f"{tmp_path / 'bin'}:{SYSTEM_PATH}"}) as server:
+        yield server
 
 
 def _as(account: str, *argv: str) -> subprocess.CompletedProcess[str]:
@@ -54,8 +59,12 @@ def _as(account: str, *argv: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize("mode", ["pass", "watch"])
 def test_another_server_account_cannot_read_the_backups(
-        open_server: SshServer, other_account: str, tmp_path: Path, mode: str) -> None:
-    user = Setup(tmp_path / "user", open_server)
+        open_server: SshServer, other_account: str, open_dir: Path, mode: str) -> None:
+    # A server home any account may walk: only the modes of what is made in it (the backups
+    # in its .roaming-homes) protect them.
+    user = Setup(open_dir / "user", open_server)
+    for directory in (user.base, user.server_home):
+        os.chmod(directory, 0o755)
     try:
         docs = user.home / "Documents"
         docs.mkdir()
@@ -72,8 +81,7 @@ def test_another_server_account_cannot_read_the_backups(
                          == "private, second version", 30, "the change in real time")
             finally:
                 assert watcher.finish().reason == "stopped"
-        assert open_server.server_unison_dir is not None
-        backup = open_server.server_unison_dir / "backup"
+        backup = user.server_home / ".roaming-homes" / "backup"
         kept = [p for p in backup.rglob("*") if p.is_file()]
         assert kept and kept[0].read_text() == "private, first version"
         assert kept[0].stat().st_mode & 0o777 == 0o600  # the original's mode

@@ -159,14 +159,16 @@ def test_overwritten_and_deleted_files_are_recoverable_from_backups_on_each_side
     assert user.sync().returncode == 0
     assert not (docs / "file001.txt").exists()
 
-    assert user.sshd is not None and user.sshd.server_unison_dir is not None
-    server_backup = checksums(user.sshd.server_unison_dir / "backup")
+    server_backup = checksums(user.server_home / ".roaming-homes" / "backup")
     local_backup = checksums(user.state_home / "roaming-homes" / "backup")
     # The server lost the old file000, the laptop lost file001: each keeps what it lost,
     # outside the synced tree, under the file's own path.
     assert server_backup["Documents/file000.txt"] == digest(b"Documents file 0\n")
     assert local_backup["Documents/file001.txt"] == digest(b"Documents file 1\n")
     assert not (user.server_home / "backup").exists() and not (user.home / "backup").exists()
+    # where an administrator finds them, not in unison's own directory
+    assert user.sshd is not None and user.sshd.server_unison_dir is not None
+    assert not (user.sshd.server_unison_dir / "backup").exists()
 
 
 def test_guard_probe_reuses_the_shared_ssh_connection(user: Setup) -> None:

@@ -1,7 +1,8 @@
 """Proof that no content was lost: checksums of every file on both replicas and in backups.
 
 `Ledger.snapshot()` records the sha256 of every regular file under both homes and both backup
-directories (the local one under the state dir, the server's under its unison dir).
+directories (the local one under the state dir, the server's in the server home's
+`.roaming-homes/backup`).
 `assert_nothing_lost(before)` then checks that every content that existed before still exists
 somewhere, and that no file on a replica holds content that never existed (a truncated or
 half-written file).
@@ -46,8 +47,8 @@ class Ledger:
     @property
     def backup_dirs(self) -> list[Path]:
         dirs = [self.setup.state_home / "roaming-homes" / "backup"]
-        if self.setup.sshd is not None and self.setup.sshd.server_unison_dir is not None:
-            dirs.append(self.setup.sshd.server_unison_dir / "backup")
+        if self.setup.sshd is not None:
+            dirs.append(self.setup.server_home / ".roaming-homes" / "backup")
         return dirs
 
     def snapshot(self) -> Snapshot:

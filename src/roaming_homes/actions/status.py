@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from roaming_homes import backups
 from roaming_homes.actions.computers import known
 from roaming_homes.outcome import ATTENTION, REMEDIES, Result, SyncOutcome
 from roaming_homes.paths import Locations
@@ -197,10 +198,20 @@ def report(locations: Locations, stale_after: int = 86400,
         "action": overview.action,
         "offline_since": overview.offline_since,
         "computers": computers(locations, stale_after, forget_after_days),
+        "backups": _backups(locations),
     }
     if "damaged" in data:
         result["warning"] = f"state file unreadable, starting afresh: {data['damaged']}"
     return result
+
+
+def _backups(locations: Locations) -> dict[str, Any] | None:
+    """The backups' sizes on both sides as the last retention run measured them."""
+    found = backups.measured(locations.state_dir)
+    if not isinstance(found.get("sizes"), dict) or not isinstance(found.get("pruned"), float):
+        return None
+    measured = datetime.fromtimestamp(found["pruned"]).astimezone()
+    return {"sizes": found["sizes"], "measured": measured.isoformat(timespec="seconds")}
 
 
 def render(report: dict[str, Any]) -> str:
@@ -225,6 +236,10 @@ def render(report: dict[str, Any]) -> str:
         when = item["last_success"] or "never"
         line = f"  computer:         {who}: last sync {when}, {item['result']}"
         lines.append(line + (f"; {item['warning']}" if item["warning"] else ""))
+    if kept := report["backups"]:
+        sizes = ", ".join(f"{side} {progress.human_bytes(size)}"
+                          for side, size in kept["sizes"].items())
+        lines.append(f"  backups:          {sizes} (measured {kept['measured']})")
     if "warning" in report:
         lines.append(f"  warning:          {printable(report['warning'])}")
     return "\n".join(lines)

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from roaming_homes import backups
 from roaming_homes import config as config_mod
 from roaming_homes.actions import computers, conflict_copies
 from roaming_homes.config import Config
@@ -43,7 +44,8 @@ unison_output = logging.getLogger("roaming_homes.unison.output")
 
 # Both ways out of a loss refusal; restoring first: forcing by habit is what the guard is against.
 REFUSAL_ACTION = ("roaming-homes restore --refused  (or, if the deletions are intended: "
-                  "roaming-homes sync --force)")
+                  "roaming-homes sync --force; what already went through: roaming-homes "
+                  "restore --since TIME)")
 _INTERRUPTED = "stopped before it finished (time was up); the next pass completes it"
 
 
@@ -333,7 +335,8 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
     extra: list[str] = []
     if not server.is_local:
         command = guards.guard_command(server.home, paths, nonce,
-                                       None if first else (ids["server"] or None))
+                                       None if first else (ids["server"] or None),
+                                       backups.server_dir(server.home))
         extra += ["-servercmd", profile.escape_sshargs([command])]
     if not first and all(ids.values()):
         # unison checks the markers again after its own scan: a share that vanishes
@@ -498,7 +501,22 @@ def guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], *, first_run: b
         result = _judged(job, prepared, run, summary, first, judge, outcome)
         sink(f"--- pass ended: {result.result} ---")
     _tell_the_others(job, prepared, judge, result, confirms=winner is None)
+    if result.result in COMPLETED:
+        _prune_backups(job, prepared)
     return result
+
+
+def _prune_backups(job: Pass, prepared: _Prepared) -> None:
+    """Backup retention on both sides (at most daily: `backups.prune_if_due`)."""
+    remote = (None if job.server.is_local
+              else backups.Remote(job.server, prepared.socket, job.abort))
+    sync_config = job.config["sync"]
+    try:
+        backups.prune_if_due(job.locations.state_dir, job.locations.backup_dir, remote,
+                             sync_config["backup_days"], sync_config["backup_max_bytes"],
+                             time.time())
+    except OSError as exc:
+        log.warning("backups not pruned: %s", exc)
 
 
 def _tell_the_others(job: Pass, prepared: _Prepared, judge: _Judge, result: SyncOutcome,

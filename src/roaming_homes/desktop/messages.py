@@ -87,7 +87,8 @@ DEFAULT_MESSAGES: dict[str, str] = {
     "first-sync-done.summary": "Your roaming home is ready",
     "first-sync-done.body": "Your files are in sync with {host} ({size} copied).",
     "hint.resolve": "To resolve, run: {command}",
-    "hint.restore": "To bring the files back, run: roaming-homes restore --refused",
+    "hint.restore": "To bring the files back, run: roaming-homes restore --refused (files "
+                    "deleted by earlier syncs: roaming-homes restore --since TIME)",
     "hint.confirm": "If this was intended, run: roaming-homes sync --force",
     "hint.support": "Support: {email}",
     "action.resolve": "Resolve…",

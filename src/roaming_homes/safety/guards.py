@@ -172,12 +172,14 @@ SERVER_NAME = "roaming-homes-server"  # the server's name in unison's archives
 
 
 def guard_command(root: str, paths: Sequence[str], nonce: str,
-                  expect_marker: str | None = None) -> str:
+                  expect_marker: str | None = None, backup_dir: str | None = None) -> str:
     """unison's `servercmd`: the server reports its replica (`report_script`, with this pass's
     `nonce`), then runs unison's server, or refuses.
 
     It refuses (exit 1, before unison's server starts, so nothing syncs) when the root is not
-    there, and, with `expect_marker`, when the root's marker is not that replica's. unison
+    there, and, with `expect_marker`, when the root's marker is not that replica's. With
+    `backup_dir`, unison's backups go there (made if missing: unison makes only its last
+    component), not into its own directory, where no administrator looks. unison
     appends `-server …` and ssh hands the line to the user's shell, which runs `sh`. The report
     goes to stderr, which reaches unison's output ahead of anything unison prints after
     connecting (stdout carries unison's protocol); `parse_report` takes only that first line,
@@ -193,8 +195,11 @@ def guard_command(root: str, paths: Sequence[str], nonce: str,
     # directories) is the user's alone; synced files get the modes unison syncs, explicitly.
     # A fixed UNISONLOCALHOSTNAME: the server's archives do not depend on which of its names
     # (or front-ends) answered.
+    # No backup directory, no pass: unison would otherwise keep its backups elsewhere.
+    backups = (f"mkdir -p {q(backup_dir)} || exit 1; UNISONBACKUPDIR={q(backup_dir)}; "
+               "export UNISONBACKUPDIR; " if backup_dir else "")
     script = (f"rep=$({report_script(root, paths, nonce)}); printf '%s\\n' \"$rep\" >&2; "
-              f"{''.join(tests)}umask 077; UNISONLOCALHOSTNAME={SERVER_NAME} "
+              f"{''.join(tests)}umask 077; {backups}UNISONLOCALHOSTNAME={SERVER_NAME} "
               "exec unison \"$@\"")
     return f"sh -c {q(script)} roaming-homes-guard"
 
@@ -301,6 +306,12 @@ class Limits:
     window: int  # seconds within which losses of earlier passes add up
 
 
+def since_hint(window: int) -> str:
+    """`restore --since`'s argument that covers the guard's window (whole minutes, at least
+    one): the earlier passes whose losses counted already propagated theirs."""
+    return f"{max(1, -(-window // 60))}m"
+
+
 @dataclass(frozen=True)
 class Refusal:
     """A pass the loss guard refused: which side would lose how many of its files, and how."""
@@ -334,7 +345,8 @@ class Refusal:
         rule = ("" if self.gone else f", more than {setting} = {percent} %")
         return (f"{self.count} of {self.total} files {what}{rule}, so nothing was synced. If "
                 "that is intended: `roaming-homes sync --force`; if not: `roaming-homes "
-                f"restore --refused` {undo}")
+                f"restore --refused` {undo}, and `roaming-homes restore --since "
+                f"{since_hint(limits.window)}` what earlier passes already deleted")
 
 
 def loss_refusal(planned: dict[str, Losses], recent: dict[str, Losses], total: int,

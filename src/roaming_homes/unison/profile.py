@@ -79,8 +79,9 @@ def build_profile(plan: Plan) -> str:
         # own question about it would come before the plan.
         "confirmbigdel = false",
         # Every overwritten or deleted file is kept, outside the synced tree, on the side that
-        # lost it: locally in UNISONBACKUPDIR (see `environment`), on the server in its unison
-        # directory's `backup` (UNISONBACKUPDIR is not passed over ssh).
+        # lost it: locally in UNISONBACKUPDIR (see `environment`), on the server in the server
+        # home's `.roaming-homes/backup` (UNISONBACKUPDIR is not passed over ssh: the server's
+        # command sets it, `guards.guard_command`).
         "backup = Name *",
         "backuplocation = central",
         f"maxbackups = {int(plan.backups)}",
@@ -113,9 +114,9 @@ INTERACTIVE_ARGS = ("-ui", "text")
 
 def environment(locations: Locations, computer_id: str) -> dict[str, str]:
     """unison's environment: our archive directory, where this side's backups go
-    (UNISONBACKUPDIR is not passed over ssh, so the server keeps its backups in its own unison
-    directory), and the name unison keys its archives by: this computer's stable id, not its
-    host name (see `session.computer`)."""
+    (UNISONBACKUPDIR is not passed over ssh: the server's command sets its own), and the name
+    unison keys its archives by: this computer's stable id, not its host name (see
+    `session.computer`)."""
     return dict(os.environ, UNISON=str(locations.unison_dir),
                 UNISONBACKUPDIR=str(locations.backup_dir), NO_COLOR="1",
                 UNISONLOCALHOSTNAME=f"roaming-homes-{computer_id}")

@@ -484,6 +484,12 @@ def run_remote(server: Server, socket: Path | None, script: str,
     long for a command line). Raises ConnectError like `connect`; setting `abort` (a logout
     whose time is up) ends the command at once.
     """
+    return run_remote_bytes(server, socket, script, abort, data).decode(errors="replace")
+
+
+def run_remote_bytes(server: Server, socket: Path | None, script: str,
+                     abort: threading.Event | None = None, data: bytes | None = None) -> bytes:
+    """`run_remote`, its stdout as bytes: file names that are not UTF-8, file contents."""
     command = remote_command(server, socket, ["sh", "-c", script])
     deadline = time.monotonic() + server.connect_timeout * 4 + 60
     with runner.start(command, stdin=subprocess.DEVNULL if data is None else subprocess.PIPE,
@@ -506,4 +512,4 @@ def run_remote(server: Server, socket: Path | None, script: str,
                                        Reason.SERVER_UNREACHABLE) from None
     if proc.returncode != 0:
         raise _classify_failure(server, err.decode(errors="replace"))
-    return out.decode(errors="replace")
+    return bytes(out)
