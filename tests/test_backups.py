@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from roaming_homes import backups
 from roaming_homes.actions import restore
-from roaming_homes.backups import DAY, Version
 from roaming_homes.errors import RoamingHomesError
+from roaming_homes.safety import backups
+from roaming_homes.safety.backups import DAY, Version
 
 
 @pytest.mark.parametrize(("name", "expected"), [

@@ -24,14 +24,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from roaming_homes import backups
 from roaming_homes.actions import sync as engine
-from roaming_homes.backups import Version
 from roaming_homes.config import Config
 from roaming_homes.errors import ExitCode, RoamingHomesError
 from roaming_homes.outcome import Result, SyncOutcome
 from roaming_homes.paths import Locations, is_below
-from roaming_homes.safety import refused
+from roaming_homes.safety import backups, refused
+from roaming_homes.safety.backups import Version
 from roaming_homes.session.computer import this_computer
 from roaming_homes.session.lock import SyncLock
 from roaming_homes.session.state import StateStore

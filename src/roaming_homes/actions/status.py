@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from roaming_homes import backups
 from roaming_homes.actions.computers import known
 from roaming_homes.outcome import ATTENTION, REMEDIES, Result, SyncOutcome
 from roaming_homes.paths import Locations
+from roaming_homes.safety import backups
 from roaming_homes.session import progress
 from roaming_homes.session.computer import recorded_id
 from roaming_homes.session.lock import lock_holder, lock_purpose

@@ -16,14 +16,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from roaming_homes import backups
 from roaming_homes import config as config_mod
 from roaming_homes.actions import computers, conflict_copies
 from roaming_homes.config import Config
 from roaming_homes.errors import ExitCode, RoamingHomesError
 from roaming_homes.outcome import COMPLETED, Reason, Result, SyncOutcome, result_of
 from roaming_homes.paths import Locations, is_below, xdg_user_dirs
-from roaming_homes.safety import guards, refused
+from roaming_homes.safety import backups, guards, refused
 from roaming_homes.safety.baseline import BaselineStore
 from roaming_homes.safety.guards import is_excluded
 from roaming_homes.server import records

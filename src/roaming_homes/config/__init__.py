@@ -249,11 +249,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
                        scope=Scope.HIGHER),
         "backup_days": Key("int", 30, "Days an old version stays in the backups (on both "
                            "sides) after it was replaced; pruned after a pass, at most daily.",
-                           _range(1, 3650), scope=Scope.HIGHER),
+                           Range(1, 3650), scope=Scope.HIGHER),
         "backup_max_bytes": Key("int", 5 * 1024**3, "Bytes the backups of each side may take "
                                 "(default 5 GiB); beyond it the oldest versions are pruned "
                                 "first. The administrator's: the server's disk.",
-                                _range(1, 2**50)),
+                                Range(1, 2**50)),
     },
     "client": {
         "name": Key("str", "", "This computer's name as the user's other computers show it "
