@@ -96,6 +96,10 @@ class Setup:
     def unison_dir(self) -> Path:
         return self.state_home / "roaming-homes" / "unison"
 
+    @property
+    def state_dir(self) -> Path:
+        return self.state_home / "roaming-homes"
+
     def run(self, *args: str, timeout: float = 120, env: dict[str, str] | None = None,
             ) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*CLI, *args], env={**self.env, **(env or {})}, text=True,

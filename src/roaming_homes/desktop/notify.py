@@ -32,6 +32,7 @@ from typing import Any
 from roaming_homes.desktop.dbus import BUS_TIMEOUT, Bus
 from roaming_homes.desktop.messages import build_request, load_messages, support_mail
 from roaming_homes.desktop.policy import Decision, NotifyState, decide, decide_first_sync
+from roaming_homes.files import read_json
 from roaming_homes.outcome import SyncOutcome
 from roaming_homes.session.progress import Progress
 from roaming_homes.session.state import StateStore, ensure_private_dir, write_atomic
@@ -54,11 +55,16 @@ def state_file(state_dir: Path) -> Path:
 
 
 def read_state(state_dir: Path) -> NotifyState:
+    """What was shown, as notify.json says.
+
+    A fresh state when there is none, or when it was broken (it is moved aside): at worst a
+    notification already on screen is shown once more, or a first sync announced again.
+    """
     try:
-        data = json.loads(state_file(state_dir).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return NotifyState()
-    return NotifyState.from_dict(data) if isinstance(data, dict) else NotifyState()
+        state = read_json(state_file(state_dir), NotifyState.from_dict)
+    except OSError:
+        state = None
+    return state if state is not None else NotifyState()
 
 
 def write_state(state_dir: Path, state: NotifyState) -> None:

@@ -2,12 +2,13 @@
 
 - `state.json`: the last pass's outcome, the last successful pass, the root pairs that have
   completed a first sync (so the next pass knows it is not a first run), and per pair the
-  replica ids and file counts the safety guards compare against.
+  replica ids the safety guards compare against.
 - `history.jsonl`: the last HISTORY_LIMIT outcomes, one JSON object a line.
 - `sync.log` (+ `.1` … `.LOG_KEEP`): unison's output, rotated at LOG_MAX_BYTES.
 
 Every write is atomic (temporary file + rename) and private (mode 0600), so a pass killed at
-any moment leaves the previous state readable.
+any moment leaves the previous state readable. Every read is checked (`files.read_checked`): a
+file of the wrong shape is moved aside and the state starts afresh.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from roaming_homes.files import Shape, dict_of, is_str, list_of, read_checked, read_json
 from roaming_homes.outcome import SUCCEEDED, SyncOutcome
 
 HISTORY_LIMIT = 200
@@ -50,6 +52,31 @@ def write_atomic(path: Path, text: str, durable: bool = True) -> None:
         raise
 
 
+# state.json, as `StateStore.save` writes it. Every key is optional: a new user has none yet.
+_STATE = Shape({
+    "last": lambda value: SyncOutcome.from_dict(value) is not None,
+    "last_success": is_str,
+    "synced_roots": list_of(is_str),
+    "replicas": dict_of(Shape({"local_id": is_str, "server_id": is_str})),
+})
+
+
+def _parse_history(text: str) -> list[tuple[str, SyncOutcome]]:
+    """history.jsonl's lines with the outcomes they hold; ValueError for a line that holds none."""
+    entries = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            outcome = SyncOutcome.from_dict(json.loads(line))
+        except ValueError:
+            outcome = None
+        if outcome is None:
+            raise ValueError(f"line {number} is not the outcome of a pass")
+        entries.append((line, outcome))
+    return entries
+
+
 class StateStore:
     def __init__(self, state_dir: Path) -> None:
         self.dir = state_dir
@@ -58,14 +85,19 @@ class StateStore:
         self.log_file = state_dir / "sync.log"
 
     def load(self) -> dict[str, Any]:
-        """The saved state; an unreadable or damaged file counts as empty (with a note)."""
+        """The saved state; {} when there is none, or when it was broken (it is moved aside).
+
+        Starting afresh is safe: no pair of roots counts as synced, so the next pass is a first
+        sync (unison takes the union of both sides and deletes nothing), and with no replica
+        ids recorded it adopts the markers it finds; the last result and last success are
+        forgotten (`status` shows the history). A file that cannot be read (permissions)
+        counts as empty with a note, and stays where it is.
+        """
         try:
-            data = json.loads(self.state_file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
+            data = read_json(self.state_file, _STATE.checked)
+        except OSError as exc:
             return {"damaged": f"{self.state_file}: {exc}"}
-        return data if isinstance(data, dict) else {}
+        return data or {}
 
     def save(self, data: dict[str, Any]) -> None:
         data.pop("damaged", None)
@@ -101,8 +133,8 @@ class StateStore:
         return roots in self.load().get("synced_roots", [])
 
     def replicas(self, roots: str) -> dict[str, Any]:
-        """What the guards recorded at the last good pass of this pair of roots: replica ids
-        (`local_id`, `server_id`) and file counts (`local_files`, `server_files`)."""
+        """What the guards recorded at the last good pass of this pair of roots: the replica
+        ids `local_id` and `server_id`."""
         entry = self.load().get("replicas", {}).get(roots)
         return entry if isinstance(entry, dict) else {}
 
@@ -114,28 +146,22 @@ class StateStore:
             self.save(data)
 
     def _append_history(self, outcome: dict[str, Any]) -> None:
-        try:
-            lines = self.history_file.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            lines = []
+        lines = [line for line, _ in self._entries()]
         lines = [*lines[-(HISTORY_LIMIT - 1):], json.dumps(outcome, sort_keys=True)]
         write_atomic(self.history_file, "\n".join(lines) + "\n")
 
-    def history(self) -> list[SyncOutcome]:
-        """The passes recorded, oldest first; lines of the wrong shape are left out."""
+    def _entries(self) -> list[tuple[str, SyncOutcome]]:
+        """The history's lines and outcomes; none when there is no history, or when it was
+        broken (it is moved aside). Nothing guards by the history: without it `status` and
+        `conflicts` know only what the next pass records (and `status` the last result)."""
         try:
-            text = self.history_file.read_text(encoding="utf-8")
-        except (FileNotFoundError, UnicodeDecodeError):
+            return read_checked(self.history_file, _parse_history) or []
+        except OSError:
             return []
-        entries = []
-        for line in text.splitlines():
-            try:
-                entry = SyncOutcome.from_dict(json.loads(line))
-            except ValueError:
-                continue
-            if entry is not None:
-                entries.append(entry)
-        return entries
+
+    def history(self) -> list[SyncOutcome]:
+        """The passes recorded, oldest first."""
+        return [outcome for _, outcome in self._entries()]
 
     def open_log(self) -> LogWriter:
         return LogWriter(self.log_file)
