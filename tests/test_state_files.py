@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from roaming_homes.safety.baseline import BaselineStore
 from roaming_homes.safety.guards import Loss, Refusal
 from roaming_homes.session import progress
 from roaming_homes.session.progress import Progress
-from roaming_homes.session.state import StateStore
+from roaming_homes.session.state import StateStore, write_atomic
 from roaming_homes.unison.ignore import DirCache
 
 ASIDE = re.compile(r"\.broken-\d{8}-\d{6}(-\d+)?")
@@ -335,3 +336,20 @@ def test_progress_of_the_wrong_shape_is_not_shown(
 def test_progress_reads_back() -> None:
     snapshot = Progress(pid=3, phase="propagating", eta=None, rate=2.5, bytes_done=7)
     assert Progress.from_dict(json.loads(json.dumps(snapshot.to_dict()))) == snapshot
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+def test_a_durable_write_syncs_the_file_and_then_its_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[str] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    write_atomic(tmp_path / "state.json", "x")
+    write_atomic(tmp_path / "progress.json", "x", durable=False)
+    assert synced == ["file", "dir"]

@@ -112,7 +112,8 @@ class BaselineStore:
         the rules. What that means for the guard: files deleted here and not yet synced are
         missing from its total, so deletions weigh more against it (stricter); but a directory
         deleted here and to be deleted on the server is unknown to it and weighs one file (more
-        lenient), and the window of losses of earlier passes starts empty.
+        lenient), and the window of losses of earlier passes starts empty. That is why the
+        file is written durably (fsync), so that only a broken or hand-edited file is lost.
         """
         try:
             data = read_json(self.path, _BASELINE.checked)
@@ -132,8 +133,9 @@ class BaselineStore:
         return Baseline(self.rules, total, tally, list(recent or []))
 
     def save(self, baseline: Baseline) -> None:
-        """Written atomically; a baseline that cannot be saved is made again next time."""
+        """Written atomically and durably; a baseline that cannot be saved is made again next
+        time (see `load`)."""
         with contextlib.suppress(OSError):
             write_atomic(self.path, json.dumps({
                 "rules": baseline.rules, "total": baseline.total, "dirs": baseline.dirs,
-                "recent": baseline.recent}), durable=False)
+                "recent": baseline.recent}))

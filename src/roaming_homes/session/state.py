@@ -6,13 +6,15 @@
 - `history.jsonl`: the last HISTORY_LIMIT outcomes, one JSON object a line.
 - `sync.log` (+ `.1` … `.LOG_KEEP`): unison's output, rotated at LOG_MAX_BYTES.
 
-Every write is atomic (temporary file + rename) and private (mode 0600), so a pass killed at
-any moment leaves the previous state readable. Every read is checked (`files.read_checked`): a
-file of the wrong shape is moved aside and the state starts afresh.
+Every write is atomic (temporary file + fsync + rename + fsync of the directory) and private
+(mode 0600), so a pass killed at any moment leaves the previous state readable. Every read is
+checked (`files.read_checked`): a file of the wrong shape is moved aside and the state starts
+afresh.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -34,8 +36,11 @@ def ensure_private_dir(path: Path) -> Path:
 
 
 def write_atomic(path: Path, text: str, durable: bool = True) -> None:
-    """Replace `path` with `text` in one step. `durable=False` skips the fsync, for files that
-    only matter while this process runs (a crash may leave them empty, never half-written)."""
+    """Replace `path` with `text` in one step: a temporary file beside it, fsynced, renamed over
+    it, and the directory fsynced (so that the rename survives a crash too). `durable=False`
+    skips both fsyncs, for files that only matter while this process runs or are made again
+    when lost (a crash may leave them empty, never half-written).
+    """
     ensure_private_dir(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -50,6 +55,20 @@ def write_atomic(path: Path, text: str, durable: bool = True) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if durable:
+        _sync_dir(path.parent)
+
+
+def _sync_dir(path: Path) -> None:
+    """fsync a directory: the entries renamed in it are on disk then."""
+    # The rename is done either way: where a file system cannot sync a directory (some network
+    # and FUSE ones refuse), this is as durable as it gets there.
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 # state.json, as `StateStore.save` writes it. Every key is optional: a new user has none yet.
