@@ -3,27 +3,32 @@ moved aside and the reader starts afresh), and a full disk is an error that name
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import re
 import stat
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from roaming_homes import files
+from roaming_homes.actions import sync as engine
 from roaming_homes.desktop import notify
-from roaming_homes.desktop.policy import NotifyState, Shown
-from roaming_homes.outcome import Result, SyncOutcome
+from roaming_homes.desktop.policy import NotifyState, Shown, decide
+from roaming_homes.errors import DiskFull, ExitCode
+from roaming_homes.outcome import Reason, Result, SyncOutcome
 from roaming_homes.paths import Locations
 from roaming_homes.safety import refused
 from roaming_homes.safety.baseline import BaselineStore
 from roaming_homes.safety.guards import Loss, Refusal
 from roaming_homes.session import progress
 from roaming_homes.session.progress import Progress
-from roaming_homes.session.state import StateStore, write_atomic
+from roaming_homes.session.state import LogWriter, StateStore, write_atomic
 from roaming_homes.unison.ignore import DirCache
 
 ASIDE = re.compile(r"\.broken-\d{8}-\d{6}(-\d+)?")
@@ -353,3 +358,103 @@ def test_a_durable_write_syncs_the_file_and_then_its_directory(
     write_atomic(tmp_path / "state.json", "x")
     write_atomic(tmp_path / "progress.json", "x", durable=False)
     assert synced == ["file", "dir"]
+
+
+
+
+# --- a full disk ------------------------------------------------------------------------------
+
+def failing(monkeypatch: pytest.MonkeyPatch, name: str, code: int = errno.ENOSPC,
+            when: Callable[..., bool] = lambda *args: True) -> None:
+    """`os.<name>` fails with `code` (for the calls `when` picks)."""
+    real = getattr(os, name)
+
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        if when(*args):
+            raise OSError(code, os.strerror(code))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(os, name, fail)
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
+def test_a_full_disk_names_the_file_and_leaves_it_as_it_was(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int) -> None:
+    path = tmp_path / "state.json"
+    path.write_text("before")
+    failing(monkeypatch, "fsync", code)
+
+    with pytest.raises(DiskFull) as raised:
+        write_atomic(path, "after")
+
+    assert raised.value.message == f"disk full on this computer ({path})"
+    assert raised.value.code == ExitCode.FAILED and raised.value.path == path
+    assert path.read_text() == "before" and [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_a_directory_that_cannot_be_made_is_named(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    failing(monkeypatch, "mkdir")
+    with pytest.raises(DiskFull) as raised:
+        write_atomic(tmp_path / "state" / "state.json", "x")
+    assert raised.value.path == tmp_path / "state"
+
+
+def test_other_write_errors_stay_what_they_are(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    failing(monkeypatch, "fsync", errno.EIO)
+    with pytest.raises(OSError) as raised:
+        write_atomic(tmp_path / "state.json", "x")
+    assert not isinstance(raised.value, DiskFull) and raised.value.errno == errno.EIO
+
+
+def test_the_log_drops_what_does_not_fit_and_says_so_at_the_end(tmp_path: Path) -> None:
+    class Full:
+        def write(self, text: str) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    log = StateStore(tmp_path).open_log()
+    log._handle.close()
+    log._handle = Full()  # type: ignore[assignment]
+    with pytest.raises(DiskFull) as raised, log:
+        log.write("one")
+        log.write("two")  # not tried again
+    assert raised.value.path == tmp_path / "sync.log"
+
+
+def test_the_log_does_not_hide_an_error_already_on_its_way(tmp_path: Path) -> None:
+    log = LogWriter(tmp_path / "sync.log")
+    log.lost = DiskFull(log.path)
+    with pytest.raises(KeyError), log:
+        raise KeyError("the pass's own error")
+
+
+def test_a_pass_whose_state_cannot_be_recorded_fails_saying_so(tmp_path: Path) -> None:
+    class FullStore(StateStore):
+        def record(self, outcome: SyncOutcome) -> None:
+            raise DiskFull(self.state_file)
+
+    done = SyncOutcome(Result.IN_SYNC, "in sync: 2 item(s) transferred", "a", "b", 1.0, "s",
+                       transferred=2)
+
+    told = engine.record(FullStore(tmp_path), done)
+
+    assert (told.result, told.reason, told.exit_code) == (Result.FAILED, Reason.DISK_FULL,
+                                                         ExitCode.FAILED)
+    assert told.message == f"disk full on this computer ({tmp_path / 'state.json'})"
+    assert told.transferred == 2
+
+
+def test_a_full_disk_is_shown_once_while_it_lasts() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    full = SyncOutcome(Result.FAILED, "disk full on this computer (/s/state.json)",
+                       now.isoformat(), now.isoformat(), 0.1, "h", reason=Reason.DISK_FULL)
+    shown = []
+    current = NotifyState()
+    for _ in range(3):
+        decision, current = decide(current, full, last_success=None, now=now, stale_after=86400)
+        shown.append(decision.kind if decision else None)
+    assert shown == ["disk-full", None, None]

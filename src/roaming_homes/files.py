@@ -1,4 +1,5 @@
-"""Our own files under $XDG_STATE_HOME/roaming-homes/, read back checked.
+"""Our own files under $XDG_STATE_HOME/roaming-homes/: reading them back checked, and a full disk
+as an error that names the file.
 
 Every file there is JSON we wrote ourselves, but a file may still come back of the wrong shape:
 hand-edited, written by another version, or damaged. `read_checked` hands the text to a parser
@@ -13,19 +14,37 @@ each value is.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+from roaming_homes.errors import DiskFull
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Check = Callable[[Any], bool]
+
+# "No space left on device", "Disk quota exceeded": either way this file cannot be written.
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+@contextlib.contextmanager
+def naming_disk_full(path: Path) -> Iterator[None]:
+    """Turn a full disk (or quota) met while writing `path` into `DiskFull` naming `path`."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in _FULL:
+            raise DiskFull(path) from exc
+        raise
 
 
 # --- reading back -----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from roaming_homes.errors import DiskFull
 from roaming_homes.files import Shape, dict_of, is_int, is_number, is_str, list_of, read_json
 from roaming_homes.safety.guards import Losses
 from roaming_homes.session.state import write_atomic
@@ -133,9 +134,9 @@ class BaselineStore:
         return Baseline(self.rules, total, tally, list(recent or []))
 
     def save(self, baseline: Baseline) -> None:
-        """Written atomically and durably; a baseline that cannot be saved is made again next
-        time (see `load`)."""
-        with contextlib.suppress(OSError):
+        """Written atomically and durably; a baseline that cannot be saved (a full disk) is
+        made again next time (see `load`)."""
+        with contextlib.suppress(OSError, DiskFull):
             write_atomic(self.path, json.dumps({
                 "rules": baseline.rules, "total": baseline.total, "dirs": baseline.dirs,
                 "recent": baseline.recent}))

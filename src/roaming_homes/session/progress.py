@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, TextIO
 
+from roaming_homes.errors import DiskFull
 from roaming_homes.files import (
     Shape,
     is_bool,
@@ -299,7 +300,7 @@ class Tracker:
             self._phase, self._written = p.phase, now
             # Progress is a courtesy: a full disk must not fail the pass, and the file is
             # removed at the end, so it need not survive a crash (no fsync).
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, DiskFull):
                 write_atomic(self.path, json.dumps(p.to_dict(), sort_keys=True), durable=False)
 
     def close(self) -> Progress:

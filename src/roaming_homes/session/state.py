@@ -7,9 +7,9 @@
 - `sync.log` (+ `.1` … `.LOG_KEEP`): unison's output, rotated at LOG_MAX_BYTES.
 
 Every write is atomic (temporary file + fsync + rename + fsync of the directory) and private
-(mode 0600), so a pass killed at any moment leaves the previous state readable. Every read is
-checked (`files.read_checked`): a file of the wrong shape is moved aside and the state starts
-afresh.
+(mode 0600), so a pass killed at any moment, or a full disk, leaves the previous state
+readable; a full disk raises `DiskFull` naming the file. Every read is checked
+(`files.read_checked`): a file of the wrong shape is moved aside and the state starts afresh.
 """
 
 from __future__ import annotations
@@ -22,7 +22,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from roaming_homes.files import Shape, dict_of, is_str, list_of, read_checked, read_json
+from roaming_homes.errors import DiskFull
+from roaming_homes.files import (
+    Shape,
+    dict_of,
+    is_str,
+    list_of,
+    naming_disk_full,
+    read_checked,
+    read_json,
+)
 from roaming_homes.outcome import SUCCEEDED, SyncOutcome
 
 HISTORY_LIMIT = 200
@@ -40,8 +49,17 @@ def write_atomic(path: Path, text: str, durable: bool = True) -> None:
     it, and the directory fsynced (so that the rename survives a crash too). `durable=False`
     skips both fsyncs, for files that only matter while this process runs or are made again
     when lost (a crash may leave them empty, never half-written).
+
+    A full disk raises `DiskFull` naming `path` (or its directory, when that cannot be made);
+    the temporary file is gone and `path` is as it was.
     """
-    ensure_private_dir(path.parent)
+    with naming_disk_full(path.parent):
+        ensure_private_dir(path.parent)
+    with naming_disk_full(path):
+        _replace(path, text, durable)
+
+
+def _replace(path: Path, text: str, durable: bool) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         # A name that is not UTF-8 is kept as the bytes it was (unison's profile names paths).
@@ -183,11 +201,16 @@ class StateStore:
         return [outcome for _, outcome in self._entries()]
 
     def open_log(self) -> LogWriter:
-        return LogWriter(self.log_file)
+        with naming_disk_full(self.log_file):
+            return LogWriter(self.log_file)
 
 
 class LogWriter:
-    """Appends unison's output to sync.log, rotating it so it never grows without bound."""
+    """Appends unison's output to sync.log, rotating it so it never grows without bound.
+
+    A full disk does not stop a pass midway: the lines that do not fit are dropped, and leaving
+    the `with` block raises `DiskFull` naming sync.log (the pass then ends failed, saying so).
+    """
 
     def __init__(self, path: Path) -> None:
         ensure_private_dir(path.parent)
@@ -195,6 +218,7 @@ class LogWriter:
         self._rotate_if_big()
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self._handle = os.fdopen(fd, "a", encoding="utf-8")
+        self.lost: DiskFull | None = None  # set once a line could not be written
 
     def _rotate_if_big(self) -> None:
         try:
@@ -209,14 +233,27 @@ class LogWriter:
         self.path.replace(self.path.with_name(f"{self.path.name}.1"))
 
     def write(self, line: str) -> None:
+        if self.lost is not None:
+            return
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        self._handle.write(f"{stamp} {line}\n")
+        try:
+            with naming_disk_full(self.path):
+                self._handle.write(f"{stamp} {line}\n")
+        except DiskFull as exc:
+            self.lost = exc
 
     def close(self) -> None:
-        self._handle.close()
+        """Close the log (what is buffered is written now); a full disk sets `lost`."""
+        try:
+            with naming_disk_full(self.path):
+                self._handle.close()
+        except DiskFull as exc:
+            self.lost = self.lost or exc
 
     def __enter__(self) -> LogWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         self.close()
+        if self.lost is not None and exc_type is None:
+            raise self.lost
