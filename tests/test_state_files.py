@@ -9,7 +9,7 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -218,7 +218,7 @@ def test_notify_json_of_the_wrong_shape_starts_afresh(
         tmp_path: Path, caplog: pytest.LogCaptureFixture, data: Any) -> None:
     text = write(notify.state_file(tmp_path), data)
 
-    assert notify.read_state(tmp_path) == NotifyState()
+    assert notify.read_state(tmp_path, tmp_path / "run") == NotifyState()
     assert_set_aside(notify.state_file(tmp_path), text, caplog)
 
 
@@ -226,7 +226,7 @@ def test_notify_json_of_an_older_version_reads(tmp_path: Path) -> None:
     """Before first sync announcements there was no `first_sync`: a missing key is a default."""
     write(notify.state_file(tmp_path), {"active": {"key": "auth", "id": 4, "serial": 2},
                                         "serial": 2, "ignored": ["stale"]})
-    assert notify.read_state(tmp_path) == NotifyState(
+    assert notify.read_state(tmp_path, tmp_path / "run") == NotifyState(
         active=Shown("auth", 4, 2), serial=2, ignored=["stale"])
 
 
@@ -446,6 +446,38 @@ def test_a_pass_whose_state_cannot_be_recorded_fails_saying_so(tmp_path: Path) -
                                                          ExitCode.FAILED)
     assert told.message == f"disk full on this computer ({tmp_path / 'state.json'})"
     assert told.transferred == 2
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    state_dir, runtime_dir = tmp_path / "state", tmp_path / "run"
+    state_dir.mkdir()
+    runtime_dir.mkdir()
+    yield state_dir, runtime_dir
+
+
+def test_what_was_shown_waits_in_the_runtime_dir_while_the_disk_is_full(
+        dirs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    state_dir, runtime_dir = dirs
+    shown = NotifyState(active=Shown("disk-full", 9, 1), serial=1)
+    failing(monkeypatch, "fsync")  # notify.json is written durably, the spilled state is not
+
+    notify.write_state(state_dir, runtime_dir, shown)
+
+    assert not notify.state_file(state_dir).exists()
+    assert notify.read_state(state_dir, runtime_dir) == shown
+    monkeypatch.undo()
+    notify.write_state(state_dir, runtime_dir, NotifyState(serial=2))
+    assert not notify.spill_file(runtime_dir).exists()
+    assert notify.read_state(state_dir, runtime_dir) == NotifyState(serial=2)
+
+
+def test_without_a_runtime_dir_of_its_own_a_full_disk_is_raised(
+        dirs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    state_dir, _ = dirs
+    failing(monkeypatch, "fsync")
+    with pytest.raises(DiskFull):
+        notify.write_state(state_dir, state_dir, NotifyState())
 
 
 def test_a_full_disk_is_shown_once_while_it_lasts() -> None:
