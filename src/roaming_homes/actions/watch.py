@@ -253,6 +253,9 @@ class _Session:
         self.monitors: list[MonitorLink] = []
         self.wake_r, self.wake_w = os.pipe()
         self.finished = threading.Event()
+        # Held to write the wake byte and to close the pipe: once closed, its numbers may be
+        # another file's (the next pass's pipes), which a late wake byte would corrupt.
+        self._pipe = threading.Lock()
 
     def wake_on_stop(self) -> None:
         """Wake the loop at once when `stop` is set; abort a cycle still running STOP_GRACE
@@ -262,8 +265,9 @@ class _Session:
         while not self.stop.wait(self.job.config["sync"]["rescan_interval"]):
             if self.finished.is_set():
                 return
-        with contextlib.suppress(OSError):
-            os.write(self.wake_w, b"s")
+        with self._pipe, contextlib.suppress(OSError):
+            if not self.finished.is_set():  # else the pipe is closed: nobody to wake
+                os.write(self.wake_w, b"s")
         if not self.finished.wait(STOP_GRACE):
             assert self.job.abort is not None
             self.job.abort.set()
@@ -272,9 +276,10 @@ class _Session:
         self.finished.set()
         for monitor in self.monitors:
             monitor.close()
-        for fd in (self.wake_r, self.wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        with self._pipe:
+            for fd in (self.wake_r, self.wake_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
     def record(self, outcome: SyncOutcome) -> SyncOutcome:
         """Record a cycle like a pass and report it; returns what was reported (a full disk
