@@ -6,11 +6,12 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support import fullfs
 from tests.support.fsmonitor import write_wrapper
 from tests.support.homes import Setup
 from tests.support.notifications import RecordingServer, SessionBus
@@ -97,3 +98,20 @@ def notifications() -> Iterator[RecordingServer]:
     finally:
         bus.stop()
         shutil.rmtree(bus.config.parent, ignore_errors=True)
+
+
+@pytest.fixture
+def full_state_disk() -> Iterator[Callable[[Setup], fullfs.FullStateDisk]]:
+    """Makes `Setup`s' state disks full for the commands run with the disk's `prefix` (a tmpfs
+    in a private mount namespace, see tests/support/fullfs.py); each is stopped by its PID."""
+    if why := fullfs.unavailable():
+        pytest.skip(why)
+    made: list[fullfs.FullStateDisk] = []
+
+    def make(user: Setup) -> fullfs.FullStateDisk:
+        made.append(fullfs.FullStateDisk(user))
+        return made[-1]
+
+    yield make
+    for disk in made:
+        disk.close()

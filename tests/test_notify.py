@@ -215,8 +215,9 @@ def test_an_undelivered_notification_is_tried_again_next_pass() -> None:
     assert again is not None and again.kind == "conflicts"
 
 
-def test_damaged_state_starts_afresh() -> None:
-    assert NotifyState.from_dict({"active": "nonsense"}) == NotifyState()
+def test_damaged_state_is_refused_and_a_good_one_reads_back() -> None:
+    with pytest.raises(ValueError, match="'active' has the wrong type"):
+        NotifyState.from_dict({"active": "nonsense"})
     state = NotifyState(active=Shown("auth", 5, 2), ignored=["stale"], serial=2)
     assert NotifyState.from_dict(state.to_dict()) == state
 

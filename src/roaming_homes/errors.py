@@ -7,13 +7,14 @@ systemd and the daemon can act on them without parsing text.
 from __future__ import annotations
 
 import enum
+from pathlib import Path
 
 
 class ExitCode(enum.IntEnum):
     IN_SYNC = 0
     NEEDS_USER = 1  # conflicts or skipped items remain
     PARTIAL = 2  # some items failed to transfer
-    FAILED = 3  # fatal unison error, ssh authentication refused, version mismatch
+    FAILED = 3  # fatal unison error, ssh authentication refused, version mismatch, disk full
     REFUSED = 4  # a safety guard refused; nothing was changed
     USAGE = 64
     TRY_LATER = 75  # server unreachable, or another sync of this user runs
@@ -35,3 +36,12 @@ class ConfigError(RoamingHomesError):
     def __init__(self, message: str) -> None:
         super().__init__(message, ExitCode.CONFIG)
 
+
+class DiskFull(RoamingHomesError):
+    """A file of ours could not be written: the file system that holds it is full (or the
+    user's quota is used up). A pass ends failed (exit 3, reason disk-full) naming the file; the
+    file is as it was before (every write is atomic), and the next pass tries again."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"disk full on this computer ({path})", ExitCode.FAILED)
+        self.path = path

@@ -6,6 +6,7 @@ HOME, XDG_* and ROAMING_HOMES_CONFIG. `private_dir` makes (and checks) the direc
 
 from __future__ import annotations
 
+import errno
 import os
 import pwd
 import stat
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from roaming_homes.errors import ExitCode, RoamingHomesError
+from roaming_homes.errors import DiskFull, ExitCode, RoamingHomesError
 
 SYSTEM_CONFIG = Path("/etc/roaming-homes/roaming-homes.toml")
 APP = "roaming-homes"
@@ -44,6 +45,8 @@ def private_dir(path: Path) -> Path:
                 os.chmod(path, 0o700)
             return path
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(path) from None
         problem = f"cannot be used: {exc.strerror}"
     raise RoamingHomesError(f"the directory {path} {problem}: refusing to use it",
                             ExitCode.FAILED)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tests.support.homes import CLI, Setup
@@ -13,10 +13,14 @@ from tests.support.waiting import wait_for
 
 
 class DaemonProcess:
-    def __init__(self, user: Setup, env: dict[str, str] | None = None) -> None:
+    def __init__(self, user: Setup, env: dict[str, str] | None = None,
+                 prefix: Sequence[str] = ()) -> None:
+        """`prefix` runs the daemon through another command that execs it (e.g. `nsenter`),
+        so that the process started is the daemon itself."""
         self.log_file = user.base / "daemon.log"
         with open(self.log_file, "wb") as log:
-            self.proc = subprocess.Popen([*CLI, "daemon"], env={**user.env, **(env or {})},
+            self.proc = subprocess.Popen([*prefix, *CLI, "daemon"],
+                                         env={**user.env, **(env or {})},
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                          start_new_session=True)
 

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -111,11 +112,16 @@ class Setup:
     def unison_dir(self) -> Path:
         return self.state_home / "roaming-homes" / "unison"
 
+    @property
+    def state_dir(self) -> Path:
+        return self.state_home / "roaming-homes"
+
     def run(self, *args: str, timeout: float = 120, env: dict[str, str] | None = None,
-            ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*CLI, *args], env={**self.env, **(env or {})}, text=True,
-                              capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL,
-                              check=False)
+            prefix: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
+        """The CLI with `args`; `prefix` runs it through another command (e.g. `nsenter`)."""
+        return subprocess.run([*prefix, *CLI, *args], env={**self.env, **(env or {})},
+                              text=True, capture_output=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL, check=False)
 
     def sync(self, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
         return self.run("sync", *args, **kwargs)

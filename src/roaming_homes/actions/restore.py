@@ -53,9 +53,8 @@ def restore_refused(config: Config, locations: Locations) -> SyncOutcome:
     with SyncLock(locations.lock_file) as lock:
         store = StateStore(locations.state_dir)
         job = engine.Pass(config, locations, server, store, lock_fd=lock.fileno)
-        outcome = engine.guarded_pass(job, engine.outcomes(server), force=True,
-                                      only=pending.paths, winner=pending.side)
-        store.record(outcome)
+        outcome = engine.record(store, engine.guarded_pass(
+            job, engine.outcomes(server), force=True, only=pending.paths, winner=pending.side))
     if outcome.result == Result.IN_SYNC:
         refused.clear(locations.state_dir, pending.key)
         outcome.message = (f"restored {len(pending.paths)} item(s) from "

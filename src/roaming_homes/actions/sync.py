@@ -19,7 +19,7 @@ from typing import Any
 from roaming_homes import config as config_mod
 from roaming_homes.actions import computers, conflict_copies
 from roaming_homes.config import Config
-from roaming_homes.errors import ExitCode, RoamingHomesError
+from roaming_homes.errors import DiskFull, ExitCode, RoamingHomesError
 from roaming_homes.outcome import COMPLETED, Reason, Result, SyncOutcome, result_of
 from roaming_homes.paths import Locations, is_below, xdg_user_dirs
 from roaming_homes.safety import backups, guards, refused
@@ -193,8 +193,7 @@ def run_pass(config: Config, locations: Locations, *, first_run: bool = False,
         result = guarded_pass(Pass(config, locations, server, store, abort, lock.fileno,
                                    tracker.wrap(_ignore)),
                               outcome, first_run=first_run, force=force)
-        store.record(result)
-        return result
+        return record(store, result)
     finally:
         tracker.close()
         lock.release()
@@ -202,6 +201,18 @@ def run_pass(config: Config, locations: Locations, *, first_run: bool = False,
 
 def _ignore(_line: str) -> None:
     pass
+
+
+def record(store: StateStore, result: SyncOutcome) -> SyncOutcome:
+    """`result`, recorded in the state. When the state cannot be written (a full disk), the
+    failure that says so instead, with the counts of what the pass did: it is not recorded
+    (there is no room), so the state stays as the last pass that could write it left it."""
+    try:
+        store.record(result)
+    except DiskFull as exc:
+        return replace(result, result=Result.FAILED, reason=Reason.DISK_FULL,
+                       message=exc.message, action="")
+    return result
 
 
 @dataclass
@@ -450,12 +461,23 @@ class _Judge:
 def guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], *, first_run: bool = False,
                  force: bool = False, only: tuple[str, ...] | None = None,
                  winner: str | None = None) -> SyncOutcome:
-    """One pass under the lock the caller holds: prepared, guarded on unison's plan, recorded.
+    """One pass under the lock the caller holds: prepared, guarded on unison's plan, and what
+    it leaves for the next pass's guards written (the caller records its outcome, `record`).
 
     `only` restricts it to some of the synced paths (a real-time cycle, a restore); the guards
     judge it like any pass. `winner` ("local" or "server") makes that side's version of every
-    path in the pass win (unison -force; what the other side loses goes to its backups).
+    path in the pass win (unison -force; what the other side loses goes to its backups). A file
+    of ours that cannot be written (a full disk) ends it failed, naming the file.
     """
+    try:
+        return _guarded_pass(job, outcome, first_run, force, only, winner)
+    except DiskFull as exc:
+        return outcome(Result.FAILED, exc.message, reason=Reason.DISK_FULL)
+
+
+def _guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], first_run: bool,
+                  force: bool, only: tuple[str, ...] | None,
+                  winner: str | None) -> SyncOutcome:
     prepared = _prepare(job, first_run, outcome, only)
     if isinstance(prepared, SyncOutcome):
         return prepared

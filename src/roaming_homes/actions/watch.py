@@ -281,9 +281,12 @@ class _Session:
         for monitor in self.monitors:
             monitor.close()
 
-    def record(self, outcome: SyncOutcome) -> None:
-        self.job.store.record(outcome)
+    def record(self, outcome: SyncOutcome) -> SyncOutcome:
+        """Record a cycle like a pass and report it; returns what was reported (a full disk
+        turns it into that failure, which ends real-time mode like any failure)."""
+        outcome = engine.record(self.job.store, outcome)
         self.on_outcome(outcome)
+        return outcome
 
     def pass_(self, only: tuple[str, ...] | None = None) -> SyncOutcome:
         """One guarded pass, with its progress published like any pass's (`status` shows a
@@ -307,8 +310,7 @@ class _Session:
             return WatchResult(exc.message, outcome=failed)
         except (MonitorGone, OSError) as exc:
             return WatchResult(f"real-time mode unavailable: {exc}", fallback=True)
-        first = self.pass_()
-        self.record(first)
+        first = self.record(self.pass_())
         if _ends_watch(first):
             return WatchResult(first.message, outcome=first)
         return self._loop(paths)
@@ -356,7 +358,7 @@ class _Session:
             except MonitorGone as exc:
                 return WatchResult(f"real-time mode interrupted: {exc}")
             if outcome.transferred or outcome.result != Result.IN_SYNC:
-                self.record(outcome)
+                outcome = self.record(outcome)
             if _ends_watch(outcome):
                 return WatchResult(outcome.message, outcome=outcome)
 

@@ -31,15 +31,15 @@ HELD_BACK_COMMANDS = {"restore": ("restore", "--refused"), "confirm": ("sync", "
 
 # --- the listener -----------------------------------------------------------------------------
 
-def _is_current(state_dir: Path, serial: int) -> bool:
-    active = read_state(state_dir).active
-    return active is not None and active.serial == serial
+def _is_current(job: dict[str, Any]) -> bool:
+    active = read_state(Path(job["state_dir"]), Path(job["runtime_dir"])).active
+    return active is not None and active.serial == job["serial"]
 
 
 def run_action(action: str, job: dict[str, Any]) -> None:
     """Do what the user clicked: start the resolver, restore or confirm what the loss guard held
     back, draft a mail, or silence this key."""
-    state_dir = Path(job["state_dir"])
+    state_dir, runtime_dir = Path(job["state_dir"]), Path(job["runtime_dir"])
     if action == "resolve":
         subprocess.run(job["resolve_command"], stdin=subprocess.DEVNULL, check=False)
     elif action in HELD_BACK_COMMANDS:
@@ -53,16 +53,15 @@ def run_action(action: str, job: dict[str, Any]) -> None:
                        check=False)
     elif action == "ignore":
         with state_lock(state_dir):
-            state = read_state(state_dir)
+            state = read_state(state_dir, runtime_dir)
             if job["key"] not in state.ignored:
                 state.ignored.append(job["key"])
-            write_state(state_dir, state)
+            write_state(state_dir, runtime_dir, state)
 
 
 def listen(job: dict[str, Any], out: Any) -> None:
     """Subscribe, notify, report the id on `out`, then act on one click (see the docstring)."""
     request = Request(**job["request"])
-    state_dir = Path(job["state_dir"])
     bus = Bus()
     handle = bus.subscribe()
     notification_id = bus.notify(request)
@@ -77,7 +76,7 @@ def listen(job: dict[str, Any], out: Any) -> None:
             try:
                 signal = bus.signal(queue, BUS_TIMEOUT)
             except TimeoutError:
-                if not _is_current(state_dir, job["serial"]):
+                if not _is_current(job):
                     return
                 continue
             if signal is None or not signal[1] or signal[1][0] != notification_id:
@@ -86,7 +85,7 @@ def listen(job: dict[str, Any], out: Any) -> None:
             if member == "NotificationClosed":
                 return
             if member == "ActionInvoked" and len(body) > 1:
-                if _is_current(state_dir, job["serial"]):
+                if _is_current(job):
                     if body[1] == "ignore":
                         with contextlib.suppress(Exception):
                             bus.close_notification(notification_id)

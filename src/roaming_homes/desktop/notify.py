@@ -32,6 +32,8 @@ from typing import Any
 from roaming_homes.desktop.dbus import BUS_TIMEOUT, Bus
 from roaming_homes.desktop.messages import build_request, load_messages, support_mail
 from roaming_homes.desktop.policy import Decision, NotifyState, decide, decide_first_sync
+from roaming_homes.errors import DiskFull
+from roaming_homes.files import read_json
 from roaming_homes.outcome import SyncOutcome
 from roaming_homes.session.progress import Progress
 from roaming_homes.session.state import StateStore, ensure_private_dir, write_atomic
@@ -53,16 +55,44 @@ def state_file(state_dir: Path) -> Path:
     return state_dir / "notify.json"
 
 
-def read_state(state_dir: Path) -> NotifyState:
+def spill_file(runtime_dir: Path) -> Path:
+    """Where the state goes while notify.json cannot be written (a full disk): what was shown
+    must be remembered, or every pass would show it again, and a listener would take its
+    notification for superseded. The runtime directory is another file system (a tmpfs)."""
+    return runtime_dir / "roaming-homes-notify.json"
+
+
+def read_state(state_dir: Path, runtime_dir: Path) -> NotifyState:
+    """What was shown: the spilled state when there is one (it is newer), else notify.json.
+
+    A fresh state when there is none, or when it was broken (it is moved aside): at worst a
+    notification already on screen is shown once more, or a first sync announced again.
+    """
+    places = [state_file(state_dir)]
+    if runtime_dir != state_dir:
+        places.insert(0, spill_file(runtime_dir))
+    for path in places:
+        try:
+            state = read_json(path, NotifyState.from_dict)
+        except OSError:
+            state = None
+        if state is not None:
+            return state
+    return NotifyState()
+
+
+def write_state(state_dir: Path, runtime_dir: Path, state: NotifyState) -> None:
+    """Save the state in notify.json; while the disk is full, in the runtime directory."""
+    text = json.dumps(state.to_dict(), indent=2) + "\n"
     try:
-        data = json.loads(state_file(state_dir).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return NotifyState()
-    return NotifyState.from_dict(data) if isinstance(data, dict) else NotifyState()
-
-
-def write_state(state_dir: Path, state: NotifyState) -> None:
-    write_atomic(state_file(state_dir), json.dumps(state.to_dict(), indent=2) + "\n")
+        write_atomic(state_file(state_dir), text)
+    except DiskFull:
+        if runtime_dir == state_dir:
+            raise
+        write_atomic(spill_file(runtime_dir), text, durable=False)
+        return
+    if runtime_dir != state_dir:
+        spill_file(runtime_dir).unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -101,7 +131,7 @@ def after_pass(config: Any, locations: Any, outcome: SyncOutcome, *,
 
 
 def _after_pass(config: Any, locations: Any, outcome: SyncOutcome, now: datetime) -> None:
-    previous = read_state(locations.state_dir)
+    previous = read_state(locations.state_dir, locations.runtime_dir)
     lines = _log_lines(locations.state_dir)
     decision, new = decide(previous, outcome,
                            last_success=StateStore(locations.state_dir).last_success(),
@@ -113,17 +143,18 @@ def _apply(config: Any, locations: Any, previous: NotifyState, decision: Decisio
            new: NotifyState, outcome: SyncOutcome | None, lines: list[str]) -> None:
     """Show `decision` and remember `new`, or, when it could not be shown, `previous`'s view
     of the screen (the next pass tries again)."""
+    where = (locations.state_dir, locations.runtime_dir)
     if decision is None:
-        write_state(locations.state_dir, new)
+        write_state(*where, new)
         return
     try:
         notification_id = _deliver(config, locations, outcome, decision, new, lines)
     except Exception:
-        write_state(locations.state_dir, new.undelivered(previous))
+        write_state(*where, new.undelivered(previous))
         raise
     if new.active is not None and decision.kind is not None:
         new.active.id = notification_id
-    write_state(locations.state_dir, new)
+    write_state(*where, new)
 
 
 def first_sync_started(config: Any, locations: Any, *, first_run: bool,
@@ -133,7 +164,7 @@ def first_sync_started(config: Any, locations: Any, *, first_run: bool,
         return
     try:
         with state_lock(locations.state_dir):
-            previous = read_state(locations.state_dir)
+            previous = read_state(locations.state_dir, locations.runtime_dir)
             decision, new = decide_first_sync(previous, first_run=first_run,
                                               to_transfer=to_transfer)
             # First-sync notifications have no actions: no support mail, no log needed.
@@ -187,7 +218,7 @@ def _deliver(config: Any, locations: Any, outcome: SyncOutcome | None, decision:
     subject, body = support_mail(outcome, locations.user, lines[-LOG_TAIL_LINES:])
     return _start_listener({
         "request": asdict(request), "key": decision.kind, "serial": new.serial,
-        "state_dir": str(locations.state_dir),
+        "state_dir": str(locations.state_dir), "runtime_dir": str(locations.runtime_dir),
         "resolve_command": list(settings["resolve_command"]),
         "email": [settings["support_email"], subject, body],
     })

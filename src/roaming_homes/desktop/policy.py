@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from roaming_homes.files import Shape, is_int, is_str, list_of, optional
 from roaming_homes.outcome import COMPLETED, Reason, Result, SyncOutcome
 from roaming_homes.session.progress import human_bytes
 
@@ -33,6 +34,19 @@ class Shown:
     serial: int
 
 
+# notify.json, as `NotifyState.to_dict` writes it. Any key may be missing: older versions wrote
+# fewer (`first_sync` came later), and each has a default that means "nothing shown".
+_NOTIFY = Shape({
+    "active": optional(Shape.complete({"key": is_str, "id": is_int, "serial": is_int})),
+    "conflicts_seen": list_of(is_str),
+    "transient_failures": is_int,
+    "ignored": list_of(is_str),
+    "offline_since": optional(is_str),
+    "serial": is_int,
+    "first_sync": optional(is_str),
+})
+
+
 @dataclass
 class NotifyState:
     """What notify.json remembers between passes."""
@@ -48,18 +62,17 @@ class NotifyState:
     first_sync: str | None = None
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> NotifyState:
-        try:
-            active = data.get("active")
-            return cls(active=Shown(**active) if active else None,
-                       conflicts_seen=[str(p) for p in data.get("conflicts_seen", [])],
-                       transient_failures=int(data.get("transient_failures", 0)),
-                       ignored=[str(k) for k in data.get("ignored", [])],
-                       offline_since=data.get("offline_since"),
-                       serial=int(data.get("serial", 0)),
-                       first_sync=_optional_str(data.get("first_sync")))
-        except (TypeError, ValueError, AttributeError):
-            return cls()  # a damaged file: start afresh rather than never notify again
+    def from_dict(cls, data: Any) -> NotifyState:
+        """The state notify.json holds; ValueError when it is not of that shape."""
+        data = _NOTIFY.checked(data)
+        active = data.get("active")
+        return cls(active=Shown(active["key"], active["id"], active["serial"]) if active else None,
+                   conflicts_seen=list(data.get("conflicts_seen", [])),
+                   transient_failures=data.get("transient_failures", 0),
+                   ignored=list(data.get("ignored", [])),
+                   offline_since=data.get("offline_since"),
+                   serial=data.get("serial", 0),
+                   first_sync=data.get("first_sync"))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,10 +82,6 @@ class NotifyState:
         reach the screen, so the next pass must try again; counters still move on."""
         return replace(self, active=previous.active, conflicts_seen=previous.conflicts_seen,
                        serial=previous.serial, first_sync=previous.first_sync)
-
-
-def _optional_str(value: Any) -> str | None:
-    return None if value is None else str(value)
 
 
 @dataclass(frozen=True)

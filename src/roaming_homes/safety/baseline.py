@@ -19,11 +19,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from roaming_homes.errors import DiskFull
+from roaming_homes.files import Shape, dict_of, is_int, is_number, is_str, list_of, read_json
 from roaming_homes.safety.guards import Losses
 from roaming_homes.session.state import write_atomic
 from roaming_homes.unison.ignore import DirCache, count_files
 
 FILE = "baseline.json"
+
+
+def _is_loss_entry(value: Any) -> bool:
+    """[epoch seconds, side, deleted, overwritten]: one pass in the window."""
+    return (isinstance(value, list) and len(value) == 4 and is_number(value[0])
+            and is_str(value[1]) and is_int(value[2]) and is_int(value[3]))
+
+
+_BASELINE = Shape.complete({"rules": list_of(is_str), "total": is_int, "dirs": dict_of(is_int),
+                            "recent": list_of(_is_loss_entry)})
 
 
 @dataclass
@@ -94,15 +106,23 @@ class BaselineStore:
         return self._current
 
     def load(self) -> Baseline | None:
-        """The baseline for these rules; None when there is none (or it was for other rules,
-        or it cannot be read: a new one is made)."""
+        """The baseline for these rules; None when there is none, when it was for other rules,
+        when it was broken (it is moved aside) or cannot be read: a new one is made.
+
+        A new one is what the local home holds when the plan is judged, as after a change of
+        the rules. What that means for the guard: files deleted here and not yet synced are
+        missing from its total, so deletions weigh more against it (stricter); but a directory
+        deleted here and to be deleted on the server is unknown to it and weighs one file (more
+        lenient), and the window of losses of earlier passes starts empty. That is why the
+        file is written durably (fsync), so that only a broken or hand-edited file is lost.
+        """
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-            baseline = Baseline(data["rules"], int(data["total"]), dict(data["dirs"]),
-                                list(data["recent"]))
-        except (OSError, ValueError, KeyError, TypeError):
+            data = read_json(self.path, _BASELINE.checked)
+        except OSError:
             return None
-        return baseline if baseline.rules == self.rules else None
+        if data is None or data["rules"] != self.rules:
+            return None
+        return Baseline(data["rules"], data["total"], data["dirs"], data["recent"])
 
     def measure(self, recent: list[list[Any]] | None = None) -> Baseline:
         """A new baseline from the local home now (after a complete pass both replicas hold
@@ -114,8 +134,9 @@ class BaselineStore:
         return Baseline(self.rules, total, tally, list(recent or []))
 
     def save(self, baseline: Baseline) -> None:
-        """Written atomically; a baseline that cannot be saved is made again next time."""
-        with contextlib.suppress(OSError):
+        """Written atomically and durably; a baseline that cannot be saved (a full disk) is
+        made again next time (see `load`)."""
+        with contextlib.suppress(OSError, DiskFull):
             write_atomic(self.path, json.dumps({
                 "rules": baseline.rules, "total": baseline.total, "dirs": baseline.dirs,
-                "recent": baseline.recent}), durable=False)
+                "recent": baseline.recent}))

@@ -10,10 +10,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from roaming_homes.files import Shape, is_str, list_of, one_of, read_json
 from roaming_homes.safety.guards import Loss, Refusal
 from roaming_homes.session.state import write_atomic
 
 FILE = "refused.json"
+_REFUSED = Shape.complete({"key": is_str, "side": one_of("local", "server"),
+                           "loss": one_of(*(loss.value for loss in Loss)),
+                           "paths": list_of(is_str)})
 
 
 @dataclass(frozen=True)
@@ -36,15 +40,20 @@ def save(state_dir: Path, key: str, refusal: Refusal) -> None:
 
 
 def load(state_dir: Path) -> Refused | None:
-    """The last refusal; None when there is none (or the file is not ours)."""
+    """The last refusal; None when there is none, or it was broken (it is moved aside) or
+    cannot be read.
+
+    Without it `restore --refused` has nothing to restore, and nothing is lost by that: the
+    refused pass propagated nothing, so both sides still hold what they held, and the next
+    pass meets the same plan, is refused again and saves it anew.
+    """
     try:
-        data = json.loads((state_dir / FILE).read_text(encoding="utf-8"))
-        paths = data["paths"]
-        if data["side"] not in ("local", "server") or not all(isinstance(p, str) for p in paths):
-            return None
-        return Refused(str(data["key"]), data["side"], Loss(data["loss"]), tuple(paths))
-    except (OSError, ValueError, KeyError, TypeError):
+        data = read_json(state_dir / FILE, _REFUSED.checked)
+    except OSError:
         return None
+    if data is None:
+        return None
+    return Refused(data["key"], data["side"], Loss(data["loss"]), tuple(data["paths"]))
 
 
 def clear(state_dir: Path, key: str) -> None:

@@ -29,6 +29,17 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, TextIO
 
+from roaming_homes.errors import DiskFull
+from roaming_homes.files import (
+    Shape,
+    is_bool,
+    is_int,
+    is_number,
+    is_str,
+    one_of,
+    optional,
+    read_json,
+)
 from roaming_homes.paths import Locations
 from roaming_homes.text import escape
 from roaming_homes.unison.output import Content, Direction, PlanItem, parse_plan_line
@@ -56,6 +67,16 @@ _MOVES = {Direction.TO_SERVER: 0, Direction.TO_LOCAL: 1}
 _NO_CONTENT = (Content.DELETED, Content.PROPS)  # deletions and permission changes move none
 
 
+# progress.json, as `Progress.to_dict` writes it: every key, as it lives only while a pass runs.
+_PROGRESS = Shape.complete({
+    "pid": is_int, "phase": one_of("starting", *_PHASES.values(), "done"), "first_run": is_bool,
+    "started": is_number, "updated": is_number,
+    **dict.fromkeys(("items_total", "items_done", "bytes_total", "bytes_done", "bytes_to_fetch",
+                     "bytes_to_send", "percent"), is_int),
+    "rate": is_number, "eta": optional(is_number), "current": is_str,
+})
+
+
 @dataclass
 class Progress:
     """A snapshot of one pass; what progress.json holds and `status --json` shows."""
@@ -80,9 +101,10 @@ class Progress:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Progress:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+    def from_dict(cls, data: Any) -> Progress:
+        """The snapshot progress.json holds; ValueError when it is not of that shape."""
+        data = _PROGRESS.checked(data)
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
 
 
 class ProgressParser:
@@ -278,7 +300,7 @@ class Tracker:
             self._phase, self._written = p.phase, now
             # Progress is a courtesy: a full disk must not fail the pass, and the file is
             # removed at the end, so it need not survive a crash (no fsync).
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, DiskFull):
                 write_atomic(self.path, json.dumps(p.to_dict(), sort_keys=True), durable=False)
 
     def close(self) -> Progress:
@@ -291,18 +313,18 @@ class Tracker:
 
 
 def read(locations: Locations) -> Progress | None:
-    """The running pass's progress, or None when no pass runs (a stale file is ignored)."""
+    """The running pass's progress, or None when no pass runs (a stale file is ignored).
+
+    None too when the file is broken (it is moved aside): only the display loses, `status`
+    shows the running pass as starting until the pass writes the file again.
+    """
     from roaming_homes.session.lock import lock_holder
 
     try:
-        data = json.loads(progress_file(locations).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        p = read_json(progress_file(locations), Progress.from_dict)
+    except OSError:
         return None
-    if not isinstance(data, dict):
-        return None
-    try:
-        p = Progress.from_dict(data)
-    except TypeError:
+    if p is None:
         return None
     holder = lock_holder(locations.lock_file)
     return p if holder is not None and holder == p.pid else None

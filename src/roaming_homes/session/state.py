@@ -2,16 +2,19 @@
 
 - `state.json`: the last pass's outcome, the last successful pass, the root pairs that have
   completed a first sync (so the next pass knows it is not a first run), and per pair the
-  replica ids and file counts the safety guards compare against.
+  replica ids the safety guards compare against.
 - `history.jsonl`: the last HISTORY_LIMIT outcomes, one JSON object a line.
 - `sync.log` (+ `.1` … `.LOG_KEEP`): unison's output, rotated at LOG_MAX_BYTES.
 
-Every write is atomic (temporary file + rename) and private (mode 0600), so a pass killed at
-any moment leaves the previous state readable.
+Every write is atomic (temporary file + fsync + rename + fsync of the directory) and private
+(mode 0600), so a pass killed at any moment, or a full disk, leaves the previous state
+readable; a full disk raises `DiskFull` naming the file. Every read is checked
+(`files.read_checked`): a file of the wrong shape is moved aside and the state starts afresh.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -19,6 +22,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from roaming_homes.errors import DiskFull
+from roaming_homes.files import (
+    Shape,
+    dict_of,
+    is_str,
+    list_of,
+    naming_disk_full,
+    read_checked,
+    read_json,
+)
 from roaming_homes.outcome import SUCCEEDED, SyncOutcome
 from roaming_homes.paths import private_dir
 
@@ -32,9 +45,21 @@ def ensure_private_dir(path: Path) -> Path:
 
 
 def write_atomic(path: Path, text: str, durable: bool = True) -> None:
-    """Replace `path` with `text` in one step. `durable=False` skips the fsync, for files that
-    only matter while this process runs (a crash may leave them empty, never half-written)."""
-    ensure_private_dir(path.parent)
+    """Replace `path` with `text` in one step: a temporary file beside it, fsynced, renamed over
+    it, and the directory fsynced (so that the rename survives a crash too). `durable=False`
+    skips both fsyncs, for files that only matter while this process runs or are made again
+    when lost (a crash may leave them empty, never half-written).
+
+    A full disk raises `DiskFull` naming `path` (or its directory, when that cannot be made);
+    the temporary file is gone and `path` is as it was.
+    """
+    with naming_disk_full(path.parent):
+        ensure_private_dir(path.parent)
+    with naming_disk_full(path):
+        _replace(path, text, durable)
+
+
+def _replace(path: Path, text: str, durable: bool) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         # A name that is not UTF-8 is kept as the bytes it was (unison's profile names paths).
@@ -48,6 +73,45 @@ def write_atomic(path: Path, text: str, durable: bool = True) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if durable:
+        _sync_dir(path.parent)
+
+
+def _sync_dir(path: Path) -> None:
+    """fsync a directory: the entries renamed in it are on disk then."""
+    # The rename is done either way: where a file system cannot sync a directory (some network
+    # and FUSE ones refuse), this is as durable as it gets there.
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+# state.json, as `StateStore.save` writes it. Every key is optional: a new user has none yet.
+_STATE = Shape({
+    "last": lambda value: SyncOutcome.from_dict(value) is not None,
+    "last_success": is_str,
+    "synced_roots": list_of(is_str),
+    "replicas": dict_of(Shape({"local_id": is_str, "server_id": is_str})),
+})
+
+
+def _parse_history(text: str) -> list[tuple[str, SyncOutcome]]:
+    """history.jsonl's lines with the outcomes they hold; ValueError for a line that holds none."""
+    entries = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            outcome = SyncOutcome.from_dict(json.loads(line))
+        except ValueError:
+            outcome = None
+        if outcome is None:
+            raise ValueError(f"line {number} is not the outcome of a pass")
+        entries.append((line, outcome))
+    return entries
 
 
 class StateStore:
@@ -58,14 +122,19 @@ class StateStore:
         self.log_file = state_dir / "sync.log"
 
     def load(self) -> dict[str, Any]:
-        """The saved state; an unreadable or damaged file counts as empty (with a note)."""
+        """The saved state; {} when there is none, or when it was broken (it is moved aside).
+
+        Starting afresh is safe: no pair of roots counts as synced, so the next pass is a first
+        sync (unison takes the union of both sides and deletes nothing), and with no replica
+        ids recorded it adopts the markers it finds; the last result and last success are
+        forgotten (`status` shows the history). A file that cannot be read (permissions)
+        counts as empty with a note, and stays where it is.
+        """
         try:
-            data = json.loads(self.state_file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
+            data = read_json(self.state_file, _STATE.checked)
+        except OSError as exc:
             return {"damaged": f"{self.state_file}: {exc}"}
-        return data if isinstance(data, dict) else {}
+        return data or {}
 
     def save(self, data: dict[str, Any]) -> None:
         data.pop("damaged", None)
@@ -101,8 +170,8 @@ class StateStore:
         return roots in self.load().get("synced_roots", [])
 
     def replicas(self, roots: str) -> dict[str, Any]:
-        """What the guards recorded at the last good pass of this pair of roots: replica ids
-        (`local_id`, `server_id`) and file counts (`local_files`, `server_files`)."""
+        """What the guards recorded at the last good pass of this pair of roots: the replica
+        ids `local_id` and `server_id`."""
         entry = self.load().get("replicas", {}).get(roots)
         return entry if isinstance(entry, dict) else {}
 
@@ -114,35 +183,34 @@ class StateStore:
             self.save(data)
 
     def _append_history(self, outcome: dict[str, Any]) -> None:
-        try:
-            lines = self.history_file.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            lines = []
+        lines = [line for line, _ in self._entries()]
         lines = [*lines[-(HISTORY_LIMIT - 1):], json.dumps(outcome, sort_keys=True)]
         write_atomic(self.history_file, "\n".join(lines) + "\n")
 
-    def history(self) -> list[SyncOutcome]:
-        """The passes recorded, oldest first; lines of the wrong shape are left out."""
+    def _entries(self) -> list[tuple[str, SyncOutcome]]:
+        """The history's lines and outcomes; none when there is no history, or when it was
+        broken (it is moved aside). Nothing guards by the history: without it `status` and
+        `conflicts` know only what the next pass records (and `status` the last result)."""
         try:
-            text = self.history_file.read_text(encoding="utf-8")
-        except (FileNotFoundError, UnicodeDecodeError):
+            return read_checked(self.history_file, _parse_history) or []
+        except OSError:
             return []
-        entries = []
-        for line in text.splitlines():
-            try:
-                entry = SyncOutcome.from_dict(json.loads(line))
-            except ValueError:
-                continue
-            if entry is not None:
-                entries.append(entry)
-        return entries
+
+    def history(self) -> list[SyncOutcome]:
+        """The passes recorded, oldest first."""
+        return [outcome for _, outcome in self._entries()]
 
     def open_log(self) -> LogWriter:
-        return LogWriter(self.log_file)
+        with naming_disk_full(self.log_file):
+            return LogWriter(self.log_file)
 
 
 class LogWriter:
-    """Appends unison's output to sync.log, rotating it so it never grows without bound."""
+    """Appends unison's output to sync.log, rotating it so it never grows without bound.
+
+    A full disk does not stop a pass midway: the lines that do not fit are dropped, and leaving
+    the `with` block raises `DiskFull` naming sync.log (the pass then ends failed, saying so).
+    """
 
     def __init__(self, path: Path) -> None:
         ensure_private_dir(path.parent)
@@ -151,6 +219,7 @@ class LogWriter:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o600)
         self._handle = os.fdopen(fd, "a", encoding="utf-8")
+        self.lost: DiskFull | None = None  # set once a line could not be written
 
     def _rotate_if_big(self) -> None:
         try:
@@ -165,14 +234,27 @@ class LogWriter:
         self.path.replace(self.path.with_name(f"{self.path.name}.1"))
 
     def write(self, line: str) -> None:
+        if self.lost is not None:
+            return
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        self._handle.write(f"{stamp} {line}\n")
+        try:
+            with naming_disk_full(self.path):
+                self._handle.write(f"{stamp} {line}\n")
+        except DiskFull as exc:
+            self.lost = exc
 
     def close(self) -> None:
-        self._handle.close()
+        """Close the log (what is buffered is written now); a full disk sets `lost`."""
+        try:
+            with naming_disk_full(self.path):
+                self._handle.close()
+        except DiskFull as exc:
+            self.lost = self.lost or exc
 
     def __enter__(self) -> LogWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         self.close()
+        if self.lost is not None and exc_type is None:
+            raise self.lost

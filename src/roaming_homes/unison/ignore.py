@@ -13,7 +13,10 @@ import os
 import re
 import stat
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from roaming_homes.files import Shape, dict_of, is_int, is_str, list_of, read_json
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -102,12 +105,22 @@ def _list_dir(path: str, ignored: Callable[[str], bool]) -> tuple[int, list[str]
 _SETTLED_NS = 3_000_000_000
 
 
+def _is_seen(value: Any) -> bool:
+    """[device, inode, ctime, mtime, files, [subdirectories]]: what a count saw of a directory."""
+    return (isinstance(value, list) and len(value) == 6 and all(map(is_int, value[:5]))
+            and list_of(is_str)(value[5]))
+
+
+_CACHE = Shape.complete({"rules": list_of(is_str), "dirs": dict_of(_is_seen)})
+
+
 class DirCache:
     """What the last count saw of each directory below one root: its identity (device, inode,
     ctime, mtime), its files and its subdirectories; a private JSON file.
 
     Valid only for the rules (root, paths, ignores) it was made with; any other rules start
-    afresh.
+    afresh. It is a cache only: without it (none yet, other rules, or broken: then it is moved
+    aside) the count reads every directory and comes to the same total.
     """
 
     def __init__(self, path: str | os.PathLike[str], rules: Sequence[object]) -> None:
@@ -115,12 +128,11 @@ class DirCache:
         self.rules = [str(rule) for rule in rules]
         self.seen: dict[str, list[Any]] = {}
         try:
-            with open(self.path, encoding="utf-8") as handle:
-                data = json.load(handle)
-            if data.get("rules") == self.rules and isinstance(data.get("dirs"), dict):
-                self.seen = data["dirs"]
-        except (OSError, ValueError, AttributeError):
-            pass
+            data = read_json(Path(self.path), _CACHE.checked)
+        except OSError:
+            data = None
+        if data is not None and data["rules"] == self.rules:
+            self.seen = data["dirs"]
 
     def remember(self, dirs: dict[str, list[Any]]) -> None:
         """Keep what the last count saw (directories no longer there are forgotten), replacing
