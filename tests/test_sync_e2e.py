@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -299,3 +300,20 @@ def test_local_server_root_mode_syncs_and_missing_root_is_offline(local_user: Se
     result = local_user.sync()
     assert result.returncode == 75
     assert "not available" in result.stderr
+
+
+def test_nothing_to_sync_is_a_warning_in_sync_status_and_check(user: Setup) -> None:
+    user.configure(sync={"paths": ["Documents", "Music"]})
+
+    code, outcome = user.sync_json()
+    checks = {c["name"]: c for c in json.loads(user.run("check", "--json").stdout)["checks"]}
+
+    assert code == 0
+    assert any(n.startswith("nothing to sync: none of the synced paths") for n in outcome["notes"])
+    assert "note:             nothing to sync" in user.run("status").stdout
+    assert checks["synced paths"]["status"] == "warn"
+    assert checks["synced paths"]["detail"].startswith("nothing to sync")
+    (user.server_home / "Music").mkdir()
+    checks = {c["name"]: c for c in json.loads(user.run("check", "--json").stdout)["checks"]}
+    assert checks["synced paths"]["status"] == "warn"  # Documents: a typo?
+    assert "Documents" in checks["synced paths"]["detail"]

@@ -23,6 +23,7 @@ from roaming_homes.outcome import SUCCEEDED, Reason, SyncOutcome
 from roaming_homes.paths import Locations
 from roaming_homes.safety.guards import MARKER
 from roaming_homes.session.state import StateStore
+from roaming_homes.text import escape
 from roaming_homes.unison import runner
 from roaming_homes.unison import ssh as transport
 
@@ -276,6 +277,38 @@ def _fsmonitor_result(cfg: config.Config, remote: _Server) -> Result:
                   "on the server")
 
 
+_EXISTS = 'cd "$1" || exit 1; shift; for p; do if [ -e "$p" ] || [ -L "$p" ]; then ' \
+          "printf 1; else printf 0; fi; done"
+
+
+def paths_result(paths: list[str], here: list[bool], there: list[bool],
+                 explicit: bool) -> Result:
+    """Which synced paths exist: nothing to sync is a warning, not a silent success, and a
+    configured path that exists nowhere is most likely a typo."""
+    name = "synced paths"
+    nowhere = [p for p, h, t in zip(paths, here, there, strict=True) if not (h or t)]
+    if len(nowhere) == len(paths):
+        return Result(name, WARN, "nothing to sync: none of the synced paths exists here or on "
+                      "the server", "create one of them, or set sync.paths")
+    if explicit and nowhere:
+        return Result(name, WARN, "exist neither here nor on the server: "
+                      + ", ".join(escape(p) for p in nowhere), "fix sync.paths")
+    return Result(name, OK, f"{sum(here)} of {len(paths)} here, {sum(there)} on the server")
+
+
+def _paths_result(cfg: config.Config, locations: Locations, remote: _Server) -> Result:
+    from roaming_homes.actions.sync import sync_paths
+
+    paths, _ = sync_paths(cfg, locations)
+    here = [(locations.home / p).exists() or (locations.home / p).is_symlink() for p in paths]
+    answer = remote.run(["sh", "-c", _EXISTS, "sh", remote.home, *paths])
+    bits = answer.stdout.strip()
+    if answer.returncode != 0 or len(bits) != len(paths) or set(bits) - {"0", "1"}:
+        return Result("synced paths", WARN, "could not look at the server's side",
+                      "see `roaming-homes sync -v`")
+    return paths_result(paths, here, [b == "1" for b in bits], bool(cfg["sync"]["paths"]))
+
+
 def _service() -> Result:
     if shutil.which("systemctl") is None:
         return Result("user service", SKIP, "systemctl not found (no systemd here)")
@@ -313,11 +346,12 @@ def run_checks(locations: Locations, config_path: Path | None = None) -> Report:
         server_marker = remote.run(["test", "-e", f"{remote.home}/{MARKER}"]).returncode == 0
         results += [_home_result(remote), unison_result(local_version, server_version, program),
                     _fsmonitor_result(cfg, remote),
-                    markers_result(local_marker, server_marker)]
+                    markers_result(local_marker, server_marker),
+                    _paths_result(cfg, locations, remote)]
     else:
         why = "not checked: the server cannot be used"
         results += [Result(name, SKIP, why) for name in
-                    ("server home", "unison", "fsmonitor", "replica markers")]
+                    ("server home", "unison", "fsmonitor", "replica markers", "synced paths")]
     store = StateStore(locations.state_dir)
     results += [_service(), sync_age_result(store.last(), store.last_success(),
                                             datetime.now().astimezone(),

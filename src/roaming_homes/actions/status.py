@@ -187,6 +187,7 @@ def report(locations: Locations, stale_after: int = 86400,
         **{key: shown.get(key) for key in ("started", "finished", "duration", "server")},
         **{key: shown.get(key, 0) for key in ("transferred", "skipped", "failed")},
         "conflicts": shown.get("conflicts", []),
+        "notes": shown.get("notes", []),
         "last_success": store.last_success(),
         "running": pid is not None,
         "running_pid": pid,
@@ -231,6 +232,7 @@ def render(report: dict[str, Any]) -> str:
     lines.append(f"  sync running now: {running}")
     if report["watching_pid"]:
         lines.append(f"  real-time mode:   watching (daemon pid {report['watching_pid']})")
+    lines += [f"  note:             {printable(note)}" for note in report["notes"]]
     for item in report["computers"]:
         who = printable(item["name"]) + (" (this one)" if item["this"] else "")
         when = item["last_success"] or "never"

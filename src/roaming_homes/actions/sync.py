@@ -597,7 +597,11 @@ def _judged(job: Pass, prepared: _Prepared, run: dialogue.Run, summary: output.S
     result = _finish(job.store, prepared.key, run, summary, first, outcome)
     # Configured paths that exist nowhere are most likely typos; defaults may simply not exist.
     explicit = job.config["sync"]["paths"]
-    for path in guards.absent_paths(prepared.paths, prepared.found) if explicit else ():
+    absent = guards.absent_paths(prepared.paths, prepared.found)
+    if len(absent) == len(prepared.paths):
+        result.notes.append("nothing to sync: none of the synced paths exists here or on the "
+                            "server (sync.paths)")
+    for path in absent if explicit else ():
         meant = guards.likely_meant(path, _existing_names(job, path))
         note = (f"sync.paths: {escape(path)!r} exists neither here nor on the server"
                 + (f" (did you mean {escape(meant)!r}?)" if meant else ""))
