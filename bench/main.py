@@ -20,7 +20,7 @@ from pathlib import Path
 from tests.support.homes import CLI, Setup
 from tests.support.sshd import SshServer, free_port
 
-from bench import realtime, trees
+from bench import computers, realtime, trees
 from bench.blackhole import BlackHole
 from bench.measure import Row, import_cost_us, machine, peak_rss, render, repeat, timed
 from roaming_homes import config as config_mod
@@ -304,18 +304,25 @@ Baselines, all in the same run on the same machine, interleaved with our runs:
 """
 
 
-def realtime_only(quick: bool) -> int:
-    """Rows 7 and 8 alone, for a change that only touches real-time mode; the table to paste."""
+def only(rows_of: Callable[[Path], list[Row]], quick: bool) -> int:
+    """Some rows alone (for a change that touches only what they measure): the table to paste."""
     base = Path(tempfile.mkdtemp(prefix="rhbench-"))
     try:
         info = machine(base)
-        rows = realtime.measure(base, realtime.Plan.quick() if quick else realtime.Plan.full(),
-                                trees.Pool())
+        rows = rows_of(base)
     finally:
         subprocess.run(["rm", "-rf", str(base)], check=False)
     print(header(info, "quick" if quick else "full"))
     print(render(rows), end="")
     return 0 if all(row.met is not False for row in rows) else 1
+
+
+def realtime_rows(base: Path, quick: bool, pool: trees.Pool) -> list[Row]:
+    """Rows 7, 8 (one computer in real-time mode) and 9 (two and three at once)."""
+    return [*realtime.measure(base, realtime.Plan.quick() if quick else realtime.Plan.full(),
+                              pool),
+            *computers.measure(base, computers.Plan.quick() if quick
+                               else computers.Plan.full())]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -325,10 +332,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "performance.md",
                         help="where to write the table (default: docs/performance.md)")
     parser.add_argument("--realtime", action="store_true",
-                        help="only the real-time rows (7, 8): print them, write no file")
+                        help="only the real-time rows (7, 8, 9): print them, write no file")
+    parser.add_argument("--computers", action="store_true",
+                        help="only the rows of several computers at once (9): print them, "
+                        "write no file")
     args = parser.parse_args(argv)
     if args.realtime:
-        return realtime_only(args.quick)
+        return only(lambda base: realtime_rows(base, args.quick, trees.Pool()), args.quick)
+    if args.computers:
+        several = computers.Plan.quick() if args.quick else computers.Plan.full()
+        return only(lambda base: computers.measure(base, several), args.quick)
     plan = Plan.quick() if args.quick else Plan.full()
     started = time.monotonic()
     base = Path(tempfile.mkdtemp(prefix="rhbench-"))
@@ -340,8 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         bench.offline()
         bench.small_homes()
         bench.first_sync()
-        bench.rows += realtime.measure(base, realtime.Plan.quick() if args.quick
-                                       else realtime.Plan.full(), bench.pool)
+        bench.rows += realtime_rows(base, args.quick, bench.pool)
     finally:
         if bench is not None:
             bench.close()
@@ -351,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     table = render(rows)
     name = "quick" if args.quick else "full"
     text = (f"# Performance\n\n{header(info, name)}\n{table}\n{BASELINES}\n{realtime.NOTES}\n"
+            f"{computers.NOTES}\n"
             f"Whole run: {time.monotonic() - started:.0f} s.\n")
     print(table, end="")
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -22,9 +22,10 @@ import statistics
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from tests.support.daemon import DaemonProcess
-from tests.support.fsmonitor import monitors_of, monitors_tagged, write_wrapper
+from tests.support.fsmonitor import local_monitors_of, monitors_tagged, write_wrapper
 from tests.support.homes import CLI, Setup
 from tests.support.procfs import parent_of, processes
 from tests.support.sshd import SshServer
@@ -116,7 +117,8 @@ def _total_cpu(pids: list[int]) -> float:
 
 
 class World:
-    """An sshd whose ssh user finds our monitor, and users synced over it."""
+    """An sshd whose ssh user finds our monitor, and users synced over it (several computers of
+    one user are users whose `server_home` is the same directory)."""
 
     def __init__(self, base: Path) -> None:
         self.base = base
@@ -127,6 +129,7 @@ class World:
         self.sshd = SshServer(base / "sshd", env={"PATH": self.path}).start()
         self.users: list[Setup] = []
         self.daemons: list[DaemonProcess] = []
+        self.watching: dict[int, Setup] = {}  # daemon PID -> its user, in real-time mode
 
     def user(self, name: str) -> Setup:
         setup = Setup(self.base / name, self.sshd)
@@ -135,13 +138,19 @@ class World:
         self.users.append(setup)
         return setup
 
-    def start(self, user: Setup, watch: bool, interval: int) -> DaemonProcess:
-        user.configure(sync={"watch": watch, "interval": interval, "logout_timeout": 60})
+    def start(self, user: Setup, watch: bool, interval: int,
+              **sections: dict[str, Any]) -> DaemonProcess:
+        """The user's daemon, once its first pass is done (and, watching, both its monitors
+        run: its own here, and one more of this run's on the server)."""
+        user.configure(**sections, sync={"watch": watch, "interval": interval,
+                                         "logout_timeout": 60})
         daemon = DaemonProcess(user)
         self.daemons.append(daemon)
         daemon.wait_for_log("in sync", timeout=600)
         if watch:
-            wait_for(lambda: len(monitors_of(user.home, self.tag)) == 2, 120,
+            self.watching[daemon.proc.pid] = user
+            wait_for(lambda: (len(local_monitors_of(user.home)) == 1
+                              and len(monitors_tagged(self.tag)) == len(self.watching)), 120,
                      "a monitor on each end")
             assert "falling back" not in daemon.log, daemon.log
         return daemon
@@ -149,7 +158,10 @@ class World:
     def stop(self, daemon: DaemonProcess) -> None:
         daemon.signal(signal.SIGTERM)
         daemon.wait(120)
-        wait_for(lambda: not monitors_tagged(self.tag), 30, "the monitors to end")
+        user = self.watching.pop(daemon.proc.pid, None)
+        wait_for(lambda: (len(monitors_tagged(self.tag)) <= len(self.watching)
+                          and not (user and local_monitors_of(user.home))), 30,
+                 "the monitors to end")
 
     def close(self) -> None:
         for daemon in self.daemons:

@@ -35,6 +35,10 @@ EXPECTED_ROWS = [
     ("7", "… interval mode, `sync.interval = 60`, p50"),
     ("7", "… interval mode, `sync.interval = 60`, p99"),
     ("8", "idle CPU per hour, unchanged home of 1 000 files, watch mode"),
+    ("9", "write on A → on B, 2 computers watching, over 3 writes, p50"),
+    ("9", "write on A → on B, 2 computers watching, over 3 writes, p99"),
+    ("9", "write on A → on B and C, 3 computers watching, over 3 writes, p50"),
+    ("9", "write on A → on B and C, 3 computers watching, over 3 writes, p99"),
 ]
 _FIGURE = re.compile(r"\d+\.\d+ (s|ms|MiB)")
 

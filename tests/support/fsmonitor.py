@@ -57,8 +57,13 @@ def monitors_of(home: Path, tag: str) -> list[int]:
     """PIDs of the real-time monitors of the user whose home is `home`: the server's (started
     through the wrapper written with `tag`) and this computer's (a child of the daemon, whose
     environment names the home)."""
-    return [*monitors_tagged(tag),
-            *processes_with(f"HOME={home}", b"roaming_homes.unison.fsmonitor")]
+    return [*monitors_tagged(tag), *local_monitors_of(home)]
+
+
+def local_monitors_of(home: Path) -> list[int]:
+    """PIDs of the monitors of this computer's real-time mode for the user whose home is
+    `home` (children of the daemon, whose environment names the home)."""
+    return processes_with(f"HOME={home}", b"roaming_homes.unison.fsmonitor")
 
 
 class MonitorSession:
