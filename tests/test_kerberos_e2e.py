@@ -1,0 +1,166 @@
+"""End to end against a real MIT Kerberos realm: the CLI and the daemon logging in over GSSAPI
+(no key, no password) to an sshd on loopback, with a real KDC, tickets, expiry and outages.
+
+The realm is made once for the session (a KDC on a free port, its own krb5.conf through
+KRB5_CONFIG); every test has its own ticket cache (KRB5CCNAME) and its own user.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import without_monitor
+from tests.support.homes import Setup
+from tests.support.kerberos import SYSTEM_PATH, GssapiSshServer, Realm, available
+
+pytestmark = pytest.mark.skipif(not available(), reason="MIT Kerberos is not installed "
+                                "(scripts/setup installs krb5-kdc krb5-admin-server krb5-user)")
+
+
+@pytest.fixture(scope="session")
+def realm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Realm]:
+    made = Realm(tmp_path_factory.mktemp("realm")).create()
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+@pytest.fixture(scope="session")
+def gss_sshd(tmp_path_factory: pytest.TempPathFactory,
+             realm: Realm) -> Iterator[GssapiSshServer]:
+    path = without_monitor(tmp_path_factory.mktemp("no-monitor"))
+    with GssapiSshServer(tmp_path_factory.mktemp("gss-sshd"), realm,
+                         env={"PATH": path}) as server:
+        yield server
+
+
+class KrbUser(Setup):
+    """A user who logs in to the server with a Kerberos ticket in their own cache."""
+
+    def __init__(self, base: Path, sshd: GssapiSshServer, realm: Realm) -> None:
+        self.realm = realm
+        self.ccache = base / "ccache"
+        super().__init__(base, sshd)
+        self.env.update(realm.client_env(self.ccache))
+
+    def configure(self, **sections: dict[str, Any]) -> None:
+        # The host principal is host/localhost: ssh must be told that name, not 127.0.0.1.
+        super().configure(**{**sections, "server": {"host": "localhost",
+                                                    **sections.get("server", {})}})
+
+    def kinit(self, lifetime: str = "") -> None:
+        self.realm.kinit(self.ccache, lifetime)
+
+    def kdestroy(self) -> None:
+        subprocess.run(["kdestroy"], env={"PATH": SYSTEM_PATH, **self.env}, check=True,
+                       capture_output=True, timeout=10)
+
+    def has_ticket(self) -> bool:
+        return subprocess.run(["klist", "-s"], env={"PATH": SYSTEM_PATH, **self.env},
+                              check=False, timeout=10).returncode == 0
+
+
+@pytest.fixture
+def krb_user(tmp_path: Path, gss_sshd: GssapiSshServer, realm: Realm) -> Iterator[KrbUser]:
+    setup = KrbUser(tmp_path / "user", gss_sshd, realm)
+    (setup.home / "Documents").mkdir()
+    yield setup
+    setup.close()
+
+
+def _timed_sync(user: Setup) -> tuple[int, dict[str, Any], float]:
+    started = time.monotonic()
+    code, outcome = user.sync_json()
+    return code, outcome, time.monotonic() - started
+
+
+def _assert_needs_ticket(code: int, outcome: dict[str, Any], seconds: float) -> None:
+    assert (code, outcome["result"], outcome["reason"]) == (3, "failed", "no-ticket"), outcome
+    assert outcome["action"] == "kinit"
+    assert seconds < 2, f"took {seconds:.1f} s"
+
+
+def test_a_valid_ticket_logs_in_over_gssapi_and_syncs(krb_user: KrbUser,
+                                                      gss_sshd: GssapiSshServer) -> None:
+    krb_user.kinit()
+    (krb_user.home / "Documents" / "a.txt").write_text("kerberised")
+
+    code, outcome = krb_user.sync_json()
+
+    assert code == 0, outcome
+    assert (krb_user.server_home / "Documents" / "a.txt").read_text() == "kerberised"
+    assert "Accepted gssapi-with-mic" in gss_sshd.log_file.read_text()
+
+
+def test_without_a_ticket_the_pass_ends_at_once_asking_for_kinit(krb_user: KrbUser) -> None:
+    krb_user.kinit()
+    assert krb_user.sync().returncode == 0  # the shared connection is open now
+    krb_user.kdestroy()
+    (krb_user.home / "Documents" / "b.txt").write_text("waits for a ticket")
+
+    code, outcome, seconds = _timed_sync(krb_user)
+
+    _assert_needs_ticket(code, outcome, seconds)
+    assert not (krb_user.server_home / "Documents" / "b.txt").exists()
+    assert krb_user.status()["action"] == "kinit"
+    krb_user.kinit()
+    assert krb_user.sync().returncode == 0
+    assert (krb_user.server_home / "Documents" / "b.txt").exists()
+
+
+def test_an_expired_ticket_ends_the_pass_at_once(krb_user: KrbUser) -> None:
+    krb_user.kinit(lifetime="2s")
+    time.sleep(3)
+    assert not krb_user.has_ticket()
+
+    _assert_needs_ticket(*_timed_sync(krb_user))
+
+
+def test_with_the_kdc_stopped_a_valid_ticket_still_syncs(krb_user: KrbUser,
+                                                          realm: Realm) -> None:
+    krb_user.kinit()
+    assert krb_user.sync().returncode == 0  # the service ticket is in the cache now
+    krb_user.close_connection()  # the next pass logs in anew
+    (krb_user.home / "Documents" / "c.txt").write_text("KDC down")
+    realm.stop_kdc()
+    try:
+        code, outcome = krb_user.sync_json()
+    finally:
+        realm.start_kdc()
+
+    assert code == 0, outcome
+    assert (krb_user.server_home / "Documents" / "c.txt").read_text() == "KDC down"
+
+
+def test_a_ticket_that_expires_during_a_pass_loses_nothing(tmp_path: Path, realm: Realm) -> None:
+    """The login happens once, at the start; the shared connection carries the pass on after
+    the ticket has expired. The server's unison starts 4 s late, past the ticket's 2 s."""
+    slow = tmp_path / "slow-bin"
+    slow.mkdir()
+    real = shutil.which("unison")
+    assert real is not None
+    (slow / "unison").write_text(f"#!/bin/sh\nsleep 4\nexec {real} \"$@\"\n")
+    (slow / "unison").chmod(0o755)
+    path = f"{slow}:{without_monitor(tmp_path / 'no-monitor')}"
+    with GssapiSshServer(tmp_path / "sshd", realm, env={"PATH": path}) as sshd:
+        user = KrbUser(tmp_path / "user", sshd, realm)
+        try:
+            (user.home / "Documents").mkdir()
+            (user.home / "Documents" / "d.txt").write_text("long pass")
+            user.kinit(lifetime="2s")
+
+            code, outcome = user.sync_json()
+
+            assert not user.has_ticket()  # expired during the pass
+            assert code == 0, outcome
+            assert (user.server_home / "Documents" / "d.txt").read_text() == "long pass"
+        finally:
+            user.close()
