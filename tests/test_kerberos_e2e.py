@@ -17,8 +17,11 @@ from typing import Any
 import pytest
 
 from tests.conftest import without_monitor
+from tests.support.daemon import DaemonProcess, appears
 from tests.support.homes import Setup
 from tests.support.kerberos import SYSTEM_PATH, GssapiSshServer, Realm, available
+from tests.support.notifications import RecordingServer
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(not available(), reason="MIT Kerberos is not installed "
                                 "(scripts/setup installs krb5-kdc krb5-admin-server krb5-user)")
@@ -164,3 +167,34 @@ def test_a_ticket_that_expires_during_a_pass_loses_nothing(tmp_path: Path, realm
             assert (user.server_home / "Documents" / "d.txt").read_text() == "long pass"
         finally:
             user.close()
+
+
+def test_the_daemon_waits_for_a_ticket_and_syncs_right_after_kinit(
+        krb_user: KrbUser, notifications: RecordingServer) -> None:
+    """No ticket at login: one "sign in" notification, no pass reaches the server; kinit (a
+    new ticket cache file) starts a pass at once, long before the hour's interval, and "back
+    in sync" replaces the notification."""
+    krb_user.configure(sync={**krb_user.config["sync"], "interval": 3600},
+                       notify={"enabled": True})
+    (krb_user.home / "Documents" / "e.txt").write_text("after kinit")
+    daemon = DaemonProcess(krb_user, env={"DBUS_SESSION_BUS_ADDRESS": notifications.address})
+    try:
+        daemon.wait_for_log("no valid Kerberos ticket")
+        asked = notifications.wait_for(1)[0]
+        assert asked["summary"] == "Sign in again to keep your home in sync"
+        assert "kinit" in asked["body"] and asked["actions"] == {}
+        assert not (krb_user.server_home / "Documents" / "e.txt").exists()
+
+        started = time.monotonic()
+        krb_user.kinit()
+        wait_for(appears(krb_user.server_home / "Documents" / "e.txt", "after kinit"), 10,
+                 "the pass after kinit")
+
+        assert time.monotonic() - started < 10
+        assert "the Kerberos ticket cache changed: syncing now" in daemon.log
+        back = notifications.wait_for(2)[1]
+        assert back["summary"] == "Back in sync"
+        assert back["replaces_id"] == asked["id"]
+        assert len(notifications.notifications()) == 2
+    finally:
+        daemon.close()
