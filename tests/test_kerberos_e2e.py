@@ -7,6 +7,7 @@ KRB5_CONFIG); every test has its own ticket cache (KRB5CCNAME) and its own user.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
@@ -117,6 +118,25 @@ def test_without_a_ticket_the_pass_ends_at_once_asking_for_kinit(krb_user: KrbUs
     krb_user.kinit()
     assert krb_user.sync().returncode == 0
     assert (krb_user.server_home / "Documents" / "b.txt").exists()
+
+
+def test_check_shows_the_ticket_and_says_when_to_kinit(krb_user: KrbUser) -> None:
+    krb_user.kinit()
+    checks = {item["name"]: item for item in
+              json.loads(krb_user.run("check", "--json").stdout)["checks"]}
+    assert checks["kerberos"]["status"] == "ok", checks["kerberos"]
+    assert krb_user.realm.principal in checks["kerberos"]["detail"]
+    assert checks["ssh login"]["status"] == "ok", checks["ssh login"]
+
+    krb_user.kinit(lifetime="30m")
+    soon = krb_user.run("check").stdout
+    assert "! kerberos: ticket for" in soon and "kinit" in soon
+
+    krb_user.kdestroy()
+    gone = krb_user.run("check")
+    assert gone.returncode != 0
+    assert "✗ kerberos: no valid ticket (none, or expired) → sign in again: kinit" in gone.stdout
+    assert "✗ ssh login: no valid Kerberos ticket" in gone.stdout
 
 
 def test_an_expired_ticket_ends_the_pass_at_once(krb_user: KrbUser) -> None:

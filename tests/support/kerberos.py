@@ -97,7 +97,7 @@ class Realm:
         self.config.write_text(
             f"[libdefaults]\n  default_realm = {REALM}\n  dns_lookup_realm = false\n"
             "  dns_lookup_kdc = false\n  dns_canonicalize_hostname = false\n  rdns = false\n"
-            "  udp_preference_limit = 1\n  ticket_lifetime = 1h\n"
+            "  udp_preference_limit = 1\n  ticket_lifetime = 10h\n"
             f"[realms]\n  {REALM} = {{\n    kdc = 127.0.0.1:{self.port}\n  }}\n"
             f"[domain_realm]\n  localhost = {REALM}\n")
         db = self.dir / "kdc"
@@ -106,7 +106,7 @@ class Realm:
             f"  kdc_tcp_listen = 127.0.0.1:{self.port}\n"
             f"[realms]\n  {REALM} = {{\n    database_name = {db / 'principal'}\n"
             f"    key_stash_file = {db / 'stash'}\n    acl_file = {db / 'kadm5.acl'}\n"
-            "    max_life = 1h\n    default_principal_flags = +preauth\n"
+            "    max_life = 10h\n    default_principal_flags = +preauth\n"
             "    supported_enctypes = aes256-cts-hmac-sha1-96:normal\n  }\n"
             f"[logging]\n  kdc = FILE:{self.dir / 'kdc.log'}\n")
         password = base64.b64encode(os.urandom(18)).decode()

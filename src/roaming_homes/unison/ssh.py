@@ -425,6 +425,12 @@ def _open(server: Server, command: list[str]) -> None:
         raise _classify_failure(server, stderr)
 
 
+def uses_kerberos(server: Server) -> bool:
+    """Whether the login to `server` relies on a Kerberos ticket (`server.kerberos`)."""
+    return kerberos.uses_kerberos(server.kerberos,
+                                  [*ssh_options(server, None), *_destination(server)])
+
+
 def check_ticket(server: Server) -> None:
     """Raise ConnectError (NO_TICKET) when the login uses Kerberos and there is no valid ticket.
 
@@ -432,8 +438,7 @@ def check_ticket(server: Server) -> None:
     ticket ends syncing at the next pass, not when the master happens to close. Nothing is
     sent to the server (nor to the KDC, which may hang ssh for half a minute).
     """
-    ssh_argv = [*ssh_options(server, None), *_destination(server)]
-    if kerberos.uses_kerberos(server.kerberos, ssh_argv) and not kerberos.has_ticket():
+    if uses_kerberos(server) and not kerberos.has_ticket():
         raise ConnectError(f"no valid Kerberos ticket for the login to {server.host} (none, or "
                            "expired): sign in again with kinit", Reason.NO_TICKET,
                            action="kinit")
