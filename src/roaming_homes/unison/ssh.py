@@ -264,13 +264,15 @@ _FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
 
 def _known_fingerprints(server: Server) -> list[str]:
     """The fingerprints this computer's known_hosts files hold for the server (ssh -G says
-    which files the options in force name)."""
+    which files the options in force name): the user's and the global ones (where FreeIPA's
+    sss_ssh_knownhostsproxy keeps the keys it fetched, /var/lib/sss/pubconf/known_hosts)."""
     name = server.host if server.port == 22 else f"[{server.host}]:{server.port}"
     try:
         config = runner.run(["ssh", "-G", *ssh_options(server, None), *_destination(server)],
                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=10)
-        files: list[str] = next((line.split()[1:] for line in config.stdout.splitlines()
-                                 if line.startswith("userknownhostsfile ")), [])
+        files = [path for line in config.stdout.splitlines()
+                 if line.startswith(("userknownhostsfile ", "globalknownhostsfile "))
+                 for path in line.split()[1:]]
         found = [runner.run(["ssh-keygen", "-l", "-F", name, "-f", os.path.expanduser(path)],
                             stdin=subprocess.DEVNULL, capture_output=True, text=True,
                             timeout=10).stdout for path in files]
