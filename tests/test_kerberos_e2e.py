@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,8 +18,10 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import SYSTEM_PATH as CONFTEST_PATH
 from tests.conftest import without_monitor
 from tests.support.daemon import DaemonProcess, appears
+from tests.support.fsmonitor import monitors_of
 from tests.support.homes import Setup
 from tests.support.kerberos import SYSTEM_PATH, GssapiSshServer, Realm, available
 from tests.support.notifications import RecordingServer
@@ -139,12 +142,15 @@ def test_check_shows_the_ticket_and_says_when_to_kinit(krb_user: KrbUser) -> Non
     assert "✗ ssh login: no valid Kerberos ticket" in gone.stdout
 
 
-def test_an_expired_ticket_ends_the_pass_at_once(krb_user: KrbUser) -> None:
+def test_an_expired_ticket_ends_the_pass_at_once_without_reaching_the_server(
+        krb_user: KrbUser, gss_sshd: GssapiSshServer) -> None:
     krb_user.kinit(lifetime="2s")
     time.sleep(3)
     assert not krb_user.has_ticket()
+    connections = gss_sshd.log_file.read_text().count("Connection from")
 
     _assert_needs_ticket(*_timed_sync(krb_user))
+    assert gss_sshd.log_file.read_text().count("Connection from") == connections
 
 
 def test_with_the_kdc_stopped_a_valid_ticket_still_syncs(krb_user: KrbUser,
@@ -218,3 +224,36 @@ def test_the_daemon_waits_for_a_ticket_and_syncs_right_after_kinit(
         assert len(notifications.notifications()) == 2
     finally:
         daemon.close()
+
+
+def test_in_real_time_mode_a_lost_ticket_pauses_syncing_until_kinit(
+        tmp_path: Path, realm: Realm, tag: str) -> None:
+    """The watch's next cycle finds no ticket: nothing reaches the server, real-time mode ends;
+    kinit brings a pass at once and the watch back."""
+    path = f"{tmp_path / 'bin'}:{CONFTEST_PATH}"  # our unison-fsmonitor (the `tag` fixture's)
+    with GssapiSshServer(tmp_path / "sshd", realm, env={"PATH": path}) as sshd:
+        user = KrbUser(tmp_path / "user", sshd, realm)
+        docs, sdocs = user.home / "Documents", user.server_home / "Documents"
+        for side in (docs, sdocs):
+            side.mkdir()
+        user.kinit()
+        user.configure(sync={"watch": True, "interval": 3600})
+        daemon = DaemonProcess(user)
+        try:
+            daemon.wait_for_log("in sync")
+            wait_for(lambda: len(monitors_of(user.home, tag)) == 2, 30, "a monitor on each end")
+            user.kdestroy()
+            (docs / "f.txt").write_text("while signed out")
+            daemon.wait_for_log("no valid Kerberos ticket")
+            assert not (sdocs / "f.txt").exists()
+
+            user.kinit()
+
+            wait_for(appears(sdocs / "f.txt", "while signed out"), 15, "the pass after kinit")
+            assert "the Kerberos ticket cache changed: syncing now" in daemon.log
+            wait_for(lambda: len(monitors_of(user.home, tag)) == 2, 30, "watching again")
+        finally:
+            daemon.signal(signal.SIGTERM)
+            daemon.wait(60)
+            daemon.close()
+            user.close()
