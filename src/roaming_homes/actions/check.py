@@ -252,10 +252,9 @@ def _connection_results(server: transport.Server,
     try:
         socket = transport.connect(server, locations.control_dir)
     except transport.ConnectError as exc:
-        if exc.reason is Reason.NO_TICKET:  # nothing was sent to the server
-            why = "not tried: no Kerberos ticket"
-            return ([Result(names[0], SKIP, why), Result(names[1], SKIP, why),
-                     Result(names[2], FAIL, exc.message, "sign in again: kinit")], None, False)
+        if exc.reason is Reason.NO_TICKET:  # the kerberos line fails; nothing was sent
+            skipped = [Result(name, SKIP, "not tried: no Kerberos ticket") for name in names]
+            return skipped, None, False
         reached = Result(names[0], OK, f"{server.host} port {server.port} answers")
         if exc.reason in (Reason.HOST_KEY, Reason.HOST_KEY_CHANGED):
             return ([reached, Result(names[1], FAIL, f"{exc.message} ({'; '.join(exc.details)})",
