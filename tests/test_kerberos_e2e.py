@@ -107,6 +107,23 @@ def test_a_valid_ticket_logs_in_over_gssapi_and_syncs(krb_user: KrbUser,
     assert "Accepted gssapi-with-mic" in gss_sshd.log_file.read_text()
 
 
+def test_gssapi_enabled_in_ssh_config_needs_no_setting_of_ours(
+        krb_user: KrbUser, gss_sshd: GssapiSshServer) -> None:
+    """As on a FreeIPA client: ssh_config turns GSSAPI on, server.ssh_options only names the
+    file; `server.kerberos = auto` finds the Kerberos login there."""
+    ssh_config = krb_user.base / "ssh_config"
+    ssh_config.write_text(f"Host localhost\n  GSSAPIAuthentication yes\n"
+                          f"  PubkeyAuthentication no\n"
+                          f"  UserKnownHostsFile {gss_sshd.known_hosts}\n")
+    krb_user.configure(server={"ssh_options": ["-F", str(ssh_config)]})
+    krb_user.kinit()
+    assert krb_user.sync().returncode == 0
+    krb_user.close_connection()
+    krb_user.kdestroy()
+
+    _assert_needs_ticket(*_timed_sync(krb_user))
+
+
 def test_without_a_ticket_the_pass_ends_at_once_asking_for_kinit(krb_user: KrbUser) -> None:
     krb_user.kinit()
     assert krb_user.sync().returncode == 0  # the shared connection is open now
