@@ -279,8 +279,10 @@ class Daemon:
         self._watched = (config_path or locations.system_config, locations.user_config)
         self._seen = _mtimes(self._watched)
         self._config_watch: FileWatch | None = None  # None: poll the mtimes instead
-        # The Kerberos ticket cache, when it is a file: a new ticket (kinit) ends a wait for one
-        # at once; otherwise the next interval's pass finds it.
+        # The Kerberos ticket cache, when it is a file, watched only while a pass found no
+        # ticket (its directory is often /tmp: watched always, it would wake us for every file
+        # made there): a new ticket (kinit) ends the wait at once; otherwise the next
+        # interval's pass finds it.
         self._ticket_watch: FileWatch | None = None
         self._config_touched = False
         self.health = Health()
@@ -329,7 +331,9 @@ class Daemon:
         self.abort.set()
 
     def _report(self, outcome: SyncOutcome) -> None:
-        if line := self.health.update(outcome):
+        line = self.health.update(outcome)
+        self._follow_ticket_cache()  # before the line: a kinit after it is not missed
+        if line:
             log.info(line)
         sd_notify(f"STATUS={self.health.status()}")
         notify.after_pass(self.config, self.locations, outcome)
@@ -482,6 +486,17 @@ class Daemon:
         last = self.health.last
         return last is not None and last.reason == Reason.NO_TICKET
 
+    def _follow_ticket_cache(self) -> None:
+        """Watch the ticket cache file while waiting for a ticket, and only then."""
+        waiting = self._waiting_for_ticket()
+        if waiting and self._ticket_watch is None:
+            if (cache := kerberos.cache_file()) is not None:
+                with contextlib.suppress(OSError):  # no inotify: the interval finds a ticket
+                    self._ticket_watch = FileWatch((cache,))
+        elif not waiting and self._ticket_watch is not None:
+            self._ticket_watch.close()
+            self._ticket_watch = None
+
     def _sleep(self, seconds: float | None) -> None:
         """Sleep until woken (signal, thread, config change, a new Kerberos ticket while one
         is awaited) or `seconds` (None: no limit)."""
@@ -496,9 +511,7 @@ class Daemon:
                 os.read(self._wake_r, 4096)  # the wakeups; the flags say what they were for
         if watch is not None and watch.fileno() in readable and watch.touched():
             self._config_touched = True
-        # ssh writes to the cache too: only a pass that waits for a ticket is started by it.
-        if (tickets is not None and tickets.fileno() in readable and tickets.touched()
-                and self._waiting_for_ticket()):
+        if tickets is not None and tickets.fileno() in readable and tickets.touched():
             log.info("the Kerberos ticket cache changed: syncing now")
             self._pass_requested = True
 
@@ -512,9 +525,6 @@ class Daemon:
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         with contextlib.suppress(OSError):  # no inotify (limits, old kernel): poll the mtimes
             self._config_watch = FileWatch(self._watched)
-        if (cache := kerberos.cache_file()) is not None:
-            with contextlib.suppress(OSError):  # no inotify: the interval finds a new ticket
-                self._ticket_watch = FileWatch((cache,))
         threading.Thread(target=self._bound_stop, name="logout-bound", daemon=True).start()
         threading.Thread(target=watch_network, args=(self.request_pass,),
                          name="network", daemon=True).start()
