@@ -215,3 +215,18 @@ def test_sync_age() -> None:
     assert check.sync_age_result(None, None, now, 60, 86400).status == "warn"
     # notify.stale_after
     assert check.sync_age_result(offline, stale, now, 60, 3 * 86400).status == "ok"
+
+
+def test_kerberos_line() -> None:
+    now = datetime(2026, 11, 29, 12, 0)
+    ticket = check.kerberos.Ticket("alice@EXAMPLE.ORG", now + timedelta(hours=8))
+    assert check.kerberos_result(False, False, None, now).status == "ok"
+    missing = check.kerberos_result(True, False, None, now)
+    assert (missing.status, missing.fix) == ("fail", "sign in again: kinit")
+    fine = check.kerberos_result(True, True, ticket, now)
+    assert fine.status == "ok" and "alice@EXAMPLE.ORG" in fine.detail
+    assert "2026-11-29 20:00 (in 8 h)" in fine.detail
+    soon = check.kerberos.Ticket(ticket.principal, now + timedelta(minutes=40))
+    result = check.kerberos_result(True, True, soon, now)
+    assert result.status == "warn" and "in 40 min" in result.detail and "kinit" in result.fix
+    assert check.kerberos_result(True, True, None, now).status == "ok"  # listing not understood

@@ -13,7 +13,7 @@ import pytest
 from roaming_homes import config as config_mod
 from roaming_homes.actions.daemon import (
     BUSY_RETRY,
-    ConfigWatch,
+    FileWatch,
     Health,
     fallback_line,
     network_came_up,
@@ -160,7 +160,7 @@ def test_config_watch_sees_edits_atomic_replaces_and_a_config_dir_created_later(
     system.parent.mkdir()
     system.write_text("a")
     (tmp_path / "home").mkdir()
-    watch = ConfigWatch((system, user))
+    watch = FileWatch((system, user))
     try:
         (system.parent / "unrelated").write_text("x")
         assert not watch.touched()

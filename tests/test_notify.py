@@ -484,3 +484,20 @@ def test_the_support_draft_is_one_url_that_no_shell_echo_can_cut_short() -> None
     address, _, query = url.removeprefix("mailto:").partition("?")
     assert address == "help@example.org"
     assert parse_qs(query) == {"subject": ["sync failed & more"], "body": [body]}
+
+
+def test_a_missing_ticket_asks_to_sign_in_once_and_back_in_sync_replaces_it() -> None:
+    no_ticket = outcome("failed", "no valid Kerberos ticket", reason="no-ticket")
+    decision, state = step(NotifyState(), no_ticket, shown_id=21)
+    assert decision is not None and decision.kind == "ticket"  # at once: not transient
+    assert failure_kind(no_ticket) == "ticket"
+    assert kinds(state, [no_ticket, no_ticket]) == [None, None]  # never again while it lasts
+    assert step(state, outcome("in-sync"))[0] == Decision("recovered", replaces_id=21)
+
+
+def test_the_sign_in_notification_names_kinit_and_offers_no_button() -> None:
+    request = build_request(Decision("ticket"), DEFAULT_MESSAGES, {"host": "homes.example.org"},
+                            with_actions=True, support_email="help@example.org")
+    assert request.summary == "Sign in again to keep your home in sync"
+    assert "kinit" in request.body and "homes.example.org" in request.body
+    assert request.actions == []

@@ -38,6 +38,7 @@ class Reason(enum.StrEnum):
     HOST_KEY = "host-key"  # the server's host key is not known to this computer
     HOST_KEY_CHANGED = "host-key-changed"  # the server's host key is not the one known
     AUTH_REFUSED = "auth-refused"  # the server refused the login
+    NO_TICKET = "no-ticket"  # the login uses Kerberos and there is no valid ticket: kinit
     SSH_FAILED = "ssh-failed"  # ssh failed otherwise (not installed, bad options)
     CONNECTION_LOST = "connection-lost"
     VERSION_MISMATCH = "version-mismatch"  # the two unisons cannot talk to each other

@@ -24,12 +24,14 @@ from roaming_homes.paths import Locations
 from roaming_homes.safety.guards import MARKER
 from roaming_homes.session.state import StateStore
 from roaming_homes.text import escape
-from roaming_homes.unison import runner
+from roaming_homes.unison import kerberos, runner
 from roaming_homes.unison import ssh as transport
 
 OK, FAIL, WARN, SKIP = "ok", "fail", "warn", "skip"
 SYMBOLS = {OK: "✓", FAIL: "✗", WARN: "!", SKIP: "-"}
 SERVICE = "roaming-homes.service"
+# A ticket that expires sooner than this is worth renewing before a long pass or a day's work.
+TICKET_WARN = 3600
 
 _VERSION = re.compile(r"unison version (\d+)\.(\d+)(?:\.(\d+))?[^\n(]*(?:\(ocaml ([\d.]+)\))?")
 _SERVER_HOME = ('if [ ! -d "$1" ]; then echo missing; elif [ ! -w "$1" ]; then echo read-only; '
@@ -162,6 +164,35 @@ def sync_age_result(last: SyncOutcome | None, success: str | None, now: datetime
     return Result(name, OK, f"{_age(max(age, 0))} ago ({success}){failing}")
 
 
+def kerberos_result(uses: bool, valid: bool, ticket: kerberos.Ticket | None,
+                    now: datetime) -> Result:
+    """The Kerberos line: whether the login uses a ticket (`uses`), whether `klist -s` finds a
+    valid one, and its principal and expiry (`now` in the same local, naive time as klist's)."""
+    name = "kerberos"
+    if not uses:
+        return Result(name, OK, "not used by this login (no GSSAPI, or a key is offered; "
+                      "server.kerberos)")
+    if not valid:
+        return Result(name, FAIL, "no valid ticket (none, or expired)",
+                      "sign in again: kinit")
+    if ticket is None or ticket.expires is None:
+        return Result(name, OK, f"valid ticket{f' for {ticket.principal}' if ticket else ''}")
+    left = (ticket.expires - now).total_seconds()
+    detail = (f"ticket for {ticket.principal}, expires {ticket.expires:%Y-%m-%d %H:%M} "
+              f"(in {_age(max(left, 0))})")
+    if left < TICKET_WARN:
+        return Result(name, WARN, detail, "renew it before it expires: kinit (or kinit -R)")
+    return Result(name, OK, detail)
+
+
+def _kerberos(server: transport.Server) -> Result:
+    if server.is_local:
+        return Result("kerberos", SKIP, "server.root is a local directory: no ssh")
+    uses = transport.uses_kerberos(server)
+    return kerberos_result(uses, uses and kerberos.has_ticket(),
+                           kerberos.ticket() if uses else None, datetime.now())
+
+
 @dataclass
 class Report:
     results: list[Result]
@@ -222,6 +253,9 @@ def _connection_results(server: transport.Server,
     try:
         socket = transport.connect(server, locations.control_dir)
     except transport.ConnectError as exc:
+        if exc.reason is Reason.NO_TICKET:  # the kerberos line fails; nothing was sent
+            skipped = [Result(name, SKIP, "not tried: no Kerberos ticket") for name in names]
+            return skipped, None, False
         reached = Result(names[0], OK, f"{server.host} port {server.port} answers")
         if exc.reason in (Reason.HOST_KEY, Reason.HOST_KEY_CHANGED):
             return ([reached, Result(names[1], FAIL, f"{exc.message} ({'; '.join(exc.details)})",
@@ -334,6 +368,7 @@ def run_checks(locations: Locations, config_path: Path | None = None) -> Report:
         results[0] = Result("config", WARN, f"valid ({source}); user {locations.user} is in "
                             "sync.excluded_users: nothing is synced for them")
     server = transport.Server.from_config(cfg["server"])
+    results.append(_kerberos(server))
     connection, socket, up = _connection_results(server, locations)
     results += connection
     remote = _Server(server, socket)

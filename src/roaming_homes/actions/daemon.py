@@ -1,8 +1,9 @@
 """The session service, `roaming-homes daemon`: one long-running process per logged-in user.
 
 Process control only. It decides *when* to run a pass (at start, i.e. login; every
-`sync.interval`; when asked with SIGUSR1; when NetworkManager says the network is back; a last
-one at SIGTERM, bounded by `sync.logout_timeout`), what to tell systemd (sd_notify) and what to
+`sync.interval`; when asked with SIGUSR1; when NetworkManager says the network is back; when a
+Kerberos ticket is back after a pass found none (the ticket cache file changed); a last one at
+SIGTERM, bounded by `sync.logout_timeout`), what to tell systemd (sd_notify) and what to
 log; desktop notifications go through `notify.after_pass` as for `roaming-homes sync`. What a
 pass does is the `PassStrategy`'s business: `interval_pass` is `engine.run_pass`. The engine
 knows nothing of this module.
@@ -44,10 +45,11 @@ from roaming_homes.actions.status import Overview, clock
 from roaming_homes.config import Config
 from roaming_homes.desktop import notify
 from roaming_homes.errors import ExitCode, RoamingHomesError
-from roaming_homes.outcome import ATTENTION, Result, SyncOutcome
+from roaming_homes.outcome import ATTENTION, Reason, Result, SyncOutcome
 from roaming_homes.paths import Locations
 from roaming_homes.safety.guards import is_excluded
 from roaming_homes.session.lock import SyncLock, lock_holder
+from roaming_homes.unison import kerberos
 from roaming_homes.unison import ssh as transport
 from roaming_homes.unison.inotify import (
     IN_ATTRIB,
@@ -64,9 +66,10 @@ PassStrategy = Callable[[Config, Locations, threading.Event], SyncOutcome]
 
 # Seconds between looks at the config files' modification times, when inotify cannot tell.
 CONFIG_POLL = 5.0
-# What changes a config file in its directory: written in place, replaced (atomic-save editors
-# write a new file and rename it over the old one), created, removed, permissions changed.
-CONFIG_EVENTS = IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_ATTRIB
+# What changes a watched file (a config file, the ticket cache) in its directory: written in
+# place, replaced (atomic-save editors, kinit, write a new file and rename it over the old one),
+# created, removed, permissions changed.
+FILE_EVENTS = IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_ATTRIB
 # How much longer than the logout bound systemd should wait for us: unison's grace after
 # SIGINT, and closing the shared ssh connection.
 STOP_MARGIN = 15
@@ -223,8 +226,9 @@ def _nearest_dir(path: Path) -> tuple[Path, str]:
     return path.parent, path.name
 
 
-class ConfigWatch:
-    """Tells when a config file may have changed, without polling: inotify on their directories.
+class FileWatch:
+    """Tells when a file (a config file, the Kerberos ticket cache) may have changed, without
+    polling: inotify on their directories.
 
     A directory that does not exist yet is watched through its closest existing ancestor (for
     the name that would create it); the watches are renewed after every relevant event.
@@ -246,7 +250,7 @@ class ConfigWatch:
         self._wanted = {}
         for path in self.paths:
             directory, name = _nearest_dir(path)
-            wd = self._inotify.add_watch(str(directory), CONFIG_EVENTS)
+            wd = self._inotify.add_watch(str(directory), FILE_EVENTS)
             self._wanted.setdefault(wd, set()).add(name)
 
     def fileno(self) -> int:
@@ -274,7 +278,12 @@ class Daemon:
         self.config = self._load()
         self._watched = (config_path or locations.system_config, locations.user_config)
         self._seen = _mtimes(self._watched)
-        self._config_watch: ConfigWatch | None = None  # None: poll the mtimes instead
+        self._config_watch: FileWatch | None = None  # None: poll the mtimes instead
+        # The Kerberos ticket cache, when it is a file, watched only while a pass found no
+        # ticket (its directory is often /tmp: watched always, it would wake us for every file
+        # made there): a new ticket (kinit) ends the wait at once; otherwise the next
+        # interval's pass finds it.
+        self._ticket_watch: FileWatch | None = None
         self._config_touched = False
         self.health = Health()
         self.abort = threading.Event()
@@ -322,7 +331,9 @@ class Daemon:
         self.abort.set()
 
     def _report(self, outcome: SyncOutcome) -> None:
-        if line := self.health.update(outcome):
+        line = self.health.update(outcome)
+        self._follow_ticket_cache()  # before the line: a kinit after it is not missed
+        if line:
             log.info(line)
         sd_notify(f"STATUS={self.health.status()}")
         notify.after_pass(self.config, self.locations, outcome)
@@ -471,12 +482,28 @@ class Daemon:
             self._sleep(0.5)
         sd_notify(f"STATUS={self.health.status()}")
 
+    def _waiting_for_ticket(self) -> bool:
+        last = self.health.last
+        return last is not None and last.reason == Reason.NO_TICKET
+
+    def _follow_ticket_cache(self) -> None:
+        """Watch the ticket cache file while waiting for a ticket, and only then."""
+        waiting = self._waiting_for_ticket()
+        if waiting and self._ticket_watch is None:
+            if (cache := kerberos.cache_file()) is not None:
+                with contextlib.suppress(OSError):  # no inotify: the interval finds a ticket
+                    self._ticket_watch = FileWatch((cache,))
+        elif not waiting and self._ticket_watch is not None:
+            self._ticket_watch.close()
+            self._ticket_watch = None
+
     def _sleep(self, seconds: float | None) -> None:
-        """Sleep until woken (signal, thread, config change) or `seconds` (None: no limit)."""
-        watch = self._config_watch
+        """Sleep until woken (signal, thread, config change, a new Kerberos ticket while one
+        is awaited) or `seconds` (None: no limit)."""
+        watch, tickets = self._config_watch, self._ticket_watch
         if watch is None:  # the config files' mtimes must be looked at now and then
             seconds = CONFIG_POLL if seconds is None else min(seconds, CONFIG_POLL)
-        fds = [self._wake_r] if watch is None else [self._wake_r, watch.fileno()]
+        fds = [self._wake_r, *(w.fileno() for w in (watch, tickets) if w is not None)]
         readable, _, _ = select.select(fds, [], [],
                                        None if seconds is None else max(0.0, seconds))
         if self._wake_r in readable:
@@ -484,6 +511,9 @@ class Daemon:
                 os.read(self._wake_r, 4096)  # the wakeups; the flags say what they were for
         if watch is not None and watch.fileno() in readable and watch.touched():
             self._config_touched = True
+        if tickets is not None and tickets.fileno() in readable and tickets.touched():
+            log.info("the Kerberos ticket cache changed: syncing now")
+            self._pass_requested = True
 
     def run(self) -> int:
         daemon_lock = SyncLock(self.locations.daemon_lock_file,
@@ -494,7 +524,7 @@ class Daemon:
             signal.signal(signo, handler)
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         with contextlib.suppress(OSError):  # no inotify (limits, old kernel): poll the mtimes
-            self._config_watch = ConfigWatch(self._watched)
+            self._config_watch = FileWatch(self._watched)
         threading.Thread(target=self._bound_stop, name="logout-bound", daemon=True).start()
         threading.Thread(target=watch_network, args=(self.request_pass,),
                          name="network", daemon=True).start()
@@ -529,8 +559,9 @@ class Daemon:
         finally:
             transport.disconnect(transport.Server.from_config(self.config["server"]),
                                  self.locations.control_dir)
-            if self._config_watch is not None:
-                self._config_watch.close()
+            for watch in (self._config_watch, self._ticket_watch):
+                if watch is not None:
+                    watch.close()
             daemon_lock.release()
         log.info("stopped")
         return 0

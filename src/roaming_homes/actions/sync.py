@@ -315,7 +315,7 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
         socket = transport.connect(server, locations.control_dir)
     except transport.ConnectError as exc:
         return outcome(result_of(exc.reason), exc.message, reason=exc.reason,
-                       notes=list(exc.details))
+                       notes=list(exc.details), action=exc.action)
     plan = build_plan(config, locations, server, socket, list(only or paths))
     try:
         text = profile.build_profile(plan)

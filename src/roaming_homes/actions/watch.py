@@ -305,7 +305,8 @@ class _Session:
             self._start_monitors(paths)
         except transport.ConnectError as exc:  # the server cannot be used: interval mode's case
             failed = engine.outcomes(job.server)(result_of(exc.reason), exc.message,
-                                                 reason=exc.reason, notes=list(exc.details))
+                                                 reason=exc.reason, notes=list(exc.details),
+                                                 action=exc.action)
             self.record(failed)  # said like a pass's: the daemon's health, a notification
             return WatchResult(exc.message, outcome=failed)
         except (MonitorGone, OSError) as exc:

@@ -199,6 +199,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "connection_reuse": Key("int", 300, "Seconds an idle shared ssh connection is kept open "
                                 "between passes (0: a new connection every pass).",
                                 Range(0, 86400)),
+        "kerberos": Key("str", "auto", "Whether the ssh login uses a Kerberos ticket, checked "
+                        "(klist -s) before every pass: a missing or expired one ends the pass "
+                        "at once (reason no-ticket, exit 3) and says to run kinit. auto: when "
+                        "ssh (with ssh_options) enables GSSAPIAuthentication and has no key to "
+                        "offer; yes: always; no: never.", _one_of("auto", "yes", "no")),
     },
     "sync": {
         "interval": Key("int", 60, "Seconds between periodic syncs.", Range(1, 86400),

@@ -39,6 +39,8 @@ class Kind:
 KINDS: dict[str, Kind] = {
     "conflicts": Kind(1, "dialog-warning", "transfer", resolve=True),
     "auth": Kind(2, "dialog-error", "transfer.error", support=True),
+    # No actions: the way out is a command (kinit), named in the body.
+    "ticket": Kind(1, "dialog-password", "transfer.error", ignorable=False),
     "version": Kind(2, "dialog-error", "transfer.error", support=True),
     # This computer refused the server: a possible attack, never silenced by "Ignore".
     "identity": Kind(2, "security-high", "transfer.error", support=True, ignorable=False),
@@ -59,6 +61,10 @@ DEFAULT_MESSAGES: dict[str, str] = {
                       "kept until you choose: {paths}",
     "auth.summary": "Sync refused by the server",
     "auth.body": "{host} refused the login of {user}: {message}",
+    "ticket.summary": "Sign in again to keep your home in sync",
+    "ticket.body": "Your Kerberos ticket has expired (or there is none), so syncing with {host} "
+                   "has paused. Sign in again: run kinit in a terminal. Syncing resumes as soon "
+                   "as you have.",
     "identity.summary": "The server's identity changed: contact support",
     "identity.body": "This computer refused to sync with {host}: the server did not prove it is "
                      "the one it was. Do not accept a new key yourself; your support can check "

@@ -109,6 +109,7 @@ _KIND_OF_REASON = {
     Reason.REPLICA: "guard",
     Reason.DISK_FULL: "disk-full",
     Reason.AUTH_REFUSED: "auth",
+    Reason.NO_TICKET: "ticket",  # the user signs in again (kinit); nobody else can
     Reason.HOST_KEY: "identity",  # its own kind: an "Ignore" of a login failure never hides it
     Reason.HOST_KEY_CHANGED: "identity",
     Reason.VERSION_MISMATCH: "version",

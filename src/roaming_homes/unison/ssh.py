@@ -35,7 +35,7 @@ from typing import Any
 from roaming_homes.errors import RoamingHomesError
 from roaming_homes.outcome import EXIT_CODES, Reason, result_of
 from roaming_homes.paths import private_dir
-from roaming_homes.unison import runner
+from roaming_homes.unison import kerberos, runner
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ class Server:
     connect_timeout: float
     ssh_options: tuple[str, ...]
     connection_reuse: int
+    kerberos: str = "auto"  # server.kerberos: whether the login needs a ticket (see kerberos)
 
     @classmethod
     def from_config(cls, server: dict[str, Any]) -> Server:
@@ -74,6 +75,7 @@ class Server:
             host=server["host"], port=server["port"], user=server["user"], home=server["home"],
             local_root=server["root"], connect_timeout=server["connect_timeout"],
             ssh_options=tuple(server["ssh_options"]), connection_reuse=server["connection_reuse"],
+            kerberos=server["kerberos"],
         )
 
     @property
@@ -246,12 +248,15 @@ def _stop_hung_masters(socket: Path) -> list[int]:
 
 class ConnectError(RoamingHomesError):
     """The server could not be used; `reason` says why, for callers that diagnose (`check`);
-    `details` are lines for support (e.g. the host keys' fingerprints)."""
+    `details` are lines for support (e.g. the host keys' fingerprints); `action` is the command
+    that helps, when there is one (`kinit`)."""
 
-    def __init__(self, message: str, reason: Reason, details: tuple[str, ...] = ()) -> None:
+    def __init__(self, message: str, reason: Reason, details: tuple[str, ...] = (),
+                 action: str = "") -> None:
         super().__init__(message, EXIT_CODES[result_of(reason)])
         self.reason = reason
         self.details = details
+        self.action = action
 
 
 _FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
@@ -259,13 +264,15 @@ _FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
 
 def _known_fingerprints(server: Server) -> list[str]:
     """The fingerprints this computer's known_hosts files hold for the server (ssh -G says
-    which files the options in force name)."""
+    which files the options in force name): the user's and the global ones (where FreeIPA's
+    sss_ssh_knownhostsproxy keeps the keys it fetched, /var/lib/sss/pubconf/known_hosts)."""
     name = server.host if server.port == 22 else f"[{server.host}]:{server.port}"
     try:
         config = runner.run(["ssh", "-G", *ssh_options(server, None), *_destination(server)],
                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=10)
-        files: list[str] = next((line.split()[1:] for line in config.stdout.splitlines()
-                                 if line.startswith("userknownhostsfile ")), [])
+        files = [path for line in config.stdout.splitlines()
+                 if line.startswith(("userknownhostsfile ", "globalknownhostsfile "))
+                 for path in line.split()[1:]]
         found = [runner.run(["ssh-keygen", "-l", "-F", name, "-f", os.path.expanduser(path)],
                             stdin=subprocess.DEVNULL, capture_output=True, text=True,
                             timeout=10).stdout for path in files]
@@ -420,12 +427,32 @@ def _open(server: Server, command: list[str]) -> None:
         raise _classify_failure(server, stderr)
 
 
+def uses_kerberos(server: Server) -> bool:
+    """Whether the login to `server` relies on a Kerberos ticket (`server.kerberos`)."""
+    return kerberos.uses_kerberos(server.kerberos,
+                                  [*ssh_options(server, None), *_destination(server)])
+
+
+def check_ticket(server: Server) -> None:
+    """Raise ConnectError (NO_TICKET) when the login uses Kerberos and there is no valid ticket.
+
+    Asked before every pass, even one a living shared connection could serve: an expired
+    ticket ends syncing at the next pass, not when the master happens to close. Nothing is
+    sent to the server (nor to the KDC, which may hang ssh for half a minute).
+    """
+    if uses_kerberos(server) and not kerberos.has_ticket():
+        raise ConnectError(f"no valid Kerberos ticket for the login to {server.host} (none, or "
+                           "expired): sign in again with kinit", Reason.NO_TICKET,
+                           action="kinit")
+
+
 def connect(server: Server, control_dir: Path) -> Path | None:
     """Make sure the server answers; returns the shared connection's socket, if any.
 
     A master that answers is used; a dead or hung one is replaced. Raises ConnectError with
     TRY_LATER when the server is unreachable (or a local root is absent, e.g. an unmounted
-    share) and FAILED when it answers but refuses us.
+    share) and FAILED when it answers but refuses us, or when a Kerberos login has no valid
+    ticket (`check_ticket`).
     """
     if server.is_local:
         if not Path(server.local_root).is_dir():
@@ -433,6 +460,7 @@ def connect(server: Server, control_dir: Path) -> Path | None:
                 f"server root {server.local_root} is not available (not mounted?)",
                 Reason.SERVER_UNREACHABLE)
         return None
+    check_ticket(server)
     socket = control_path(server, control_dir)
     if socket is None:
         _open(server, ["ssh", *ssh_options(server, None), "-o", "ControlMaster=no",

@@ -1,0 +1,276 @@
+"""End to end against a real MIT Kerberos realm: the CLI and the daemon logging in over GSSAPI
+(no key, no password) to an sshd on loopback, with a real KDC, tickets, expiry and outages.
+
+The realm is made once for the session (a KDC on a free port, its own krb5.conf through
+KRB5_CONFIG); every test has its own ticket cache (KRB5CCNAME) and its own user.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import SYSTEM_PATH as CONFTEST_PATH
+from tests.conftest import without_monitor
+from tests.support.daemon import DaemonProcess, appears
+from tests.support.fsmonitor import monitors_of
+from tests.support.homes import Setup
+from tests.support.kerberos import SYSTEM_PATH, GssapiSshServer, Realm, available
+from tests.support.notifications import RecordingServer
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.skipif(not available(), reason="MIT Kerberos is not installed "
+                                "(scripts/setup installs krb5-kdc krb5-admin-server krb5-user)")
+
+
+@pytest.fixture(scope="session")
+def realm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Realm]:
+    made = Realm(tmp_path_factory.mktemp("realm")).create()
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+@pytest.fixture(scope="session")
+def gss_sshd(tmp_path_factory: pytest.TempPathFactory,
+             realm: Realm) -> Iterator[GssapiSshServer]:
+    path = without_monitor(tmp_path_factory.mktemp("no-monitor"))
+    with GssapiSshServer(tmp_path_factory.mktemp("gss-sshd"), realm,
+                         env={"PATH": path}) as server:
+        yield server
+
+
+class KrbUser(Setup):
+    """A user who logs in to the server with a Kerberos ticket in their own cache."""
+
+    def __init__(self, base: Path, sshd: GssapiSshServer, realm: Realm) -> None:
+        self.realm = realm
+        self.ccache = base / "ccache"
+        super().__init__(base, sshd)
+        self.env.update(realm.client_env(self.ccache))
+
+    def configure(self, **sections: dict[str, Any]) -> None:
+        # The host principal is host/localhost: ssh must be told that name, not 127.0.0.1.
+        super().configure(**{**sections, "server": {"host": "localhost",
+                                                    **sections.get("server", {})}})
+
+    def kinit(self, lifetime: str = "") -> None:
+        self.realm.kinit(self.ccache, lifetime)
+
+    def kdestroy(self) -> None:
+        subprocess.run(["kdestroy"], env={"PATH": SYSTEM_PATH, **self.env}, check=True,
+                       capture_output=True, timeout=10)
+
+    def has_ticket(self) -> bool:
+        return subprocess.run(["klist", "-s"], env={"PATH": SYSTEM_PATH, **self.env},
+                              check=False, timeout=10).returncode == 0
+
+
+@pytest.fixture
+def krb_user(tmp_path: Path, gss_sshd: GssapiSshServer, realm: Realm) -> Iterator[KrbUser]:
+    setup = KrbUser(tmp_path / "user", gss_sshd, realm)
+    (setup.home / "Documents").mkdir()
+    yield setup
+    setup.close()
+
+
+def _timed_sync(user: Setup) -> tuple[int, dict[str, Any], float]:
+    started = time.monotonic()
+    code, outcome = user.sync_json()
+    return code, outcome, time.monotonic() - started
+
+
+def _assert_needs_ticket(code: int, outcome: dict[str, Any], seconds: float) -> None:
+    assert (code, outcome["result"], outcome["reason"]) == (3, "failed", "no-ticket"), outcome
+    assert outcome["action"] == "kinit"
+    assert seconds < 2, f"took {seconds:.1f} s"
+
+
+def test_a_valid_ticket_logs_in_over_gssapi_and_syncs(krb_user: KrbUser,
+                                                      gss_sshd: GssapiSshServer) -> None:
+    krb_user.kinit()
+    (krb_user.home / "Documents" / "a.txt").write_text("kerberised")
+
+    code, outcome = krb_user.sync_json()
+
+    assert code == 0, outcome
+    assert (krb_user.server_home / "Documents" / "a.txt").read_text() == "kerberised"
+    assert "Accepted gssapi-with-mic" in gss_sshd.log_file.read_text()
+
+
+def test_gssapi_enabled_in_ssh_config_needs_no_setting_of_ours(
+        krb_user: KrbUser, gss_sshd: GssapiSshServer) -> None:
+    """As on a FreeIPA client: ssh_config turns GSSAPI on, server.ssh_options only names the
+    file; `server.kerberos = auto` finds the Kerberos login there."""
+    ssh_config = krb_user.base / "ssh_config"
+    ssh_config.write_text(f"Host localhost\n  GSSAPIAuthentication yes\n"
+                          f"  PubkeyAuthentication no\n"
+                          f"  UserKnownHostsFile {gss_sshd.known_hosts}\n")
+    krb_user.configure(server={"ssh_options": ["-F", str(ssh_config)]})
+    krb_user.kinit()
+    assert krb_user.sync().returncode == 0
+    krb_user.close_connection()
+    krb_user.kdestroy()
+
+    _assert_needs_ticket(*_timed_sync(krb_user))
+
+
+def test_without_a_ticket_the_pass_ends_at_once_asking_for_kinit(krb_user: KrbUser) -> None:
+    krb_user.kinit()
+    assert krb_user.sync().returncode == 0  # the shared connection is open now
+    krb_user.kdestroy()
+    (krb_user.home / "Documents" / "b.txt").write_text("waits for a ticket")
+
+    code, outcome, seconds = _timed_sync(krb_user)
+
+    _assert_needs_ticket(code, outcome, seconds)
+    assert not (krb_user.server_home / "Documents" / "b.txt").exists()
+    assert krb_user.status()["action"] == "kinit"
+    krb_user.kinit()
+    assert krb_user.sync().returncode == 0
+    assert (krb_user.server_home / "Documents" / "b.txt").exists()
+
+
+def test_check_shows_the_ticket_and_says_when_to_kinit(krb_user: KrbUser) -> None:
+    krb_user.kinit()
+    checks = {item["name"]: item for item in
+              json.loads(krb_user.run("check", "--json").stdout)["checks"]}
+    assert checks["kerberos"]["status"] == "ok", checks["kerberos"]
+    assert krb_user.realm.principal in checks["kerberos"]["detail"]
+    assert checks["ssh login"]["status"] == "ok", checks["ssh login"]
+
+    krb_user.kinit(lifetime="30m")
+    soon = krb_user.run("check").stdout
+    assert "! kerberos: ticket for" in soon and "kinit" in soon
+
+    krb_user.kdestroy()
+    gone = krb_user.run("check")
+    assert gone.returncode != 0
+    assert "✗ kerberos: no valid ticket (none, or expired) → sign in again: kinit" in gone.stdout
+    assert "- ssh login: not tried: no Kerberos ticket" in gone.stdout
+
+
+def test_an_expired_ticket_ends_the_pass_at_once_without_reaching_the_server(
+        krb_user: KrbUser, gss_sshd: GssapiSshServer) -> None:
+    krb_user.kinit(lifetime="2s")
+    time.sleep(3)
+    assert not krb_user.has_ticket()
+    connections = gss_sshd.log_file.read_text().count("Connection from")
+
+    _assert_needs_ticket(*_timed_sync(krb_user))
+    assert gss_sshd.log_file.read_text().count("Connection from") == connections
+
+
+def test_with_the_kdc_stopped_a_valid_ticket_still_syncs(krb_user: KrbUser,
+                                                          realm: Realm) -> None:
+    krb_user.kinit()
+    assert krb_user.sync().returncode == 0  # the service ticket is in the cache now
+    krb_user.close_connection()  # the next pass logs in anew
+    (krb_user.home / "Documents" / "c.txt").write_text("KDC down")
+    realm.stop_kdc()
+    try:
+        code, outcome = krb_user.sync_json()
+    finally:
+        realm.start_kdc()
+
+    assert code == 0, outcome
+    assert (krb_user.server_home / "Documents" / "c.txt").read_text() == "KDC down"
+
+
+def test_a_ticket_that_expires_during_a_pass_loses_nothing(tmp_path: Path, realm: Realm) -> None:
+    """The login happens once, at the start; the shared connection carries the pass on after
+    the ticket has expired. The server's unison starts 4 s late, past the ticket's 2 s."""
+    slow = tmp_path / "slow-bin"
+    slow.mkdir()
+    real = shutil.which("unison")
+    assert real is not None
+    (slow / "unison").write_text(f"#!/bin/sh\nsleep 4\nexec {real} \"$@\"\n")
+    (slow / "unison").chmod(0o755)
+    path = f"{slow}:{without_monitor(tmp_path / 'no-monitor')}"
+    with GssapiSshServer(tmp_path / "sshd", realm, env={"PATH": path}) as sshd:
+        user = KrbUser(tmp_path / "user", sshd, realm)
+        try:
+            (user.home / "Documents").mkdir()
+            (user.home / "Documents" / "d.txt").write_text("long pass")
+            user.kinit(lifetime="2s")
+
+            code, outcome = user.sync_json()
+
+            assert not user.has_ticket()  # expired during the pass
+            assert code == 0, outcome
+            assert (user.server_home / "Documents" / "d.txt").read_text() == "long pass"
+        finally:
+            user.close()
+
+
+def test_the_daemon_waits_for_a_ticket_and_syncs_right_after_kinit(
+        krb_user: KrbUser, notifications: RecordingServer) -> None:
+    """No ticket at login: one "sign in" notification, no pass reaches the server; kinit (a
+    new ticket cache file) starts a pass at once, long before the hour's interval, and "back
+    in sync" replaces the notification."""
+    krb_user.configure(sync={**krb_user.config["sync"], "interval": 3600},
+                       notify={"enabled": True})
+    (krb_user.home / "Documents" / "e.txt").write_text("after kinit")
+    daemon = DaemonProcess(krb_user, env={"DBUS_SESSION_BUS_ADDRESS": notifications.address})
+    try:
+        daemon.wait_for_log("no valid Kerberos ticket")
+        asked = notifications.wait_for(1)[0]
+        assert asked["summary"] == "Sign in again to keep your home in sync"
+        assert "kinit" in asked["body"] and asked["actions"] == {}
+        assert not (krb_user.server_home / "Documents" / "e.txt").exists()
+
+        started = time.monotonic()
+        krb_user.kinit()
+        wait_for(appears(krb_user.server_home / "Documents" / "e.txt", "after kinit"), 10,
+                 "the pass after kinit")
+
+        assert time.monotonic() - started < 10
+        assert "the Kerberos ticket cache changed: syncing now" in daemon.log
+        back = notifications.wait_for(2)[1]
+        assert back["summary"] == "Back in sync"
+        assert back["replaces_id"] == asked["id"]
+        assert len(notifications.notifications()) == 2
+    finally:
+        daemon.close()
+
+
+def test_in_real_time_mode_a_lost_ticket_pauses_syncing_until_kinit(
+        tmp_path: Path, realm: Realm, tag: str) -> None:
+    """The watch's next cycle finds no ticket: nothing reaches the server, real-time mode ends;
+    kinit brings a pass at once and the watch back."""
+    path = f"{tmp_path / 'bin'}:{CONFTEST_PATH}"  # our unison-fsmonitor (the `tag` fixture's)
+    with GssapiSshServer(tmp_path / "sshd", realm, env={"PATH": path}) as sshd:
+        user = KrbUser(tmp_path / "user", sshd, realm)
+        docs, sdocs = user.home / "Documents", user.server_home / "Documents"
+        for side in (docs, sdocs):
+            side.mkdir()
+        user.kinit()
+        user.configure(sync={"watch": True, "interval": 3600})
+        daemon = DaemonProcess(user)
+        try:
+            daemon.wait_for_log("in sync")
+            wait_for(lambda: len(monitors_of(user.home, tag)) == 2, 30, "a monitor on each end")
+            user.kdestroy()
+            (docs / "f.txt").write_text("while signed out")
+            daemon.wait_for_log("no valid Kerberos ticket")
+            assert not (sdocs / "f.txt").exists()
+
+            user.kinit()
+
+            wait_for(appears(sdocs / "f.txt", "while signed out"), 15, "the pass after kinit")
+            assert "the Kerberos ticket cache changed: syncing now" in daemon.log
+            wait_for(lambda: len(monitors_of(user.home, tag)) == 2, 30, "watching again")
+        finally:
+            daemon.signal(signal.SIGTERM)
+            daemon.wait(60)
+            daemon.close()
+            user.close()
