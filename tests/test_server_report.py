@@ -200,3 +200,16 @@ def test_the_text_report_names_stale_computers_and_what_was_not_searched(
     assert any("attic-pc" in line and "never" in line and "stale" in line for line in lines)
     assert any("laptop" in line and "stale" not in line for line in lines)
     assert "conflict copies: not searched" in result.stdout
+
+
+def test_the_sample_service_runs_a_report_the_cli_takes() -> None:
+    from roaming_homes import cli
+
+    unit = Path(__file__).resolve().parents[1] / "data" / "server" / "roaming-homes-report.service"
+    exec_start = next(line for line in unit.read_text().splitlines()
+                      if line.startswith("ExecStart="))
+    program, *argv = exec_start.removeprefix("ExecStart=").split()
+    assert program == "/usr/bin/roaming-homes"
+    args = cli.build_parser().parse_args(argv)
+    assert args.run is cli._run_server_report and args.prometheus is not None and args.quiet
+    assert "ReadWritePaths=" + str(args.prometheus.parent) in unit.read_text()
