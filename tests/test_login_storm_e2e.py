@@ -109,3 +109,22 @@ def test_forty_computers_starting_together_all_sync(tmp_path: Path) -> None:
         finally:
             for user in users:
                 user.close()
+
+
+def test_check_says_the_server_is_busy_not_unreachable(tmp_path: Path,
+                                                       full_sshd: SshServer) -> None:
+    user = Setup(tmp_path / "user", full_sshd)
+    try:
+        user.configure(server={"connect_timeout": 1})
+        held = _held_open(full_sshd)
+        try:
+            result = user.run("check", "--json")
+        finally:
+            held.close()
+        found = {item["name"]: item for item in json.loads(result.stdout)["checks"]}
+        assert found["server reachable"]["status"] == "ok"
+        assert found["ssh login"]["status"] == "fail"
+        assert "busy" in found["ssh login"]["detail"]
+        assert "MaxStartups" in found["ssh login"]["fix"]
+    finally:
+        user.close()
