@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import pwd
 import stat
@@ -39,8 +38,6 @@ from roaming_homes.server.records import (
     freshness,
 )
 from roaming_homes.text import printable
-
-log = logging.getLogger(__name__)
 
 MAX_RECORDS = 1000  # records read of one home: a home has a handful of computers
 # Entries a conflict-copy search looks at in one home before it stops (and says so).
@@ -277,6 +274,14 @@ def _one_home(path: Path, user: str, limits: Limits, now: datetime,
     return home
 
 
+def _why_skipped(path: Path) -> str:
+    if not _is_dir(path):
+        return "not a directory"
+    if not os.access(path, os.R_OK | os.X_OK):
+        return "not readable by this user (root reads every home)"
+    return "roaming-homes does not sync it"
+
+
 def make(homes: Iterable[tuple[Path, str]], limits: Limits, *, search: bool = False,
          note: str = "") -> Report:
     """The report on `homes` (path, owner's name); those roaming-homes does not sync are listed
@@ -287,8 +292,7 @@ def make(homes: Iterable[tuple[Path, str]], limits: Limits, *, search: bool = Fa
     report = Report(made, limits, [], [], search, note)
     for path, user in homes:
         if not is_synced_home(path):
-            why = "not a directory" if not _is_dir(path) else "roaming-homes does not sync it"
-            report.skipped.append((os.fsdecode(path), why))
+            report.skipped.append((os.fsdecode(path), _why_skipped(path)))
             continue
         report.homes.append(_one_home(path, user, limits, now, sessions, search))
     return report
