@@ -499,6 +499,71 @@ def _run_daemon(args: argparse.Namespace) -> int:
     return daemon.main(Locations.from_env(), args.config)
 
 
+# --- server -----------------------------------------------------------------------------------
+
+def _add_server(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("server", help="on the server: report on the homes synced with it",
+                       description="Commands an administrator runs on the server.")
+    ssub = p.add_subparsers(dest="server_command", metavar="ACTION", required=True,
+                            parser_class=_Parser)
+    report = ssub.add_parser(
+        "report", help="per home: its computers, their last sync, stale ones, live sessions",
+        description="Report on the homes synced with this server (as root: every home in the "
+        "passwd database that holds .roaming-homes or a replica marker; as a user: their own), "
+        "or on the HOMEs named: the computers that sync each (from their records), their last "
+        "successful sync and result, those behind (notify.stale_after) or stale "
+        "(client.forget_after), and whether a session of the user is live. Reads the records "
+        "only, never the homes' files, unless --conflict-copies is given.")
+    report.add_argument("homes", nargs="*", type=Path, metavar="HOME",
+                        help="a server home to report on (default: from the passwd database)")
+    report.add_argument("--json", action="store_true", help="print the report as JSON")
+    report.add_argument("--prometheus", type=Path, metavar="FILE",
+                        help="write the report to FILE in the Prometheus text format (for "
+                        "node-exporter's textfile collector), replacing it atomically")
+    report.add_argument("--conflict-copies", action="store_true",
+                        help="also count the conflict copies in each home (names only, at most "
+                        "200000 entries per home)")
+    report.set_defaults(run=_run_server_report)
+
+
+def _report_limits(args: argparse.Namespace) -> tuple[Any, str]:
+    """The thresholds for stale computers from the configuration, or its defaults (a server
+    need not have a client configuration) with a note saying so."""
+    from roaming_homes import config
+    from roaming_homes.server.report import Limits
+
+    try:
+        cfg, _ = _load(args)
+    except RoamingHomesError as exc:
+        schema = config.SCHEMA
+        return (Limits(schema["notify"]["stale_after"].default,
+                       schema["client"]["forget_after"].default),
+                f"configuration not loaded, default thresholds used: {exc.message}")
+    return Limits(cfg["notify"]["stale_after"], cfg["client"]["forget_after"]), ""
+
+
+def _run_server_report(args: argparse.Namespace) -> int:
+    from roaming_homes.server import report
+
+    limits, note = _report_limits(args)
+    homes = ([(home, report.owner_name(home)) for home in args.homes] if args.homes
+             else report.passwd_homes(all_users=os.geteuid() == 0))
+    made = report.make(homes, limits, search=args.conflict_copies, note=note)
+    if args.prometheus is not None:
+        try:
+            report.write_textfile(args.prometheus, report.prometheus(made))
+        except OSError as exc:
+            raise RoamingHomesError(f"cannot write {args.prometheus}: {exc.strerror}",
+                                    ExitCode.FAILED) from None
+    if args.json:
+        _print_json(made.to_dict())
+    elif args.prometheus is not None:
+        _say(args, f"{len(made.homes)} home(s) reported to {args.prometheus}")
+    else:
+        print(report.render(made))
+    return 0
+
+
 # --- main -------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -514,7 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                 parser_class=_Parser)
     for add in (_add_sync, _add_status, _add_check, _add_conflicts, _add_resolve, _add_restore,
-                _add_config, _add_daemon):
+                _add_config, _add_daemon, _add_server):
         add(sub)
     return parser
 

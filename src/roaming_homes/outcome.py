@@ -23,7 +23,7 @@ class Result(enum.StrEnum):
     FAILED = "failed"
     REFUSED = "refused"  # a safety guard refused; nothing was changed
     OFFLINE = "offline"  # the server could not be reached (or the connection was lost)
-    BUSY = "busy"  # another pass of this user held the lock
+    BUSY = "busy"  # another pass of this user held the lock, or the server turned logins away
     EXCLUDED = "excluded"  # sync.excluded_users names this user
     CONFIG_ERROR = "config-error"
     INTERRUPTED = "interrupted"  # stopped before it finished (a logout's time was up)
@@ -35,6 +35,9 @@ class Reason(enum.StrEnum):
 
     NONE = ""
     SERVER_UNREACHABLE = "server-unreachable"
+    # The server answered but turned the login away before authentication (sshd's MaxStartups
+    # at a login storm): it is busy, not offline, and it is nobody's job to fix.
+    SERVER_BUSY = "server-busy"
     HOST_KEY = "host-key"  # the server's host key is not known to this computer
     HOST_KEY_CHANGED = "host-key-changed"  # the server's host key is not the one known
     AUTH_REFUSED = "auth-refused"  # the server refused the login
@@ -87,6 +90,8 @@ def result_of(reason: Reason) -> Result:
     """The result of a pass that could not run for `reason`."""
     if reason in (Reason.SERVER_UNREACHABLE, Reason.CONNECTION_LOST):
         return Result.OFFLINE
+    if reason is Reason.SERVER_BUSY:
+        return Result.BUSY
     if reason in (Reason.REPLICA, Reason.LOSSES):
         return Result.REFUSED
     return Result.FAILED

@@ -43,6 +43,9 @@ class SshServer:
     env: dict[str, str] = field(default_factory=dict)  # more variables for sessions (no spaces)
     listen: str = "127.0.0.1"  # e.g. an address inside a network namespace
     wrapper: list[str] = field(default_factory=list)  # e.g. ["ip", "netns", "exec", NAME]
+    # sshd's MaxStartups: 100 lets every test's logins in; "10:30:100" is sshd's default, which
+    # turns logins away at a login storm.
+    max_startups: str = "100"
     proc: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
@@ -81,7 +84,7 @@ class SshServer:
             # sshd takes the first SetEnv line only: every variable goes on this one.
             f"SetEnv UNISON={self.server_unison_dir}"
             + "".join(f" {name}={value}" for name, value in self.env.items()) + "\n"
-            "MaxStartups 100\nMaxSessions 100\n"
+            f"MaxStartups {self.max_startups}\nMaxSessions 100\n"
             f"{self.extra_config}")
 
     def start(self) -> SshServer:

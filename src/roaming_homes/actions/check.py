@@ -263,6 +263,11 @@ def _connection_results(server: transport.Server,
                                      "server's own (ssh-keygen -lf on its host keys) before "
                                      "trusting a key; users: contact support"),
                      Result(names[2], SKIP, "not tried: host key not trusted")], None, False)
+        if exc.reason is Reason.SERVER_BUSY:
+            return ([reached, Result(names[1], SKIP, "not tried: the server was busy"),
+                     Result(names[2], FAIL, exc.message,
+                            "try again in a minute; administrators: sshd's MaxStartups "
+                            "(docs/server.md)")], None, False)
         if exc.reason is Reason.AUTH_REFUSED:
             return ([reached, Result(names[1], OK, "known"),
                      Result(names[2], FAIL, exc.message,

@@ -29,6 +29,7 @@ import contextlib
 import logging
 import os
 import queue
+import random
 import select
 import signal
 import socket
@@ -80,6 +81,9 @@ NM_CONNECTED_LOCAL = 50
 # someone else to take it; how soon it tries again when somebody else held the lock.
 YIELD_WINDOW = 3.0
 BUSY_RETRY = 5.0
+# The login pass waits a random part of this many seconds: computers started together (a class
+# room, a power cut's end) do not all knock on the server's sshd in the same second.
+LOGIN_SPREAD = 3.0
 
 
 def interval_pass(config: Config, locations: Locations, abort: threading.Event) -> SyncOutcome:
@@ -107,8 +111,8 @@ def watch_retry_delay(result: realtime.WatchResult, config: Config) -> float:
         return config["sync"]["rescan_interval"]
     if result.outcome is None or result.outcome.result == Result.OFFLINE:
         return 0.0
-    if result.outcome.result == Result.BUSY:
-        return BUSY_RETRY
+    if result.outcome.result == Result.BUSY and result.outcome.reason != Reason.SERVER_BUSY:
+        return BUSY_RETRY  # a sync of the user's own: soon; a busy server: not before long
     return config["sync"]["interval"]
 
 
@@ -137,7 +141,7 @@ class Health:
     def update(self, outcome: SyncOutcome) -> str | None:
         """Take in a finished pass; return the line to log, or None when nothing changed."""
         if outcome.result == Result.BUSY:
-            return None  # a `roaming-homes sync` of the user's own holds the lock; not news
+            return None  # a sync of the user's own held the lock, or the server was busy: not news
         previous, self.last = self.last, outcome
         if outcome.result == Result.OFFLINE:
             if self.offline:
@@ -533,7 +537,8 @@ class Daemon:
         log.info(f"started: real-time mode (sync.watch), else a pass every {interval} s"
                  if self.config["sync"]["watch"] else
                  f"started: a pass now, then every {interval} s")
-        self._pass_requested = True  # the login pass
+        self._pass_requested = True  # the login pass, spread out (a signal cuts the wait short)
+        self._sleep(random.uniform(0, LOGIN_SPREAD))
         try:
             while not self._stopping:
                 if self._reload_due():

@@ -17,6 +17,7 @@ from roaming_homes.actions.computers import known
 from roaming_homes.outcome import ATTENTION, REMEDIES, Result, SyncOutcome
 from roaming_homes.paths import Locations
 from roaming_homes.safety import backups
+from roaming_homes.server.records import Freshness, age_of, freshness
 from roaming_homes.session import progress
 from roaming_homes.session.computer import recorded_id
 from roaming_homes.session.lock import lock_holder, lock_purpose
@@ -136,12 +137,13 @@ def computers(locations: Locations, stale_after: int, forget_after_days: int,
     mine = recorded_id(locations)
     listed = []
     for record in sorted(known(locations), key=lambda r: (r.id != mine, r.name)):
-        since = _age(record.last_success, now)
+        since = age_of(record.last_success, now)
+        fresh = freshness(since, stale_after, forget_after_days)
         warning = None
-        if since is None or since > forget_after_days * 86400:
+        if fresh is Freshness.STALE:
             warning = "stale: " + ("never synced" if since is None else
                                    f"not synced for {round(since / 86400)} days")
-        elif since > stale_after:
+        elif fresh is Freshness.BEHIND and since is not None:
             warning = (f"not synced for {_days(since)}: its changes may be missing from the "
                        "server")
         listed.append({"id": record.id, "name": record.name, "this": record.id == mine,
@@ -149,15 +151,6 @@ def computers(locations: Locations, stale_after: int, forget_after_days: int,
                        "result": record.result, "version": record.version,
                        "warning": warning})
     return listed
-
-
-def _age(iso: str | None, now: datetime) -> float | None:
-    if not iso:
-        return None
-    try:
-        return (now - datetime.fromisoformat(iso)).total_seconds()
-    except (ValueError, TypeError):
-        return None
 
 
 def _days(seconds: float) -> str:

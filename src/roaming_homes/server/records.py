@@ -15,6 +15,7 @@ shape is left out.
 from __future__ import annotations
 
 import contextlib
+import enum
 import json
 import shlex
 import threading
@@ -68,6 +69,34 @@ class ComputerRecord:
 
 
 _FIELDS = tuple(ComputerRecord.__dataclass_fields__)
+
+
+class Freshness(enum.StrEnum):
+    """How recent a computer's last successful sync is."""
+
+    CURRENT = "current"
+    BEHIND = "behind"  # older than notify.stale_after: its changes may be missing from the server
+    STALE = "stale"  # never, or older than client.forget_after days
+
+
+def freshness(age: float | None, stale_after: float, forget_after_days: float) -> Freshness:
+    """A computer's freshness from the age in seconds of its last successful sync (None: it
+    never had one)."""
+    if age is None or age > forget_after_days * 86400:
+        return Freshness.STALE
+    if age > stale_after:
+        return Freshness.BEHIND
+    return Freshness.CURRENT
+
+
+def age_of(iso: str | None, now: datetime) -> float | None:
+    """Seconds since an ISO time; None when there is none (or it cannot be read)."""
+    if not iso:
+        return None
+    try:
+        return (now - datetime.fromisoformat(iso)).total_seconds()
+    except (ValueError, TypeError):
+        return None
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import random
 import re
 import select
 import shlex
@@ -53,6 +54,18 @@ _OFFLINE_MARKERS = (
     "temporary failure in name resolution", "connection closed by", "connection reset",
     "broken pipe", "kex_exchange_identification",
 )
+# sshd turns logins away before authentication when too many are pending (MaxStartups, by
+# default 10:30:100): it accepts the TCP connection, then closes or resets it before or during
+# the key exchange. A TCP connection that fails says "connect to host" instead (see
+# `_turned_away`).
+_TURNED_AWAY_MARKERS = ("kex_exchange_identification:",)
+_TURNED_AWAY_LINES = ("connection closed by ", "connection reset by ")
+# A server that turned the login away is asked again after a delay that doubles from
+# BUSY_FIRST_DELAY up to BUSY_MAX_DELAY, half of it random (`busy_retry_delay`); no try starts
+# later than BUSY_PATIENCE x connect_timeout after the first one.
+BUSY_FIRST_DELAY = 0.5
+BUSY_MAX_DELAY = 8.0
+BUSY_PATIENCE = 10
 
 
 @dataclass(frozen=True)
@@ -149,6 +162,12 @@ def _start_timeout(server: Server) -> float:
     """How long starting ssh may take: ConnectTimeout covers the TCP connect and the banner,
     this covers the key exchange and the login after them too."""
     return server.connect_timeout * 2 + 10
+
+
+def _patient_timeout(server: Server) -> float:
+    """How long `_open_patiently` may take: the last try starts within the patience for a busy
+    server and is bounded like any."""
+    return BUSY_PATIENCE * server.connect_timeout + _start_timeout(server)
 
 
 class Master(enum.Enum):
@@ -307,11 +326,36 @@ def _classify_failure(server: Server, stderr: str) -> ConnectError:
         return ConnectError(
             f"ssh login to {server.user}@{server.host} refused without a password ({last})",
             Reason.AUTH_REFUSED)
+    if _turned_away(lowered):
+        return ConnectError(f"server {server.host} is busy (it turned the login away): {last}",
+                            Reason.SERVER_BUSY)
     if any(marker in lowered for marker in _OFFLINE_MARKERS):
         return ConnectError(f"server {server.host} unreachable: {last}",
                             Reason.SERVER_UNREACHABLE)
     return ConnectError(f"ssh to {server.host} failed: {last}",
                         Reason.SSH_FAILED)
+
+
+def _turned_away(lowered: str) -> bool:
+    """Whether ssh's (lower-cased) stderr says the server accepted the TCP connection and then
+    closed or reset it before the login: a busy server, not an offline one."""
+    if "connect to host" in lowered:  # the TCP connection itself failed
+        return False
+    return (any(marker in lowered for marker in _TURNED_AWAY_MARKERS)
+            or any(line.startswith(_TURNED_AWAY_LINES) for line in lowered.splitlines()))
+
+
+def busy_retry_delay(refusals: int, elapsed: float, connect_timeout: float,
+                     draw: float) -> float | None:
+    """Seconds to wait before asking a busy server again after its `refusals`-th refusal,
+    `elapsed` seconds after the first try; None when it is time to give up (the pass ends
+    busy, exit 75). `draw` is uniform in [0, 1): half the delay is fixed and half random, so
+    that computers turned away in the same second come back spread out, never at once."""
+    ceiling = min(BUSY_MAX_DELAY, BUSY_FIRST_DELAY * 2 ** max(0, refusals - 1))
+    delay = ceiling * (1 + draw) / 2
+    if elapsed + delay > BUSY_PATIENCE * connect_timeout:
+        return None
+    return delay
 
 
 def _ask_master(server: Server, socket: Path, operation: str) -> Master:
@@ -446,13 +490,35 @@ def check_ticket(server: Server) -> None:
                            action="kinit")
 
 
+def _open_patiently(server: Server, command: list[str]) -> None:
+    """`_open`, asking a busy server again with jittered exponential back-off
+    (`busy_retry_delay`): at a login storm most of the computers turned away get in within
+    seconds. Any other failure is raised at once."""
+    start, refusals = time.monotonic(), 0
+    while True:
+        try:
+            _open(server, command)
+            return
+        except ConnectError as exc:
+            if exc.reason is not Reason.SERVER_BUSY:
+                raise
+            refusals += 1
+            delay = busy_retry_delay(refusals, time.monotonic() - start,
+                                     server.connect_timeout, random.random())
+            if delay is None:
+                raise
+            log.info("server %s is busy (it turned the login away): trying again in %.1f s",
+                     server.host, delay)
+            time.sleep(delay)
+
+
 def connect(server: Server, control_dir: Path) -> Path | None:
     """Make sure the server answers; returns the shared connection's socket, if any.
 
     A master that answers is used; a dead or hung one is replaced. Raises ConnectError with
     TRY_LATER when the server is unreachable (or a local root is absent, e.g. an unmounted
-    share) and FAILED when it answers but refuses us, or when a Kerberos login has no valid
-    ticket (`check_ticket`).
+    share) or stays busy (`_open_patiently`), and FAILED when it answers but refuses us, or
+    when a Kerberos login has no valid ticket (`check_ticket`).
     """
     if server.is_local:
         if not Path(server.local_root).is_dir():
@@ -463,17 +529,17 @@ def connect(server: Server, control_dir: Path) -> Path | None:
     check_ticket(server)
     socket = control_path(server, control_dir)
     if socket is None:
-        _open(server, ["ssh", *ssh_options(server, None), "-o", "ControlMaster=no",
-                       *_destination(server), "true"])
+        _open_patiently(server, ["ssh", *ssh_options(server, None), "-o", "ControlMaster=no",
+                                 *_destination(server), "true"])
         return None
     try:
         private_dir(control_dir)
     except RoamingHomesError as exc:
         raise ConnectError(exc.message, Reason.RUNTIME_DIR) from None
     # The longest a holder takes: ask the master, wait for a hung one to end, start a new one.
-    with _one_at_a_time(control_dir, 2 * _CONTROL_TIMEOUT + _start_timeout(server)):
+    with _one_at_a_time(control_dir, 2 * _CONTROL_TIMEOUT + _patient_timeout(server)):
         if not _master_answers(server, socket):
-            _open(server, _master_command(server, socket))
+            _open_patiently(server, _master_command(server, socket))
     return socket
 
 
