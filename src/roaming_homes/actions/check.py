@@ -18,6 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from roaming_homes import config
+
+# Imported here, not where it is used: `check --user` drops privileges after importing this
+# module, and the dropped user may not be able to read the Python that runs us.
+from roaming_homes.actions.sync import sync_paths
 from roaming_homes.errors import ConfigError
 from roaming_homes.outcome import SUCCEEDED, Reason, SyncOutcome
 from roaming_homes.paths import Locations
@@ -336,8 +340,6 @@ def paths_result(paths: list[str], here: list[bool], there: list[bool],
 
 
 def _paths_result(cfg: config.Config, locations: Locations, remote: _Server) -> Result:
-    from roaming_homes.actions.sync import sync_paths
-
     paths, _ = sync_paths(cfg, locations)
     here = [(locations.home / p).exists() or (locations.home / p).is_symlink() for p in paths]
     answer = remote.run(["sh", "-c", _EXISTS, "sh", remote.home, *paths])
