@@ -1,7 +1,7 @@
 """Exit codes and the one error type whose message is what the user sees.
 
-The codes are the contract of DESIGN.md: the same for every command that syncs, so scripts,
-systemd and the daemon can act on them without parsing text.
+The codes are documented in the README (Exit codes): the same for every command that syncs,
+so scripts, systemd and the daemon can act on them without parsing text.
 """
 
 from __future__ import annotations
