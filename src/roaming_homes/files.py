@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -181,3 +182,12 @@ class Shape:
         if (problem := self.problem(data)) is not None:
             raise ValueError(problem)
         return data
+
+
+def try_flock(fd: int) -> bool:
+    """Take an exclusive flock on `fd` if nobody holds one; never waits."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True

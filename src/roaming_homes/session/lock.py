@@ -8,13 +8,13 @@ mistake another program (or another user's sync) for ours.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 import time
 from pathlib import Path
 
 from roaming_homes.errors import ExitCode, RoamingHomesError
+from roaming_homes.files import try_flock
 from roaming_homes.paths import Locations, private_dir
 
 # Seconds a real-time pass still running when the watch is stopped gets to finish before it is
@@ -45,7 +45,7 @@ class SyncLock:
             raise RoamingHomesError(f"cannot use the lock {self.path}: {exc.strerror}",
                                     ExitCode.FAILED) from None
         deadline = time.monotonic() + wait
-        while not _try_flock(fd):
+        while not try_flock(fd):
             if time.monotonic() >= deadline:
                 os.close(fd)
                 held = lock_purpose(self.path)
@@ -76,14 +76,6 @@ class SyncLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-
-
-def _try_flock(fd: int) -> bool:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
 
 
 # How the purpose a holder wrote into the lock file is named to the user who is kept out.

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import fcntl
 import hashlib
 import logging
 import os
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from roaming_homes.errors import RoamingHomesError
+from roaming_homes.files import try_flock
 from roaming_homes.outcome import EXIT_CODES, Reason, result_of
 from roaming_homes.paths import private_dir
 from roaming_homes.unison import kerberos, runner
@@ -413,14 +413,6 @@ def _master_answers(server: Server, socket: Path) -> bool:
     return False
 
 
-def _try_flock(fd: int) -> bool:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
-
-
 @contextlib.contextmanager
 def _one_at_a_time(control_dir: Path, wait: float) -> Iterator[None]:
     """Our processes look at, clear and start the master one at a time (an flock).
@@ -439,7 +431,7 @@ def _one_at_a_time(control_dir: Path, wait: float) -> Iterator[None]:
                            Reason.SSH_FAILED) from None
     try:
         deadline = time.monotonic() + wait
-        while not _try_flock(fd):
+        while not try_flock(fd):
             if time.monotonic() >= deadline:
                 log.warning("another process of ours has been opening the shared ssh "
                             "connection for %g s: going on without waiting for it", wait)
