@@ -27,7 +27,7 @@ from roaming_homes.safety.guards import Loss, item_loss
 from roaming_homes.server import records
 from roaming_homes.server.records import ComputerRecord, ServerHome
 from roaming_homes.unison import ssh
-from roaming_homes.unison.output import Content, PlanItem
+from roaming_homes.unison.output import Content, Direction, PlanItem
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,14 @@ def overwritten_versions(items: Sequence[PlanItem]) -> list[tuple[str, str]]:
         if lost is not None and lost[1] is Loss.OVERWRITE and kept in _CHANGED:
             found.append((lost[0], item.path))
     return found
+
+
+def settled_conflicts(items: Sequence[PlanItem]) -> list[str]:
+    """The paths of the plan that changed on both sides and still go one way: conflicts that
+    `prefer` settled (an unsettled one has the direction CONFLICT)."""
+    return [item.path for item in items
+            if item.direction in (Direction.TO_SERVER, Direction.TO_LOCAL)
+            and item.local is not Content.UNCHANGED and item.server is not Content.UNCHANGED]
 
 
 def new_name(copy: str, original: str, computer: str, mtime: float) -> str | None:

@@ -520,11 +520,27 @@ def _guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], first_run: boo
             first = True
             run, summary = run_unison(first)
         result = _judged(job, prepared, run, summary, first, judge, outcome)
+        if winner is None:
+            _note_settled(result, judge.items)
         sink(f"--- pass ended: {result.result} ---")
     _tell_the_others(job, prepared, judge, result, confirms=winner is None)
     if result.result in COMPLETED:
         _prune_backups(job, prepared)
     return result
+
+
+def _note_settled(result: SyncOutcome, items: Sequence[output.PlanItem]) -> None:
+    """Record the conflicts `sync.prefer` settled in this pass (they need nobody, but nobody
+    should be surprised by a conflict copy either)."""
+    if result.result not in COMPLETED:
+        return
+    result.settled = [path for path in conflict_copies.settled_conflicts(items)
+                      if path not in result.conflicts]
+    if result.settled:
+        names = ", ".join(escape(n) for n in result.settled[:5]) + (
+            " …" if len(result.settled) > 5 else "")
+        result.message = (f"{result.message}; {len(result.settled)} conflict(s) settled by "
+                          f"sync.prefer, both versions kept: {names}")
 
 
 def _prune_backups(job: Pass, prepared: _Prepared) -> None:

@@ -51,6 +51,7 @@ KINDS: dict[str, Kind] = {
     "recovered": Kind(0, "dialog-information", "transfer.complete", ignorable=False),
     "first-sync": Kind(1, "folder-remote", "transfer", ignorable=False),
     "first-sync-done": Kind(0, "dialog-information", "transfer.complete", ignorable=False),
+    "settled": Kind(0, "dialog-information", "transfer.complete", ignorable=False),
 }
 
 DEFAULT_MESSAGES: dict[str, str] = {
@@ -86,6 +87,10 @@ DEFAULT_MESSAGES: dict[str, str] = {
                        "arrive; you will be told when everything is here.",
     "first-sync-done.summary": "Your roaming home is ready",
     "first-sync-done.body": "Your files are in sync with {host} ({size} copied).",
+    "settled.summary": "Kept both versions of {paths}",
+    "settled.body": "{count} file(s) changed both here and on {host}: sync.prefer chose the "
+                    "version that keeps the name; the other is kept beside it as a conflict "
+                    "copy, or in the backups: {paths}",
     "hint.resolve": "To resolve, run: {command}",
     "hint.restore": "To bring the files back, run: roaming-homes restore --refused (files "
                     "deleted by earlier syncs: roaming-homes restore --since TIME)",
