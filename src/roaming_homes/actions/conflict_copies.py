@@ -14,18 +14,21 @@ records on the server); when none is known, "the server".
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
 import shlex
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from roaming_homes.errors import RoamingHomesError
+from roaming_homes.errors import ExitCode, RoamingHomesError
 from roaming_homes.safety.guards import Loss, item_loss
 from roaming_homes.server import records
 from roaming_homes.server.records import ComputerRecord, ServerHome
+from roaming_homes.text import escape
 from roaming_homes.unison import ssh
 from roaming_homes.unison.output import Content, Direction, PlanItem
 
@@ -55,14 +58,46 @@ def settled_conflicts(items: Sequence[PlanItem]) -> list[str]:
             and item.local is not Content.UNCHANGED and item.server is not Content.UNCHANGED]
 
 
-def new_name(copy: str, original: str, computer: str, mtime: float) -> str | None:
+# A copy's name as we give it: "stem (conflict from COMPUTER DATE HH-MM DIGEST)ext". A name that
+# already carries such a part is a copy: a copy of it is named after the original stem (no
+# nesting).
+_OUR_COPY = re.compile(r" \(conflict from .* \d{4}-\d\d-\d\d \d\d-\d\d(?: [0-9a-f]{8})?\)$")
+DIGEST_LENGTH = 8
+
+
+def digest_of(path: Path) -> str:
+    """The short content digest that a copy's name carries ("" for what is not a file)."""
+    if not path.is_file() or path.is_symlink():
+        return ""
+    hashed = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            hashed.update(chunk)
+    return hashed.hexdigest()[:DIGEST_LENGTH]
+
+
+def copy_name(original: str, computer: str, mtime: float, digest: str) -> str:
+    """The name of a conflict copy of `original` (a name, not a path) that keeps `computer`'s
+    version of `mtime`. The content digest makes the name unique: two computers that settle
+    the same conflict never give different contents the same name, and the same content the
+    same name (which unison sees as equal). A copy of a copy is named after the original."""
+    stem, dot, ext = original.rpartition(".")
+    if not stem or stem.endswith("/"):  # no extension (".bashrc", "Makefile")
+        stem, dot, ext = original, "", ""
+    stem = _OUR_COPY.sub("", stem) or stem
+    stamp = time.strftime("%Y-%m-%d %H-%M", time.localtime(mtime))
+    mark = f" {digest}" if digest else ""
+    return f"{stem} (conflict from {computer} {stamp}{mark}){dot}{ext}"
+
+
+def new_name(copy: str, original: str, computer: str, mtime: float,
+             digest: str = "") -> str | None:
     """The name for unison's copy `copy` of `original` (both names, not paths), or None when
     `copy` is not a copy of it."""
     match = _UNISON_COPY.match(copy)
     if match is None or match["stem"] + (match["ext"] or "") != original:
         return None
-    stamp = time.strftime("%Y-%m-%d %H-%M", time.localtime(mtime))
-    return f"{match['stem']} (conflict from {computer} {stamp}){match['ext'] or ''}"
+    return copy_name(original, computer, mtime, digest)
 
 
 def last_other(home: ServerHome, me: str) -> str:
@@ -86,7 +121,8 @@ def rename_local(root: Path, path: str, computer: str) -> None:
         return
     for name in names:
         with_time = _stat_mtime(directory / name)
-        target = None if with_time is None else new_name(name, original, computer, with_time)
+        target = None if with_time is None else new_name(name, original, computer, with_time,
+                                                         digest_of(directory / name))
         if target is not None and not (directory / target).exists():
             (directory / name).rename(directory / target)
 
@@ -105,15 +141,17 @@ def rename_remote(server: ssh.Server, socket: Path | None, paths: Sequence[str],
     listing = "; ".join(
         f"cd {q(server.home)} && cd -- {q(os.path.dirname(p) or '.')} && for f in "
         f"{q(os.path.basename(p).rpartition('.')[0] or os.path.basename(p))}' (conflict_on_'*; "
-        f"do [ -e \"$f\" ] && printf '%s %s %s\\0' {q(p)} \"$(stat -c %Y -- \"$f\")\" \"$f\"; "
-        "done" for p in paths)
+        f"do [ -e \"$f\" ] && printf '%s\\0%s\\0%s\\0%s\\0' {q(p)} \"$(stat -c %Y -- \"$f\")\" "
+        "\"$({ [ -f \"$f\" ] && [ ! -L \"$f\" ] && sha256sum < \"$f\"; } | cut -c1-8)\" "
+        "\"$f\"; done" for p in paths)
     try:
         answer = ssh.run_remote(server, socket, f"{listing}; true")
         moves = []
-        for entry in filter(None, answer.split("\0")):
-            path, _, rest = entry.partition(" ")
-            mtime, _, name = rest.partition(" ")
-            target = new_name(name, os.path.basename(path), computer, float(mtime or 0))
+        fields = answer.split("\0")
+        for index in range(0, len(fields) - 3, 4):  # path, mtime, digest, copy's name
+            path, mtime, digest, name = fields[index:index + 4]
+            target = new_name(name, os.path.basename(path), computer, float(mtime or 0),
+                              digest if re.fullmatch(r"[0-9a-f]{8}", digest) else "")
             if target is not None:
                 where = f"{server.home}/{os.path.dirname(path)}".rstrip("/")
                 moves.append(f"mv -n -- {q(where + '/' + name)} {q(where + '/' + target)}")
@@ -121,3 +159,31 @@ def rename_remote(server: ssh.Server, socket: Path | None, paths: Sequence[str],
             ssh.run_remote(server, socket, "; ".join(moves) + "; true")
     except (RoamingHomesError, ValueError) as exc:
         log.debug("conflict copies on the server keep unison's names: %s", exc)
+
+
+def keep_server_copy(server: ssh.Server, socket: Path | None, path: str, computer: str,
+                     mtime: float) -> str:
+    """Copy the server's version of `path` beside it as a conflict copy of `computer`'s (its
+    time and content kept); returns the copy's path. Raises RoamingHomesError when the server's
+    version is not a regular file or cannot be copied."""
+    q = shlex.quote
+    name = os.path.basename(path)
+    if server.is_local:
+        source = Path(server.local_root, path)
+        digest = digest_of(source)
+        if not digest:
+            raise RoamingHomesError(f"{escape(path)}: the server's version is not a file",
+                                    ExitCode.USAGE)
+        target = os.path.join(os.path.dirname(path), copy_name(name, computer, mtime, digest))
+        if not Path(server.local_root, target).exists():
+            shutil.copy2(source, Path(server.local_root, target))
+        return target
+    answer = ssh.run_remote(server, socket, f"cd {q(server.home)} && [ -f {q(path)} ] && "
+                            f"[ ! -L {q(path)} ] && sha256sum < {q(path)} || echo -")
+    digest = answer.strip()[:DIGEST_LENGTH]
+    if not re.fullmatch(r"[0-9a-f]{8}", digest):
+        raise RoamingHomesError(f"{escape(path)}: the server's version is not a file",
+                                    ExitCode.USAGE)
+    target = os.path.join(os.path.dirname(path), copy_name(name, computer, mtime, digest))
+    ssh.run_remote(server, socket, f"cd {q(server.home)} && cp -p -n -- {q(path)} {q(target)}")
+    return target
