@@ -348,11 +348,14 @@ FIELDS = {"host": "homes.example.org", "user": "ann", "command": "roaming-homes 
           "email": "help@example.org"}
 
 
-def test_conflicts_request_offers_resolve_and_ignore_with_warning_look() -> None:
+def test_conflicts_request_offers_the_ways_out_and_stays_with_warning_look() -> None:
     decision = Decision("conflicts", replaces_id=3, fields={"paths": "a, b", "count": "2"})
     request = build_request(decision, DEFAULT_MESSAGES, FIELDS, with_actions=True,
                             support_email="help@example.org")
-    assert request.actions == ["resolve", "Resolve…", "ignore", "Ignore"]
+    assert request.actions == ["default", "Keep both", "keep-local", "Keep this computer's",
+                               "keep-server", "Keep the other", "show", "Show…",
+                               "ignore", "Ignore"]
+    assert request.resident and request.args()[6]["resident"] == ("b", True)
     assert request.body == ("2 file(s) changed both here and on homes.example.org; both "
                             "versions are kept until you choose: a, b")
     assert (request.urgency, request.icon, request.replaces_id) == (1, "dialog-warning", 3)

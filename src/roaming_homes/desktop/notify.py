@@ -220,6 +220,7 @@ def _deliver(config: Any, locations: Any, outcome: SyncOutcome | None, decision:
         "request": asdict(request), "key": decision.kind, "serial": new.serial,
         "state_dir": str(locations.state_dir), "runtime_dir": str(locations.runtime_dir),
         "resolve_command": list(settings["resolve_command"]),
+        "home": str(locations.home), "paths": list(decision.paths),
         "email": [settings["support_email"], subject, body],
     })
 

@@ -98,6 +98,7 @@ class Decision:
     replaces_id: int = 0
     close_id: int = 0
     fields: dict[str, str] = field(default_factory=dict)
+    paths: tuple[str, ...] = ()  # the files it is about (what its actions act on)
 
 
 def failure_kind(outcome: SyncOutcome) -> str:
@@ -238,7 +239,8 @@ def _decide_conflicts(state: NotifyState, new: NotifyState,
         return None, new
     # New paths, or the screen shows something older (stale, a failure): tell what is left.
     shown = fresh or paths
-    return _show(new, "conflicts", active, paths=", ".join(shown), count=str(len(shown)))
+    decision, new = _show(new, "conflicts", active, paths=", ".join(shown), count=str(len(shown)))
+    return replace(decision, paths=tuple(shown)), new
 
 
 def _decide_failure(state: NotifyState, new: NotifyState,
