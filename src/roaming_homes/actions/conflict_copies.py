@@ -35,6 +35,11 @@ from roaming_homes.unison.output import Content, Direction, PlanItem
 log = logging.getLogger(__name__)
 
 _UNISON_COPY = re.compile(r"^(?P<stem>.*) \(conflict_on_\d{4}-\d\d-\d\d\)(?P<ext>\.[^.]*)?$")
+# unison (2.52, copyonconflict) writes the version it brings back to a side that deleted the
+# file under this name instead of the file's own, and records the file's own name in its
+# archive: left so, the next pass deletes the file everywhere and only this copy stays.
+_WAS_DELETED = re.compile(
+    r"^(?P<stem>.*) \(conflict_on_\d{4}-\d\d-\d\d_was_deleted\)(?P<ext>\.[^.]*)?$")
 _CHANGED = (Content.CHANGED, Content.CHANGED_LINK, Content.FILE, Content.LINK)
 
 
@@ -47,6 +52,20 @@ def overwritten_versions(items: Sequence[PlanItem]) -> list[tuple[str, str]]:
         kept = item.local if lost and lost[0] == "local" else item.server
         if lost is not None and lost[1] is Loss.OVERWRITE and kept in _CHANGED:
             found.append((lost[0], item.path))
+    return found
+
+
+def restored_versions(items: Sequence[PlanItem]) -> list[tuple[str, str]]:
+    """(side, path) of each item deleted on `side` whose changed version on the other side the
+    plan brings back there: a modify/delete conflict that `prefer` settled for the change."""
+    found = []
+    for item in items:
+        if (item.direction is Direction.TO_LOCAL and item.local is Content.DELETED
+                and item.server in _CHANGED):
+            found.append(("local", item.path))
+        elif (item.direction is Direction.TO_SERVER and item.server is Content.DELETED
+              and item.local in _CHANGED):
+            found.append(("server", item.path))
     return found
 
 
@@ -112,19 +131,47 @@ def last_other(home: ServerHome, me: str) -> str:
     return max(others, key=lambda r: r.last_success or "").name if others else "the server"
 
 
-def rename_local(root: Path, path: str, computer: str) -> None:
+def rename_local(root: Path, path: str, computer: str) -> list[str]:
+    """Rename unison's copies of `path` below `root` (see `new_name`); returns their new paths."""
     directory = root / os.path.dirname(path)
     original = os.path.basename(path)
     try:
         names = os.listdir(directory)
     except OSError:
-        return
+        return []
+    renamed = []
     for name in names:
         with_time = _stat_mtime(directory / name)
         target = None if with_time is None else new_name(name, original, computer, with_time,
                                                          digest_of(directory / name))
         if target is not None and not (directory / target).exists():
             (directory / name).rename(directory / target)
+            renamed.append(os.path.join(os.path.dirname(path), target))
+    return renamed
+
+
+def was_deleted_copy(name: str, original: str) -> bool:
+    """Whether `name` is where unison put the version of `original` it brought back."""
+    match = _WAS_DELETED.match(name)
+    return match is not None and match["stem"] + (match["ext"] or "") == original
+
+
+def restore_local(root: Path, path: str) -> bool:
+    """Give the version unison brought back to `path` (below `root`) its own name again
+    (`_WAS_DELETED`); whether it did."""
+    directory = root / os.path.dirname(path)
+    original = os.path.basename(path)
+    if os.path.lexists(root / path):
+        return False
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return False
+    for name in names:
+        if was_deleted_copy(name, original):
+            (directory / name).rename(root / path)
+            return True
+    return False
 
 
 def _stat_mtime(path: Path) -> float | None:
@@ -135,30 +182,46 @@ def _stat_mtime(path: Path) -> float | None:
 
 
 def rename_remote(server: ssh.Server, socket: Path | None, paths: Sequence[str],
-                  computer: str) -> None:
-    """The same on the server, in two round trips: list the copies, rename them."""
+                  computer: str, restored: Sequence[str] = ()) -> list[str]:
+    """The same on the server, in two round trips: list unison's copies, rename them; for the
+    `restored` paths, the version brought back gets its own name again (`restore_local`).
+    Returns the paths that have a new name."""
     q = shlex.quote
     listing = "; ".join(
         f"cd {q(server.home)} && cd -- {q(os.path.dirname(p) or '.')} && for f in "
         f"{q(os.path.basename(p).rpartition('.')[0] or os.path.basename(p))}' (conflict_on_'*; "
         f"do [ -e \"$f\" ] && printf '%s\\0%s\\0%s\\0%s\\0' {q(p)} \"$(stat -c %Y -- \"$f\")\" "
         "\"$({ [ -f \"$f\" ] && [ ! -L \"$f\" ] && sha256sum < \"$f\"; } | cut -c1-8)\" "
-        "\"$f\"; done" for p in paths)
+        "\"$f\"; done" for p in dict.fromkeys([*paths, *restored]))
     try:
         answer = ssh.run_remote(server, socket, f"{listing}; true")
-        moves = []
-        fields = answer.split("\0")
-        for index in range(0, len(fields) - 3, 4):  # path, mtime, digest, copy's name
-            path, mtime, digest, name = fields[index:index + 4]
-            target = new_name(name, os.path.basename(path), computer, float(mtime or 0),
-                              digest if re.fullmatch(r"[0-9a-f]{8}", digest) else "")
-            if target is not None:
-                where = f"{server.home}/{os.path.dirname(path)}".rstrip("/")
-                moves.append(f"mv -n -- {q(where + '/' + name)} {q(where + '/' + target)}")
+        moves = _remote_moves(answer.split("\0"), computer, set(restored))
         if moves:
-            ssh.run_remote(server, socket, "; ".join(moves) + "; true")
+            ssh.run_remote(server, socket, "; ".join(
+                f"cd {q(server.home)} && mv -n -- {q(old)} {q(new)}" for old, new in moves)
+                + "; true")
     except (RoamingHomesError, ValueError) as exc:
         log.debug("conflict copies on the server keep unison's names: %s", exc)
+        return []
+    return [new for _old, new in moves]
+
+
+def _remote_moves(fields: Sequence[str], computer: str,
+                  restored: set[str]) -> list[tuple[str, str]]:
+    """(from, to) below the server home for each copy the listing found: fields are path,
+    mtime, digest and the copy's name, four at a time."""
+    moves = []
+    for index in range(0, len(fields) - 3, 4):
+        path, mtime, digest, name = fields[index:index + 4]
+        folder, original = os.path.dirname(path), os.path.basename(path)
+        if path in restored and was_deleted_copy(name, original):
+            moves.append((os.path.join(folder, name), path))
+            continue
+        target = new_name(name, original, computer, float(mtime or 0),
+                          digest if re.fullmatch(r"[0-9a-f]{8}", digest) else "")
+        if target is not None:
+            moves.append((os.path.join(folder, name), os.path.join(folder, target)))
+    return moves
 
 
 def keep_server_copy(server: ssh.Server, socket: Path | None, path: str, computer: str,
