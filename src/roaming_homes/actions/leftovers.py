@@ -2,10 +2,10 @@
 
 unison writes a file it receives as `.unison.NAME.HASH.unison.tmp` beside it and renames it
 when complete; a killed run leaves it there, on either side, holding part of a file. After a
-pass, those in the directories the pass looked at are removed (a killed transfer is in the next pass's plan again, so its directory
-is among them): here at once (the sync lock says no unison of ours runs), on the server once
-nobody has written to them for a while (other computers' passes write there too). unison
-itself never syncs them.
+pass, those in the directories the pass looked at are removed (a killed transfer is in the
+next pass's plan again, so its directory is among them): here at once (the sync lock says no
+unison of ours runs), on the server once nobody has written to them for a while (other
+computers' passes write there too). unison itself never syncs them.
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@
 asks the policy, sends `Notify` / `CloseNotification` and saves the state. It never raises: no
 session bus means one log line and the sync goes on with its own exit code.
 
-Actions ("Resolve…", "Email support", "Ignore", "Restore files", "Sync anyway") are offered only
-when the server lists the "actions" capability; otherwise the body says which command to run.
+Actions ("Keep both", "Keep this computer's", "Keep the other", "Show…", "Email support",
+"Ignore", "Restore files", "Sync anyway") are offered only when the server lists the "actions"
+capability; otherwise the body says which command to run.
 A click must be answered by a process that is still connected when the user clicks, hours later
 perhaps, while a one-shot `roaming-homes sync` must exit at once. So a notification with actions
 is sent by a small detached listener (`roaming_homes.desktop.listener`), and the daemon uses the
