@@ -365,6 +365,9 @@ def test_a_mass_deletion_notifies_once_with_both_ways_out_and_restore_works(
     notifications.invoke(shown["id"], "restore")
     wait_for(lambda: len(list(docs.iterdir())) == 30, 30, "the files to come back")
     assert len(list((user.server_home / "Documents").iterdir())) == 30
+    # The resident notification does not stay saying what is no longer true.
+    back = notifications.wait_for(2)[1]
+    assert back["summary"] == "Back in sync" and back["replaces_id"] == shown["id"]
 
 
 def test_the_confirm_action_propagates_what_was_held_back(

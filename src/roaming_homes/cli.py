@@ -383,6 +383,11 @@ def _run_restore(args: argparse.Namespace) -> int:
             raise
         _say(args, exc.message)
         return ExitCode.IN_SYNC
+    if cfg["notify"]["enabled"]:
+        from roaming_homes.desktop import notify
+
+        # The refusal's notification stays on screen (resident) until a pass replaces it.
+        notify.after_pass(cfg, locations, outcome)
     return _report_outcome(args, outcome)
 
 
