@@ -487,3 +487,52 @@ def test_the_support_draft_is_one_url_that_no_shell_echo_can_cut_short() -> None
     address, _, query = url.removeprefix("mailto:").partition("?")
     assert address == "help@example.org"
     assert parse_qs(query) == {"subject": ["sync failed & more"], "body": [body]}
+
+
+# --- conflicts prefer settled ---
+
+def settled(*paths: str, result: str = "in-sync",
+            conflicts: list[str] | None = None) -> SyncOutcome:
+    out = outcome(result, conflicts=conflicts)
+    out.settled = list(paths)
+    return out
+
+
+def test_a_settled_conflict_is_told_once_per_path_with_low_urgency() -> None:
+    state = NotifyState()
+    first, state = step(state, settled("Documents/a.odt"))
+    again, state = step(state, settled("Documents/a.odt"))
+    other, state = step(state, settled("Documents/a.odt", "Documents/b.odt"))
+
+    assert first is not None and first.kind == "settled"
+    assert first.fields["paths"] == "Documents/a.odt"
+    assert again is None
+    assert other is not None and other.fields == {"paths": "Documents/b.odt", "count": "1"}
+    assert state.active is None  # nothing on screen to replace later
+    request = build_request(first, DEFAULT_MESSAGES, FIELDS, with_actions=True,
+                            support_email="")
+    assert request.summary == "Kept both versions of Documents/a.odt"
+    assert (request.urgency, request.actions, request.resident) == (0, [], False)
+
+
+def test_a_settled_conflict_replaces_back_in_sync_but_never_a_notification_that_needs_you(
+) -> None:
+    failing = NotifyState(active=Shown("auth", 5, 1), serial=1)
+    recovered, _ = step(failing, settled("Documents/a.odt"))
+    conflicts = NotifyState()
+    shown, _ = step(conflicts, settled("Documents/a.odt", result="conflicts",
+                                       conflicts=["Documents/c.odt"]))
+
+    assert recovered is not None and recovered.kind == "settled"
+    assert recovered.replaces_id == 5
+    assert shown is not None and shown.kind == "conflicts"
+    assert shown.paths == ("Documents/c.odt",)
+
+
+def test_the_settled_paths_survive_a_notification_that_did_not_reach_the_screen() -> None:
+    before = NotifyState(settled_seen=["Documents/old.odt"])
+    _, after = step(before, settled("Documents/a.odt"))
+
+    assert after.undelivered(before).settled_seen == ["Documents/old.odt"]
+    assert NotifyState.from_dict(after.to_dict()).settled_seen == ["Documents/old.odt",
+                                                                   "Documents/a.odt"]
