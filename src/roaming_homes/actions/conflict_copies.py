@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from roaming_homes.errors import ExitCode, RoamingHomesError
-from roaming_homes.safety.guards import Loss, item_loss
+from roaming_homes.safety.guards import item_loss
 from roaming_homes.server import records
 from roaming_homes.server.records import ComputerRecord, ServerHome
 from roaming_homes.text import escape
@@ -44,13 +44,14 @@ _CHANGED = (Content.CHANGED, Content.CHANGED_LINK, Content.FILE, Content.LINK)
 
 
 def overwritten_versions(items: Sequence[PlanItem]) -> list[tuple[str, str]]:
-    """(side, path) of each item whose changed version on `side` the plan overwrites: a conflict
-    that `prefer` settled, where unison keeps a copy on that side."""
+    """(side, path) of each item whose changed version on `side` the plan overwrites or deletes
+    (a file, a link or a directory): a conflict that `prefer` settled, where unison keeps a copy
+    on that side."""
     found = []
     for item in items:
         lost = item_loss(item)
         kept = item.local if lost and lost[0] == "local" else item.server
-        if lost is not None and lost[1] is Loss.OVERWRITE and kept in _CHANGED:
+        if lost is not None and kept not in (Content.UNCHANGED, Content.DELETED):
             found.append((lost[0], item.path))
     return found
 
