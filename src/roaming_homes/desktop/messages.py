@@ -30,7 +30,7 @@ class Kind:
     urgency: int  # 0 low, 1 normal, 2 critical (stays until dismissed on most servers)
     icon: str  # freedesktop icon naming spec
     category: str  # freedesktop notification category
-    resolve: bool = False  # "Resolve…" applies
+    resolve: bool = False  # the body names notify.resolve_command ("Resolve…" without `keep`)
     support: bool = False  # "Email support" applies (when notify.support_email is set)
     ignorable: bool = True  # "Ignore" applies: a problem that can be silenced until it changes
     held_back: bool = False  # "Restore files" and "Sync anyway" apply: the loss guard refused
