@@ -77,3 +77,23 @@ def test_a_path_that_is_not_a_conflict_is_a_usage_error(user: Setup) -> None:
     assert outside.returncode == 64 and "is not inside the home" in outside.stderr
     assert there.read_text() == "server edit" and here.read_text() == "laptop edit"
     assert user.run("conflicts").returncode == 0  # the listing still works
+
+
+def test_with_the_session_daemon_running_resolve_waits_its_turn(user: Setup) -> None:
+    from tests.support.daemon import DaemonProcess
+    from tests.support.waiting import wait_for
+
+    here, there = conflict(user)
+    user.configure(sync={"prefer": "none", "interval": 1})
+    daemon = DaemonProcess(user)
+    try:
+        wait_for(lambda: user.status()["finished"] is not None
+                 and user.status()["result"] == "conflicts", 30, "a pass of the daemon's")
+
+        result = resolve(user, "--keep", "server", str(here))  # its passes run every second
+
+        assert result.returncode == 0, result.stderr
+        assert here.read_text() == there.read_text() == "server edit"
+        assert daemon.proc.poll() is None
+    finally:
+        daemon.close()

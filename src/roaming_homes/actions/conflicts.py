@@ -166,6 +166,7 @@ def resolve(config: Config, locations: Locations) -> SyncOutcome:
 # --- resolving without a UI -------------------------------------------------------------------
 
 KEEP = ("both", "local", "server", "newer")
+LOCK_WAIT = 300.0  # seconds to wait for a pass of the session daemon's to end
 
 
 @dataclass(frozen=True)
@@ -209,23 +210,29 @@ def resolve_paths(config: Config, locations: Locations, paths: Sequence[str],
     if note and keep != "local" and keep != "server":
         raise RoamingHomesError(note, ExitCode.TRY_LATER)
     choices = [choose(known_paths[p], keep) for p in dict.fromkeys(paths)]
+    # With the session daemon, wait for a pass of its own to end (as `sync` does): a click on
+    # a notification must not fail because a scheduled pass happens to run.
+    lock_wait = 0.0
     if daemon_pid := lock_holder(locations.daemon_lock_file):
         make_way(locations, daemon_pid)  # real-time mode holds the lock for good
-    failed = _settle(config, locations, choices, known_paths)
+        lock_wait = LOCK_WAIT
+    failed = _settle(config, locations, choices, known_paths, lock_wait)
     if failed is not None:
         return failed
-    outcome = engine.run_pass(config, locations)
+    outcome = engine.run_pass(config, locations, lock_wait=lock_wait)
     if outcome.result in COMPLETED:
         outcome.message = f"{_kept(choices, keep)}; {outcome.message}"
     return outcome
 
 
 def _settle(config: Config, locations: Locations, choices: Sequence[Choice],
-            known_paths: Mapping[str, Conflict]) -> SyncOutcome | None:
+            known_paths: Mapping[str, Conflict], lock_wait: float) -> SyncOutcome | None:
     """The settling passes, under the lock: one per winning side, over just those paths (the
     losing versions go to that side's backups). The failed pass's recorded outcome, or None."""
     server = transport.Server.from_config(config["server"])
-    with SyncLock(locations.lock_file) as lock:
+    lock = SyncLock(locations.lock_file)
+    lock.acquire("resolve", wait=lock_wait)
+    try:
         store = StateStore(locations.state_dir)
         job = engine.Pass(config, locations, server, store, lock_fd=lock.fileno)
         if copies := [c for c in choices if c.copy]:
@@ -237,6 +244,8 @@ def _settle(config: Config, locations: Locations, choices: Sequence[Choice],
             result = engine.guarded_pass(job, engine.outcomes(server), only=only, winner=winner)
             if result.result not in COMPLETED or result.conflicts:
                 return engine.record(store, result)
+    finally:
+        lock.release()
     return None
 
 
