@@ -179,3 +179,28 @@ def test_conflicts_say_which_computer_made_each_version(two: tuple[Setup, Setup]
 
     assert "(this computer, laptop-ana)" in listed and "(last synced by desk-ana)" in listed
     assert (conflict["local"]["by"], conflict["server"]["by"]) == ("laptop-ana", "desk-ana")
+
+
+def test_keep_both_names_the_copy_after_the_other_computer_and_it_reaches_it(
+        two: tuple[Setup, Setup]) -> None:
+    a, b = two
+    for each in (a, b):
+        each.configure(server=each.config["server"],
+                       client=each.config["client"], sync={"prefer": "none"})
+    docs_a = _populate(a, 1)
+    assert a.sync().returncode == 0
+    assert b.sync().returncode == 0
+    (b.home / "Documents" / "f00.txt").write_text("desk edit")
+    assert b.sync().returncode == 0
+    (docs_a / "f00.txt").write_text("laptop edit")
+    assert a.sync().returncode == 1
+
+    settled = a.run("conflicts", "resolve", "--keep", "both", str(docs_a / "f00.txt"))
+    assert settled.returncode == 0, settled.stderr
+    assert b.sync().returncode == 0
+
+    for home in (a.home, a.server_home, b.home):
+        (copy,) = [p for p in (home / "Documents").iterdir() if "conflict" in p.name]
+        assert copy.name.startswith("f00 (conflict from desk-ana ")
+        assert copy.read_text() == "desk edit"
+        assert (home / "Documents" / "f00.txt").read_text() == "laptop edit"

@@ -39,3 +39,19 @@ def test_conflicts_survive_passes_that_did_not_look_at_the_files() -> None:
     assert last_known_conflicts(history) == ["a", "b"]
     assert last_known_conflicts([*history, entry(Result.IN_SYNC, [])]) == []
     assert last_known_conflicts([]) == []
+
+
+def test_the_choice_each_keep_makes() -> None:
+    from roaming_homes.actions.conflicts import Choice, Conflict, Side, choose
+
+    both = Conflict("a", Side(200.0, 1), Side(100.0, 1))
+    deleted_here = Conflict("b", Side(None, None), Side(100.0, 1))
+
+    assert choose(both, "both") == Choice("a", "local", copy=True)
+    assert choose(both, "newer") == Choice("a", "local")
+    assert choose(Conflict("a", Side(1.0, 1), Side(2.0, 1)), "newer") == Choice("a", "server")
+    assert choose(both, "server") == Choice("a", "server")
+    # a deletion loses to a version for "newer" and "both": nothing to keep two of
+    assert choose(deleted_here, "newer") == Choice("b", "server")
+    assert choose(deleted_here, "both") == Choice("b", "server")
+    assert choose(deleted_here, "local") == Choice("b", "local")

@@ -348,11 +348,14 @@ FIELDS = {"host": "homes.example.org", "user": "ann", "command": "roaming-homes 
           "email": "help@example.org"}
 
 
-def test_conflicts_request_offers_resolve_and_ignore_with_warning_look() -> None:
+def test_conflicts_request_offers_the_ways_out_and_stays_with_warning_look() -> None:
     decision = Decision("conflicts", replaces_id=3, fields={"paths": "a, b", "count": "2"})
     request = build_request(decision, DEFAULT_MESSAGES, FIELDS, with_actions=True,
                             support_email="help@example.org")
-    assert request.actions == ["resolve", "Resolve…", "ignore", "Ignore"]
+    assert request.actions == ["default", "Keep both", "keep-local", "Keep this computer's",
+                               "keep-server", "Keep the other", "show", "Show…",
+                               "ignore", "Ignore"]
+    assert request.resident and request.args()[6]["resident"] == ("b", True)
     assert request.body == ("2 file(s) changed both here and on homes.example.org; both "
                             "versions are kept until you choose: a, b")
     assert (request.urgency, request.icon, request.replaces_id) == (1, "dialog-warning", 3)
@@ -501,3 +504,52 @@ def test_the_sign_in_notification_names_kinit_and_offers_no_button() -> None:
     assert request.summary == "Sign in again to keep your home in sync"
     assert "kinit" in request.body and "homes.example.org" in request.body
     assert request.actions == []
+
+
+# --- conflicts prefer settled ---
+
+def settled(*paths: str, result: str = "in-sync",
+            conflicts: list[str] | None = None) -> SyncOutcome:
+    out = outcome(result, conflicts=conflicts)
+    out.settled = list(paths)
+    return out
+
+
+def test_a_settled_conflict_is_told_once_per_path_with_low_urgency() -> None:
+    state = NotifyState()
+    first, state = step(state, settled("Documents/a.odt"))
+    again, state = step(state, settled("Documents/a.odt"))
+    other, state = step(state, settled("Documents/a.odt", "Documents/b.odt"))
+
+    assert first is not None and first.kind == "settled"
+    assert first.fields["paths"] == "Documents/a.odt"
+    assert again is None
+    assert other is not None and other.fields == {"paths": "Documents/b.odt", "count": "1"}
+    assert state.active is None  # nothing on screen to replace later
+    request = build_request(first, DEFAULT_MESSAGES, FIELDS, with_actions=True,
+                            support_email="")
+    assert request.summary == "Kept both versions of Documents/a.odt"
+    assert (request.urgency, request.actions, request.resident) == (0, [], False)
+
+
+def test_a_settled_conflict_replaces_back_in_sync_but_never_a_notification_that_needs_you(
+) -> None:
+    failing = NotifyState(active=Shown("auth", 5, 1), serial=1)
+    recovered, _ = step(failing, settled("Documents/a.odt"))
+    conflicts = NotifyState()
+    shown, _ = step(conflicts, settled("Documents/a.odt", result="conflicts",
+                                       conflicts=["Documents/c.odt"]))
+
+    assert recovered is not None and recovered.kind == "settled"
+    assert recovered.replaces_id == 5
+    assert shown is not None and shown.kind == "conflicts"
+    assert shown.paths == ("Documents/c.odt",)
+
+
+def test_the_settled_paths_survive_a_notification_that_did_not_reach_the_screen() -> None:
+    before = NotifyState(settled_seen=["Documents/old.odt"])
+    _, after = step(before, settled("Documents/a.odt"))
+
+    assert after.undelivered(before).settled_seen == ["Documents/old.odt"]
+    assert NotifyState.from_dict(after.to_dict()).settled_seen == ["Documents/old.odt",
+                                                                   "Documents/a.odt"]

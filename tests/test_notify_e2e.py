@@ -95,46 +95,79 @@ def test_conflict_notifies_once_and_again_only_for_a_new_path(
     assert shown[0]["app_name"] == "Roaming Homes"
     assert shown[0]["summary"] == "Files changed on both sides"
     assert "Documents/report.txt" in shown[0]["body"]
-    assert shown[0]["actions"] == {"resolve": "Resolve…", "ignore": "Ignore"}
-    assert shown[0]["hints"]["urgency"] == 1
+    assert shown[0]["actions"] == {"default": "Keep both", "keep-local": "Keep this computer's",
+                                   "keep-server": "Keep the other", "show": "Show…",
+                                   "ignore": "Ignore"}
+    assert shown[0]["hints"]["urgency"] == 1 and shown[0]["hints"]["resident"] is True
     assert "Documents/budget.txt" in shown[1]["body"]
     assert "report.txt" not in shown[1]["body"]
     assert shown[1]["replaces_id"] == shown[0]["id"]
 
 
-def test_resolve_action_starts_the_configured_command(
+def test_show_action_opens_the_folder_and_the_notification_keeps_working(
         user: Setup, notifications: RecordingServer, tmp_path: Path) -> None:
-    argv_file = tmp_path / "resolve-argv.json"
-    stub = recorder(tmp_path / "bin" / "resolve-stub", argv_file)
-    env = notifying(user, notifications, resolve_command=[str(stub), "resolve", "--gui"])
+    argv_file = tmp_path / "xdg-open-argv.json"
+    recorder(tmp_path / "bin" / "xdg-open", argv_file)
+    env = notifying(user, notifications)
+    env["PATH"] = f"{tmp_path / 'bin'}:{user.env['PATH']}"
     user.configure(sync={"prefer": "none"}, notify=user.config["notify"])
     make_conflict(user, "report.txt")
     assert user.sync(env=env).returncode == 1
     shown = notifications.wait_for(1)[0]
 
-    notifications.invoke(shown["id"], "resolve")
+    notifications.invoke(shown["id"], "show")
+    assert json.loads(wait_for_file(argv_file)) == [str(user.home / "Documents")]
+    argv_file.unlink()
+    notifications.invoke(shown["id"], "show")  # resident: a second click still works
 
-    assert json.loads(wait_for_file(argv_file)) == ["resolve", "--gui"]
+    assert json.loads(wait_for_file(argv_file)) == [str(user.home / "Documents")]
+
+
+def test_show_without_xdg_open_is_no_error(user: Setup, notifications: RecordingServer,
+                                           tmp_path: Path) -> None:
+    """No xdg-open on the PATH: nothing opens, and the notification's other actions work."""
+    env = notifying(user, notifications)
+    user.configure(sync={"prefer": "none"}, notify=user.config["notify"])
+    make_conflict(user, "report.txt")
+    bare = tmp_path / "bare-bin"
+    bare.mkdir()
+    (bare / "unison").symlink_to(subprocess.run(["sh", "-c", "command -v unison"],
+                                                capture_output=True, text=True,
+                                                check=True).stdout.strip())
+    for tool in ("ssh", "sh", "stat"):
+        found = subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+        (bare / tool).symlink_to(found)
+    env["PATH"] = str(bare)
+    assert user.sync(env=env).returncode == 1
+    shown = notifications.wait_for(1)[0]
+
+    notifications.invoke(shown["id"], "show")
+    notifications.invoke(shown["id"], "keep-local")
+
+    wait_for(lambda: (user.server_home / "Documents" / "report.txt").read_text()
+             == "laptop edit", 40, "the conflict settled")
 
 
 def test_a_click_counts_only_from_the_server_that_showed_the_notification(
         user: Setup, notifications: RecordingServer, tmp_path: Path) -> None:
     """Any program on the session bus can emit an ActionInvoked signal: the listener acts only
     on the one sent by the notification server's own connection."""
-    argv_file = tmp_path / "resolve-argv.json"
-    stub = recorder(tmp_path / "bin" / "resolve-stub", argv_file)
-    env = notifying(user, notifications, resolve_command=[str(stub), "resolve"])
+    argv_file = tmp_path / "xdg-open-argv.json"
+    recorder(tmp_path / "bin" / "xdg-open", argv_file)
+    env = notifying(user, notifications)
+    env["PATH"] = f"{tmp_path / 'bin'}:{user.env['PATH']}"
     user.configure(sync={"prefer": "none"}, notify=user.config["notify"])
     make_conflict(user, "report.txt")
     assert user.sync(env=env).returncode == 1
     shown = notifications.wait_for(1)[0]
 
-    notifications.impostor_invoke(shown["id"], "resolve")
+    notifications.impostor_invoke(shown["id"], "show")
     time.sleep(2)
     assert not argv_file.exists()
 
-    notifications.invoke(shown["id"], "resolve")
-    assert json.loads(wait_for_file(argv_file)) == ["resolve"]
+    notifications.invoke(shown["id"], "show")
+    assert json.loads(wait_for_file(argv_file)) == [str(user.home / "Documents")]
 
 
 MARKUP_NAME = "<a href=http:evil.example>click<b>me.txt"
@@ -332,6 +365,9 @@ def test_a_mass_deletion_notifies_once_with_both_ways_out_and_restore_works(
     notifications.invoke(shown["id"], "restore")
     wait_for(lambda: len(list(docs.iterdir())) == 30, 30, "the files to come back")
     assert len(list((user.server_home / "Documents").iterdir())) == 30
+    # The resident notification does not stay saying what is no longer true.
+    back = notifications.wait_for(2)[1]
+    assert back["summary"] == "Back in sync" and back["replaces_id"] == shown["id"]
 
 
 def test_the_confirm_action_propagates_what_was_held_back(
@@ -422,3 +458,68 @@ def test_a_changed_server_identity_stops_the_daemon_passes_and_says_so(user: Set
         assert not (user.server_home / "Documents").exists()
     finally:
         daemon.close()
+
+
+def test_keep_this_computers_settles_the_conflict_on_both_sides(
+        user: Setup, notifications: RecordingServer) -> None:
+    env = notifying(user, notifications)
+    user.configure(sync={"prefer": "none"}, notify=user.config["notify"])
+    make_conflict(user, "report.txt")
+    assert user.sync(env=env).returncode == 1
+    shown = notifications.wait_for(1)[0]
+
+    notifications.invoke(shown["id"], "keep-local")
+
+    back = notifications.wait_for(2, timeout=40)[1]
+    assert back["summary"] == "Back in sync" and back["replaces_id"] == shown["id"]
+    for home in (user.home, user.server_home):
+        assert (home / "Documents" / "report.txt").read_text() == "laptop edit"
+    assert user.status()["conflicts"] == []
+    kept = user.server_home / ".roaming-homes" / "backup" / "Documents" / "report.txt"
+    assert kept.read_text() == "server edit"
+
+
+def test_clicking_the_notification_keeps_both_versions(
+        user: Setup, notifications: RecordingServer) -> None:
+    env = notifying(user, notifications)
+    user.configure(sync={"prefer": "none"}, notify=user.config["notify"])
+    make_conflict(user, "report.txt")
+    assert user.sync(env=env).returncode == 1
+    shown = notifications.wait_for(1)[0]
+
+    notifications.invoke(shown["id"], "default")
+
+    notifications.wait_for(2, timeout=40)
+    for home in (user.home, user.server_home):
+        docs = home / "Documents"
+        assert (docs / "report.txt").read_text() == "laptop edit"
+        (copy,) = [p for p in docs.iterdir() if "conflict from" in p.name]
+        assert copy.read_text() == "server edit"
+
+
+def test_without_xdg_email_the_support_report_is_saved_and_its_place_told(
+        user: Setup, notifications: RecordingServer, tmp_path: Path) -> None:
+    env = notifying(user, notifications, support_email="help@example.org")
+    user.configure(server={"connection_reuse": 0}, notify=user.config["notify"])
+    (user.home / "Documents").mkdir()
+    assert user.sync().returncode == 0
+    refuse_login(user)
+    bare = tmp_path / "bare-bin"  # ssh and unison, but no xdg-email
+    bare.mkdir()
+    for tool in ("ssh", "unison"):
+        (bare / tool).symlink_to(subprocess.run(["sh", "-c", f"command -v {tool}"],
+                                                capture_output=True, text=True,
+                                                check=True).stdout.strip())
+    env["PATH"] = str(bare)
+    assert user.sync(env=env).returncode == 3
+    shown = notifications.wait_for(1)[0]
+
+    notifications.invoke(shown["id"], "email")
+
+    told = notifications.wait_for(2)[1]
+    assert told["summary"] == "Support report saved"
+    (report,) = user.state_dir.glob("support-report-*.txt")
+    assert str(report) in told["body"] and "help@example.org" in told["body"]
+    text = report.read_text()
+    assert text.startswith("To: help@example.org\nSubject: roaming-homes: sync failed")
+    assert "Exit code: 3" in text and "Last lines of sync.log:" in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -150,11 +151,14 @@ def test_conflict_with_prefer_newer_takes_the_newer_and_keeps_a_copy(user: Setup
     assert server.read_text() == "laptop edit, newer"
     copies = [p for p in server.parent.iterdir() if "conflict" in p.name]
     assert [p.read_text() for p in copies] == ["server edit"]
-    # Named after whose version it keeps (the server's: no other computer known) and its time.
+    # Named after whose version it keeps (the server's: no other computer known), its time and
+    # its content.
     stamp = time.strftime("%Y-%m-%d %H-%M", time.localtime(copies[0].stat().st_mtime))
-    assert copies[0].name == f"report (conflict from the server {stamp}).txt"
-    assert user.sync().returncode == 0  # the copy reaches this computer under that name
+    digest = hashlib.sha256(b"server edit").hexdigest()[:8]
+    assert copies[0].name == f"report (conflict from the server {stamp} {digest}).txt"
+    # the copy reached this computer under that name in the same pass
     assert (user.home / "Documents" / copies[0].name).read_text() == "server edit"
+    assert user.sync().returncode == 0
 
 
 def test_a_copy_of_this_computers_version_is_named_after_it(user: Setup) -> None:

@@ -243,6 +243,19 @@ def _add_conflicts(sub: argparse._SubParsersAction) -> None:
                        "modification time and size on each side.")
     p.add_argument("--json", action="store_true", help="print the list as JSON")
     p.set_defaults(run=_run_conflicts)
+    csub = p.add_subparsers(dest="conflicts_command", metavar="ACTION", parser_class=_Parser)
+    resolve = csub.add_parser(
+        "resolve", help="settle conflicts without a UI",
+        description="Settle the conflicts at PATH (relative to the current directory, or "
+        "absolute, inside the home) and sync. --keep both: this computer's version keeps the "
+        "name and the other is kept beside it as a conflict copy; local or server: that side's "
+        "version wins on both sides (the other goes to the backups); newer: the version with the "
+        "later modification time wins.")
+    resolve.add_argument("paths", nargs="+", metavar="PATH", help="a file in conflict")
+    resolve.add_argument("--keep", required=True, choices=("both", "local", "server", "newer"),
+                         help="which version keeps the name")
+    resolve.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    resolve.set_defaults(run=_run_conflicts_resolve)
 
 
 def _when(side: Any) -> str:
@@ -272,6 +285,22 @@ def _run_conflicts(args: argparse.Namespace) -> int:
     if note:
         _warn(note)
     return 0
+
+
+def _run_conflicts_resolve(args: argparse.Namespace) -> int:
+    from roaming_homes.actions import conflicts
+    from roaming_homes.actions.restore import home_path
+
+    cfg, locations = _load(args)
+    if cfg["notify"]["enabled"]:
+        from roaming_homes.desktop import notify
+
+        notify.check_config(cfg)
+    paths = [home_path(typed, locations.home) for typed in args.paths]
+    outcome = conflicts.resolve_paths(cfg, locations, paths, args.keep)
+    if cfg["notify"]["enabled"]:
+        notify.after_pass(cfg, locations, outcome)
+    return _report_outcome(args, outcome)
 
 
 def _add_resolve(sub: argparse._SubParsersAction) -> None:
@@ -354,6 +383,11 @@ def _run_restore(args: argparse.Namespace) -> int:
             raise
         _say(args, exc.message)
         return ExitCode.IN_SYNC
+    if cfg["notify"]["enabled"]:
+        from roaming_homes.desktop import notify
+
+        # The refusal's notification stays on screen (resident) until a pass replaces it.
+        notify.after_pass(cfg, locations, outcome)
     return _report_outcome(args, outcome)
 
 

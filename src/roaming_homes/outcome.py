@@ -110,7 +110,10 @@ class SyncOutcome:
     transferred: int = 0
     skipped: int = 0
     failed: int = 0
-    conflicts: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)  # left for the user
+    # Conflicts `sync.prefer` settled in this pass (one version won, the other is kept as a
+    # conflict copy or in the backups): nothing to do, but the user should know.
+    settled: list[str] = field(default_factory=list)
     failed_paths: list[str] = field(default_factory=list)
     first_run: bool = False
     notes: list[str] = field(default_factory=list)  # what the user should know, one line each

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.homes import CLI, Setup
+from tests.support.homes import CLI, Setup, tree
 from tests.support.ledger import Ledger, digest
 
 
@@ -96,6 +96,9 @@ def test_a_preferring_policy_decides_and_keeps_the_loser(user: Setup, ledger: Le
     assert (docs / "theirs.txt").read_text() == "server changed theirs\n"
     # the losing versions: conflict copies on the replicas, or the backups
     ledger.assert_nothing_lost(before, written)
+    # and one pass leaves both sides equal (the copies included)
+    assert tree(docs) == tree(sdocs)
+    assert (docs / "del-vs-mod.txt").exists() == (prefer != "local")
 
 
 def test_resolve_in_the_text_ui_settles_a_conflict_and_keeps_the_loser(

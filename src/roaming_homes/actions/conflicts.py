@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from roaming_homes.actions import conflict_copies
 from roaming_homes.actions import sync as engine
 from roaming_homes.actions.computers import known
 from roaming_homes.config import Config
@@ -26,6 +27,7 @@ from roaming_homes.paths import Locations
 from roaming_homes.session.computer import this_computer
 from roaming_homes.session.lock import SyncLock, lock_holder, make_way
 from roaming_homes.session.state import StateStore
+from roaming_homes.text import escape
 from roaming_homes.unison import profile, runner
 from roaming_homes.unison import ssh as transport
 
@@ -159,3 +161,110 @@ def resolve(config: Config, locations: Locations) -> SyncOutcome:
     finally:
         lock.release()
     return engine.run_pass(config, locations)
+
+
+# --- resolving without a UI -------------------------------------------------------------------
+
+KEEP = ("both", "local", "server", "newer")
+LOCK_WAIT = 300.0  # seconds to wait for a pass of the session daemon's to end
+
+
+@dataclass(frozen=True)
+class Choice:
+    """How one conflict is settled: `winner`'s version keeps the name on both sides; with
+    `copy`, the server's version is first kept beside it as a conflict copy."""
+
+    path: str
+    winner: str  # "local" | "server"
+    copy: bool = False
+
+
+def choose(conflict: Conflict, keep: str) -> Choice:
+    """The choice `keep` ("both", "local", "server", "newer") makes for `conflict`. A side
+    that is absent (deleted there) loses to one that has the file for "newer" and "both"
+    (nothing to keep two of). Raises RoamingHomesError when the sides are unknown."""
+    local, server = conflict.local.mtime, conflict.server.mtime
+    if keep in ("local", "server"):
+        return Choice(conflict.path, keep)
+    if local is None and server is None:
+        raise RoamingHomesError(f"{escape(conflict.path)}: neither side's version could be "
+                                "looked at; choose --keep local or server", ExitCode.TRY_LATER)
+    if local is None or server is None:
+        return Choice(conflict.path, "local" if server is None else "server")
+    if keep == "both":
+        return Choice(conflict.path, "local", copy=True)
+    return Choice(conflict.path, "local" if local >= server else "server")
+
+
+def resolve_paths(config: Config, locations: Locations, paths: Sequence[str],
+                  keep: str) -> SyncOutcome:
+    """Settle the conflicts at `paths` (relative to the home) as `keep` says, then run one
+    ordinary pass (which records what is left and brings a kept copy to this computer); returns
+    that pass's outcome, or the failed settling pass's. Raises RoamingHomesError for a path
+    that is not an unresolved conflict, or when the server could not be looked at."""
+    found, note = list_conflicts(config, locations)
+    known_paths = {c.path: c for c in found}
+    if unknown := [p for p in paths if p not in known_paths]:
+        raise RoamingHomesError(f"not an unresolved conflict: {', '.join(map(escape, unknown))} "
+                                "(see roaming-homes conflicts)", ExitCode.USAGE)
+    if note and keep != "local" and keep != "server":
+        raise RoamingHomesError(note, ExitCode.TRY_LATER)
+    choices = [choose(known_paths[p], keep) for p in dict.fromkeys(paths)]
+    # With the session daemon, wait for a pass of its own to end (as `sync` does): a click on
+    # a notification must not fail because a scheduled pass happens to run.
+    lock_wait = 0.0
+    if daemon_pid := lock_holder(locations.daemon_lock_file):
+        make_way(locations, daemon_pid)  # real-time mode holds the lock for good
+        lock_wait = LOCK_WAIT
+    failed = _settle(config, locations, choices, known_paths, lock_wait)
+    if failed is not None:
+        return failed
+    outcome = engine.run_pass(config, locations, lock_wait=lock_wait)
+    if outcome.result in COMPLETED:
+        outcome.message = f"{_kept(choices, keep)}; {outcome.message}"
+    return outcome
+
+
+def _settle(config: Config, locations: Locations, choices: Sequence[Choice],
+            known_paths: Mapping[str, Conflict], lock_wait: float) -> SyncOutcome | None:
+    """The settling passes, under the lock: one per winning side, over just those paths (the
+    losing versions go to that side's backups). The failed pass's recorded outcome, or None."""
+    server = transport.Server.from_config(config["server"])
+    lock = SyncLock(locations.lock_file)
+    lock.acquire("resolve", wait=lock_wait)
+    try:
+        store = StateStore(locations.state_dir)
+        job = engine.Pass(config, locations, server, store, lock_fd=lock.fileno)
+        if copies := [c for c in choices if c.copy]:
+            _keep_server_copies(config, locations, server, copies, known_paths)
+        for winner in ("local", "server"):
+            only = tuple(c.path for c in choices if c.winner == winner)
+            if not only:
+                continue
+            result = engine.guarded_pass(job, engine.outcomes(server), only=only, winner=winner)
+            if result.result not in COMPLETED or result.conflicts:
+                return engine.record(store, result)
+    finally:
+        lock.release()
+    return None
+
+
+def _keep_server_copies(config: Config, locations: Locations, server: transport.Server,
+                        copies: Sequence[Choice], known_paths: Mapping[str, Conflict]) -> None:
+    """Copy the server's versions beside them (the next pass brings the copies here)."""
+    other = _authors(config, locations)[1] or "the server"
+    socket = None if server.is_local else transport.connect(server, locations.control_dir)
+    for choice in copies:
+        mtime = known_paths[choice.path].server.mtime or 0.0
+        copy = conflict_copies.keep_server_copy(server, socket, choice.path, other, mtime)
+        log.info("the server's version of %s is kept as %s", escape(choice.path), escape(copy))
+
+
+def _kept(choices: Sequence[Choice], keep: str) -> str:
+    names = ", ".join(escape(c.path) for c in choices[:5]) + (" …" if len(choices) > 5 else "")
+    if keep == "both":
+        return f"kept both versions of {names} (the other as a conflict copy)"
+    sides = {c.winner for c in choices}
+    side = ("this computer's" if sides == {"local"} else "the server's" if sides == {"server"}
+            else "the newer")
+    return f"kept {side} version of {names} (the other in the backups)"

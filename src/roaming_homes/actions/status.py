@@ -180,6 +180,8 @@ def report(locations: Locations, stale_after: int = 86400,
         **{key: shown.get(key) for key in ("started", "finished", "duration", "server")},
         **{key: shown.get(key, 0) for key in ("transferred", "skipped", "failed")},
         "conflicts": shown.get("conflicts", []),
+        "settled": shown.get("settled", []),
+        "settled_recently": _settled(store.history()),
         "notes": shown.get("notes", []),
         "last_success": store.last_success(),
         "running": pid is not None,
@@ -197,6 +199,11 @@ def report(locations: Locations, stale_after: int = 86400,
     if "damaged" in data:
         result["warning"] = f"state file unreadable, starting afresh: {data['damaged']}"
     return result
+
+
+def _settled(history: Sequence[SyncOutcome]) -> int:
+    """How many conflicts `sync.prefer` settled in the recorded history (each path once)."""
+    return len({path for entry in history for path in entry.settled})
 
 
 def _backups(locations: Locations) -> dict[str, Any] | None:
@@ -221,6 +228,11 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"  server:           {printable(report['server'])}")
     conflicts = ", ".join(escape(name) for name in report["conflicts"]) or "none"
     lines.append(f"  conflicts:        {conflicts}")
+    if report["settled"] or report["settled_recently"]:
+        names = ", ".join(escape(name) for name in report["settled"][:5]) or "none"
+        lines.append(f"  settled:          {names} in the last pass; "
+                     f"{report['settled_recently']} in the recorded history (sync.prefer "
+                     "kept both versions)")
     running = f"yes (pid {report['running_pid']})" if report["running"] else "no"
     lines.append(f"  sync running now: {running}")
     if report["watching_pid"]:

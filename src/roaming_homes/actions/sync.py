@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from roaming_homes import config as config_mod
-from roaming_homes.actions import computers, conflict_copies
+from roaming_homes.actions import computers, conflict_copies, leftovers
 from roaming_homes.config import Config
 from roaming_homes.errors import DiskFull, ExitCode, RoamingHomesError
 from roaming_homes.outcome import COMPLETED, Reason, Result, SyncOutcome, result_of
@@ -520,11 +520,77 @@ def _guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], first_run: boo
             first = True
             run, summary = run_unison(first)
         result = _judged(job, prepared, run, summary, first, judge, outcome)
+        if winner is None:
+            _note_settled(result, judge.items)
         sink(f"--- pass ended: {result.result} ---")
-    _tell_the_others(job, prepared, judge, result, confirms=winner is None)
+    if renamed := _tell_the_others(job, prepared, judge, result, confirms=winner is None):
+        result.transferred += _converge(job, prepared, renamed)
     if result.result in COMPLETED:
+        _clean_leftovers(job, prepared, judge.items)
         _prune_backups(job, prepared)
     return result
+
+
+def _clean_leftovers(job: Pass, prepared: _Prepared, items: Sequence[output.PlanItem]) -> None:
+    """unison's temporary files of killed passes, in the folders of this pass's plan, on both
+    sides (`leftovers`)."""
+    folders = sorted({os.path.dirname(item.path) for item in items})
+    if not folders:
+        return
+    try:
+        removed = leftovers.clean_local(Path(prepared.plan.local_root), folders)
+        if job.server.is_local:
+            removed += leftovers.clean_local(Path(job.server.local_root), folders)
+    except OSError as exc:
+        log.warning("unison's temporary files not cleaned: %s", exc)
+        return
+    if removed:
+        log.info("removed %d temporary file(s) of interrupted transfers", removed)
+    if not job.server.is_local:
+        leftovers.clean_remote(job.server, prepared.socket, folders)
+
+
+def _converge(job: Pass, prepared: _Prepared, paths: list[str]) -> int:
+    """One more unison run over just the conflict copies this pass renamed (each is on one
+    side only): the pass ends with both sides equal, not the next one. Returns the items it
+    transferred."""
+    profile_file = job.locations.unison_dir / f"{profile.PROFILE}.prf"
+    try:
+        text = profile.build_profile(replace(prepared.plan, paths=tuple(paths)))
+    except profile.ProfileValueError as exc:  # a name unison's profile cannot hold
+        log.warning("conflict copies sync with the next pass: %s", exc)
+        return 0
+    with job.store.open_log() as transcript:
+        def sink(line: str) -> None:
+            transcript.write(printable(line))
+            unison_output.debug("%s", line)
+            job.on_output(line)
+
+        sink(f"conflict copies: {len(paths)} to the other side")
+        write_atomic(profile_file, text)
+        try:
+            run, summary = _run_unison(job, False, sink, _Judge(job, prepared, False),
+                                       prepared.extra)
+        finally:
+            write_atomic(profile_file, profile.build_profile(prepared.plan))
+    if run.returncode != 0:
+        log.warning("conflict copies not synced yet (unison exit code %d): the next pass "
+                    "syncs them", run.returncode)
+    return summary.transferred
+
+
+def _note_settled(result: SyncOutcome, items: Sequence[output.PlanItem]) -> None:
+    """Record the conflicts `sync.prefer` settled in this pass (they need nobody, but nobody
+    should be surprised by a conflict copy either)."""
+    if result.result not in COMPLETED:
+        return
+    result.settled = [path for path in conflict_copies.settled_conflicts(items)
+                      if path not in result.conflicts]
+    if result.settled:
+        names = ", ".join(escape(n) for n in result.settled[:5]) + (
+            " …" if len(result.settled) > 5 else "")
+        result.message = (f"{result.message}; {len(result.settled)} conflict(s) settled by "
+                          f"sync.prefer, both versions kept: {names}")
 
 
 def _prune_backups(job: Pass, prepared: _Prepared) -> None:
@@ -541,17 +607,17 @@ def _prune_backups(job: Pass, prepared: _Prepared) -> None:
 
 
 def _tell_the_others(job: Pass, prepared: _Prepared, judge: _Judge, result: SyncOutcome,
-                     confirms: bool) -> None:
+                     confirms: bool) -> list[str]:
     """What the user's other computers learn from this pass: a mass deletion the user
     confirmed here (not a restore, which forces the other way), and this computer's record.
-    A pass that followed a confirmation made elsewhere says so."""
+    A pass that followed a confirmation made elsewhere says so. Returns the paths of the
+    conflict copies it named (see `_name_conflict_copies`)."""
     if result.result not in COMPLETED:  # the server's replica may not be the right one
-        return
+        return []
     home = ServerHome(job.server, prepared.socket, job.abort)
     if judge.confirmed and confirms:
         computers.confirm(home, prepared.computer, judge.confirmed)
-    if overwritten := conflict_copies.overwritten_versions(judge.items):
-        _name_conflict_copies(job, prepared, overwritten)
+    renamed = _name_conflict_copies(job, prepared, judge.items)
     if (followed := judge.following) is not None:
         note = (f"following a deletion confirmed on {followed.name} at "
                 f"{_clock(followed.time)}: {judge.losses['local'].deleted} file(s), kept in "
@@ -559,23 +625,35 @@ def _tell_the_others(job: Pass, prepared: _Prepared, judge: _Judge, result: Sync
         result.notes.append(note)
         result.message = f"{result.message}; {note}"
     computers.publish(job.locations, home, prepared.computer, result, job.store.last_success())
+    return renamed
 
 
 def _name_conflict_copies(job: Pass, prepared: _Prepared,
-                          overwritten: list[tuple[str, str]]) -> None:
-    """Rename the copies unison kept of overwritten versions after their computer and time."""
-    server, me = job.server, prepared.computer
+                          items: Sequence[output.PlanItem]) -> list[str]:
+    """Rename the copies unison kept of overwritten versions after their computer and time,
+    and give a version brought back to a side that had deleted it its own name again
+    (`conflict_copies.restore_local`). Returns the paths renamed."""
+    overwritten = conflict_copies.overwritten_versions(items)
+    restored = conflict_copies.restored_versions(items)
+    server, me, root = job.server, prepared.computer, Path(prepared.plan.local_root)
+    renamed = [p for side, p in restored
+               if side == "local" and conflict_copies.restore_local(root, p)]
     for path in (p for side, p in overwritten if side == "local"):
-        conflict_copies.rename_local(Path(prepared.plan.local_root), path, me.name)
+        renamed += conflict_copies.rename_local(root, path, me.name)
     there = [p for side, p in overwritten if side == "server"]
-    if not there:
-        return
-    other = conflict_copies.last_other(ServerHome(server, prepared.socket, job.abort), me.id)
-    if server.is_local:
-        for path in there:
-            conflict_copies.rename_local(Path(server.local_root), path, other)
-    else:
-        conflict_copies.rename_remote(server, prepared.socket, there, other)
+    back_there = [p for side, p in restored if side == "server"]
+    if not there and not back_there:
+        return renamed
+    other = (conflict_copies.last_other(ServerHome(server, prepared.socket, job.abort), me.id)
+             if there else "")
+    if not server.is_local:
+        return renamed + conflict_copies.rename_remote(server, prepared.socket, there, other,
+                                                       back_there)
+    renamed += [p for p in back_there
+                if conflict_copies.restore_local(Path(server.local_root), p)]
+    for path in there:
+        renamed += conflict_copies.rename_local(Path(server.local_root), path, other)
+    return renamed
 
 
 def _clock(iso: str) -> str:

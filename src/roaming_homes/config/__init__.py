@@ -283,8 +283,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "stale_after": Key("int", 86400, "Seconds without a successful sync, while the server "
                            "is unreachable, before a notification says so.",
                            Range(60, 365 * 86400)),
-        "resolve_command": Key("list", ["roaming-homes", "resolve"], "The command the "
-                               "\"Resolve…\" action runs (program and arguments).",
+        "resolve_command": Key("list", ["roaming-homes", "resolve"], "The command a "
+                               "conflict notification names when the notification server "
+                               "shows no buttons (program and arguments); its buttons settle "
+                               "conflicts with `conflicts resolve --keep`.",
                                _command),
     },
 }

@@ -4,14 +4,18 @@ roaming_homes.desktop.listener`, the job as JSON on stdin).
 It subscribes to `ActionInvoked` first (no click can be missed), sends `Notify`, reports the id
 to its caller on stdout, forks, and then waits for a click, the notification's closing, or
 being superseded by a newer notification (it compares its serial with notify.json), at most
-`LISTEN_LIMIT` seconds. Only signals from the server that showed the notification count.
+`LISTEN_LIMIT` seconds. Only signals from the server that showed the notification count. A
+resident notification (one that needs the user) stays on screen after a click, and so does its
+listener: its other actions keep working.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -21,6 +25,9 @@ from typing import Any
 from roaming_homes.desktop.dbus import BUS_TIMEOUT, Bus
 from roaming_homes.desktop.messages import Request, mailto
 from roaming_homes.desktop.notify import read_state, state_lock, write_state
+from roaming_homes.session.state import write_atomic
+
+log = logging.getLogger(__name__)
 
 LISTEN_LIMIT = 12 * 3600  # seconds a listener waits for a click before it gives up
 
@@ -36,27 +43,76 @@ def _is_current(job: dict[str, Any]) -> bool:
     return active is not None and active.serial == job["serial"]
 
 
-def run_action(action: str, job: dict[str, Any]) -> None:
-    """Do what the user clicked: start the resolver, restore or confirm what the loss guard held
-    back, draft a mail, or silence this key."""
+# The conflict notification's ways out: `conflicts resolve --keep …` on the paths it names.
+KEEP_ACTIONS = {"default": "both", "keep-local": "local", "keep-server": "server"}
+
+
+def _program(*args: str) -> None:
+    """Run roaming-homes with the Python that runs us (a development tree has no
+    `roaming-homes` on the PATH; an installed one is the same program). The listener closed
+    its stdout (its caller read the id from it): the command gets streams of its own, or its
+    pipes to unison could land on descriptors 1 and 2."""
+    subprocess.run([sys.executable, "-m", "roaming_homes", *args], stdin=subprocess.DEVNULL,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+
+
+def _show_folder(job: dict[str, Any]) -> None:
+    """Open the folder of the first file the notification names (no error without xdg-open)."""
+    paths = job.get("paths") or [""]
+    folder = Path(job["home"], os.path.dirname(paths[0]))
+    try:
+        subprocess.Popen(["xdg-open", str(folder)], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    except OSError as exc:
+        log.info("the folder was not opened: %s", exc)
+
+
+def _email(job: dict[str, Any]) -> Request | None:
+    """Draft the support mail with xdg-email; without it, write the report to a file in the
+    state directory and return the notification that says where."""
+    address, subject, body = job["email"]
+    if shutil.which("xdg-email") is not None:
+        subprocess.run(["xdg-email", mailto(address, subject, body)], stdin=subprocess.DEVNULL,
+                       check=False)
+        return None
+    report = Path(job["state_dir"], f"support-report-{time.strftime('%Y%m%d-%H%M%S')}.txt")
+    write_atomic(report, f"To: {address}\nSubject: {subject}\n\n{body}\n")
+    return Request(summary="Support report saved",
+                   body=f"No mail program was found (xdg-email): send {report} to {address}.",
+                   icon="dialog-information", urgency=1, category="transfer", replaces_id=0,
+                   actions=[])
+
+
+def _ignore(job: dict[str, Any]) -> None:
     state_dir, runtime_dir = Path(job["state_dir"]), Path(job["runtime_dir"])
-    if action == "resolve":
+    with state_lock(state_dir):
+        state = read_state(state_dir, runtime_dir)
+        if job["key"] not in state.ignored:
+            state.ignored.append(job["key"])
+        write_state(state_dir, runtime_dir, state)
+
+
+def run_action(action: str, job: dict[str, Any]) -> Request | None:
+    """Do what the user clicked: settle the conflicts, open their folder, start the resolver,
+    restore or confirm what the loss guard held back, draft a mail, or silence this key.
+    Returns a notification to show about it, if any."""
+    if action in KEEP_ACTIONS:
+        home = Path(job["home"])
+        paths = [str(home / path) for path in job.get("paths", [])]
+        if paths:  # absolute paths after "--": a name is never read as an option
+            _program("conflicts", "resolve", "--keep", KEEP_ACTIONS[action], "--", *paths)
+    elif action == "show":
+        _show_folder(job)
+    elif action == "resolve":
         subprocess.run(job["resolve_command"], stdin=subprocess.DEVNULL, check=False)
     elif action in HELD_BACK_COMMANDS:
-        # The listener closed its stdout (its caller read the id from it): give the command
-        # streams of its own, or its pipes to unison could land on descriptors 1 and 2.
-        subprocess.run([sys.executable, "-m", "roaming_homes", *HELD_BACK_COMMANDS[action]],
-                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, check=False)
+        _program(*HELD_BACK_COMMANDS[action])
     elif action == "email":
-        subprocess.run(["xdg-email", mailto(*job["email"])], stdin=subprocess.DEVNULL,
-                       check=False)
+        return _email(job)
     elif action == "ignore":
-        with state_lock(state_dir):
-            state = read_state(state_dir, runtime_dir)
-            if job["key"] not in state.ignored:
-                state.ignored.append(job["key"])
-            write_state(state_dir, runtime_dir, state)
+        _ignore(job)
+    return None
 
 
 def listen(job: dict[str, Any], out: Any) -> None:
@@ -84,13 +140,24 @@ def listen(job: dict[str, Any], out: Any) -> None:
             member, body = signal
             if member == "NotificationClosed":
                 return
-            if member == "ActionInvoked" and len(body) > 1:
-                if _is_current(job):
-                    if body[1] == "ignore":
-                        with contextlib.suppress(Exception):
-                            bus.close_notification(notification_id)
-                    run_action(str(body[1]), job)
+            if member == "ActionInvoked" and len(body) > 1 and (
+                    not _is_current(job)
+                    or not _clicked(bus, notification_id, str(body[1]), job, request.resident)):
                 return
+
+
+def _clicked(bus: Bus, notification_id: int, action: str, job: dict[str, Any],
+             resident: bool) -> bool:
+    """Act on a click; whether to go on listening: a resident notification stays on screen
+    and its actions keep working (until it is closed, replaced or ignored)."""
+    if action == "ignore":
+        with contextlib.suppress(Exception):
+            bus.close_notification(notification_id)
+    told = run_action(action, job)
+    if told is not None:
+        with contextlib.suppress(Exception):
+            bus.notify(told)
+    return resident and action != "ignore"
 
 
 def _main() -> int:

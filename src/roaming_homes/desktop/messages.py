@@ -30,29 +30,34 @@ class Kind:
     urgency: int  # 0 low, 1 normal, 2 critical (stays until dismissed on most servers)
     icon: str  # freedesktop icon naming spec
     category: str  # freedesktop notification category
-    resolve: bool = False  # "Resolve…" applies
+    resolve: bool = False  # the body names notify.resolve_command ("Resolve…" without `keep`)
     support: bool = False  # "Email support" applies (when notify.support_email is set)
     ignorable: bool = True  # "Ignore" applies: a problem that can be silenced until it changes
     held_back: bool = False  # "Restore files" and "Sync anyway" apply: the loss guard refused
+    keep: bool = False  # "Keep both", "Keep this computer's", "Keep the other", "Show…" apply
+    resident: bool = False  # it needs the user: stays (and its actions work) until dismissed
 
 
 KINDS: dict[str, Kind] = {
-    "conflicts": Kind(1, "dialog-warning", "transfer", resolve=True),
-    "auth": Kind(2, "dialog-error", "transfer.error", support=True),
+    "conflicts": Kind(1, "dialog-warning", "transfer", resolve=True, keep=True, resident=True),
+    "auth": Kind(2, "dialog-error", "transfer.error", support=True, resident=True),
     # No actions: the way out is a command (kinit), named in the body.
     "ticket": Kind(1, "dialog-password", "transfer.error", ignorable=False),
-    "version": Kind(2, "dialog-error", "transfer.error", support=True),
+    "version": Kind(2, "dialog-error", "transfer.error", support=True, resident=True),
     # This computer refused the server: a possible attack, never silenced by "Ignore".
-    "identity": Kind(2, "security-high", "transfer.error", support=True, ignorable=False),
-    "guard": Kind(2, "dialog-error", "transfer.error", support=True),
-    "losses": Kind(2, "dialog-warning", "transfer.error", support=True, held_back=True),
-    "disk-full": Kind(2, "dialog-error", "transfer.error", support=True),
-    "config": Kind(2, "dialog-error", "transfer.error", support=True),
-    "failing": Kind(1, "dialog-warning", "transfer.error", support=True),
+    "identity": Kind(2, "security-high", "transfer.error", support=True, ignorable=False,
+                     resident=True),
+    "guard": Kind(2, "dialog-error", "transfer.error", support=True, resident=True),
+    "losses": Kind(2, "dialog-warning", "transfer.error", support=True, held_back=True,
+                   resident=True),
+    "disk-full": Kind(2, "dialog-error", "transfer.error", support=True, resident=True),
+    "config": Kind(2, "dialog-error", "transfer.error", support=True, resident=True),
+    "failing": Kind(1, "dialog-warning", "transfer.error", support=True, resident=True),
     "stale": Kind(1, "dialog-warning", "transfer"),
     "recovered": Kind(0, "dialog-information", "transfer.complete", ignorable=False),
     "first-sync": Kind(1, "folder-remote", "transfer", ignorable=False),
     "first-sync-done": Kind(0, "dialog-information", "transfer.complete", ignorable=False),
+    "settled": Kind(0, "dialog-information", "transfer.complete", ignorable=False),
 }
 
 DEFAULT_MESSAGES: dict[str, str] = {
@@ -92,12 +97,20 @@ DEFAULT_MESSAGES: dict[str, str] = {
                        "arrive; you will be told when everything is here.",
     "first-sync-done.summary": "Your roaming home is ready",
     "first-sync-done.body": "Your files are in sync with {host} ({size} copied).",
+    "settled.summary": "Kept both versions of {paths}",
+    "settled.body": "{count} file(s) changed both here and on {host}: sync.prefer chose the "
+                    "version that keeps the name; the other is kept beside it as a conflict "
+                    "copy, or in the backups: {paths}",
     "hint.resolve": "To resolve, run: {command}",
     "hint.restore": "To bring the files back, run: roaming-homes restore --refused (files "
                     "deleted by earlier syncs: roaming-homes restore --since TIME)",
     "hint.confirm": "If this was intended, run: roaming-homes sync --force",
     "hint.support": "Support: {email}",
     "action.resolve": "Resolve…",
+    "action.keep_both": "Keep both",
+    "action.keep_local": "Keep this computer's",
+    "action.keep_server": "Keep the other",
+    "action.show": "Show…",
     "action.restore": "Restore files",
     "action.confirm": "Sync anyway",
     "action.email": "Email support",
@@ -181,10 +194,14 @@ class Request:
     category: str
     replaces_id: int
     actions: list[str]  # [key, label, key, label, …]
+    resident: bool = False
 
     def args(self) -> tuple[Any, ...]:
-        hints = {"urgency": ("y", self.urgency), "category": ("s", self.category),
-                 "desktop-entry": ("s", "roaming-homes")}
+        hints: dict[str, tuple[str, Any]] = {
+            "urgency": ("y", self.urgency), "category": ("s", self.category),
+            "desktop-entry": ("s", "roaming-homes")}
+        if self.resident:
+            hints["resident"] = ("b", True)
         return (APP_NAME, self.replaces_id, self.icon, self.summary, self.body, self.actions,
                 hints, -1)
 
@@ -203,8 +220,16 @@ def build_request(decision: Decision, messages: dict[str, str], fields: dict[str
     body = messages[f"{decision.kind}.body"].format_map(values)
     actions: list[str] = []
     hints: list[str] = []
-    if kind.resolve:
+    if kind.keep:
+        # "default" is also what a click on the notification itself does: keeping both loses
+        # nothing.
+        actions += ["default", messages["action.keep_both"],
+                    "keep-local", messages["action.keep_local"],
+                    "keep-server", messages["action.keep_server"],
+                    "show", messages["action.show"]]
+    elif kind.resolve:
         actions += ["resolve", messages["action.resolve"]]
+    if kind.resolve:
         hints.append(messages["hint.resolve"].format_map(values))
     if kind.held_back:
         actions += ["restore", messages["action.restore"], "confirm", messages["action.confirm"]]
@@ -223,7 +248,8 @@ def build_request(decision: Decision, messages: dict[str, str], fields: dict[str
     return Request(summary=messages[f"{decision.kind}.summary"].format_map(summary_values),
                    body=body,
                    icon=kind.icon, urgency=kind.urgency, category=kind.category,
-                   replaces_id=decision.replaces_id, actions=actions)
+                   replaces_id=decision.replaces_id, actions=actions,
+                   resident=kind.resident and bool(actions))
 
 
 def mailto(address: str, subject: str, body: str) -> str:

@@ -5,8 +5,9 @@
 asks the policy, sends `Notify` / `CloseNotification` and saves the state. It never raises: no
 session bus means one log line and the sync goes on with its own exit code.
 
-Actions ("Resolve…", "Email support", "Ignore", "Restore files", "Sync anyway") are offered only
-when the server lists the "actions" capability; otherwise the body says which command to run.
+Actions ("Keep both", "Keep this computer's", "Keep the other", "Show…", "Email support",
+"Ignore", "Restore files", "Sync anyway") are offered only when the server lists the "actions"
+capability; otherwise the body says which command to run.
 A click must be answered by a process that is still connected when the user clicks, hours later
 perhaps, while a one-shot `roaming-homes sync` must exit at once. So a notification with actions
 is sent by a small detached listener (`roaming_homes.desktop.listener`), and the daemon uses the
@@ -220,6 +221,7 @@ def _deliver(config: Any, locations: Any, outcome: SyncOutcome | None, decision:
         "request": asdict(request), "key": decision.kind, "serial": new.serial,
         "state_dir": str(locations.state_dir), "runtime_dir": str(locations.runtime_dir),
         "resolve_command": list(settings["resolve_command"]),
+        "home": str(locations.home), "paths": list(decision.paths),
         "email": [settings["support_email"], subject, body],
     })
 

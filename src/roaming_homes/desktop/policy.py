@@ -16,13 +16,14 @@ from roaming_homes.files import Shape, is_int, is_str, list_of, optional
 from roaming_homes.outcome import COMPLETED, Reason, Result, SyncOutcome
 from roaming_homes.session.progress import human_bytes
 
+SETTLED_MEMORY = 200  # settled conflicts remembered as told: each path is told once
 TRANSIENT_PASSES = 3  # a failure that is not obviously someone's job must persist this long
 # A first sync is announced when it copies at least this much (both directions together): a few
 # seconds on a fast LAN, minutes over Wi-Fi or a VPN. Below it the home is ready before a
 # notification would have told anyone anything.
 FIRST_SYNC_MIN_BYTES = 100_000_000
 # Shown once, replacing what was there, and then nothing is on screen to replace or close.
-_FINAL = frozenset({"recovered", "first-sync-done"})
+_FINAL = frozenset({"recovered", "first-sync-done", "settled"})
 
 
 @dataclass
@@ -44,6 +45,7 @@ _NOTIFY = Shape({
     "offline_since": optional(is_str),
     "serial": is_int,
     "first_sync": optional(is_str),
+    "settled_seen": list_of(is_str),
 })
 
 
@@ -60,6 +62,8 @@ class NotifyState:
     # The size announced for a first sync that has not completed yet (None: none announced). It
     # outlives a killed pass, so that the resumed one is not announced again but ends "ready".
     first_sync: str | None = None
+    # The conflicts `sync.prefer` settled that were told (each once; the latest SETTLED_MEMORY).
+    settled_seen: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, data: Any) -> NotifyState:
@@ -72,7 +76,8 @@ class NotifyState:
                    ignored=list(data.get("ignored", [])),
                    offline_since=data.get("offline_since"),
                    serial=data.get("serial", 0),
-                   first_sync=data.get("first_sync"))
+                   first_sync=data.get("first_sync"),
+                   settled_seen=list(data.get("settled_seen", [])))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,7 +86,8 @@ class NotifyState:
         """This state, but with what was shown taken from `previous`: the notification did not
         reach the screen, so the next pass must try again; counters still move on."""
         return replace(self, active=previous.active, conflicts_seen=previous.conflicts_seen,
-                       serial=previous.serial, first_sync=previous.first_sync)
+                       serial=previous.serial, first_sync=previous.first_sync,
+                       settled_seen=previous.settled_seen)
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,7 @@ class Decision:
     replaces_id: int = 0
     close_id: int = 0
     fields: dict[str, str] = field(default_factory=dict)
+    paths: tuple[str, ...] = ()  # the files it is about (what its actions act on)
 
 
 def failure_kind(outcome: SyncOutcome) -> str:
@@ -150,8 +157,25 @@ def decide(state: NotifyState, outcome: SyncOutcome, *,
     if (decision is None and state.first_sync is not None and new.first_sync is None
             and active is not None and active.key == "first-sync"):
         new.active = None
-        return Decision(None, close_id=active.id), new
-    return decision, new
+        decision = Decision(None, close_id=active.id)
+    return _add_settled(state, outcome, decision, new)
+
+
+def _add_settled(state: NotifyState, outcome: SyncOutcome, decision: Decision | None,
+                 new: NotifyState) -> tuple[Decision | None, NotifyState]:
+    """The conflicts `sync.prefer` settled, told once per path ("kept both versions of …", low
+    urgency): in place of "Back in sync", or on its own when nothing else is shown; never over
+    a notification that needs the user."""
+    fresh = [p for p in outcome.settled if p not in state.settled_seen]
+    if not fresh or outcome.result not in COMPLETED or (decision is not None
+                                                         and decision.kind != "recovered"):
+        return decision, new
+    new.settled_seen = [*state.settled_seen, *fresh][-SETTLED_MEMORY:]
+    fields = {"paths": ", ".join(fresh), "count": str(len(fresh))}
+    if decision is not None:  # replaces what "Back in sync" would have replaced
+        return replace(decision, kind="settled", fields=fields), new
+    new.serial += 1
+    return Decision("settled", fields=fields), new
 
 
 def _decide(state: NotifyState, outcome: SyncOutcome, *,
@@ -216,7 +240,8 @@ def _decide_conflicts(state: NotifyState, new: NotifyState,
         return None, new
     # New paths, or the screen shows something older (stale, a failure): tell what is left.
     shown = fresh or paths
-    return _show(new, "conflicts", active, paths=", ".join(shown), count=str(len(shown)))
+    decision, new = _show(new, "conflicts", active, paths=", ".join(shown), count=str(len(shown)))
+    return replace(decision, paths=tuple(shown)), new
 
 
 def _decide_failure(state: NotifyState, new: NotifyState,
