@@ -3,16 +3,19 @@ its own HOME, state, runtime and configuration, on one server home over one real
 CLI, the real daemon (interval and real-time mode) and the real unison.
 
 What `tests/test_computers_e2e.py` does not show already: passes of three computers at the same
-moment, a deletion confirmed with "Sync anyway" followed by the other computer, a computer that
-has not synced for long, a computer joining a home that already has its files, and a renamed
+moment, a confirmed deletion followed by a daemon and after "Sync anyway", a computer that has
+not synced for long, a computer joining a home that already has its files, and a renamed
 computer as the others see it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -23,10 +26,12 @@ import pytest
 
 from roaming_homes.actions.computers import CACHE_FILE, REPUBLISH_AFTER
 from roaming_homes.server.records import DIRECTORY
+from tests.support.daemon import DaemonProcess
 from tests.support.homes import CLI, Setup
 from tests.support.ledger import checksums, digest
 from tests.support.notifications import RecordingServer
 from tests.support.sshd import SshServer
+from tests.support.transfer import MB, THROTTLE
 from tests.support.waiting import wait_for
 
 NAMES = ("laptop-ana", "desk-ana", "tablet-ana")
@@ -66,6 +71,26 @@ def computers(tmp_path: Path, sshd: SshServer) -> Iterator[MakeComputers]:
     yield make
     for computer in made:
         computer.close()
+
+
+@pytest.fixture
+def daemons() -> Iterator[Callable[[Setup], DaemonProcess]]:
+    """Starts `roaming-homes daemon` for a computer; at the end stops it as logout does (ours
+    only, by its PID), then kills it if it is still there."""
+    started: list[DaemonProcess] = []
+
+    def start(computer: Setup) -> DaemonProcess:
+        daemon = DaemonProcess(computer)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        if daemon.proc.poll() is None:
+            daemon.signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                daemon.wait(60)
+        daemon.close()
 
 
 def docs(computer: Setup) -> Path:
@@ -195,6 +220,24 @@ def test_three_computers_syncing_at_the_same_moment_end_identical_and_lose_nothi
 
 # --- 2. a confirmed deletion, followed in every mode -------------------------------------------
 
+def confirm_a_mass_deletion(a: Setup) -> None:
+    """On A: 30 of the 40 synced files deleted, refused, then confirmed (`sync --force`)."""
+    for i in range(30):
+        (docs(a) / f"f{i:02d}.txt").unlink()
+    assert a.sync().returncode == 4  # refused until the user says so
+    assert a.sync("--force").returncode == 0
+
+
+def followed(b: Setup, since: int) -> bool:
+    """Whether B's passes since the `since`th in its history have done with A's deletions:
+    all 30 gone (a real-time cycle may see them in more than one batch), or one refused (the
+    test fails at once then, with the history)."""
+    passes = history(b)[since:]
+    gone = len(list(docs(b).iterdir())) == 10
+    return any(p["result"] == "refused" for p in passes) or (gone and any(
+        "following a deletion confirmed on laptop-ana" in p["message"] for p in passes))
+
+
 def assert_followed(b: Setup, since: int, *, also: tuple[str, ...] = ()) -> None:
     """B deleted the 30 files as A's user confirmed, kept them in its backups, and never
     refused (nor asked the user again) on the way; `also`: other files B has."""
@@ -205,6 +248,78 @@ def assert_followed(b: Setup, since: int, *, also: tuple[str, ...] = ()) -> None
     assert not [p for p in passes if p["result"] != "in-sync"], passes
     assert any("following a deletion confirmed on laptop-ana" in p["message"]
                for p in passes), passes
+
+
+def follower_daemon(b: Setup, start: Callable[[Setup], DaemonProcess]) -> tuple[DaemonProcess,
+                                                                                 int]:
+    daemon = start(b)
+    daemon.wait_for_log("in sync")
+    wait_for(lambda: len(list(docs(b).iterdir())) == 40, 20, "the 40 files on the follower")
+    return daemon, len(history(b))
+
+
+@pytest.mark.parametrize("prefer", ["newer", "none"])
+def test_a_confirmed_deletion_is_followed_by_a_daemon_in_interval_mode(
+        computers: MakeComputers, daemons: Callable[[Setup], DaemonProcess],
+        prefer: str) -> None:
+    a, b = computers(2, sync={"prefer": prefer})
+    populate(a, 40)
+    assert a.sync().returncode == 0
+    reconfigure(b, sync={"interval": 1, "watch": False})
+    daemon, since = follower_daemon(b, daemons)
+
+    confirm_a_mass_deletion(a)
+
+    wait_for(lambda: followed(b, since), 30, "the follower's pass that followed it")
+    assert_followed(b, since)
+    assert daemon.proc.poll() is None
+
+
+def slow_link(computer: Setup, count_file: Path) -> None:
+    """The computer's next passes go through a relay of 1 MB/s (tests/support/throttle.py)."""
+    assert computer.sshd is not None
+    proxy = (f"ProxyCommand={sys.executable} {THROTTLE} 127.0.0.1 {computer.sshd.port} {MB} "
+             f"{count_file}")
+    computer.close_connection()  # the shared connection would bypass the relay
+    reconfigure(computer, server={"ssh_options": [*computer.sshd.ssh_options(), "-o", proxy]})
+
+
+def test_a_pass_that_looked_before_the_deletions_and_ended_after_them_hides_nothing(
+        computers: MakeComputers, tmp_path: Path) -> None:
+    """B's pass scans the server, then copies a big file over a slow link while A's user
+    confirms the deletions: it ends in sync after the confirmation without having seen them.
+    B's next pass follows them (it must not take the confirmation for one it had followed)."""
+    a, b = computers(2)
+    populate(a, 40)
+    assert a.sync().returncode == 0
+    assert b.sync().returncode == 0
+    since = len(history(b))
+    (docs(a) / "big.bin").write_bytes(os.urandom(8 * MB))
+    assert a.sync().returncode == 0  # on the server; B does not have it yet
+    for i in range(30):
+        (docs(a) / f"f{i:02d}.txt").unlink()
+    assert a.sync().returncode == 4
+    slow_link(b, tmp_path / "count.json")
+    slow = subprocess.Popen([*CLI, "sync", "--json"], env=b.env, text=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    try:
+        wait_for(lambda: (p := b.status()["progress"]) and p["bytes_done"] > 0, 30,
+                 "B's pass copying the big file")
+        assert a.sync("--force").returncode == 0  # confirmed and recorded ...
+        assert slow.poll() is None  # ... while B's pass still runs
+        out, _ = slow.communicate(timeout=60)
+    finally:
+        if slow.poll() is None:
+            slow.kill()
+            slow.wait()
+    looked = json.loads(out)
+    assert looked["result"] == "in-sync" and looked["transferred"] == 1, looked
+    assert len(list(docs(b).iterdir())) == 41  # it saw none of the deletions
+
+    code, outcome = b.sync_json()
+
+    assert code == 0, outcome
+    assert_followed(b, since, also=("big.bin",))
 
 
 def test_sync_anyway_on_a_notification_is_followed_by_the_other_computer(

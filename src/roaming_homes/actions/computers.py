@@ -92,9 +92,14 @@ def confirm(home: ServerHome, computer: Computer, paths: Sequence[str]) -> None:
 
 def confirmed_elsewhere(home: ServerHome, computer: Computer, paths: Sequence[str],
                         since: str | None) -> Confirmation | None:
-    """The newest confirmation made on another computer after `since` (this computer's last
-    successful sync) that covers every one of `paths`; None when there is none, or the server
-    cannot tell."""
+    """The newest confirmation made on another computer since `since` that covers every one of
+    `paths`; None when there is none, or the server cannot tell.
+
+    `since` is when this computer's last whole pass began (one over every synced path: a
+    real-time cycle looks at some only), not when it ended: a pass that looked at the server
+    before the deletions did not see them, however late it ended. Times are whole seconds: a
+    confirmation in that same second still counts (a pass that began after the deletions and
+    went through left nothing of them to follow)."""
     try:
         answer = home.read("confirmed", records.CONFIRMED_LIMIT)
     except (RoamingHomesError, OSError) as exc:
@@ -103,7 +108,7 @@ def confirmed_elsewhere(home: ServerHome, computer: Computer, paths: Sequence[st
     after = _time(since)
     for confirmation in sorted(records.parse_lines(answer, Confirmation),
                                key=lambda c: _time(c.time), reverse=True):
-        if (confirmation.computer != computer.id and _time(confirmation.time) > after
+        if (confirmation.computer != computer.id and _time(confirmation.time) >= after
                 and confirmation.covers(paths)):
             return confirmation
     return None

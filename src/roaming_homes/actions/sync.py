@@ -455,7 +455,7 @@ class _Judge:
         job, prepared = self.job, self.prepared
         return computers.confirmed_elsewhere(
             ServerHome(job.server, prepared.socket, job.abort), prepared.computer,
-            guards.deleted_paths(items, "local"), job.store.last_success())
+            guards.deleted_paths(items, "local"), job.store.whole_pass_started())
 
 
 def guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], *, first_run: bool = False,
@@ -687,7 +687,7 @@ def _judged(job: Pass, prepared: _Prepared, run: dialogue.Run, summary: output.S
         result.notes.append(note)
     if result.result in COMPLETED:
         _remember(job, prepared, judge, summary.nothing_to_do,
-                  complete=result.result != Result.PARTIAL)
+                  complete=result.result != Result.PARTIAL, started=result.started)
     return result
 
 
@@ -748,11 +748,12 @@ def _write_marker(side: str, job: Pass, prepared: _Prepared) -> str:
 
 
 def _remember(job: Pass, prepared: _Prepared, judge: _Judge, unchanged: bool,
-              complete: bool) -> None:
+              complete: bool, started: str) -> None:
     """After a pass that ran: write missing replica markers and record both replicas' ids
     (for the next pass's marker check); add what it deleted and overwrote to the window; after
     a complete pass that changed something, take a new baseline. A forced pass was confirmed
-    and a first pass is a union: the window starts afresh after either."""
+    and a first pass is a union: the window starts afresh after either. A whole pass (every
+    synced path) that began at `started` saw every deletion confirmed elsewhere before then."""
     entry = {}
     for side in ("local", "server"):
         probe = prepared.found.get(side)
@@ -766,6 +767,7 @@ def _remember(job: Pass, prepared: _Prepared, judge: _Judge, unchanged: bool,
     if judge.refusal is None and prepared.plan.paths == prepared.paths:
         # A whole pass went through: nothing it refused before is held back any more.
         refused.clear(job.locations.state_dir, prepared.key)
+        job.store.set_whole_pass_started(started)
 
 
 def _remember_losses(job: Pass, prepared: _Prepared, judge: _Judge, remeasure: bool) -> None:

@@ -1,8 +1,9 @@
 """What roaming-homes remembers between passes, under $XDG_STATE_HOME/roaming-homes/.
 
-- `state.json`: the last pass's outcome, the last successful pass, the root pairs that have
-  completed a first sync (so the next pass knows it is not a first run), and per pair the
-  replica ids the safety guards compare against.
+- `state.json`: the last pass's outcome, the last successful pass, when the last whole pass
+  began (deletions confirmed on another computer since then are followed), the root pairs
+  that have completed a first sync (so the next pass knows it is not a first run), and per
+  pair the replica ids the safety guards compare against.
 - `history.jsonl`: the last HISTORY_LIMIT outcomes, one JSON object a line.
 - `sync.log` (+ `.1` … `.LOG_KEEP`): unison's output, rotated at LOG_MAX_BYTES.
 
@@ -93,6 +94,7 @@ def _sync_dir(path: Path) -> None:
 _STATE = Shape({
     "last": lambda value: SyncOutcome.from_dict(value) is not None,
     "last_success": is_str,
+    "whole_pass_started": is_str,
     "synced_roots": list_of(is_str),
     "replicas": dict_of(Shape({"local_id": is_str, "server_id": is_str})),
 })
@@ -157,6 +159,19 @@ class StateStore:
     def last_success(self) -> str | None:
         value = self.load().get("last_success")
         return value if isinstance(value, str) else None
+
+    def whole_pass_started(self) -> str | None:
+        """When the last pass that went through over every synced path began (a real-time
+        cycle looks at some only): what it saw of the server is no older, however late it
+        ended. A state kept before this was: its last successful pass's end."""
+        data = self.load()
+        value = data.get("whole_pass_started", data.get("last_success"))
+        return value if isinstance(value, str) else None
+
+    def set_whole_pass_started(self, started: str) -> None:
+        data = self.load()
+        data["whole_pass_started"] = started
+        self.save(data)
 
     def mark_synced(self, roots: str) -> None:
         """Remember that this pair of roots has unison archives: later passes are not first."""
