@@ -3,9 +3,9 @@ its own HOME, state, runtime and configuration, on one server home over one real
 CLI, the real daemon (interval and real-time mode) and the real unison.
 
 What `tests/test_computers_e2e.py` does not show already: passes of three computers at the same
-moment, a confirmed deletion followed by a daemon and after "Sync anyway", a computer that has
-not synced for long, a computer joining a home that already has its files, and a renamed
-computer as the others see it.
+moment, a confirmed deletion followed in every mode, a computer that has not synced for long,
+a computer joining a home that already has its files, and a renamed computer as the others see
+it.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ import pytest
 
 from roaming_homes.actions.computers import CACHE_FILE, REPUBLISH_AFTER
 from roaming_homes.server.records import DIRECTORY
+from tests.conftest import SYSTEM_PATH
 from tests.support.daemon import DaemonProcess
+from tests.support.fsmonitor import monitors_of
 from tests.support.homes import CLI, Setup
 from tests.support.ledger import checksums, digest
 from tests.support.notifications import RecordingServer
@@ -320,6 +322,80 @@ def test_a_pass_that_looked_before_the_deletions_and_ended_after_them_hides_noth
 
     assert code == 0, outcome
     assert_followed(b, since, also=("big.bin",))
+
+
+@pytest.fixture
+def watched_pair(tmp_path: Path, tag: str) -> Iterator[tuple[Setup, Setup]]:
+    """Two computers on an sshd (of this test) whose sessions run our unison-fsmonitor."""
+    path = f"{tmp_path / 'bin'}:{SYSTEM_PATH}"
+    with SshServer(tmp_path / "sshd", env={"PATH": path}) as sshd:
+        family = make_family(tmp_path, sshd, 2)
+        try:
+            yield family[0], family[1]
+        finally:
+            for computer in family:
+                computer.close()
+
+
+@pytest.mark.parametrize("prefer", ["newer", "none"])
+def test_a_confirmed_deletion_is_followed_by_a_daemon_in_real_time_mode(
+        watched_pair: tuple[Setup, Setup], tag: str,
+        daemons: Callable[[Setup], DaemonProcess], prefer: str) -> None:
+    a, b = watched_pair
+    reconfigure(a, sync={"prefer": prefer})
+    populate(a, 40)
+    assert a.sync().returncode == 0
+    reconfigure(b, sync={"prefer": prefer, "watch": True, "interval": 3600})
+    daemon, since = follower_daemon(b, daemons)
+    wait_for(lambda: len(monitors_of(b.home, tag)) == 2, 30, "a monitor on each end")
+
+    confirm_a_mass_deletion(a)
+
+    wait_for(lambda: followed(b, since), 30, "the follower's cycle that followed it")
+    assert_followed(b, since)
+    assert "falling back" not in daemon.log
+    assert b.status()["watching_pid"] == daemon.proc.pid
+
+
+def test_a_confirmation_is_on_the_server_before_any_of_its_deletions(
+        computers: MakeComputers, tmp_path: Path) -> None:
+    """A computer watching in real time judges deletions the moment they reach the server:
+    the confirmation must be there first. A's confirmed pass also uploads a big file over a
+    slow link (unison deletes last): while it uploads, the confirmation is on the server
+    already; when the pass ends it is recorded again, with the time it ended."""
+    a, b = computers(2)
+    populate(a, 40)
+    assert a.sync().returncode == 0
+    assert b.sync().returncode == 0
+    since = len(history(b))
+    for i in range(30):
+        (docs(a) / f"f{i:02d}.txt").unlink()
+    assert a.sync().returncode == 4
+    (docs(a) / "zz-big.bin").write_bytes(os.urandom(6 * MB))  # about 6 s to upload
+    count = tmp_path / "count.json"
+    slow_link(a, count)
+    confirmed = a.server_home / DIRECTORY / "confirmed"
+    forced = subprocess.Popen([*CLI, "sync", "--json", "--force"], env=a.env, text=True,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    try:
+        wait_for(lambda: count.exists() and json.loads(count.read_text())["up"] > 2 * MB, 30,
+                 "A's pass uploading the big file")
+        during = [json.loads(f.read_text()) for f in confirmed.glob("*.json")]
+        out, _ = forced.communicate(timeout=60)
+    finally:
+        if forced.poll() is None:
+            forced.kill()
+            forced.wait()
+    outcome = json.loads(out)
+    (after,) = [json.loads(f.read_text()) for f in confirmed.glob("*.json")]
+
+    assert forced.returncode == 0, outcome
+    assert [c["paths"] for c in during] == [[f"Documents/f{i:02d}.txt" for i in range(30)]]
+    assert after["paths"] == during[0]["paths"]  # the same record, with the time it ended
+    assert datetime.fromisoformat(after["time"]) >= datetime.fromisoformat(outcome["finished"])
+    code, followed_outcome = b.sync_json()
+    assert code == 0, followed_outcome
+    assert_followed(b, since, also=("zz-big.bin",))
 
 
 def test_sync_anyway_on_a_notification_is_followed_by_the_other_computer(

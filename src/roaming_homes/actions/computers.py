@@ -78,16 +78,21 @@ def publish(locations: Locations, home: ServerHome, computer: Computer, outcome:
         "computers": [json.loads(r.to_line()) for r in found]}) + "\n")
 
 
-def confirm(home: ServerHome, computer: Computer, paths: Sequence[str]) -> None:
-    """Record that the user confirmed deleting `paths` on the server from this computer."""
+def confirm(home: ServerHome, computer: Computer, paths: Sequence[str],
+            name: str | None = None) -> str:
+    """Record that the user confirmed deleting `paths` on the server from this computer, as
+    of now; `name` (what an earlier call returned) records it anew, with this time. Returns
+    the record's name."""
     now = datetime.now(UTC).astimezone().isoformat(timespec="seconds")
     confirmation = Confirmation(computer.id, computer.name, now, list(paths))
+    name = name or f"{time.time_ns()}-{computer.id}.json"
     try:
-        home.exchange("confirmed", f"{time.time_ns()}-{computer.id}.json", confirmation.to_line(),
-                      records.CONFIRMED_LIMIT, keep=records.KEEP_CONFIRMED)
+        home.exchange("confirmed", name, confirmation.to_line(), records.CONFIRMED_LIMIT,
+                      keep=records.KEEP_CONFIRMED)
     except (RoamingHomesError, OSError) as exc:
         log.warning("the confirmed deletion could not be recorded on the server (the other "
                     "computers will ask again): %s", exc)
+    return name
 
 
 def confirmed_elsewhere(home: ServerHome, computer: Computer, paths: Sequence[str],

@@ -401,14 +401,17 @@ class _Judge:
     """The loss guard of one pass: weighs unison's plan when unison asks, and says whether it
     may propagate (`dialogue.run`'s `decide`)."""
 
-    def __init__(self, job: Pass, prepared: _Prepared, force: bool, dry: bool = False) -> None:
+    def __init__(self, job: Pass, prepared: _Prepared, force: bool, dry: bool = False,
+                 confirms: bool = False) -> None:
         self.job, self.prepared, self.force, self.dry = job, prepared, force, dry
+        self.confirms = confirms  # a forced pass records its deletions for the other computers
         self.limits = guards.Limits(job.config["sync"]["max_delete"],
                                     job.config["sync"]["max_change"],
                                     job.config["sync"]["guard_window"])
         self.losses: dict[str, guards.Losses] = {}
         self.refusal: guards.Refusal | None = None
         self.confirmed: list[str] = []  # forced: the deletions on the server it confirms
+        self.confirmation: str | None = None  # their record's name on the server
         self.following: Confirmation | None = None  # a deletion confirmed on another computer
         self.items: list[output.PlanItem] = []  # the plan, as unison listed it
 
@@ -433,6 +436,13 @@ class _Judge:
             return True
         if self.force:  # the user confirms: the other computers will follow
             self.confirmed = guards.deleted_paths(items, "server")
+            if self.confirmed and self.confirms:
+                # Recorded before anything propagates: a computer watching in real time
+                # judges the deletions as soon as they reach the server.
+                job, prepared = self.job, self.prepared
+                self.confirmation = computers.confirm(
+                    ServerHome(job.server, prepared.socket, job.abort), prepared.computer,
+                    self.confirmed, self.confirmation)
             return True
         self.following = self._confirmed_elsewhere(refusal, items, recent, baseline.total)
         self.refusal = None if self.following else refusal
@@ -487,7 +497,7 @@ def _guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], first_run: boo
         # No conflict copies: the other side's versions go to its backups, as in any pass.
         extra = [*extra, "-force", plan.local_root if winner == "local" else plan.server_root,
                  "-copyonconflict=false"]
-    judge = _Judge(job, prepared, force)
+    judge = _Judge(job, prepared, force, confirms=winner is None)  # a restore confirms none
     with job.store.open_log() as transcript:
         def sink(line: str) -> None:
             transcript.write(printable(line))  # the log is read with cat, less, a mail
@@ -523,7 +533,7 @@ def _guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], first_run: boo
         if winner is None:
             _note_settled(result, judge.items)
         sink(f"--- pass ended: {result.result} ---")
-    if renamed := _tell_the_others(job, prepared, judge, result, confirms=winner is None):
+    if renamed := _tell_the_others(job, prepared, judge, result):
         result.transferred += _converge(job, prepared, renamed)
     if result.result in COMPLETED:
         _clean_leftovers(job, prepared, judge.items)
@@ -606,17 +616,18 @@ def _prune_backups(job: Pass, prepared: _Prepared) -> None:
         log.warning("backups not pruned: %s", exc)
 
 
-def _tell_the_others(job: Pass, prepared: _Prepared, judge: _Judge, result: SyncOutcome,
-                     confirms: bool) -> list[str]:
+def _tell_the_others(job: Pass, prepared: _Prepared, judge: _Judge,
+                     result: SyncOutcome) -> list[str]:
     """What the user's other computers learn from this pass: a mass deletion the user
-    confirmed here (not a restore, which forces the other way), and this computer's record.
-    A pass that followed a confirmation made elsewhere says so. Returns the paths of the
-    conflict copies it named (see `_name_conflict_copies`)."""
+    confirmed here (recorded again now that it is done: a pass of theirs that began before
+    then had not seen it), and this computer's record. A pass that followed a confirmation
+    made elsewhere says so. Returns the paths of the conflict copies it named (see
+    `_name_conflict_copies`)."""
     if result.result not in COMPLETED:  # the server's replica may not be the right one
         return []
     home = ServerHome(job.server, prepared.socket, job.abort)
-    if judge.confirmed and confirms:
-        computers.confirm(home, prepared.computer, judge.confirmed)
+    if judge.confirmation is not None:
+        computers.confirm(home, prepared.computer, judge.confirmed, judge.confirmation)
     renamed = _name_conflict_copies(job, prepared, judge.items)
     if (followed := judge.following) is not None:
         note = (f"following a deletion confirmed on {followed.name} at "
