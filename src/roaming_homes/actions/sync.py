@@ -308,9 +308,6 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
     paths = tuple(found_paths)
     for warning in warnings:
         log.debug("%s", warning)
-    if not paths:
-        return outcome(Result.IN_SYNC, "nothing to sync: none of the configured paths exist "
-                       "(set sync.paths)")
     try:
         socket = transport.connect(server, locations.control_dir)
     except transport.ConnectError as exc:
