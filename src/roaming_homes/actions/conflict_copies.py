@@ -128,8 +128,8 @@ def last_other(home: ServerHome, me: str) -> str:
                                     ComputerRecord)
     except (RoamingHomesError, OSError):
         found = []
-    others = [r for r in found if r.id != me and r.last_success]
-    return max(others, key=lambda r: r.last_success or "").name if others else "the server"
+    other = records.last_other(found, me)
+    return other.name if other else "the server"
 
 
 def rename_local(root: Path, path: str, computer: str) -> list[str]:

@@ -24,6 +24,7 @@ from roaming_homes.config import Config
 from roaming_homes.errors import ExitCode, RoamingHomesError
 from roaming_homes.outcome import COMPLETED, SyncOutcome
 from roaming_homes.paths import Locations
+from roaming_homes.server.records import last_other
 from roaming_homes.session.computer import this_computer
 from roaming_homes.session.lock import SyncLock, lock_holder, make_way
 from roaming_homes.session.state import StateStore
@@ -121,9 +122,8 @@ def _authors(config: Config, locations: Locations) -> tuple[str, str]:
     """Who made each side's version: this computer here; on the server, the user's other
     computer that synced last (from the records the last pass brought back)."""
     here = this_computer(locations, config["client"]["name"])
-    others = [r for r in known(locations) if r.id != here.id and r.last_success]
-    there = max(others, key=lambda r: r.last_success or "").name if others else ""
-    return here.name, there
+    there = last_other(known(locations), here.id)
+    return here.name, there.name if there else ""
 
 
 def resolver_argv(program: str, env: Mapping[str, str],

@@ -89,6 +89,12 @@ def freshness(age: float | None, stale_after: float, forget_after_days: float) -
     return Freshness.CURRENT
 
 
+def last_other(found: Sequence[ComputerRecord], me: str) -> ComputerRecord | None:
+    """The user's other computer that synced last: whose version the server most likely holds."""
+    others = [r for r in found if r.id != me and r.last_success]
+    return max(others, key=lambda r: r.last_success or "") if others else None
+
+
 def age_of(iso: str | None, now: datetime) -> float | None:
     """Seconds since an ISO time; None when there is none (or it cannot be read)."""
     if not iso:
