@@ -10,7 +10,7 @@ from datetime import datetime
 
 import pytest
 
-from tests.support.daemon import DaemonProcess, appears
+from tests.support.daemon import DaemonProcess, appears, stop_as_logout
 from tests.support.fsmonitor import monitors_of, processes_with
 from tests.support.homes import Setup
 from tests.support.procfs import voluntary_switches
@@ -35,13 +35,7 @@ def start_daemon() -> Iterator[StartDaemon]:
         return daemon
 
     yield start
-    for daemon in started:
-        if daemon.proc.poll() is None:
-            daemon.signal(signal.SIGTERM)
-            try:
-                daemon.wait(60)
-            finally:
-                daemon.close()
+    stop_as_logout(started)
 
 
 def ours(user: Setup) -> list[int]:

@@ -10,10 +10,8 @@ it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -27,7 +25,7 @@ import pytest
 from roaming_homes.actions.computers import CACHE_FILE, REPUBLISH_AFTER
 from roaming_homes.server.records import DIRECTORY
 from tests.conftest import SYSTEM_PATH
-from tests.support.daemon import DaemonProcess
+from tests.support.daemon import DaemonProcess, stop_as_logout
 from tests.support.fsmonitor import monitors_of
 from tests.support.homes import CLI, Setup
 from tests.support.ledger import checksums, digest
@@ -87,12 +85,7 @@ def daemons() -> Iterator[Callable[[Setup], DaemonProcess]]:
         return daemon
 
     yield start
-    for daemon in started:
-        if daemon.proc.poll() is None:
-            daemon.signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                daemon.wait(60)
-        daemon.close()
+    stop_as_logout(started)
 
 
 def docs(computer: Setup) -> Path:

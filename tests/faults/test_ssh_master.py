@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import DaemonProcess, appears
+from tests.support.daemon import DaemonProcess, appears, stop_as_logout
 from tests.support.fsmonitor import monitors_of
 from tests.support.homes import CLI, Setup
 from tests.support.procfs import processes
@@ -201,13 +201,7 @@ def test_a_frozen_master_is_stopped_and_replaced_within_the_bound(
 def daemon_of() -> Iterator[list[DaemonProcess]]:
     started: list[DaemonProcess] = []
     yield started
-    for daemon in started:
-        if daemon.proc.poll() is None:
-            daemon.signal(signal.SIGTERM)
-            try:
-                daemon.wait(60)
-            finally:
-                daemon.close()
+    stop_as_logout(started)
 
 
 def test_a_watching_daemon_recovers_after_its_master_is_killed(

@@ -53,3 +53,16 @@ def appears(path: Path, content: str) -> Callable[[], bool]:
             return False
 
     return check
+
+
+def stop_as_logout(started: Sequence[DaemonProcess]) -> None:
+    """Stop the daemons a test started (ours only, by PID) as logout does: SIGTERM, then up to
+    60 s for the final pass; whatever is left is killed. A daemon that does not stop in time
+    fails the test (TimeoutExpired) after it is killed."""
+    for daemon in started:
+        try:
+            if daemon.proc.poll() is None:
+                daemon.signal(signal.SIGTERM)
+                daemon.wait(60)
+        finally:
+            daemon.close()
