@@ -161,8 +161,9 @@ def test_a_conflict_copy_names_the_other_computer_whose_version_it_keeps(
         assert (home / "Documents" / "f00.txt").read_text() == "laptop edit, later"
 
 
-def test_conflicts_say_which_computer_made_each_version(two: tuple[Setup, Setup]) -> None:
-    a, b = two
+def _edited_on_both(a: Setup, b: Setup) -> Path:
+    """f00.txt edited on desk-ana (synced) and then on laptop-ana: a conflict that A's pass
+    leaves (prefer = none). Returns A's Documents."""
     for each in (a, b):
         each.configure(server=each.config["server"],
                        client=each.config["client"], sync={"prefer": "none"})
@@ -173,6 +174,12 @@ def test_conflicts_say_which_computer_made_each_version(two: tuple[Setup, Setup]
     assert b.sync().returncode == 0
     (docs_a / "f00.txt").write_text("laptop edit")
     assert a.sync().returncode == 1
+    return docs_a
+
+
+def test_conflicts_say_which_computer_made_each_version(two: tuple[Setup, Setup]) -> None:
+    a, b = two
+    _edited_on_both(a, b)
 
     listed = a.run("conflicts").stdout
     (conflict,) = json.loads(a.run("conflicts", "--json").stdout)["conflicts"]
@@ -184,16 +191,7 @@ def test_conflicts_say_which_computer_made_each_version(two: tuple[Setup, Setup]
 def test_keep_both_names_the_copy_after_the_other_computer_and_it_reaches_it(
         two: tuple[Setup, Setup]) -> None:
     a, b = two
-    for each in (a, b):
-        each.configure(server=each.config["server"],
-                       client=each.config["client"], sync={"prefer": "none"})
-    docs_a = _populate(a, 1)
-    assert a.sync().returncode == 0
-    assert b.sync().returncode == 0
-    (b.home / "Documents" / "f00.txt").write_text("desk edit")
-    assert b.sync().returncode == 0
-    (docs_a / "f00.txt").write_text("laptop edit")
-    assert a.sync().returncode == 1
+    docs_a = _edited_on_both(a, b)
 
     settled = a.run("conflicts", "resolve", "--keep", "both", str(docs_a / "f00.txt"))
     assert settled.returncode == 0, settled.stderr
