@@ -10,7 +10,7 @@ import ipaddress
 import os
 import subprocess
 
-_NFT_DROP = """\
+NFT_DROP = """\
 table inet rhbench {
   chain input {
     type filter hook input priority 0; policy drop;
@@ -19,18 +19,18 @@ table inet rhbench {
 """
 
 
-def _run(argv: list[str], stdin: str = "") -> None:
+def run(argv: list[str], stdin: str = "") -> None:
     result = subprocess.run(argv, input=stdin, text=True, capture_output=True, timeout=30,
                             check=False)
     if result.returncode != 0:
         raise OSError(f"{' '.join(argv)}: {result.stderr.strip() or result.returncode}")
 
 
-def _ip(*args: str) -> None:
-    _run(["ip", *args])
+def ip(*args: str) -> None:
+    run(["ip", *args])
 
 
-def _free_subnet() -> ipaddress.IPv4Network:
+def free_subnet() -> ipaddress.IPv4Network:
     """A /30 in 169.254.0.0/16 no route of this machine uses yet."""
     routes = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True,
                             text=True, check=True).stdout
@@ -51,22 +51,22 @@ class BlackHole:
         self.namespace = f"rhbench-{os.getpid()}"
         self.outer = f"rhb{os.getpid() % 10**7}"
         self.inner = f"{self.outer}n"
-        subnet = _free_subnet()
+        subnet = free_subnet()
         hosts = list(subnet.hosts())
         self.prefix = subnet.prefixlen
         self.local, self.address = str(hosts[0]), str(hosts[1])
 
     def __enter__(self) -> BlackHole:
         try:
-            _ip("netns", "add", self.namespace)
-            _ip("link", "add", self.outer, "type", "veth", "peer", "name", self.inner,
+            ip("netns", "add", self.namespace)
+            ip("link", "add", self.outer, "type", "veth", "peer", "name", self.inner,
                 "netns", self.namespace)
-            _ip("addr", "add", f"{self.local}/{self.prefix}", "dev", self.outer)
-            _ip("link", "set", self.outer, "up")
-            _ip("-n", self.namespace, "addr", "add", f"{self.address}/{self.prefix}",
+            ip("addr", "add", f"{self.local}/{self.prefix}", "dev", self.outer)
+            ip("link", "set", self.outer, "up")
+            ip("-n", self.namespace, "addr", "add", f"{self.address}/{self.prefix}",
                 "dev", self.inner)
-            _ip("-n", self.namespace, "link", "set", self.inner, "up")
-            _run(["ip", "netns", "exec", self.namespace, "nft", "-f", "-"], _NFT_DROP)
+            ip("-n", self.namespace, "link", "set", self.inner, "up")
+            run(["ip", "netns", "exec", self.namespace, "nft", "-f", "-"], NFT_DROP)
         except BaseException:
             self.close()
             raise
