@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -20,7 +22,7 @@ from pathlib import Path
 from tests.support.homes import CLI, Setup
 from tests.support.sshd import SshServer, free_port
 
-from bench import computers, realtime, trees
+from bench import computers, link, realtime, trees
 from bench.blackhole import BlackHole
 from bench.measure import Row, import_cost_us, machine, peak_rss, render, repeat, timed
 from roaming_homes import config as config_mod
@@ -47,6 +49,9 @@ class Plan:
     offline_runs: int
     blackhole_timeout: float
     start_runs: int
+    # the most a no-change pass may take, as a share of raw unison's, by number of files
+    no_change_targets: dict[int, float] = dataclasses.field(
+        default_factory=lambda: {10_000: 0.8, 100_000: 1.0})
 
     @classmethod
     def full(cls) -> Plan:
@@ -121,15 +126,22 @@ class Home:
 
 
 class Bench:
-    def __init__(self, base: Path, plan: Plan) -> None:
+    """The measurements of rows 1-6, over an sshd of its own on loopback, or over `sshd` (an
+    emulated link: then every row's measurement starts with `label`, the link's name)."""
+
+    def __init__(self, base: Path, plan: Plan, sshd: SshServer | None = None,
+                 label: str = "", pool: trees.Pool | None = None) -> None:
         self.base = base
         self.plan = plan
-        self.pool = trees.Pool()
+        self.pool = pool or trees.Pool()
         self.rows: list[Row] = []
         self.homes: list[Home] = []
-        self.sshd = SshServer(base / "sshd").start()
+        self.label = label
+        self.sshd = sshd or SshServer(base / "sshd").start()
 
     def add(self, row: Row) -> None:
+        if self.label:
+            row = dataclasses.replace(row, what=f"{self.label}: {row.what}")
         self.rows.append(row)
         _log("  " + render([row]).splitlines()[-1])
 
@@ -158,7 +170,7 @@ class Bench:
             _log(f"no-change passes over {_n(size)} files, {runs}x each")
             ours, alone, raw = repeat(runs, home.sync, home.over_shared_connection, home.raw)
             self.add(Row("1", f"no-change pass, {_n(size)} files", "s", ours, raw,
-                         "raw unison", _NO_CHANGE_TARGETS.get(size)))
+                         "raw unison", self.plan.no_change_targets.get(size)))
             self.add(Row("1", f"… unison alone over our shared connection, {_n(size)} files",
                          "s", alone, raw, "raw unison"))
             if size == self.plan.touched_home:
@@ -278,9 +290,6 @@ class Bench:
                              "ms", costs))
 
 
-_NO_CHANGE_TARGETS = {10_000: 0.8, 100_000: 1.0}
-
-
 def header(info: dict[str, str], plan_name: str) -> str:
     return (f"Measured {info['date']} by `bench/run{' --quick' if plan_name == 'quick' else ''}`"
             f" on {info['cores']} cores, Linux {info['kernel']}, Python {info['python']}, "
@@ -325,7 +334,52 @@ def realtime_rows(base: Path, quick: bool, pool: trees.Pool) -> list[Row]:
                                else computers.Plan.full())]
 
 
+LINKS_HEADING = "## Over emulated links"
+
+
+def links_section(output: Path, quick: bool, profiles: tuple[str, ...]) -> int:
+    """Measure over emulated links; write the section of `output` that holds them (replacing
+    the one there, keeping the loopback table above it)."""
+    # Imported here: bench.links builds on this module's Bench.
+    from bench import links
+
+    plan = links.Plan.quick(profiles) if quick else links.Plan.full(profiles)
+    started = time.monotonic()
+    base = Path(tempfile.mkdtemp(prefix="rhbench-"))
+    try:
+        info = machine(base)
+        load = os.getloadavg()
+        validations, rows = links.measure(base, plan)
+        load_after = os.getloadavg()
+    finally:
+        _log("removing the generated homes")
+        subprocess.run(["rm", "-rf", str(base)], check=False)
+    table = render(rows)
+    section = (f"{LINKS_HEADING}\n\n{header(info, 'quick' if quick else 'full')}"
+               f"Load average (1, 5, 15 min) at the start {_loads(load)}, at the end "
+               f"{_loads(load_after)}.\n\nThe links, as measured before their rows:\n"
+               + "".join(f"- {line}\n" for line in validations)
+               + f"\n{table}\n{links.NOTES}\nWhole run: {time.monotonic() - started:.0f} s.\n")
+    print("".join(f"{line}\n" for line in validations) + table, end="")
+    text = output.read_text() if output.exists() else "# Performance\n"
+    kept = text.split(f"\n{LINKS_HEADING}\n", 1)[0].rstrip("\n")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(f"{kept}\n\n{section}")
+    return 0 if all(row.met is not False for row in rows) else 1
+
+
+def _loads(loads: tuple[float, float, float]) -> str:
+    return ", ".join(f"{value:.2f}" for value in loads)
+
+
+def _stop(signum: int, _frame: object) -> None:
+    """SIGTERM ends the run as Ctrl-C does: through every `finally`, which removes what it
+    made (servers, namespaces, homes)."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _stop)
     parser = argparse.ArgumentParser(prog="bench/run", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="a small subset in under a minute (the CI smoke test)")
@@ -336,7 +390,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--computers", action="store_true",
                         help="only the rows of several computers at once (9): print them, "
                         "write no file")
+    parser.add_argument("--links", action="store_true",
+                        help="rows over emulated network links (lan, broadband, mobile): "
+                        "written as their own section of --output")
+    parser.add_argument("--profile", action="append", choices=sorted(link.PROFILES),
+                        help="with --links: only this link profile (may be repeated)")
     args = parser.parse_args(argv)
+    if args.links:
+        return links_section(args.output, args.quick, tuple(args.profile or link.PROFILES))
     if args.realtime:
         return only(lambda base: realtime_rows(base, args.quick, trees.Pool()), args.quick)
     if args.computers:

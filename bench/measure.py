@@ -48,7 +48,7 @@ def cell(values: Sequence[float], unit: str) -> str:
     """`median unit (min-max, n)`; one value is shown alone."""
     if not values:
         return "—"
-    digits = 3 if unit == "s" else 1 if unit in ("ms", "MiB") else 2
+    digits = {"s": 3, "ms": 1, "MiB": 1, "turns": 0}.get(unit, 2)
     med = f"{statistics.median(values):.{digits}f} {unit}"
     if len(values) == 1:
         return med

@@ -21,6 +21,7 @@ import signal
 import statistics
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -116,17 +117,24 @@ def _total_cpu(pids: list[int]) -> float:
     return total
 
 
+def _loopback(workdir: Path, env: dict[str, str]) -> SshServer:
+    return SshServer(workdir, env=env).start()
+
+
 class World:
     """An sshd whose ssh user finds our monitor, and users synced over it (several computers of
     one user are users whose `server_home` is the same directory)."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path,
+                 serve: Callable[[Path, dict[str, str]], SshServer] | None = None) -> None:
+        """`serve` starts the sshd in a directory, with these variables for its sessions
+        (default: on loopback); the world stops it by `SshServer.stop`."""
         self.base = base
         self.bin = base / "bin"
         self.tag = uuid.uuid4().hex  # finds this run's monitors, not those of a parallel run
         write_wrapper(self.bin, tag=self.tag)
         self.path = f"{self.bin}:{SYSTEM_PATH}"
-        self.sshd = SshServer(base / "sshd", env={"PATH": self.path}).start()
+        self.sshd = (serve or _loopback)(base / "sshd", {"PATH": self.path})
         self.users: list[Setup] = []
         self.daemons: list[DaemonProcess] = []
         self.watching: dict[int, Setup] = {}  # daemon PID -> its user, in real-time mode
@@ -173,7 +181,7 @@ class World:
         self.sshd.stop()
 
 
-def _latencies(world: World, user: Setup, writes: int, spread: float) -> list[float]:
+def latencies(world: World, user: Setup, writes: int, spread: float) -> list[float]:
     rng = random.Random(9)
     docs, server_docs = user.home / "Documents", user.server_home / "Documents"
     found = []
@@ -190,10 +198,10 @@ def _latencies(world: World, user: Setup, writes: int, spread: float) -> list[fl
 def latency_rows(world: World, plan: Plan) -> list[Row]:
     user = world.user("latency")
     watch_daemon = world.start(user, watch=True, interval=3600)
-    watched = _latencies(world, user, plan.writes, 1.0)
+    watched = latencies(world, user, plan.writes, 1.0)
     world.stop(watch_daemon)
     interval_daemon = world.start(user, watch=False, interval=plan.latency_interval)
-    polled = _latencies(world, user, plan.writes, plan.latency_interval)
+    polled = latencies(world, user, plan.writes, plan.latency_interval)
     world.stop(interval_daemon)
     pass_time = statistics.median(
         timed([*CLI, "sync"], user.env) for _ in range(5))

@@ -112,7 +112,7 @@ class Relay:
         try:
             server_in, server_out = await asyncio.wait_for(
                 asyncio.open_connection(*self.upstream), self.connect_timeout)
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             log.debug("relay: upstream %s: %s", self.upstream, exc)
             client_out.close()
             return

@@ -90,10 +90,10 @@ def test_quick_bench_writes_every_measurement_into_the_table(quick: QuickRun) ->
         assert _FIGURE.match(row[2]), f"no figure for {label!r}: {row[2]}"
 
 
-def test_quick_bench_removes_its_homes_namespace_and_servers(quick: QuickRun) -> None:
-    assert list(quick.temp_dir.iterdir()) == []
-    assert _namespaces() == quick.namespaces_before
-    ours = str(quick.temp_dir).encode()
+def assert_nothing_left_of(temp_dir: Path) -> None:
+    """Nothing in `temp_dir` (the run's TMPDIR), and no process whose command line names it."""
+    assert list(temp_dir.iterdir()) == []
+    ours = str(temp_dir).encode()
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit() and proc.name != str(os.getpid()):
             try:
@@ -101,3 +101,8 @@ def test_quick_bench_removes_its_homes_namespace_and_servers(quick: QuickRun) ->
             except OSError:
                 continue
             assert ours not in cmdline, f"left running: {cmdline!r}"
+
+
+def test_quick_bench_removes_its_homes_namespace_and_servers(quick: QuickRun) -> None:
+    assert_nothing_left_of(quick.temp_dir)
+    assert _namespaces() == quick.namespaces_before

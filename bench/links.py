@@ -1,0 +1,246 @@
+"""`bench/run --links`: the passes of rows 1-4 and 7 over emulated links, and round trips.
+
+Each link profile (`bench.link.PROFILES`) gets a real sshd behind an emulated link of its own
+(`bench.link.Link`), validated first (ssh round trip and throughput through it), then:
+- rows 1, 2, 3 exactly as over loopback (`bench.main.Bench`), through the link;
+- row 4, offline: the link drops every packet, with no shared connection open yet, and while
+  one is open (a laptop losing its network between two passes);
+- row 7, real-time mode's propagation (`bench.realtime`), through the link;
+- row 10, round trips: request/response turns counted by the link's relay for one pass;
+- row 11 (full run): levers, each against the same run without it, interleaved.
+Every row names its link. Everything it starts is stopped and removed at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+import shutil
+import statistics
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.support.sshd import SshServer
+
+from bench import main as loopback
+from bench import realtime, trees
+from bench.link import PROFILES, Link, Profile, Validation, validate
+from bench.measure import Row, repeat, timed
+
+OFFLINE = loopback.OFFLINE
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    profiles: tuple[str, ...]
+    passes: loopback.Plan  # rows 1-3 (mixed_bytes is the most a first sync may copy)
+    first_seconds: float  # the first sync's tree: this many seconds of the profile's rate
+    writes: int  # real-time propagation samples
+    turn_runs: int
+    validate_seconds: float
+    levers: bool
+
+    @classmethod
+    def full(cls, profiles: tuple[str, ...]) -> Plan:
+        passes = loopback.Plan(
+            sizes=(10_000,), touched_home=10_000, mixed_bytes=256 << 20,
+            pair_runs={10_000: 7}, touch_runs=5, first_runs=3, offline_runs=3,
+            blackhole_timeout=3, start_runs=0,
+            no_change_targets={10_000: 0.6, 100_000: 0.6})
+        return cls(profiles, passes, first_seconds=6, writes=30, turn_runs=3,
+                   validate_seconds=2, levers=True)
+
+    @classmethod
+    def quick(cls, profiles: tuple[str, ...]) -> Plan:
+        passes = loopback.Plan(
+            sizes=(200,), touched_home=200, mixed_bytes=2 << 20, pair_runs={200: 2},
+            touch_runs=1, first_runs=1, offline_runs=1, blackhole_timeout=1, start_runs=0)
+        return cls(profiles, passes, first_seconds=0.2, writes=3, turn_runs=1,
+                   validate_seconds=0.3, levers=False)
+
+    def first_bytes(self, profile: Profile) -> int:
+        return min(self.passes.mixed_bytes,
+                   int(profile.bytes_per_second * self.first_seconds))
+
+
+def _turns(link: Link, run: Callable[[], object]) -> tuple[int, int]:
+    """Request/response turns and bytes (both ways) the relay carried while `run` ran."""
+    before = link.counters.snapshot()
+    run()
+    after = link.counters.snapshot()
+    return after.turns - before.turns, after.up + after.down - before.up - before.down
+
+
+def round_trips(bench: loopback.Bench, link: Link, runs: int) -> None:
+    """Row 10: what a no-change pass costs in round trips (and bytes), against raw unison."""
+    home, size = bench.homes[0], bench.plan.sizes[0]
+    control = next((home.setup.runtime / "roaming-homes").glob("ssh-*"))
+    one_command = ["ssh", *link.front.ssh_options(), "-o", f"ControlPath={control}",
+                   "-p", str(link.front.port), f"{link.front.user}@127.0.0.1", "true"]
+    measured = {name: [_turns(link, run) for _ in range(runs)] for name, run in (
+        ("ours", home.sync), ("alone", home.over_shared_connection), ("raw", home.raw),
+        ("one", lambda: timed(one_command, home.setup.env)))}
+
+    def turns(name: str) -> list[float]:
+        return [float(count) for count, _ in measured[name]]
+
+    def kib(name: str) -> str:
+        return f"{statistics.median(b for _, b in measured[name]) / 1024:.0f} KiB carried"
+
+    what = f"round trips of a no-change pass, {loopback._n(size)} files"
+    raw = "raw unison (its own ssh login)"
+    bench.add(Row("10", what, "turns", turns("ours"), turns("raw"), raw, note=kib("ours")))
+    bench.add(Row("10", f"… unison alone over our shared connection, {loopback._n(size)} "
+                  "files", "turns", turns("alone"), turns("raw"), raw, note=kib("alone")))
+    bench.add(Row("10", "… one `ssh … true` over our shared connection", "turns",
+                  turns("one"), note=kib("one")))
+
+
+def offline(bench: loopback.Bench, link: Link, runs: int) -> None:
+    """Row 4 over the link: it drops every packet, before a pass and during an open session.
+
+    `connect_timeout` is the plan's `blackhole_timeout`, as in row 4 over loopback."""
+    timeout = bench.plan.blackhole_timeout
+    home = bench.home("offline")
+    home.docs.mkdir()
+    home.setup.configure(server={"connect_timeout": timeout})
+    home.sync()  # a first sync: later passes are normal ones
+
+    def fresh() -> float:
+        home.close_connection()
+        with link.cut():
+            return home.sync(expect=(OFFLINE,))
+
+    def while_open() -> float:
+        home.sync()  # the shared connection is open, as after any pass
+        with link.cut():
+            return home.sync(expect=(OFFLINE,))
+
+    cut, cut_open = repeat(runs, fresh, while_open)
+    bench.add(Row("4", f"offline exit 75, link drops every packet (connect_timeout {timeout:g} "
+                  "s)", "s", cut, [timeout], "connect_timeout", 1.1))
+    # ssh's keep-alives (ServerAliveInterval = connect_timeout, 3 unanswered) end a dead session
+    bench.add(Row("4", "offline exit 75, link drops every packet while the shared connection "
+                  "is open", "s", cut_open, [4 * timeout], "connect_timeout x 4 (keep-alives)",
+                  1.1))
+
+
+def levers(bench: loopback.Bench, link: Link, runs: int) -> None:
+    """Row 11: raw unison's first sync of the mixed tree with one lever, against without."""
+    home = next(home for home in bench.homes if home.setup.base.name == "mixed")
+    target = home.setup.server_home / "Documents"
+    ssh = ["ssh", *link.front.ssh_options(), "-o", "BatchMode=yes"]
+    options = {
+        "ssh compression (`-C`)": ["-sshargs", shlex.join([*ssh[1:], "-C"])],
+        "cipher aes128-gcm": ["-sshargs", shlex.join([*ssh[1:], "-c",
+                                                      "aes128-gcm@openssh.com"])],
+        "`maxthreads = 64`": ["-maxthreads", "64"],
+        "`copyprog` rsync for files > 1 MiB": [
+            "-copythreshold", "1024", "-copyprog",
+            f"rsync --inplace -e '{shlex.join([*ssh, '-p', str(link.front.port)])}'"],
+    }
+
+    def first(extra: list[str]) -> Callable[[], float]:
+        def run() -> float:
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir()
+            for archive in home.setup.unison_dir.glob("[af][rp]*"):
+                archive.unlink()
+            return timed([*home.raw_argv(first_run=True), *extra], home.unison_env)
+        return run
+
+    for name, extra in options.items():
+        what = f"lever: {name}, raw unison's first sync of the mixed tree"
+        try:
+            with_it, without = repeat(runs, first(extra), first([]))
+        except RuntimeError as exc:  # a lever that does not work here is a finding too
+            bench.add(Row("11", what, "s", note=f"failed: {str(exc).splitlines()[0]}"))
+            continue
+        bench.add(Row("11", what, "s", with_it, without, "the same without it"))
+
+
+def measure_profile(base: Path, profile: Profile, plan: Plan,
+                    pool: trees.Pool) -> tuple[Validation, list[Row]]:
+    links: list[Link] = []
+
+    def serve(workdir: Path, env: dict[str, str]) -> SshServer:
+        link = Link(workdir, profile, env)
+        links.append(link)
+        return link.__enter__().front
+
+    _log(f"{profile.label}: the link")
+    world = realtime.World(base / "rt", serve)
+    try:
+        link = links[0]
+        validation = validate(link, plan.validate_seconds)
+        _log(validation.describe(profile))
+        passes = dataclasses.replace(plan.passes, mixed_bytes=plan.first_bytes(profile))
+        bench = loopback.Bench(base, passes, world.sshd, label=profile.name, pool=pool)
+        try:
+            bench.small_homes()
+            round_trips(bench, link, plan.turn_runs)
+            bench.first_sync()
+            offline(bench, link, plan.passes.offline_runs)
+            if plan.levers:
+                levers(bench, link, plan.passes.first_runs)
+        finally:
+            bench.close()
+        bench.rows += propagation(world, profile, plan.writes)
+        return validation, bench.rows
+    finally:
+        world.close()
+        for link in links:
+            link.close()
+
+
+def propagation(world: realtime.World, profile: Profile, writes: int) -> list[Row]:
+    """Row 7 over the link: watch mode, a local write until it is on the server."""
+    _log(f"{profile.name}: real-time propagation, {writes} writes")
+    user = world.user("latency")
+    daemon = world.start(user, watch=True, interval=3600)
+    found = realtime.latencies(world, user, writes, 1.0)
+    world.stop(daemon)
+    what = f"{profile.name}: local write → file on the server, over {writes} writes, watch mode"
+    budget = 0.5 + 4 * profile.rtt_ms / 1000
+    return [Row("7", f"{what}, p50", "s", [realtime.percentile(found, 0.5)], limit=budget),
+            Row("7", f"{what}, p99", "s", [realtime.percentile(found, 0.99)])]
+
+
+def _log(text: str) -> None:
+    print(f"bench: {text}", file=sys.stderr, flush=True)
+
+
+def measure(base: Path, plan: Plan) -> tuple[list[str], list[Row]]:
+    """Every profile of `plan`, one after the other: the validations and the rows."""
+    pool = trees.Pool()
+    validations, rows = [], []
+    for name in plan.profiles:
+        profile = PROFILES[name]
+        validation, found = measure_profile(base / name, profile, plan, pool)
+        validations.append(validation.describe(profile))
+        rows += found
+    return validations, rows
+
+
+NOTES = """\
+Emulated links: the sshd runs in a network namespace of its own behind a veth pair whose two
+ends are each capped at the profile's rate by `tc … tbf` (this kernel has no `netem`); the
+latency is added by a user-space TCP relay on loopback in front of it, which holds every chunk
+for half the round trip in each direction (a timestamped queue per direction: order and
+throughput kept). Rates are the same both ways. The validation lines above are measured through
+ssh over each link before its rows: an echo's round trip through `ssh … cat`, and random data
+through one ssh session each way (less a session's own setup).
+- Rows 1-3 are measured as over loopback (see above), through the link; the first sync copies
+  a mixed tree scaled to about 6 s of the link's rate (not 1 GiB: 1 GiB would take 14 minutes a
+  run on `mobile`).
+- **Round trips** (row 10): the relay counts a request/response turn each time data from the
+  server follows data from the client on a connection; a pass's count is the difference over
+  the run (an ssh keep-alive in that window would add one).
+- **Offline** (row 4): the namespace drops every packet (nftables) before the pass starts,
+  either with no shared connection open (ssh's ConnectTimeout decides) or with one open from
+  the pass before (ssh's keep-alives decide: `ServerAliveInterval = connect_timeout`,
+  `ServerAliveCountMax = 3`).
+- **Levers** (row 11): raw unison's first sync of the mixed tree into an empty server home,
+  with the lever on the command line, against the same run without it, interleaved.
+"""
