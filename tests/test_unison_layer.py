@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -288,3 +289,31 @@ def test_a_name_that_reads_like_a_trouble_is_none() -> None:
              "Failed [Lost connection with the server]: Permission denied",
              "  failed: Lost connection with the server"]
     assert output.parse_output(lines).troubles == set()
+
+
+def test_a_question_printed_just_after_a_quiet_spell_is_read_before_it_is_answered(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """unison can print its question after our select found nothing and before we look at
+    whether it waits for input (seen over a slow link): the question must be read, not the
+    stale output before it answered (with "q")."""
+    go, answered = tmp_path / "go", tmp_path / "answered"
+    fake = tmp_path / "unison"
+    fake.write_text(
+        "#!/usr/bin/env python3\nimport os, sys, time\n"
+        "print('Reconciling changes', flush=True)\n"
+        f"while not os.path.exists({str(go)!r}):\n    time.sleep(0.01)\n"
+        "sys.stdout.write('changed  ---->            x  [f] '); sys.stdout.flush()\n"
+        f"open({str(answered)!r}, 'w').write(sys.stdin.readline())\n")
+    fake.chmod(0o755)
+    real = dialogue.waits_for_input
+
+    def prompt_arrives_now(pid: int) -> bool | None:
+        go.touch()  # unison prints its question right now, after our select timed out
+        while not real(pid):
+            time.sleep(0.01)
+        return True
+
+    monkeypatch.setattr(dialogue, "waits_for_input", prompt_arrives_now)
+    run = dialogue.run([str(fake)], dict(os.environ), lambda line: None, lambda items: True)
+    assert run.returncode == 0 and run.declined is None
+    assert answered.read_text() == "l\n"  # the item question, answered as one: list the plan

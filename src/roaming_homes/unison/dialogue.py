@@ -201,6 +201,10 @@ def _converse(proc: subprocess.Popen[bytes], dialogue: _Dialogue,
                 break  # the ssh master may hold our pipes (it got ssh's stdio handed over)
             tail = pending.get(out, b"")
             if proc.poll() is None and _asks(proc.pid, tail, time.monotonic() - last):
+                if out in pending and select.select([out], [], [], 0)[0]:
+                    # The question came out after the select above and before unison sat
+                    # down to read: read it first (answering the stale tail would be "q").
+                    continue
                 prompt = tail.decode("utf-8", errors="surrogateescape")
                 pending[out] = b""
                 add(prompt, False)
