@@ -290,8 +290,8 @@ class Bench:
                              "ms", costs))
 
 
-def header(info: dict[str, str], plan_name: str) -> str:
-    return (f"Measured {info['date']} by `bench/run{' --quick' if plan_name == 'quick' else ''}`"
+def header(info: dict[str, str], plan_name: str, command: str = "bench/run") -> str:
+    return (f"Measured {info['date']} by `{command}{' --quick' if plan_name == 'quick' else ''}`"
             f" on {info['cores']} cores, Linux {info['kernel']}, Python {info['python']}, "
             f"{info['unison']}.\n")
 
@@ -355,7 +355,8 @@ def links_section(output: Path, quick: bool, profiles: tuple[str, ...]) -> int:
         _log("removing the generated homes")
         subprocess.run(["rm", "-rf", str(base)], check=False)
     table = render(rows)
-    section = (f"{LINKS_HEADING}\n\n{header(info, 'quick' if quick else 'full')}"
+    measured = header(info, "quick" if quick else "full", "bench/run --links")
+    section = (f"{LINKS_HEADING}\n\n{measured}"
                f"Load average (1, 5, 15 min) at the start {_loads(load)}, at the end "
                f"{_loads(load_after)}.\n\nThe links, as measured before their rows:\n"
                + "".join(f"- {line}\n" for line in validations)
