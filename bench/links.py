@@ -231,9 +231,9 @@ for half the round trip in each direction (a timestamped queue per direction: or
 throughput kept). Rates are the same both ways. The validation lines above are measured through
 ssh over each link before its rows: an echo's round trip through `ssh … cat`, and random data
 through one ssh session each way (less a session's own setup).
-- Rows 1-3 are measured as over loopback (see above), through the link; the first sync copies
-  a mixed tree scaled to about 6 s of the link's rate (not 1 GiB: 1 GiB would take 14 minutes a
-  run on `mobile`).
+- Rows 1-3 are measured as over loopback (see above), through the link, at 10 000 files (not
+  100 000: time); the first sync copies a mixed tree scaled to about 6 s of the link's rate, at
+  most 256 MiB (not 1 GiB: 1 GiB would take 14 minutes a run on `mobile`).
 - **Round trips** (row 10): the relay counts a request/response turn each time data from the
   server follows data from the client on a connection; a pass's count is the difference over
   the run (an ssh keep-alive in that window would add one).
