@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -288,6 +288,14 @@ def _connection_results(server: transport.Server,
             socket, True)
 
 
+def _front_ends(server: transport.Server) -> list[transport.Server]:
+    """What `check` connects to: the server, or each of its front-ends when it lists several
+    (each is reported: a pass may go through any of them)."""
+    if len(server.hosts) <= 1:
+        return [server]
+    return [replace(server, host=host, hosts=(host,)) for host in server.hosts]
+
+
 def _home_result(remote: _Server) -> Result:
     name = "server home"
     answer = remote.run(["sh", "-c", _SERVER_HOME, "sh", remote.home])
@@ -376,24 +384,32 @@ def run_checks(locations: Locations, config_path: Path | None = None) -> Report:
                             "sync.excluded_users: nothing is synced for them")
     server = transport.Server.from_config(cfg["server"])
     results.append(_kerberos(server))
-    connection, socket, up = _connection_results(server, locations)
-    results += connection
-    remote = _Server(server, socket)
     program = cfg["sync"]["unison"]
     local_version = parse_unison_version(_local([program, "-version"]).stdout)
-    if up:
-        server_version = (local_version if server.is_local else
-                          parse_unison_version(remote.run(["unison", "-version"]).stdout))
+    why = "not checked: the server cannot be used"
+    remote: _Server | None = None
+    for front in _front_ends(server):
+        connection, socket, up = _connection_results(front, locations)
+        if up:
+            answer = _Server(front, socket)
+            remote = remote or answer
+            server_version = (local_version if server.is_local else
+                              parse_unison_version(answer.run(["unison", "-version"]).stdout))
+            connection.append(unison_result(local_version, server_version, program))
+        else:
+            connection.append(Result("unison", SKIP, why))
+        # Several front-ends: each one's lines name it.
+        suffix = f" ({front.host})" if front is not server else ""
+        results += [replace(result, name=result.name + suffix) for result in connection]
+    if remote is not None:
         local_marker = (locations.home / MARKER).exists()
         server_marker = remote.run(["test", "-e", f"{remote.home}/{MARKER}"]).returncode == 0
-        results += [_home_result(remote), unison_result(local_version, server_version, program),
-                    _fsmonitor_result(cfg, remote),
+        results += [_home_result(remote), _fsmonitor_result(cfg, remote),
                     markers_result(local_marker, server_marker),
                     _paths_result(cfg, locations, remote)]
     else:
-        why = "not checked: the server cannot be used"
         results += [Result(name, SKIP, why) for name in
-                    ("server home", "unison", "fsmonitor", "replica markers", "synced paths")]
+                    ("server home", "fsmonitor", "replica markers", "synced paths")]
     store = StateStore(locations.state_dir)
     results += [_service(), sync_age_result(store.last(), store.last_success(),
                                             datetime.now().astimezone(),

@@ -50,7 +50,7 @@ from roaming_homes.outcome import ATTENTION, Reason, Result, SyncOutcome
 from roaming_homes.paths import Locations
 from roaming_homes.safety.guards import is_excluded
 from roaming_homes.session.lock import SyncLock, lock_holder
-from roaming_homes.unison import kerberos
+from roaming_homes.unison import frontends, kerberos
 from roaming_homes.unison import ssh as transport
 from roaming_homes.unison.inotify import (
     IN_ATTRIB,
@@ -374,7 +374,7 @@ class Daemon:
         """The cheap probe while offline: one ssh handshake (or a directory check), no state."""
         server = transport.Server.from_config(self.config["server"])
         try:
-            transport.connect(server, self.locations.control_dir)
+            frontends.connect(server, self.locations.control_dir)
         except RoamingHomesError as exc:
             return exc.code != ExitCode.TRY_LATER
         return True
@@ -562,7 +562,7 @@ class Daemon:
                 # Not `_cycle`: offline or not, the final pass tries; it fails fast if it must.
                 self._report(self.strategy(self.config, self.locations, self.abort))
         finally:
-            transport.disconnect(transport.Server.from_config(self.config["server"]),
+            frontends.disconnect(transport.Server.from_config(self.config["server"]),
                                  self.locations.control_dir)
             for watch in (self._config_watch, self._ticket_watch):
                 if watch is not None:

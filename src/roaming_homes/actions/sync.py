@@ -33,7 +33,7 @@ from roaming_homes.session.computer import Computer, this_computer
 from roaming_homes.session.lock import SyncLock
 from roaming_homes.session.state import StateStore, ensure_private_dir, write_atomic
 from roaming_homes.text import escape, printable
-from roaming_homes.unison import dialogue, output, profile
+from roaming_homes.unison import dialogue, frontends, output, profile
 from roaming_homes.unison import ssh as transport
 from roaming_homes.unison.ignore import count_files
 
@@ -310,10 +310,11 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
     for warning in warnings:
         log.debug("%s", warning)
     try:
-        socket = transport.connect(server, locations.control_dir)
+        server, socket = frontends.connect(server, locations.control_dir)
     except transport.ConnectError as exc:
         return outcome(result_of(exc.reason), exc.message, reason=exc.reason,
                        notes=list(exc.details), action=exc.action)
+    job.server = server  # the front-end that answered serves the rest of the pass
     plan = build_plan(config, locations, server, socket, list(only or paths))
     try:
         text = profile.build_profile(plan)
@@ -322,8 +323,10 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
     _write_profile(locations.unison_dir / f"{profile.PROFILE}.prf", text)
     ensure_private_dir(locations.backup_dir)
     computer = this_computer(locations, config["client"]["name"])
-    # unison's archives are keyed by the computer's id: a new id (a cloned home) is a new pair
-    key = f"{computer.id}: {plan.local_root} <-> {plan.server_root}"
+    # unison's archives are keyed by the computer's id: a new id (a cloned home) is a new pair.
+    # The server is named as it is whichever front-end serves this pass (its archives are too,
+    # see guards.SERVER_NAME): a switch of front-ends is an ordinary pass.
+    key = f"{computer.id}: {plan.local_root} <-> {server.stable_root}"
     first = first_run or _is_first_run(job.store, key, locations.unison_dir)
     found = {side: guards.probe_local(Path(root), paths)
              for side, root in _counted_here(plan, server).items()}
@@ -350,7 +353,7 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
         # unison checks the markers again after its own scan: a share that vanishes
         # between our probe and its update detection still stops the pass.
         extra += ["-mountpoint", guards.MARKER]
-    baselines = BaselineStore(locations.state_dir, (plan.local_root, plan.server_root), paths,
+    baselines = BaselineStore(locations.state_dir, (plan.local_root, server.stable_root), paths,
                               plan.ignore_paths, plan.ignore_names)
     return _Prepared(key, first, plan, socket, paths, found, ids, extra, nonce, baselines,
                      computer)

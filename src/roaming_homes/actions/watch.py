@@ -36,7 +36,7 @@ from roaming_homes.safety.guards import is_excluded
 from roaming_homes.session import progress
 from roaming_homes.session.lock import STOP_GRACE, SyncLock
 from roaming_homes.session.state import StateStore
-from roaming_homes.unison import profile, runner
+from roaming_homes.unison import frontends, profile, runner
 from roaming_homes.unison import ssh as transport
 from roaming_homes.unison.fsmonitor import collapse, quote, split_on_space, unquote
 from roaming_homes.unison.ignore import is_ignored
@@ -326,7 +326,11 @@ class _Session:
             remote = MonitorLink(local_monitor(), "of the server directory")
             fspath = server.local_root
         else:
-            socket = transport.connect(server, job.locations.control_dir)
+            server, socket = frontends.connect(server, job.locations.control_dir)
+            # The passes of this session go through the front-end its monitor watches from
+            # (it hears only of writes made through its own mount of shared storage); when
+            # that one fails, the session ends and the next one chooses again.
+            job.server = replace(server, hosts=(server.host,))
             remote = MonitorLink(transport.remote_command(server, socket, [MONITOR]),
                                  f"on the server {server.host}")
             fspath = server.home

@@ -70,7 +70,12 @@ BUSY_PATIENCE = 10
 
 @dataclass(frozen=True)
 class Server:
-    """Where the server side of this home is: an ssh destination, or a local directory."""
+    """Where the server side of this home is: an ssh destination, or a local directory.
+
+    `hosts` are the front-ends that serve the home, in the order they are tried
+    (`unison.frontends`); `host` is the one this value connects to, the first until one is
+    chosen; `name` names the server in this computer's records (`stable_root`): the first
+    listed front-end, whichever serves a pass."""
 
     host: str
     port: int
@@ -81,14 +86,18 @@ class Server:
     ssh_options: tuple[str, ...]
     connection_reuse: int
     kerberos: str = "auto"  # server.kerberos: whether the login needs a ticket (see kerberos)
+    hosts: tuple[str, ...] = ()
+    name: str = ""
 
     @classmethod
     def from_config(cls, server: dict[str, Any]) -> Server:
+        hosts = tuple(server["host"])
         return cls(
-            host=server["host"], port=server["port"], user=server["user"], home=server["home"],
-            local_root=server["root"], connect_timeout=server["connect_timeout"],
-            ssh_options=tuple(server["ssh_options"]), connection_reuse=server["connection_reuse"],
-            kerberos=server["kerberos"],
+            host=hosts[0] if hosts else "", port=server["port"], user=server["user"],
+            home=server["home"], local_root=server["root"],
+            connect_timeout=server["connect_timeout"], ssh_options=tuple(server["ssh_options"]),
+            connection_reuse=server["connection_reuse"], kerberos=server["kerberos"],
+            hosts=hosts, name=hosts[0] if hosts else "",
         )
 
     @property
@@ -97,10 +106,20 @@ class Server:
 
     @property
     def unison_root(self) -> str:
-        """The server replica as a unison root."""
+        """The server replica as a unison root, through this value's front-end."""
+        return self._root(self.host)
+
+    @property
+    def stable_root(self) -> str:
+        """The server replica as this computer's records name it, whichever front-end serves
+        a pass: as a root through `name` (the one host of a single server, so records kept
+        before host lists existed still match)."""
+        return self._root(self.name or self.host)
+
+    def _root(self, host: str) -> str:
         if self.is_local:
             return self.local_root
-        return f"ssh://{self.user}@{self.host}:{self.port}/{self.home}"
+        return f"ssh://{self.user}@{host}:{self.port}/{self.home}"
 
     @property
     def label(self) -> str:
@@ -504,14 +523,17 @@ def _open_patiently(server: Server, command: list[str]) -> None:
             time.sleep(delay)
 
 
-def connect(server: Server, control_dir: Path) -> Path | None:
-    """Make sure the server answers; returns the shared connection's socket, if any.
+def connect(server: Server, control_dir: Path, patient: bool = True) -> Path | None:
+    """Make sure the server (its front-end `host`) answers; returns the shared connection's
+    socket, if any. `unison.frontends.connect` chooses among several front-ends.
 
     A master that answers is used; a dead or hung one is replaced. Raises ConnectError with
     TRY_LATER when the server is unreachable (or a local root is absent, e.g. an unmounted
-    share) or stays busy (`_open_patiently`), and FAILED when it answers but refuses us, or
-    when a Kerberos login has no valid ticket (`check_ticket`).
+    share) or busy (asked again for a while when `patient`: `_open_patiently`), and FAILED
+    when it answers but refuses us, or when a Kerberos login has no valid ticket
+    (`check_ticket`).
     """
+    opening = _open_patiently if patient else _open
     if server.is_local:
         if not Path(server.local_root).is_dir():
             raise ConnectError(
@@ -521,8 +543,8 @@ def connect(server: Server, control_dir: Path) -> Path | None:
     check_ticket(server)
     socket = control_path(server, control_dir)
     if socket is None:
-        _open_patiently(server, ["ssh", *ssh_options(server, None), "-o", "ControlMaster=no",
-                                 *_destination(server), "true"])
+        opening(server, ["ssh", *ssh_options(server, None), "-o", "ControlMaster=no",
+                         *_destination(server), "true"])
         return None
     try:
         private_dir(control_dir)
@@ -531,7 +553,7 @@ def connect(server: Server, control_dir: Path) -> Path | None:
     # The longest a holder takes: ask the master, wait for a hung one to end, start a new one.
     with _one_at_a_time(control_dir, 2 * _CONTROL_TIMEOUT + _patient_timeout(server)):
         if not _master_answers(server, socket):
-            _open_patiently(server, _master_command(server, socket))
+            opening(server, _master_command(server, socket))
     return socket
 
 
