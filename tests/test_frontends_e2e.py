@@ -273,7 +273,8 @@ def test_real_time_mode_fails_over_when_the_front_end_of_its_monitor_dies(
         wait_for(appears(sdocs / "before.txt", "watched through fe1\n"), 15, "fe1 cycle")
 
         cluster.front("fe1").sshd.stop()
-        # The session ends with its monitor; the next one watches through fe2.
+        # The session ends with its monitor (offline: its connection was lost); the daemon
+        # probes at once rather than an interval later, and watches through fe2.
         wait_for(lambda: cluster.serving("fe2") and len(monitors_of(laptop.home, tag)) == 2,
                  60, "real-time mode through fe2")
         (docs / "after.txt").write_text("watched through fe2\n")

@@ -468,6 +468,11 @@ class Daemon:
                 self._last_pass_end -= config["sync"]["interval"]
         elif result.outcome is not None and result.outcome.result == Result.BUSY:
             self._last_pass_end = self._watch_retry_at  # no interval pass in between either
+        elif (result.outcome is not None and result.outcome.result == Result.OFFLINE
+              and len(config["server"]["host"]) > 1):
+            # Its front-end went away: another may serve at once (unison.frontends), and the
+            # offline probe of the next cycle finds out, rather than an interval from now.
+            self._pass_requested = True
 
     def _make_way(self) -> None:
         """Leave the sync lock free for a moment; wait for whoever takes it to be done."""
