@@ -20,7 +20,7 @@ from pathlib import Path
 from tests.support.homes import CLI, Setup
 from tests.support.sshd import SshServer, free_port
 
-from bench import computers, realtime, trees
+from bench import computers, frontends, realtime, trees
 from bench.blackhole import BlackHole
 from bench.measure import Row, import_cost_us, machine, peak_rss, render, repeat, timed
 from roaming_homes import config as config_mod
@@ -333,12 +333,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="where to write the table (default: docs/performance.md)")
     parser.add_argument("--realtime", action="store_true",
                         help="only the real-time rows (7, 8, 9): print them, write no file")
+    parser.add_argument("--frontends", action="store_true",
+                        help="only the failover rows (10): print them, write no file")
     parser.add_argument("--computers", action="store_true",
                         help="only the rows of several computers at once (9): print them, "
                         "write no file")
     args = parser.parse_args(argv)
     if args.realtime:
         return only(lambda base: realtime_rows(base, args.quick, trees.Pool()), args.quick)
+    if args.frontends:
+        failover = frontends.Plan.quick() if args.quick else frontends.Plan.full()
+        return only(lambda base: frontends.measure(base, failover), args.quick)
     if args.computers:
         several = computers.Plan.quick() if args.quick else computers.Plan.full()
         return only(lambda base: computers.measure(base, several), args.quick)
@@ -354,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         bench.small_homes()
         bench.first_sync()
         bench.rows += realtime_rows(base, args.quick, bench.pool)
+        bench.rows += frontends.measure(base, frontends.Plan.quick() if args.quick
+                                        else frontends.Plan.full(), bench.pool)
     finally:
         if bench is not None:
             bench.close()
@@ -363,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     table = render(rows)
     name = "quick" if args.quick else "full"
     text = (f"# Performance\n\n{header(info, name)}\n{table}\n{BASELINES}\n{realtime.NOTES}\n"
-            f"{computers.NOTES}\n"
+            f"{computers.NOTES}\n{frontends.NOTES}\n"
             f"Whole run: {time.monotonic() - started:.0f} s.\n")
     print(table, end="")
     args.output.parent.mkdir(parents=True, exist_ok=True)
