@@ -198,7 +198,9 @@ def _deliver(config: Any, locations: Any, outcome: SyncOutcome | None, decision:
     """Send the decision to the server; returns the notification's id (0 when only closing)."""
     settings = config["notify"]
     server = config["server"]
-    fields = {"host": server["host"] or server["root"], "user": locations.user,
+    # The server as the user knows it: its first front-end (or the local root).
+    fields = {"host": server["host"][0] if server["host"] else server["root"],
+              "user": locations.user,
               "command": " ".join(settings["resolve_command"]),
               "email": settings["support_email"]}
     messages = load_messages(settings["messages"])
