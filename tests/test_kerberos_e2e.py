@@ -8,9 +8,12 @@ KRB5_CONFIG); every test has its own ticket cache (KRB5CCNAME) and its own user.
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,9 +55,10 @@ def gss_sshd(tmp_path_factory: pytest.TempPathFactory,
 class KrbUser(Setup):
     """A user who logs in to the server with a Kerberos ticket in their own cache."""
 
-    def __init__(self, base: Path, sshd: GssapiSshServer, realm: Realm) -> None:
+    def __init__(self, base: Path, sshd: GssapiSshServer, realm: Realm,
+                 ccache: Path | str | None = None) -> None:
         self.realm = realm
-        self.ccache = base / "ccache"
+        self.ccache = base / "ccache" if ccache is None else ccache
         super().__init__(base, sshd)
         self.env.update(realm.client_env(self.ccache))
 
@@ -274,3 +278,105 @@ def test_in_real_time_mode_a_lost_ticket_pauses_syncing_until_kinit(
             daemon.wait(60)
             daemon.close()
             user.close()
+
+
+def test_a_hung_kdc_costs_a_bounded_wait_and_loses_nothing(krb_user: KrbUser,
+                                                            realm: Realm) -> None:
+    """A valid ticket-granting ticket, but no ticket for the server yet: the login has to ask
+    the KDC, which takes connections and never answers. The pass ends within its bound, says
+    the server could not be reached in time, and the next pass (KDC back) syncs."""
+    krb_user.kinit()
+    (krb_user.home / "Documents" / "g.txt").write_text("kept while the KDC hangs")
+    with realm.hung_kdc():
+        code, outcome, seconds = _timed_sync(krb_user)
+
+    assert code == 75, outcome  # try later: nothing the user can do about a KDC
+    assert outcome["reason"] == "server-unreachable", outcome
+    assert seconds < 2 * 3 + 10 + 4, f"took {seconds:.1f} s"  # the login's bound, and slack
+    assert "KDC" in outcome["message"], outcome
+    assert (krb_user.home / "Documents" / "g.txt").read_text() == "kept while the KDC hangs"
+    assert krb_user.sync().returncode == 0
+    assert (krb_user.server_home / "Documents" / "g.txt").exists()
+
+
+def test_a_ticket_of_another_realm_is_named_in_a_clear_message(
+        krb_user: KrbUser, tmp_path: Path) -> None:
+    """`klist -s` is content (the ticket is valid), the server is not: the refusal names the
+    principal whose ticket was offered and the way out."""
+    other = Realm(tmp_path / "other-realm", name="ELSEWHERE.TEST").create()
+    try:
+        other.kinit(krb_user.ccache)
+    finally:
+        other.close()
+    assert krb_user.has_ticket()
+
+    code, outcome = krb_user.sync_json()
+
+    assert (code, outcome["reason"], outcome["action"]) == (3, "auth-refused", "kinit"), outcome
+    assert f"{other.user}@ELSEWHERE.TEST" in outcome["message"], outcome
+    assert "Kerberos" in outcome["message"]
+    assert len(outcome["message"].splitlines()) == 1
+
+
+def test_the_login_hook_syncs_with_the_login_shells_ticket(krb_user: KrbUser,
+                                                           tmp_path: Path) -> None:
+    """A tty login without a user manager: the shell sources the profile.d hook with the ticket
+    cache pam_krb5/sssd gave it (KRB5CCNAME); the background pass logs in with that ticket."""
+    hook = Path(__file__).parent.parent / "data" / "profile.d" / "roaming-homes.sh"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "roaming-homes").write_text(
+        f"#!/bin/sh\nexec {sys.executable} -m roaming_homes \"$@\"\n")
+    (bin_dir / "roaming-homes").chmod(0o755)
+    krb_user.kinit()
+    (krb_user.home / "Documents" / "h.txt").write_text("synced at login")
+
+    shell_env = {**krb_user.env, "PATH": f"{bin_dir}:{krb_user.env['PATH']}"}
+    login = subprocess.run(["sh", "-c", f". {shlex.quote(str(hook))}"], capture_output=True,
+                           text=True, timeout=10, env=shell_env, stdin=subprocess.DEVNULL,
+                           check=False)
+
+    assert (login.returncode, login.stdout, login.stderr) == (0, "", "")
+    wait_for(appears(krb_user.server_home / "Documents" / "h.txt", "synced at login"), 30,
+             "the login hook's pass")
+    recorded = krb_user.state_home / "roaming-homes" / "history.jsonl"
+    wait_for(recorded.exists, 30, "the pass's end")  # nothing of it outlives the test
+    assert json.loads(recorded.read_text().splitlines()[-1])["result"] == "in-sync"
+
+
+def test_with_a_keyring_cache_the_daemon_syncs_right_after_kinit(
+        tmp_path: Path, gss_sshd: GssapiSshServer, realm: Realm) -> None:
+    """A kernel keyring cache (KEYRING:, as sssd sets up; KCM: behaves alike) has no file to
+    watch: while a ticket is awaited the daemon asks `klist -s` every few seconds instead of
+    waiting for its interval (an hour here)."""
+    name = f"KEYRING:user:roaming-homes-test-{os.getpid()}-{tmp_path.name}"
+    user = KrbUser(tmp_path / "user", gss_sshd, realm, ccache=name)
+    (user.home / "Documents").mkdir()
+    (user.home / "Documents" / "k.txt").write_text("from a keyring")
+    user.configure(sync={**user.config["sync"], "interval": 3600})
+    daemon = DaemonProcess(user)
+    try:
+        daemon.wait_for_log("no valid Kerberos ticket")
+        started = time.monotonic()
+        user.kinit()
+
+        wait_for(appears(user.server_home / "Documents" / "k.txt", "from a keyring"), 15,
+                 "the pass after kinit")
+        assert time.monotonic() - started < 15
+        assert "a Kerberos ticket is there again: syncing now" in daemon.log
+    finally:
+        daemon.close()
+        user.kdestroy()
+        forget_keyring(name)
+        user.close()
+
+
+def forget_keyring(cache: str) -> None:
+    """kdestroy empties a keyring cache and leaves the keyring itself linked to the user's
+    keyring: unlink it, so that nothing of the test stays in the kernel."""
+    keyring = "_krb_" + cache.split(":", 2)[2]
+    found = subprocess.run(["keyctl", "search", "@u", "keyring", keyring], capture_output=True,
+                           text=True, timeout=10, check=False)
+    if found.returncode == 0:
+        subprocess.run(["keyctl", "unlink", found.stdout.strip(), "@u"], capture_output=True,
+                       timeout=10, check=True)
