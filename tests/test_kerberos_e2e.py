@@ -150,6 +150,8 @@ def test_check_shows_the_ticket_and_says_when_to_kinit(krb_user: KrbUser) -> Non
               json.loads(krb_user.run("check", "--json").stdout)["checks"]}
     assert checks["kerberos"]["status"] == "ok", checks["kerberos"]
     assert krb_user.realm.principal in checks["kerberos"]["detail"]
+    assert checks["kerberos kdc"]["status"] == "ok", checks["kerberos kdc"]
+    assert "host/localhost" in checks["kerberos kdc"]["detail"]
     assert checks["ssh login"]["status"] == "ok", checks["ssh login"]
 
     krb_user.kinit(lifetime="30m")
@@ -316,6 +318,11 @@ def test_a_ticket_of_another_realm_is_named_in_a_clear_message(
     assert f"{other.user}@ELSEWHERE.TEST" in outcome["message"], outcome
     assert "Kerberos" in outcome["message"]
     assert len(outcome["message"].splitlines()) == 1
+    checks = {item["name"]: item for item in
+              json.loads(krb_user.run("check", "--json").stdout)["checks"]}
+    assert checks["kerberos"]["status"] == "ok", checks["kerberos"]  # a valid ticket…
+    assert checks["kerberos kdc"]["status"] == "fail", checks["kerberos kdc"]  # …not for it
+    assert "host/localhost" in checks["kerberos kdc"]["detail"]
 
 
 def test_the_login_hook_syncs_with_the_login_shells_ticket(krb_user: KrbUser,
