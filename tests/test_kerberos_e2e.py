@@ -28,6 +28,7 @@ from tests.support.fsmonitor import monitors_of
 from tests.support.homes import Setup
 from tests.support.kerberos import SYSTEM_PATH, GssapiSshServer, Realm, available
 from tests.support.notifications import RecordingServer
+from tests.support.usermanager import UNIT, UserManager, install_unit
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(not available(), reason="MIT Kerberos is not installed "
@@ -387,3 +388,26 @@ def forget_keyring(cache: str) -> None:
     if found.returncode == 0:
         subprocess.run(["keyctl", "unlink", found.stdout.strip(), "@u"], capture_output=True,
                        timeout=10, check=True)
+
+
+def test_the_service_under_systemd_user_logs_in_with_the_imported_ticket_cache(
+        manager: UserManager, krb_user: KrbUser) -> None:
+    """The unit's environment has no Kerberos variables; the session imports them into the
+    user manager (`systemctl --user import-environment`, as README says), then the service's
+    login pass runs over GSSAPI with the session's ticket."""
+    krb_user.configure(sync={**krb_user.config["sync"], "interval": 3600})
+    (krb_user.home / "Documents" / "u.txt").write_text("from the user manager")
+    krb_user.kinit()
+    install_unit(manager, krb_user, leave_out=("KRB5CCNAME", "KRB5_CONFIG"))
+    variables = {name: krb_user.env[name] for name in ("KRB5CCNAME", "KRB5_CONFIG")}
+
+    imported = subprocess.run(
+        ["nsenter", "-t", str(manager.proc.pid), "-m", "systemctl", "--user",
+         "import-environment", *variables], env={**manager.env, **variables},
+        capture_output=True, text=True, timeout=30, check=False)
+    assert imported.returncode == 0, imported.stderr
+    assert manager.systemctl("start", UNIT.name).returncode == 0
+
+    wait_for(appears(krb_user.server_home / "Documents" / "u.txt", "from the user manager"), 30,
+             "the service's login pass")
+    assert manager.systemctl("stop", UNIT.name).returncode == 0
