@@ -2,7 +2,8 @@
 over to the next front-end, a switch is an ordinary pass, two computers of one user through
 different front-ends at once lose nothing, and `check` reports every front-end.
 
-The cluster takes ~8 s to start: one for the module, each test with a home of its own on it.
+The cluster takes ~8 s to start: one for the module (in each xdist process that runs some of
+its tests), each test with a home of its own on it.
 """
 
 from __future__ import annotations

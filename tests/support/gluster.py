@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -65,6 +66,14 @@ def _gone(pid: int) -> bool:
     return state == b"Z"
 
 
+def _test_glusterds() -> list[int]:
+    """glusterd processes that a test started: their log file is in a test's directory."""
+    mark = f"--log-file={tempfile.gettempdir()}/rh-gluster-".encode()
+    return [pid for pid, read in processes("comm", "cmdline")
+            if read["comm"].strip() == b"glusterd" and not _gone(pid)
+            and any(arg.startswith(mark) for arg in read["cmdline"].split(b"\0"))]
+
+
 def _fuse_clients(namespace: str) -> list[int]:
     """The glusterfs FUSE client processes whose mount namespace is `namespace`."""
     found = []
@@ -83,18 +92,22 @@ class Volume:
         self.base = base
         self.name = f"rh{uuid.uuid4().hex[:12]}"
         self.host = os.uname().nodename  # bricks must name this host
-        self.glusterd: int | None = None
         for brick in ("b1", "b2"):
             (base / brick).mkdir(parents=True)
-        if _run([*GLUSTER, "volume", "list"], timeout=10).returncode != 0:
-            pidfile = base / "glusterd.pid"
-            subprocess.run(["glusterd", "-p", str(pidfile), f"--log-file={base / 'glusterd.log'}"],
-                           check=True, timeout=30)  # it daemonizes; its PID is in the file
-            wait_for(pidfile.exists, 10, "glusterd's pid file")
-            self.glusterd = int(pidfile.read_text())
-        wait_for(lambda: self._create().returncode == 0, 30, f"volume {self.name} created")
+        wait_for(lambda: self._glusterd() and self._create().returncode == 0, 60,
+                 f"volume {self.name} created")
         started = _run([*GLUSTER, "volume", "start", self.name])
         assert started.returncode == 0, started.stdout + started.stderr
+
+    def _glusterd(self) -> bool:
+        """Whether glusterd answers; starts one when none does (another test process may
+        start one at the same moment: then its start fails, and ours answers soon)."""
+        if _run([*GLUSTER, "volume", "list"], timeout=10).returncode == 0:
+            return True
+        # it daemonizes; the log file in our directory marks it as a test's (`_ours`)
+        _run(["glusterd", "-p", str(self.base / "glusterd.pid"),
+              f"--log-file={self.base / 'glusterd.log'}"], timeout=30)
+        return False
 
     def _create(self) -> subprocess.CompletedProcess[str]:
         return _run([*GLUSTER, "volume", "create", self.name, "replica", "2",
@@ -108,11 +121,15 @@ class Volume:
     def close(self) -> None:
         _run([*GLUSTER, "volume", "stop", self.name])
         _run([*GLUSTER, "volume", "delete", self.name])
-        if self.glusterd is not None:
+        volumes = _run([*GLUSTER, "volume", "list"], timeout=10).stdout.split()
+        if any(re.fullmatch(r"rh[0-9a-f]{12}", name) for name in volumes):
+            return  # another cluster's: glusterd stays for it
+        started = _test_glusterds()
+        for pid in started:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self.glusterd, signal.SIGTERM)
-            glusterd = self.glusterd  # its hooks (gluster system:: getwd) end with it
-            wait_for(lambda: _gone(glusterd), 30, "glusterd stopped")
+                os.kill(pid, signal.SIGTERM)
+        # its hooks (gluster system:: getwd) end with it
+        wait_for(lambda: all(_gone(pid) for pid in started), 30, "glusterd stopped")
 
 
 class FrontEnd:
