@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
             bench.close()
         _log("removing the generated homes")
         subprocess.run(["rm", "-rf", str(base)], check=False)
-    rows = sorted(bench.rows, key=lambda row: row.number)
+    rows = sorted(bench.rows, key=lambda row: int(row.number))  # 10 after 9
     table = render(rows)
     name = "quick" if args.quick else "full"
     text = (f"# Performance\n\n{header(info, name)}\n{table}\n{BASELINES}\n{realtime.NOTES}\n"
