@@ -101,3 +101,21 @@ def test_a_damaged_memory_is_set_aside_and_the_listed_order_used(tmp_path: Path,
     (tmp_path / frontends.MEMORY).write_text('{"fe1": "yesterday"}')
     assert frontends.connect(SERVER, tmp_path)[0].host == "fe1"
     assert list(tmp_path.glob(f"{frontends.MEMORY}.broken-*"))
+
+
+def test_per_user_order_spreads_users_and_keeps_each_users_order_and_name() -> None:
+    hosts = ("fe1", "fe2", "fe3")
+    firsts = {ssh.per_user_order(hosts, f"user{n}")[0] for n in range(30)}
+    assert firsts == set(hosts)  # every front-end is somebody's first
+    for user in ("alice", "bob"):
+        order = ssh.per_user_order(hosts, user)
+        assert order == ssh.per_user_order(hosts, user) and sorted(order) == sorted(hosts)
+        assert order == (*hosts, *hosts)[hosts.index(order[0]):][:3]  # a rotation
+    config = {"host": list(hosts), "port": 22, "user": "alice", "home": "/home/alice",
+              "root": "", "connect_timeout": 3, "ssh_options": [], "connection_reuse": 300,
+              "kerberos": "auto", "host_order": "per-user"}
+    server = ssh.Server.from_config(config)
+    assert server.hosts == ssh.per_user_order(hosts, "alice") and server.host == server.hosts[0]
+    # The records name the server by the listed first entry, whatever the user's order.
+    assert server.name == "fe1" and server.stable_root == "ssh://alice@fe1:22//home/alice"
+    assert ssh.Server.from_config({**config, "host_order": "listed"}).hosts == hosts

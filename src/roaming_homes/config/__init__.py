@@ -191,6 +191,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
                     "last for the next few minutes. The first entry names the server in this "
                     "computer's records (docs/server.md).", _each(_pattern(_HOST, "host name")),
                     expand=True),
+        "host_order": Key("str", "listed", "The order in which a user's computers try the "
+                          "front-ends of server.host: listed, or per-user (the list rotated "
+                          "by a hash of the login name: users spread over the front-ends, and "
+                          "all computers of one user reach the same one, where its file "
+                          "monitor sees their changes).", _one_of("listed", "per-user")),
         "host_map": Key("str", "", "Optional TOML file that gives users (table `[users]`) or "
                         "groups (table `[groups]`) their own server.host, a name or a list, "
                         "for homes spread over several servers; a user's entry wins over "

@@ -92,13 +92,15 @@ class Server:
 
     @classmethod
     def from_config(cls, server: dict[str, Any]) -> Server:
-        hosts = tuple(server["host"])
+        listed = tuple(server["host"])
+        hosts = (per_user_order(listed, server["user"]) if server["host_order"] == "per-user"
+                 else listed)
         return cls(
             host=hosts[0] if hosts else "", port=server["port"], user=server["user"],
             home=server["home"], local_root=server["root"],
             connect_timeout=server["connect_timeout"], ssh_options=tuple(server["ssh_options"]),
             connection_reuse=server["connection_reuse"], kerberos=server["kerberos"],
-            hosts=hosts, name=hosts[0] if hosts else "",
+            hosts=hosts, name=listed[0] if listed else "",
         )
 
     @property
@@ -129,6 +131,15 @@ class Server:
             return self.local_root
         port = "" if self.port == 22 else f":{self.port}"
         return f"{self.user}@{self.host}{port}:{self.home}"
+
+
+def per_user_order(hosts: Sequence[str], user: str) -> tuple[str, ...]:
+    """`hosts` rotated by a hash of `user`: the same order on every computer of the user, and
+    users spread evenly over the front-ends as the first to try."""
+    if not hosts:
+        return ()
+    start = int.from_bytes(hashlib.sha256(user.encode()).digest()[:8], "big") % len(hosts)
+    return (*hosts[start:], *hosts[:start])
 
 
 def control_path(server: Server, control_dir: Path) -> Path | None:
