@@ -126,6 +126,7 @@ def test_a_switch_of_front_ends_is_an_ordinary_pass_and_each_front_end_is_checke
     assert switched["code"] == 0 and switched["result"] == "in-sync", switched
     assert not switched.get("conflicts") and not _last_pass_was_first(laptop)
     assert _served_by(cluster) == ["fe2"]
+    assert str(switched["server"]).startswith(f"{laptop.sshd.user}@{cluster.hosts[1]}:")
     assert sorted(p.name for p in docs.iterdir()) == sorted(p.name for p in sdocs.iterdir()) \
         == ["edit-here.txt", "edit-there.txt"]  # deletions went both ways, nothing came back
     assert (sdocs / "edit-here.txt").read_text() == "edited here\n"

@@ -191,10 +191,10 @@ def run_pass(config: Config, locations: Locations, *, first_run: bool = False,
     store = StateStore(locations.state_dir)
     tracker = progress.Tracker(locations, on_progress)
     try:
-        result = guarded_pass(Pass(config, locations, server, store, abort, lock.fileno,
-                                   tracker.wrap(_ignore)),
-                              outcome, first_run=first_run, force=force)
-        return record(store, result)
+        job = Pass(config, locations, server, store, abort, lock.fileno, tracker.wrap(_ignore))
+        result = guarded_pass(job, outcome, first_run=first_run, force=force)
+        # Named after the front-end that served it (`_prepare` chose it): for support.
+        return record(store, replace(result, server=job.server.label))
     finally:
         tracker.close()
         lock.release()
