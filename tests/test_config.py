@@ -364,3 +364,14 @@ def test_a_bad_host_map_is_one_line_naming_the_file_and_entry(tmp_path: Path, ho
         _mapped(tmp_path, host_map.format(user=user))
     with pytest.raises(ConfigError, match=r"hosts\.toml: configuration file not found"):
         _load(tmp_path, f'[server]\nhost = "h"\nhost_map = "{tmp_path}/none/hosts.toml"\n')
+
+
+def test_cli_exits_78_in_one_line_naming_a_bad_host_map_entry(local_user: Setup) -> None:
+    host_map = local_user.base / "hosts.toml"
+    host_map.write_text(f'[users]\n{_user()} = ["ok.example.org", "bad host"]\n')
+    local_user.config_path.write_text(f'[server]\nhost = "h"\nhost_map = "{host_map}"\n')
+    result = local_user.run("sync")
+    assert result.returncode == 78
+    assert result.stderr == (f"roaming-homes: error: {host_map}:2: users.{_user()}: 'bad host' "
+                             "is not a valid host name\n")
+    assert not (local_user.state_home / "roaming-homes").exists()

@@ -1,4 +1,4 @@
-"""Homes on real shared storage behind several sshd front-ends (docs/testing.md §5b).
+"""Homes on real shared storage behind several sshd front-ends (docs/testing.md §3).
 
 A GlusterFS volume (replica 2, both bricks in a temporary directory) stands for the
 organisation's distributed file system. Each front-end is a machine of its own as far as sshd,
