@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +18,7 @@ from tests.support.fsmonitor import monitors_of, processes_with
 from tests.support.homes import Setup
 from tests.support.procfs import voluntary_switches
 from tests.support.sdnotify import NotifySocket
+from tests.support.transfer import MB, throttle
 from tests.support.waiting import wait_for
 
 StartDaemon = Callable[..., DaemonProcess]
@@ -203,6 +207,40 @@ def test_a_paused_daemon_syncs_nothing_and_catches_up_when_resumed_or_the_pause_
         wait_for(appears(sdocs / "timed.txt", "timed"), 20, "the catch-up when the pause ends")
         assert datetime.now().astimezone() >= until
         assert daemon.log.count("pause over: syncing now") == 2
+        wait_for(lambda: systemd.statuses()[-1].startswith("last sync "), 10,
+                 "STATUS= back to the last sync")
+    finally:
+        systemd.close()
+
+
+def test_a_long_upload_while_watching_shows_in_status_and_the_log_as_it_runs(
+        watched: Setup, tag: str, start_daemon: StartDaemon, tmp_path: Path) -> None:
+    """The issue's repro: a big file saved while the daemon watches used to leave `status`
+    saying "in sync" until the upload was over, and sync.log empty until then."""
+    start = watching(watched, tag)
+    throttle(watched, 8 * MB, tmp_path / "count.json")  # 40 MB: about 5 s
+    systemd = NotifySocket()
+    try:
+        daemon = start(start_daemon, {"NOTIFY_SOCKET": systemd.address})
+        (watched.home / "Documents" / "big.bin").write_bytes(os.urandom(40 * MB))
+
+        status = wait_for(lambda: (s := watched.status())["headline"].startswith(
+            "syncing now: uploading 1 file, ") and s["headline"].endswith(" left") and s, 30,
+                          "the upload in the status, with the time left")
+        sync_log = (watched.state_dir / "sync.log").read_text()
+
+        assert status["state"] == "syncing" and status["running"] is True
+        assert status["running_pid"] == status["watching_pid"] == daemon.proc.pid
+        assert re.fullmatch(r"syncing now: uploading 1 file, [\d.]+ MB, ~\d+ (s|min) left",
+                            status["headline"]), status["headline"]
+        assert status["progress"]["bytes_to_send"] == 40 * MB
+        assert "[BGN] Copying Documents/big.bin" in sync_log  # written as it happens
+        assert not (watched.server_home / "Documents" / "big.bin").exists()  # still going
+        systemd.wait_for_status("syncing now: uploading 1 file, ")
+        daemon.wait_for_log("uploading 1 file, ")  # a long copy: one line in the journal
+        wait_for(lambda: watched.status()["state"] == "in-sync", 60, "in sync after")
+        assert (watched.server_home / "Documents" / "big.bin").stat().st_size == 40 * MB
+        assert watched.status()["headline"] == "in sync: 1 item(s) transferred"
         wait_for(lambda: systemd.statuses()[-1].startswith("last sync "), 10,
                  "STATUS= back to the last sync")
     finally:
