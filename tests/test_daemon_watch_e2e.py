@@ -16,6 +16,7 @@ import pytest
 from tests.support.daemon import DaemonProcess, appears, stop_as_logout
 from tests.support.fsmonitor import monitors_of, processes_with
 from tests.support.homes import Setup
+from tests.support.notifications import RecordingServer
 from tests.support.procfs import voluntary_switches
 from tests.support.sdnotify import NotifySocket
 from tests.support.transfer import MB, throttle
@@ -245,3 +246,36 @@ def test_a_long_upload_while_watching_shows_in_status_and_the_log_as_it_runs(
                  "STATUS= back to the last sync")
     finally:
         systemd.close()
+
+
+def test_stopping_while_the_server_is_out_of_reach_tells_what_is_only_here(
+        watched: Setup, tag: str, start_daemon: StartDaemon,
+        notifications: RecordingServer) -> None:
+    """Real-time mode, the server goes away, files change here, the session ends: the log,
+    sync.log and a notification say what is not on the server (names escaped)."""
+    watched.configure(server={"connect_timeout": 1}, sync={"watch": True, "interval": 3600},
+                      notify={"enabled": True})
+    daemon = start_daemon(watched, {"DBUS_SESSION_BUS_ADDRESS": notifications.address})
+    daemon.wait_for_log("in sync")
+    wait_for(lambda: len(monitors_of(watched.home, tag)) == 2, 30, "a monitor on each end")
+    assert watched.sshd is not None
+    watched.sshd.stop()
+    daemon.wait_for_log("offline, will keep trying quietly")
+    docs = watched.home / "Documents"
+    (docs / "draft.txt").write_text("only here")
+    (docs / "tab\there.txt").write_text("and this")
+
+    daemon.signal(signal.SIGTERM)
+
+    assert daemon.wait(30) == 0
+    said = "2 file(s) changed here since the last sync ("
+    names = ("are not on the server yet (the server is out of reach): Documents/draft.txt, "
+             "Documents/tab\\there.txt; they sync the next time it is reached")
+    for log in (daemon.log, (watched.state_dir / "sync.log").read_text()):
+        assert f"stopping with {said}" in log and names in log, log
+    shown = notifications.wait_for(1)[-1]
+    assert shown["summary"] == "Changes not on the server yet"
+    assert shown["body"].startswith(
+        "2 file(s) changed on this computer are not on 127.0.0.1 yet (the server is out of "
+        "reach): Documents/draft.txt, Documents/tab\\there.txt. They sync the next time")
+    assert shown["hints"]["urgency"] == 2 and shown["actions"] == {}
