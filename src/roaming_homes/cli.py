@@ -165,7 +165,8 @@ def _add_status(sub: argparse._SubParsersAction) -> None:
                        "conflicts and whether a sync is running now.")
     p.add_argument("--json", action="store_true", help="print the status as JSON")
     p.add_argument("--watch", action="store_true",
-                   help="follow a running pass live until it ends (Ctrl-C stops watching)")
+                   help="follow a running pass (or real-time cycle) live until it ends (Ctrl-C "
+                   "stops watching)")
     p.set_defaults(run=_run_status)
 
 
@@ -192,7 +193,8 @@ def _run_status(args: argparse.Namespace) -> int:
 
 
 def _watch(locations: Any) -> None:
-    """Follow the running pass's progress until it ends; Ctrl-C just stops watching."""
+    """Follow the running pass's progress until it ends (in real-time mode, the cycle running
+    now; none: return at once); Ctrl-C just stops watching."""
     import time
 
     from roaming_homes.session import progress
@@ -200,8 +202,11 @@ def _watch(locations: Any) -> None:
 
     display = progress.TerminalDisplay(sys.stdout, live=sys.stdout.isatty())
     try:
-        while (held := lock_purpose(locations.lock_file)) and held[1] != "watch":
-            if current := progress.read(locations):
+        while held := lock_purpose(locations.lock_file):
+            current = progress.read(locations)
+            if current is None and held[1] == "watch":
+                break  # watching, and no cycle runs (any more)
+            if current is not None:
                 display(current)
             time.sleep(0.2)
     except KeyboardInterrupt:

@@ -4,7 +4,11 @@ Process control only. It decides *when* to run a pass (at start, i.e. login; eve
 `sync.interval`; when asked with SIGUSR1; when NetworkManager says the network is back; when a
 Kerberos ticket is back after a pass found none (the ticket cache file changed); a last one at
 SIGTERM, bounded by `sync.logout_timeout`), what to tell systemd (sd_notify) and what to
-log; desktop notifications go through `notify.after_pass` as for `roaming-homes sync`. What a
+log; desktop notifications go through `notify.after_pass` as for `roaming-homes sync`. While
+syncing is paused (`session.pause`) it runs no pass at all; the pause file is watched, and a
+pause that ends asks for a pass at once. While any pass copies, `StatusPublisher` keeps
+STATUS= saying what is left. A final pass that cannot sync (offline, paused) is followed by
+what it leaves only here (`pending`): in the log, sync.log and a notification. What a
 pass does is the `PassStrategy`'s business: `interval_pass` is `engine.run_pass`. The engine
 knows nothing of this module.
 
@@ -662,7 +666,8 @@ class Daemon:
                     wake_at = min(due, self._watch_retry_at)  # real-time mode is tried again
                 self._sleep(wake_at - time.monotonic())
             if not self.abort.is_set():
-                log.info("stopping: final pass")
+                log.info("stopping: final pass" if self.health.paused is None else
+                         "stopping: syncing is paused, no final pass")
                 # Not `_cycle`: offline or not, the final pass tries; it fails fast if it must.
                 final = self.strategy(self.config, self.locations, self.abort, self._publisher)
                 self._report(final)
