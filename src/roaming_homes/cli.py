@@ -69,6 +69,10 @@ def _add_sync(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--skip-if-daemon", action="store_true",
                    help="do nothing when the session daemon runs or syncing is paused (for "
                    "login/logout hooks; paused: exit 75)")
+    p.add_argument("--logout", action="store_true",
+                   help="the session's last pass (the logout hook): when it cannot sync (the "
+                   "server out of reach, syncing paused), say which files changed here are "
+                   "not on the server (stderr, sync.log, a notification)")
     p.set_defaults(run=_run_sync)
 
 
@@ -113,7 +117,13 @@ def _run_sync(args: argparse.Namespace) -> int:
                               unless_paused=args.skip_if_daemon)
     if cfg["notify"]["enabled"]:
         notify.after_pass(cfg, locations, outcome)
-    return _report_outcome(args, outcome)
+    code = _report_outcome(args, outcome)
+    if args.logout:
+        from roaming_homes.actions import pending
+
+        if line := pending.tell(cfg, locations, outcome):
+            _warn(line)
+    return code
 
 
 _ARROWS = {"to server": "---->", "to local": "<----", "conflict": "<-?->", "merge": "<-M->",

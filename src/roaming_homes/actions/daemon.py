@@ -57,7 +57,6 @@ from roaming_homes.paths import Locations
 from roaming_homes.safety.guards import is_excluded
 from roaming_homes.session import pause, progress
 from roaming_homes.session.lock import SyncLock, lock_holder
-from roaming_homes.session.state import StateStore
 from roaming_homes.unison import kerberos
 from roaming_homes.unison import ssh as transport
 from roaming_homes.unison.inotify import (
@@ -97,10 +96,6 @@ LOGIN_SPREAD = 3.0
 # going after LONG_COPY seconds also gets a line in the log (the journal), once.
 STATUS_INTERVAL = 1.0
 LONG_COPY = 2.0
-
-
-# Final passes that leave this computer's changes here, and why, as the user is told.
-HELD_BACK = {Result.OFFLINE: "the server is out of reach", Result.PAUSED: "syncing is paused"}
 
 
 def interval_pass(config: Config, locations: Locations, abort: threading.Event,
@@ -547,22 +542,6 @@ class Daemon:
             self._sleep(0.5)
         sd_notify(f"STATUS={self.health.status()}")
 
-    def _tell_pending(self, final: SyncOutcome) -> None:
-        """After a final pass that could not sync (the server is out of reach, or syncing is
-        paused): the files changed here that are not on the server, in the log, sync.log and
-        a notification. Nothing when there are none."""
-        why = HELD_BACK.get(final.result)
-        found = pending.local_changes(self.config, self.locations) if why else None
-        if why is None or found is None:
-            return
-        line = f"stopping with {found.line(why)}"
-        log.warning("%s", line)
-        with contextlib.suppress(OSError, RoamingHomesError), \
-                StateStore(self.locations.state_dir).open_log() as transcript:
-            transcript.write(line)
-        notify.unsynced(self.config, self.locations, count=found.count, paths=found.names(),
-                        why=why)
-
     def _waiting_for_ticket(self) -> bool:
         last = self.health.last
         return last is not None and last.reason == Reason.NO_TICKET
@@ -622,6 +601,17 @@ class Daemon:
             log.info("the Kerberos ticket cache changed: syncing now")
             self._pass_requested = True
 
+    def _final_pass(self) -> None:
+        """The pass at logout (none while paused); when it cannot sync, what it leaves only
+        here is told (`pending.tell`)."""
+        log.info("stopping: final pass" if self.health.paused is None else
+                 "stopping: syncing is paused, no final pass")
+        # Not `_cycle`: offline or not, the final pass tries; it fails fast if it must.
+        final = self.strategy(self.config, self.locations, self.abort, self._publisher)
+        self._report(final)
+        if line := pending.tell(self.config, self.locations, final):
+            log.warning("%s", line)
+
     def run(self) -> int:
         daemon_lock = SyncLock(self.locations.daemon_lock_file,
                                busy="the roaming-homes daemon of this user already runs")
@@ -666,12 +656,7 @@ class Daemon:
                     wake_at = min(due, self._watch_retry_at)  # real-time mode is tried again
                 self._sleep(wake_at - time.monotonic())
             if not self.abort.is_set():
-                log.info("stopping: final pass" if self.health.paused is None else
-                         "stopping: syncing is paused, no final pass")
-                # Not `_cycle`: offline or not, the final pass tries; it fails fast if it must.
-                final = self.strategy(self.config, self.locations, self.abort, self._publisher)
-                self._report(final)
-                self._tell_pending(final)
+                self._final_pass()
         finally:
             transport.disconnect(transport.Server.from_config(self.config["server"]),
                                  self.locations.control_dir)
