@@ -230,6 +230,9 @@ def test_status_overview_answers_at_a_glance() -> None:
     assert stuck.action == "roaming-homes conflicts"
     running = Overview.of([in_sync], running="syncing: x")
     assert (running.state, running.headline) == (State.SYNCING, "syncing now: syncing: x")
+    assert running.action is None and Overview.of([], running="x").action is None
+    # a pass running (a real-time cycle, often) does not hide what the last one left
+    assert Overview.of([in_sync, conflicts], running="x").action == "roaming-homes conflicts"
 
 
 def test_a_refusal_points_at_the_way_out_its_outcome_names() -> None:
