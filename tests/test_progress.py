@@ -275,3 +275,11 @@ def test_item_counts_each_way_come_from_the_plan() -> None:
     p = _parse(MIXED).progress
 
     assert (p.items_to_fetch, p.items_to_send) == (2, 2)  # d/f1, newfile; d/f2, s.txt
+
+
+def test_progress_written_without_the_counts_each_way_still_reads() -> None:
+    """A pass of the version before them, still running across an upgrade."""
+    older = {k: v for k, v in Progress(pid=3, items_total=2).to_dict().items()
+             if k not in ("items_to_fetch", "items_to_send")}
+
+    assert Progress.from_dict(older) == Progress(pid=3, items_total=2)

@@ -67,15 +67,19 @@ _MOVES = {Direction.TO_SERVER: 0, Direction.TO_LOCAL: 1}
 _NO_CONTENT = (Content.DELETED, Content.PROPS)  # deletions and permission changes move none
 
 
-# progress.json, as `Progress.to_dict` writes it: every key, as it lives only while a pass runs.
-_PROGRESS = Shape.complete({
+# progress.json, as `Progress.to_dict` writes it: every key, as it lives only while a pass runs;
+# but for the item counts each way, which a pass of an older version (still running across an
+# upgrade) does not write.
+_PROGRESS_FIELDS = {
     "pid": is_int, "phase": one_of("starting", *_PHASES.values(), "done"), "first_run": is_bool,
     "started": is_number, "updated": is_number,
     **dict.fromkeys(("items_total", "items_done", "items_to_fetch", "items_to_send",
                      "bytes_total", "bytes_done", "bytes_to_fetch", "bytes_to_send", "percent"),
                     is_int),
     "rate": is_number, "eta": optional(is_number), "current": is_str,
-})
+}
+_PROGRESS = Shape(_PROGRESS_FIELDS,
+                  frozenset(_PROGRESS_FIELDS) - {"items_to_fetch", "items_to_send"})
 
 
 @dataclass
@@ -107,7 +111,7 @@ class Progress:
     def from_dict(cls, data: Any) -> Progress:
         """The snapshot progress.json holds; ValueError when it is not of that shape."""
         data = _PROGRESS.checked(data)
-        return cls(**{f.name: data[f.name] for f in fields(cls)})
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 class ProgressParser:
