@@ -75,6 +75,9 @@ PassStrategy = Callable[[Config, Locations, threading.Event, progress.Observer |
 
 # Seconds between looks at the config files' modification times, when inotify cannot tell.
 CONFIG_POLL = 5.0
+# While a Kerberos ticket is awaited in a cache without a file (KCM:, KEYRING:), nothing can be
+# watched: `klist -s` (local, cheap) is asked this often instead, so a kinit is followed at once.
+TICKET_POLL = 5.0
 # What changes a watched file (a config file, the ticket cache) in its directory: written in
 # place, replaced (atomic-save editors, kinit, write a new file and rename it over the old one),
 # created, removed, permissions changed.
@@ -587,6 +590,9 @@ class Daemon:
         watch, tickets, paused = self._config_watch, self._ticket_watch, self._pause_watch
         if watch is None or paused is None:  # files that must be looked at now and then
             seconds = CONFIG_POLL if seconds is None else min(seconds, CONFIG_POLL)
+        asking = tickets is None and self._waiting_for_ticket()
+        if asking:
+            seconds = TICKET_POLL if seconds is None else min(seconds, TICKET_POLL)
         fds = [self._wake_r, *(w.fileno() for w in (watch, tickets, paused) if w is not None)]
         readable, _, _ = select.select(fds, [], [],
                                        None if seconds is None else max(0.0, seconds))
@@ -599,6 +605,9 @@ class Daemon:
             paused.touched()  # read and re-armed; the loop looks at the pause itself
         if tickets is not None and tickets.fileno() in readable and tickets.touched():
             log.info("the Kerberos ticket cache changed: syncing now")
+            self._pass_requested = True
+        elif asking and kerberos.has_ticket():
+            log.info("a Kerberos ticket is there again: syncing now")
             self._pass_requested = True
 
     def _final_pass(self) -> None:
