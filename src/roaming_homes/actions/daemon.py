@@ -198,7 +198,7 @@ class StatusPublisher:
         self._told = False
 
     def __call__(self, p: progress.Progress) -> None:
-        if p.phase == "propagating" and p.items_total:
+        if progress.copying(p):
             text, now = progress.describe(p), time.monotonic()
             if self._copying_since is None and not self._told:
                 self._copying_since = now

@@ -269,12 +269,17 @@ def human_eta(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60} min"
 
 
+def copying(p: Progress) -> bool:
+    """Whether the pass is moving items (unison has listed them and propagates)."""
+    return p.phase == "propagating" and p.items_total > 0
+
+
 def describe(p: Progress) -> str:
     """What a pass is doing, for `status`, the daemon's status line and the tray: while it
     copies, what is left to go and when it should be done (`uploading 3 files, 120 MB, ~10 s
     left`); before that, its step (`syncing: looking for changes`). Files are unison's items:
     a folder new on one side is one."""
-    if p.phase != "propagating" or not p.items_total:
+    if not copying(p):
         return format_line(p)
     left = max(p.items_total - p.items_done, 0)
     verb = ("uploading" if not p.items_to_fetch else "downloading" if not p.items_to_send
