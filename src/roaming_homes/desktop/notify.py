@@ -32,7 +32,13 @@ from typing import Any
 
 from roaming_homes.desktop.dbus import BUS_TIMEOUT, Bus
 from roaming_homes.desktop.messages import build_request, load_messages, support_mail
-from roaming_homes.desktop.policy import Decision, NotifyState, decide, decide_first_sync
+from roaming_homes.desktop.policy import (
+    Decision,
+    NotifyState,
+    decide,
+    decide_first_sync,
+    decide_unsynced,
+)
 from roaming_homes.errors import DiskFull
 from roaming_homes.files import read_json
 from roaming_homes.outcome import SyncOutcome
@@ -171,6 +177,20 @@ def first_sync_started(config: Any, locations: Any, *, first_run: bool,
             # First-sync notifications have no actions: no support mail, no log needed.
             _apply(config, locations, previous, decision, new, None, [])
     except Exception as exc:  # notifications must never break a sync
+        log.debug("notification not shown: %s", exc)
+
+
+def unsynced(config: Any, locations: Any, *, count: str, paths: str, why: str) -> None:
+    """Tell that the session ends with `count` files changed here (`paths`: a few of their
+    names, escaped) not on the server, and `why`. Never raises, like `after_pass`."""
+    if not config["notify"]["enabled"]:
+        return
+    try:
+        with state_lock(locations.state_dir):
+            previous = read_state(locations.state_dir, locations.runtime_dir)
+            decision, new = decide_unsynced(previous, count=count, paths=paths, why=why)
+            _apply(config, locations, previous, decision, new, None, [])
+    except Exception as exc:  # notifications must never break a stop
         log.debug("notification not shown: %s", exc)
 
 
