@@ -276,6 +276,16 @@ def decide_first_sync(state: NotifyState, *, first_run: bool,
     return _show(new, "first-sync", state.active, size=human_bytes(to_transfer))
 
 
+def decide_again(state: NotifyState, kind: str, files: tuple[str, ...] = (),
+                 **fields: str) -> tuple[Decision, NotifyState]:
+    """Show `kind` again because the user asked for it (the tray icon's menu): in place of what
+    is on screen, and whether or not it was ignored; its actions work as the first time, on
+    `files`."""
+    new = replace(state, conflicts_seen=list(state.conflicts_seen), ignored=list(state.ignored))
+    decision, new = _show(new, kind, state.active, **fields)
+    return replace(decision, paths=files), new
+
+
 def _show(new: NotifyState, kind: str, active: Shown | None,
           **fields: str) -> tuple[Decision, NotifyState]:
     new.serial += 1
