@@ -14,9 +14,10 @@ from tests.support.daemon import DaemonProcess, appears, stop_as_logout
 from tests.support.fsmonitor import monitors_of, processes_with
 from tests.support.homes import Setup
 from tests.support.procfs import voluntary_switches
+from tests.support.sdnotify import NotifySocket
 from tests.support.waiting import wait_for
 
-StartDaemon = Callable[[Setup], DaemonProcess]
+StartDaemon = Callable[..., DaemonProcess]
 # An idle watching daemon over IDLE_WINDOW s: a wake on a timer every few seconds would show as
 # one switch each per thread; a few stray ones (a late log line, the interpreter) are allowed.
 IDLE_SETTLE = 2.0
@@ -29,8 +30,8 @@ def start_daemon() -> Iterator[StartDaemon]:
     """Starts `roaming-homes daemon`; at the end stops it as logout does (then kills it)."""
     started: list[DaemonProcess] = []
 
-    def start(user: Setup) -> DaemonProcess:
-        daemon = DaemonProcess(user)
+    def start(user: Setup, env: dict[str, str] | None = None) -> DaemonProcess:
+        daemon = DaemonProcess(user, env)
         started.append(daemon)
         return daemon
 
@@ -49,8 +50,8 @@ def watching(user: Setup, tag: str, **sync: object) -> Callable[[StartDaemon], D
     """Configure real-time mode (with an interval too long to explain any propagation)."""
     user.configure(sync={"watch": True, "interval": 3600, **sync})
 
-    def start(start_daemon: StartDaemon) -> DaemonProcess:
-        daemon = start_daemon(user)
+    def start(start_daemon: StartDaemon, env: dict[str, str] | None = None) -> DaemonProcess:
+        daemon = start_daemon(user, env)
         daemon.wait_for_log("in sync")
         wait_for(lambda: len(monitors_of(user.home, tag)) == 2, 30, "a monitor on each end")
         return daemon
@@ -172,3 +173,37 @@ def test_a_mass_deletion_while_the_daemon_watches_is_held_back_and_restored(
     wait_for(lambda: len(monitors_of(watched.home, tag)) == 2, 30, "watching again")
     (docs / "after.txt").write_text("x")
     wait_for(appears(sdocs / "after.txt", "x"), 10, "a write after the restore")
+
+
+def test_a_paused_daemon_syncs_nothing_and_catches_up_when_resumed_or_the_pause_ends(
+        watched: Setup, tag: str, start_daemon: StartDaemon) -> None:
+    docs, sdocs = watched.home / "Documents", watched.server_home / "Documents"
+    systemd = NotifySocket()
+    try:
+        daemon = watching(watched, tag)(start_daemon, {"NOTIFY_SOCKET": systemd.address})
+
+        assert watched.run("pause").returncode == 0
+        daemon.wait_for_log("syncing paused until resumed (roaming-homes resume)")
+        systemd.wait_for_status("paused until resumed")
+        wait_for(lambda: not monitors_of(watched.home, tag), 20, "the watch to stop")
+        (docs / "held.txt").write_text("held")
+        time.sleep(2)  # a watching daemon syncs a change within about a second
+        assert not (sdocs / "held.txt").exists()
+        assert watched.status()["state"] == "paused"
+
+        assert watched.run("resume").returncode == 0
+        wait_for(appears(sdocs / "held.txt", "held"), 15, "the catch-up after resume")
+        daemon.wait_for_log("pause over: syncing now")
+        wait_for(lambda: len(monitors_of(watched.home, tag)) == 2, 30, "watching again")
+
+        assert watched.run("pause", "3s").returncode == 0  # ends by itself, no resume
+        daemon.wait_for_log("syncing paused until", count=2)
+        until = datetime.fromisoformat(watched.status()["paused"]["until"])
+        (docs / "timed.txt").write_text("timed")
+        wait_for(appears(sdocs / "timed.txt", "timed"), 20, "the catch-up when the pause ends")
+        assert datetime.now().astimezone() >= until
+        assert daemon.log.count("pause over: syncing now") == 2
+        wait_for(lambda: systemd.statuses()[-1].startswith("last sync "), 10,
+                 "STATUS= back to the last sync")
+    finally:
+        systemd.close()

@@ -37,6 +37,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from roaming_homes import config as config_mod
@@ -50,6 +51,7 @@ from roaming_homes.errors import ExitCode, RoamingHomesError
 from roaming_homes.outcome import ATTENTION, Reason, Result, SyncOutcome
 from roaming_homes.paths import Locations
 from roaming_homes.safety.guards import is_excluded
+from roaming_homes.session import pause
 from roaming_homes.session.lock import SyncLock, lock_holder
 from roaming_homes.unison import kerberos
 from roaming_homes.unison import ssh as transport
@@ -81,7 +83,8 @@ def interval_pass(config: Config, locations: Locations, abort: threading.Event) 
     """The plain strategy: one engine pass, then back to the daemon's schedule. A big first
     sync is announced while it runs (the result of every pass is told by `_report`)."""
     return engine.run_pass(config, locations, abort=abort,
-                           on_progress=notify.FirstSyncAnnouncer(config, locations))
+                           on_progress=notify.FirstSyncAnnouncer(config, locations),
+                           unless_paused=True)
 
 
 # --- deciding (pure) --------------------------------------------------------------------------
@@ -124,6 +127,7 @@ class Health:
     last: SyncOutcome | None = None
     offline_since: str | None = None  # the `finished` time of the first failed contact
     note: str = ""  # a problem outside the passes, e.g. a config file that no longer loads
+    paused: pause.Pause | None = None  # the pause in force (`roaming-homes pause`)
 
     @property
     def offline(self) -> bool:
@@ -131,8 +135,10 @@ class Health:
 
     def update(self, outcome: SyncOutcome) -> str | None:
         """Take in a finished pass; return the line to log, or None when nothing changed."""
-        if outcome.result == Result.BUSY:
-            return None  # a sync of the user's own held the lock, or the server was busy: not news
+        if outcome.result in (Result.BUSY, Result.PAUSED):
+            # a sync of the user's own held the lock, the server was busy, or syncing is
+            # paused: nothing learnt about the home, not news
+            return None
         previous, self.last = self.last, outcome
         if outcome.result == Result.OFFLINE:
             if self.offline:
@@ -149,7 +155,8 @@ class Health:
 
     def status(self) -> str:
         """The one line for systemd's STATUS= (`systemctl --user status roaming-homes`)."""
-        return Overview(self.last, self.offline_since, note=self.note).line()
+        return Overview(self.last, self.offline_since, note=self.note,
+                        paused=self.paused).line()
 
 
 # --- doing ------------------------------------------------------------------------------------
@@ -229,6 +236,8 @@ class Daemon:
         # made there): a new ticket (kinit) ends the wait at once; otherwise the next
         # interval's pass finds it.
         self._ticket_watch: FileWatch | None = None
+        # The pause file: `pause` and `resume` (or the tray) take effect at once.
+        self._pause_watch: FileWatch | None = None
         self._config_touched = False
         self.health = Health()
         self.abort = threading.Event()
@@ -394,8 +403,11 @@ class Daemon:
             reported |= self._report_queued(outcomes)
             if stop.is_set():
                 continue
-            if self._stopping or self._rescan_requested:
-                stop.set()  # stopped; or watched again at once, starting with a full scan
+            if (self._stopping or self._follow_pause() is not None
+                    or self._rescan_requested):
+                # stopping; paused: not another pass until it ends; or "Sync now": watched
+                # again at once, starting with a full scan
+                stop.set()
             elif self._pass_requested:
                 self._pass_requested, making_way = False, True
                 stop.set()
@@ -457,13 +469,37 @@ class Daemon:
             self._ticket_watch.close()
             self._ticket_watch = None
 
+    def _follow_pause(self) -> pause.Pause | None:
+        """The pause in force now; a pause that begins or ends is logged and shown in
+        STATUS=, and one that ends asks for a pass at once (real-time mode: watching again,
+        which starts with a full pass)."""
+        held = pause.paused(self.locations)
+        if held == self.health.paused:
+            return held
+        was, self.health.paused = self.health.paused, held
+        if held is not None:
+            log.info("syncing %s (%s)", held.line(), pause.RESUME_COMMAND)
+        elif was is not None:
+            log.info("pause over: syncing now")
+            self._pass_requested, self._watch_retry_at = True, 0.0
+        sd_notify(f"STATUS={self.health.status()}")
+        return held
+
+    def _sleep_paused(self, held: pause.Pause) -> None:
+        """Sleep while paused: until it ends, or until woken (`resume`, a new pause, stop)."""
+        if held.until is None:
+            self._sleep(None)
+        else:
+            left = (held.until - datetime.now().astimezone()).total_seconds()
+            self._sleep(max(left, 0.0) + 0.01)
+
     def _sleep(self, seconds: float | None) -> None:
-        """Sleep until woken (signal, thread, config change, a new Kerberos ticket while one
-        is awaited) or `seconds` (None: no limit)."""
-        watch, tickets = self._config_watch, self._ticket_watch
-        if watch is None:  # the config files' mtimes must be looked at now and then
+        """Sleep until woken (signal, thread, config change, the pause file, a new Kerberos
+        ticket while one is awaited) or `seconds` (None: no limit)."""
+        watch, tickets, paused = self._config_watch, self._ticket_watch, self._pause_watch
+        if watch is None or paused is None:  # files that must be looked at now and then
             seconds = CONFIG_POLL if seconds is None else min(seconds, CONFIG_POLL)
-        fds = [self._wake_r, *(w.fileno() for w in (watch, tickets) if w is not None)]
+        fds = [self._wake_r, *(w.fileno() for w in (watch, tickets, paused) if w is not None)]
         readable, _, _ = select.select(fds, [], [],
                                        None if seconds is None else max(0.0, seconds))
         if self._wake_r in readable:
@@ -471,13 +507,15 @@ class Daemon:
                 os.read(self._wake_r, 4096)  # the wakeups; the flags say what they were for
         if watch is not None and watch.fileno() in readable and watch.touched():
             self._config_touched = True
+        if paused is not None and paused.fileno() in readable:
+            paused.touched()  # read and re-armed; the loop looks at the pause itself
         if tickets is not None and tickets.fileno() in readable and tickets.touched():
             log.info("the Kerberos ticket cache changed: syncing now")
             self._pass_requested = True
 
     def _close_watches(self) -> None:
         """Stop following the files and showing the tray icon."""
-        for watch in (self._config_watch, self._ticket_watch, self._tray):
+        for watch in (self._config_watch, self._ticket_watch, self._pause_watch, self._tray):
             if watch is not None:
                 watch.close()
 
@@ -491,6 +529,8 @@ class Daemon:
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         with contextlib.suppress(OSError):  # no inotify (limits, old kernel): poll the mtimes
             self._config_watch = FileWatch(self._watched)
+        with contextlib.suppress(OSError):  # no inotify: looked at every CONFIG_POLL seconds
+            self._pause_watch = FileWatch((pause.pause_file(self.locations),))
         threading.Thread(target=self._bound_stop, name="logout-bound", daemon=True).start()
         threading.Thread(target=watch_network, args=(self.request_pass,),
                          name="network", daemon=True).start()
@@ -509,6 +549,9 @@ class Daemon:
             while not self._stopping:
                 if self._reload_due():
                     self._reload()
+                if (held := self._follow_pause()) is not None:
+                    self._sleep_paused(held)
+                    continue
                 if self._watch_wanted():
                     self._watch()
                     continue

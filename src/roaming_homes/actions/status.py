@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +18,7 @@ from roaming_homes.outcome import ATTENTION, REMEDIES, Result, SyncOutcome
 from roaming_homes.paths import Locations
 from roaming_homes.safety import backups
 from roaming_homes.server.records import Freshness, age_of, freshness
-from roaming_homes.session import progress
+from roaming_homes.session import pause, progress
 from roaming_homes.session.computer import recorded_id
 from roaming_homes.session.lock import lock_holder, lock_purpose
 from roaming_homes.session.state import StateStore
@@ -31,6 +31,7 @@ class State(enum.StrEnum):
     OFFLINE = "offline"
     NEEDS_ATTENTION = "needs-attention"
     NEVER_SYNCED = "never-synced"
+    PAUSED = "paused"
 
 
 def clock(timestamp: str) -> str:
@@ -46,32 +47,38 @@ class Overview:
     """What the user needs to know first. `last` is the last pass that looked at the home (a
     pass skipped because another one ran says nothing about it); `running` the progress line of
     a pass running now; `note` a problem outside the passes (a configuration that no longer
-    loads)."""
+    loads); `paused` the pause in force (`roaming-homes pause`)."""
 
     last: SyncOutcome | None
     offline_since: str | None = None
     running: str | None = None
     note: str = ""
     sync_log: str = "the sync log"  # where unison's output is, as the `run:` line names it
+    paused: pause.Pause | None = None
 
     @classmethod
     def of(cls, history: Sequence[SyncOutcome], running: str | None = None,
-           sync_log: str = "the sync log") -> Overview:
-        passes = [entry for entry in history if entry.result != Result.BUSY]
+           sync_log: str = "the sync log", paused: pause.Pause | None = None) -> Overview:
+        passes = [entry for entry in history if entry.result not in _SAY_NOTHING]
         since = None
         for entry in reversed(passes):
             if entry.result != Result.OFFLINE:
                 break
             since = entry.started
-        return cls(passes[-1] if passes else None, since, running, sync_log=sync_log)
+        return cls(passes[-1] if passes else None, since, running, sync_log=sync_log,
+                   paused=paused)
 
     @property
     def state(self) -> State:
+        """What the user sees first: a pass running; then what needs them; then a pause (they
+        chose it, but must not forget it); then how the last pass left the home."""
         last = self.last
         if self.running is not None:
             return State.SYNCING
-        if self.note:
+        if self.note or self.needs_attention():
             return State.NEEDS_ATTENTION
+        if self.paused is not None:
+            return State.PAUSED
         if last is None:
             return State.NEVER_SYNCED
         if self.offline_since is not None or last.result == Result.OFFLINE:
@@ -82,8 +89,10 @@ class Overview:
 
     @property
     def action(self) -> str | None:
-        """The command to run, when one helps: the one the outcome names, else its result's."""
-        state, last = self.state, self.last
+        """The command to run, when one helps: the one the outcome names, else its result's.
+        A pass running now does not hide it (in real-time mode one often is)."""
+        last = self.last
+        state = replace(self, running=None).state
         if state == State.NEVER_SYNCED:
             return REMEDIES[Result.NEVER_SYNCED]
         if state != State.NEEDS_ATTENTION or last is None or self.note:
@@ -103,6 +112,8 @@ class Overview:
             return f"syncing now: {self.running or 'starting'}"
         if self.note:
             return f"needs attention: {self.note}"
+        if state == State.PAUSED and self.paused is not None:
+            return f"{self.paused.line()} ({pause.RESUME_COMMAND})"
         if last is None:
             return "no sync has run yet"
         if state == State.OFFLINE:
@@ -116,7 +127,7 @@ class Overview:
         state, last = self.state, self.last
         if state == State.OFFLINE:
             return f"offline since {clock(self.offline_since or (last.started if last else ''))}"
-        if state in (State.NEEDS_ATTENTION, State.SYNCING):
+        if state in (State.NEEDS_ATTENTION, State.SYNCING, State.PAUSED):
             return self.headline
         if last is None:
             return "first sync running"
@@ -126,6 +137,10 @@ class Overview:
 
     def needs_attention(self) -> bool:
         return self.last is not None and self.last.result in ATTENTION
+
+
+# Outcomes that say nothing about the home: another pass held the lock, or syncing is paused.
+_SAY_NOTHING = frozenset({Result.BUSY, Result.PAUSED})
 
 
 def computers(locations: Locations, stale_after: int, forget_after_days: int,
@@ -171,24 +186,29 @@ class Activity:
         """The running pass's progress line; None when no pass runs."""
         if self.pid is None:
             return None
-        return progress.format_line(self.progress) if self.progress else "starting"
+        return progress.describe(self.progress) if self.progress else "starting"
 
 
 def activity(locations: Locations) -> Activity:
     held = lock_purpose(locations.lock_file)
-    # Real-time mode holds the lock all the time: that is not "a sync runs now".
+    # Real-time mode holds the lock all the time: that is not "a sync runs now", but each of
+    # its passes publishes its progress as any pass does.
     watching = held[0] if held and held[1] == "watch" else None
-    pid = None if watching else lock_holder(locations.lock_file)
-    return Activity(pid, watching, progress.read(locations) if pid else None)
+    holder = lock_holder(locations.lock_file)
+    current = progress.read(locations) if holder else None
+    pid = (holder if current else None) if watching else holder
+    return Activity(pid, watching, current)
 
 
 def overview(locations: Locations, store: StateStore | None = None,
              now: Activity | None = None) -> Overview:
-    """The state at a glance, from the saved state and the lock (never runs a sync)."""
+    """The state at a glance, from the saved state, the lock and the pause (never runs a
+    sync)."""
     store = store or StateStore(locations.state_dir)
     last = store.last()
     return Overview.of(store.history() or ([last] if last else []),
-                       (now or activity(locations)).line, str(store.log_file))
+                       (now or activity(locations)).line, str(store.log_file),
+                       paused=pause.paused(locations))
 
 
 def report(locations: Locations, stale_after: int = 86400,
@@ -216,7 +236,8 @@ def report(locations: Locations, stale_after: int = 86400,
         "running_pid": pid,
         "watching_pid": now.watching,
         "progress": current.to_dict() if current else None,
-        "progress_line": now.line,
+        "progress_line": progress.format_line(current) if current else now.line,
+        "paused": glance.paused.to_dict() if glance.paused else None,
         "state": str(glance.state),
         "headline": glance.headline,
         "action": glance.action,
@@ -263,6 +284,9 @@ def render(report: dict[str, Any]) -> str:
                      "kept both versions)")
     running = f"yes (pid {report['running_pid']})" if report["running"] else "no"
     lines.append(f"  sync running now: {running}")
+    if report["paused"] and report["state"] != "paused":
+        shown = pause.Pause.from_dict(report["paused"]).line()
+        lines.append(f"  paused:           {shown} ({pause.RESUME_COMMAND})")
     if report["watching_pid"]:
         lines.append(f"  real-time mode:   watching (daemon pid {report['watching_pid']})")
     lines += [f"  note:             {printable(note)}" for note in report["notes"]]

@@ -7,7 +7,10 @@ in the daemon: it follows the state files with inotify (a pass of the daemon's, 
 sync` or `conflicts resolve` of the user's, progress while a pass runs) and shows what
 `status` would say, and it does what the menu asks, without a terminal:
 
-- **Sync now**: the daemon runs a pass now (in real-time mode: a full scan).
+- **Sync now**: the daemon runs a pass now (in real-time mode: a full scan); not while paused
+  (Resume is next to it).
+- **Pause for 1 h** / **Resume**: `roaming-homes pause 1h` / `resume` (`session.pause`); the
+  daemon follows the pause file.
 - **Conflicts…**: the conflict notification again, whose buttons settle them ("Keep both",
   "Keep this computer's", "Keep the other", "Show…"); when only conflicts `sync.prefer`
   settled are left, the file manager shows those files, their conflict copies beside them.
@@ -29,6 +32,7 @@ import re
 import select
 import threading
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from roaming_homes.actions import status as status_mod
@@ -38,7 +42,7 @@ from roaming_homes.desktop import notify, opener
 from roaming_homes.desktop.tray import MenuItem, StatusNotifierItem, View
 from roaming_homes.paths import Locations
 from roaming_homes.safety import refused
-from roaming_homes.session import progress
+from roaming_homes.session import pause, progress
 from roaming_homes.session.state import StateStore
 from roaming_homes.text import printable
 from roaming_homes.unison.inotify import FileWatch
@@ -47,6 +51,7 @@ log = logging.getLogger(__name__)
 
 TITLE = "Roaming Homes"
 LABEL_LIMIT = 80  # characters of the status line at the top of the menu
+PAUSE_FOR = timedelta(hours=1)  # "Pause for 1 h"
 REFRESH_DELAY = 0.3  # seconds to gather a burst of state file changes into one refresh
 
 
@@ -70,14 +75,17 @@ _LOOKS = {
 
 
 def tray_state(overview: Overview) -> TrayState:
-    """The tray's look for this state: a pass running shows as syncing whatever the last one
-    said; anything that needs the user (conflicts, a refused or failed pass, a configuration
-    that no longer loads) as needs you."""
+    """The tray's look for this state, in the status model's order: a pass running shows as
+    syncing whatever the last one said; then anything that needs the user (conflicts, a
+    refused or failed pass, a configuration that no longer loads) as needs you; then a pause
+    (chosen, but not to be forgotten)."""
     match overview.state:
         case State.SYNCING:
             return TrayState.SYNCING
         case State.NEEDS_ATTENTION:
             return TrayState.NEEDS_YOU
+        case State.PAUSED:
+            return TrayState.PAUSED
         case State.OFFLINE:
             return TrayState.OFFLINE
     return TrayState.IDLE
@@ -105,7 +113,8 @@ def view(overview: Overview) -> View:
     menu = (
         MenuItem("headline", _label(overview.headline), enabled=False),
         MenuItem("-"),
-        MenuItem("sync", "Sync now"),
+        MenuItem("sync", "Sync now", enabled=overview.paused is None),
+        MenuItem("resume", "Resume") if overview.paused else MenuItem("pause", "Pause for 1 h"),
         MenuItem("-"),
         MenuItem("conflicts", "Conflicts…", enabled=conflicts),
         MenuItem("restore", "Restore…"),
@@ -178,7 +187,7 @@ class Tray:
     def _watched(self) -> tuple[Path, ...]:
         state_dir = self.locations.state_dir
         return (state_dir / "state.json", progress.progress_file(self.locations),
-                self.locations.lock_file)
+                pause.pause_file(self.locations), self.locations.lock_file)
 
     def _follow(self, watch: FileWatch) -> None:
         with contextlib.closing(watch):
@@ -196,6 +205,10 @@ class Tray:
         log.debug("tray icon: %s", key)
         if key == "sync":
             self._sync_now()
+        elif key == "pause":
+            pause.pause(self.locations, datetime.now().astimezone() + PAUSE_FOR)
+        elif key == "resume":
+            pause.resume(self.locations)
         elif key == "conflicts":
             self._conflicts()
         elif key == "restore":

@@ -184,7 +184,7 @@ def _decide(state: NotifyState, outcome: SyncOutcome, *,
     """`decide` but for closing the first-sync announcement: what this kind of result calls for."""
     result = outcome.result
     new = replace(state, conflicts_seen=list(state.conflicts_seen), ignored=list(state.ignored))
-    if result in (Result.BUSY, Result.EXCLUDED, Result.INTERRUPTED):
+    if result in (Result.BUSY, Result.EXCLUDED, Result.INTERRUPTED, Result.PAUSED):
         return None, state
     if result == Result.OFFLINE:
         return _decide_offline(state, new, outcome, last_success=last_success, now=now,

@@ -71,8 +71,9 @@ _NO_CONTENT = (Content.DELETED, Content.PROPS)  # deletions and permission chang
 _PROGRESS = Shape.complete({
     "pid": is_int, "phase": one_of("starting", *_PHASES.values(), "done"), "first_run": is_bool,
     "started": is_number, "updated": is_number,
-    **dict.fromkeys(("items_total", "items_done", "bytes_total", "bytes_done", "bytes_to_fetch",
-                     "bytes_to_send", "percent"), is_int),
+    **dict.fromkeys(("items_total", "items_done", "items_to_fetch", "items_to_send",
+                     "bytes_total", "bytes_done", "bytes_to_fetch", "bytes_to_send", "percent"),
+                    is_int),
     "rate": is_number, "eta": optional(is_number), "current": is_str,
 })
 
@@ -88,6 +89,8 @@ class Progress:
     updated: float = 0.0
     items_total: int = 0
     items_done: int = 0
+    items_to_fetch: int = 0  # server -> this machine (contents, deletions, permissions)
+    items_to_send: int = 0  # this machine -> server
     bytes_total: int = 0
     bytes_done: int = 0
     bytes_to_fetch: int = 0  # server -> this machine; known once the item list is printed
@@ -175,6 +178,10 @@ class ProgressParser:
             return  # skipped, as in -batch: nothing transferred
         p = self.progress
         p.items_total += 1
+        if item.direction is Direction.TO_SERVER:
+            p.items_to_send += 1
+        elif item.direction is Direction.TO_LOCAL:
+            p.items_to_fetch += 1
         source = item.local if item.direction is Direction.TO_SERVER else item.server
         if item.direction not in _MOVES or source in _NO_CONTENT:
             return
@@ -245,6 +252,35 @@ def format_line(p: Progress) -> str:
     if p.eta is not None:
         parts.append(f"ETA {human_duration(p.eta)}")
     return f"{'first sync' if p.first_run else 'syncing'}: " + ", ".join(parts)
+
+
+def human_eta(seconds: float) -> str:
+    """A rough time left: `10 s`, `3 min`, `1 h 20 min`."""
+    seconds = max(round(seconds), 1)
+    if seconds < 90:
+        return f"{seconds} s"
+    minutes = round(seconds / 60)
+    if minutes < 90:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60} min"
+
+
+def describe(p: Progress) -> str:
+    """What a pass is doing, for `status`, the daemon's status line and the tray: while it
+    copies, what is left to go and when it should be done (`uploading 3 files, 120 MB, ~10 s
+    left`); before that, its step (`syncing: looking for changes`). Files are unison's items:
+    a folder new on one side is one."""
+    if p.phase != "propagating" or not p.items_total:
+        return format_line(p)
+    left = max(p.items_total - p.items_done, 0)
+    verb = ("uploading" if not p.items_to_fetch else "downloading" if not p.items_to_send
+            else "uploading and downloading")
+    parts = [f"{verb} {left} file{'' if left == 1 else 's'}"]
+    if (to_go := p.bytes_total - p.bytes_done) > 0:
+        parts.append(human_bytes(to_go))
+    if p.eta is not None and left:
+        parts.append(f"~{human_eta(p.eta)} left")
+    return ("first sync: " if p.first_run else "") + ", ".join(parts)
 
 
 Observer = Callable[[Progress], None]
