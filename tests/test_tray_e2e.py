@@ -7,10 +7,8 @@ would, and the test checks what each click did (a pass, a notification, the file
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,12 +18,6 @@ from tests.support.notifications import RecordingServer
 from tests.support.tray import ItemClient, RecordingFileManager, RecordingWatcher
 from tests.support.waiting import wait_for
 from tests.test_notify_e2e import make_conflict, notifying
-
-
-def status_json(user: Setup) -> dict[str, Any]:
-    result = user.run("status", "--json")
-    assert result.returncode == 0, result.stderr
-    return dict(json.loads(result.stdout))
 
 
 @pytest.fixture
@@ -115,14 +107,14 @@ def test_tray_icon_appears_with_the_tray_and_its_menu_acts(
         # Pause for 1 h: paused as `roaming-homes pause 1h` would; the conflicts still come
         # first on the icon, the menu offers Resume instead of Sync now.
         client.click("Pause for 1 h")
-        wait_for(lambda: status_json(user)["paused"] is not None, 10, "paused")
-        assert status_json(user)["paused"]["until"] is not None
+        wait_for(lambda: user.status()["paused"] is not None, 10, "paused")
+        assert user.status()["paused"]["until"] is not None
         wait_for(lambda: "Resume" in client.menu(), 10, "Resume in the menu")
         menu = client.menu()
         assert not menu["Sync now"][1]["enabled"] and "Pause for 1 h" not in menu
         assert client.props()["IconName"] == "dialog-warning"
         client.click("Resume")
-        wait_for(lambda: status_json(user)["paused"] is None, 10, "resumed")
+        wait_for(lambda: user.status()["paused"] is None, 10, "resumed")
         wait_for(lambda: "Pause for 1 h" in client.menu(), 10, "Pause in the menu again")
     finally:
         stop_as_logout([daemon])
