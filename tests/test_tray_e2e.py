@@ -7,14 +7,19 @@ would, and the test checks what each click did (a pass, a notification, the file
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from roaming_homes.paths import Locations
+from roaming_homes.session.state import StateStore
 from tests.support.daemon import DaemonProcess, appears, stop_as_logout
+from tests.support.fsmonitor import monitors_of
 from tests.support.homes import Setup
 from tests.support.notifications import RecordingServer
+from tests.support.sdnotify import NotifySocket
 from tests.support.tray import ItemClient, RecordingFileManager, RecordingWatcher
 from tests.support.waiting import wait_for
 from tests.test_notify_e2e import make_conflict, notifying
@@ -118,3 +123,34 @@ def test_tray_icon_appears_with_the_tray_and_its_menu_acts(
         wait_for(lambda: "Pause for 1 h" in client.menu(), 10, "Pause in the menu again")
     finally:
         stop_as_logout([daemon])
+
+
+def test_sync_now_while_watching_is_a_full_scan_at_once(
+        watched: Setup, tag: str, notifications: RecordingServer,
+        tray_host: list[object]) -> None:
+    """In real-time mode "Sync now" starts the watch over with its full pass (what no monitor
+    saw is synced too), without the make-way window a manual sync gets."""
+    env = notifying(watched, notifications)
+    watched.configure(sync={"watch": True, "interval": 3600}, notify=watched.config["notify"])
+    watcher = RecordingWatcher(notifications.address)  # the panel runs before the daemon
+    tray_host.append(watcher)
+    systemd = NotifySocket()
+    daemon = DaemonProcess(watched, {**env, "NOTIFY_SOCKET": systemd.address})
+    try:
+        daemon.wait_for_log("in sync")
+        wait_for(lambda: len(monitors_of(watched.home, tag)) == 2, 30, "a monitor on each end")
+        store = StateStore(Locations.from_env(watched.env).state_dir)
+        first = store.whole_pass_started()
+        client = ItemClient(notifications.address, watcher.item())
+        tray_host.append(client)
+        assert client.props()["IconName"] == "folder-remote"
+        time.sleep(1.1)  # the full pass's start time has one-second steps
+        client.click("Sync now")
+        wait_for(lambda: store.whole_pass_started() != first, 20, "a full pass")
+        wait_for(lambda: len(monitors_of(watched.home, tag)) == 2, 30, "watching again")
+        assert watched.status()["watching_pid"] == daemon.proc.pid
+        # no lock left free for somebody else, as SIGUSR1 (a manual sync) would
+        assert not [s for s in systemd.statuses() if s.startswith("real-time mode paused")]
+    finally:
+        stop_as_logout([daemon])
+        systemd.close()

@@ -83,7 +83,13 @@ def _layout(view: View) -> tuple[int, dict[str, tuple[str, Any]], list[tuple[str
     return 0, {"children-display": ("s", "submenu")}, children
 
 
-def _item_props(view: View, name: str) -> dict[str, tuple[str, Any]]:
+def _item_props(view: View, interface: str) -> dict[str, tuple[str, Any]]:
+    """The properties of `interface` (the item's, or its menu's), as D-Bus variants."""
+    if interface == MENU_IFACE:
+        return {"Version": ("u", 3), "TextDirection": ("s", "ltr"), "Status": ("s", "normal"),
+                "IconThemePath": ("as", [])}
+    if interface != ITEM_IFACE:
+        return {}
     title, body = view.tooltip
     return {
         "Category": ("s", "ApplicationStatus"),
@@ -102,11 +108,6 @@ def _item_props(view: View, name: str) -> dict[str, tuple[str, Any]]:
         "ToolTip": ("(sa(iiay)ss)", (view.icon, [], title, body)),
         "ItemIsMenu": ("b", not view.activate),
         "Menu": ("o", MENU_PATH),
-    } if name == ITEM_IFACE else {
-        "Version": ("u", 3),
-        "TextDirection": ("s", "ltr"),
-        "Status": ("s", "normal"),
-        "IconThemePath": ("as", []),
     }
 
 
@@ -326,8 +327,8 @@ class StatusNotifierItem:
     def _clicked(self, key: str) -> None:
         try:
             self._on_click(key)
-        except Exception:  # one failed action must not take the tray with it
-            log.exception("the tray's %r failed", key)
+        except Exception as exc:  # one failed action must not take the tray with it
+            log.warning("the tray icon's %s did nothing: %s", key, exc)
 
     def _reply(self, view: View, revision: int, path: str | None, member: str | None,
                args: tuple[Any, ...]) -> tuple[str | None, tuple[Any, ...], str]:
