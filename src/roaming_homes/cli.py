@@ -69,6 +69,10 @@ def _add_sync(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--skip-if-daemon", action="store_true",
                    help="do nothing when the session daemon runs or syncing is paused (for "
                    "login/logout hooks; paused: exit 75)")
+    p.add_argument("--logout", action="store_true",
+                   help="the session's last pass (the logout hook): when it cannot sync (the "
+                   "server out of reach, syncing paused), say which files changed here are "
+                   "not on the server (stderr, sync.log, a notification)")
     p.set_defaults(run=_run_sync)
 
 
@@ -113,7 +117,13 @@ def _run_sync(args: argparse.Namespace) -> int:
                               unless_paused=args.skip_if_daemon)
     if cfg["notify"]["enabled"]:
         notify.after_pass(cfg, locations, outcome)
-    return _report_outcome(args, outcome)
+    code = _report_outcome(args, outcome)
+    if args.logout:
+        from roaming_homes.actions import pending
+
+        if line := pending.tell(cfg, locations, outcome):
+            _warn(line)
+    return code
 
 
 _ARROWS = {"to server": "---->", "to local": "<----", "conflict": "<-?->", "merge": "<-M->",
@@ -165,7 +175,8 @@ def _add_status(sub: argparse._SubParsersAction) -> None:
                        "conflicts and whether a sync is running now.")
     p.add_argument("--json", action="store_true", help="print the status as JSON")
     p.add_argument("--watch", action="store_true",
-                   help="follow a running pass live until it ends (Ctrl-C stops watching)")
+                   help="follow a running pass (or real-time cycle) live until it ends (Ctrl-C "
+                   "stops watching)")
     p.set_defaults(run=_run_status)
 
 
@@ -192,7 +203,8 @@ def _run_status(args: argparse.Namespace) -> int:
 
 
 def _watch(locations: Any) -> None:
-    """Follow the running pass's progress until it ends; Ctrl-C just stops watching."""
+    """Follow the running pass's progress until it ends (in real-time mode, the cycle running
+    now; none: return at once); Ctrl-C just stops watching."""
     import time
 
     from roaming_homes.session import progress
@@ -200,8 +212,11 @@ def _watch(locations: Any) -> None:
 
     display = progress.TerminalDisplay(sys.stdout, live=sys.stdout.isatty())
     try:
-        while (held := lock_purpose(locations.lock_file)) and held[1] != "watch":
-            if current := progress.read(locations):
+        while held := lock_purpose(locations.lock_file):
+            current = progress.read(locations)
+            if current is None and held[1] == "watch":
+                break  # watching, and no cycle runs (any more)
+            if current is not None:
                 display(current)
             time.sleep(0.2)
     except KeyboardInterrupt:

@@ -4,7 +4,11 @@ Process control only. It decides *when* to run a pass (at start, i.e. login; eve
 `sync.interval`; when asked with SIGUSR1; when NetworkManager says the network is back; when a
 Kerberos ticket is back after a pass found none (the ticket cache file changed); a last one at
 SIGTERM, bounded by `sync.logout_timeout`), what to tell systemd (sd_notify) and what to
-log; desktop notifications go through `notify.after_pass` as for `roaming-homes sync`. What a
+log; desktop notifications go through `notify.after_pass` as for `roaming-homes sync`. While
+syncing is paused (`session.pause`) it runs no pass at all; the pause file is watched, and a
+pause that ends asks for a pass at once. While any pass copies, `StatusPublisher` keeps
+STATUS= saying what is left. A final pass that cannot sync (offline, paused) is followed by
+what it leaves only here (`pending`): in the log, sync.log and a notification. What a
 pass does is the `PassStrategy`'s business: `interval_pass` is `engine.run_pass`. The engine
 knows nothing of this module.
 
@@ -41,6 +45,7 @@ from datetime import datetime
 from pathlib import Path
 
 from roaming_homes import config as config_mod
+from roaming_homes.actions import pending
 from roaming_homes.actions import sync as engine
 from roaming_homes.actions import watch as realtime
 from roaming_homes.actions.status import Overview, clock
@@ -51,7 +56,7 @@ from roaming_homes.errors import ExitCode, RoamingHomesError
 from roaming_homes.outcome import ATTENTION, Reason, Result, SyncOutcome
 from roaming_homes.paths import Locations
 from roaming_homes.safety.guards import is_excluded
-from roaming_homes.session import pause
+from roaming_homes.session import pause, progress
 from roaming_homes.session.lock import SyncLock, lock_holder
 from roaming_homes.unison import kerberos
 from roaming_homes.unison import ssh as transport
@@ -59,8 +64,9 @@ from roaming_homes.unison.inotify import FileWatch
 
 log = logging.getLogger(__name__)
 # Runs one pass and returns the outcome to report; it must return soon after `abort` is set:
-# the daemon sets it when the logout's time is up.
-PassStrategy = Callable[[Config, Locations, threading.Event], SyncOutcome]
+# the daemon sets it when the logout's time is up. The observer gets the pass's progress.
+PassStrategy = Callable[[Config, Locations, threading.Event, progress.Observer | None],
+                        SyncOutcome]
 
 # Seconds between looks at the config files' modification times, when inotify cannot tell.
 CONFIG_POLL = 5.0
@@ -77,14 +83,20 @@ BUSY_RETRY = 5.0
 # The login pass waits a random part of this many seconds: computers started together (a class
 # room, a power cut's end) do not all knock on the server's sshd in the same second.
 LOGIN_SPREAD = 3.0
+# While a pass copies, STATUS= says what is left at most this often (seconds); a copy still
+# going after LONG_COPY seconds also gets a line in the log (the journal), once.
+STATUS_INTERVAL = 1.0
+LONG_COPY = 2.0
 
 
-def interval_pass(config: Config, locations: Locations, abort: threading.Event) -> SyncOutcome:
+def interval_pass(config: Config, locations: Locations, abort: threading.Event,
+                  on_progress: progress.Observer | None = None) -> SyncOutcome:
     """The plain strategy: one engine pass, then back to the daemon's schedule. A big first
     sync is announced while it runs (the result of every pass is told by `_report`)."""
-    return engine.run_pass(config, locations, abort=abort,
-                           on_progress=notify.FirstSyncAnnouncer(config, locations),
-                           unless_paused=True)
+    return engine.run_pass(
+        config, locations, abort=abort, unless_paused=True,
+        on_progress=progress.observe_all(notify.FirstSyncAnnouncer(config, locations),
+                                         on_progress))
 
 
 # --- deciding (pure) --------------------------------------------------------------------------
@@ -128,6 +140,7 @@ class Health:
     offline_since: str | None = None  # the `finished` time of the first failed contact
     note: str = ""  # a problem outside the passes, e.g. a config file that no longer loads
     paused: pause.Pause | None = None  # the pause in force (`roaming-homes pause`)
+    running: str | None = None  # what a pass copying now has left (`progress.describe`)
 
     @property
     def offline(self) -> bool:
@@ -155,8 +168,39 @@ class Health:
 
     def status(self) -> str:
         """The one line for systemd's STATUS= (`systemctl --user status roaming-homes`)."""
-        return Overview(self.last, self.offline_since, note=self.note,
+        return Overview(self.last, self.offline_since, running=self.running, note=self.note,
                         paused=self.paused).line()
+
+
+class StatusPublisher:
+    """An observer of every pass's progress, real-time cycles included: while one copies,
+    STATUS= says what is left (`syncing now: uploading 3 files, 120 MB, ~10 s left`, at most
+    every STATUS_INTERVAL seconds), a copy still going after LONG_COPY seconds says so once in
+    the log, and when it is done STATUS= shows the last result again. Runs in the thread of
+    the pass."""
+
+    def __init__(self, health: Health) -> None:
+        self.health = health
+        self._sent = 0.0
+        self._copying_since: float | None = None  # None: told in the log, or not copying
+        self._told = False
+
+    def __call__(self, p: progress.Progress) -> None:
+        if p.phase == "propagating" and p.items_total:
+            text, now = progress.describe(p), time.monotonic()
+            if self._copying_since is None and not self._told:
+                self._copying_since = now
+            elif self._copying_since is not None and now - self._copying_since >= LONG_COPY:
+                self._copying_since, self._told = None, True
+                log.info("%s", text)
+            if text != self.health.running and now - self._sent >= STATUS_INTERVAL:
+                self.health.running, self._sent = text, now
+                sd_notify(f"STATUS={self.health.status()}")
+        elif p.phase == "done":
+            self._copying_since, self._told = None, False
+            if self.health.running is not None:
+                self.health.running, self._sent = None, 0.0
+                sd_notify(f"STATUS={self.health.status()}")
 
 
 # --- doing ------------------------------------------------------------------------------------
@@ -240,6 +284,7 @@ class Daemon:
         self._pause_watch: FileWatch | None = None
         self._config_touched = False
         self.health = Health()
+        self._publisher = StatusPublisher(self.health)
         self.abort = threading.Event()
         self._stopping = False
         self._reload_requested = False
@@ -345,7 +390,8 @@ class Daemon:
 
     def _cycle(self) -> None:
         if not self.health.offline or self._server_answers():
-            self._report(self.strategy(self.config, self.locations, self.abort))
+            self._report(self.strategy(self.config, self.locations, self.abort,
+                                       self._publisher))
         self._last_pass_end = time.monotonic()
 
     def _watch_wanted(self) -> bool:
@@ -367,7 +413,8 @@ class Daemon:
             try:
                 ended.append(realtime.run_watch(
                     config, self.locations, stop, on_outcome=on_outcome,
-                    on_progress=notify.FirstSyncAnnouncer(config, self.locations)))
+                    on_progress=progress.observe_all(
+                        notify.FirstSyncAnnouncer(config, self.locations), self._publisher)))
             except Exception as exc:  # e.g. unison vanished: interval passes say it properly
                 ended.append(realtime.WatchResult(f"real-time mode failed: {exc}", fallback=True))
             finally:
@@ -519,6 +566,17 @@ class Daemon:
             if watch is not None:
                 watch.close()
 
+    def _final_pass(self) -> None:
+        """The pass at logout (none while paused); when it cannot sync, what it leaves only
+        here is told (`pending.tell`)."""
+        log.info("stopping: final pass" if self.health.paused is None else
+                 "stopping: syncing is paused, no final pass")
+        # Not `_cycle`: offline or not, the final pass tries; it fails fast if it must.
+        final = self.strategy(self.config, self.locations, self.abort, self._publisher)
+        self._report(final)
+        if line := pending.tell(self.config, self.locations, final):
+            log.warning("%s", line)
+
     def run(self) -> int:
         daemon_lock = SyncLock(self.locations.daemon_lock_file,
                                busy="the roaming-homes daemon of this user already runs")
@@ -568,9 +626,7 @@ class Daemon:
                     wake_at = min(due, self._watch_retry_at)  # real-time mode is tried again
                 self._sleep(wake_at - time.monotonic())
             if not self.abort.is_set():
-                log.info("stopping: final pass")
-                # Not `_cycle`: offline or not, the final pass tries; it fails fast if it must.
-                self._report(self.strategy(self.config, self.locations, self.abort))
+                self._final_pass()
         finally:
             transport.disconnect(transport.Server.from_config(self.config["server"]),
                                  self.locations.control_dir)

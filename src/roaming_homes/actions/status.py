@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -90,9 +90,11 @@ class Overview:
     @property
     def action(self) -> str | None:
         """The command to run, when one helps: the one the outcome names, else its result's.
-        A pass running now does not hide it (in real-time mode one often is)."""
-        last = self.last
-        state = replace(self, running=None).state
+        A pass running now does not hide what the last one left (in real-time mode one often
+        runs)."""
+        state, last = self.state, self.last
+        if state == State.SYNCING and self.needs_attention():
+            state = State.NEEDS_ATTENTION
         if state == State.NEVER_SYNCED:
             return REMEDIES[Result.NEVER_SYNCED]
         if state != State.NEEDS_ATTENTION or last is None or self.note:

@@ -39,6 +39,7 @@ from roaming_homes.desktop.policy import (
     decide,
     decide_again,
     decide_first_sync,
+    decide_unsynced,
 )
 from roaming_homes.errors import DiskFull
 from roaming_homes.files import read_json
@@ -204,6 +205,20 @@ def tell(summary: str, body: str, icon: str = "dialog-information") -> None:
                            replaces_id=0, actions=[]))
     finally:
         bus.close()
+
+
+def unsynced(config: Any, locations: Any, *, count: str, paths: str, why: str) -> None:
+    """Tell that the session ends with `count` files changed here (`paths`: a few of their
+    names, escaped) not on the server, and `why`. Never raises, like `after_pass`."""
+    if not config["notify"]["enabled"]:
+        return
+    try:
+        with state_lock(locations.state_dir):
+            previous = read_state(locations.state_dir, locations.runtime_dir)
+            decision, new = decide_unsynced(previous, count=count, paths=paths, why=why)
+            _apply(config, locations, previous, decision, new, None, [])
+    except Exception as exc:  # notifications must never break a stop
+        log.debug("notification not shown: %s", exc)
 
 
 class FirstSyncAnnouncer:

@@ -3,7 +3,8 @@ the clock. This is where "never nag" lives: each kind of notification is shown o
 only when the state changes (new conflict paths, another kind of failure); transient failures
 wait until they persist for `TRANSIENT_PASSES` passes; being offline shows nothing until the
 last successful sync is older than `notify.stale_after`. `decide_first_sync` announces a big
-first sync while it runs.
+first sync while it runs; `decide_unsynced` tells, as the session ends, of changes that are not
+on the server.
 """
 
 from __future__ import annotations
@@ -278,12 +279,20 @@ def decide_first_sync(state: NotifyState, *, first_run: bool,
 
 def decide_again(state: NotifyState, kind: str, files: tuple[str, ...] = (),
                  **fields: str) -> tuple[Decision, NotifyState]:
-    """Show `kind` again because the user asked for it (the tray icon's menu): in place of what
-    is on screen, and whether or not it was ignored; its actions work as the first time, on
-    `files`."""
+    """Show `kind` now, whatever was shown or ignored before: asked for by the user (the tray
+    icon's menu), or news that is always told. In place of what is on screen; its actions work
+    as the first time, on `files`."""
     new = replace(state, conflicts_seen=list(state.conflicts_seen), ignored=list(state.ignored))
     decision, new = _show(new, kind, state.active, **fields)
     return replace(decision, paths=files), new
+
+
+def decide_unsynced(state: NotifyState, *, count: str, paths: str,
+                    why: str) -> tuple[Decision, NotifyState]:
+    """The session ends with files changed here that are not on the server (it is out of
+    reach, or syncing is paused): always told, in place of what is on screen. The pass that
+    next ends in sync replaces it with "Back in sync"."""
+    return decide_again(state, "unsynced", count=count, paths=paths, message=why)
 
 
 def _show(new: NotifyState, kind: str, active: Shown | None,
