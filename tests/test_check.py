@@ -241,3 +241,15 @@ def test_kerberos_line() -> None:
     result = check.kerberos_result(True, True, soon, now)
     assert result.status == "warn" and "in 40 min" in result.detail and "kinit" in result.fix
     assert check.kerberos_result(True, True, None, now).status == "ok"  # listing not understood
+
+
+def test_kdc_line() -> None:
+    kdc = check.kerberos.Kdc
+    assert check.kdc_result("homes", kdc.TICKET, "", 6).status == "ok"
+    refused = check.kdc_result("homes", kdc.REFUSED, "Server host/homes@X not found\x1b[2J", 6)
+    assert refused.status == "fail" and "host/homes" in refused.detail
+    assert "\x1b" not in refused.detail  # kvno's words are shown, escaped
+    assert "server.host" in refused.fix
+    silent = check.kdc_result("homes", kdc.NO_ANSWER, "", 6)
+    assert silent.status == "fail" and "within 6 s" in silent.detail
+    assert check.kdc_result("homes", kdc.UNAVAILABLE, "", 6).status == "skip"

@@ -275,3 +275,38 @@ def test_item_counts_each_way_come_from_the_plan() -> None:
     p = _parse(MIXED).progress
 
     assert (p.items_to_fetch, p.items_to_send) == (2, 2)  # d/f1, newfile; d/f2, s.txt
+
+
+def test_progress_written_without_the_counts_each_way_still_reads() -> None:
+    """A pass of the version before them, still running across an upgrade."""
+    older = {k: v for k, v in Progress(pid=3, items_total=2).to_dict().items()
+             if k not in ("items_to_fetch", "items_to_send")}
+
+    assert Progress.from_dict(older) == Progress(pid=3, items_total=2)
+
+
+def test_a_real_time_pass_shows_in_the_status_while_it_copies_only(tmp_path: Path) -> None:
+    """Watching holds the lock; a cycle looking for changes (every change arrives as one on
+    the other side, to be looked at again) is not "syncing"; one that copies is."""
+    from roaming_homes.actions import status
+
+    locations = _locations(tmp_path)
+    path = progress.progress_file(locations)
+    lock = SyncLock(locations.lock_file)
+    lock.acquire("watch")
+    try:
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(Progress(pid=os.getpid(), phase="scanning").to_dict()))
+        looking = status.report(locations)
+        path.write_text(json.dumps(Progress(
+            pid=os.getpid(), phase="propagating", items_total=1, items_to_send=1,
+            bytes_total=3_000_000, eta=2.0).to_dict()))
+        copying = status.report(locations)
+    finally:
+        lock.release()
+
+    assert (looking["running"], looking["progress"], looking["state"]) == (False, None,
+                                                                           "never-synced")
+    assert looking["watching_pid"] == os.getpid()
+    assert copying["running"] is True and copying["running_pid"] == os.getpid()
+    assert copying["headline"] == "syncing now: uploading 1 file, 3.0 MB, ~2 s left"

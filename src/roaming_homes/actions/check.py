@@ -198,12 +198,35 @@ def kerberos_result(uses: bool, valid: bool, ticket: kerberos.Ticket | None,
     return Result(name, OK, detail)
 
 
-def _kerberos(server: transport.Server) -> Result:
+def kdc_result(host: str, answer: kerberos.Kdc, complaint: str, bound: float) -> Result:
+    """The line for the server's host principal: whether the realm's KDC gives a ticket for it
+    (what the login asks for first)."""
+    name, principal = "kerberos kdc", f"host/{host}"
+    match answer:
+        case kerberos.Kdc.TICKET:
+            return Result(name, OK, f"a ticket for {principal} (the KDC answers, or it is cached)")
+        case kerberos.Kdc.REFUSED:
+            return Result(name, FAIL, f"no ticket for {principal}: {escape(complaint)}",
+                          "server.host must be the name of the server's host principal "
+                          "(host/NAME@REALM), in the realm of your ticket")
+        case kerberos.Kdc.NO_ANSWER:
+            return Result(name, FAIL, f"the KDC gave no answer for {principal} within "
+                          f"{bound:g} s", "check the network and the realm's KDC (krb5.conf)")
+    return Result(name, SKIP, "kvno is not installed (krb5-user / krb5-workstation)")
+
+
+def _kerberos(server: transport.Server) -> list[Result]:
     if server.is_local:
-        return Result("kerberos", SKIP, "server.root is a local directory: no ssh")
+        return [Result("kerberos", SKIP, "server.root is a local directory: no ssh")]
     uses = transport.uses_kerberos(server)
-    return kerberos_result(uses, uses and kerberos.has_ticket(),
-                           kerberos.ticket() if uses else None, datetime.now())
+    valid = uses and kerberos.has_ticket()
+    results = [kerberos_result(uses, valid, kerberos.ticket() if uses else None,
+                               datetime.now())]
+    if valid:
+        bound = 2 * server.connect_timeout
+        results.append(kdc_result(server.host, *kerberos.service_ticket(server.host, bound),
+                                  bound))
+    return results
 
 
 @dataclass
@@ -384,7 +407,7 @@ def run_checks(locations: Locations, config_path: Path | None = None) -> Report:
         results[0] = Result("config", WARN, f"valid ({source}); user {locations.user} is in "
                             "sync.excluded_users: nothing is synced for them")
     server = transport.Server.from_config(cfg["server"])
-    results.append(_kerberos(server))
+    results += _kerberos(server)
     connection, socket, up = _connection_results(server, locations)
     results += connection
     remote = _Server(server, socket)

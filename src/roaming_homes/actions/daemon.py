@@ -70,6 +70,9 @@ PassStrategy = Callable[[Config, Locations, threading.Event, progress.Observer |
 
 # Seconds between looks at the config files' modification times, when inotify cannot tell.
 CONFIG_POLL = 5.0
+# While a Kerberos ticket is awaited in a cache without a file (KCM:, KEYRING:), nothing can be
+# watched: `klist -s` (local, cheap) is asked this often instead, so a kinit is followed at once.
+TICKET_POLL = 5.0
 # How much longer than the logout bound systemd should wait for us: unison's grace after
 # SIGINT, and closing the shared ssh connection.
 STOP_MARGIN = 15
@@ -186,7 +189,7 @@ class StatusPublisher:
         self._told = False
 
     def __call__(self, p: progress.Progress) -> None:
-        if p.phase == "propagating" and p.items_total:
+        if progress.copying(p):
             text, now = progress.describe(p), time.monotonic()
             if self._copying_since is None and not self._told:
                 self._copying_since = now
@@ -546,6 +549,9 @@ class Daemon:
         watch, tickets, paused = self._config_watch, self._ticket_watch, self._pause_watch
         if watch is None or paused is None:  # files that must be looked at now and then
             seconds = CONFIG_POLL if seconds is None else min(seconds, CONFIG_POLL)
+        asking = tickets is None and self._waiting_for_ticket()
+        if asking:
+            seconds = TICKET_POLL if seconds is None else min(seconds, TICKET_POLL)
         fds = [self._wake_r, *(w.fileno() for w in (watch, tickets, paused) if w is not None)]
         readable, _, _ = select.select(fds, [], [],
                                        None if seconds is None else max(0.0, seconds))
@@ -558,6 +564,9 @@ class Daemon:
             paused.touched()  # read and re-armed; the loop looks at the pause itself
         if tickets is not None and tickets.fileno() in readable and tickets.touched():
             log.info("the Kerberos ticket cache changed: syncing now")
+            self._pass_requested = True
+        elif asking and kerberos.has_ticket():
+            log.info("a Kerberos ticket is there again: syncing now")
             self._pass_requested = True
 
     def _close_watches(self) -> None:

@@ -193,11 +193,14 @@ class Activity:
 
 def activity(locations: Locations) -> Activity:
     held = lock_purpose(locations.lock_file)
-    # Real-time mode holds the lock all the time: that is not "a sync runs now", but each of
-    # its passes publishes its progress as any pass does.
+    # Real-time mode holds the lock all the time: that is not "a sync runs now", nor is each
+    # of its passes looking for changes (every change seen on one side is looked at again when
+    # it arrives on the other): a real-time pass runs, for the user, while it copies.
     watching = held[0] if held and held[1] == "watch" else None
     holder = lock_holder(locations.lock_file)
     current = progress.read(locations) if holder else None
+    if watching and current is not None and not progress.copying(current):
+        current = None
     pid = (holder if current else None) if watching else holder
     return Activity(pid, watching, current)
 

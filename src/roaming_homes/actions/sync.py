@@ -533,12 +533,13 @@ def _guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], first_run: boo
             sink("archives disagree; retrying as a first sync (-ignorearchives)")
             first = True
             run, summary = run_unison(first)
+        run, summary = _older_props_win(job, prepared, sink, first, judge.items, run, summary)
         result = _judged(job, prepared, run, summary, first, judge, outcome)
         if winner is None:
             _note_settled(result, judge.items)
         sink(f"--- pass ended: {result.result} ---")
     if renamed := _tell_the_others(job, prepared, judge, result):
-        result.transferred += _converge(job, prepared, renamed)
+        result.transferred += _send_copies(job, prepared, renamed)
     if result.result in COMPLETED:
         _clean_leftovers(job, prepared, judge.items)
         _prune_backups(job, prepared)
@@ -564,16 +565,27 @@ def _clean_leftovers(job: Pass, prepared: _Prepared, items: Sequence[output.Plan
         leftovers.clean_remote(job.server, prepared.socket, folders)
 
 
-def _converge(job: Pass, prepared: _Prepared, paths: list[str]) -> int:
-    """One more unison run over just the conflict copies this pass renamed (each is on one
-    side only): the pass ends with both sides equal, not the next one. Returns the items it
-    transferred."""
+def _converge(job: Pass, prepared: _Prepared, paths: list[str], sink: LineSink,
+              more: tuple[str, ...] = ()) -> tuple[dialogue.Run, output.Summary] | None:
+    """One more guarded unison run over just `paths` (with the options `more`), so that the pass
+    ends with them settled, not the next one; None when unison's profile cannot hold a name."""
     profile_file = job.locations.unison_dir / f"{profile.PROFILE}.prf"
     try:
         text = profile.build_profile(replace(prepared.plan, paths=tuple(paths)))
     except profile.ProfileValueError as exc:  # a name unison's profile cannot hold
-        log.warning("conflict copies sync with the next pass: %s", exc)
-        return 0
+        log.warning("left for the next pass: %s", exc)
+        return None
+    write_atomic(profile_file, text)
+    try:
+        return _run_unison(job, False, sink, _Judge(job, prepared, False),
+                           [*prepared.extra, *more])
+    finally:
+        write_atomic(profile_file, profile.build_profile(prepared.plan))
+
+
+def _send_copies(job: Pass, prepared: _Prepared, paths: list[str]) -> int:
+    """The conflict copies this pass renamed (each is on one side only) to the other side, so
+    that the pass ends with both sides equal. Returns the items it transferred."""
     with job.store.open_log() as transcript:
         def sink(line: str) -> None:
             transcript.write(printable(line))
@@ -581,16 +593,47 @@ def _converge(job: Pass, prepared: _Prepared, paths: list[str]) -> int:
             job.on_output(line)
 
         sink(f"conflict copies: {len(paths)} to the other side")
-        write_atomic(profile_file, text)
-        try:
-            run, summary = _run_unison(job, False, sink, _Judge(job, prepared, False),
-                                       prepared.extra)
-        finally:
-            write_atomic(profile_file, profile.build_profile(prepared.plan))
+        converged = _converge(job, prepared, paths, sink)
+    if converged is None:
+        return 0
+    run, summary = converged
     if run.returncode != 0:
         log.warning("conflict copies not synced yet (unison exit code %d): the next pass "
                     "syncs them", run.returncode)
     return summary.transferred
+
+
+def _identical_elsewhere(items: Sequence[output.PlanItem]) -> list[str]:
+    """Conflicts between identical contents: only the properties (times, permissions) differ.
+
+    A first sync shows them for files copied without their times (`cp`, a download, a restored
+    backup); unison compared the contents already, so no data is at stake in either choice.
+    """
+    return [item.path for item in items
+            if item.direction is output.Direction.CONFLICT
+            and item.local is output.Content.PROPS and item.server is output.Content.PROPS]
+
+
+def _older_props_win(job: Pass, prepared: _Prepared, sink: LineSink, first: bool,
+                     items: Sequence[output.PlanItem], run: dialogue.Run,
+                     summary: output.Summary) -> tuple[dialogue.Run, output.Summary]:
+    """A first sync's conflicts between identical files, left by `prefer = none`, settled: the
+    older time wins (most likely the original's, the newer one is the copy's), on both sides,
+    in this pass. (`prefer = newer` settles them already, the other way.)"""
+    same = [path for path in _identical_elsewhere(items) if path in summary.conflicts]
+    if not same or not first or job.config["sync"]["prefer"] != "none":
+        return run, summary
+    sink(f"first sync: {len(same)} identical file(s) with other times or permissions here "
+         "and on the server: the older one's kept on both sides")
+    converged = _converge(job, prepared, same, sink, ("-prefer", "older"))
+    if converged is None or converged[0].returncode != 0:
+        return run, summary
+    summary.conflicts = [path for path in summary.conflicts if path not in same]
+    summary.skipped = max(0, summary.skipped - len(same))
+    summary.transferred += converged[1].transferred
+    if run.returncode == 1 and not summary.skipped:
+        run = replace(run, returncode=0)
+    return run, summary
 
 
 def _note_settled(result: SyncOutcome, items: Sequence[output.PlanItem]) -> None:

@@ -67,15 +67,19 @@ _MOVES = {Direction.TO_SERVER: 0, Direction.TO_LOCAL: 1}
 _NO_CONTENT = (Content.DELETED, Content.PROPS)  # deletions and permission changes move none
 
 
-# progress.json, as `Progress.to_dict` writes it: every key, as it lives only while a pass runs.
-_PROGRESS = Shape.complete({
+# progress.json, as `Progress.to_dict` writes it: every key, as it lives only while a pass runs;
+# but for the item counts each way, which a pass of an older version (still running across an
+# upgrade) does not write.
+_PROGRESS_FIELDS = {
     "pid": is_int, "phase": one_of("starting", *_PHASES.values(), "done"), "first_run": is_bool,
     "started": is_number, "updated": is_number,
     **dict.fromkeys(("items_total", "items_done", "items_to_fetch", "items_to_send",
                      "bytes_total", "bytes_done", "bytes_to_fetch", "bytes_to_send", "percent"),
                     is_int),
     "rate": is_number, "eta": optional(is_number), "current": is_str,
-})
+}
+_PROGRESS = Shape(_PROGRESS_FIELDS,
+                  frozenset(_PROGRESS_FIELDS) - {"items_to_fetch", "items_to_send"})
 
 
 @dataclass
@@ -107,7 +111,7 @@ class Progress:
     def from_dict(cls, data: Any) -> Progress:
         """The snapshot progress.json holds; ValueError when it is not of that shape."""
         data = _PROGRESS.checked(data)
-        return cls(**{f.name: data[f.name] for f in fields(cls)})
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 class ProgressParser:
@@ -265,12 +269,17 @@ def human_eta(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60} min"
 
 
+def copying(p: Progress) -> bool:
+    """Whether the pass is moving items (unison has listed them and propagates)."""
+    return p.phase == "propagating" and p.items_total > 0
+
+
 def describe(p: Progress) -> str:
     """What a pass is doing, for `status`, the daemon's status line and the tray: while it
     copies, what is left to go and when it should be done (`uploading 3 files, 120 MB, ~10 s
     left`); before that, its step (`syncing: looking for changes`). Files are unison's items:
     a folder new on one side is one."""
-    if p.phase != "propagating" or not p.items_total:
+    if not copying(p):
         return format_line(p)
     left = max(p.items_total - p.items_done, 0)
     verb = ("uploading" if not p.items_to_fetch else "downloading" if not p.items_to_send

@@ -36,6 +36,7 @@ from roaming_homes.errors import RoamingHomesError
 from roaming_homes.files import try_flock
 from roaming_homes.outcome import EXIT_CODES, Reason, result_of
 from roaming_homes.paths import private_dir
+from roaming_homes.text import escape
 from roaming_homes.unison import kerberos, runner
 
 log = logging.getLogger(__name__)
@@ -452,7 +453,10 @@ def _open(server: Server, command: list[str]) -> None:
                                 stdout=subprocess.DEVNULL, stderr=err,
                                 timeout=_start_timeout(server), check=False)
         except subprocess.TimeoutExpired:
-            raise ConnectError(f"server {server.host} did not answer in time",
+            # A Kerberos login without a ticket for this server asks the KDC first; a hung KDC
+            # keeps ssh waiting (half a minute with MIT's defaults): this bound ends it.
+            hint = " (nor, maybe, the Kerberos KDC)" if uses_kerberos(server) else ""
+            raise ConnectError(f"server {server.host} did not answer in time{hint}",
                                Reason.SERVER_UNREACHABLE) from None
         except FileNotFoundError:
             raise ConnectError("ssh is not installed (openssh-client)",
@@ -482,6 +486,19 @@ def check_ticket(server: Server) -> None:
                            action="kinit")
 
 
+def _kerberos_refused(server: Server, refused: ConnectError) -> ConnectError:
+    """A Kerberos login turned away although `klist -s` found a valid ticket: most likely one of
+    another realm (a second account, a test realm), or a principal the server does not let log
+    in as `server.user`. The message names the principal whose ticket was offered."""
+    held = kerberos.ticket()
+    principal = escape(held.principal) if held is not None else "unknown"
+    return ConnectError(
+        f"the server {server.host} refused the Kerberos login as {server.user} with the ticket "
+        f"of {principal} (another realm, or a principal not allowed there?): sign in with kinit "
+        "as the principal of your account on the server", Reason.AUTH_REFUSED,
+        (refused.message,), action="kinit")
+
+
 def _open_patiently(server: Server, command: list[str]) -> None:
     """`_open`, asking a busy server again with jittered exponential back-off
     (`busy_retry_delay`): at a login storm most of the computers turned away get in within
@@ -492,6 +509,8 @@ def _open_patiently(server: Server, command: list[str]) -> None:
             _open(server, command)
             return
         except ConnectError as exc:
+            if exc.reason is Reason.AUTH_REFUSED and uses_kerberos(server):
+                raise _kerberos_refused(server, exc) from None
             if exc.reason is not Reason.SERVER_BUSY:
                 raise
             refusals += 1
