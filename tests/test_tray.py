@@ -195,8 +195,10 @@ def test_conflicts_settled_by_prefer_are_shown_in_the_file_manager(
 def test_restore_after_a_refused_pass_shows_its_way_out_again(
         tray: Tray, notifications: RecordingServer) -> None:
     state_dir = tray.locations.state_dir
-    StateStore(state_dir).record(outcome(Result.REFUSED, "held back 300 deletions"))
+    store = StateStore(state_dir)
+    store.record(outcome(Result.REFUSED, "held back 300 deletions"))
     refused.save(state_dir, "roots", Refusal("server", Loss.DELETE, 300, 310, ("Documents",)))
+    store.record(outcome(Result.OFFLINE, "server unreachable"))  # still held back
     tray._click("restore")
     (shown,) = notifications.wait_for(1)
     assert {"restore", "confirm"} <= set(shown["actions"])

@@ -40,6 +40,7 @@ from roaming_homes.actions.status import Overview, State
 from roaming_homes.config import Config
 from roaming_homes.desktop import notify, opener
 from roaming_homes.desktop.tray import MenuItem, StatusNotifierItem, View
+from roaming_homes.outcome import Result
 from roaming_homes.paths import Locations
 from roaming_homes.safety import refused
 from roaming_homes.session import pause, progress
@@ -230,10 +231,13 @@ class Tray:
             notify.tell("No conflicts", "Every file is the same here and on the server.")
 
     def _restore(self) -> None:
-        last = StateStore(self.locations.state_dir).last()
-        if refused.load(self.locations.state_dir) is not None and last is not None:
-            notify.show_again(self._config(), self.locations, "losses", last,
-                              message=last.message)
+        # What the loss guard held back stays pending until a pass goes through (a pass that
+        # found the server offline since then says nothing about it): its refusal says what.
+        refusals = [entry for entry in StateStore(self.locations.state_dir).history()
+                    if entry.result == Result.REFUSED]
+        if refused.load(self.locations.state_dir) is not None and refusals:
+            notify.show_again(self._config(), self.locations, "losses", refusals[-1],
+                              message=refusals[-1].message)
             return
         backups = self.locations.backup_dir
         if not backups.is_dir() or not opener.show([backups]):
