@@ -49,6 +49,7 @@ from roaming_homes.actions import pending
 from roaming_homes.actions import sync as engine
 from roaming_homes.actions import watch as realtime
 from roaming_homes.actions.status import Overview, clock
+from roaming_homes.actions.tray import Tray
 from roaming_homes.config import Config
 from roaming_homes.desktop import notify
 from roaming_homes.errors import ExitCode, RoamingHomesError
@@ -59,13 +60,7 @@ from roaming_homes.session import pause, progress
 from roaming_homes.session.lock import SyncLock, lock_holder
 from roaming_homes.unison import kerberos
 from roaming_homes.unison import ssh as transport
-from roaming_homes.unison.inotify import (
-    IN_ATTRIB,
-    IN_CLOSE_WRITE,
-    IN_CREATE,
-    IN_DELETE,
-    IN_MOVED_TO,
-)
+from roaming_homes.unison.inotify import FileWatch
 
 log = logging.getLogger(__name__)
 # Runs one pass and returns the outcome to report; it must return soon after `abort` is set:
@@ -78,10 +73,6 @@ CONFIG_POLL = 5.0
 # While a Kerberos ticket is awaited in a cache without a file (KCM:, KEYRING:), nothing can be
 # watched: `klist -s` (local, cheap) is asked this often instead, so a kinit is followed at once.
 TICKET_POLL = 5.0
-# What changes a watched file (a config file, the ticket cache) in its directory: written in
-# place, replaced (atomic-save editors, kinit, write a new file and rename it over the old one),
-# created, removed, permissions changed.
-FILE_EVENTS = IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_ATTRIB
 # How much longer than the logout bound systemd should wait for us: unison's grace after
 # SIGINT, and closing the shared ssh connection.
 STOP_MARGIN = 15
@@ -277,56 +268,6 @@ def _mtimes(paths: tuple[Path, ...]) -> tuple[int | None, ...]:
     return tuple(found)
 
 
-def _nearest_dir(path: Path) -> tuple[Path, str]:
-    """The closest existing directory above `path` and the name in it that leads to `path`."""
-    while not path.parent.is_dir() and path.parent != path:
-        path = path.parent
-    return path.parent, path.name
-
-
-class FileWatch:
-    """Tells when a file (a config file, the Kerberos ticket cache) may have changed, without
-    polling: inotify on their directories.
-
-    A directory that does not exist yet is watched through its closest existing ancestor (for
-    the name that would create it); the watches are renewed after every relevant event.
-    """
-
-    def __init__(self, paths: tuple[Path, ...]) -> None:
-        from roaming_homes.unison.inotify import INotify
-
-        self.paths = paths
-        self._inotify = INotify()
-        self._wanted: dict[int, set[str]] = {}  # watch descriptor -> names that matter in it
-        try:
-            self._arm()
-        except OSError:
-            self.close()
-            raise
-
-    def _arm(self) -> None:
-        self._wanted = {}
-        for path in self.paths:
-            directory, name = _nearest_dir(path)
-            wd = self._inotify.add_watch(str(directory), FILE_EVENTS)
-            self._wanted.setdefault(wd, set()).add(name)
-
-    def fileno(self) -> int:
-        return self._inotify.fileno()
-
-    def touched(self) -> bool:
-        """Read the pending events; True when one of them concerns a config file."""
-        hit = any(event.name in self._wanted.get(event.wd, ())
-                  for event in self._inotify.read())
-        if hit:
-            with contextlib.suppress(OSError):  # a vanished directory: the mtimes still tell
-                self._arm()
-        return hit
-
-    def close(self) -> None:
-        self._inotify.close()
-
-
 class Daemon:
     def __init__(self, locations: Locations, config_path: Path | None,
                  strategy: PassStrategy = interval_pass) -> None:
@@ -351,6 +292,8 @@ class Daemon:
         self._stopping = False
         self._reload_requested = False
         self._pass_requested = False
+        self._rescan_requested = False  # the tray's "Sync now": in real-time mode, a full scan
+        self._tray: Tray | None = None
         self._last_pass_end = time.monotonic()
         self._watch_retry_at = 0.0  # monotonic time before which real-time mode is not tried
         self._fallback_reason = ""  # the last reason logged for not watching
@@ -377,6 +320,16 @@ class Daemon:
         self._pass_requested = True
         self._wake(b"p")
 
+    def sync_now(self) -> None:
+        """A pass now (any thread): in real-time mode the watch starts over with its full
+        scan at once, without leaving the lock to anybody (unlike SIGUSR1)."""
+        self._rescan_requested = True
+        self._wake(b"n")
+
+    def _refresh_tray(self) -> None:
+        if self._tray is not None:
+            self._tray.refresh()
+
     def _wake(self, why: bytes) -> None:
         """Interrupt the main thread's sleep (any thread); set what it is for first."""
         with contextlib.suppress(BlockingIOError):  # full of wakeups already: as good
@@ -397,6 +350,7 @@ class Daemon:
         if line:
             log.info(line)
         sd_notify(f"STATUS={self.health.status()}")
+        self._refresh_tray()
         notify.after_pass(self.config, self.locations, outcome)
 
     def _reload_due(self) -> bool:
@@ -422,6 +376,7 @@ class Daemon:
                 log.info("configuration reloaded")
             self.health.note = ""
         sd_notify(f"STATUS={self.health.status()}")
+        self._refresh_tray()
         changed = self.config.values != previous
         if changed:
             self._watch_retry_at = 0.0
@@ -469,7 +424,8 @@ class Daemon:
                 self._wake(b"w")
 
         worker = threading.Thread(target=work, name="watch", daemon=True)
-        self._pass_requested = False  # the watch starts with a full scan: that is the pass
+        # the watch starts with a full scan: that is the pass
+        self._pass_requested = self._rescan_requested = False
         worker.start()
         reported, making_way = self._while_watching(stop, outcomes, ended)
         worker.join()
@@ -497,8 +453,11 @@ class Daemon:
             reported |= self._report_queued(outcomes)
             if stop.is_set():
                 continue
-            if self._stopping or self._follow_pause() is not None:
-                stop.set()  # stopping, or paused: not another pass until it ends
+            if (self._stopping or self._follow_pause() is not None
+                    or self._rescan_requested):
+                # stopping; paused: not another pass until it ends; or "Sync now": watched
+                # again at once, starting with a full scan
+                stop.set()
             elif self._pass_requested:
                 self._pass_requested, making_way = False, True
                 stop.set()
@@ -610,6 +569,12 @@ class Daemon:
             log.info("a Kerberos ticket is there again: syncing now")
             self._pass_requested = True
 
+    def _close_watches(self) -> None:
+        """Stop following the files and showing the tray icon."""
+        for watch in (self._config_watch, self._ticket_watch, self._pause_watch, self._tray):
+            if watch is not None:
+                watch.close()
+
     def _final_pass(self) -> None:
         """The pass at logout (none while paused); when it cannot sync, what it leaves only
         here is told (`pending.tell`)."""
@@ -636,6 +601,10 @@ class Daemon:
         threading.Thread(target=self._bound_stop, name="logout-bound", daemon=True).start()
         threading.Thread(target=watch_network, args=(self.request_pass,),
                          name="network", daemon=True).start()
+        if self.config["notify"]["tray"]:
+            self._tray = Tray(lambda: self.config, self.locations, self.sync_now,
+                              lambda: self.health.note)
+            self._tray.start()
         sd_notify(f"READY=1\nSTATUS={self.health.status()}")
         interval = self.config["sync"]["interval"]
         log.info(f"started: real-time mode (sync.watch), else a pass every {interval} s"
@@ -654,10 +623,11 @@ class Daemon:
                     self._watch()
                     continue
                 due = self._last_pass_end + self.config["sync"]["interval"]
-                if self._pass_requested or time.monotonic() >= due:
-                    if self._pass_requested:
+                asked = self._pass_requested or self._rescan_requested
+                if asked or time.monotonic() >= due:
+                    if asked:
                         self._watch_retry_at = 0.0  # asked for: real-time mode may work now
-                    self._pass_requested = False
+                    self._pass_requested = self._rescan_requested = False
                     self._cycle()
                     continue
                 wake_at = due
@@ -669,9 +639,7 @@ class Daemon:
         finally:
             transport.disconnect(transport.Server.from_config(self.config["server"]),
                                  self.locations.control_dir)
-            for watch in (self._config_watch, self._ticket_watch, self._pause_watch):
-                if watch is not None:
-                    watch.close()
+            self._close_watches()
             daemon_lock.release()
         log.info("stopped")
         return 0

@@ -175,12 +175,23 @@ def _days(seconds: float) -> str:
     return f"{round(hours)} hours" if hours < 48 else f"{round(hours / 24)} days"
 
 
-def report(locations: Locations, stale_after: int = 86400,
-           forget_after_days: int = 90) -> dict[str, Any]:
-    """Everything `status` shows, from the saved state and the lock (never runs a sync)."""
-    store = StateStore(locations.state_dir)
-    data = store.load()
-    last = store.last()
+@dataclass(frozen=True)
+class Activity:
+    """Who holds the sync lock now: a pass (its pid and progress), or the daemon watching."""
+
+    pid: int | None = None
+    watching: int | None = None
+    progress: progress.Progress | None = None
+
+    @property
+    def line(self) -> str | None:
+        """The running pass's progress line; None when no pass runs."""
+        if self.pid is None:
+            return None
+        return progress.describe(self.progress) if self.progress else "starting"
+
+
+def activity(locations: Locations) -> Activity:
     held = lock_purpose(locations.lock_file)
     # Real-time mode holds the lock all the time: that is not "a sync runs now", nor is each
     # of its passes looking for changes (every change seen on one side is looked at again when
@@ -191,10 +202,29 @@ def report(locations: Locations, stale_after: int = 86400,
     if watching and current is not None and not progress.copying(current):
         current = None
     pid = (holder if current else None) if watching else holder
-    running = (progress.describe(current) if current else "starting") if pid else None
-    paused = pause.paused(locations)
-    overview = Overview.of(store.history() or ([last] if last else []), running,
-                           str(store.log_file), paused=paused)
+    return Activity(pid, watching, current)
+
+
+def overview(locations: Locations, store: StateStore | None = None,
+             now: Activity | None = None) -> Overview:
+    """The state at a glance, from the saved state, the lock and the pause (never runs a
+    sync)."""
+    store = store or StateStore(locations.state_dir)
+    last = store.last()
+    return Overview.of(store.history() or ([last] if last else []),
+                       (now or activity(locations)).line, str(store.log_file),
+                       paused=pause.paused(locations))
+
+
+def report(locations: Locations, stale_after: int = 86400,
+           forget_after_days: int = 90) -> dict[str, Any]:
+    """Everything `status` shows, from the saved state and the lock (never runs a sync)."""
+    store = StateStore(locations.state_dir)
+    data = store.load()
+    last = store.last()
+    now = activity(locations)
+    pid, current = now.pid, now.progress
+    glance = overview(locations, store, now)
     shown = last.to_dict() if last else {}
     result: dict[str, Any] = {
         "result": shown.get("result", str(Result.NEVER_SYNCED)),
@@ -209,14 +239,14 @@ def report(locations: Locations, stale_after: int = 86400,
         "last_success": store.last_success(),
         "running": pid is not None,
         "running_pid": pid,
-        "watching_pid": watching,
+        "watching_pid": now.watching,
         "progress": current.to_dict() if current else None,
-        "progress_line": progress.format_line(current) if current else running,
-        "paused": paused.to_dict() if paused else None,
-        "state": str(overview.state),
-        "headline": overview.headline,
-        "action": overview.action,
-        "offline_since": overview.offline_since,
+        "progress_line": progress.format_line(current) if current else now.line,
+        "paused": glance.paused.to_dict() if glance.paused else None,
+        "state": str(glance.state),
+        "headline": glance.headline,
+        "action": glance.action,
+        "offline_since": glance.offline_since,
         "computers": computers(locations, stale_after, forget_after_days),
         "backups": _backups(locations),
     }

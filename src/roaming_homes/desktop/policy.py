@@ -277,13 +277,22 @@ def decide_first_sync(state: NotifyState, *, first_run: bool,
     return _show(new, "first-sync", state.active, size=human_bytes(to_transfer))
 
 
+def decide_again(state: NotifyState, kind: str, files: tuple[str, ...] = (),
+                 **fields: str) -> tuple[Decision, NotifyState]:
+    """Show `kind` now, whatever was shown or ignored before: asked for by the user (the tray
+    icon's menu), or news that is always told. In place of what is on screen; its actions work
+    as the first time, on `files`."""
+    new = replace(state, conflicts_seen=list(state.conflicts_seen), ignored=list(state.ignored))
+    decision, new = _show(new, kind, state.active, **fields)
+    return replace(decision, paths=files), new
+
+
 def decide_unsynced(state: NotifyState, *, count: str, paths: str,
                     why: str) -> tuple[Decision, NotifyState]:
     """The session ends with files changed here that are not on the server (it is out of
     reach, or syncing is paused): always told, in place of what is on screen. The pass that
     next ends in sync replaces it with "Back in sync"."""
-    new = replace(state, conflicts_seen=list(state.conflicts_seen), ignored=list(state.ignored))
-    return _show(new, "unsynced", state.active, count=count, paths=paths, message=why)
+    return decide_again(state, "unsynced", count=count, paths=paths, message=why)
 
 
 def _show(new: NotifyState, kind: str, active: Shown | None,
