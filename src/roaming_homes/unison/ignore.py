@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from roaming_homes.files import Shape, dict_of, is_int, is_str, list_of, read_json
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterator, Sequence
     from typing import Any
 
 
@@ -153,6 +153,18 @@ class DirCache:
                 os.unlink(tmp)
 
 
+def _lstat_each(top: str, stack: list[str]) -> Iterator[tuple[str, os.stat_result]]:
+    """Pop paths (relative to `top`) off `stack` until it is empty, each with its lstat; the
+    caller pushes the entries of the directories it enters. A path that vanished is skipped."""
+    while stack:
+        rel = stack.pop()
+        try:
+            st = os.lstat(f"{top}/{rel}")
+        except OSError:
+            continue
+        yield rel, st
+
+
 def changed_since(root: str | os.PathLike[str], paths: Sequence[str], ignore_paths: Sequence[str],
                   ignore_names: Sequence[str], since: float,
                   budget: float = 5.0) -> tuple[list[str], bool]:
@@ -165,14 +177,9 @@ def changed_since(root: str | os.PathLike[str], paths: Sequence[str], ignore_pat
     found: list[str] = []
     deadline = time.monotonic() + budget
     stack = [p for p in paths if not (path_ignored(p) or name_ignored(p.rpartition("/")[2]))]
-    while stack:
+    for rel, st in _lstat_each(top, stack):
         if time.monotonic() > deadline:
             return sorted(found), False
-        rel = stack.pop()
-        try:
-            st = os.lstat(f"{top}/{rel}")
-        except OSError:
-            continue
         if not stat.S_ISDIR(st.st_mode):
             if max(st.st_mtime, st.st_ctime) > since:
                 found.append(rel)
@@ -214,12 +221,7 @@ def count_files(root: str | os.PathLike[str], paths: Sequence[str], ignore_paths
     tally = {} if tally is None else tally
     count = 0
     stack = [p for p in paths if not (path_ignored(p) or name_ignored(p.rpartition("/")[2]))]
-    while stack:
-        rel = stack.pop()
-        try:
-            st = os.lstat(f"{top}/{rel}")
-        except OSError:
-            continue
+    for rel, st in _lstat_each(top, stack):
         if not stat.S_ISDIR(st.st_mode):
             count += 1
             continue
