@@ -26,6 +26,7 @@ from roaming_homes.errors import ConfigError
 from roaming_homes.outcome import SUCCEEDED, Reason, SyncOutcome
 from roaming_homes.paths import Locations
 from roaming_homes.safety.guards import MARKER
+from roaming_homes.session import pause
 from roaming_homes.session.state import StateStore
 from roaming_homes.text import escape
 from roaming_homes.unison import kerberos, runner
@@ -166,6 +167,14 @@ def sync_age_result(last: SyncOutcome | None, success: str | None, now: datetime
         return Result(name, FAIL, f"last successful sync {_age(age)} ago ({success}){failing}",
                       "run `roaming-homes sync -v` and read its output")
     return Result(name, OK, f"{_age(max(age, 0))} ago ({success}){failing}")
+
+
+def pause_result(held: pause.Pause | None) -> Result:
+    """Whether syncing is paused: a warning, since a pause without an end is easily forgotten."""
+    if held is None:
+        return Result("pause", OK, "syncing is not paused")
+    return Result("pause", WARN, f"syncing {held.line()} (since "
+                  f"{held.since:%Y-%m-%d %H:%M})", pause.RESUME_COMMAND)
 
 
 def kerberos_result(uses: bool, valid: bool, ticket: kerberos.Ticket | None,
@@ -437,5 +446,6 @@ def run_checks(locations: Locations, config_path: Path | None = None) -> Report:
     results += [_service(), sync_age_result(store.last(), store.last_success(),
                                             datetime.now().astimezone(),
                                             cfg["sync"]["interval"],
-                                            cfg["notify"]["stale_after"])]
+                                            cfg["notify"]["stale_after"]),
+                pause_result(pause.paused(locations))]
     return Report(results, True)

@@ -28,7 +28,7 @@ from roaming_homes.safety.baseline import BaselineStore
 from roaming_homes.safety.guards import is_excluded
 from roaming_homes.server import records
 from roaming_homes.server.records import Confirmation, ServerHome
-from roaming_homes.session import progress
+from roaming_homes.session import pause, progress
 from roaming_homes.session.computer import Computer, this_computer
 from roaming_homes.session.lock import SyncLock
 from roaming_homes.session.state import StateStore, ensure_private_dir, write_atomic
@@ -168,20 +168,26 @@ def outcomes(server: transport.Server) -> Callable[..., SyncOutcome]:
 def run_pass(config: Config, locations: Locations, *, first_run: bool = False,
              force: bool = False,
              on_progress: Callable[[progress.Progress], None] | None = None,
-             abort: threading.Event | None = None, lock_wait: float = 0) -> SyncOutcome:
+             abort: threading.Event | None = None, lock_wait: float = 0,
+             unless_paused: bool = False) -> SyncOutcome:
     """Run one pass and record it. Never raises for an expected failure: see the outcome.
 
     While unison runs, `on_progress` gets snapshots and progress.json is kept up to date.
     `abort` (set by another thread) stops the pass cleanly, e.g. when a logout's time is up;
     `lock_wait` is how long to wait for another pass of this user to finish. `force` lets this
     one pass propagate what the loss guard would refuse (sync.max_delete, sync.max_change); it
-    never overrides the replica markers (`first_run` is the way back there).
+    never overrides the replica markers (`first_run` is the way back there). `unless_paused`:
+    a pass nobody asked for (the daemon's, a login hook's) does not run while syncing is
+    paused; its outcome says so (result paused, not recorded: it says nothing of the home).
     """
     server = transport.Server.from_config(config["server"])
     outcome = outcomes(server)
     if is_excluded(locations.user, config["sync"]["excluded_users"]):
         return outcome(Result.EXCLUDED, f"user {locations.user} is excluded "
                        "(sync.excluded_users): nothing synced")
+    if unless_paused and (held := pause.paused(locations)) is not None:
+        return outcome(Result.PAUSED, f"syncing is {held.line()}: nothing synced "
+                       f"({pause.RESUME_COMMAND} to sync again)", action=pause.RESUME_COMMAND)
     lock = SyncLock(locations.lock_file)
     try:
         lock.acquire(wait=lock_wait)

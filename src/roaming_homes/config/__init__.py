@@ -291,6 +291,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "notify": {
         "enabled": Key("bool", True, "Desktop notifications."),
+        "tray": Key("bool", True, "The daemon's tray icon (a StatusNotifierItem: status at a "
+                    "glance, Sync now, Conflicts…, Restore…), shown while the desktop has a "
+                    "tray that takes one.", scope=Scope.USER),
         "support_email": Key("str", "", "Address for the \"Email support\" action; empty hides "
                              "it. One plain address (name@example.org): no `mailto:`, no "
                              "`?` headers, no second address.", _email),
