@@ -6,8 +6,8 @@ Each link profile (`bench.link.PROFILES`) gets a real sshd behind an emulated li
 - row 4, offline: the link drops every packet, with no shared connection open yet, and while
   one is open (a laptop losing its network between two passes);
 - row 7, real-time mode's propagation (`bench.realtime`), through the link;
-- row 10, round trips: request/response turns counted by the link's relay for one pass;
-- row 11 (full run): levers, each against the same run without it, interleaved.
+- row 11, round trips: request/response turns counted by the link's relay for one pass;
+- row 12 (full run): levers, each against the same run without it, interleaved.
 Every row names its link. Everything it starts is stopped and removed at the end.
 """
 
@@ -90,10 +90,10 @@ def round_trips(bench: loopback.Bench, link: Link, runs: int) -> None:
 
     what = f"round trips of a no-change pass, {loopback._n(size)} files"
     raw = "raw unison (its own ssh login)"
-    bench.add(Row("10", what, "turns", turns("ours"), turns("raw"), raw, note=kib("ours")))
-    bench.add(Row("10", f"… unison alone over our shared connection, {loopback._n(size)} "
+    bench.add(Row("11", what, "turns", turns("ours"), turns("raw"), raw, note=kib("ours")))
+    bench.add(Row("11", f"… unison alone over our shared connection, {loopback._n(size)} "
                   "files", "turns", turns("alone"), turns("raw"), raw, note=kib("alone")))
-    bench.add(Row("10", "… one `ssh … true` over our shared connection", "turns",
+    bench.add(Row("11", "… one `ssh … true` over our shared connection", "turns",
                   turns("one"), note=kib("one")))
 
 
@@ -155,9 +155,9 @@ def levers(bench: loopback.Bench, link: Link, runs: int) -> None:
         try:
             with_it, without = repeat(runs, first(extra), first([]))
         except RuntimeError as exc:  # a lever that does not work here is a finding too
-            bench.add(Row("11", what, "s", note=f"failed: {str(exc).splitlines()[0]}"))
+            bench.add(Row("12", what, "s", note=f"failed: {str(exc).splitlines()[0]}"))
             continue
-        bench.add(Row("11", what, "s", with_it, without, "the same without it"))
+        bench.add(Row("12", what, "s", with_it, without, "the same without it"))
 
 
 def measure_profile(base: Path, profile: Profile, plan: Plan,
@@ -234,13 +234,13 @@ through one ssh session each way (less a session's own setup).
 - Rows 1-3 are measured as over loopback (see above), through the link, at 10 000 files (not
   100 000: time); the first sync copies a mixed tree scaled to about 6 s of the link's rate, at
   most 256 MiB (not 1 GiB: 1 GiB would take 14 minutes a run on `mobile`).
-- **Round trips** (row 10): the relay counts a request/response turn each time data from the
+- **Round trips** (row 11): the relay counts a request/response turn each time data from the
   server follows data from the client on a connection; a pass's count is the difference over
   the run (an ssh keep-alive in that window would add one).
 - **Offline** (row 4): the namespace drops every packet (nftables) before the pass starts,
   either with no shared connection open (ssh's ConnectTimeout decides) or with one open from
   the pass before (ssh's keep-alives decide: `ServerAliveInterval = connect_timeout`,
   `ServerAliveCountMax = 3`).
-- **Levers** (row 11): raw unison's first sync of the mixed tree into an empty server home,
+- **Levers** (row 12): raw unison's first sync of the mixed tree into an empty server home,
   with the lever on the command line, against the same run without it, interleaved.
 """

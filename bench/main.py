@@ -22,7 +22,7 @@ from pathlib import Path
 from tests.support.homes import CLI, Setup
 from tests.support.sshd import SshServer, free_port
 
-from bench import computers, link, realtime, trees
+from bench import computers, frontends, link, realtime, trees
 from bench.blackhole import BlackHole
 from bench.measure import Row, import_cost_us, machine, peak_rss, render, repeat, timed
 from roaming_homes import config as config_mod
@@ -362,11 +362,18 @@ def links_section(output: Path, quick: bool, profiles: tuple[str, ...]) -> int:
                + "".join(f"- {line}\n" for line in validations)
                + f"\n{table}\n{links.NOTES}\nWhole run: {time.monotonic() - started:.0f} s.\n")
     print("".join(f"{line}\n" for line in validations) + table, end="")
-    text = output.read_text() if output.exists() else "# Performance\n"
-    kept = text.split(f"\n{LINKS_HEADING}\n", 1)[0].rstrip("\n")
+    kept = _split_links(output)[0]
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(f"{kept}\n\n{section}")
     return 0 if all(row.met is not False for row in rows) else 1
+
+
+def _split_links(output: Path) -> tuple[str, str]:
+    """`output` as the loopback rows and the section over emulated links (with the blank line
+    before it; "" when there is none): each kind of run rewrites its part and keeps the other."""
+    text = output.read_text() if output.exists() else "# Performance\n"
+    before, found, section = text.partition(f"\n{LINKS_HEADING}\n")
+    return before.rstrip("\n"), f"\n{LINKS_HEADING}\n{section}" if found else ""
 
 
 def _loads(loads: tuple[float, float, float]) -> str:
@@ -388,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="where to write the table (default: docs/performance.md)")
     parser.add_argument("--realtime", action="store_true",
                         help="only the real-time rows (7, 8, 9): print them, write no file")
+    parser.add_argument("--frontends", action="store_true",
+                        help="only the failover rows (10): print them, write no file")
     parser.add_argument("--computers", action="store_true",
                         help="only the rows of several computers at once (9): print them, "
                         "write no file")
@@ -404,6 +413,9 @@ def main(argv: list[str] | None = None) -> int:
         return links_section(args.output, args.quick, tuple(args.profile or every))
     if args.realtime:
         return only(lambda base: realtime_rows(base, args.quick, trees.Pool()), args.quick)
+    if args.frontends:
+        failover = frontends.Plan.quick() if args.quick else frontends.Plan.full()
+        return only(lambda base: frontends.measure(base, failover), args.quick)
     if args.computers:
         several = computers.Plan.quick() if args.quick else computers.Plan.full()
         return only(lambda base: computers.measure(base, several), args.quick)
@@ -419,18 +431,20 @@ def main(argv: list[str] | None = None) -> int:
         bench.small_homes()
         bench.first_sync()
         bench.rows += realtime_rows(base, args.quick, bench.pool)
+        bench.rows += frontends.measure(base, frontends.Plan.quick() if args.quick
+                                        else frontends.Plan.full(), bench.pool)
     finally:
         if bench is not None:
             bench.close()
         _log("removing the generated homes")
         subprocess.run(["rm", "-rf", str(base)], check=False)
-    rows = sorted(bench.rows, key=lambda row: row.number)
+    rows = sorted(bench.rows, key=lambda row: int(row.number))  # 10 after 9
     table = render(rows)
     name = "quick" if args.quick else "full"
     text = (f"# Performance\n\n{header(info, name)}\n{table}\n{BASELINES}\n{realtime.NOTES}\n"
-            f"{computers.NOTES}\n"
+            f"{computers.NOTES}\n{frontends.NOTES}\n"
             f"Whole run: {time.monotonic() - started:.0f} s.\n")
     print(table, end="")
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
+    args.output.write_text(text + _split_links(args.output)[1])
     return 0 if all(row.met is not False for row in rows) else 1

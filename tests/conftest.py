@@ -16,6 +16,7 @@ from tests.support.fsmonitor import write_wrapper
 from tests.support.homes import Setup
 from tests.support.notifications import RecordingServer, SessionBus
 from tests.support.sshd import SshServer
+from tests.support.usermanager import manager  # noqa: F401 (a fixture: systemd --user)
 
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 

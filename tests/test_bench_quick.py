@@ -39,6 +39,10 @@ EXPECTED_ROWS = [
     ("9", "write on A → on B, 2 computers watching, over 3 writes, p99"),
     ("9", "write on A → on B and C, 3 computers watching, over 3 writes, p50"),
     ("9", "write on A → on B and C, 3 computers watching, over 3 writes, p99"),
+    ("10", "pass, first front-end down (connection refused), second serves, no memory"),
+    ("10", "… the same, the failed front-end remembered"),
+    ("10", "pass, first front-end a black hole (connect_timeout 1 s), second serves, no memory"),
+    ("10", "… the same, the failed front-end remembered"),
 ]
 _FIGURE = re.compile(r"\d+\.\d+ (s|ms|MiB)")
 

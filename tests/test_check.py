@@ -13,6 +13,7 @@ import pytest
 from roaming_homes.actions import check
 from roaming_homes.actions.check import UnisonVersion, parse_unison_version, versions_compatible
 from roaming_homes.outcome import Result, SyncOutcome
+from roaming_homes.session import pause
 from tests.support.homes import Setup
 from tests.support.sshd import SshServer, free_port
 
@@ -39,7 +40,7 @@ def test_working_setup_passes_every_check(user: Setup) -> None:
     code, checks = _check(user)
     assert code == 0, checks
     for name in ("config", "server reachable", "host key", "ssh login", "server home",
-                 "unison", "replica markers", "last sync"):
+                 "unison", "replica markers", "last sync", "pause"):
         assert checks[name]["status"] == "ok", checks[name]
     version = subprocess.run(["unison", "-version"], capture_output=True, text=True).stdout
     local = str(parse_unison_version(version))
@@ -217,6 +218,16 @@ def test_sync_age() -> None:
     assert check.sync_age_result(offline, stale, now, 60, 3 * 86400).status == "ok"
 
 
+def test_a_pause_is_a_warning_that_says_until_and_since_when() -> None:
+    since = datetime(2026, 11, 29, 9, 5).astimezone()
+
+    assert check.pause_result(None).status == "ok"
+    held = check.pause_result(pause.Pause(since, None))
+    assert (held.status, held.line()) == (
+        "warn", "! pause: syncing paused until resumed (since 2026-11-29 09:05) → "
+        "roaming-homes resume")
+
+
 def test_kerberos_line() -> None:
     now = datetime(2026, 11, 29, 12, 0)
     ticket = check.kerberos.Ticket("alice@EXAMPLE.ORG", now + timedelta(hours=8))
@@ -230,3 +241,15 @@ def test_kerberos_line() -> None:
     result = check.kerberos_result(True, True, soon, now)
     assert result.status == "warn" and "in 40 min" in result.detail and "kinit" in result.fix
     assert check.kerberos_result(True, True, None, now).status == "ok"  # listing not understood
+
+
+def test_kdc_line() -> None:
+    kdc = check.kerberos.Kdc
+    assert check.kdc_result("homes", kdc.TICKET, "", 6).status == "ok"
+    refused = check.kdc_result("homes", kdc.REFUSED, "Server host/homes@X not found\x1b[2J", 6)
+    assert refused.status == "fail" and "host/homes" in refused.detail
+    assert "\x1b" not in refused.detail  # kvno's words are shown, escaped
+    assert "server.host" in refused.fix
+    silent = check.kdc_result("homes", kdc.NO_ANSWER, "", 6)
+    assert silent.status == "fail" and "within 6 s" in silent.detail
+    assert check.kdc_result("homes", kdc.UNAVAILABLE, "", 6).status == "skip"

@@ -76,9 +76,10 @@ def test_the_decision_for_every_key() -> None:
         "sync.rescan_interval": "HIGHER", "sync.max_delete": "LOWER",
         "sync.max_change": "LOWER", "sync.guard_window": "HIGHER", "sync.backups": "HIGHER",
         "sync.backup_days": "HIGHER",
-        "client.name": "USER"}
+        "client.name": "USER", "notify.tray": "USER"}
     assert all(scopes[f"{section}.{key}"] == "SYSTEM"
-               for section in ("server", "notify") for key in config.SCHEMA[section])
+               for section in ("server", "notify") for key in config.SCHEMA[section]
+               if f"{section}.{key}" != "notify.tray")
     assert scopes["sync.unison"] == "SYSTEM"
     assert config.Key("str", "", "new").scope is config.Scope.SYSTEM
 
@@ -210,6 +211,9 @@ BAD = [
     ('[server]\nhost = "h"\nconnect_timeout = 0\n', r"server.connect_timeout: 0 must be"),
     ('[notify]\nsupport_email = "nobody"\n[server]\nhost = "h"\n', r"notify.support_email"),
     ("[server\nhost = 1\n", r"system.toml: invalid TOML: .*line 1"),
+    ('[server]\nhost = ["a", ""]\n', r"system.toml:2: server.host: '' is not a valid host"),
+    ('[server]\nhost = ["a", 2]\n', r"server.host must be a host name or a list of host names"),
+    ('[server]\nhost = "h"\nhost_map = "map.toml"\n', r"server.host_map: .* absolute path"),
     ('server = "h"\n', r"server must be a table"),
 ]
 
@@ -312,3 +316,63 @@ def test_support_email_must_be_one_plain_address(tmp_path: Path, address: str,
 def test_plain_support_addresses_load(tmp_path: Path, address: str) -> None:
     cfg = _load(tmp_path, f'[server]\nhost = "h"\n[notify]\nsupport_email = "{address}"\n')
     assert cfg["notify"]["support_email"] == address
+
+
+def test_server_host_is_one_name_or_a_list_with_user_and_home_expanded(tmp_path: Path) -> None:
+    one = _load(tmp_path, '[server]\nhost = "homes.example.org"\n')
+    assert one["server"]["host"] == ["homes.example.org"]
+    several = _load(tmp_path, '[server]\nhost = ["fe1", "%u.homes", "fe3"]\n')
+    assert several["server"]["host"] == ["fe1", f"{_user()}.homes", "fe3"]
+    assert _load(tmp_path, '[server]\nroot = "/srv/x"\n')["server"]["host"] == []
+
+
+def _user() -> str:
+    return Locations.from_env({"HOME": "/nonexistent"}).user
+
+
+def _mapped(tmp_path: Path, host_map: str) -> list[str]:
+    path = tmp_path / "hosts.toml"
+    path.write_text(host_map)
+    return list(_load(tmp_path, f'[server]\nhost = ["fe1", "fe2"]\nhost_map = "{path}"\n')
+                ["server"]["host"])
+
+
+def test_host_map_gives_a_user_or_their_group_their_own_servers(tmp_path: Path) -> None:
+    import grp
+    import os
+
+    user = _user()
+    group = grp.getgrgid(os.getgid()).gr_name
+    assert _mapped(tmp_path, f'[users]\n{user} = ["s1", "s2"]\n[groups]\n{group} = "g"\n') \
+        == ["s1", "s2"]
+    assert _mapped(tmp_path, f'[users]\nsomeone-else = "x"\n[groups]\nnot-a-group-here = "n"'
+                             f'\n{group} = "g%u"\n') == [f"g{user}"]
+    assert _mapped(tmp_path, '[users]\nsomeone-else = "x"\n') == ["fe1", "fe2"]
+
+
+@pytest.mark.parametrize(("host_map", "message"), [
+    ('[users]\n{user} = "-oProxyCommand=x"\n', r"hosts.toml:2: users.{user}: .* not a valid "),
+    ("[users]\n{user} = []\n", r"hosts.toml:2: users.{user}: names no host"),
+    ("[users]\n{user} = 1\n", r"hosts.toml:2: users.{user}: must be a host name or a list"),
+    ('[hosts]\n{user} = "a"\n', r"hosts.toml:1: unknown table \[hosts\]"),
+    ('users = "a"\n', r"hosts.toml:1: users must be a table"),
+    ("[users\n", r"hosts.toml: invalid TOML"),
+])
+def test_a_bad_host_map_is_one_line_naming_the_file_and_entry(tmp_path: Path, host_map: str,
+                                                              message: str) -> None:
+    user = _user()
+    with pytest.raises(ConfigError, match=message.format(user=user)):
+        _mapped(tmp_path, host_map.format(user=user))
+    with pytest.raises(ConfigError, match=r"hosts\.toml: configuration file not found"):
+        _load(tmp_path, f'[server]\nhost = "h"\nhost_map = "{tmp_path}/none/hosts.toml"\n')
+
+
+def test_cli_exits_78_in_one_line_naming_a_bad_host_map_entry(local_user: Setup) -> None:
+    host_map = local_user.base / "hosts.toml"
+    host_map.write_text(f'[users]\n{_user()} = ["ok.example.org", "bad host"]\n')
+    local_user.config_path.write_text(f'[server]\nhost = "h"\nhost_map = "{host_map}"\n')
+    result = local_user.run("sync")
+    assert result.returncode == 78
+    assert result.stderr == (f"roaming-homes: error: {host_map}:2: users.{_user()}: 'bad host' "
+                             "is not a valid host name\n")
+    assert not (local_user.state_home / "roaming-homes").exists()

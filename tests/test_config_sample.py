@@ -48,7 +48,7 @@ def test_sample_with_a_host_is_a_valid_configuration(tmp_path: Path) -> None:
                                         "ROAMING_HOMES_CONFIG": str(path),
                                         "XDG_CONFIG_HOME": str(tmp_path / "cfg")})
         cfg = config.load(locations)
-        assert cfg["server"]["host"] == "homes.example.org"
+        assert cfg["server"]["host"] == ["homes.example.org"]
         assert cfg["sync"]["interval"] == config.SCHEMA["sync"]["interval"].default
         expected_source = str(path) if path == every_key else "default"
         assert cfg.sources["sync.interval"] == expected_source

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from roaming_homes import config as config_mod
+from roaming_homes.actions import daemon
 from roaming_homes.actions.daemon import (
     BUSY_RETRY,
     FileWatch,
@@ -24,6 +26,7 @@ from roaming_homes.actions.watch import WatchResult
 from roaming_homes.errors import RoamingHomesError
 from roaming_homes.outcome import Result, SyncOutcome
 from roaming_homes.session.lock import SyncLock, lock_purpose
+from roaming_homes.session.progress import Progress
 
 
 def outcome(result: str, message: str = "", finished: str = "2025-01-02T12:01:07+01:00",
@@ -177,3 +180,31 @@ def test_config_watch_sees_edits_atomic_replaces_and_a_config_dir_created_later(
         assert not watch.touched()
     finally:
         watch.close()
+
+
+def test_the_status_line_follows_a_copy_and_goes_back_when_it_is_done(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """STATUS= while a pass (a real-time cycle too) copies, one log line for a long copy."""
+    sent: list[str] = []
+    monkeypatch.setattr(daemon, "sd_notify", lambda message: sent.append(message) or True)
+    clock = [100.0]
+    monkeypatch.setattr(daemon.time, "monotonic", lambda: clock[0])
+    health = daemon.Health()
+    publish = daemon.StatusPublisher(health)
+    copying = Progress(phase="propagating", items_total=1, items_to_send=1,
+                       bytes_total=300_000_000, bytes_done=100_000_000, eta=10.0)
+
+    with caplog.at_level(logging.INFO, logger="roaming_homes"):
+        publish(Progress(phase="scanning"))
+        publish(copying)
+        clock[0] += 0.5
+        publish(copying)  # the same text: not sent again
+        clock[0] += daemon.LONG_COPY
+        publish(Progress(**{**copying.to_dict(), "bytes_done": 200_000_000, "eta": 5.0}))
+        publish(Progress(phase="done"))
+
+    assert sent == ["STATUS=syncing now: uploading 1 file, 200.0 MB, ~10 s left",
+                    "STATUS=syncing now: uploading 1 file, 100.0 MB, ~5 s left",
+                    "STATUS=first sync running"]
+    assert health.running is None
+    assert caplog.messages == ["uploading 1 file, 100.0 MB, ~5 s left"]

@@ -3,20 +3,26 @@
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
 from tests.support.daemon import DaemonProcess, appears, stop_as_logout
 from tests.support.fsmonitor import monitors_of, processes_with
 from tests.support.homes import Setup
+from tests.support.notifications import RecordingServer
 from tests.support.procfs import voluntary_switches
+from tests.support.sdnotify import NotifySocket
+from tests.support.transfer import MB, throttle
 from tests.support.waiting import wait_for
 
-StartDaemon = Callable[[Setup], DaemonProcess]
+StartDaemon = Callable[..., DaemonProcess]
 # An idle watching daemon over IDLE_WINDOW s: a wake on a timer every few seconds would show as
 # one switch each per thread; a few stray ones (a late log line, the interpreter) are allowed.
 IDLE_SETTLE = 2.0
@@ -29,8 +35,8 @@ def start_daemon() -> Iterator[StartDaemon]:
     """Starts `roaming-homes daemon`; at the end stops it as logout does (then kills it)."""
     started: list[DaemonProcess] = []
 
-    def start(user: Setup) -> DaemonProcess:
-        daemon = DaemonProcess(user)
+    def start(user: Setup, env: dict[str, str] | None = None) -> DaemonProcess:
+        daemon = DaemonProcess(user, env)
         started.append(daemon)
         return daemon
 
@@ -49,8 +55,8 @@ def watching(user: Setup, tag: str, **sync: object) -> Callable[[StartDaemon], D
     """Configure real-time mode (with an interval too long to explain any propagation)."""
     user.configure(sync={"watch": True, "interval": 3600, **sync})
 
-    def start(start_daemon: StartDaemon) -> DaemonProcess:
-        daemon = start_daemon(user)
+    def start(start_daemon: StartDaemon, env: dict[str, str] | None = None) -> DaemonProcess:
+        daemon = start_daemon(user, env)
         daemon.wait_for_log("in sync")
         wait_for(lambda: len(monitors_of(user.home, tag)) == 2, 30, "a monitor on each end")
         return daemon
@@ -172,3 +178,109 @@ def test_a_mass_deletion_while_the_daemon_watches_is_held_back_and_restored(
     wait_for(lambda: len(monitors_of(watched.home, tag)) == 2, 30, "watching again")
     (docs / "after.txt").write_text("x")
     wait_for(appears(sdocs / "after.txt", "x"), 10, "a write after the restore")
+
+
+def test_a_paused_daemon_syncs_nothing_and_catches_up_when_resumed_or_the_pause_ends(
+        watched: Setup, tag: str, start_daemon: StartDaemon) -> None:
+    docs, sdocs = watched.home / "Documents", watched.server_home / "Documents"
+    systemd = NotifySocket()
+    try:
+        daemon = watching(watched, tag)(start_daemon, {"NOTIFY_SOCKET": systemd.address})
+
+        assert watched.run("pause").returncode == 0
+        daemon.wait_for_log("syncing paused until resumed (roaming-homes resume)")
+        systemd.wait_for_status("paused until resumed")
+        wait_for(lambda: not monitors_of(watched.home, tag), 20, "the watch to stop")
+        (docs / "held.txt").write_text("held")
+        time.sleep(2)  # a watching daemon syncs a change within about a second
+        assert not (sdocs / "held.txt").exists()
+        assert watched.status()["state"] == "paused"
+
+        assert watched.run("resume").returncode == 0
+        wait_for(appears(sdocs / "held.txt", "held"), 15, "the catch-up after resume")
+        daemon.wait_for_log("pause over: syncing now")
+        wait_for(lambda: len(monitors_of(watched.home, tag)) == 2, 30, "watching again")
+
+        assert watched.run("pause", "3s").returncode == 0  # ends by itself, no resume
+        daemon.wait_for_log("syncing paused until", count=2)
+        until = datetime.fromisoformat(watched.status()["paused"]["until"])
+        (docs / "timed.txt").write_text("timed")
+        wait_for(appears(sdocs / "timed.txt", "timed"), 20, "the catch-up when the pause ends")
+        assert datetime.now().astimezone() >= until
+        assert daemon.log.count("pause over: syncing now") == 2
+        wait_for(lambda: systemd.statuses()[-1].startswith("last sync "), 10,
+                 "STATUS= back to the last sync")
+    finally:
+        systemd.close()
+
+
+def test_a_long_upload_while_watching_shows_in_status_and_the_log_as_it_runs(
+        watched: Setup, tag: str, start_daemon: StartDaemon, tmp_path: Path) -> None:
+    """The issue's repro: a big file saved while the daemon watches used to leave `status`
+    saying "in sync" until the upload was over, and sync.log empty until then."""
+    start = watching(watched, tag)
+    throttle(watched, 8 * MB, tmp_path / "count.json")  # 40 MB: about 5 s
+    systemd = NotifySocket()
+    try:
+        daemon = start(start_daemon, {"NOTIFY_SOCKET": systemd.address})
+        (watched.home / "Documents" / "big.bin").write_bytes(os.urandom(40 * MB))
+
+        status = wait_for(lambda: (s := watched.status())["headline"].startswith(
+            "syncing now: uploading 1 file, ") and s["headline"].endswith(" left") and s, 30,
+                          "the upload in the status, with the time left")
+        sync_log = (watched.state_dir / "sync.log").read_text()
+
+        assert status["state"] == "syncing" and status["running"] is True
+        assert status["running_pid"] == status["watching_pid"] == daemon.proc.pid
+        assert re.fullmatch(r"syncing now: uploading 1 file, [\d.]+ MB, ~\d+ (s|min) left",
+                            status["headline"]), status["headline"]
+        assert status["progress"]["bytes_to_send"] == 40 * MB
+        assert "[BGN] Copying Documents/big.bin" in sync_log  # written as it happens
+        assert not (watched.server_home / "Documents" / "big.bin").exists()  # still going
+        systemd.wait_for_status("syncing now: uploading 1 file, ")
+        daemon.wait_for_log("uploading 1 file, ")  # a long copy: one line in the journal
+        followed = watched.run("status", "--watch")  # until the cycle ends
+
+        assert re.search(r"^syncing: 0/1 items, .*\(\d+%\)", followed.stdout, re.M), followed
+        assert "roaming-homes: in sync: 1 item(s) transferred" in followed.stdout.splitlines()
+        assert (watched.server_home / "Documents" / "big.bin").stat().st_size == 40 * MB
+        # the server's monitor saw the file arrive: a cycle may look again, and find nothing
+        wait_for(lambda: watched.status()["headline"] == "in sync: 1 item(s) transferred", 10,
+                 "in sync after the upload")
+        wait_for(lambda: systemd.statuses()[-1].startswith("last sync "), 10,
+                 "STATUS= back to the last sync")
+    finally:
+        systemd.close()
+
+
+def test_stopping_while_the_server_is_out_of_reach_tells_what_is_only_here(
+        watched: Setup, tag: str, start_daemon: StartDaemon,
+        notifications: RecordingServer) -> None:
+    """Real-time mode, the server goes away, files change here, the session ends: the log,
+    sync.log and a notification say what is not on the server (names escaped)."""
+    watched.configure(server={"connect_timeout": 1}, sync={"watch": True, "interval": 3600},
+                      notify={"enabled": True})
+    daemon = start_daemon(watched, {"DBUS_SESSION_BUS_ADDRESS": notifications.address})
+    daemon.wait_for_log("in sync")
+    wait_for(lambda: len(monitors_of(watched.home, tag)) == 2, 30, "a monitor on each end")
+    assert watched.sshd is not None
+    watched.sshd.stop()
+    daemon.wait_for_log("offline, will keep trying quietly")
+    docs = watched.home / "Documents"
+    (docs / "draft.txt").write_text("only here")
+    (docs / "tab\there.txt").write_text("and this")
+
+    daemon.signal(signal.SIGTERM)
+
+    assert daemon.wait(30) == 0
+    said = "2 file(s) changed here since the last sync ("
+    names = ("are not on the server yet (the server is out of reach): Documents/draft.txt, "
+             "Documents/tab\\there.txt; they sync the next time it is reached")
+    for log in (daemon.log, (watched.state_dir / "sync.log").read_text()):
+        assert f"stopping with {said}" in log and names in log, log
+    shown = notifications.wait_for(1)[-1]
+    assert shown["summary"] == "Changes not on the server yet"
+    assert shown["body"].startswith(
+        "2 file(s) changed on this computer are not on 127.0.0.1 yet (the server is out of "
+        "reach): Documents/draft.txt, Documents/tab\\there.txt. They sync the next time")
+    assert shown["hints"]["urgency"] == 2 and shown["actions"] == {}

@@ -8,9 +8,12 @@ KRB5_CONFIG); every test has its own ticket cache (KRB5CCNAME) and its own user.
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +28,7 @@ from tests.support.fsmonitor import monitors_of
 from tests.support.homes import Setup
 from tests.support.kerberos import SYSTEM_PATH, GssapiSshServer, Realm, available
 from tests.support.notifications import RecordingServer
+from tests.support.usermanager import UNIT, UserManager, install_unit
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(not available(), reason="MIT Kerberos is not installed "
@@ -52,9 +56,10 @@ def gss_sshd(tmp_path_factory: pytest.TempPathFactory,
 class KrbUser(Setup):
     """A user who logs in to the server with a Kerberos ticket in their own cache."""
 
-    def __init__(self, base: Path, sshd: GssapiSshServer, realm: Realm) -> None:
+    def __init__(self, base: Path, sshd: GssapiSshServer, realm: Realm,
+                 ccache: Path | str | None = None) -> None:
         self.realm = realm
-        self.ccache = base / "ccache"
+        self.ccache = base / "ccache" if ccache is None else ccache
         super().__init__(base, sshd)
         self.env.update(realm.client_env(self.ccache))
 
@@ -146,6 +151,8 @@ def test_check_shows_the_ticket_and_says_when_to_kinit(krb_user: KrbUser) -> Non
               json.loads(krb_user.run("check", "--json").stdout)["checks"]}
     assert checks["kerberos"]["status"] == "ok", checks["kerberos"]
     assert krb_user.realm.principal in checks["kerberos"]["detail"]
+    assert checks["kerberos kdc"]["status"] == "ok", checks["kerberos kdc"]
+    assert "host/localhost" in checks["kerberos kdc"]["detail"]
     assert checks["ssh login"]["status"] == "ok", checks["ssh login"]
 
     krb_user.kinit(lifetime="30m")
@@ -212,6 +219,15 @@ def test_a_ticket_that_expires_during_a_pass_loses_nothing(tmp_path: Path, realm
             user.close()
 
 
+def kinit_syncs_at_once(user: KrbUser, path: Path, text: str, within: float) -> None:
+    """kinit; the waiting daemon's pass brings `path` (with `text`) to the server within
+    `within` seconds (its interval is an hour)."""
+    started = time.monotonic()
+    user.kinit()
+    wait_for(appears(path, text), within, "the pass after kinit")
+    assert time.monotonic() - started < within
+
+
 def test_the_daemon_waits_for_a_ticket_and_syncs_right_after_kinit(
         krb_user: KrbUser, notifications: RecordingServer) -> None:
     """No ticket at login: one "sign in" notification, no pass reaches the server; kinit (a
@@ -228,12 +244,8 @@ def test_the_daemon_waits_for_a_ticket_and_syncs_right_after_kinit(
         assert "kinit" in asked["body"] and asked["actions"] == {}
         assert not (krb_user.server_home / "Documents" / "e.txt").exists()
 
-        started = time.monotonic()
-        krb_user.kinit()
-        wait_for(appears(krb_user.server_home / "Documents" / "e.txt", "after kinit"), 10,
-                 "the pass after kinit")
-
-        assert time.monotonic() - started < 10
+        kinit_syncs_at_once(krb_user, krb_user.server_home / "Documents" / "e.txt", "after kinit",
+                            10)
         assert "the Kerberos ticket cache changed: syncing now" in daemon.log
         back = notifications.wait_for(2)[1]
         assert back["summary"] == "Back in sync"
@@ -274,3 +286,130 @@ def test_in_real_time_mode_a_lost_ticket_pauses_syncing_until_kinit(
             daemon.wait(60)
             daemon.close()
             user.close()
+
+
+def test_a_hung_kdc_costs_a_bounded_wait_and_loses_nothing(krb_user: KrbUser,
+                                                            realm: Realm) -> None:
+    """A valid ticket-granting ticket, but no ticket for the server yet: the login has to ask
+    the KDC, which takes connections and never answers. The pass ends within its bound, says
+    the server could not be reached in time, and the next pass (KDC back) syncs."""
+    krb_user.kinit()
+    (krb_user.home / "Documents" / "g.txt").write_text("kept while the KDC hangs")
+    with realm.hung_kdc():
+        code, outcome, seconds = _timed_sync(krb_user)
+
+    assert code == 75, outcome  # try later: nothing the user can do about a KDC
+    assert outcome["reason"] == "server-unreachable", outcome
+    assert seconds < 2 * 3 + 10 + 4, f"took {seconds:.1f} s"  # the login's bound, and slack
+    assert "KDC" in outcome["message"], outcome
+    assert (krb_user.home / "Documents" / "g.txt").read_text() == "kept while the KDC hangs"
+    assert krb_user.sync().returncode == 0
+    assert (krb_user.server_home / "Documents" / "g.txt").exists()
+
+
+def test_a_ticket_of_another_realm_is_named_in_a_clear_message(
+        krb_user: KrbUser, tmp_path: Path) -> None:
+    """`klist -s` is content (the ticket is valid), the server is not: the refusal names the
+    principal whose ticket was offered and the way out."""
+    other = Realm(tmp_path / "other-realm", name="ELSEWHERE.TEST").create()
+    try:
+        other.kinit(krb_user.ccache)
+    finally:
+        other.close()
+    assert krb_user.has_ticket()
+
+    code, outcome = krb_user.sync_json()
+
+    assert (code, outcome["reason"], outcome["action"]) == (3, "auth-refused", "kinit"), outcome
+    assert f"{other.user}@ELSEWHERE.TEST" in outcome["message"], outcome
+    assert "Kerberos" in outcome["message"]
+    assert len(outcome["message"].splitlines()) == 1
+    checks = {item["name"]: item for item in
+              json.loads(krb_user.run("check", "--json").stdout)["checks"]}
+    assert checks["kerberos"]["status"] == "ok", checks["kerberos"]  # a valid ticket…
+    assert checks["kerberos kdc"]["status"] == "fail", checks["kerberos kdc"]  # …not for it
+    assert "host/localhost" in checks["kerberos kdc"]["detail"]
+
+
+def test_the_login_hook_syncs_with_the_login_shells_ticket(krb_user: KrbUser,
+                                                           tmp_path: Path) -> None:
+    """A tty login without a user manager: the shell sources the profile.d hook with the ticket
+    cache pam_krb5/sssd gave it (KRB5CCNAME); the background pass logs in with that ticket."""
+    hook = Path(__file__).parent.parent / "data" / "profile.d" / "roaming-homes.sh"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "roaming-homes").write_text(
+        f"#!/bin/sh\nexec {sys.executable} -m roaming_homes \"$@\"\n")
+    (bin_dir / "roaming-homes").chmod(0o755)
+    krb_user.kinit()
+    (krb_user.home / "Documents" / "h.txt").write_text("synced at login")
+
+    shell_env = {**krb_user.env, "PATH": f"{bin_dir}:{krb_user.env['PATH']}"}
+    login = subprocess.run(["sh", "-c", f". {shlex.quote(str(hook))}"], capture_output=True,
+                           text=True, timeout=10, env=shell_env, stdin=subprocess.DEVNULL,
+                           check=False)
+
+    assert (login.returncode, login.stdout, login.stderr) == (0, "", "")
+    wait_for(appears(krb_user.server_home / "Documents" / "h.txt", "synced at login"), 30,
+             "the login hook's pass")
+    recorded = krb_user.state_home / "roaming-homes" / "history.jsonl"
+    wait_for(recorded.exists, 30, "the pass's end")  # nothing of it outlives the test
+    assert json.loads(recorded.read_text().splitlines()[-1])["result"] == "in-sync"
+
+
+def test_with_a_keyring_cache_the_daemon_syncs_right_after_kinit(
+        tmp_path: Path, gss_sshd: GssapiSshServer, realm: Realm) -> None:
+    """A kernel keyring cache (KEYRING:, as sssd sets up; KCM: behaves alike) has no file to
+    watch: while a ticket is awaited the daemon asks `klist -s` every few seconds instead of
+    waiting for its interval (an hour here)."""
+    name = f"KEYRING:user:roaming-homes-test-{os.getpid()}-{tmp_path.name}"
+    user = KrbUser(tmp_path / "user", gss_sshd, realm, ccache=name)
+    (user.home / "Documents").mkdir()
+    (user.home / "Documents" / "k.txt").write_text("from a keyring")
+    user.configure(sync={**user.config["sync"], "interval": 3600})
+    daemon = DaemonProcess(user)
+    try:
+        daemon.wait_for_log("no valid Kerberos ticket")
+
+        # klist -s every 5 s, then a login and a pass: well within the hour's interval
+        kinit_syncs_at_once(user, user.server_home / "Documents" / "k.txt", "from a keyring", 30)
+        assert "a Kerberos ticket is there again: syncing now" in daemon.log
+    finally:
+        daemon.close()
+        user.kdestroy()
+        forget_keyring(name)
+        user.close()
+
+
+def forget_keyring(cache: str) -> None:
+    """kdestroy empties a keyring cache and leaves the keyring itself linked to the user's
+    keyring: unlink it, so that nothing of the test stays in the kernel."""
+    keyring = "_krb_" + cache.split(":", 2)[2]
+    found = subprocess.run(["keyctl", "search", "@u", "keyring", keyring], capture_output=True,
+                           text=True, timeout=10, check=False)
+    if found.returncode == 0:
+        subprocess.run(["keyctl", "unlink", found.stdout.strip(), "@u"], capture_output=True,
+                       timeout=10, check=True)
+
+
+def test_the_service_under_systemd_user_logs_in_with_the_imported_ticket_cache(
+        manager: UserManager, krb_user: KrbUser) -> None:
+    """The unit's environment has no Kerberos variables; the session imports them into the
+    user manager (`systemctl --user import-environment`, as README says), then the service's
+    login pass runs over GSSAPI with the session's ticket."""
+    krb_user.configure(sync={**krb_user.config["sync"], "interval": 3600})
+    (krb_user.home / "Documents" / "u.txt").write_text("from the user manager")
+    krb_user.kinit()
+    install_unit(manager, krb_user, leave_out=("KRB5CCNAME", "KRB5_CONFIG"))
+    variables = {name: krb_user.env[name] for name in ("KRB5CCNAME", "KRB5_CONFIG")}
+
+    imported = subprocess.run(
+        ["nsenter", "-t", str(manager.proc.pid), "-m", "systemctl", "--user",
+         "import-environment", *variables], env={**manager.env, **variables},
+        capture_output=True, text=True, timeout=30, check=False)
+    assert imported.returncode == 0, imported.stderr
+    assert manager.systemctl("start", UNIT.name).returncode == 0
+
+    wait_for(appears(krb_user.server_home / "Documents" / "u.txt", "from the user manager"), 30,
+             "the service's login pass")
+    assert manager.systemctl("stop", UNIT.name).returncode == 0

@@ -454,6 +454,12 @@ def joining(computers: MakeComputers, prefer: str) -> tuple[Setup, Setup]:
     `shared/same-too.txt`, A's times kept, as a copy with `cp -a` or a restore keeps them),
     one that differs, and one of each's own."""
     a, c = computers(2, sync={"prefer": prefer})
+    share_a_home(a, c)
+    return a, c
+
+
+def share_a_home(a: Setup, c: Setup) -> None:
+    """The home `joining` describes, synced from A; C holds its own copy, not synced yet."""
     da, dc = docs(a), docs(c)
     for folder in (da, dc):
         (folder / "shared").mkdir()
@@ -467,7 +473,6 @@ def joining(computers: MakeComputers, prefer: str) -> tuple[Setup, Setup]:
     assert a.sync().returncode == 0
     (dc / "differs.txt").write_text("the joining computer's version")
     (dc / "only-joining.txt").write_text("only on the joining computer")
-    return a, c
 
 
 @pytest.mark.parametrize("prefer", ["newer", "none"])
@@ -500,25 +505,66 @@ def test_a_computer_joining_an_existing_home_keeps_both_versions_of_what_differs
     assert not [n for n in files(server) if "conflict" in n and "same" in n]
 
 
-@pytest.mark.parametrize("prefer", [
-    "newer",
-    pytest.param("none", marks=pytest.mark.xfail(strict=True, reason=(
-        "not yet (issue 16 item 7): unison compares the times of identical files too; a day "
-        "apart (outside its 1 s and 1 h tolerances) they are a props conflict, which "
-        "prefer = none leaves to the user"))),
-])
+@pytest.mark.parametrize("prefer", ["newer", "none"])
+@pytest.mark.parametrize("copy_is", ["older", "newer"])
 def test_a_joining_computer_whose_identical_files_have_other_times_has_no_conflict(
-        computers: MakeComputers, prefer: str) -> None:
-    """The same files copied to the new computer without their times (`cp`, a download)."""
-    _, c = joining(computers, prefer)
-    for name in ("same.txt", "shared/same-too.txt"):
-        day_ago = time.time() - 86400
-        os.utime(docs(c) / name, (day_ago, day_ago))
+        computers: MakeComputers, prefer: str, copy_is: str) -> None:
+    """The same files copied to the new computer without their times (`cp`, a download: the
+    copy is newer) or restored from an old backup (older). With `prefer = none` the older time
+    wins, on both sides, in the same pass; with `newer`, the newer."""
+    a, c = joining(computers, prefer)
+    wanted = copied_with_other_times(a, c, copy_is, prefer)
 
     code, outcome = c.sync_json()
 
     assert [n for n in outcome["conflicts"] if "same" in n] == [], outcome
-    assert code == (1 if prefer == "none" else 0), outcome
+    assert code == (1 if prefer == "none" else 0), outcome  # differs.txt stays listed
+    assert_identical_with_time(a, c, wanted)
+    assert c.sync_json()[1]["conflicts"] == outcome["conflicts"]  # settled for good
+
+
+SAME = ("same.txt", "shared/same-too.txt")
+
+
+def copied_with_other_times(a: Setup, c: Setup, copy_is: str, prefer: str) -> float:
+    """Moves the times of C's identical copies a day away; returns the time both sides should
+    end with."""
+    shift = -86400 if copy_is == "older" else 86400
+    home_time = (server_docs(a) / SAME[0]).stat().st_mtime
+    for name in SAME:
+        moved = (docs(c) / name).stat().st_mtime + shift
+        os.utime(docs(c) / name, (moved, moved))
+    times = (home_time, home_time + shift)
+    return min(times) if prefer == "none" else max(times)
+
+
+def assert_identical_with_time(a: Setup, c: Setup, wanted: float) -> None:
+    for name in SAME:
+        here, there = docs(c) / name, server_docs(a) / name
+        assert here.read_text() == there.read_text()
+        assert abs(here.stat().st_mtime - wanted) < 2, (name, here.stat().st_mtime, wanted)
+        assert abs(there.stat().st_mtime - wanted) < 2, (name, there.stat().st_mtime, wanted)
+    assert not [n for n in files(docs(c)) if "conflict" in n and "same" in n]
+
+
+@pytest.mark.parametrize("prefer", ["newer", "none"])
+def test_a_joining_computers_daemon_in_real_time_mode_settles_identical_files_too(
+        watched_pair: tuple[Setup, Setup], daemons: Callable[[Setup], DaemonProcess],
+        prefer: str) -> None:
+    a, c = watched_pair
+    reconfigure(a, sync={"prefer": prefer})
+    share_a_home(a, c)
+    wanted = copied_with_other_times(a, c, "newer", prefer)
+    reconfigure(c, sync={"prefer": prefer, "watch": True, "interval": 3600})
+
+    daemons(c)
+
+    logged = c.state_home / "roaming-homes" / "history.jsonl"
+    wait_for(lambda: logged.exists() and history(c), 60, "the joining computer's first pass")
+    first = history(c)[0]
+    assert first["first_run"] is True, first
+    assert [n for n in first["conflicts"] if "same" in n] == [], first
+    assert_identical_with_time(a, c, wanted)
 
 
 # --- 5. renaming a computer ---------------------------------------------------------------------

@@ -19,6 +19,7 @@ from roaming_homes.desktop.policy import (
     Shown,
     decide,
     decide_first_sync,
+    decide_unsynced,
     failure_kind,
 )
 from roaming_homes.errors import ConfigError
@@ -59,7 +60,7 @@ def kinds(state: NotifyState, outcomes: list[SyncOutcome], **kw: Any) -> list[st
 
 # --- which states notify ---
 
-@pytest.mark.parametrize("result", ["busy", "excluded"])
+@pytest.mark.parametrize("result", ["busy", "excluded", "paused"])
 def test_busy_and_excluded_never_notify_nor_change_state(result: str) -> None:
     state = NotifyState(active=Shown("conflicts", 3, 1), transient_failures=2)
     assert step(state, outcome(result)) == (None, state)
@@ -553,3 +554,22 @@ def test_the_settled_paths_survive_a_notification_that_did_not_reach_the_screen(
     assert after.undelivered(before).settled_seen == ["Documents/old.odt"]
     assert NotifyState.from_dict(after.to_dict()).settled_seen == ["Documents/old.odt",
                                                                    "Documents/a.odt"]
+
+
+def test_a_session_ending_with_changes_only_here_replaces_what_is_shown_until_in_sync() -> None:
+    stale = NotifyState(active=Shown("stale", 5, 3), serial=3)
+
+    decision, new = decide_unsynced(stale, count="2", paths="a, b", why="syncing is paused")
+
+    assert decision.kind == "unsynced" and decision.replaces_id == 5
+    assert decision.fields == {"count": "2", "paths": "a, b", "message": "syncing is paused"}
+    assert new.active is not None and new.active.key == "unsynced"
+    assert stale.active is not None and stale.active.key == "stale"  # not changed in place
+    new.active.id = 9
+    back, _ = step(new, outcome("in-sync"))
+    assert back is not None and (back.kind, back.replaces_id) == ("recovered", 9)
+    request = build_request(decision, DEFAULT_MESSAGES, {"host": "srv"}, with_actions=True,
+                            support_email="help@example.org")
+    assert (request.urgency, request.actions, request.resident) == (2, [], False)
+    assert request.body.startswith("2 file(s) changed on this computer are not on srv yet "
+                                   "(syncing is paused): a, b.")

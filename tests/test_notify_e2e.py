@@ -48,6 +48,31 @@ def drafted(mail_file: Path) -> tuple[str, str, str]:
     return unquote(address), fields["subject"][0], fields["body"][0]
 
 
+def test_the_logout_hooks_sync_offline_tells_what_is_only_here(
+        user: Setup, notifications: RecordingServer) -> None:
+    """Sessions without the daemon: the logout hook's `sync --logout` cannot reach the server;
+    the files changed here since the last sync are named (not those that sync brought)."""
+    env = notifying(user, notifications)
+    (user.server_home / "Documents").mkdir()
+    (user.server_home / "Documents" / "from-server.txt").write_text("fetched")
+    assert user.sync(env=env).returncode == 0
+    user.configure(server={"port": free_port()}, notify=user.config["notify"])
+    time.sleep(1.1)  # the last sync's end is recorded to the second
+    (user.home / "Documents" / "draft.txt").write_text("written offline")
+
+    result = user.sync("--skip-if-daemon", "--logout", env=env)
+
+    assert result.returncode == 75
+    line = "stopping with 1 file(s) changed here since the last sync ("
+    assert line in result.stderr and result.stderr.rstrip().endswith(
+        "are not on the server yet (the server is out of reach): Documents/draft.txt; they "
+        "sync the next time it is reached"), result.stderr
+    assert line in (user.state_home / "roaming-homes" / "sync.log").read_text()
+    shown = notifications.wait_for(1)[-1]
+    assert shown["summary"] == "Changes not on the server yet"
+    assert "(the server is out of reach): Documents/draft.txt." in shown["body"]
+
+
 def make_conflict(user: Setup, name: str) -> None:
     """Edit `name` in Documents on both sides after it was synced (prefer = none keeps both)."""
     docs = user.home / "Documents"

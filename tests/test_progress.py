@@ -230,6 +230,9 @@ def test_status_overview_answers_at_a_glance() -> None:
     assert stuck.action == "roaming-homes conflicts"
     running = Overview.of([in_sync], running="syncing: x")
     assert (running.state, running.headline) == (State.SYNCING, "syncing now: syncing: x")
+    assert running.action is None and Overview.of([], running="x").action is None
+    # a pass running (a real-time cycle, often) does not hide what the last one left
+    assert Overview.of([in_sync, conflicts], running="x").action == "roaming-homes conflicts"
 
 
 def test_a_refusal_points_at_the_way_out_its_outcome_names() -> None:
@@ -251,3 +254,59 @@ def test_the_daemon_line_and_the_status_are_one_model() -> None:
     assert Overview.of([done, away]).line() == "offline since 12:03:00"
     assert Overview.of([]).line() == "first sync running"
     assert Overview(done, note="config broken").line() == "needs attention: config broken"
+
+
+def test_describe_says_what_is_left_to_go_each_way() -> None:
+    up = Progress(phase="propagating", items_total=4, items_done=1, items_to_send=4,
+                  bytes_total=150_000_000, bytes_done=30_000_000, rate=12e6, eta=10.0)
+    assert progress.describe(up) == "uploading 3 files, 120.0 MB, ~10 s left"
+    down = Progress(phase="propagating", items_total=1, items_to_fetch=1, bytes_total=5000,
+                    first_run=True, eta=None)
+    assert progress.describe(down) == "first sync: downloading 1 file, 5.0 kB"
+    both = Progress(phase="propagating", items_total=2, items_to_send=1, items_to_fetch=1,
+                    eta=5400.0)
+    assert progress.describe(both) == "uploading and downloading 2 files, ~1 h 30 min left"
+    assert progress.describe(Progress(phase="scanning")) == "syncing: looking for changes"
+    assert [progress.human_eta(s) for s in (0.2, 89, 90, 3000)] == ["1 s", "89 s", "2 min",
+                                                                     "50 min"]
+
+
+def test_item_counts_each_way_come_from_the_plan() -> None:
+    p = _parse(MIXED).progress
+
+    assert (p.items_to_fetch, p.items_to_send) == (2, 2)  # d/f1, newfile; d/f2, s.txt
+
+
+def test_progress_written_without_the_counts_each_way_still_reads() -> None:
+    """A pass of the version before them, still running across an upgrade."""
+    older = {k: v for k, v in Progress(pid=3, items_total=2).to_dict().items()
+             if k not in ("items_to_fetch", "items_to_send")}
+
+    assert Progress.from_dict(older) == Progress(pid=3, items_total=2)
+
+
+def test_a_real_time_pass_shows_in_the_status_while_it_copies_only(tmp_path: Path) -> None:
+    """Watching holds the lock; a cycle looking for changes (every change arrives as one on
+    the other side, to be looked at again) is not "syncing"; one that copies is."""
+    from roaming_homes.actions import status
+
+    locations = _locations(tmp_path)
+    path = progress.progress_file(locations)
+    lock = SyncLock(locations.lock_file)
+    lock.acquire("watch")
+    try:
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(Progress(pid=os.getpid(), phase="scanning").to_dict()))
+        looking = status.report(locations)
+        path.write_text(json.dumps(Progress(
+            pid=os.getpid(), phase="propagating", items_total=1, items_to_send=1,
+            bytes_total=3_000_000, eta=2.0).to_dict()))
+        copying = status.report(locations)
+    finally:
+        lock.release()
+
+    assert (looking["running"], looking["progress"], looking["state"]) == (False, None,
+                                                                           "never-synced")
+    assert looking["watching_pid"] == os.getpid()
+    assert copying["running"] is True and copying["running_pid"] == os.getpid()
+    assert copying["headline"] == "syncing now: uploading 1 file, 3.0 MB, ~2 s left"

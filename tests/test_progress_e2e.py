@@ -100,6 +100,7 @@ def test_status_shows_progress_while_a_pass_runs_and_watch_follows_it(
     assert p["items_total"] == 1 and p["bytes_total"] == p["bytes_to_fetch"] == total
     assert 0 < p["bytes_done"] < total
     assert status["progress_line"].startswith("first sync: 0/1 items, ")
+    assert status["headline"].startswith("syncing now: first sync: downloading 1 file, ")
     # --watch printed progress lines while the pass ran and returned when it ended
     assert watch.returncode == 0
     assert re.search(r"^first sync: 0/1 items, .*\(\d+%\)", watch.stdout, re.M), watch.stdout

@@ -490,3 +490,13 @@ def test_a_full_disk_is_shown_once_while_it_lasts() -> None:
         decision, current = decide(current, full, last_success=None, now=now, stale_after=86400)
         shown.append(decision.kind if decision else None)
     assert shown == ["disk-full", None, None]
+
+
+def test_the_sync_log_has_every_line_as_soon_as_it_is_written(tmp_path: Path) -> None:
+    """`tail -f sync.log` follows a pass (a real-time session's too) as it runs."""
+    with StateStore(tmp_path).open_log() as log:
+        log.write("--- pass started ---")
+        log.write("[BGN] Copying Documents/big.bin")
+
+        assert (tmp_path / "sync.log").read_text().splitlines()[-1].endswith(
+            " [BGN] Copying Documents/big.bin")

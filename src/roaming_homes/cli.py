@@ -67,7 +67,12 @@ def _add_sync(sub: argparse._SubParsersAction) -> None:
                    "and what the guards would say, without changing anything (exit 4 when the "
                    "guards would refuse it)")
     p.add_argument("--skip-if-daemon", action="store_true",
-                   help="do nothing when the session daemon runs (for login/logout hooks)")
+                   help="do nothing when the session daemon runs or syncing is paused (for "
+                   "login/logout hooks; paused: exit 75)")
+    p.add_argument("--logout", action="store_true",
+                   help="the session's last pass (the logout hook): when it cannot sync (the "
+                   "server out of reach, syncing paused), say which files changed here are "
+                   "not on the server (stderr, sync.log, a notification)")
     p.set_defaults(run=_run_sync)
 
 
@@ -78,6 +83,7 @@ WAIT_FOR_DAEMON_PASS = 300
 
 def _run_sync(args: argparse.Namespace) -> int:
     from roaming_homes.actions import sync as engine
+    from roaming_homes.session import pause
     from roaming_homes.session.lock import lock_holder, make_way
     from roaming_homes.session.progress import TerminalDisplay, observe_all
 
@@ -97,16 +103,27 @@ def _run_sync(args: argparse.Namespace) -> int:
         make_way(locations, daemon_pid)  # real-time mode holds the lock for good
     if args.dry_run:
         return _dry_run(args, cfg, locations)
+    if not args.skip_if_daemon and (held := pause.paused(locations)) is not None:
+        # Asked for by the user: this pass runs; what syncs by itself stays paused.
+        _warn(f"note: syncing is {held.line()}: this pass runs because you asked; real-time "
+              f"and periodic syncing stay paused ({pause.RESUME_COMMAND})")
     # -v shows unison's own lines instead; --json and -q keep stdout for the result alone.
     display = None if (args.quiet or args.verbose or args.json) else TerminalDisplay(
         sys.stdout, live=sys.stdout.isatty())
     outcome = engine.run_pass(cfg, locations, first_run=args.first_run,
                               force=args.force,
                               on_progress=observe_all(display, announcer),
-                              lock_wait=WAIT_FOR_DAEMON_PASS if daemon_pid else 0)
+                              lock_wait=WAIT_FOR_DAEMON_PASS if daemon_pid else 0,
+                              unless_paused=args.skip_if_daemon)
     if cfg["notify"]["enabled"]:
         notify.after_pass(cfg, locations, outcome)
-    return _report_outcome(args, outcome)
+    code = _report_outcome(args, outcome)
+    if args.logout:
+        from roaming_homes.actions import pending
+
+        if line := pending.tell(cfg, locations, outcome):
+            _warn(line)
+    return code
 
 
 _ARROWS = {"to server": "---->", "to local": "<----", "conflict": "<-?->", "merge": "<-M->",
@@ -158,7 +175,8 @@ def _add_status(sub: argparse._SubParsersAction) -> None:
                        "conflicts and whether a sync is running now.")
     p.add_argument("--json", action="store_true", help="print the status as JSON")
     p.add_argument("--watch", action="store_true",
-                   help="follow a running pass live until it ends (Ctrl-C stops watching)")
+                   help="follow a running pass (or real-time cycle) live until it ends (Ctrl-C "
+                   "stops watching)")
     p.set_defaults(run=_run_status)
 
 
@@ -185,7 +203,8 @@ def _run_status(args: argparse.Namespace) -> int:
 
 
 def _watch(locations: Any) -> None:
-    """Follow the running pass's progress until it ends; Ctrl-C just stops watching."""
+    """Follow the running pass's progress until it ends (in real-time mode, the cycle running
+    now; none: return at once); Ctrl-C just stops watching."""
     import time
 
     from roaming_homes.session import progress
@@ -193,13 +212,61 @@ def _watch(locations: Any) -> None:
 
     display = progress.TerminalDisplay(sys.stdout, live=sys.stdout.isatty())
     try:
-        while (held := lock_purpose(locations.lock_file)) and held[1] != "watch":
-            if current := progress.read(locations):
+        while held := lock_purpose(locations.lock_file):
+            current = progress.read(locations)
+            if current is None and held[1] == "watch":
+                break  # watching, and no cycle runs (any more)
+            if current is not None:
                 display(current)
             time.sleep(0.2)
     except KeyboardInterrupt:
         pass
     display(progress.Progress(phase="done"))  # clears the live line; the status follows
+
+
+# --- pause / resume ---------------------------------------------------------------------------
+
+def _add_pause(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pause", help="pause syncing for a while, or until resume",
+                       description="Pause syncing: the session daemon runs no pass (real-time, "
+                       "periodic or at logout) and the login/logout hooks skip theirs, for "
+                       "DURATION or until `roaming-homes resume`; then one pass catches up. An "
+                       "explicit `roaming-homes sync` still runs. A new pause replaces the "
+                       "one in force.")
+    p.add_argument("duration", nargs="?", metavar="DURATION",
+                   help="how long: 30m, 1h, 2h30m, 1d, 90s (default: until resume)")
+    p.set_defaults(run=_run_pause)
+    r = sub.add_parser("resume", help="sync again after a pause",
+                       description="End the pause: the session daemon syncs at once and goes "
+                       "on as before.")
+    r.set_defaults(run=_run_resume)
+
+
+def _run_pause(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from roaming_homes.paths import Locations
+    from roaming_homes.session import pause
+
+    until = None
+    if args.duration is not None:
+        try:
+            until = datetime.now().astimezone() + pause.parse_duration(args.duration)
+        except ValueError as exc:
+            raise RoamingHomesError(str(exc), ExitCode.USAGE) from None
+    made = pause.pause(Locations.from_env(), until)
+    _say(args, f"syncing {made.line()} ({pause.RESUME_COMMAND} to sync again; "
+         "roaming-homes sync still runs a pass)")
+    return 0
+
+
+def _run_resume(args: argparse.Namespace) -> int:
+    from roaming_homes.paths import Locations
+    from roaming_homes.session import pause
+
+    was = pause.resume(Locations.from_env())
+    _say(args, "resumed: syncing again" if was else "syncing was not paused")
+    return 0
 
 
 # --- check ------------------------------------------------------------------------------------
@@ -612,8 +679,8 @@ def build_parser() -> argparse.ArgumentParser:
     loud.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                 parser_class=_Parser)
-    for add in (_add_sync, _add_status, _add_check, _add_conflicts, _add_resolve, _add_restore,
-                _add_config, _add_daemon, _add_server):
+    for add in (_add_sync, _add_status, _add_pause, _add_check, _add_conflicts, _add_resolve,
+                _add_restore, _add_config, _add_daemon, _add_server):
         add(sub)
     return parser
 

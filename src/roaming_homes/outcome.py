@@ -27,6 +27,7 @@ class Result(enum.StrEnum):
     EXCLUDED = "excluded"  # sync.excluded_users names this user
     CONFIG_ERROR = "config-error"
     INTERRUPTED = "interrupted"  # stopped before it finished (a logout's time was up)
+    PAUSED = "paused"  # not run: syncing is paused (`roaming-homes pause`) and nobody asked
     NEVER_SYNCED = "never-synced"  # only in `status`: no pass has run yet
 
 
@@ -63,6 +64,7 @@ EXIT_CODES: dict[Result, ExitCode] = {
     Result.OFFLINE: ExitCode.TRY_LATER,
     Result.BUSY: ExitCode.TRY_LATER,
     Result.INTERRUPTED: ExitCode.TRY_LATER,
+    Result.PAUSED: ExitCode.TRY_LATER,
     Result.CONFIG_ERROR: ExitCode.CONFIG,
 }
 

@@ -19,6 +19,7 @@ Things that matter (MIT krb5 1.20, OpenSSH 9.2):
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import pwd
 import shutil
@@ -26,6 +27,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.support.sshd import SshServer
@@ -71,10 +73,11 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
 class Realm:
     """A KDC for REALM with the current user's principal and `host/localhost`, in `workdir`."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, name: str = REALM) -> None:
         self.dir = workdir
+        self.name = name
         self.user = pwd.getpwuid(os.getuid()).pw_name
-        self.principal = f"{self.user}@{REALM}"
+        self.principal = f"{self.user}@{name}"
         self.port = _free_port()
         self.config = workdir / "krb5.conf"
         self.kdc_profile = workdir / "kdc.conf"
@@ -95,33 +98,33 @@ class Realm:
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "kdc").mkdir()
         self.config.write_text(
-            f"[libdefaults]\n  default_realm = {REALM}\n  dns_lookup_realm = false\n"
+            f"[libdefaults]\n  default_realm = {self.name}\n  dns_lookup_realm = false\n"
             "  dns_lookup_kdc = false\n  dns_canonicalize_hostname = false\n  rdns = false\n"
             "  udp_preference_limit = 1\n  ticket_lifetime = 10h\n"
-            f"[realms]\n  {REALM} = {{\n    kdc = 127.0.0.1:{self.port}\n  }}\n"
-            f"[domain_realm]\n  localhost = {REALM}\n")
+            f"[realms]\n  {self.name} = {{\n    kdc = 127.0.0.1:{self.port}\n  }}\n"
+            f"[domain_realm]\n  localhost = {self.name}\n")
         db = self.dir / "kdc"
         self.kdc_profile.write_text(
             f"[kdcdefaults]\n  kdc_listen = 127.0.0.1:{self.port}\n"
             f"  kdc_tcp_listen = 127.0.0.1:{self.port}\n"
-            f"[realms]\n  {REALM} = {{\n    database_name = {db / 'principal'}\n"
+            f"[realms]\n  {self.name} = {{\n    database_name = {db / 'principal'}\n"
             f"    key_stash_file = {db / 'stash'}\n    acl_file = {db / 'kadm5.acl'}\n"
             "    max_life = 10h\n    default_principal_flags = +preauth\n"
             "    supported_enctypes = aes256-cts-hmac-sha1-96:normal\n  }\n"
             f"[logging]\n  kdc = FILE:{self.dir / 'kdc.log'}\n")
         password = base64.b64encode(os.urandom(18)).decode()
-        self._run("kdb5_util", "create", "-s", "-r", REALM, "-P", password)
+        self._run("kdb5_util", "create", "-s", "-r", self.name, "-P", password)
         for query in (f"addprinc -randkey {self.principal}",
-                      f"addprinc -randkey host/localhost@{REALM}",
-                      f"ktadd -k {self.host_keytab} host/localhost@{REALM}",
+                      f"addprinc -randkey host/localhost@{self.name}",
+                      f"ktadd -k {self.host_keytab} host/localhost@{self.name}",
                       f"ktadd -k {self.user_keytab} {self.principal}"):
-            self._run("kadmin.local", "-r", REALM, "-q", query)
+            self._run("kadmin.local", "-r", self.name, "-q", query)
         self.start_kdc()
         return self
 
     def start_kdc(self) -> None:
         """Run the KDC in the foreground of a process of ours (-n): its PID is `kdc.pid`."""
-        self.kdc = subprocess.Popen(["krb5kdc", "-n", "-r", REALM],
+        self.kdc = subprocess.Popen(["krb5kdc", "-n", "-r", self.name],
                                     env={"PATH": SYSTEM_PATH, **self.env},
                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL, start_new_session=True)
@@ -139,11 +142,30 @@ class Realm:
             self.kdc.wait()
         self.kdc = None
 
-    def client_env(self, ccache: Path) -> dict[str, str]:
-        """A client of the realm whose ticket cache is the file `ccache`."""
-        return {**self.env, "KRB5CCNAME": f"FILE:{ccache}"}
+    @contextlib.contextmanager
+    def hung_kdc(self) -> Iterator[None]:
+        """Our KDC replaced by one that never answers: its port accepts TCP connections (the
+        kernel's backlog) and UDP datagrams, and nothing replies. The real one is back after."""
+        self.stop_kdc()
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            tcp.bind(("127.0.0.1", self.port))
+            tcp.listen(64)
+            udp.bind(("127.0.0.1", self.port))
+            try:
+                yield
+            finally:
+                tcp.close()
+                udp.close()
+                self.start_kdc()
 
-    def kinit(self, ccache: Path, lifetime: str = "") -> None:
+    def client_env(self, ccache: Path | str) -> dict[str, str]:
+        """A client of the realm whose ticket cache is the file `ccache` (a Path) or the cache
+        of that name (a str: "KEYRING:user:NAME")."""
+        return {**self.env, "KRB5CCNAME": ccache if isinstance(ccache, str) else f"FILE:{ccache}"}
+
+    def kinit(self, ccache: Path | str, lifetime: str = "") -> None:
         """Get a ticket into `ccache` from the user's keytab (`lifetime` e.g. "3s")."""
         subprocess.run(["kinit", *(["-l", lifetime] if lifetime else []), "-k", "-t",
                         str(self.user_keytab), self.principal],

@@ -26,8 +26,8 @@ def throttle(user: Setup, rate: float, count_file: Path) -> None:
     assert user.sshd is not None
     proxy = f"ProxyCommand={sys.executable} {THROTTLE} 127.0.0.1 {user.sshd.port} {rate:.0f} " \
             f"{count_file}"
-    user.configure(server={"ssh_options": [*user.sshd.ssh_options(), "-o", proxy]},
-                   notify=user.config["notify"])
+    kept = {section: keys for section, keys in user.config.items() if section != "server"}
+    user.configure(server={"ssh_options": [*user.sshd.ssh_options(), "-o", proxy]}, **kept)
 
 
 def size_of(root: Path) -> int:

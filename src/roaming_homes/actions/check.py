@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from roaming_homes.errors import ConfigError
 from roaming_homes.outcome import SUCCEEDED, Reason, SyncOutcome
 from roaming_homes.paths import Locations
 from roaming_homes.safety.guards import MARKER
+from roaming_homes.session import pause
 from roaming_homes.session.state import StateStore
 from roaming_homes.text import escape
 from roaming_homes.unison import kerberos, runner
@@ -168,6 +169,14 @@ def sync_age_result(last: SyncOutcome | None, success: str | None, now: datetime
     return Result(name, OK, f"{_age(max(age, 0))} ago ({success}){failing}")
 
 
+def pause_result(held: pause.Pause | None) -> Result:
+    """Whether syncing is paused: a warning, since a pause without an end is easily forgotten."""
+    if held is None:
+        return Result("pause", OK, "syncing is not paused")
+    return Result("pause", WARN, f"syncing {held.line()} (since "
+                  f"{held.since:%Y-%m-%d %H:%M})", pause.RESUME_COMMAND)
+
+
 def kerberos_result(uses: bool, valid: bool, ticket: kerberos.Ticket | None,
                     now: datetime) -> Result:
     """The Kerberos line: whether the login uses a ticket (`uses`), whether `klist -s` finds a
@@ -189,12 +198,35 @@ def kerberos_result(uses: bool, valid: bool, ticket: kerberos.Ticket | None,
     return Result(name, OK, detail)
 
 
-def _kerberos(server: transport.Server) -> Result:
+def kdc_result(host: str, answer: kerberos.Kdc, complaint: str, bound: float) -> Result:
+    """The line for the server's host principal: whether the realm's KDC gives a ticket for it
+    (what the login asks for first)."""
+    name, principal = "kerberos kdc", f"host/{host}"
+    match answer:
+        case kerberos.Kdc.TICKET:
+            return Result(name, OK, f"a ticket for {principal} (the KDC answers, or it is cached)")
+        case kerberos.Kdc.REFUSED:
+            return Result(name, FAIL, f"no ticket for {principal}: {escape(complaint)}",
+                          "server.host must be the name of the server's host principal "
+                          "(host/NAME@REALM), in the realm of your ticket")
+        case kerberos.Kdc.NO_ANSWER:
+            return Result(name, FAIL, f"the KDC gave no answer for {principal} within "
+                          f"{bound:g} s", "check the network and the realm's KDC (krb5.conf)")
+    return Result(name, SKIP, "kvno is not installed (krb5-user / krb5-workstation)")
+
+
+def _kerberos(server: transport.Server) -> list[Result]:
     if server.is_local:
-        return Result("kerberos", SKIP, "server.root is a local directory: no ssh")
+        return [Result("kerberos", SKIP, "server.root is a local directory: no ssh")]
     uses = transport.uses_kerberos(server)
-    return kerberos_result(uses, uses and kerberos.has_ticket(),
-                           kerberos.ticket() if uses else None, datetime.now())
+    valid = uses and kerberos.has_ticket()
+    results = [kerberos_result(uses, valid, kerberos.ticket() if uses else None,
+                               datetime.now())]
+    if valid:
+        bound = 2 * server.connect_timeout
+        results.append(kdc_result(server.host, *kerberos.service_ticket(server.host, bound),
+                                  bound))
+    return results
 
 
 @dataclass
@@ -288,6 +320,14 @@ def _connection_results(server: transport.Server,
             socket, True)
 
 
+def _front_ends(server: transport.Server) -> list[transport.Server]:
+    """What `check` connects to: the server, or each of its front-ends when it lists several
+    (each is reported: a pass may go through any of them)."""
+    if len(server.hosts) <= 1:
+        return [server]
+    return [replace(server, host=host, hosts=(host,)) for host in server.hosts]
+
+
 def _home_result(remote: _Server) -> Result:
     name = "server home"
     answer = remote.run(["sh", "-c", _SERVER_HOME, "sh", remote.home])
@@ -375,28 +415,37 @@ def run_checks(locations: Locations, config_path: Path | None = None) -> Report:
         results[0] = Result("config", WARN, f"valid ({source}); user {locations.user} is in "
                             "sync.excluded_users: nothing is synced for them")
     server = transport.Server.from_config(cfg["server"])
-    results.append(_kerberos(server))
-    connection, socket, up = _connection_results(server, locations)
-    results += connection
-    remote = _Server(server, socket)
+    results += _kerberos(server)
     program = cfg["sync"]["unison"]
     local_version = parse_unison_version(_local([program, "-version"]).stdout)
-    if up:
-        server_version = (local_version if server.is_local else
-                          parse_unison_version(remote.run(["unison", "-version"]).stdout))
+    why = "not checked: the server cannot be used"
+    remote: _Server | None = None
+    for front in _front_ends(server):
+        connection, socket, up = _connection_results(front, locations)
+        if up:
+            answer = _Server(front, socket)
+            remote = remote or answer
+            server_version = (local_version if server.is_local else
+                              parse_unison_version(answer.run(["unison", "-version"]).stdout))
+            connection.append(unison_result(local_version, server_version, program))
+        else:
+            connection.append(Result("unison", SKIP, why))
+        # Several front-ends: each one's lines name it.
+        suffix = f" ({front.host})" if front is not server else ""
+        results += [replace(result, name=result.name + suffix) for result in connection]
+    if remote is not None:
         local_marker = (locations.home / MARKER).exists()
         server_marker = remote.run(["test", "-e", f"{remote.home}/{MARKER}"]).returncode == 0
-        results += [_home_result(remote), unison_result(local_version, server_version, program),
-                    _fsmonitor_result(cfg, remote),
+        results += [_home_result(remote), _fsmonitor_result(cfg, remote),
                     markers_result(local_marker, server_marker),
                     _paths_result(cfg, locations, remote)]
     else:
-        why = "not checked: the server cannot be used"
         results += [Result(name, SKIP, why) for name in
-                    ("server home", "unison", "fsmonitor", "replica markers", "synced paths")]
+                    ("server home", "fsmonitor", "replica markers", "synced paths")]
     store = StateStore(locations.state_dir)
     results += [_service(), sync_age_result(store.last(), store.last_success(),
                                             datetime.now().astimezone(),
                                             cfg["sync"]["interval"],
-                                            cfg["notify"]["stale_after"])]
+                                            cfg["notify"]["stale_after"]),
+                pause_result(pause.paused(locations))]
     return Report(results, True)

@@ -29,7 +29,7 @@ from roaming_homes.session.computer import this_computer
 from roaming_homes.session.lock import SyncLock, lock_holder, make_way
 from roaming_homes.session.state import StateStore
 from roaming_homes.text import escape
-from roaming_homes.unison import profile, runner
+from roaming_homes.unison import frontends, profile, runner
 from roaming_homes.unison import ssh as transport
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def list_conflicts(config: Config, locations: Locations) -> tuple[list[Conflict]
         remote = [_stat_local(Path(server.local_root), p) for p in paths]
     else:
         try:
-            socket = transport.connect(server, locations.control_dir)
+            server, socket = frontends.connect(server, locations.control_dir)
             output = transport.run_remote(server, socket, stat_script(server.home, paths))
             remote = parse_stat(output, len(paths))
         except RoamingHomesError as exc:
@@ -253,7 +253,7 @@ def _keep_server_copies(config: Config, locations: Locations, server: transport.
                         copies: Sequence[Choice], known_paths: Mapping[str, Conflict]) -> None:
     """Copy the server's versions beside them (the next pass brings the copies here)."""
     other = _authors(config, locations)[1] or "the server"
-    socket = None if server.is_local else transport.connect(server, locations.control_dir)
+    server, socket = frontends.connect(server, locations.control_dir)
     for choice in copies:
         mtime = known_paths[choice.path].server.mtime or 0.0
         copy = conflict_copies.keep_server_copy(server, socket, choice.path, other, mtime)

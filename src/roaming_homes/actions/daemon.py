@@ -4,7 +4,11 @@ Process control only. It decides *when* to run a pass (at start, i.e. login; eve
 `sync.interval`; when asked with SIGUSR1; when NetworkManager says the network is back; when a
 Kerberos ticket is back after a pass found none (the ticket cache file changed); a last one at
 SIGTERM, bounded by `sync.logout_timeout`), what to tell systemd (sd_notify) and what to
-log; desktop notifications go through `notify.after_pass` as for `roaming-homes sync`. What a
+log; desktop notifications go through `notify.after_pass` as for `roaming-homes sync`. While
+syncing is paused (`session.pause`) it runs no pass at all; the pause file is watched, and a
+pause that ends asks for a pass at once. While any pass copies, `StatusPublisher` keeps
+STATUS= saying what is left. A final pass that cannot sync (offline, paused) is followed by
+what it leaves only here (`pending`): in the log, sync.log and a notification. What a
 pass does is the `PassStrategy`'s business: `interval_pass` is `engine.run_pass`. The engine
 knows nothing of this module.
 
@@ -37,40 +41,38 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from roaming_homes import config as config_mod
+from roaming_homes.actions import pending
 from roaming_homes.actions import sync as engine
 from roaming_homes.actions import watch as realtime
 from roaming_homes.actions.status import Overview, clock
+from roaming_homes.actions.tray import Tray
 from roaming_homes.config import Config
 from roaming_homes.desktop import notify
 from roaming_homes.errors import ExitCode, RoamingHomesError
 from roaming_homes.outcome import ATTENTION, Reason, Result, SyncOutcome
 from roaming_homes.paths import Locations
 from roaming_homes.safety.guards import is_excluded
+from roaming_homes.session import pause, progress
 from roaming_homes.session.lock import SyncLock, lock_holder
-from roaming_homes.unison import kerberos
+from roaming_homes.unison import frontends, kerberos
 from roaming_homes.unison import ssh as transport
-from roaming_homes.unison.inotify import (
-    IN_ATTRIB,
-    IN_CLOSE_WRITE,
-    IN_CREATE,
-    IN_DELETE,
-    IN_MOVED_TO,
-)
+from roaming_homes.unison.inotify import FileWatch
 
 log = logging.getLogger(__name__)
 # Runs one pass and returns the outcome to report; it must return soon after `abort` is set:
-# the daemon sets it when the logout's time is up.
-PassStrategy = Callable[[Config, Locations, threading.Event], SyncOutcome]
+# the daemon sets it when the logout's time is up. The observer gets the pass's progress.
+PassStrategy = Callable[[Config, Locations, threading.Event, progress.Observer | None],
+                        SyncOutcome]
 
 # Seconds between looks at the config files' modification times, when inotify cannot tell.
 CONFIG_POLL = 5.0
-# What changes a watched file (a config file, the ticket cache) in its directory: written in
-# place, replaced (atomic-save editors, kinit, write a new file and rename it over the old one),
-# created, removed, permissions changed.
-FILE_EVENTS = IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_ATTRIB
+# While a Kerberos ticket is awaited in a cache without a file (KCM:, KEYRING:), nothing can be
+# watched: `klist -s` (local, cheap) is asked this often instead, so a kinit is followed at once.
+TICKET_POLL = 5.0
 # How much longer than the logout bound systemd should wait for us: unison's grace after
 # SIGINT, and closing the shared ssh connection.
 STOP_MARGIN = 15
@@ -84,13 +86,20 @@ BUSY_RETRY = 5.0
 # The login pass waits a random part of this many seconds: computers started together (a class
 # room, a power cut's end) do not all knock on the server's sshd in the same second.
 LOGIN_SPREAD = 3.0
+# While a pass copies, STATUS= says what is left at most this often (seconds); a copy still
+# going after LONG_COPY seconds also gets a line in the log (the journal), once.
+STATUS_INTERVAL = 1.0
+LONG_COPY = 2.0
 
 
-def interval_pass(config: Config, locations: Locations, abort: threading.Event) -> SyncOutcome:
+def interval_pass(config: Config, locations: Locations, abort: threading.Event,
+                  on_progress: progress.Observer | None = None) -> SyncOutcome:
     """The plain strategy: one engine pass, then back to the daemon's schedule. A big first
     sync is announced while it runs (the result of every pass is told by `_report`)."""
-    return engine.run_pass(config, locations, abort=abort,
-                           on_progress=notify.FirstSyncAnnouncer(config, locations))
+    return engine.run_pass(
+        config, locations, abort=abort, unless_paused=True,
+        on_progress=progress.observe_all(notify.FirstSyncAnnouncer(config, locations),
+                                         on_progress))
 
 
 # --- deciding (pure) --------------------------------------------------------------------------
@@ -133,6 +142,8 @@ class Health:
     last: SyncOutcome | None = None
     offline_since: str | None = None  # the `finished` time of the first failed contact
     note: str = ""  # a problem outside the passes, e.g. a config file that no longer loads
+    paused: pause.Pause | None = None  # the pause in force (`roaming-homes pause`)
+    running: str | None = None  # what a pass copying now has left (`progress.describe`)
 
     @property
     def offline(self) -> bool:
@@ -140,8 +151,10 @@ class Health:
 
     def update(self, outcome: SyncOutcome) -> str | None:
         """Take in a finished pass; return the line to log, or None when nothing changed."""
-        if outcome.result == Result.BUSY:
-            return None  # a sync of the user's own held the lock, or the server was busy: not news
+        if outcome.result in (Result.BUSY, Result.PAUSED):
+            # a sync of the user's own held the lock, the server was busy, or syncing is
+            # paused: nothing learnt about the home, not news
+            return None
         previous, self.last = self.last, outcome
         if outcome.result == Result.OFFLINE:
             if self.offline:
@@ -158,7 +171,39 @@ class Health:
 
     def status(self) -> str:
         """The one line for systemd's STATUS= (`systemctl --user status roaming-homes`)."""
-        return Overview(self.last, self.offline_since, note=self.note).line()
+        return Overview(self.last, self.offline_since, running=self.running, note=self.note,
+                        paused=self.paused).line()
+
+
+class StatusPublisher:
+    """An observer of every pass's progress, real-time cycles included: while one copies,
+    STATUS= says what is left (`syncing now: uploading 3 files, 120 MB, ~10 s left`, at most
+    every STATUS_INTERVAL seconds), a copy still going after LONG_COPY seconds says so once in
+    the log, and when it is done STATUS= shows the last result again. Runs in the thread of
+    the pass."""
+
+    def __init__(self, health: Health) -> None:
+        self.health = health
+        self._sent = 0.0
+        self._copying_since: float | None = None  # None: told in the log, or not copying
+        self._told = False
+
+    def __call__(self, p: progress.Progress) -> None:
+        if progress.copying(p):
+            text, now = progress.describe(p), time.monotonic()
+            if self._copying_since is None and not self._told:
+                self._copying_since = now
+            elif self._copying_since is not None and now - self._copying_since >= LONG_COPY:
+                self._copying_since, self._told = None, True
+                log.info("%s", text)
+            if text != self.health.running and now - self._sent >= STATUS_INTERVAL:
+                self.health.running, self._sent = text, now
+                sd_notify(f"STATUS={self.health.status()}")
+        elif p.phase == "done":
+            self._copying_since, self._told = None, False
+            if self.health.running is not None:
+                self.health.running, self._sent = None, 0.0
+                sd_notify(f"STATUS={self.health.status()}")
 
 
 # --- doing ------------------------------------------------------------------------------------
@@ -223,56 +268,6 @@ def _mtimes(paths: tuple[Path, ...]) -> tuple[int | None, ...]:
     return tuple(found)
 
 
-def _nearest_dir(path: Path) -> tuple[Path, str]:
-    """The closest existing directory above `path` and the name in it that leads to `path`."""
-    while not path.parent.is_dir() and path.parent != path:
-        path = path.parent
-    return path.parent, path.name
-
-
-class FileWatch:
-    """Tells when a file (a config file, the Kerberos ticket cache) may have changed, without
-    polling: inotify on their directories.
-
-    A directory that does not exist yet is watched through its closest existing ancestor (for
-    the name that would create it); the watches are renewed after every relevant event.
-    """
-
-    def __init__(self, paths: tuple[Path, ...]) -> None:
-        from roaming_homes.unison.inotify import INotify
-
-        self.paths = paths
-        self._inotify = INotify()
-        self._wanted: dict[int, set[str]] = {}  # watch descriptor -> names that matter in it
-        try:
-            self._arm()
-        except OSError:
-            self.close()
-            raise
-
-    def _arm(self) -> None:
-        self._wanted = {}
-        for path in self.paths:
-            directory, name = _nearest_dir(path)
-            wd = self._inotify.add_watch(str(directory), FILE_EVENTS)
-            self._wanted.setdefault(wd, set()).add(name)
-
-    def fileno(self) -> int:
-        return self._inotify.fileno()
-
-    def touched(self) -> bool:
-        """Read the pending events; True when one of them concerns a config file."""
-        hit = any(event.name in self._wanted.get(event.wd, ())
-                  for event in self._inotify.read())
-        if hit:
-            with contextlib.suppress(OSError):  # a vanished directory: the mtimes still tell
-                self._arm()
-        return hit
-
-    def close(self) -> None:
-        self._inotify.close()
-
-
 class Daemon:
     def __init__(self, locations: Locations, config_path: Path | None,
                  strategy: PassStrategy = interval_pass) -> None:
@@ -288,12 +283,17 @@ class Daemon:
         # made there): a new ticket (kinit) ends the wait at once; otherwise the next
         # interval's pass finds it.
         self._ticket_watch: FileWatch | None = None
+        # The pause file: `pause` and `resume` (or the tray) take effect at once.
+        self._pause_watch: FileWatch | None = None
         self._config_touched = False
         self.health = Health()
+        self._publisher = StatusPublisher(self.health)
         self.abort = threading.Event()
         self._stopping = False
         self._reload_requested = False
         self._pass_requested = False
+        self._rescan_requested = False  # the tray's "Sync now": in real-time mode, a full scan
+        self._tray: Tray | None = None
         self._last_pass_end = time.monotonic()
         self._watch_retry_at = 0.0  # monotonic time before which real-time mode is not tried
         self._fallback_reason = ""  # the last reason logged for not watching
@@ -320,6 +320,16 @@ class Daemon:
         self._pass_requested = True
         self._wake(b"p")
 
+    def sync_now(self) -> None:
+        """A pass now (any thread): in real-time mode the watch starts over with its full
+        scan at once, without leaving the lock to anybody (unlike SIGUSR1)."""
+        self._rescan_requested = True
+        self._wake(b"n")
+
+    def _refresh_tray(self) -> None:
+        if self._tray is not None:
+            self._tray.refresh()
+
     def _wake(self, why: bytes) -> None:
         """Interrupt the main thread's sleep (any thread); set what it is for first."""
         with contextlib.suppress(BlockingIOError):  # full of wakeups already: as good
@@ -340,6 +350,7 @@ class Daemon:
         if line:
             log.info(line)
         sd_notify(f"STATUS={self.health.status()}")
+        self._refresh_tray()
         notify.after_pass(self.config, self.locations, outcome)
 
     def _reload_due(self) -> bool:
@@ -365,6 +376,7 @@ class Daemon:
                 log.info("configuration reloaded")
             self.health.note = ""
         sd_notify(f"STATUS={self.health.status()}")
+        self._refresh_tray()
         changed = self.config.values != previous
         if changed:
             self._watch_retry_at = 0.0
@@ -374,14 +386,15 @@ class Daemon:
         """The cheap probe while offline: one ssh handshake (or a directory check), no state."""
         server = transport.Server.from_config(self.config["server"])
         try:
-            transport.connect(server, self.locations.control_dir)
+            frontends.connect(server, self.locations.control_dir)
         except RoamingHomesError as exc:
             return exc.code != ExitCode.TRY_LATER
         return True
 
     def _cycle(self) -> None:
         if not self.health.offline or self._server_answers():
-            self._report(self.strategy(self.config, self.locations, self.abort))
+            self._report(self.strategy(self.config, self.locations, self.abort,
+                                       self._publisher))
         self._last_pass_end = time.monotonic()
 
     def _watch_wanted(self) -> bool:
@@ -403,14 +416,16 @@ class Daemon:
             try:
                 ended.append(realtime.run_watch(
                     config, self.locations, stop, on_outcome=on_outcome,
-                    on_progress=notify.FirstSyncAnnouncer(config, self.locations)))
+                    on_progress=progress.observe_all(
+                        notify.FirstSyncAnnouncer(config, self.locations), self._publisher)))
             except Exception as exc:  # e.g. unison vanished: interval passes say it properly
                 ended.append(realtime.WatchResult(f"real-time mode failed: {exc}", fallback=True))
             finally:
                 self._wake(b"w")
 
         worker = threading.Thread(target=work, name="watch", daemon=True)
-        self._pass_requested = False  # the watch starts with a full scan: that is the pass
+        # the watch starts with a full scan: that is the pass
+        self._pass_requested = self._rescan_requested = False
         worker.start()
         reported, making_way = self._while_watching(stop, outcomes, ended)
         worker.join()
@@ -438,7 +453,10 @@ class Daemon:
             reported |= self._report_queued(outcomes)
             if stop.is_set():
                 continue
-            if self._stopping:
+            if (self._stopping or self._follow_pause() is not None
+                    or self._rescan_requested):
+                # stopping; paused: not another pass until it ends; or "Sync now": watched
+                # again at once, starting with a full scan
                 stop.set()
             elif self._pass_requested:
                 self._pass_requested, making_way = False, True
@@ -468,6 +486,11 @@ class Daemon:
                 self._last_pass_end -= config["sync"]["interval"]
         elif result.outcome is not None and result.outcome.result == Result.BUSY:
             self._last_pass_end = self._watch_retry_at  # no interval pass in between either
+        elif (result.outcome is not None and result.outcome.result == Result.OFFLINE
+              and len(config["server"]["host"]) > 1):
+            # Its front-end went away: another may serve at once (unison.frontends), and the
+            # offline probe of the next cycle finds out, rather than an interval from now.
+            self._pass_requested = True
 
     def _make_way(self) -> None:
         """Leave the sync lock free for a moment; wait for whoever takes it to be done."""
@@ -501,13 +524,40 @@ class Daemon:
             self._ticket_watch.close()
             self._ticket_watch = None
 
+    def _follow_pause(self) -> pause.Pause | None:
+        """The pause in force now; a pause that begins or ends is logged and shown in
+        STATUS=, and one that ends asks for a pass at once (real-time mode: watching again,
+        which starts with a full pass)."""
+        held = pause.paused(self.locations)
+        if held == self.health.paused:
+            return held
+        was, self.health.paused = self.health.paused, held
+        if held is not None:
+            log.info("syncing %s (%s)", held.line(), pause.RESUME_COMMAND)
+        elif was is not None:
+            log.info("pause over: syncing now")
+            self._pass_requested, self._watch_retry_at = True, 0.0
+        sd_notify(f"STATUS={self.health.status()}")
+        return held
+
+    def _sleep_paused(self, held: pause.Pause) -> None:
+        """Sleep while paused: until it ends, or until woken (`resume`, a new pause, stop)."""
+        if held.until is None:
+            self._sleep(None)
+        else:
+            left = (held.until - datetime.now().astimezone()).total_seconds()
+            self._sleep(max(left, 0.0) + 0.01)
+
     def _sleep(self, seconds: float | None) -> None:
-        """Sleep until woken (signal, thread, config change, a new Kerberos ticket while one
-        is awaited) or `seconds` (None: no limit)."""
-        watch, tickets = self._config_watch, self._ticket_watch
-        if watch is None:  # the config files' mtimes must be looked at now and then
+        """Sleep until woken (signal, thread, config change, the pause file, a new Kerberos
+        ticket while one is awaited) or `seconds` (None: no limit)."""
+        watch, tickets, paused = self._config_watch, self._ticket_watch, self._pause_watch
+        if watch is None or paused is None:  # files that must be looked at now and then
             seconds = CONFIG_POLL if seconds is None else min(seconds, CONFIG_POLL)
-        fds = [self._wake_r, *(w.fileno() for w in (watch, tickets) if w is not None)]
+        asking = tickets is None and self._waiting_for_ticket()
+        if asking:
+            seconds = TICKET_POLL if seconds is None else min(seconds, TICKET_POLL)
+        fds = [self._wake_r, *(w.fileno() for w in (watch, tickets, paused) if w is not None)]
         readable, _, _ = select.select(fds, [], [],
                                        None if seconds is None else max(0.0, seconds))
         if self._wake_r in readable:
@@ -515,9 +565,31 @@ class Daemon:
                 os.read(self._wake_r, 4096)  # the wakeups; the flags say what they were for
         if watch is not None and watch.fileno() in readable and watch.touched():
             self._config_touched = True
+        if paused is not None and paused.fileno() in readable:
+            paused.touched()  # read and re-armed; the loop looks at the pause itself
         if tickets is not None and tickets.fileno() in readable and tickets.touched():
             log.info("the Kerberos ticket cache changed: syncing now")
             self._pass_requested = True
+        elif asking and kerberos.has_ticket():
+            log.info("a Kerberos ticket is there again: syncing now")
+            self._pass_requested = True
+
+    def _close_watches(self) -> None:
+        """Stop following the files and showing the tray icon."""
+        for watch in (self._config_watch, self._ticket_watch, self._pause_watch, self._tray):
+            if watch is not None:
+                watch.close()
+
+    def _final_pass(self) -> None:
+        """The pass at logout (none while paused); when it cannot sync, what it leaves only
+        here is told (`pending.tell`)."""
+        log.info("stopping: final pass" if self.health.paused is None else
+                 "stopping: syncing is paused, no final pass")
+        # Not `_cycle`: offline or not, the final pass tries; it fails fast if it must.
+        final = self.strategy(self.config, self.locations, self.abort, self._publisher)
+        self._report(final)
+        if line := pending.tell(self.config, self.locations, final):
+            log.warning("%s", line)
 
     def run(self) -> int:
         daemon_lock = SyncLock(self.locations.daemon_lock_file,
@@ -529,9 +601,15 @@ class Daemon:
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         with contextlib.suppress(OSError):  # no inotify (limits, old kernel): poll the mtimes
             self._config_watch = FileWatch(self._watched)
+        with contextlib.suppress(OSError):  # no inotify: looked at every CONFIG_POLL seconds
+            self._pause_watch = FileWatch((pause.pause_file(self.locations),))
         threading.Thread(target=self._bound_stop, name="logout-bound", daemon=True).start()
         threading.Thread(target=watch_network, args=(self.request_pass,),
                          name="network", daemon=True).start()
+        if self.config["notify"]["tray"]:
+            self._tray = Tray(lambda: self.config, self.locations, self.sync_now,
+                              lambda: self.health.note)
+            self._tray.start()
         sd_notify(f"READY=1\nSTATUS={self.health.status()}")
         interval = self.config["sync"]["interval"]
         log.info(f"started: real-time mode (sync.watch), else a pass every {interval} s"
@@ -543,14 +621,18 @@ class Daemon:
             while not self._stopping:
                 if self._reload_due():
                     self._reload()
+                if (held := self._follow_pause()) is not None:
+                    self._sleep_paused(held)
+                    continue
                 if self._watch_wanted():
                     self._watch()
                     continue
                 due = self._last_pass_end + self.config["sync"]["interval"]
-                if self._pass_requested or time.monotonic() >= due:
-                    if self._pass_requested:
+                asked = self._pass_requested or self._rescan_requested
+                if asked or time.monotonic() >= due:
+                    if asked:
                         self._watch_retry_at = 0.0  # asked for: real-time mode may work now
-                    self._pass_requested = False
+                    self._pass_requested = self._rescan_requested = False
                     self._cycle()
                     continue
                 wake_at = due
@@ -558,15 +640,11 @@ class Daemon:
                     wake_at = min(due, self._watch_retry_at)  # real-time mode is tried again
                 self._sleep(wake_at - time.monotonic())
             if not self.abort.is_set():
-                log.info("stopping: final pass")
-                # Not `_cycle`: offline or not, the final pass tries; it fails fast if it must.
-                self._report(self.strategy(self.config, self.locations, self.abort))
+                self._final_pass()
         finally:
-            transport.disconnect(transport.Server.from_config(self.config["server"]),
+            frontends.disconnect(transport.Server.from_config(self.config["server"]),
                                  self.locations.control_dir)
-            for watch in (self._config_watch, self._ticket_watch):
-                if watch is not None:
-                    watch.close()
+            self._close_watches()
             daemon_lock.release()
         log.info("stopped")
         return 0

@@ -35,6 +35,7 @@ from roaming_homes.session.computer import this_computer
 from roaming_homes.session.lock import SyncLock
 from roaming_homes.session.state import StateStore
 from roaming_homes.text import escape
+from roaming_homes.unison import frontends
 from roaming_homes.unison import ssh as transport
 
 _RELATIVE = re.compile(r"([0-9]+)\s*([smhdw])")
@@ -121,7 +122,7 @@ def kept(config: Config, locations: Locations) -> Kept:
         found.versions = backups.dated(found.versions)
         return found
     try:
-        remote = backups.Remote(server, transport.connect(server, locations.control_dir))
+        remote = backups.Remote(*frontends.connect(server, locations.control_dir))
         found.versions += remote.versions()
         found.remote = remote
     except transport.ConnectError as exc:

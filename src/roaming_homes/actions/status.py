@@ -18,7 +18,7 @@ from roaming_homes.outcome import ATTENTION, REMEDIES, Result, SyncOutcome
 from roaming_homes.paths import Locations
 from roaming_homes.safety import backups
 from roaming_homes.server.records import Freshness, age_of, freshness
-from roaming_homes.session import progress
+from roaming_homes.session import pause, progress
 from roaming_homes.session.computer import recorded_id
 from roaming_homes.session.lock import lock_holder, lock_purpose
 from roaming_homes.session.state import StateStore
@@ -31,6 +31,7 @@ class State(enum.StrEnum):
     OFFLINE = "offline"
     NEEDS_ATTENTION = "needs-attention"
     NEVER_SYNCED = "never-synced"
+    PAUSED = "paused"
 
 
 def clock(timestamp: str) -> str:
@@ -46,32 +47,38 @@ class Overview:
     """What the user needs to know first. `last` is the last pass that looked at the home (a
     pass skipped because another one ran says nothing about it); `running` the progress line of
     a pass running now; `note` a problem outside the passes (a configuration that no longer
-    loads)."""
+    loads); `paused` the pause in force (`roaming-homes pause`)."""
 
     last: SyncOutcome | None
     offline_since: str | None = None
     running: str | None = None
     note: str = ""
     sync_log: str = "the sync log"  # where unison's output is, as the `run:` line names it
+    paused: pause.Pause | None = None
 
     @classmethod
     def of(cls, history: Sequence[SyncOutcome], running: str | None = None,
-           sync_log: str = "the sync log") -> Overview:
-        passes = [entry for entry in history if entry.result != Result.BUSY]
+           sync_log: str = "the sync log", paused: pause.Pause | None = None) -> Overview:
+        passes = [entry for entry in history if entry.result not in _SAY_NOTHING]
         since = None
         for entry in reversed(passes):
             if entry.result != Result.OFFLINE:
                 break
             since = entry.started
-        return cls(passes[-1] if passes else None, since, running, sync_log=sync_log)
+        return cls(passes[-1] if passes else None, since, running, sync_log=sync_log,
+                   paused=paused)
 
     @property
     def state(self) -> State:
+        """What the user sees first: a pass running; then what needs them; then a pause (they
+        chose it, but must not forget it); then how the last pass left the home."""
         last = self.last
         if self.running is not None:
             return State.SYNCING
-        if self.note:
+        if self.note or self.needs_attention():
             return State.NEEDS_ATTENTION
+        if self.paused is not None:
+            return State.PAUSED
         if last is None:
             return State.NEVER_SYNCED
         if self.offline_since is not None or last.result == Result.OFFLINE:
@@ -82,8 +89,12 @@ class Overview:
 
     @property
     def action(self) -> str | None:
-        """The command to run, when one helps: the one the outcome names, else its result's."""
+        """The command to run, when one helps: the one the outcome names, else its result's.
+        A pass running now does not hide what the last one left (in real-time mode one often
+        runs)."""
         state, last = self.state, self.last
+        if state == State.SYNCING and self.needs_attention():
+            state = State.NEEDS_ATTENTION
         if state == State.NEVER_SYNCED:
             return REMEDIES[Result.NEVER_SYNCED]
         if state != State.NEEDS_ATTENTION or last is None or self.note:
@@ -103,6 +114,8 @@ class Overview:
             return f"syncing now: {self.running or 'starting'}"
         if self.note:
             return f"needs attention: {self.note}"
+        if state == State.PAUSED and self.paused is not None:
+            return f"{self.paused.line()} ({pause.RESUME_COMMAND})"
         if last is None:
             return "no sync has run yet"
         if state == State.OFFLINE:
@@ -116,7 +129,7 @@ class Overview:
         state, last = self.state, self.last
         if state == State.OFFLINE:
             return f"offline since {clock(self.offline_since or (last.started if last else ''))}"
-        if state in (State.NEEDS_ATTENTION, State.SYNCING):
+        if state in (State.NEEDS_ATTENTION, State.SYNCING, State.PAUSED):
             return self.headline
         if last is None:
             return "first sync running"
@@ -126,6 +139,10 @@ class Overview:
 
     def needs_attention(self) -> bool:
         return self.last is not None and self.last.result in ATTENTION
+
+
+# Outcomes that say nothing about the home: another pass held the lock, or syncing is paused.
+_SAY_NOTHING = frozenset({Result.BUSY, Result.PAUSED})
 
 
 def computers(locations: Locations, stale_after: int, forget_after_days: int,
@@ -158,20 +175,56 @@ def _days(seconds: float) -> str:
     return f"{round(hours)} hours" if hours < 48 else f"{round(hours / 24)} days"
 
 
+@dataclass(frozen=True)
+class Activity:
+    """Who holds the sync lock now: a pass (its pid and progress), or the daemon watching."""
+
+    pid: int | None = None
+    watching: int | None = None
+    progress: progress.Progress | None = None
+
+    @property
+    def line(self) -> str | None:
+        """The running pass's progress line; None when no pass runs."""
+        if self.pid is None:
+            return None
+        return progress.describe(self.progress) if self.progress else "starting"
+
+
+def activity(locations: Locations) -> Activity:
+    held = lock_purpose(locations.lock_file)
+    # Real-time mode holds the lock all the time: that is not "a sync runs now", nor is each
+    # of its passes looking for changes (every change seen on one side is looked at again when
+    # it arrives on the other): a real-time pass runs, for the user, while it copies.
+    watching = held[0] if held and held[1] == "watch" else None
+    holder = lock_holder(locations.lock_file)
+    current = progress.read(locations) if holder else None
+    if watching and current is not None and not progress.copying(current):
+        current = None
+    pid = (holder if current else None) if watching else holder
+    return Activity(pid, watching, current)
+
+
+def overview(locations: Locations, store: StateStore | None = None,
+             now: Activity | None = None) -> Overview:
+    """The state at a glance, from the saved state, the lock and the pause (never runs a
+    sync)."""
+    store = store or StateStore(locations.state_dir)
+    last = store.last()
+    return Overview.of(store.history() or ([last] if last else []),
+                       (now or activity(locations)).line, str(store.log_file),
+                       paused=pause.paused(locations))
+
+
 def report(locations: Locations, stale_after: int = 86400,
            forget_after_days: int = 90) -> dict[str, Any]:
     """Everything `status` shows, from the saved state and the lock (never runs a sync)."""
     store = StateStore(locations.state_dir)
     data = store.load()
     last = store.last()
-    held = lock_purpose(locations.lock_file)
-    # Real-time mode holds the lock all the time: that is not "a sync runs now".
-    watching = held[0] if held and held[1] == "watch" else None
-    pid = None if watching else lock_holder(locations.lock_file)
-    current = progress.read(locations) if pid else None
-    running = (progress.format_line(current) if current else "starting") if pid else None
-    overview = Overview.of(store.history() or ([last] if last else []), running,
-                           str(store.log_file))
+    now = activity(locations)
+    pid, current = now.pid, now.progress
+    glance = overview(locations, store, now)
     shown = last.to_dict() if last else {}
     result: dict[str, Any] = {
         "result": shown.get("result", str(Result.NEVER_SYNCED)),
@@ -186,13 +239,14 @@ def report(locations: Locations, stale_after: int = 86400,
         "last_success": store.last_success(),
         "running": pid is not None,
         "running_pid": pid,
-        "watching_pid": watching,
+        "watching_pid": now.watching,
         "progress": current.to_dict() if current else None,
-        "progress_line": running,
-        "state": str(overview.state),
-        "headline": overview.headline,
-        "action": overview.action,
-        "offline_since": overview.offline_since,
+        "progress_line": progress.format_line(current) if current else now.line,
+        "paused": glance.paused.to_dict() if glance.paused else None,
+        "state": str(glance.state),
+        "headline": glance.headline,
+        "action": glance.action,
+        "offline_since": glance.offline_since,
         "computers": computers(locations, stale_after, forget_after_days),
         "backups": _backups(locations),
     }
@@ -235,6 +289,9 @@ def render(report: dict[str, Any]) -> str:
                      "kept both versions)")
     running = f"yes (pid {report['running_pid']})" if report["running"] else "no"
     lines.append(f"  sync running now: {running}")
+    if report["paused"] and report["state"] != "paused":
+        shown = pause.Pause.from_dict(report["paused"]).line()
+        lines.append(f"  paused:           {shown} ({pause.RESUME_COMMAND})")
     if report["watching_pid"]:
         lines.append(f"  real-time mode:   watching (daemon pid {report['watching_pid']})")
     lines += [f"  note:             {printable(note)}" for note in report["notes"]]

@@ -28,12 +28,12 @@ from roaming_homes.safety.baseline import BaselineStore
 from roaming_homes.safety.guards import is_excluded
 from roaming_homes.server import records
 from roaming_homes.server.records import Confirmation, ServerHome
-from roaming_homes.session import progress
+from roaming_homes.session import pause, progress
 from roaming_homes.session.computer import Computer, this_computer
 from roaming_homes.session.lock import SyncLock
 from roaming_homes.session.state import StateStore, ensure_private_dir, write_atomic
 from roaming_homes.text import escape, printable
-from roaming_homes.unison import dialogue, output, profile
+from roaming_homes.unison import dialogue, frontends, output, profile
 from roaming_homes.unison import ssh as transport
 from roaming_homes.unison.ignore import count_files
 
@@ -168,20 +168,26 @@ def outcomes(server: transport.Server) -> Callable[..., SyncOutcome]:
 def run_pass(config: Config, locations: Locations, *, first_run: bool = False,
              force: bool = False,
              on_progress: Callable[[progress.Progress], None] | None = None,
-             abort: threading.Event | None = None, lock_wait: float = 0) -> SyncOutcome:
+             abort: threading.Event | None = None, lock_wait: float = 0,
+             unless_paused: bool = False) -> SyncOutcome:
     """Run one pass and record it. Never raises for an expected failure: see the outcome.
 
     While unison runs, `on_progress` gets snapshots and progress.json is kept up to date.
     `abort` (set by another thread) stops the pass cleanly, e.g. when a logout's time is up;
     `lock_wait` is how long to wait for another pass of this user to finish. `force` lets this
     one pass propagate what the loss guard would refuse (sync.max_delete, sync.max_change); it
-    never overrides the replica markers (`first_run` is the way back there).
+    never overrides the replica markers (`first_run` is the way back there). `unless_paused`:
+    a pass nobody asked for (the daemon's, a login hook's) does not run while syncing is
+    paused; its outcome says so (result paused, not recorded: it says nothing of the home).
     """
     server = transport.Server.from_config(config["server"])
     outcome = outcomes(server)
     if is_excluded(locations.user, config["sync"]["excluded_users"]):
         return outcome(Result.EXCLUDED, f"user {locations.user} is excluded "
                        "(sync.excluded_users): nothing synced")
+    if unless_paused and (held := pause.paused(locations)) is not None:
+        return outcome(Result.PAUSED, f"syncing is {held.line()}: nothing synced "
+                       f"({pause.RESUME_COMMAND} to sync again)", action=pause.RESUME_COMMAND)
     lock = SyncLock(locations.lock_file)
     try:
         lock.acquire(wait=lock_wait)
@@ -191,10 +197,10 @@ def run_pass(config: Config, locations: Locations, *, first_run: bool = False,
     store = StateStore(locations.state_dir)
     tracker = progress.Tracker(locations, on_progress)
     try:
-        result = guarded_pass(Pass(config, locations, server, store, abort, lock.fileno,
-                                   tracker.wrap(_ignore)),
-                              outcome, first_run=first_run, force=force)
-        return record(store, result)
+        job = Pass(config, locations, server, store, abort, lock.fileno, tracker.wrap(_ignore))
+        result = guarded_pass(job, outcome, first_run=first_run, force=force)
+        # Named after the front-end that served it (`_prepare` chose it): for support.
+        return record(store, replace(result, server=job.server.label))
     finally:
         tracker.close()
         lock.release()
@@ -310,10 +316,11 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
     for warning in warnings:
         log.debug("%s", warning)
     try:
-        socket = transport.connect(server, locations.control_dir)
+        server, socket = frontends.connect(server, locations.control_dir)
     except transport.ConnectError as exc:
         return outcome(result_of(exc.reason), exc.message, reason=exc.reason,
                        notes=list(exc.details), action=exc.action)
+    job.server = server  # the front-end that answered serves the rest of the pass
     plan = build_plan(config, locations, server, socket, list(only or paths))
     try:
         text = profile.build_profile(plan)
@@ -322,8 +329,10 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
     _write_profile(locations.unison_dir / f"{profile.PROFILE}.prf", text)
     ensure_private_dir(locations.backup_dir)
     computer = this_computer(locations, config["client"]["name"])
-    # unison's archives are keyed by the computer's id: a new id (a cloned home) is a new pair
-    key = f"{computer.id}: {plan.local_root} <-> {plan.server_root}"
+    # unison's archives are keyed by the computer's id: a new id (a cloned home) is a new pair.
+    # The server is named as it is whichever front-end serves this pass (its archives are too,
+    # see guards.SERVER_NAME): a switch of front-ends is an ordinary pass.
+    key = f"{computer.id}: {plan.local_root} <-> {server.stable_root}"
     first = first_run or _is_first_run(job.store, key, locations.unison_dir)
     found = {side: guards.probe_local(Path(root), paths)
              for side, root in _counted_here(plan, server).items()}
@@ -350,7 +359,7 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
         # unison checks the markers again after its own scan: a share that vanishes
         # between our probe and its update detection still stops the pass.
         extra += ["-mountpoint", guards.MARKER]
-    baselines = BaselineStore(locations.state_dir, (plan.local_root, plan.server_root), paths,
+    baselines = BaselineStore(locations.state_dir, (plan.local_root, server.stable_root), paths,
                               plan.ignore_paths, plan.ignore_names)
     return _Prepared(key, first, plan, socket, paths, found, ids, extra, nonce, baselines,
                      computer)
@@ -527,12 +536,13 @@ def _guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], first_run: boo
             sink("archives disagree; retrying as a first sync (-ignorearchives)")
             first = True
             run, summary = run_unison(first)
+        run, summary = _older_props_win(job, prepared, sink, first, judge.items, run, summary)
         result = _judged(job, prepared, run, summary, first, judge, outcome)
         if winner is None:
             _note_settled(result, judge.items)
         sink(f"--- pass ended: {result.result} ---")
     if renamed := _tell_the_others(job, prepared, judge, result):
-        result.transferred += _converge(job, prepared, renamed)
+        result.transferred += _send_copies(job, prepared, renamed)
     if result.result in COMPLETED:
         _clean_leftovers(job, prepared, judge.items)
         _prune_backups(job, prepared)
@@ -558,16 +568,27 @@ def _clean_leftovers(job: Pass, prepared: _Prepared, items: Sequence[output.Plan
         leftovers.clean_remote(job.server, prepared.socket, folders)
 
 
-def _converge(job: Pass, prepared: _Prepared, paths: list[str]) -> int:
-    """One more unison run over just the conflict copies this pass renamed (each is on one
-    side only): the pass ends with both sides equal, not the next one. Returns the items it
-    transferred."""
+def _converge(job: Pass, prepared: _Prepared, paths: list[str], sink: LineSink,
+              more: tuple[str, ...] = ()) -> tuple[dialogue.Run, output.Summary] | None:
+    """One more guarded unison run over just `paths` (with the options `more`), so that the pass
+    ends with them settled, not the next one; None when unison's profile cannot hold a name."""
     profile_file = job.locations.unison_dir / f"{profile.PROFILE}.prf"
     try:
         text = profile.build_profile(replace(prepared.plan, paths=tuple(paths)))
     except profile.ProfileValueError as exc:  # a name unison's profile cannot hold
-        log.warning("conflict copies sync with the next pass: %s", exc)
-        return 0
+        log.warning("left for the next pass: %s", exc)
+        return None
+    write_atomic(profile_file, text)
+    try:
+        return _run_unison(job, False, sink, _Judge(job, prepared, False),
+                           [*prepared.extra, *more])
+    finally:
+        write_atomic(profile_file, profile.build_profile(prepared.plan))
+
+
+def _send_copies(job: Pass, prepared: _Prepared, paths: list[str]) -> int:
+    """The conflict copies this pass renamed (each is on one side only) to the other side, so
+    that the pass ends with both sides equal. Returns the items it transferred."""
     with job.store.open_log() as transcript:
         def sink(line: str) -> None:
             transcript.write(printable(line))
@@ -575,16 +596,47 @@ def _converge(job: Pass, prepared: _Prepared, paths: list[str]) -> int:
             job.on_output(line)
 
         sink(f"conflict copies: {len(paths)} to the other side")
-        write_atomic(profile_file, text)
-        try:
-            run, summary = _run_unison(job, False, sink, _Judge(job, prepared, False),
-                                       prepared.extra)
-        finally:
-            write_atomic(profile_file, profile.build_profile(prepared.plan))
+        converged = _converge(job, prepared, paths, sink)
+    if converged is None:
+        return 0
+    run, summary = converged
     if run.returncode != 0:
         log.warning("conflict copies not synced yet (unison exit code %d): the next pass "
                     "syncs them", run.returncode)
     return summary.transferred
+
+
+def _identical_elsewhere(items: Sequence[output.PlanItem]) -> list[str]:
+    """Conflicts between identical contents: only the properties (times, permissions) differ.
+
+    A first sync shows them for files copied without their times (`cp`, a download, a restored
+    backup); unison compared the contents already, so no data is at stake in either choice.
+    """
+    return [item.path for item in items
+            if item.direction is output.Direction.CONFLICT
+            and item.local is output.Content.PROPS and item.server is output.Content.PROPS]
+
+
+def _older_props_win(job: Pass, prepared: _Prepared, sink: LineSink, first: bool,
+                     items: Sequence[output.PlanItem], run: dialogue.Run,
+                     summary: output.Summary) -> tuple[dialogue.Run, output.Summary]:
+    """A first sync's conflicts between identical files, left by `prefer = none`, settled: the
+    older time wins (most likely the original's, the newer one is the copy's), on both sides,
+    in this pass. (`prefer = newer` settles them already, the other way.)"""
+    same = [path for path in _identical_elsewhere(items) if path in summary.conflicts]
+    if not same or not first or job.config["sync"]["prefer"] != "none":
+        return run, summary
+    sink(f"first sync: {len(same)} identical file(s) with other times or permissions here "
+         "and on the server: the older one's kept on both sides")
+    converged = _converge(job, prepared, same, sink, ("-prefer", "older"))
+    if converged is None or converged[0].returncode != 0:
+        return run, summary
+    summary.conflicts = [path for path in summary.conflicts if path not in same]
+    summary.skipped = max(0, summary.skipped - len(same))
+    summary.transferred += converged[1].transferred
+    if run.returncode == 1 and not summary.skipped:
+        run = replace(run, returncode=0)
+    return run, summary
 
 
 def _note_settled(result: SyncOutcome, items: Sequence[output.PlanItem]) -> None:

@@ -36,7 +36,7 @@ from roaming_homes.safety.guards import is_excluded
 from roaming_homes.session import progress
 from roaming_homes.session.lock import STOP_GRACE, SyncLock
 from roaming_homes.session.state import StateStore
-from roaming_homes.unison import profile, runner
+from roaming_homes.unison import frontends, profile, runner
 from roaming_homes.unison import ssh as transport
 from roaming_homes.unison.fsmonitor import collapse, quote, split_on_space, unquote
 from roaming_homes.unison.ignore import is_ignored
@@ -288,13 +288,18 @@ class _Session:
         self.on_outcome(outcome)
         return outcome
 
-    def pass_(self, only: tuple[str, ...] | None = None) -> SyncOutcome:
+    def pass_(self, only: tuple[str, ...] | None = None, always: bool = False) -> SyncOutcome:
         """One guarded pass, with its progress published like any pass's (`status` shows a
-        pass running; a big first sync is announced)."""
+        pass running; a big first sync is announced). It is recorded (`always`, or when it
+        transferred or did not simply end in sync) before its progress goes: whoever follows
+        the progress finds the outcome once the pass is over."""
         tracker = progress.Tracker(self.job.locations, self.on_progress)
         job = replace(self.job, on_output=tracker.wrap(self.job.on_output))
         try:
-            return engine.guarded_pass(job, engine.outcomes(self.job.server), only=only)
+            outcome = engine.guarded_pass(job, engine.outcomes(self.job.server), only=only)
+            if always or outcome.transferred or outcome.result != Result.IN_SYNC:
+                outcome = self.record(outcome)
+            return outcome
         finally:
             tracker.close()
 
@@ -311,7 +316,7 @@ class _Session:
             return WatchResult(exc.message, outcome=failed)
         except (MonitorGone, OSError) as exc:
             return WatchResult(f"real-time mode unavailable: {exc}", fallback=True)
-        first = self.record(self.pass_())
+        first = self.pass_(always=True)
         if _ends_watch(first):
             return WatchResult(first.message, outcome=first)
         return self._loop(paths)
@@ -326,7 +331,11 @@ class _Session:
             remote = MonitorLink(local_monitor(), "of the server directory")
             fspath = server.local_root
         else:
-            socket = transport.connect(server, job.locations.control_dir)
+            server, socket = frontends.connect(server, job.locations.control_dir)
+            # The passes of this session go through the front-end its monitor watches from
+            # (it hears only of writes made through its own mount of shared storage); when
+            # that one fails, the session ends and the next one chooses again.
+            job.server = replace(server, hosts=(server.host,))
             remote = MonitorLink(transport.remote_command(server, socket, [MONITOR]),
                                  f"on the server {server.host}")
             fspath = server.home
@@ -358,8 +367,6 @@ class _Session:
                         outcome = self.pass_(wanted)
             except MonitorGone as exc:
                 return WatchResult(f"real-time mode interrupted: {exc}")
-            if outcome.transferred or outcome.result != Result.IN_SYNC:
-                outcome = self.record(outcome)
             if _ends_watch(outcome):
                 return WatchResult(outcome.message, outcome=outcome)
 

@@ -15,9 +15,13 @@ error: the administrator's values stay and syncing goes on.
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import grp
 import json
 import logging
+import os
+import pwd
 import re
 import tomllib
 from collections.abc import Callable
@@ -46,7 +50,7 @@ class Scope(enum.Enum):
 
 @dataclass(frozen=True)
 class Key:
-    type: str  # "str", "int", "number", "bool", "list"
+    type: str  # "str", "int", "number", "bool", "list", "hosts" (a string or a list of them)
     default: Any
     help: str
     check: Check | None = None
@@ -180,8 +184,23 @@ def _command(value: list[str]) -> str | None:
 
 SCHEMA: dict[str, dict[str, Key]] = {
     "server": {
-        "host": Key("str", "", "Server to sync with over ssh (required unless `root` is set).",
-                    _pattern(_HOST, "host name", optional=True)),
+        "host": Key("hosts", "", "Server to sync with over ssh (required unless `root` is "
+                    "set): a host name, or a list of front-ends that serve the same homes "
+                    "(shared storage), tried in order: the first that answers within "
+                    "connect_timeout serves the pass, and one that did not answer is tried "
+                    "last for the next few minutes. The first entry names the server in this "
+                    "computer's records (docs/server.md).", _each(_pattern(_HOST, "host name")),
+                    expand=True),
+        "host_order": Key("str", "listed", "The order in which a user's computers try the "
+                          "front-ends of server.host: listed, or per-user (the list rotated "
+                          "by a hash of the login name: users spread over the front-ends, and "
+                          "all computers of one user reach the same one, where its file "
+                          "monitor sees their changes).", _one_of("listed", "per-user")),
+        "host_map": Key("str", "", "Optional TOML file that gives users (table `[users]`) or "
+                        "groups (table `[groups]`) their own server.host, a name or a list, "
+                        "for homes spread over several servers; a user's entry wins over "
+                        "their groups', the first matching group in the file over later ones; "
+                        "users it does not name use server.host.", _optional_absolute_path),
         "root": Key("str", "", "Instead of `host`: a local directory that is the server side of "
                     "this home (a mounted share such as /mnt/homes/%u, or the demo). It must "
                     "exist: a share that is not mounted counts as offline.",
@@ -272,6 +291,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "notify": {
         "enabled": Key("bool", True, "Desktop notifications."),
+        "tray": Key("bool", True, "The daemon's tray icon (a StatusNotifierItem: status at a "
+                    "glance, Sync now, Conflicts…, Restore…), shown while the desktop has a "
+                    "tray that takes one.", scope=Scope.USER),
         "support_email": Key("str", "", "Address for the \"Email support\" action; empty hides "
                              "it. One plain address (name@example.org): no `mailto:`, no "
                              "`?` headers, no second address.", _email),
@@ -370,11 +392,14 @@ def _type_ok(kind: str, value: Any) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if kind == "list":
         return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if kind == "hosts":
+        return _type_ok("str", value) or _type_ok("list", value)
     return isinstance(value, str)
 
 
 _TYPE_NAMES = {"str": "a string", "int": "an integer", "number": "a number",
-               "bool": "true or false", "list": "a list of strings"}
+               "bool": "true or false", "list": "a list of strings",
+               "hosts": "a host name or a list of host names"}
 
 
 def expand(value: str, user: str, home: Path) -> str:
@@ -384,6 +409,46 @@ def expand(value: str, user: str, home: Path) -> str:
         return {"%u": user, "%h": str(home), "%%": "%"}[match.group(0)]
 
     return re.sub(r"%[uh%]", repl, value)
+
+
+def _groups(user: str) -> list[str]:
+    """The names of `user`'s groups, the primary one first; none when the user is unknown."""
+    try:
+        entry = pwd.getpwnam(user)
+        ids = os.getgrouplist(user, entry.pw_gid)
+    except (KeyError, OSError):
+        return []
+    names = []
+    for gid in ids:
+        with contextlib.suppress(KeyError):
+            names.append(grp.getgrgid(gid).gr_name)
+    return names
+
+
+def mapped_hosts(path: Path, locations: Locations, hosts: list[str]) -> list[str]:
+    """The host list `server.host_map` gives this user: their own entry in `[users]`, else
+    the first entry of `[groups]` (in the file's order) that names one of their groups, else
+    `hosts` (server.host). Errors name the file and the entry."""
+    data, text = read_toml(path)
+    for table in data:
+        if table not in ("users", "groups"):
+            raise ConfigError(f"{_where(path, text, '', table)}: unknown table [{table}] "
+                              "(a host map has [users] and [groups])")
+    users, groups = data.get("users", {}), data.get("groups", {})
+    for name, table in (("users", users), ("groups", groups)):
+        if not isinstance(table, dict):
+            raise ConfigError(f"{_where(path, text, '', name)}: {name} must be a table")
+    mine = set(_groups(locations.user))
+    found = ("users", locations.user) if locations.user in users else next(
+        (("groups", group) for group in groups if group in mine), None)
+    if found is None:
+        return hosts
+    value, problem = check_value("server", "host", data[found[0]][found[1]], locations)
+    if problem or not value:
+        why = problem.removeprefix("server.host").lstrip(": ") if problem else "names no host"
+        raise ConfigError(f"{_where(path, text, found[0], found[1])}: "
+                          f"{found[0]}.{found[1]}: {why}")
+    return list(value)
 
 
 class MissingConfigError(ConfigError):
@@ -474,6 +539,8 @@ def check_value(section: str, key: str, value: Any,
     strings = value if isinstance(value, list) else [value]
     if any(isinstance(item, str) and _CONTROL.search(item) for item in strings):
         return value, f"{section}.{key} contains a newline or control character"
+    if spec.type == "hosts":
+        value = strings if value != "" else []  # one name is a list of one; "" is none
     if spec.expand:
         value = ([expand(v, locations.user, locations.home) for v in value]
                  if isinstance(value, list) else expand(value, locations.user, locations.home))
@@ -489,12 +556,8 @@ def load(locations: Locations, path: Path | None = None) -> Config:
     for section, keys in SCHEMA.items():
         values[section] = {}
         for key, spec in keys.items():
-            default = spec.default
-            if spec.expand:
-                default = ([expand(v, locations.user, locations.home) for v in default]
-                           if isinstance(default, list)
-                           else expand(default, locations.user, locations.home))
-            values[section][key] = default
+            # As a file's value would be: expanded, and one host name a list of one.
+            values[section][key] = check_value(section, key, spec.default, locations)[0]
             sources[f"{section}.{key}"] = "default"
     system = path or locations.system_config
     files = [system]
@@ -505,6 +568,8 @@ def load(locations: Locations, path: Path | None = None) -> Config:
         _merge(values, sources, locations.user_config, locations, per_user=True)
         files.append(locations.user_config)
     server = values["server"]
+    if server["host_map"]:
+        server["host"] = mapped_hosts(Path(server["host_map"]), locations, server["host"])
     if not server["host"] and not server["root"]:
         raise ConfigError(f"{system}: server.host is required (or server.root for a local "
                           "directory)")

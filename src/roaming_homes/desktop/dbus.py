@@ -1,6 +1,7 @@
-"""The D-Bus client of the notification server (`org.freedesktop.Notifications`), by jeepney:
-pure Python, blocking I/O with timeouts, no GLib main loop. Every call is bounded by
-`BUS_TIMEOUT`: a stuck desktop never holds up a sync.
+"""The D-Bus client of the notification server (`org.freedesktop.Notifications`) and of the file
+manager (`org.freedesktop.FileManager1`), by jeepney: pure Python, blocking I/O with timeouts,
+no GLib main loop. Every call is bounded by `BUS_TIMEOUT`: a stuck desktop never holds up a
+sync.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ BUS_TIMEOUT = 5.0  # seconds for any one D-Bus call
 
 _PATH = "/org/freedesktop/Notifications"
 _IFACE = "org.freedesktop.Notifications"
+_FILE_MANAGER = "org.freedesktop.FileManager1"
 
 
 class Bus:
@@ -31,14 +33,30 @@ class Bus:
         self.server = ""  # the unique bus name of the server that answered us last
 
     def call(self, method: str, signature: str | None = None, body: tuple[Any, ...] = ()) -> Any:
-        from jeepney import new_method_call
         from jeepney.low_level import HeaderFields
+
+        reply = self._send(self.address, method, signature, body)
+        self.server = str(reply.header.fields.get(HeaderFields.sender, ""))
+        return reply.body
+
+    def _send(self, address: Any, method: str, signature: str | None,
+              body: tuple[Any, ...]) -> Any:
+        from jeepney import new_method_call
         from jeepney.wrappers import unwrap_msg
 
-        msg = new_method_call(self.address, method, signature, body)
+        msg = new_method_call(address, method, signature, body)
         reply = self.conn.send_and_get_reply(msg, timeout=BUS_TIMEOUT)
-        self.server = str(reply.header.fields.get(HeaderFields.sender, ""))
-        return unwrap_msg(reply)
+        unwrap_msg(reply)  # raises DBusErrorResponse for an error
+        return reply
+
+    def show_items(self, uris: list[str]) -> None:
+        """Ask the file manager to show these files, selected in their folder (DBusErrorResponse
+        when none serves the interface)."""
+        from jeepney import DBusAddress
+
+        manager = DBusAddress("/org/freedesktop/FileManager1", bus_name=_FILE_MANAGER,
+                              interface=_FILE_MANAGER)
+        self._send(manager, "ShowItems", "ass", (uris, ""))
 
     def capabilities(self) -> list[str]:
         return list(self.call("GetCapabilities")[0])

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from roaming_homes.desktop import opener
 from roaming_homes.desktop.dbus import BUS_TIMEOUT, Bus
 from roaming_homes.desktop.messages import Request, mailto
 from roaming_homes.desktop.notify import read_state, state_lock, write_state
@@ -57,15 +58,8 @@ def _program(*args: str) -> None:
 
 
 def _show_folder(job: dict[str, Any]) -> None:
-    """Open the folder of the first file the notification names (no error without xdg-open)."""
-    paths = job.get("paths") or [""]
-    folder = Path(job["home"], os.path.dirname(paths[0]))
-    try:
-        subprocess.Popen(["xdg-open", str(folder)], stdin=subprocess.DEVNULL,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True)
-    except OSError as exc:
-        log.info("the folder was not opened: %s", exc)
+    """Show the files the notification names in the file manager (no error without one)."""
+    opener.show([Path(job["home"], path) for path in job.get("paths") or [""]])
 
 
 def _email(job: dict[str, Any]) -> Request | None:

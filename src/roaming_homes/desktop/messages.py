@@ -58,6 +58,8 @@ KINDS: dict[str, Kind] = {
     "first-sync": Kind(1, "folder-remote", "transfer", ignorable=False),
     "first-sync-done": Kind(0, "dialog-information", "transfer.complete", ignorable=False),
     "settled": Kind(0, "dialog-information", "transfer.complete", ignorable=False),
+    # The session ends with changes only here: nothing to click, the way out is the server.
+    "unsynced": Kind(2, "dialog-warning", "transfer.error", ignorable=False),
 }
 
 DEFAULT_MESSAGES: dict[str, str] = {
@@ -101,6 +103,10 @@ DEFAULT_MESSAGES: dict[str, str] = {
     "settled.body": "{count} file(s) changed both here and on {host}: sync.prefer chose the "
                     "version that keeps the name; the other is kept beside it as a conflict "
                     "copy, or in the backups: {paths}",
+    "unsynced.summary": "Changes not on the server yet",
+    "unsynced.body": "{count} file(s) changed on this computer are not on {host} yet "
+                     "({message}): {paths}. They sync the next time this computer reaches "
+                     "{host}; until then they exist only here.",
     "hint.resolve": "To resolve, run: {command}",
     "hint.restore": "To bring the files back, run: roaming-homes restore --refused (files "
                     "deleted by earlier syncs: roaming-homes restore --since TIME)",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import html
 import json
 import logging
 import os
@@ -31,8 +32,15 @@ from pathlib import Path
 from typing import Any
 
 from roaming_homes.desktop.dbus import BUS_TIMEOUT, Bus
-from roaming_homes.desktop.messages import build_request, load_messages, support_mail
-from roaming_homes.desktop.policy import Decision, NotifyState, decide, decide_first_sync
+from roaming_homes.desktop.messages import Request, build_request, load_messages, support_mail
+from roaming_homes.desktop.policy import (
+    Decision,
+    NotifyState,
+    decide,
+    decide_again,
+    decide_first_sync,
+    decide_unsynced,
+)
 from roaming_homes.errors import DiskFull
 from roaming_homes.files import read_json
 from roaming_homes.outcome import SyncOutcome
@@ -174,6 +182,45 @@ def first_sync_started(config: Any, locations: Any, *, first_run: bool,
         log.debug("notification not shown: %s", exc)
 
 
+def show_again(config: Any, locations: Any, kind: str, outcome: SyncOutcome,
+               files: tuple[str, ...] = (), **fields: str) -> None:
+    """Show the notification of `kind` about `outcome` now, with its actions on `files` (the
+    user asked for it from the tray icon). Raises when it could not be shown."""
+    with state_lock(locations.state_dir):
+        previous = read_state(locations.state_dir, locations.runtime_dir)
+        decision, new = decide_again(previous, kind, files, **fields)
+        _apply(config, locations, previous, decision, new, outcome,
+               _log_lines(locations.state_dir))
+
+
+def tell(summary: str, body: str, icon: str = "dialog-information") -> None:
+    """A notification that only informs (no actions, low urgency, replaces nothing), e.g. the
+    status the tray icon's "Open status" shows. `body` is plain text: it is escaped for a
+    server that renders markup. Raises when no server took it."""
+    bus = Bus()
+    try:
+        if "body-markup" in bus.capabilities():
+            body = html.escape(body, quote=False)
+        bus.notify(Request(summary=summary, body=body, icon=icon, urgency=0, category="transfer",
+                           replaces_id=0, actions=[]))
+    finally:
+        bus.close()
+
+
+def unsynced(config: Any, locations: Any, *, count: str, paths: str, why: str) -> None:
+    """Tell that the session ends with `count` files changed here (`paths`: a few of their
+    names, escaped) not on the server, and `why`. Never raises, like `after_pass`."""
+    if not config["notify"]["enabled"]:
+        return
+    try:
+        with state_lock(locations.state_dir):
+            previous = read_state(locations.state_dir, locations.runtime_dir)
+            decision, new = decide_unsynced(previous, count=count, paths=paths, why=why)
+            _apply(config, locations, previous, decision, new, None, [])
+    except Exception as exc:  # notifications must never break a stop
+        log.debug("notification not shown: %s", exc)
+
+
 class FirstSyncAnnouncer:
     """An `on_progress` observer for `engine.run_pass`: when a unison run of a first pass
     starts propagating (its item list, and so the bytes to copy, are known), it calls
@@ -198,7 +245,9 @@ def _deliver(config: Any, locations: Any, outcome: SyncOutcome | None, decision:
     """Send the decision to the server; returns the notification's id (0 when only closing)."""
     settings = config["notify"]
     server = config["server"]
-    fields = {"host": server["host"] or server["root"], "user": locations.user,
+    # The server as the user knows it: its first front-end (or the local root).
+    fields = {"host": server["host"][0] if server["host"] else server["root"],
+              "user": locations.user,
               "command": " ".join(settings["resolve_command"]),
               "email": settings["support_email"]}
     messages = load_messages(settings["messages"])

@@ -3,7 +3,8 @@ the clock. This is where "never nag" lives: each kind of notification is shown o
 only when the state changes (new conflict paths, another kind of failure); transient failures
 wait until they persist for `TRANSIENT_PASSES` passes; being offline shows nothing until the
 last successful sync is older than `notify.stale_after`. `decide_first_sync` announces a big
-first sync while it runs.
+first sync while it runs; `decide_unsynced` tells, as the session ends, of changes that are not
+on the server.
 """
 
 from __future__ import annotations
@@ -184,7 +185,7 @@ def _decide(state: NotifyState, outcome: SyncOutcome, *,
     """`decide` but for closing the first-sync announcement: what this kind of result calls for."""
     result = outcome.result
     new = replace(state, conflicts_seen=list(state.conflicts_seen), ignored=list(state.ignored))
-    if result in (Result.BUSY, Result.EXCLUDED, Result.INTERRUPTED):
+    if result in (Result.BUSY, Result.EXCLUDED, Result.INTERRUPTED, Result.PAUSED):
         return None, state
     if result == Result.OFFLINE:
         return _decide_offline(state, new, outcome, last_success=last_success, now=now,
@@ -274,6 +275,24 @@ def decide_first_sync(state: NotifyState, *, first_run: bool,
     new = replace(state, conflicts_seen=list(state.conflicts_seen), ignored=list(state.ignored),
                   first_sync=human_bytes(to_transfer))
     return _show(new, "first-sync", state.active, size=human_bytes(to_transfer))
+
+
+def decide_again(state: NotifyState, kind: str, files: tuple[str, ...] = (),
+                 **fields: str) -> tuple[Decision, NotifyState]:
+    """Show `kind` now, whatever was shown or ignored before: asked for by the user (the tray
+    icon's menu), or news that is always told. In place of what is on screen; its actions work
+    as the first time, on `files`."""
+    new = replace(state, conflicts_seen=list(state.conflicts_seen), ignored=list(state.ignored))
+    decision, new = _show(new, kind, state.active, **fields)
+    return replace(decision, paths=files), new
+
+
+def decide_unsynced(state: NotifyState, *, count: str, paths: str,
+                    why: str) -> tuple[Decision, NotifyState]:
+    """The session ends with files changed here that are not on the server (it is out of
+    reach, or syncing is paused): always told, in place of what is on screen. The pass that
+    next ends in sync replaces it with "Back in sync"."""
+    return decide_again(state, "unsynced", count=count, paths=paths, message=why)
 
 
 def _show(new: NotifyState, kind: str, active: Shown | None,

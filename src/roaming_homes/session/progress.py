@@ -67,14 +67,19 @@ _MOVES = {Direction.TO_SERVER: 0, Direction.TO_LOCAL: 1}
 _NO_CONTENT = (Content.DELETED, Content.PROPS)  # deletions and permission changes move none
 
 
-# progress.json, as `Progress.to_dict` writes it: every key, as it lives only while a pass runs.
-_PROGRESS = Shape.complete({
+# progress.json, as `Progress.to_dict` writes it: every key, as it lives only while a pass runs;
+# but for the item counts each way, which a pass of an older version (still running across an
+# upgrade) does not write.
+_PROGRESS_FIELDS = {
     "pid": is_int, "phase": one_of("starting", *_PHASES.values(), "done"), "first_run": is_bool,
     "started": is_number, "updated": is_number,
-    **dict.fromkeys(("items_total", "items_done", "bytes_total", "bytes_done", "bytes_to_fetch",
-                     "bytes_to_send", "percent"), is_int),
+    **dict.fromkeys(("items_total", "items_done", "items_to_fetch", "items_to_send",
+                     "bytes_total", "bytes_done", "bytes_to_fetch", "bytes_to_send", "percent"),
+                    is_int),
     "rate": is_number, "eta": optional(is_number), "current": is_str,
-})
+}
+_PROGRESS = Shape(_PROGRESS_FIELDS,
+                  frozenset(_PROGRESS_FIELDS) - {"items_to_fetch", "items_to_send"})
 
 
 @dataclass
@@ -88,6 +93,8 @@ class Progress:
     updated: float = 0.0
     items_total: int = 0
     items_done: int = 0
+    items_to_fetch: int = 0  # server -> this machine (contents, deletions, permissions)
+    items_to_send: int = 0  # this machine -> server
     bytes_total: int = 0
     bytes_done: int = 0
     bytes_to_fetch: int = 0  # server -> this machine; known once the item list is printed
@@ -104,7 +111,7 @@ class Progress:
     def from_dict(cls, data: Any) -> Progress:
         """The snapshot progress.json holds; ValueError when it is not of that shape."""
         data = _PROGRESS.checked(data)
-        return cls(**{f.name: data[f.name] for f in fields(cls)})
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 class ProgressParser:
@@ -175,6 +182,10 @@ class ProgressParser:
             return  # skipped, as in -batch: nothing transferred
         p = self.progress
         p.items_total += 1
+        if item.direction is Direction.TO_SERVER:
+            p.items_to_send += 1
+        elif item.direction is Direction.TO_LOCAL:
+            p.items_to_fetch += 1
         source = item.local if item.direction is Direction.TO_SERVER else item.server
         if item.direction not in _MOVES or source in _NO_CONTENT:
             return
@@ -245,6 +256,40 @@ def format_line(p: Progress) -> str:
     if p.eta is not None:
         parts.append(f"ETA {human_duration(p.eta)}")
     return f"{'first sync' if p.first_run else 'syncing'}: " + ", ".join(parts)
+
+
+def human_eta(seconds: float) -> str:
+    """A rough time left: `10 s`, `3 min`, `1 h 20 min`."""
+    seconds = max(round(seconds), 1)
+    if seconds < 90:
+        return f"{seconds} s"
+    minutes = round(seconds / 60)
+    if minutes < 90:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60} min"
+
+
+def copying(p: Progress) -> bool:
+    """Whether the pass is moving items (unison has listed them and propagates)."""
+    return p.phase == "propagating" and p.items_total > 0
+
+
+def describe(p: Progress) -> str:
+    """What a pass is doing, for `status`, the daemon's status line and the tray: while it
+    copies, what is left to go and when it should be done (`uploading 3 files, 120 MB, ~10 s
+    left`); before that, its step (`syncing: looking for changes`). Files are unison's items:
+    a folder new on one side is one."""
+    if not copying(p):
+        return format_line(p)
+    left = max(p.items_total - p.items_done, 0)
+    verb = ("uploading" if not p.items_to_fetch else "downloading" if not p.items_to_send
+            else "uploading and downloading")
+    parts = [f"{verb} {left} file{'' if left == 1 else 's'}"]
+    if (to_go := p.bytes_total - p.bytes_done) > 0:
+        parts.append(human_bytes(to_go))
+    if p.eta is not None and left:
+        parts.append(f"~{human_eta(p.eta)} left")
+    return ("first sync: " if p.first_run else "") + ", ".join(parts)
 
 
 Observer = Callable[[Progress], None]

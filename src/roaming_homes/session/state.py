@@ -223,6 +223,9 @@ class StateStore:
 class LogWriter:
     """Appends unison's output to sync.log, rotating it so it never grows without bound.
 
+    Line by line: every line is in the file as soon as unison says it (`tail -f sync.log`
+    follows a long pass, a real-time session's included), not when the pass ends.
+
     A full disk does not stop a pass midway: the lines that do not fit are dropped, and leaving
     the `with` block raises `DiskFull` naming sync.log (the pass then ends failed, saying so).
     """
@@ -233,7 +236,7 @@ class LogWriter:
         self._rotate_if_big()
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o600)
-        self._handle = os.fdopen(fd, "a", encoding="utf-8")
+        self._handle = os.fdopen(fd, "a", encoding="utf-8", buffering=1)  # line buffered
         self.lost: DiskFull | None = None  # set once a line could not be written
 
     def _rotate_if_big(self) -> None:

@@ -1,5 +1,6 @@
 """Counting the files of a replica, for the mass-deletion guard's baseline (`baseline.py`): how
-many files the synced paths hold, and how many each directory holds directly.
+many files the synced paths hold, and how many each directory holds directly; and finding the
+files changed since a time (`changed_since`: what a session that ends offline leaves unsynced).
 
 It runs after every pass that changed something, so it reads only the directories that changed
 since the last count (`DirCache`) and uses plain strings, no Path objects.
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 from roaming_homes.files import Shape, dict_of, is_int, is_str, list_of, read_json
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterator, Sequence
     from typing import Any
 
 
@@ -152,6 +153,47 @@ class DirCache:
                 os.unlink(tmp)
 
 
+def _lstat_each(top: str, stack: list[str]) -> Iterator[tuple[str, os.stat_result]]:
+    """Pop paths (relative to `top`) off `stack` until it is empty, each with its lstat; the
+    caller pushes the entries of the directories it enters. A path that vanished is skipped."""
+    while stack:
+        rel = stack.pop()
+        try:
+            st = os.lstat(f"{top}/{rel}")
+        except OSError:
+            continue
+        yield rel, st
+
+
+def changed_since(root: str | os.PathLike[str], paths: Sequence[str], ignore_paths: Sequence[str],
+                  ignore_names: Sequence[str], since: float,
+                  budget: float = 5.0) -> tuple[list[str], bool]:
+    """Files and links under `paths` of `root` changed after `since` (epoch seconds): written,
+    made, renamed or their permissions changed (mtime or ctime), by the rules `count_files`
+    follows. Deletions leave nothing to find. The walk stops after `budget` seconds; returns
+    the paths found (relative to `root`, sorted) and whether the walk was complete."""
+    path_ignored, name_ignored = _matcher(ignore_paths), _matcher(ignore_names)
+    top = os.fspath(root)
+    found: list[str] = []
+    deadline = time.monotonic() + budget
+    stack = [p for p in paths if not (path_ignored(p) or name_ignored(p.rpartition("/")[2]))]
+    for rel, st in _lstat_each(top, stack):
+        if time.monotonic() > deadline:
+            return sorted(found), False
+        if not stat.S_ISDIR(st.st_mode):
+            if max(st.st_mtime, st.st_ctime) > since:
+                found.append(rel)
+            continue
+        try:
+            with os.scandir(f"{top}/{rel}") as entries:
+                names = [entry.name for entry in entries]
+        except OSError:
+            continue
+        stack += [f"{rel}/{name}" for name in names if not (
+            name_ignored(name) or path_ignored(f"{rel}/{name}") or _LINE_BREAK.search(name))]
+    return sorted(found), True
+
+
 def count_files(root: str | os.PathLike[str], paths: Sequence[str], ignore_paths: Sequence[str],
                 ignore_names: Sequence[str], cache: DirCache | None = None,
                 tally: dict[str, int] | None = None) -> int:
@@ -179,12 +221,7 @@ def count_files(root: str | os.PathLike[str], paths: Sequence[str], ignore_paths
     tally = {} if tally is None else tally
     count = 0
     stack = [p for p in paths if not (path_ignored(p) or name_ignored(p.rpartition("/")[2]))]
-    while stack:
-        rel = stack.pop()
-        try:
-            st = os.lstat(f"{top}/{rel}")
-        except OSError:
-            continue
+    for rel, st in _lstat_each(top, stack):
         if not stat.S_ISDIR(st.st_mode):
             count += 1
             continue

@@ -1,4 +1,5 @@
-"""Linux inotify through ctypes: the few calls `unison-fsmonitor` needs, nothing more.
+"""Linux inotify through ctypes: the few calls `unison-fsmonitor` needs, and `FileWatch`, which
+tells the daemon and the tray icon that a file of theirs changed.
 
 Kept here instead of depending on inotify_simple so that the packages need no Python library
 a distribution may not ship (Debian 12 has no python3-inotify-simple).
@@ -6,10 +7,12 @@ a distribution may not ship (Debian 12 has no python3-inotify-simple).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import struct
 from collections.abc import Callable
+from pathlib import Path
 from typing import NamedTuple
 
 # Event bits (linux/inotify.h).
@@ -18,6 +21,11 @@ IN_MOVED_FROM, IN_MOVED_TO, IN_CREATE, IN_DELETE = 0x40, 0x80, 0x100, 0x200
 IN_DELETE_SELF, IN_MOVE_SELF, IN_UNMOUNT = 0x400, 0x800, 0x2000
 IN_Q_OVERFLOW, IN_IGNORED = 0x4000, 0x8000
 IN_ONLYDIR, IN_DONT_FOLLOW, IN_EXCL_UNLINK, IN_ISDIR = 0x1000000, 0x2000000, 0x4000000, 0x40000000
+
+# What changes a watched file (a config file, the ticket cache, a state file) in its directory:
+# written in place, replaced (atomic-save editors, kinit, write a new file and rename it over
+# the old one), created, removed, permissions changed.
+FILE_EVENTS = IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_ATTRIB
 
 _HEADER = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; then the name
 _READ_SIZE = 65536
@@ -91,3 +99,51 @@ class INotify:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _nearest_dir(path: Path) -> tuple[Path, str]:
+    """The closest existing directory above `path` and the name in it that leads to `path`."""
+    while not path.parent.is_dir() and path.parent != path:
+        path = path.parent
+    return path.parent, path.name
+
+
+class FileWatch:
+    """Tells when a file (a config file, the Kerberos ticket cache, the state files the tray
+    icon shows) may have changed, without polling: inotify on their directories.
+
+    A directory that does not exist yet is watched through its closest existing ancestor (for
+    the name that would create it); the watches are renewed after every relevant event.
+    """
+
+    def __init__(self, paths: tuple[Path, ...]) -> None:
+        self.paths = paths
+        self._inotify = INotify()
+        self._wanted: dict[int, set[str]] = {}  # watch descriptor -> names that matter in it
+        try:
+            self._arm()
+        except OSError:
+            self.close()
+            raise
+
+    def _arm(self) -> None:
+        self._wanted = {}
+        for path in self.paths:
+            directory, name = _nearest_dir(path)
+            wd = self._inotify.add_watch(str(directory), FILE_EVENTS)
+            self._wanted.setdefault(wd, set()).add(name)
+
+    def fileno(self) -> int:
+        return self._inotify.fileno()
+
+    def touched(self) -> bool:
+        """Read the pending events; True when one of them concerns a watched file."""
+        hit = any(event.name in self._wanted.get(event.wd, ())
+                  for event in self._inotify.read())
+        if hit:
+            with contextlib.suppress(OSError):  # a vanished directory: the mtimes still tell
+                self._arm()
+        return hit
+
+    def close(self) -> None:
+        self._inotify.close()

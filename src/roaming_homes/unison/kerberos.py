@@ -18,6 +18,7 @@ expiry), here and nowhere else.
 
 from __future__ import annotations
 
+import enum
 import os
 import pwd
 import shutil
@@ -105,6 +106,34 @@ def has_ticket() -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False
     return result.returncode == 0
+
+
+class Kdc(enum.Enum):
+    """What asking for a ticket to the server's host principal (`kvno`) gave."""
+
+    TICKET = "ticket"  # one was issued by the KDC (or is cached already)
+    REFUSED = "refused"  # an answer without one: no such principal, another realm…
+    NO_ANSWER = "no-answer"  # no answer within the bound: the KDC is down or hangs
+    UNAVAILABLE = "unavailable"  # kvno is not installed
+
+
+def service_ticket(host: str, timeout: float) -> tuple[Kdc, str]:
+    """Ask for a ticket to `host`'s host principal as ssh's GSSAPI login does (`kvno -S host
+    HOST`: the same name-to-principal mapping); with kvno's last line of complaint, to show.
+
+    A ticket it gets is cached, so the login that follows does not ask the KDC again.
+    """
+    try:
+        result = runner.run(["kvno", "-q", "-S", "host", host], stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        return Kdc.UNAVAILABLE, ""
+    except subprocess.TimeoutExpired:
+        return Kdc.NO_ANSWER, ""
+    if result.returncode == 0:
+        return Kdc.TICKET, ""
+    lines = result.stderr.strip().splitlines()
+    return Kdc.REFUSED, lines[-1] if lines else f"kvno exit code {result.returncode}"
 
 
 def _date(fields: list[str]) -> datetime | None:

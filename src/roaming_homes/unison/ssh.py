@@ -36,6 +36,7 @@ from roaming_homes.errors import RoamingHomesError
 from roaming_homes.files import try_flock
 from roaming_homes.outcome import EXIT_CODES, Reason, result_of
 from roaming_homes.paths import private_dir
+from roaming_homes.text import escape
 from roaming_homes.unison import kerberos, runner
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,12 @@ BUSY_PATIENCE = 10
 
 @dataclass(frozen=True)
 class Server:
-    """Where the server side of this home is: an ssh destination, or a local directory."""
+    """Where the server side of this home is: an ssh destination, or a local directory.
+
+    `hosts` are the front-ends that serve the home, in the order they are tried
+    (`unison.frontends`); `host` is the one this value connects to, the first until one is
+    chosen; `name` names the server in this computer's records (`stable_root`): the first
+    listed front-end, whichever serves a pass."""
 
     host: str
     port: int
@@ -81,14 +87,20 @@ class Server:
     ssh_options: tuple[str, ...]
     connection_reuse: int
     kerberos: str = "auto"  # server.kerberos: whether the login needs a ticket (see kerberos)
+    hosts: tuple[str, ...] = ()
+    name: str = ""
 
     @classmethod
     def from_config(cls, server: dict[str, Any]) -> Server:
+        listed = tuple(server["host"])
+        hosts = (per_user_order(listed, server["user"]) if server["host_order"] == "per-user"
+                 else listed)
         return cls(
-            host=server["host"], port=server["port"], user=server["user"], home=server["home"],
-            local_root=server["root"], connect_timeout=server["connect_timeout"],
-            ssh_options=tuple(server["ssh_options"]), connection_reuse=server["connection_reuse"],
-            kerberos=server["kerberos"],
+            host=hosts[0] if hosts else "", port=server["port"], user=server["user"],
+            home=server["home"], local_root=server["root"],
+            connect_timeout=server["connect_timeout"], ssh_options=tuple(server["ssh_options"]),
+            connection_reuse=server["connection_reuse"], kerberos=server["kerberos"],
+            hosts=hosts, name=listed[0] if listed else "",
         )
 
     @property
@@ -97,10 +109,20 @@ class Server:
 
     @property
     def unison_root(self) -> str:
-        """The server replica as a unison root."""
+        """The server replica as a unison root, through this value's front-end."""
+        return self._root(self.host)
+
+    @property
+    def stable_root(self) -> str:
+        """The server replica as this computer's records name it, whichever front-end serves
+        a pass: as a root through `name` (the one host of a single server, so records kept
+        before host lists existed still match)."""
+        return self._root(self.name or self.host)
+
+    def _root(self, host: str) -> str:
         if self.is_local:
             return self.local_root
-        return f"ssh://{self.user}@{self.host}:{self.port}/{self.home}"
+        return f"ssh://{self.user}@{host}:{self.port}/{self.home}"
 
     @property
     def label(self) -> str:
@@ -109,6 +131,15 @@ class Server:
             return self.local_root
         port = "" if self.port == 22 else f":{self.port}"
         return f"{self.user}@{self.host}{port}:{self.home}"
+
+
+def per_user_order(hosts: Sequence[str], user: str) -> tuple[str, ...]:
+    """`hosts` rotated by a hash of `user`: the same order on every computer of the user, and
+    users spread evenly over the front-ends as the first to try."""
+    if not hosts:
+        return ()
+    start = int.from_bytes(hashlib.sha256(user.encode()).digest()[:8], "big") % len(hosts)
+    return (*hosts[start:], *hosts[:start])
 
 
 def control_path(server: Server, control_dir: Path) -> Path | None:
@@ -452,7 +483,10 @@ def _open(server: Server, command: list[str]) -> None:
                                 stdout=subprocess.DEVNULL, stderr=err,
                                 timeout=_start_timeout(server), check=False)
         except subprocess.TimeoutExpired:
-            raise ConnectError(f"server {server.host} did not answer in time",
+            # A Kerberos login without a ticket for this server asks the KDC first; a hung KDC
+            # keeps ssh waiting (half a minute with MIT's defaults): this bound ends it.
+            hint = " (nor, maybe, the Kerberos KDC)" if uses_kerberos(server) else ""
+            raise ConnectError(f"server {server.host} did not answer in time{hint}",
                                Reason.SERVER_UNREACHABLE) from None
         except FileNotFoundError:
             raise ConnectError("ssh is not installed (openssh-client)",
@@ -482,6 +516,19 @@ def check_ticket(server: Server) -> None:
                            action="kinit")
 
 
+def _kerberos_refused(server: Server, refused: ConnectError) -> ConnectError:
+    """A Kerberos login turned away although `klist -s` found a valid ticket: most likely one of
+    another realm (a second account, a test realm), or a principal the server does not let log
+    in as `server.user`. The message names the principal whose ticket was offered."""
+    held = kerberos.ticket()
+    principal = escape(held.principal) if held is not None else "unknown"
+    return ConnectError(
+        f"the server {server.host} refused the Kerberos login as {server.user} with the ticket "
+        f"of {principal} (another realm, or a principal not allowed there?): sign in with kinit "
+        "as the principal of your account on the server", Reason.AUTH_REFUSED,
+        (refused.message,), action="kinit")
+
+
 def _open_patiently(server: Server, command: list[str]) -> None:
     """`_open`, asking a busy server again with jittered exponential back-off
     (`busy_retry_delay`): at a login storm most of the computers turned away get in within
@@ -492,6 +539,8 @@ def _open_patiently(server: Server, command: list[str]) -> None:
             _open(server, command)
             return
         except ConnectError as exc:
+            if exc.reason is Reason.AUTH_REFUSED and uses_kerberos(server):
+                raise _kerberos_refused(server, exc) from None
             if exc.reason is not Reason.SERVER_BUSY:
                 raise
             refusals += 1
@@ -504,14 +553,17 @@ def _open_patiently(server: Server, command: list[str]) -> None:
             time.sleep(delay)
 
 
-def connect(server: Server, control_dir: Path) -> Path | None:
-    """Make sure the server answers; returns the shared connection's socket, if any.
+def connect(server: Server, control_dir: Path, patient: bool = True) -> Path | None:
+    """Make sure the server (its front-end `host`) answers; returns the shared connection's
+    socket, if any. `unison.frontends.connect` chooses among several front-ends.
 
     A master that answers is used; a dead or hung one is replaced. Raises ConnectError with
     TRY_LATER when the server is unreachable (or a local root is absent, e.g. an unmounted
-    share) or stays busy (`_open_patiently`), and FAILED when it answers but refuses us, or
-    when a Kerberos login has no valid ticket (`check_ticket`).
+    share) or busy (asked again for a while when `patient`: `_open_patiently`), and FAILED
+    when it answers but refuses us, or when a Kerberos login has no valid ticket
+    (`check_ticket`).
     """
+    opening = _open_patiently if patient else _open
     if server.is_local:
         if not Path(server.local_root).is_dir():
             raise ConnectError(
@@ -521,8 +573,8 @@ def connect(server: Server, control_dir: Path) -> Path | None:
     check_ticket(server)
     socket = control_path(server, control_dir)
     if socket is None:
-        _open_patiently(server, ["ssh", *ssh_options(server, None), "-o", "ControlMaster=no",
-                                 *_destination(server), "true"])
+        opening(server, ["ssh", *ssh_options(server, None), "-o", "ControlMaster=no",
+                         *_destination(server), "true"])
         return None
     try:
         private_dir(control_dir)
@@ -531,7 +583,7 @@ def connect(server: Server, control_dir: Path) -> Path | None:
     # The longest a holder takes: ask the master, wait for a hung one to end, start a new one.
     with _one_at_a_time(control_dir, 2 * _CONTROL_TIMEOUT + _patient_timeout(server)):
         if not _master_answers(server, socket):
-            _open_patiently(server, _master_command(server, socket))
+            opening(server, _master_command(server, socket))
     return socket
 
 
