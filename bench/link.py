@@ -23,7 +23,7 @@ from pathlib import Path
 from tests.support.sshd import SshServer
 
 from bench.blackhole import NFT_DROP, free_subnet, ip, run
-from bench.relay import Relay
+from bench.relay import Counters, Relay
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +60,7 @@ def tbf(device: str, profile: Profile) -> list[str]:
 
 class Link:
     """A real sshd behind an emulated link. `front` is that server as clients must use it
-    (through the relay, on loopback); `counters` what the relay carried."""
+    (through the relay, on loopback)."""
 
     def __init__(self, workdir: Path, profile: Profile, env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
@@ -105,10 +105,10 @@ class Link:
         run(["tc", *tbf(self.outer, self.profile)])
         run(["tc", "-n", self.namespace, *tbf(self.inner, self.profile)])
 
-    @property
-    def counters(self) -> Relay:
+    def counters(self) -> Counters:
+        """What the relay carried so far, over every connection."""
         assert self.relay is not None
-        return self.relay
+        return self.relay.snapshot()
 
     @contextlib.contextmanager
     def cut(self) -> Iterator[None]:

@@ -66,9 +66,9 @@ class Plan:
 
 def _turns(link: Link, run: Callable[[], object]) -> tuple[int, int]:
     """Request/response turns and bytes (both ways) the relay carried while `run` ran."""
-    before = link.counters.snapshot()
+    before = link.counters()
     run()
-    after = link.counters.snapshot()
+    after = link.counters()
     return after.turns - before.turns, after.up + after.down - before.up - before.down
 
 
