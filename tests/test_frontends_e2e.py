@@ -8,6 +8,7 @@ its tests), each test with a home of its own on it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -288,5 +289,7 @@ def test_real_time_mode_fails_over_when_the_front_end_of_its_monitor_dies(
         wait_for(appears(docs / "remote.txt", "written on fe2\n"), 30, "a server write here")
     finally:
         stop_as_logout([daemon])
-        print(daemon.log)  # shown when the test fails
+        print(daemon.log)  # shown when the test fails, with unison's words
+        with contextlib.suppress(OSError):
+            print((laptop.state_dir / "sync.log").read_text(errors="replace")[-20000:])
     assert daemon.proc.returncode == 0, daemon.log  # stopped as at logout, not killed
