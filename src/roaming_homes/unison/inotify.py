@@ -9,8 +9,11 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
-from collections.abc import Callable
-from typing import NamedTuple
+
+# Not `typing`: the server runs one monitor per user, and importing typing costs each 1 MiB.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 # Event bits (linux/inotify.h).
 IN_MODIFY, IN_ATTRIB, IN_CLOSE_WRITE = 0x2, 0x4, 0x8
@@ -23,11 +26,25 @@ _HEADER = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; 
 _READ_SIZE = 65536
 
 
-class Event(NamedTuple):
-    wd: int
-    mask: int
-    cookie: int
-    name: str  # "" for events on the watched directory itself
+class Event:
+    """One inotify event; `name` is "" for an event on the watched directory itself."""
+
+    __slots__ = ("cookie", "mask", "name", "wd")
+
+    def __init__(self, wd: int, mask: int, cookie: int, name: str) -> None:
+        self.wd, self.mask, self.cookie, self.name = wd, mask, cookie, name
+
+    def _key(self) -> tuple[int, int, int, str]:
+        return (self.wd, self.mask, self.cookie, self.name)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Event) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"Event{self._key()!r}"
 
 
 def parse_events(data: bytes) -> list[Event]:

@@ -81,6 +81,7 @@ class Server:
     ssh_options: tuple[str, ...]
     connection_reuse: int
     kerberos: str = "auto"  # server.kerberos: whether the login needs a ticket (see kerberos)
+    watch_idle_timeout: int = 300  # server.watch_idle_timeout (see actions.watch)
 
     @classmethod
     def from_config(cls, server: dict[str, Any]) -> Server:
@@ -88,7 +89,7 @@ class Server:
             host=server["host"], port=server["port"], user=server["user"], home=server["home"],
             local_root=server["root"], connect_timeout=server["connect_timeout"],
             ssh_options=tuple(server["ssh_options"]), connection_reuse=server["connection_reuse"],
-            kerberos=server["kerberos"],
+            kerberos=server["kerberos"], watch_idle_timeout=server["watch_idle_timeout"],
         )
 
     @property
