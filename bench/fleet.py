@@ -139,6 +139,7 @@ class Proc:
     rss_kib: int
     pss_kib: int = 0
     watches: int = 0
+    fds: int = 0
 
 
 def _read(path: str) -> str:
@@ -166,7 +167,9 @@ def _proc(pid: int, detail: bool) -> Proc | None:
                 if line.startswith("Pss:"):
                     proc.pss_kib = int(line.split()[1])
         with contextlib.suppress(OSError):
-            for fd in os.listdir(f"{base}/fd"):
+            fds = os.listdir(f"{base}/fd")
+            proc.fds = len(fds)
+            for fd in fds:
                 with contextlib.suppress(OSError):
                     if os.readlink(f"{base}/fd/{fd}") == "anon_inode:inotify":
                         proc.watches += watches_in(_read(f"{base}/fdinfo/{fd}"))
@@ -393,6 +396,7 @@ class UserFigures:
     watches: int = 0
     idle_cpu_hour: float = 0.0  # CPU seconds per hour, whole connection subtree
     processes: int = 0
+    fds: int = 0  # open file descriptors of all of them
 
 
 @dataclasses.dataclass
@@ -424,6 +428,7 @@ def snapshot(fleet: Fleet, accounts: list[Account]) -> dict[int, UserFigures]:
                 figure.sshd_rss += proc.rss_kib / 1024
                 figure.sshd_pss += proc.pss_kib / 1024
             figure.watches += proc.watches
+            figure.fds += proc.fds
         figures[account.uid] = figure
     return figures
 
@@ -582,9 +587,10 @@ def render(rounds: Sequence[Round]) -> str:
     """One markdown table, a row per round; per-user cells are median (max) over the users."""
     lines = [
         "| users | files each | mode | monitor RSS MiB | monitor PSS MiB | unison -server peak "
-        "RSS MiB | sshd RSS / PSS MiB | inotify watches | idle CPU-s per hour | up p50 / p99 s | "
-        "down p50 / p99 s | burst up p50 / p99 s | burst down p50 / p99 s | load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        "RSS MiB | sshd RSS / PSS MiB | inotify watches | processes / fds | idle CPU-s per hour "
+        "| up p50 / p99 s | down p50 / p99 s | burst up p50 / p99 s | burst down p50 / p99 s "
+        "| load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rounds:
         f = r.figures
         peaks = [x.unison_peak_rss for x in f if x.unison_peak_rss]
@@ -594,6 +600,8 @@ def render(rounds: Sequence[Round]) -> str:
             f"{statistics.median(x.sshd_rss for x in f):.1f} / "
             f"{statistics.median(x.sshd_pss for x in f):.1f} | "
             f"{_med([float(x.watches) for x in f], 0)} | "
+            f"{statistics.median(x.processes for x in f):.0f} / "
+            f"{statistics.median(x.fds for x in f):.0f} | "
             f"{_med([x.idle_cpu_hour for x in f], 3)} | {_pct(r.up)} | {_pct(r.down)} | "
             f"{_pct(r.burst_up)} | {_pct(r.burst_down)} | {r.load} |")
     return "\n".join(lines) + "\n"
@@ -684,6 +692,8 @@ Per server user, median over the users of a round (max in brackets):
   propagated (sampled every 50 ms; real-time mode runs one per change, none while idle).
 - **sshd RSS / PSS**: the user's connection (`sshd: USER [priv]` and `sshd: USER@notty`).
 - **inotify watches**: counted in /proc/PID/fdinfo of the monitor's inotify descriptor.
+- **processes / fds**: the processes of the user's connection, idle, and the file descriptors
+  they hold together.
 - **idle CPU-s per hour**: CPU time (schedstat, to the nanosecond; plus cutime + cstime for
   children that ended) of the whole subtree of the user's sshd connection
   (sshd, monitor, every `unison -server` and shell of the passes, those that ended included)

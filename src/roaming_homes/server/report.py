@@ -151,8 +151,8 @@ def pattern_homes(pattern: str, all_users: bool) -> list[tuple[Path, str]]:
     entries = pwd.getpwall() if all_users else [pwd.getpwuid(os.getuid())]
     seen: dict[str, str] = {}
     for entry in entries:
-        home = re.sub(r"%[uh%]", lambda m: {"%u": entry.pw_name, "%h": entry.pw_dir,
-                                             "%%": "%"}[m.group(0)], pattern)
+        values = {"%u": entry.pw_name, "%h": entry.pw_dir, "%%": "%"}
+        home = "".join(values.get(part, part) for part in re.split(r"(%[uh%])", pattern))
         if home.startswith("/") and home != "/":
             seen.setdefault(home, entry.pw_name)
     return [(Path(home), user) for home, user in seen.items() if is_synced_home(Path(home))]
