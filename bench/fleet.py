@@ -634,52 +634,101 @@ def _on_signal(signo: int, _frame: Any) -> None:
     raise _Stopped(f"stopped by signal {signo}")
 
 
-def run(plan: Plan, base: Path, modes: Sequence[str]) -> tuple[str, list[Round]]:
+def run(plan: Plan, base: Path, modes: Sequence[str], rounds: list[Round],
+        on_round: Callable[[], None]) -> None:
+    """Measure into `rounds`, calling `on_round` after each."""
     if os.geteuid() != 0 or shutil.which("useradd") is None:
         raise SystemExit("bench/run --fleet needs root and useradd (it makes server users)")
     for name in leftover_accounts():
         _log(f"removing {name}, left by an earlier run")
         remove_account(name)
-    info = machine_text()
-    rounds: list[Round] = []
-    fleet = Fleet(base, plan)
-    rng = random.Random(19)
+    with _inotify_instances(3 * max(plan.counts, default=1)):
+        fleet = Fleet(base, plan)
+        try:
+            _rounds(fleet, plan, modes, rounds, on_round)
+        finally:
+            fleet.close()
+
+
+INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
+
+
+@contextlib.contextmanager
+def _inotify_instances(more: int) -> Iterator[None]:
+    """`more` inotify instances for root for the run: every simulated computer is root's here
+    (a daemon and its local monitor each hold one), which a real computer is not. The limit is
+    put back afterwards."""
+    old = int(INSTANCES.read_text())
+    if more:
+        INSTANCES.write_text(f"{old + more}\n")
+        _log(f"fs.inotify.max_user_instances {old} -> {old + more} for the run (this machine's "
+             "computers are all root's)")
     try:
-        for count in plan.counts:
-            while len(fleet.accounts) < count:
-                fleet.add(plan.files)
-            accounts = fleet.accounts[:count]
-            for mode in modes:
-                rounds.append(measure_round(fleet, accounts, plan.files, mode, rng))
-        if plan.big:
-            big = fleet.add(plan.big)
-            for mode in modes:
-                rounds.append(measure_round(fleet, [big], plan.big, mode, rng))
+        yield
     finally:
-        fleet.close()
-    return info, rounds
+        if more:
+            INSTANCES.write_text(f"{old}\n")
+
+
+def _rounds(fleet: Fleet, plan: Plan, modes: Sequence[str], rounds: list[Round],
+            on_round: Callable[[], None]) -> None:
+    """Each number of users in each mode, then the big home alone; `rounds` grows as they
+    are measured (what was measured before a failure is kept)."""
+    rng = random.Random(19)
+    for count in plan.counts:
+        while len(fleet.accounts) < count:
+            fleet.add(plan.files)
+        accounts = fleet.accounts[:count]
+        for mode in modes:
+            rounds.append(measure_round(fleet, accounts, plan.files, mode, rng))
+            on_round()
+    if plan.big:
+        big = fleet.add(plan.big)
+        for mode in modes:
+            rounds.append(measure_round(fleet, [big], plan.big, mode, rng))
+            on_round()
+
+
+def _reachable(directory: str) -> str:
+    """`directory` if every server user can pass through it to reach its home and sshd's keys
+    in the run's directory (sshd reads authorized_keys as the user), else /tmp."""
+    path = Path(directory).resolve()
+    for part in [path, *path.parents]:
+        if not part.stat().st_mode & 0o001:
+            return "/tmp"
+    return str(path)
 
 
 def main(plan: Plan, output: Path | None, modes: Sequence[str], quick: bool) -> int:
+    """Run, writing the table to `output` after every round (a run cut short keeps what it
+    measured, marked as such), and print it at the end."""
     import tempfile
 
     for signo in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signo, _on_signal)
     started = time.monotonic()
-    base = Path(tempfile.mkdtemp(prefix="rhfleet-"))
+    info = machine_text()
+    command = f"bench/run --fleet{' --quick' if quick else ''}"
+    rounds: list[Round] = []
+
+    def write(status: str) -> None:
+        if output is not None and rounds:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(
+                f"# Capacity, as measured\n\nMeasured by `{command}` on {info}. "
+                f"{status} {time.monotonic() - started:.0f} s.\n\n{render(rounds)}\n{NOTES}")
+
+    base = Path(tempfile.mkdtemp(prefix="rhfleet-", dir=_reachable(tempfile.gettempdir())))
     try:
-        info, rounds = run(plan, base, modes)
+        run(plan, base, modes, rounds, lambda: write("Still running after"))
+    except BaseException:
+        write("Cut short (failed or stopped) after")
+        raise
     finally:
         _log("removing the homes")
         subprocess.run(["rm", "-rf", str(base)], check=False)
-    table = render(rounds)
-    print(table, end="")
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        command = f"bench/run --fleet{' --quick' if quick else ''}"
-        output.write_text(
-            f"# Capacity, as measured\n\nMeasured by `{command}`"
-            f" on {info}. Whole run: {time.monotonic() - started:.0f} s.\n\n{table}\n{NOTES}")
+    write("Whole run:")
+    print(render(rounds), end="")
     return 0
 
 

@@ -23,6 +23,12 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("useradd") is 
                                 reason="the fleet benchmark makes server users: root, useradd")
 
 
+def _run_dirs() -> set[str]:
+    """The bench's directories in /tmp (where it goes when TMPDIR is not reachable for the
+    users it makes, as under pytest's private temporary directory)."""
+    return {p.name for p in Path("/tmp").glob("rhfleet-*")}
+
+
 def _accounts() -> set[str]:
     return {entry.pw_name for entry in pwd.getpwall() if entry.pw_gecos.startswith(fleet.COMMENT)}
 
@@ -32,7 +38,7 @@ def test_quick_fleet_bench_measures_every_round_and_leaves_nothing_behind(
     temp_dir = tmp_path / "tmp"
     temp_dir.mkdir()
     output = tmp_path / "capacity.md"
-    before = _accounts()
+    before, dirs_before = _accounts(), _run_dirs()
     started = time.monotonic()
     result = subprocess.run(
         [str(ROOT / "bench" / "run"), "--fleet", "--quick", "--output", str(output)],
@@ -57,14 +63,16 @@ def test_quick_fleet_bench_measures_every_round_and_leaves_nothing_behind(
     # nothing left: accounts, their homes, processes
     assert _accounts() == before
     assert list(temp_dir.iterdir()) == []
-    ours = str(temp_dir).encode()
+    made = _run_dirs() - dirs_before
+    assert not made, made
+    ours = [str(temp_dir).encode(), *(f"/tmp/{name}".encode() for name in made)]
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
                 cmdline = (proc / "cmdline").read_bytes()
             except OSError:
                 continue
-            assert ours not in cmdline, f"left running: {cmdline!r}"
+            assert not any(part in cmdline for part in ours), f"left running: {cmdline!r}"
     assert took < 60, f"the quick run took {took:.0f} s"
 
 
