@@ -213,8 +213,10 @@ def local_monitor() -> list[str]:
 
 def remote_monitor(server: transport.Server) -> list[str]:
     """The server's monitor: it ends the session's connection there when this computer has
-    been silent for `server.watch_idle_timeout` seconds (an older one ignores the option)."""
-    return [MONITOR, "--idle-timeout", str(server.watch_idle_timeout)]
+    been silent for `server.watch_idle_timeout` seconds (an older one ignores the option).
+    `exec`, so that the login shell that sshd runs it with does not stay as a process of its
+    own for the whole session (dash does not replace itself; every shell knows `exec`)."""
+    return ["exec", MONITOR, "--idle-timeout", str(server.watch_idle_timeout)]
 
 
 def run_watch(config: Config, locations: Locations, stop: threading.Event, *,
