@@ -657,7 +657,7 @@ INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
 def _inotify_instances(more: int) -> Iterator[None]:
     """`more` inotify instances for root for the run: every simulated computer is root's here
     (a daemon and its local monitor each hold one), which a real computer is not. The limit is
-    put back afterwards."""
+    put back afterwards, unless something else changed it meanwhile."""
     old = int(INSTANCES.read_text())
     if more:
         INSTANCES.write_text(f"{old + more}\n")
@@ -666,7 +666,8 @@ def _inotify_instances(more: int) -> Iterator[None]:
     try:
         yield
     finally:
-        if more:
+        # put back unless another run changed it meanwhile (it puts back its own)
+        if more and int(INSTANCES.read_text()) == old + more:
             INSTANCES.write_text(f"{old}\n")
 
 
