@@ -52,6 +52,7 @@ import select
 import sys
 import time
 
+from roaming_homes.relative import is_below
 from roaming_homes.unison.inotify import (
     IN_ATTRIB,
     IN_CREATE,
@@ -135,14 +136,6 @@ def split_on_space(line: str) -> tuple[str, str]:
 def join(parent: str, name: str) -> str:
     """A path relative to a replica; "" is the replica itself."""
     return f"{parent}/{name}" if parent else name
-
-
-def is_below(path: str, parents: Iterable[str]) -> bool:
-    """Whether the relative `path` is one of `parents` or lies below one ("" is the root,
-    above everything); `roaming_homes.paths.is_below`, kept here so that the monitor imports
-    nothing of ours but inotify."""
-    return any(not parent or path == parent or path.startswith(parent.rstrip("/") + "/")
-               for parent in parents)
 
 
 def collapse(paths: Iterable[str]) -> list[str]:
