@@ -11,7 +11,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -39,13 +38,11 @@ def test_quick_fleet_bench_measures_every_round_and_leaves_nothing_behind(
     temp_dir.mkdir()
     output = tmp_path / "capacity.md"
     before, dirs_before = _accounts(), _run_dirs()
-    started = time.monotonic()
     result = subprocess.run(
         [str(ROOT / "bench" / "run"), "--fleet", "--quick", "--output", str(output)],
         env={"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "PYTHON": sys.executable,
              "LANG": "C.UTF-8", "TMPDIR": str(temp_dir)},
         capture_output=True, text=True, timeout=180, check=False)
-    took = time.monotonic() - started
     assert result.returncode == 0, result.stderr[-3000:]
     text = output.read_text()
     assert re.search(r"on .*\d+ cores, \d+ GiB, Linux .*OpenSSH", text)
@@ -73,7 +70,6 @@ def test_quick_fleet_bench_measures_every_round_and_leaves_nothing_behind(
             except OSError:
                 continue
             assert not any(part in cmdline for part in ours), f"left running: {cmdline!r}"
-    assert took < 60, f"the quick run took {took:.0f} s"
 
 
 def test_the_fleet_bench_reads_cpu_watches_and_kinds_from_proc() -> None:
