@@ -22,7 +22,7 @@ from pathlib import Path
 from tests.support.homes import CLI, Setup
 from tests.support.sshd import SshServer, free_port
 
-from bench import computers, frontends, link, realtime, trees
+from bench import computers, fleet, frontends, link, realtime, trees
 from bench.blackhole import BlackHole
 from bench.measure import Row, import_cost_us, machine, peak_rss, render, repeat, timed
 from roaming_homes import config as config_mod
@@ -391,8 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/run", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="a small subset in under a minute (the CI smoke test)")
-    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "performance.md",
-                        help="where to write the table (default: docs/performance.md)")
+    parser.add_argument("--output", type=Path,
+                        help="where to write the table (default: docs/performance.md; with "
+                        "--fleet docs/capacity-measured.md)")
     parser.add_argument("--realtime", action="store_true",
                         help="only the real-time rows (7, 8, 9): print them, write no file")
     parser.add_argument("--frontends", action="store_true",
@@ -406,11 +407,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="append", choices=sorted(link.PROFILES),
                         help="with --links: only this link profile (may be repeated; default: "
                         "all, or broadband with --quick)")
+    parser.add_argument("--fleet", action="store_true",
+                        help="only the capacity of one server for many users (needs root: it "
+                        "makes server users); writes docs/capacity-measured.md unless --output")
+    parser.add_argument("--users", type=lambda text: tuple(int(n) for n in text.split(",")),
+                        help="with --fleet: the numbers of users measured (default 10,50,100)")
+    parser.add_argument("--files", type=int, help="with --fleet: files in each home (2000)")
+    parser.add_argument("--big", type=int,
+                        help="with --fleet: files of the one big home (100000; 0: none)")
+    parser.add_argument("--modes", default="real-time,interval",
+                        help="with --fleet: real-time, interval or both (the default)")
     args = parser.parse_args(argv)
+    if args.fleet:
+        plan = fleet.Plan.quick() if args.quick else fleet.Plan.full()
+        plan = dataclasses.replace(plan, **{
+            key: value for key, value in (("counts", args.users), ("files", args.files),
+                                          ("big", args.big)) if value is not None})
+        return fleet.main(plan, args.output or ROOT / "docs" / "capacity-measured.md",
+                          args.modes.split(","), args.quick)
     if args.links:
         # The quick run proves the harness on one link; every profile is the same code.
         every = ("broadband",) if args.quick else tuple(link.PROFILES)
-        return links_section(args.output, args.quick, tuple(args.profile or every))
+        return links_section(args.output or ROOT / "docs" / "performance.md", args.quick,
+                             tuple(args.profile or every))
     if args.realtime:
         return only(lambda base: realtime_rows(base, args.quick, trees.Pool()), args.quick)
     if args.frontends:
@@ -445,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{computers.NOTES}\n{frontends.NOTES}\n"
             f"Whole run: {time.monotonic() - started:.0f} s.\n")
     print(table, end="")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text + _split_links(args.output)[1])
+    output = args.output or ROOT / "docs" / "performance.md"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text + _split_links(output)[1])
     return 0 if all(row.met is not False for row in rows) else 1

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,13 +22,15 @@ from roaming_homes.unison.fsmonitor import (
     Monitor,
     ProtocolError,
     collapse,
+    idle_timeout,
+    own_sshd,
     quote,
     ripe_changes,
     split_on_space,
     unquote,
 )
 from roaming_homes.unison.inotify import INotify
-from tests.support.fsmonitor import SRC, MonitorSession
+from tests.support.fsmonitor import COMMAND, SRC, MonitorSession
 
 H = "7d1e3b0c9f6a4e2d8b5c1a0f9e8d7c6b"  # an archive hash, as unison sends it
 H2 = "0123456789abcdef0123456789abcdef"
@@ -622,3 +625,57 @@ def test_tree_mode_over_pipes(monitor: MonitorSession, replica: Path) -> None:
     monitor.send(f"WAIT {H}")
     monitor.expect(f"CHANGES {H}")
     assert monitor.changes(H) == ["sub%20dir/new/deep/f"]
+
+
+# --- the idle bound (roaming-homes' real-time mode on the server) -------------------------------
+
+def test_the_idle_timeout_option_is_read_leniently() -> None:
+    assert idle_timeout(["--idle-timeout", "300"]) == 300.0
+    assert idle_timeout([]) is None  # as unison starts it: no bound
+    assert idle_timeout(["--idle-timeout"]) is None
+    assert idle_timeout(["--idle-timeout", "soon"]) is None
+    assert idle_timeout(["--idle-timeout", "0"]) is None
+
+
+def test_a_monitor_told_nothing_for_its_idle_timeout_exits_and_keepalives_keep_it(
+        replica: Path) -> None:
+    idle = MonitorSession([*COMMAND, "--idle-timeout", "1.5"])
+    kept = MonitorSession([*COMMAND, "--idle-timeout", "1.5"])
+    try:
+        for session in (idle, kept):
+            session.expect("VERSION 1")
+            session.send("TREE")
+            session.expect("OK")
+            session.send(f"START {H} {quote(str(replica))} ")
+            session.expect("OK")
+            session.send("DONE")
+            session.send(f"WAIT {H}")
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:  # what real-time mode sends every fifth of it
+            kept.send(f"WAIT {H}")
+            time.sleep(0.3)
+        assert idle.proc.poll() == 0  # not started over ssh: nothing else to end
+        assert kept.proc.poll() is None
+        (replica / "still-watched").write_text("x")
+        kept.expect(f"CHANGES {H}")  # the keep-alives changed nothing of the protocol
+        assert kept.changes(H) == ["still-watched"]
+    finally:
+        idle.close()
+        kept.close()
+
+
+def _fake_process(proc: Path, pid: int, comm: str, ppid: int) -> None:
+    (proc / str(pid)).mkdir(parents=True)
+    (proc / str(pid) / "stat").write_text(f"{pid} ({comm}) S {ppid} {pid} {pid} 0 -1 0\n")
+
+
+def test_the_connection_ended_is_the_nearest_sshd_of_this_user_above_the_monitor(
+        tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    _fake_process(proc, 300, "sh", 200)  # the login shell that ran the monitor
+    _fake_process(proc, 200, "sshd", 100)  # sshd: USER@notty, this user's
+    _fake_process(proc, 100, "sshd", 1)  # sshd: USER [priv]
+    assert own_sshd(300, str(proc)) == 200
+    _fake_process(proc, 400, "python3 (x) y", 1)  # a parenthesis in a name; no sshd above
+    assert own_sshd(400, str(proc)) is None
+    assert own_sshd(999, str(proc)) is None  # gone

@@ -406,3 +406,33 @@ def test_a_synced_path_that_is_a_link_counts_as_one_file(tmp_path: Path) -> None
     (tmp_path / "real" / "a").write_text("a")
     (tmp_path / "Documents").symlink_to("real")
     assert counting.count_files(tmp_path, ("Documents",), (), ()) == 1
+
+
+@pytest.mark.parametrize("where", ["UNISON", "HOME"])
+def test_server_guard_removes_the_count_caches_older_versions_left(
+        tmp_path: Path, where: str) -> None:
+    """Older versions kept a count cache in unison's directory on the server ($UNISON, else
+    ~/.unison); each pass removes them (and their temporary files), nothing else."""
+    root = tmp_path / "replica"
+    root.mkdir()
+    unison_dir = tmp_path / "unison-dir" if where == "UNISON" else tmp_path / "home" / ".unison"
+    unison_dir.mkdir(parents=True)
+    leftovers = ["roaming-homes-counts-0a1b2c3d.json", "roaming-homes-counts-0a1b2c3d.json.42.tmp"]
+    kept = ["ar0123456789abcdef", "fp0123456789abcdef", "roaming-homes-counts.txt", "default.prf"]
+    for name in [*leftovers, *kept]:
+        (unison_dir / name).write_text(name)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "unison").write_text('#!/bin/sh\necho "unison server $*"\n')
+    (bin_dir / "unison").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path / "home"),
+           **({"UNISON": str(unison_dir)} if where == "UNISON" else {})}
+    command = guards.guard_command(str(root), PATHS, NONCE)
+    result = subprocess.run(["sh", "-c", f"{command} -server"], capture_output=True, text=True,
+                            cwd=tmp_path, env=env, check=False)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in unison_dir.iterdir()) == sorted(kept)
+    # again, with nothing left to remove: no error, unison runs
+    again = subprocess.run(["sh", "-c", f"{command} -server"], capture_output=True, text=True,
+                           cwd=tmp_path, env=env, check=False)
+    assert again.returncode == 0 and again.stdout == "unison server -server\n"

@@ -39,6 +39,9 @@ COMMON_FILES = {
     "/usr/libexec/roaming-homes/logout",
 }
 README = "/usr/share/doc/roaming-homes/README.md"
+# data/server: samples for the server, as docs (an administrator installs them on purpose).
+EXAMPLES = tuple(f"/usr/share/doc/roaming-homes/examples/roaming-homes-report.{kind}"
+                 for kind in ("service", "timer"))
 # The generated man pages (gzipped by dh_installman, and by rpm's brp-compress where it runs).
 MAN_PAGES = ("/usr/share/man/man1/roaming-homes.1", "/usr/share/man/man5/roaming-homes.toml.5")
 MODULES = {"__init__.py", "cli.py", "actions/check.py", "unison/fsmonitor.py", "unison/inotify.py",
@@ -67,10 +70,12 @@ def packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _assert_docs(files: set[str]) -> None:
-    """The man pages (compressed or not) and the README are in a package's file list."""
+    """The man pages (compressed or not), the README and the server's report timer samples are
+    in a package's file list."""
     for page in MAN_PAGES:
         assert {page, f"{page}.gz"} & files, page
     assert README in files
+    assert set(EXAMPLES) <= files
 
 
 def _installed_packages() -> set[str]:

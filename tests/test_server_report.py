@@ -215,3 +215,28 @@ def test_the_sample_service_runs_a_report_the_cli_takes() -> None:
     args = cli.build_parser().parse_args(argv)
     assert args.run is cli._run_server_report and args.prometheus is not None and args.quiet
     assert "ReadWritePaths=" + str(args.prometheus.parent) in unit.read_text()
+
+
+def test_without_homes_named_it_finds_them_from_the_server_home_pattern_and_passwd(
+        tmp_path: Path) -> None:
+    """Homes kept outside the passwd home directories (server.home = /srv/homes/%u) are found
+    through the configured pattern, for every user of the passwd database (here: this user)."""
+    import pwd
+
+    me = pwd.getpwuid(os.getuid()).pw_name
+    home = _home(tmp_path / "homes", me, _record("c1", "laptop", timedelta(minutes=1)))
+    _home(tmp_path / "homes", "nobody-here")  # no passwd user of that name: not reported
+    env = _env(tmp_path)
+    config = tmp_path / "roaming-homes.toml"
+    config.write_text(f'[server]\nhost = "homes.example.org"\nhome = "{tmp_path}/homes/%u"\n')
+    env["ROAMING_HOMES_CONFIG"] = str(config)
+    result = subprocess.run([*CLI, "server", "report", "--json"], env=env,
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+    found = {entry["home"]: entry["user"] for entry in json.loads(result.stdout)["homes"]}
+    assert found.get(str(home)) == me
+    assert str(tmp_path / "homes" / "nobody-here") not in found
+    # the passwd home directories are still among them, each once
+    assert report.server_homes(f"{tmp_path}/homes/%u", all_users=False)[0] == (home, me)
+    assert len({h for h, _ in report.server_homes(f"{tmp_path}/homes/%u", True)}) == len(
+        report.server_homes(f"{tmp_path}/homes/%u", True))

@@ -609,14 +609,16 @@ def _add_server(sub: argparse._SubParsersAction) -> None:
                             parser_class=_Parser)
     report = ssub.add_parser(
         "report", help="per home: its computers, their last sync, stale ones, live sessions",
-        description="Report on the homes synced with this server (as root: every home in the "
-        "passwd database that holds .roaming-homes or a replica marker; as a user: their own), "
+        description="Report on the homes synced with this server (as root: every home that the "
+        "configured server.home names for a user of the passwd database, or that is a passwd "
+        "home directory, and holds .roaming-homes or a replica marker; as a user: their own), "
         "or on the HOMEs named: the computers that sync each (from their records), their last "
         "successful sync and result, those behind (notify.stale_after) or stale "
         "(client.forget_after), and whether a session of the user is live. Reads the records "
         "only, never the homes' files, unless --conflict-copies is given.")
     report.add_argument("homes", nargs="*", type=Path, metavar="HOME",
-                        help="a server home to report on (default: from the passwd database)")
+                        help="a server home to report on (default: from server.home and the "
+                        "passwd database)")
     report.add_argument("--json", action="store_true", help="print the report as JSON")
     report.add_argument("--prometheus", type=Path, metavar="FILE",
                         help="write the report to FILE in the Prometheus text format (for "
@@ -643,12 +645,34 @@ def _report_limits(args: argparse.Namespace) -> tuple[Any, str]:
     return Limits(cfg["notify"]["stale_after"], cfg["client"]["forget_after"]), ""
 
 
+_PATTERN_USER = "rh-pattern-user"  # stands for %u while the configured server.home is read
+
+
+def _home_pattern(args: argparse.Namespace) -> str | None:
+    """The configured `server.home` (or `server.root`) as a pattern, %u and %h unexpanded; None
+    without a configuration (a server need not have one)."""
+    import dataclasses
+
+    from roaming_homes import config
+    from roaming_homes.paths import Locations
+
+    marker_home = Path("/rh-pattern-home")
+    locations = dataclasses.replace(Locations.from_env(), user=_PATTERN_USER, home=marker_home)
+    try:
+        server = config.load(locations, args.config)["server"]
+    except RoamingHomesError:
+        return None
+    value = server["root"] or server["home"]
+    return (value.replace("%", "%%").replace(_PATTERN_USER, "%u")
+            .replace(str(marker_home), "%h")) if value else None
+
+
 def _run_server_report(args: argparse.Namespace) -> int:
     from roaming_homes.server import report
 
     limits, note = _report_limits(args)
     homes = ([(home, report.owner_name(home)) for home in args.homes] if args.homes
-             else report.passwd_homes(all_users=os.geteuid() == 0))
+             else report.server_homes(_home_pattern(args), all_users=os.geteuid() == 0))
     made = report.make(homes, limits, search=args.conflict_copies, note=note)
     if args.prometheus is not None:
         try:

@@ -10,22 +10,16 @@ import errno
 import os
 import pwd
 import stat
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from roaming_homes.errors import DiskFull, ExitCode, RoamingHomesError
+from roaming_homes.relative import is_below as is_below  # where the callers have long found it
 
 SYSTEM_CONFIG = Path("/etc/roaming-homes/roaming-homes.toml")
 APP = "roaming-homes"
 RUN_USER = Path("/run/user")  # where logind makes each user's runtime directory
 
-
-def is_below(path: str, parents: Sequence[str]) -> bool:
-    """Whether the relative `path` is one of `parents` or lies below one ("" is the root,
-    above everything)."""
-    return any(not parent or path == parent or path.startswith(parent.rstrip("/") + "/")
-               for parent in parents)
 
 
 def private_dir(path: Path) -> Path:

@@ -180,3 +180,15 @@ def test_guard_probe_reuses_the_shared_ssh_connection(user: Setup) -> None:
     assert user.sync().returncode == 0
 
     assert user.sshd.log_file.read_text().count("Accepted publickey") == logins
+
+
+def test_a_pass_removes_the_count_caches_older_versions_left_on_the_server(user: Setup) -> None:
+    assert user.sshd is not None and user.sshd.server_unison_dir is not None
+    _populate(user, 3)
+    unison_dir = user.sshd.server_unison_dir
+    unison_dir.mkdir(parents=True, exist_ok=True)
+    leftover = unison_dir / "roaming-homes-counts-deadbeef.json"
+    leftover.write_text('{"rules": [], "dirs": {}}')
+    assert user.sync().returncode == 0
+    assert not leftover.exists()
+    assert any(unison_dir.glob("ar*"))  # unison's own archives stay

@@ -31,7 +31,7 @@ def write_wrapper(directory: Path, tag: str = "") -> Path:
     script = directory / "unison-fsmonitor"
     tagged = f"RH_TEST_TAG={tag} " if tag else ""
     script.write_text(f"#!/bin/sh\n{tagged}PYTHONPATH={SRC} exec {sys.executable} -m "
-                      "roaming_homes.unison.fsmonitor\n")
+                      "roaming_homes.unison.fsmonitor \"$@\"\n")
     script.chmod(0o755)
     return script
 

@@ -46,6 +46,9 @@ class SshServer:
     # sshd's MaxStartups: 100 lets every test's logins in; "10:30:100" is sshd's default, which
     # turns logins away at a login storm.
     max_startups: str = "100"
+    # Whether sessions get UNISON=server_unison_dir; without it each ssh user's unison keeps its
+    # archives in its own ~/.unison, as on a real server (the fleet benchmark's many users).
+    unison_env: bool = True
     proc: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
@@ -80,12 +83,17 @@ class SshServer:
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
             "UsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n"
             f"AuthorizedKeysFile {self.workdir / 'authorized_keys'}\n"
-            # The server's unison keeps its archives here, not in the real ~/.unison.
-            # sshd takes the first SetEnv line only: every variable goes on this one.
-            f"SetEnv UNISON={self.server_unison_dir}"
-            + "".join(f" {name}={value}" for name, value in self.env.items()) + "\n"
+            # The server's unison keeps its archives in server_unison_dir, not in the real
+            # ~/.unison (unless unison_env is off).
+            + self._set_env() +
             f"MaxStartups {self.max_startups}\nMaxSessions 100\n"
             f"{self.extra_config}")
+
+    def _set_env(self) -> str:
+        """sshd takes the first SetEnv line only: every variable goes on this one."""
+        names = ([f"UNISON={self.server_unison_dir}"] if self.unison_env else []) + [
+            f"{name}={value}" for name, value in self.env.items()]
+        return f"SetEnv {' '.join(names)}\n" if names else ""
 
     def start(self) -> SshServer:
         if os.geteuid() == 0:

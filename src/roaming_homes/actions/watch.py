@@ -10,6 +10,11 @@ syncs those paths (`-path`) with every guard of a single pass, the loss guard's 
 the session and repeats every `sync.rescan_interval` seconds, for changes no monitor saw.
 
 Idle, the loop sleeps in `select` on the monitors' pipes: an unchanged home costs nothing.
+
+The server's monitor is started with `--idle-timeout server.watch_idle_timeout` and ends the
+session's ssh connection there when this computer says nothing for that long (it vanished:
+lid closed, network down); a thread of the session sends it a keep-alive (`WAIT`, which every
+version of the monitor takes without a word) every fifth of that, passes or not.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ MONITOR = "unison-fsmonitor"
 _REPLICA = "0" * 32  # the one replica each monitor watches (its archive-hash slot)
 _EXIT_WAIT = 5.0  # seconds a monitor that closed its output gets to exit
 _ANSWER_TIMEOUT = 30.0  # seconds a monitor may take to answer (a large tree is walked at START)
+KEEPALIVES = 5  # keep-alives sent to the server's monitor within its idle timeout
 
 
 class Wake(enum.Enum):
@@ -85,6 +91,9 @@ class MonitorLink:
         self.fd = self.proc.stdout.fileno()
         self._buffer = b""
         self.fspath = ""  # the root the monitor watches below (set by `start`)
+        # An exchange (a command and its answer) is never cut by a keep-alive (`keepalive`).
+        self.lock = threading.Lock()
+        self.started = False
 
     def send(self, line: str) -> None:
         assert self.proc.stdin is not None
@@ -132,42 +141,59 @@ class MonitorLink:
 
     def start(self, fspath: str, paths: list[str]) -> None:
         """Watch `paths` below `fspath` (whole trees), then wait for changes."""
-        self.fspath = fspath
-        if self.read_line() != "VERSION 1":
-            raise MonitorGone(f"the monitor {self.where} speaks another protocol")
-        self.send("TREE")
-        self.expect_ok("tree mode (an older unison-fsmonitor?)")
-        for path in paths:
-            self.send(f"START {_REPLICA} {quote(fspath)} {quote(path)}")
-            self.expect_ok("to watch")
-        self.send("DONE")
-        self.send(f"WAIT {_REPLICA}")
+        with self.lock:
+            self.fspath = fspath
+            if self.read_line() != "VERSION 1":
+                raise MonitorGone(f"the monitor {self.where} speaks another protocol")
+            self.send("TREE")
+            self.expect_ok("tree mode (an older unison-fsmonitor?)")
+            for path in paths:
+                self.send(f"START {_REPLICA} {quote(fspath)} {quote(path)}")
+                self.expect_ok("to watch")
+            self.send("DONE")
+            self.send(f"WAIT {_REPLICA}")
+            self.started = True
 
     def rewatch(self, path: str) -> None:
         """Watch a start path again, after it was deleted, replaced or created: the watches
         below it went with the old directory, and nothing above it is watched."""
-        self.send(f"START {_REPLICA} {quote(self.fspath)} {quote(path)}")
-        self.expect_ok("to watch")
-        self.send("DONE")
-        self.send(f"WAIT {_REPLICA}")
+        with self.lock:
+            self.send(f"START {_REPLICA} {quote(self.fspath)} {quote(path)}")
+            self.expect_ok("to watch")
+            self.send("DONE")
+            self.send(f"WAIT {_REPLICA}")
 
     def changes(self) -> list[str]:
-        """After the monitor said CHANGES: the changed paths; then it is waited on again."""
-        line = self.read_line()
-        command, detail = split_on_space(line)
-        if command == "ERROR":
-            raise MonitorGone(f"the monitor {self.where} failed: {unquote(detail)}")
-        if command != "CHANGES":
-            raise MonitorGone(f"the monitor {self.where} said something unexpected")
-        self.send(f"CHANGES {_REPLICA}")
-        paths = []
-        while (line := self.read_line()) != "DONE":
-            command, arg = split_on_space(line)
-            if command != "RECURSIVE":
+        """After the monitor said CHANGES: the changed paths; then it is waited on again.
+
+        A keep-alive (a WAIT) that reached the monitor after it said CHANGES makes it say so
+        again, before it answers our CHANGES: such repeats are skipped."""
+        with self.lock:
+            line = self.read_line()
+            command, detail = split_on_space(line)
+            if command == "ERROR":
+                raise MonitorGone(f"the monitor {self.where} failed: {unquote(detail)}")
+            if command != "CHANGES":
                 raise MonitorGone(f"the monitor {self.where} said something unexpected")
-            paths.append(unquote(arg))
-        self.send(f"WAIT {_REPLICA}")
-        return paths
+            self.send(f"CHANGES {_REPLICA}")
+            paths = []
+            while (line := self.read_line()) != "DONE":
+                command, arg = split_on_space(line)
+                if command == "CHANGES":
+                    continue
+                if command != "RECURSIVE":
+                    raise MonitorGone(f"the monitor {self.where} said something unexpected")
+                paths.append(unquote(arg))
+            self.send(f"WAIT {_REPLICA}")
+            return paths
+
+    def keepalive(self) -> None:
+        """Tell the monitor this computer is still there, between exchanges: a WAIT for what
+        is waited for already (every version takes it without a word, unless it has changes
+        to report, which it then says again; `changes` skips the repeat)."""
+        with self.lock:
+            if self.started:
+                self.send(f"WAIT {_REPLICA}")
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -183,6 +209,14 @@ class MonitorLink:
 def local_monitor() -> list[str]:
     """Our own monitor, from the Python that runs us (the one on PATH may not know TREE)."""
     return [sys.executable, "-m", "roaming_homes.unison.fsmonitor"]
+
+
+def remote_monitor(server: transport.Server) -> list[str]:
+    """The server's monitor: it ends the session's connection there when this computer has
+    been silent for `server.watch_idle_timeout` seconds (an older one ignores the option).
+    `exec`, so that the login shell that sshd runs it with does not stay as a process of its
+    own for the whole session (dash does not replace itself; every shell knows `exec`)."""
+    return ["exec", MONITOR, "--idle-timeout", str(server.watch_idle_timeout)]
 
 
 def run_watch(config: Config, locations: Locations, stop: threading.Event, *,
@@ -256,6 +290,16 @@ class _Session:
         # The waker writes to wake_w while close() may close it: a descriptor closed and then
         # reused (by a Popen's error pipe) must never receive the wake-up byte.
         self._wake_lock = threading.Lock()
+
+    def keep_alive(self, monitor: MonitorLink, every: float) -> None:
+        """Send `monitor` a keep-alive every `every` seconds until the session ends (runs in
+        its own thread), so that the server's monitor knows this computer is still there
+        through idle hours and long passes alike."""
+        while not self.finished.wait(every):
+            try:
+                monitor.keepalive()
+            except MonitorGone:
+                return  # the loop finds out on its own
 
     def wake_on_stop(self) -> None:
         """Wake the loop at once when `stop` is set; abort a cycle still running STOP_GRACE
@@ -336,11 +380,14 @@ class _Session:
             # (it hears only of writes made through its own mount of shared storage); when
             # that one fails, the session ends and the next one chooses again.
             job.server = replace(server, hosts=(server.host,))
-            remote = MonitorLink(transport.remote_command(server, socket, [MONITOR]),
+            remote = MonitorLink(transport.remote_command(server, socket, remote_monitor(server)),
                                  f"on the server {server.host}")
             fspath = server.home
         self.monitors.append(remote)
         remote.start(fspath, paths)
+        if not server.is_local:
+            threading.Thread(target=self.keep_alive, name="watch-keepalive", daemon=True,
+                             args=(remote, server.watch_idle_timeout / KEEPALIVES)).start()
 
     def _loop(self, paths: list[str]) -> WatchResult:
         rescan = self.job.config["sync"]["rescan_interval"]

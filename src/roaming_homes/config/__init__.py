@@ -218,6 +218,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "connection_reuse": Key("int", 300, "Seconds an idle shared ssh connection is kept open "
                                 "between passes (0: a new connection every pass).",
                                 Range(0, 86400)),
+        "watch_idle_timeout": Key("int", 300, "Seconds the server's unison-fsmonitor of a "
+                                  "real-time session waits without a word from this computer "
+                                  "before it ends that session's ssh connection on the server "
+                                  "(a computer gone without closing it: lid closed, network "
+                                  "down); real-time mode sends it a keep-alive every fifth of "
+                                  "this.", Range(5, 86400)),
         "kerberos": Key("str", "auto", "Whether the ssh login uses a Kerberos ticket, checked "
                         "(klist -s) before every pass: a missing or expired one ends the pass "
                         "at once (reason no-ticket, exit 3) and says to run kinit. auto: when "

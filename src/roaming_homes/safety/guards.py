@@ -169,6 +169,13 @@ def report_script(root: str, paths: Sequence[str], nonce: str) -> str:
 
 
 SERVER_NAME = "roaming-homes-server"  # the server's name in unison's archives
+# Versions before the loss guard read unison's plan counted the server's files with a cache in
+# unison's directory there (`roaming-homes-counts-<rules>.json`, and `….json.<pid>.tmp` of a
+# count cut short); nothing reads them now. Each pass removes those of its user, with no program
+# started when there are none (the shell's glob finds nothing): a few microseconds.
+COUNT_CACHES = "roaming-homes-counts-*.json*"
+_FORGET_COUNTS = (f'for f in "${{UNISON:-$HOME/.unison}}"/{COUNT_CACHES}; do '
+                  '[ -f "$f" ] && rm -f -- "$f"; done; ')
 
 
 def guard_command(root: str, paths: Sequence[str], nonce: str,
@@ -180,7 +187,8 @@ def guard_command(root: str, paths: Sequence[str], nonce: str,
     there, and, with `expect_marker`, when the root's marker is not that replica's. With
     `backup_dir`, unison's backups go there (made if missing: unison makes only its last
     component), not into its own directory, where no administrator looks. unison
-    appends `-server …` and ssh hands the line to the user's shell, which runs `sh`. The report
+    appends `-server …` and ssh hands the line to the user's shell, which runs `sh`. The count
+    caches older versions left in unison's directory are removed (`COUNT_CACHES`). The report
     goes to stderr, which reaches unison's output ahead of anything unison prints after
     connecting (stdout carries unison's protocol); `parse_report` takes only that first line,
     and only with the nonce, so no file name or content can stand in for it.
@@ -199,8 +207,8 @@ def guard_command(root: str, paths: Sequence[str], nonce: str,
     backups = (f"mkdir -p {q(backup_dir)} || exit 1; UNISONBACKUPDIR={q(backup_dir)}; "
                "export UNISONBACKUPDIR; " if backup_dir else "")
     script = (f"rep=$({report_script(root, paths, nonce)}); printf '%s\\n' \"$rep\" >&2; "
-              f"{''.join(tests)}umask 077; {backups}UNISONLOCALHOSTNAME={SERVER_NAME} "
-              "exec unison \"$@\"")
+              f"{''.join(tests)}{_FORGET_COUNTS}umask 077; {backups}"
+              f"UNISONLOCALHOSTNAME={SERVER_NAME} exec unison \"$@\"")
     return f"sh -c {q(script)} roaming-homes-guard"
 
 

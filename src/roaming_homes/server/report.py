@@ -7,8 +7,10 @@ server (a `unison-fsmonitor` or `unison -server` process of the home's owner) an
 pending conflict copies. A report reads the records only, never the homes' trees (a thousand homes
 in well under a second): the conflict copies are searched only when asked, names only and bounded.
 
-Homes come from the command line or the passwd database; a home without a `.roaming-homes`
-directory or a replica marker is not synced with roaming-homes and is left out. Run as root it
+Homes come from the command line, or from the configured `server.home` pattern (`/srv/homes/%u`:
+for each user of the passwd database) and the passwd database's home directories; a home without
+a `.roaming-homes` directory or a replica marker is not synced with roaming-homes and is left
+out. Run as root it
 reads every home; a symlink where a directory or record of ours should be is not followed (the
 homes' owners control those names).
 """
@@ -138,6 +140,31 @@ def passwd_homes(all_users: bool) -> list[tuple[Path, str]]:
         if entry.pw_dir and entry.pw_dir != "/":
             seen.setdefault(entry.pw_dir, entry.pw_name)
     return [(Path(home), user) for home, user in seen.items() if is_synced_home(Path(home))]
+
+
+def pattern_homes(pattern: str, all_users: bool) -> list[tuple[Path, str]]:
+    """The synced homes the configured `server.home` pattern names (`%u`: the user's name, `%h`:
+    their passwd home, `%%`: %) for every user of the passwd database (as root), or only this
+    user; each directory once, with the user it was made for."""
+    import re
+
+    entries = pwd.getpwall() if all_users else [pwd.getpwuid(os.getuid())]
+    seen: dict[str, str] = {}
+    for entry in entries:
+        values = {"%u": entry.pw_name, "%h": entry.pw_dir, "%%": "%"}
+        home = "".join(values.get(part, part) for part in re.split(r"(%[uh%])", pattern))
+        if home.startswith("/") and home != "/":
+            seen.setdefault(home, entry.pw_name)
+    return [(Path(home), user) for home, user in seen.items() if is_synced_home(Path(home))]
+
+
+def server_homes(pattern: str | None, all_users: bool) -> list[tuple[Path, str]]:
+    """The homes to report on without a list: those the `server.home` pattern names (when
+    there is one), then the passwd database's; each directory once."""
+    found = dict(pattern_homes(pattern, all_users)) if pattern else {}
+    for home, user in passwd_homes(all_users):
+        found.setdefault(home, user)
+    return list(found.items())
 
 
 def owner_name(path: Path) -> str:

@@ -47,16 +47,12 @@ are pure functions; `Monitor` holds the watches; `main` is the select loop.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
 import sys
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any
 
-from roaming_homes.paths import is_below
+from roaming_homes.relative import is_below
 from roaming_homes.unison.inotify import (
     IN_ATTRIB,
     IN_CREATE,
@@ -74,6 +70,13 @@ from roaming_homes.unison.inotify import (
     IN_Q_OVERFLOW,
     IN_UNMOUNT,
 )
+
+# Not `typing.TYPE_CHECKING`: importing typing alone costs the server's monitor 1 MiB and 17 ms,
+# per user (mypy reads the name as true all the same).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from typing import Any
 
 SETTLE = 0.5  # seconds a path must be quiet before it is reported (unison's watcher uses 0.5)
 PROTOCOL_VERSION = "1"
@@ -144,12 +147,14 @@ def collapse(paths: Iterable[str]) -> list[str]:
     return sorted(kept)
 
 
-@dataclass
 class Change:
     """The last event seen for a path; `created` while it may be a short-lived new file."""
 
-    time: float
-    created: bool = False
+    __slots__ = ("created", "time")
+
+    def __init__(self, time: float, created: bool = False) -> None:
+        self.time = time
+        self.created = created
 
 
 def ripe_changes(pending: dict[str, Change], now: float, settle: float = SETTLE) -> list[str]:
@@ -162,26 +167,31 @@ def ripe_changes(pending: dict[str, Change], now: float, settle: float = SETTLE)
 DIR, LOOKOUT = "dir", "lookout"
 
 
-@dataclass
 class Replica:
     """One root unison synchronises (identified by its archive hash)."""
 
-    fspath: str
-    pending: dict[str, Change] = field(default_factory=dict)
-    everything: bool = False  # events were lost: report the whole replica at once
-    dirs: dict[str, int] = field(default_factory=dict)  # watched path -> watch descriptor
-    # A start path that does not exist yet: its nearest existing ancestor is watched for the
-    # one child name that leads to it (e.g. the server gains Documents in the first sync).
-    lookouts: dict[str, tuple[int, str]] = field(default_factory=dict)  # path -> (wd, ancestor)
+    __slots__ = ("dirs", "everything", "fspath", "lookouts", "pending")
+
+    def __init__(self, fspath: str) -> None:
+        self.fspath = fspath
+        self.pending: dict[str, Change] = {}
+        self.everything = False  # events were lost: report the whole replica at once
+        self.dirs: dict[str, int] = {}  # watched path -> watch descriptor
+        # A start path that does not exist yet: its nearest existing ancestor is watched for
+        # the one child name that leads to it (e.g. the server gains Documents in the first
+        # sync): path -> (wd, ancestor).
+        self.lookouts: dict[str, tuple[int, str]] = {}
 
 
-@dataclass
 class Scan:
     """A START ... DONE exchange in progress."""
 
-    hash: str
-    start: str  # path relative to the replica's fspath
-    announced: set[str] = field(default_factory=set)
+    __slots__ = ("announced", "hash", "start")
+
+    def __init__(self, hash_: str, start: str, announced: set[str]) -> None:
+        self.hash = hash_
+        self.start = start  # path relative to the replica's fspath
+        self.announced = announced
 
 
 Owner = tuple[str, str, str]  # (replica hash, path, DIR or LOOKOUT); a lookout's path is the
@@ -497,8 +507,10 @@ class Monitor:
             return
         self._forget((hash_, path, kind), wd)
         if wd not in self.owners:
-            with contextlib.suppress(OSError):  # EINVAL: the kernel dropped it already
+            try:  # noqa: SIM105 (contextlib: more memory for every user's monitor)
                 self.inotify.rm_watch(wd)
+            except OSError:  # EINVAL: the kernel dropped it already
+                pass
 
     def _forget(self, owner: Owner, wd: int) -> None:
         hash_, path, kind = owner
@@ -543,15 +555,75 @@ def _writer(fd: int) -> Callable[[str], None]:
     return write
 
 
+def idle_timeout(argv: list[str]) -> float | None:
+    """`--idle-timeout SECONDS` from the command line (roaming-homes' real-time mode passes it to
+    the server's monitor); None without it, or when it is not a positive number. Anything else
+    on the command line is ignored, as it always was (unison passes nothing)."""
+    for index, arg in enumerate(argv[:-1]):
+        if arg == "--idle-timeout":
+            try:
+                seconds = float(argv[index + 1])
+            except ValueError:
+                return None
+            return seconds if seconds > 0 else None
+    return None
+
+
+_SSHD = ("sshd", "sshd-session")  # the per-connection process (sshd-session since OpenSSH 9.8)
+
+
+def own_sshd(pid: int, proc: str = "/proc") -> int | None:
+    """The nearest ancestor of `pid` that is an sshd process of this user: the unprivileged half
+    of the ssh connection this monitor was started over (None: not started over ssh)."""
+    uid = os.getuid()
+    for _ in range(16):
+        try:
+            with open(f"{proc}/{pid}/stat", "rb") as handle:
+                stat = handle.read()
+            owner = os.stat(f"{proc}/{pid}").st_uid
+        except OSError:
+            return None
+        comm = stat[stat.index(b"(") + 1:stat.rindex(b")")].decode(errors="replace")
+        if comm in _SSHD and owner == uid:
+            return pid
+        pid = int(stat[stat.rindex(b")") + 2:].split()[1])
+        if pid <= 1:
+            return None
+    return None
+
+
+def end_connection() -> int | None:
+    """End the ssh connection this monitor runs over (SIGTERM to its sshd process, this user's):
+    its client stopped talking, so everything on that connection (a `unison -server` of a pass
+    cut off mid-way too) is talking to nobody. Returns the PID signalled."""
+    import signal
+
+    sshd = own_sshd(os.getppid())
+    if sshd is not None:
+        try:
+            os.kill(sshd, signal.SIGTERM)
+        except OSError:
+            return None
+    return sshd
+
+
 def main() -> int:
-    """Serve unison on stdin/stdout until it closes stdin. Exit 1 after sending ERROR."""
+    """Serve unison on stdin/stdout until it closes stdin. Exit 1 after sending ERROR.
+
+    With `--idle-timeout SECONDS` (roaming-homes' real-time mode, on the server): when nothing
+    at all came on stdin for that long, the computer is gone without closing the connection (lid
+    closed, network down; sshd notices only with ClientAliveInterval, or after TCP's keep-alive
+    of two hours): the monitor ends that ssh connection and exits, so neither it nor a unison
+    server of the connection stays behind. The computer sends a keep-alive every fifth of it.
+    """
     import signal
 
     # Die quietly with unison (Ctrl-C in a terminal reaches the whole process group).
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     write = _writer(sys.stdout.fileno())
     try:
-        serve(write)
+        if serve(write, idle_timeout(sys.argv[1:])):
+            end_connection()
     except BrokenPipeError:
         return 0  # unison is gone
     except (ProtocolError, WatchLimitError) as exc:
@@ -563,13 +635,16 @@ def main() -> int:
         message = f"internal error: {exc!r}"
     else:
         return 0
-    with contextlib.suppress(BrokenPipeError):
+    try:  # noqa: SIM105 (contextlib: more memory for every user's monitor)
         write(f"ERROR {quote(message)}")
+    except BrokenPipeError:
+        pass
     return 1
 
 
-def serve(write: Callable[[str], None]) -> None:
-    """The select loop: unison's commands on stdin, inotify events; returns at end of input."""
+def serve(write: Callable[[str], None], idle: float | None = None) -> bool:
+    """The select loop: unison's commands on stdin, inotify events; returns at end of input
+    (False), or True when nothing came on stdin for `idle` seconds."""
     from roaming_homes.unison.inotify import INotify
 
     debug_enabled = False
@@ -582,14 +657,22 @@ def serve(write: Callable[[str], None]) -> None:
         monitor = Monitor(inotify, write, debug=debug)
         stdin, buffer = sys.stdin.fileno(), b""
         write(f"VERSION {PROTOCOL_VERSION}")
+        heard = time.monotonic()
         while True:
-            ready, _, _ = select.select([stdin, inotify], [], [], monitor.next_check())
+            timeout = monitor.next_check()
+            if idle is not None:
+                left = heard + idle - time.monotonic()
+                if left <= 0:
+                    return True
+                timeout = left if timeout is None else min(timeout, left)
+            ready, _, _ = select.select([stdin, inotify], [], [], timeout)
             if inotify in ready:
                 monitor.events(inotify.read())
             if stdin in ready:
                 data = os.read(stdin, 65536)
                 if not data:
-                    return
+                    return False
+                heard = time.monotonic()
                 *lines, buffer = (buffer + data).split(b"\n")
                 for raw in lines:
                     line = os.fsdecode(raw)

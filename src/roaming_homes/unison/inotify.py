@@ -7,13 +7,16 @@ a distribution may not ship (Debian 12 has no python3-inotify-simple).
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import struct
-from collections.abc import Callable
-from pathlib import Path
-from typing import NamedTuple
+
+# Not `typing`, `pathlib` or `contextlib`: the server runs one monitor per user, and each such
+# import costs every one of them memory.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
 
 # Event bits (linux/inotify.h).
 IN_MODIFY, IN_ATTRIB, IN_CLOSE_WRITE = 0x2, 0x4, 0x8
@@ -31,11 +34,25 @@ _HEADER = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; 
 _READ_SIZE = 65536
 
 
-class Event(NamedTuple):
-    wd: int
-    mask: int
-    cookie: int
-    name: str  # "" for events on the watched directory itself
+class Event:
+    """One inotify event; `name` is "" for an event on the watched directory itself."""
+
+    __slots__ = ("cookie", "mask", "name", "wd")
+
+    def __init__(self, wd: int, mask: int, cookie: int, name: str) -> None:
+        self.wd, self.mask, self.cookie, self.name = wd, mask, cookie, name
+
+    def _key(self) -> tuple[int, int, int, str]:
+        return (self.wd, self.mask, self.cookie, self.name)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Event) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"Event{self._key()!r}"
 
 
 def parse_events(data: bytes) -> list[Event]:
@@ -141,9 +158,15 @@ class FileWatch:
         hit = any(event.name in self._wanted.get(event.wd, ())
                   for event in self._inotify.read())
         if hit:
-            with contextlib.suppress(OSError):  # a vanished directory: the mtimes still tell
-                self._arm()
+            self._rearm()
         return hit
+
+    def _rearm(self) -> None:
+        """`_arm` after an event (without contextlib: the monitor's imports stay few)."""
+        try:
+            self._arm()
+        except OSError:  # a vanished directory: the mtimes still tell
+            return
 
     def close(self) -> None:
         self._inotify.close()

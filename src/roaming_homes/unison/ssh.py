@@ -89,6 +89,7 @@ class Server:
     kerberos: str = "auto"  # server.kerberos: whether the login needs a ticket (see kerberos)
     hosts: tuple[str, ...] = ()
     name: str = ""
+    watch_idle_timeout: int = 300  # server.watch_idle_timeout (see actions.watch)
 
     @classmethod
     def from_config(cls, server: dict[str, Any]) -> Server:
@@ -101,6 +102,7 @@ class Server:
             connect_timeout=server["connect_timeout"], ssh_options=tuple(server["ssh_options"]),
             connection_reuse=server["connection_reuse"], kerberos=server["kerberos"],
             hosts=hosts, name=listed[0] if listed else "",
+            watch_idle_timeout=server["watch_idle_timeout"],
         )
 
     @property
