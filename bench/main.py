@@ -22,7 +22,7 @@ from pathlib import Path
 from tests.support.homes import CLI, Setup
 from tests.support.sshd import SshServer, free_port
 
-from bench import computers, fleet, frontends, link, realtime, trees
+from bench import computers, fleet, frontends, link, realtime, storm, trees
 from bench.blackhole import BlackHole
 from bench.measure import Row, import_cost_us, machine, peak_rss, render, repeat, timed
 from roaming_homes import config as config_mod
@@ -401,6 +401,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--computers", action="store_true",
                         help="only the rows of several computers at once (9): print them, "
                         "write no file")
+    parser.add_argument("--storm", action="store_true",
+                        help="only the login storm row (13; 200 computers at once): print it, "
+                        "write no file")
     parser.add_argument("--links", action="store_true",
                         help="rows over emulated network links (lan, broadband, mobile): "
                         "written as their own section of --output")
@@ -435,6 +438,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.frontends:
         failover = frontends.Plan.quick() if args.quick else frontends.Plan.full()
         return only(lambda base: frontends.measure(base, failover), args.quick)
+    if args.storm:
+        crowd = storm.Plan.quick() if args.quick else storm.Plan.full()
+        return only(lambda base: storm.measure(base, crowd), args.quick)
     if args.computers:
         several = computers.Plan.quick() if args.quick else computers.Plan.full()
         return only(lambda base: computers.measure(base, several), args.quick)

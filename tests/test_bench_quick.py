@@ -110,3 +110,17 @@ def assert_nothing_left_of(temp_dir: Path) -> None:
 def test_quick_bench_removes_its_homes_namespace_and_servers(quick: QuickRun) -> None:
     assert_nothing_left_of(quick.temp_dir)
     assert _namespaces() == quick.namespaces_before
+
+
+def test_quick_storm_runs_every_computer_and_prints_its_row(tmp_path: Path) -> None:
+    """`bench/run --storm --quick`: a dozen computers at once; every one must have synced."""
+    result = subprocess.run(
+        [str(ROOT / "bench" / "run"), "--storm", "--quick"],
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "PYTHON": sys.executable,
+             "LANG": "C.UTF-8", "TMPDIR": str(tmp_path)},
+        capture_output=True, text=True, timeout=240, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (row,) = [r for r in _rows(result.stdout) if r[0] == "13"]
+    assert "12 of 12 exit 0" in row[2] and "12 files on the server" in row[2], row
+    assert _FIGURE.search(row[2])
+    assert list(tmp_path.iterdir()) == []  # its homes and sshd are gone
