@@ -98,10 +98,8 @@ def test_forty_computers_starting_together_all_sync(tmp_path: Path) -> None:
             took = time.monotonic() - started
             codes = [proc.returncode for proc in procs]
             turned_away = sum("turned the login away" in err for _, err in answers)
-            (Path("/work/logs") if Path("/work/logs").is_dir() else tmp_path).joinpath(
-                "login-storm.txt").write_text(
-                f"{STORM} syncs in {took:.1f} s; {turned_away} were turned away at least once; "
-                f"exit codes {sorted(set(codes))}\n")
+            print(f"{STORM} syncs in {took:.1f} s; {turned_away} were turned away at least "
+                  f"once; exit codes {sorted(set(codes))}")  # shown with -s or on failure
             assert codes == [0] * STORM, [json.loads(out or "{}").get("message") or err
                                           for (out, err), code in zip(answers, codes, strict=True)
                                           if code]
