@@ -74,8 +74,9 @@ def test_watching_daemon_syncs_both_ways_in_seconds_and_status_shows_it(
     (sdocs / "remote.txt").write_text("from server")
     wait_for(appears(docs / "remote.txt", "from server"), 10, "a server write on the laptop")
 
-    wait_for(lambda: watched.status()["transferred"] >= 1, 10, "the cycle in the status")
-    status = watched.status()
+    # The file is there a moment before its cycle has ended ("syncing" until then).
+    status = wait_for(lambda: (s := watched.status())["transferred"] >= 1
+                      and s["state"] != "syncing" and s, 10, "the cycle's end in the status")
     assert status["result"] == "in-sync" and status["state"] == "in-sync"
     assert status["watching_pid"] == daemon.proc.pid
     assert status["running"] is False  # watching is not "a sync runs now"
