@@ -44,37 +44,52 @@ def free_subnet() -> ipaddress.IPv4Network:
     raise RuntimeError("no free 169.254.x.0/30 for the black hole")
 
 
-class BlackHole:
-    """`address` answers nothing: TCP SYNs to it are dropped inside the namespace."""
+class Veth:
+    """A veth pair from here into a new network namespace, on a free link-local /30: `local`
+    on this side, `address` inside. `close` deletes the namespace, and with it the pair."""
 
-    def __init__(self) -> None:
-        self.namespace = f"rhbench-{os.getpid()}"
-        self.outer = f"rhb{os.getpid() % 10**7}"
-        self.inner = f"{self.outer}n"
+    def __init__(self, namespace: str, outer: str) -> None:
+        self.namespace, self.outer, self.inner = namespace, outer, f"{outer}n"
         subnet = free_subnet()
         hosts = list(subnet.hosts())
         self.prefix = subnet.prefixlen
         self.local, self.address = str(hosts[0]), str(hosts[1])
 
+    def up(self) -> None:
+        """Make the namespace and the pair, with both ends (and the namespace's loopback) up."""
+        ip("netns", "add", self.namespace)
+        ip("link", "add", self.outer, "type", "veth", "peer", "name", self.inner,
+           "netns", self.namespace)
+        ip("addr", "add", f"{self.local}/{self.prefix}", "dev", self.outer)
+        ip("link", "set", self.outer, "up")
+        ip("-n", self.namespace, "addr", "add", f"{self.address}/{self.prefix}",
+           "dev", self.inner)
+        ip("-n", self.namespace, "link", "set", self.inner, "up")
+        ip("-n", self.namespace, "link", "set", "lo", "up")
+
+    def close(self) -> None:
+        for args in (("netns", "delete", self.namespace), ("link", "delete", self.outer)):
+            subprocess.run(["ip", *args], capture_output=True, check=False, timeout=30)
+
+
+class BlackHole:
+    """`address` answers nothing: TCP SYNs to it are dropped inside the namespace."""
+
+    def __init__(self) -> None:
+        self.veth = Veth(f"rhbench-{os.getpid()}", f"rhb{os.getpid() % 10**7}")
+        self.address = self.veth.address
+
     def __enter__(self) -> BlackHole:
         try:
-            ip("netns", "add", self.namespace)
-            ip("link", "add", self.outer, "type", "veth", "peer", "name", self.inner,
-                "netns", self.namespace)
-            ip("addr", "add", f"{self.local}/{self.prefix}", "dev", self.outer)
-            ip("link", "set", self.outer, "up")
-            ip("-n", self.namespace, "addr", "add", f"{self.address}/{self.prefix}",
-                "dev", self.inner)
-            ip("-n", self.namespace, "link", "set", self.inner, "up")
-            run(["ip", "netns", "exec", self.namespace, "nft", "-f", "-"], NFT_DROP)
+            self.veth.up()
+            run(["ip", "netns", "exec", self.veth.namespace, "nft", "-f", "-"], NFT_DROP)
         except BaseException:
             self.close()
             raise
         return self
 
     def close(self) -> None:
-        for args in (("netns", "delete", self.namespace), ("link", "delete", self.outer)):
-            subprocess.run(["ip", *args], capture_output=True, check=False, timeout=30)
+        self.veth.close()
 
     def __exit__(self, *exc: object) -> None:
         self.close()

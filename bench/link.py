@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tests.support.sshd import SshServer
 
-from bench.blackhole import NFT_DROP, free_subnet, ip, run
+from bench.blackhole import NFT_DROP, Veth, run
 from bench.relay import Counters, Relay
 
 
@@ -66,13 +66,8 @@ class Link:
         self.workdir = workdir
         self.profile = profile
         self.env = env or {}
-        self.namespace = f"rhbench-{os.getpid()}-link"
-        self.outer = f"rhl{os.getpid() % 10**7}"
-        self.inner = f"{self.outer}n"
-        subnet = free_subnet()
-        hosts = list(subnet.hosts())
-        self.prefix = subnet.prefixlen
-        self.local, self.address = str(hosts[0]), str(hosts[1])
+        self.veth = Veth(f"rhbench-{os.getpid()}-link", f"rhl{os.getpid() % 10**7}")
+        self.namespace, self.address = self.veth.namespace, self.veth.address
         self.sshd: SshServer | None = None
         self.relay: Relay | None = None
         self.front: SshServer
@@ -93,17 +88,9 @@ class Link:
         return self
 
     def _network(self) -> None:
-        ip("netns", "add", self.namespace)
-        ip("link", "add", self.outer, "type", "veth", "peer", "name", self.inner,
-           "netns", self.namespace)
-        ip("addr", "add", f"{self.local}/{self.prefix}", "dev", self.outer)
-        ip("link", "set", self.outer, "up")
-        ip("-n", self.namespace, "addr", "add", f"{self.address}/{self.prefix}",
-           "dev", self.inner)
-        ip("-n", self.namespace, "link", "set", self.inner, "up")
-        ip("-n", self.namespace, "link", "set", "lo", "up")
-        run(["tc", *tbf(self.outer, self.profile)])
-        run(["tc", "-n", self.namespace, *tbf(self.inner, self.profile)])
+        self.veth.up()
+        run(["tc", *tbf(self.veth.outer, self.profile)])
+        run(["tc", "-n", self.namespace, *tbf(self.veth.inner, self.profile)])
 
     def counters(self) -> Counters:
         """What the relay carried so far, over every connection."""
@@ -127,8 +114,7 @@ class Link:
         if self.sshd is not None:
             self.sshd.stop()
             self.sshd = None
-        for args in (("netns", "delete", self.namespace), ("link", "delete", self.outer)):
-            subprocess.run(["ip", *args], capture_output=True, check=False, timeout=30)
+        self.veth.close()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
