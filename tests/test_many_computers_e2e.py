@@ -10,6 +10,7 @@ it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -270,6 +271,20 @@ def test_a_confirmed_deletion_is_followed_by_a_daemon_in_interval_mode(
     assert daemon.proc.poll() is None
 
 
+@contextlib.contextmanager
+def sync_running(computer: Setup, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """`sync --json ARGS` of `computer` in the background, for what happens while it runs; at
+    the end it is killed if it still runs (a test that failed meanwhile leaves nothing)."""
+    proc = subprocess.Popen([*CLI, "sync", "--json", *args], env=computer.env, text=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 def slow_link(computer: Setup, count_file: Path) -> None:
     """The computer's next passes go through a relay of 1 MB/s (tests/support/throttle.py)."""
     assert computer.sshd is not None
@@ -295,18 +310,12 @@ def test_a_pass_that_looked_before_the_deletions_and_ended_after_them_hides_noth
         (docs(a) / f"f{i:02d}.txt").unlink()
     assert a.sync().returncode == 4
     slow_link(b, tmp_path / "count.json")
-    slow = subprocess.Popen([*CLI, "sync", "--json"], env=b.env, text=True,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
-    try:
+    with sync_running(b) as slow:
         wait_for(lambda: (p := b.status()["progress"]) and p["bytes_done"] > 0, 30,
                  "B's pass copying the big file")
         assert a.sync("--force").returncode == 0  # confirmed and recorded ...
         assert slow.poll() is None  # ... while B's pass still runs
         out, _ = slow.communicate(timeout=60)
-    finally:
-        if slow.poll() is None:
-            slow.kill()
-            slow.wait()
     looked = json.loads(out)
     assert looked["result"] == "in-sync" and looked["transferred"] == 1, looked
     assert len(list(docs(b).iterdir())) == 41  # it saw none of the deletions
@@ -368,17 +377,11 @@ def test_a_confirmation_is_on_the_server_before_any_of_its_deletions(
     count = tmp_path / "count.json"
     slow_link(a, count)
     confirmed = a.server_home / DIRECTORY / "confirmed"
-    forced = subprocess.Popen([*CLI, "sync", "--json", "--force"], env=a.env, text=True,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
-    try:
+    with sync_running(a, "--force") as forced:
         wait_for(lambda: count.exists() and json.loads(count.read_text())["up"] > 2 * MB, 30,
                  "A's pass uploading the big file")
         during = [json.loads(f.read_text()) for f in confirmed.glob("*.json")]
         out, _ = forced.communicate(timeout=60)
-    finally:
-        if forced.poll() is None:
-            forced.kill()
-            forced.wait()
     outcome = json.loads(out)
     (after,) = [json.loads(f.read_text()) for f in confirmed.glob("*.json")]
 
