@@ -623,8 +623,10 @@ def _older_props_win(job: Pass, prepared: _Prepared, sink: LineSink, first: bool
     """A first sync's conflicts between identical files, left by `prefer = none`, settled: the
     older time wins (most likely the original's, the newer one is the copy's), on both sides,
     in this pass. (`prefer = newer` settles them already, the other way.)"""
+    if not first or job.config["sync"]["prefer"] != "none" or not summary.conflicts:
+        return run, summary
     same = [path for path in _identical_elsewhere(items) if path in summary.conflicts]
-    if not same or not first or job.config["sync"]["prefer"] != "none":
+    if not same:
         return run, summary
     sink(f"first sync: {len(same)} identical file(s) with other times or permissions here "
          "and on the server: the older one's kept on both sides")
