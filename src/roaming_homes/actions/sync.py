@@ -28,7 +28,7 @@ from roaming_homes.safety.baseline import BaselineStore
 from roaming_homes.safety.guards import is_excluded
 from roaming_homes.server import records
 from roaming_homes.server.records import Confirmation, ServerHome
-from roaming_homes.session import pause, progress
+from roaming_homes.session import pause, progress, unchanged
 from roaming_homes.session.computer import Computer, this_computer
 from roaming_homes.session.lock import SyncLock
 from roaming_homes.session.state import StateStore, ensure_private_dir, write_atomic
@@ -298,6 +298,10 @@ class _Prepared:
     nonce: str  # this pass's mark on the server's report
     baselines: BaselineStore  # the loss guard's baseline, read when unison asks
     computer: Computer
+    # A whole pass's stat digests, taken before unison looks (`session.unchanged`); the
+    # server's arrives with its report over ssh. `rules`: what a record of them is valid for.
+    digests: dict[str, unchanged.Digest]
+    rules: str
 
 
 def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
@@ -336,6 +340,9 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
     first = first_run or _is_first_run(job.store, key, locations.unison_dir)
     found = {side: guards.probe_local(Path(root), paths)
              for side, root in _counted_here(plan, server).items()}
+    whole = only is None
+    digests = {side: unchanged.local_digest(root, paths, plan.ignore_paths, plan.ignore_names)
+               for side, root in (_counted_here(plan, server).items() if whole else ())}
     nonce = guards.new_nonce()
     if not server.is_local and probe_server:
         try:
@@ -353,7 +360,7 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
     if not server.is_local:
         command = guards.guard_command(server.home, paths, nonce,
                                        None if first else (ids["server"] or None),
-                                       backups.server_dir(server.home))
+                                       backups.server_dir(server.home), digest=whole)
         extra += ["-servercmd", profile.escape_sshargs([command])]
     if not first and all(ids.values()):
         # unison checks the markers again after its own scan: a share that vanishes
@@ -361,8 +368,9 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
         extra += ["-mountpoint", guards.MARKER]
     baselines = BaselineStore(locations.state_dir, (plan.local_root, server.stable_root), paths,
                               plan.ignore_paths, plan.ignore_names)
+    rules = unchanged.rules_of(key, paths, plan.ignore_paths, plan.ignore_names)
     return _Prepared(key, first, plan, socket, paths, found, ids, extra, nonce, baselines,
-                     computer)
+                     computer, digests, rules)
 
 
 def _names(plan: profile.Plan, server: transport.Server) -> dict[str, str]:
@@ -401,6 +409,7 @@ def prepare_interactive(config: Config, locations: Locations) -> _Prepared:
     prepared = _prepare(job, False, outcomes(server), probe_server=True)
     if isinstance(prepared, SyncOutcome):
         raise RoamingHomesError(prepared.message, prepared.exit_code)
+    unchanged.drop(locations.state_dir)  # the user's unison may change anything
     return prepared
 
 
@@ -498,6 +507,10 @@ def _guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], first_run: boo
     prepared = _prepare(job, first_run, outcome, only)
     if isinstance(prepared, SyncOutcome):
         return prepared
+    may_skip = only is None and winner is None and not force
+    if may_skip and _nothing_changed(job, prepared):
+        return _unchanged_pass(job, prepared, outcome)
+    unchanged.drop(job.locations.state_dir)
     first, extra = prepared.first, prepared.extra
     if winner is not None:
         plan = prepared.plan
@@ -524,20 +537,11 @@ def _guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], first_run: boo
         if job.abort is not None and job.abort.is_set():
             return outcome(Result.INTERRUPTED, _INTERRUPTED,
                            transferred=summary.transferred)
-        if run.returncode == 3 and output.Trouble.ARCHIVES_LOCKED in summary.troubles:
-            # Our flock is held, and unison inherits it: no other unison of ours can be using
-            # these archives, so the lock is a leftover of a killed pass.
-            sink("stale unison lock left by an interrupted pass: removing it (-ignorelocks)")
-            run, summary = run_unison(first, ("-ignorelocks",))
-        disagree = output.Trouble.ARCHIVES_DISAGREE in summary.troubles
-        if run.returncode == 3 and not first and disagree:
-            # One side lost its archive (reinstalled server, restored backup): a union sync is
-            # the safe way back; it never deletes.
-            sink("archives disagree; retrying as a first sync (-ignorearchives)")
-            first = True
-            run, summary = run_unison(first)
+        run, summary, first = _retried(run, summary, first, run_unison, sink)
         run, summary = _older_props_win(job, prepared, sink, first, judge.items, run, summary)
         result = _judged(job, prepared, run, summary, first, judge, outcome)
+        if may_skip:
+            _record_unchanged(job, prepared, result, first, judge.items)
         if winner is None:
             _note_settled(result, judge.items)
         sink(f"--- pass ended: {result.result} ---")
@@ -547,6 +551,91 @@ def _guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], first_run: boo
         _clean_leftovers(job, prepared, judge.items)
         _prune_backups(job, prepared)
     return result
+
+
+def _retried(run: dialogue.Run, summary: output.Summary, first: bool,
+             run_unison: Callable[..., tuple[dialogue.Run, output.Summary]],
+             sink: LineSink) -> tuple[dialogue.Run, output.Summary, bool]:
+    """A run again, when it failed in a way a second run gets past: a lock left by a killed
+    pass, or archives that disagree. Returns the last run and whether it was a first sync."""
+    if run.returncode == 3 and output.Trouble.ARCHIVES_LOCKED in summary.troubles:
+        # Our flock is held, and unison inherits it: no other unison of ours can be using
+        # these archives, so the lock is a leftover of a killed pass.
+        sink("stale unison lock left by an interrupted pass: removing it (-ignorelocks)")
+        run, summary = run_unison(first, ("-ignorelocks",))
+    disagree = output.Trouble.ARCHIVES_DISAGREE in summary.troubles
+    if run.returncode == 3 and not first and disagree:
+        # One side lost its archive (reinstalled server, restored backup): a union sync is
+        # the safe way back; it never deletes.
+        sink("archives disagree; retrying as a first sync (-ignorearchives)")
+        first = True
+        run, summary = run_unison(first)
+    return run, summary, first
+
+
+NOTHING_CHANGED = "in sync: nothing changed on either side since the last pass"
+
+
+def _nothing_changed(job: Pass, prepared: _Prepared) -> bool:
+    """Whether both replicas are as the last whole pass with nothing to do found them (then
+    unison has nothing to do either: `session.unchanged`). This side is looked at first; the
+    server only then, in one exchange over the shared connection."""
+    local = prepared.digests.get("local")
+    record = unchanged.load(job.locations.state_dir)
+    if (prepared.first or local is None or record is None or record.local != local.value
+            or not record.fits(prepared.rules, time.time(),
+                               job.config["sync"]["rescan_interval"])):
+        return False
+    if job.server.is_local:
+        server = prepared.digests.get("server")
+        now = None if server is None else server.value
+    else:
+        nonce = guards.new_nonce()
+        try:
+            answer = transport.run_remote(
+                job.server, prepared.socket,
+                unchanged.check_script(job.server.home, prepared.paths, nonce), job.abort)
+        except transport.ConnectError as exc:
+            log.debug("the server's digest: %s", exc.message)  # unison's run will say it
+            return False
+        now = unchanged.parse_check(answer, nonce)
+    if now != record.server:
+        return False
+    with job.store.open_log() as transcript:
+        transcript.write(f"--- pass (pid {os.getpid()}): neither side changed since the last "
+                         "pass that had nothing to do; unison not run ---")
+    return True
+
+
+def _unchanged_pass(job: Pass, prepared: _Prepared,
+                    outcome: Callable[..., SyncOutcome]) -> SyncOutcome:
+    """A pass in which neither side changed: unison is not run; what every completed pass
+    does besides (this computer's record for the others, pruning backups) is still done."""
+    result = outcome(Result.IN_SYNC, NOTHING_CHANGED)
+    home = ServerHome(job.server, prepared.socket, job.abort)
+    computers.publish(job.locations, home, prepared.computer, result, job.store.last_success())
+    _prune_backups(job, prepared)
+    return result
+
+
+def _record_unchanged(job: Pass, prepared: _Prepared, result: SyncOutcome, first: bool,
+                      items: Sequence[output.PlanItem]) -> None:
+    """After a whole pass that ended in sync with nothing to do (no plan; not a first sync):
+    both digests taken at its start, if both were settled (`session.unchanged`), for the
+    next pass to compare with."""
+    if first or result.result != Result.IN_SYNC or items:
+        return
+    local = prepared.digests.get("local")
+    probe = prepared.found.get("server")
+    server = (prepared.digests.get("server") if job.server.is_local
+              else None if probe is None else probe.digest)
+    if local is None or server is None or not (local.settled and server.settled):
+        return
+    record = unchanged.Record(prepared.rules, local.value, server.value, time.time())
+    try:
+        unchanged.save(job.locations.state_dir, record)
+    except DiskFull:
+        log.debug("no room to record the digests: the next pass runs unison")
 
 
 def _clean_leftovers(job: Pass, prepared: _Prepared, items: Sequence[output.PlanItem]) -> None:

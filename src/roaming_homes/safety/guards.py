@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from roaming_homes.session import unchanged
 from roaming_homes.text import escape
 from roaming_homes.unison.output import Content, Direction, PlanItem
 
@@ -68,6 +69,7 @@ class Probe:
     root: Root
     marker: str | None  # replica id from the root's marker, None when absent or unreadable
     paths: tuple[bool, ...] = ()  # which of the synced paths exist, in the plan's order
+    digest: unchanged.Digest | None = None  # the server's, when the pass asked for it
 
 
 def marker_refusal(recorded: dict[str, str], found: dict[str, Probe],
@@ -146,26 +148,30 @@ def write_local_marker(root: Path, replica_id: str) -> None:
 
 REPORT = "roaming-homes guard "  # how the server's report line starts
 _REPORT = re.compile(r"roaming-homes guard ([0-9a-f]{32}) root=(present|missing|unreadable) "
-                     r"paths=([01]*) marker=(.*)")
+                     r"paths=([01]*)(?: digest=([0-9a-z]+))? marker=(.*)")
 
 
 def new_nonce() -> str:
     return os.urandom(16).hex()  # not `secrets`: it loads hashlib (OpenSSL) on every pass
 
 
-def report_script(root: str, paths: Sequence[str], nonce: str) -> str:
+def report_script(root: str, paths: Sequence[str], nonce: str, digest: bool = False) -> str:
     """A POSIX sh script that prints the server replica's report in one line for
-    `parse_report`: root present, missing or unreadable; which synced paths exist; the marker
-    (printable characters of its first line only, and last, so it cannot add fields). Every
-    value is quoted with shlex; the paths were validated by the config (relative, no `..`)."""
+    `parse_report`: root present, missing or unreadable; which synced paths exist; with
+    `digest`, the replica's stat digest (`unchanged.server_script`); the marker (printable
+    characters of its first line only, and last, so it cannot add fields). Every value is
+    quoted with shlex; the paths were validated by the config (relative, no `..`)."""
     q = shlex.quote
     each = " ".join(q(p) for p in paths)
     check = (f"for d in {each}; do if [ -e \"$d\" ] || [ -L \"$d\" ]; then p=${{p}}1; "
              "else p=${p}0; fi; done; " if paths else "")
+    digests, field = ((f"{unchanged.server_script(paths, settle=True)}; ", " digest=$dg")
+                      if digest and paths else ("", ""))
     return (f"if cd {q(root)} 2>/dev/null; then r=present; "
             f"m=$(head -c 200 {q(MARKER)} 2>/dev/null | head -n 1 | tr -cd '[:print:]'); "
             f"elif [ -e {q(root)} ]; then r=unreadable m=; else r=missing m=; fi; p=; "
-            f"{check}printf '%s\\n' \"{REPORT}{nonce} root=$r paths=$p marker=$m\"")
+            f"{check}{digests}printf '%s\\n' \"{REPORT}{nonce} root=$r paths=$p{field} "
+            "marker=$m\"")
 
 
 SERVER_NAME = "roaming-homes-server"  # the server's name in unison's archives
@@ -179,19 +185,22 @@ _FORGET_COUNTS = (f'for f in "${{UNISON:-$HOME/.unison}}"/{COUNT_CACHES}; do '
 
 
 def guard_command(root: str, paths: Sequence[str], nonce: str,
-                  expect_marker: str | None = None, backup_dir: str | None = None) -> str:
+                  expect_marker: str | None = None, backup_dir: str | None = None,
+                  digest: bool = False) -> str:
     """unison's `servercmd`: the server reports its replica (`report_script`, with this pass's
     `nonce`), then runs unison's server, or refuses.
 
     It refuses (exit 1, before unison's server starts, so nothing syncs) when the root is not
     there, and, with `expect_marker`, when the root's marker is not that replica's. With
-    `backup_dir`, unison's backups go there (made if missing: unison makes only its last
-    component), not into its own directory, where no administrator looks. unison
-    appends `-server …` and ssh hands the line to the user's shell, which runs `sh`. The count
-    caches older versions left in unison's directory are removed (`COUNT_CACHES`). The report
-    goes to stderr, which reaches unison's output ahead of anything unison prints after
-    connecting (stdout carries unison's protocol); `parse_report` takes only that first line,
-    and only with the nonce, so no file name or content can stand in for it.
+    `digest`, the report carries the replica's stat digest, taken before unison's server
+    looks at anything (`session.unchanged`). With `backup_dir`, unison's backups go there
+    (made if missing: unison makes only its last component), not into its own directory,
+    where no administrator looks. unison appends `-server …` and ssh hands the line to the
+    user's shell, which runs `sh`. The count caches older versions left in unison's directory
+    are removed (`COUNT_CACHES`). The report goes to stderr, which reaches unison's output
+    ahead of anything unison prints after connecting (stdout carries unison's protocol);
+    `parse_report` takes only that first line, and only with the nonce, so no file name or
+    content can stand in for it.
     """
     q = shlex.quote
     # The report runs in a subshell ($(…)): unison's server starts where the login shell was.
@@ -206,7 +215,7 @@ def guard_command(root: str, paths: Sequence[str], nonce: str,
     # No backup directory, no pass: unison would otherwise keep its backups elsewhere.
     backups = (f"mkdir -p {q(backup_dir)} || exit 1; UNISONBACKUPDIR={q(backup_dir)}; "
                "export UNISONBACKUPDIR; " if backup_dir else "")
-    script = (f"rep=$({report_script(root, paths, nonce)}); printf '%s\\n' \"$rep\" >&2; "
+    script = (f"rep=$({report_script(root, paths, nonce, digest)}); printf '%s\\n' \"$rep\" >&2; "
               f"{''.join(tests)}{_FORGET_COUNTS}umask 077; {backups}"
               f"UNISONLOCALHOSTNAME={SERVER_NAME} exec unison \"$@\"")
     return f"sh -c {q(script)} roaming-homes-guard"
@@ -223,8 +232,9 @@ def parse_report(lines: Sequence[str], nonce: str, paths: int) -> Probe | None:
         match = _REPORT.fullmatch(line.rstrip("\n"))
         if match is None or match.group(1) != nonce or len(match.group(3)) != paths:
             return None
-        return Probe(Root(match.group(2)), parse_marker(match.group(4)),
-                     tuple(bit == "1" for bit in match.group(3)))
+        digest = None if match.group(4) is None else unchanged.parse_reported(match.group(4))
+        return Probe(Root(match.group(2)), parse_marker(match.group(5)),
+                     tuple(bit == "1" for bit in match.group(3)), digest)
     return None
 
 

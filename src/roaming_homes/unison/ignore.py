@@ -165,24 +165,17 @@ def _lstat_each(top: str, stack: list[str]) -> Iterator[tuple[str, os.stat_resul
         yield rel, st
 
 
-def changed_since(root: str | os.PathLike[str], paths: Sequence[str], ignore_paths: Sequence[str],
-                  ignore_names: Sequence[str], since: float,
-                  budget: float = 5.0) -> tuple[list[str], bool]:
-    """Files and links under `paths` of `root` changed after `since` (epoch seconds): written,
-    made, renamed or their permissions changed (mtime or ctime), by the rules `count_files`
-    follows. Deletions leave nothing to find. The walk stops after `budget` seconds; returns
-    the paths found (relative to `root`, sorted) and whether the walk was complete."""
+def walk(root: str | os.PathLike[str], paths: Sequence[str], ignore_paths: Sequence[str],
+         ignore_names: Sequence[str]) -> Iterator[tuple[str, os.stat_result]]:
+    """Every entry under `paths` of `root` that unison syncs, with its lstat, by the rules
+    `count_files` follows (the paths themselves too, directories before what they hold; links
+    are not followed). What vanishes meanwhile, or cannot be read, is left out."""
     path_ignored, name_ignored = _matcher(ignore_paths), _matcher(ignore_names)
     top = os.fspath(root)
-    found: list[str] = []
-    deadline = time.monotonic() + budget
     stack = [p for p in paths if not (path_ignored(p) or name_ignored(p.rpartition("/")[2]))]
     for rel, st in _lstat_each(top, stack):
-        if time.monotonic() > deadline:
-            return sorted(found), False
+        yield rel, st
         if not stat.S_ISDIR(st.st_mode):
-            if max(st.st_mtime, st.st_ctime) > since:
-                found.append(rel)
             continue
         try:
             with os.scandir(f"{top}/{rel}") as entries:
@@ -191,6 +184,22 @@ def changed_since(root: str | os.PathLike[str], paths: Sequence[str], ignore_pat
             continue
         stack += [f"{rel}/{name}" for name in names if not (
             name_ignored(name) or path_ignored(f"{rel}/{name}") or _LINE_BREAK.search(name))]
+
+
+def changed_since(root: str | os.PathLike[str], paths: Sequence[str], ignore_paths: Sequence[str],
+                  ignore_names: Sequence[str], since: float,
+                  budget: float = 5.0) -> tuple[list[str], bool]:
+    """Files and links under `paths` of `root` changed after `since` (epoch seconds): written,
+    made, renamed or their permissions changed (mtime or ctime), by the rules `count_files`
+    follows. Deletions leave nothing to find. The walk stops after `budget` seconds; returns
+    the paths found (relative to `root`, sorted) and whether the walk was complete."""
+    found: list[str] = []
+    deadline = time.monotonic() + budget
+    for rel, st in walk(root, paths, ignore_paths, ignore_names):
+        if time.monotonic() > deadline:
+            return sorted(found), False
+        if not stat.S_ISDIR(st.st_mode) and max(st.st_mtime, st.st_ctime) > since:
+            found.append(rel)
     return sorted(found), True
 
 

@@ -1,0 +1,169 @@
+"""A pass that finds nothing changed without running unison: both replicas' stat digests.
+
+A pass in which nothing changed still costs unison's whole exchange with the server: about
+sixteen round trips, seconds on a slow link, every interval. After a whole pass in which unison
+had nothing to do, the stat digests of both replicas taken at its start, before unison looked,
+are recorded (`Record`). The next pass takes this side's digest (no network); when it equals the
+recorded one, one exchange over the shared connection asks the server for its digest
+(`server_script`), and when that equals too, unison is not run: neither side changed since a
+state in which unison had nothing to do.
+
+Why no change can be missed (tests/test_unchanged.py holds it to a model):
+- A digest covers every entry under the synced paths: its path, type, mode, inode, size,
+  modification time and change time (a link's own, never its target's). Writing, making,
+  deleting, renaming, or changing the permissions or owner of an entry changes its change
+  time (ctime), which no program can set back. This side leaves out what unison ignores, by
+  unison's own rules (`ignore.walk`), and the times of directories (unison does not sync
+  them; they change with every entry made or removed, ignored ones too); the server's digest
+  leaves nothing out.
+- The change time comes from a coarse clock (a kernel tick; whole seconds on some file
+  systems): a change in the same tick as an earlier one may leave it as it was. So a digest
+  is recorded only when no entry changed in the `SETTLE_NS` before it was taken (settled).
+- A change made while the recording pass ran: before unison looked at the entry, unison saw it
+  and had something to do (then nothing is recorded); after, it changes the next digest.
+- The record is dropped before unison runs in any pass; it is used for `sync.rescan_interval`
+  after the pass that made it at most (unison looks at both sides at least that often), and
+  only for the same pair of roots, paths and ignore rules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shlex
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from roaming_homes.files import Shape, is_number, is_str, read_json
+from roaming_homes.session.state import write_atomic
+from roaming_homes.unison.ignore import walk
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+SETTLE_NS = 3_000_000_000
+_FILE = "unchanged.json"
+_HEX = re.compile(r"[0-9a-f]{64}")
+UNSETTLED = "unsettled"  # the server's word for a digest taken too soon after a change
+NONE = "none"  # the server's word for no digest (no GNU find and sort there)
+
+
+@dataclass(frozen=True)
+class Digest:
+    """A replica's stat digest (sha256, hex) and whether it may be recorded (settled)."""
+
+    value: str
+    settled: bool
+
+
+def local_digest(root: str | os.PathLike[str], paths: Sequence[str],
+                 ignore_paths: Sequence[str], ignore_names: Sequence[str],
+                 settle_ns: int = SETTLE_NS) -> Digest:
+    """This side's digest of what unison syncs under `paths` of `root`."""
+    taken = time.time_ns()
+    newest = 0
+    lines = []
+    for rel, st in walk(root, paths, ignore_paths, ignore_names):
+        if stat.S_ISDIR(st.st_mode):
+            # unison syncs a directory's existence and permissions, not its times: those
+            # change with every entry made or removed in it, ignored ones too. Its entries
+            # are in the digest themselves.
+            lines.append(b"%s\0%o %d\0" % (os.fsencode(rel), st.st_mode, st.st_ino))
+            continue
+        newest = max(newest, st.st_ctime_ns)
+        lines.append(b"%s\0%o %d %d %d %d\0" % (os.fsencode(rel), st.st_mode, st.st_ino,
+                                                 st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    lines.sort()
+    return Digest(hashlib.sha256(b"".join(lines)).hexdigest(), newest < taken - settle_ns)
+
+
+def server_script(paths: Sequence[str], settle: bool) -> str:
+    """A POSIX sh fragment, run in the server root, that sets `dg` to that replica's digest:
+    64 hex digits, `UNSETTLED` (with `settle`, when an entry changed in the last `SETTLE_NS`),
+    or `NONE` when the server lacks what it takes (GNU find's -printf and -newerct, sort -z,
+    sha256sum): a digest that cannot change would hide every change."""
+    starts = " ".join(shlex.quote(f"./{p}") for p in paths)
+    seconds = SETTLE_NS // 1_000_000_000
+    probe = ("[ \"$(find . -maxdepth 0 -newerct @0 -printf x 2>/dev/null)"
+             "$(printf 'b\\0a\\0' | LC_ALL=C sort -z 2>/dev/null | tr -d '\\0')"
+             "$(printf '' | sha256sum 2>/dev/null | cut -c1-4)\" = xabe3b0 ]")
+    digest = (f"dg=$(find {starts} -printf '%y %m %i %s %T@ %C@ %p\\0' 2>/dev/null "
+              "| LC_ALL=C sort -z | sha256sum | cut -c1-64); ")
+    fresh = (f"if [ -n \"$(find {starts} -newerct \"@$(($(date +%s) - {seconds}))\" -print "
+             f"-quit 2>/dev/null)\" ]; then dg={UNSETTLED}; fi; " if settle else "")
+    return f"dg={NONE}; if {probe}; then {digest}{fresh}fi"
+
+
+CHECK = "roaming-homes digest "  # how the answer of `check_script` starts
+
+
+def check_script(root: str, paths: Sequence[str], nonce: str) -> str:
+    """A sh script that prints the server replica's digest in one line (`parse_check`)."""
+    return (f"cd {shlex.quote(root)} 2>/dev/null || exit 0; {server_script(paths, False)}; "
+            f"printf '%s\\n' \"{CHECK}{nonce} $dg\"")
+
+
+def parse_check(answer: str, nonce: str) -> str | None:
+    """The digest in `check_script`'s answer (None: none, or not an answer to this nonce)."""
+    lines = answer.splitlines()
+    if len(lines) != 1 or not lines[0].startswith(f"{CHECK}{nonce} "):
+        return None
+    value = lines[0][len(CHECK) + len(nonce) + 1:]
+    return value if _HEX.fullmatch(value) else None
+
+
+def parse_reported(value: str) -> Digest | None:
+    """The digest field of the server's report (`server_script` with `settle`)."""
+    if value == UNSETTLED:
+        return Digest("", settled=False)
+    return Digest(value, settled=True) if _HEX.fullmatch(value) else None
+
+
+def rules_of(*parts: object) -> str:
+    """What a record is valid for (the roots, paths and ignore rules), as one string."""
+    text = json.dumps([str(p) if not isinstance(p, list | tuple) else list(map(str, p))
+                       for p in parts])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Record:
+    """Both digests at the start of the last whole pass that had nothing to do."""
+
+    rules: str
+    local: str
+    server: str
+    made: float  # epoch seconds
+
+    def fits(self, rules: str, now: float, max_age: float) -> bool:
+        return self.rules == rules and 0 <= now - self.made < max_age
+
+
+_SHAPE = Shape.complete({"rules": is_str, "local": is_str, "server": is_str, "made": is_number})
+
+
+def _file(state_dir: Path) -> Path:
+    return state_dir / _FILE
+
+
+def load(state_dir: Path) -> Record | None:
+    """The record, if there is one (a broken file is moved aside: no record)."""
+    data = read_json(_file(state_dir), _SHAPE.checked)
+    return None if data is None else Record(data["rules"], data["local"], data["server"],
+                                            float(data["made"]))
+
+
+def save(state_dir: Path, record: Record) -> None:
+    write_atomic(_file(state_dir), json.dumps(record.__dict__) + "\n")
+
+
+def drop(state_dir: Path) -> None:
+    """Forget the record: unison is about to run (what it does changes the replicas)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(_file(state_dir))
