@@ -7,17 +7,22 @@ Each link profile (`bench.link.PROFILES`) gets a real sshd behind an emulated li
   one is open (a laptop losing its network between two passes);
 - row 7, real-time mode's propagation (`bench.realtime`), through the link;
 - row 11, round trips: request/response turns counted by the link's relay for one pass;
-- row 12 (full run): levers, each against the same run without it, interleaved.
+- row 12 (full run): levers, each against the same run without it, interleaved;
+- row 14, interrupted links: a first sync and a pass cut off mid-transfer, then the next pass.
 Every row names its link. Everything it starts is stopped and removed at the end.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
 import shlex
 import shutil
 import statistics
+import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -126,6 +131,81 @@ def offline(bench: loopback.Bench, link: Link, runs: int) -> None:
                   1.1))
 
 
+def _tree(root: Path) -> dict[str, str]:
+    """Every file below `root` by its content's digest (unison's temporary files left out)."""
+    return {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in root.rglob("*") if path.is_file() and ".unison." not in path.name}
+
+
+def _cut_mid_pass(home: loopback.Home, link: Link, size: int, *args: str) -> tuple[float, int,
+                                                                                    int]:
+    """A pass that sends about `size` bytes, cut (every packet dropped) once 40 % of them went
+    through; returns the seconds from the cut until the pass ended, its exit code, and the
+    bytes it sent."""
+    before = link.counters().up
+    proc = subprocess.Popen([*loopback.CLI, "sync", *args], env=home.setup.env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while link.counters().up - before < 0.4 * size:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the pass ended before the cut (exit {proc.returncode})")
+            time.sleep(0.02)
+        with link.cut():
+            cut = time.monotonic()
+            code = proc.wait(timeout=600)
+            ended = time.monotonic() - cut
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return ended, code, link.counters().up - before
+
+
+def interrupted(bench: loopback.Bench, link: Link, profile: Profile, size: int) -> None:
+    """Row 14: a first sync and a pass that rewrote half of the tree, each cut off mid-transfer;
+    how soon the pass ends, that nothing is lost, and how much the next pass sends again."""
+    timeout = bench.plan.blackhole_timeout
+    home = bench.home("interrupted")
+    files, size = trees.mixed_tree(home.docs, size, bench.pool)
+    # Rewriting half of the bytes may overwrite more than half of the files: that is the
+    # measurement, not ransomware (the loss guard is measured elsewhere).
+    home.setup.configure(server={"connect_timeout": timeout}, sync={"max_change": 100})
+    server = home.setup.server_home / "Documents"
+    server.mkdir(parents=True, exist_ok=True)
+    mib = size / (1 << 20)
+
+    def rewrite_half() -> int:
+        written = 0
+        for path in sorted(home.docs.rglob("*.bin"), key=lambda p: -p.stat().st_size):
+            if written >= size / 2:
+                break
+            length = path.stat().st_size
+            with path.open("wb") as out:  # new bytes: unison's rsync finds nothing to reuse
+                for offset in range(0, length, 1 << 20):
+                    out.write(os.urandom(min(1 << 20, length - offset)))
+            written += length
+        return written
+
+    for what, args, prepare in (("first sync", ("--first-run",), lambda: size),
+                                ("pass after half the tree was rewritten", (), rewrite_half)):
+        _log(f"{profile.name}: {what}, cut mid-transfer")
+        sending = prepare()
+        here = _tree(home.docs)
+        ended, code, sent = _cut_mid_pass(home, link, sending, *args)
+        assert _tree(home.docs) == here, "the cut pass changed the local home"
+        before = link.counters().up
+        resumed = home.sync()
+        again = link.counters().up - before + sent - sending
+        assert _tree(server) == here, "the next pass did not bring the server home in sync"
+        label = f"{what}, {mib:.0f} MiB in {loopback._n(files)} files ({profile.name})"
+        bench.add(Row("14", f"cut mid-transfer: {label}, until the pass ends", "s", [ended],
+                      [4 * timeout], f"connect_timeout {timeout:g} s x 4 (keep-alives)", 1.1,
+                      note=f"exit {code}; nothing lost"))
+        bench.add(Row("14", f"… the next pass: sent again of {sending / (1 << 20):.0f} MiB",
+                      "MiB", [max(again, 0) / (1 << 20)], [sending / (1 << 20)],
+                      "what the cut pass had to send", note=f"next pass {resumed:.1f} s"))
+
+
 def levers(bench: loopback.Bench, link: Link, runs: int) -> None:
     """Row 11: raw unison's first sync of the mixed tree with one lever, against without."""
     home = next(home for home in bench.homes if home.setup.base.name == "mixed")
@@ -182,6 +262,8 @@ def measure_profile(base: Path, profile: Profile, plan: Plan,
             round_trips(bench, link, plan.turn_runs)
             bench.first_sync()
             offline(bench, link, plan.passes.offline_runs)
+            # at least a second's worth on the quick run's link: the cut must come mid-pass
+            interrupted(bench, link, profile, max(plan.first_bytes(profile), 8 << 20))
             if plan.levers:
                 levers(bench, link, plan.passes.first_runs)
         finally:
@@ -243,4 +325,10 @@ through one ssh session each way (less a session's own setup).
   `ServerAliveCountMax = 3`).
 - **Levers** (row 12): raw unison's first sync of the mixed tree into an empty server home,
   with the lever on the command line, against the same run without it, interleaved.
+- **Interrupted** (row 14): `roaming-homes sync` runs in the background (a first sync of the
+  mixed tree; then a pass after half the tree's bytes were rewritten); once 40 % of what it
+  sends went through the relay, the namespace drops every packet until the pass has ended
+  (the time from the cut). The local home must be as it was; the link comes back and the next
+  pass must leave the server home identical to it. *Sent again*: what the relay carried up in
+  both passes less what there was to send (less than nothing counts as 0).
 """

@@ -334,6 +334,16 @@ def realtime_rows(base: Path, quick: bool, pool: trees.Pool) -> list[Row]:
                                else computers.Plan.full())]
 
 
+def passes_rows(base: Path, quick: bool) -> list[Row]:
+    """Rows 1, 2 and 6 (passes over homes of small files, peak memory)."""
+    bench = Bench(base, Plan.quick() if quick else Plan.full())
+    try:
+        bench.small_homes()
+    finally:
+        bench.close()
+    return bench.rows
+
+
 LINKS_HEADING = "## Over emulated links"
 
 
@@ -394,6 +404,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path,
                         help="where to write the table (default: docs/performance.md; with "
                         "--fleet docs/capacity-measured.md)")
+    parser.add_argument("--passes", action="store_true",
+                        help="only the rows of passes over small files and their memory (1, 2, "
+                        "6): print them, write no file")
     parser.add_argument("--realtime", action="store_true",
                         help="only the real-time rows (7, 8, 9): print them, write no file")
     parser.add_argument("--frontends", action="store_true",
@@ -433,6 +446,8 @@ def main(argv: list[str] | None = None) -> int:
         every = ("broadband",) if args.quick else tuple(link.PROFILES)
         return links_section(args.output or ROOT / "docs" / "performance.md", args.quick,
                              tuple(args.profile or every))
+    if args.passes:
+        return only(lambda base: passes_rows(base, args.quick), args.quick)
     if args.realtime:
         return only(lambda base: realtime_rows(base, args.quick, trees.Pool()), args.quick)
     if args.frontends:
