@@ -2,8 +2,9 @@
 
 No timing is asserted (times on a shared machine are noise). What is checked: the link was
 built and validated, every measurement ran through it and landed in its row with the link's
-name, the section was written after the loopback table (which is kept), and the run removed
-its namespace, veth pair, processes and files.
+name (a pass cut off mid-transfer lost nothing and the next one synced it all: row 14 checks
+that as it measures), the section was written after the loopback table (which is kept), and
+the run removed its namespace, veth pair, processes and files.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ EXPECTED_ROWS = [
     ("3", "broadband: … raw unison `-ignorearchives`, first sync, "),
     ("4", "broadband: offline exit 75, link drops every packet (connect_timeout 1 s)"),
     ("4", "broadband: offline exit 75, link drops every packet while the shared connection"),
+    ("14", "broadband: cut mid-transfer: first sync, 8 MiB in "),
+    ("14", "broadband: … the next pass: sent again of "),
+    ("14", "broadband: cut mid-transfer: pass after half the tree was rewritten, 8 MiB in "),
+    ("14", "broadband: … the next pass: sent again of "),
     ("7", "broadband: local write → file on the server, over 3 writes, watch mode, p50"),
     ("7", "broadband: local write → file on the server, over 3 writes, watch mode, p99"),
 ]
