@@ -24,7 +24,7 @@ from roaming_homes.actions.daemon import (
 )
 from roaming_homes.actions.watch import WatchResult
 from roaming_homes.errors import RoamingHomesError
-from roaming_homes.outcome import Result, SyncOutcome
+from roaming_homes.outcome import Reason, Result, SyncOutcome
 from roaming_homes.session.lock import SyncLock, lock_purpose
 from roaming_homes.session.progress import Progress
 
@@ -208,3 +208,24 @@ def test_the_status_line_follows_a_copy_and_goes_back_when_it_is_done(
                     "STATUS=first sync running"]
     assert health.running is None
     assert caplog.messages == ["uploading 1 file, 100.0 MB, ~5 s left"]
+
+
+def test_a_ticket_found_is_not_looked_for_again_until_a_pass_says_how_it_went() -> None:
+    """A pass without a ticket: the daemon looks for one; once found, not again (the pass or
+    watch it starts may take longer than the daemon's next look); a pass without a ticket
+    again: it looks again."""
+    health = Health()
+    assert not health.waiting_for_ticket
+    no_ticket = outcome("failed", "no valid Kerberos ticket")
+    no_ticket.reason = Reason.NO_TICKET
+    health.update(no_ticket)
+    assert health.waiting_for_ticket
+
+    health.ticket_found = True
+    assert not health.waiting_for_ticket
+
+    health.update(no_ticket)
+    assert health.waiting_for_ticket
+    health.ticket_found = True
+    health.update(outcome("in-sync", "in sync: 1 item(s) transferred", transferred=1))
+    assert not health.waiting_for_ticket

@@ -144,13 +144,24 @@ class Health:
     note: str = ""  # a problem outside the passes, e.g. a config file that no longer loads
     paused: pause.Pause | None = None  # the pause in force (`roaming-homes pause`)
     running: str | None = None  # what a pass copying now has left (`progress.describe`)
+    # A ticket was found after a pass had none: not looked for again until a pass says how
+    # it went. A watch that starts slowly must not be stopped for the same ticket every few
+    # seconds (it was, on a loaded machine, and never synced).
+    ticket_found: bool = False
 
     @property
     def offline(self) -> bool:
         return self.offline_since is not None
 
+    @property
+    def waiting_for_ticket(self) -> bool:
+        """The last pass found no Kerberos ticket, and none has been found since."""
+        return (not self.ticket_found and self.last is not None
+                and self.last.reason == Reason.NO_TICKET)
+
     def update(self, outcome: SyncOutcome) -> str | None:
         """Take in a finished pass; return the line to log, or None when nothing changed."""
+        self.ticket_found = False
         if outcome.result in (Result.BUSY, Result.PAUSED):
             # a sync of the user's own held the lock, the server was busy, or syncing is
             # paused: nothing learnt about the home, not news
@@ -509,13 +520,9 @@ class Daemon:
             self._sleep(0.5)
         sd_notify(f"STATUS={self.health.status()}")
 
-    def _waiting_for_ticket(self) -> bool:
-        last = self.health.last
-        return last is not None and last.reason == Reason.NO_TICKET
-
     def _follow_ticket_cache(self) -> None:
         """Watch the ticket cache file while waiting for a ticket, and only then."""
-        waiting = self._waiting_for_ticket()
+        waiting = self.health.waiting_for_ticket
         if waiting and self._ticket_watch is None:
             if (cache := kerberos.cache_file()) is not None:
                 with contextlib.suppress(OSError):  # no inotify: the interval finds a ticket
@@ -554,7 +561,7 @@ class Daemon:
         watch, tickets, paused = self._config_watch, self._ticket_watch, self._pause_watch
         if watch is None or paused is None:  # files that must be looked at now and then
             seconds = CONFIG_POLL if seconds is None else min(seconds, CONFIG_POLL)
-        asking = tickets is None and self._waiting_for_ticket()
+        asking = tickets is None and self.health.waiting_for_ticket
         if asking:
             seconds = TICKET_POLL if seconds is None else min(seconds, TICKET_POLL)
         fds = [self._wake_r, *(w.fileno() for w in (watch, tickets, paused) if w is not None)]
@@ -569,10 +576,15 @@ class Daemon:
             paused.touched()  # read and re-armed; the loop looks at the pause itself
         if tickets is not None and tickets.fileno() in readable and tickets.touched():
             log.info("the Kerberos ticket cache changed: syncing now")
-            self._pass_requested = True
+            self._ticket_found()
         elif asking and kerberos.has_ticket():
             log.info("a Kerberos ticket is there again: syncing now")
-            self._pass_requested = True
+            self._ticket_found()
+
+    def _ticket_found(self) -> None:
+        """A pass now; real-time mode starts again at once if it runs (it has nobody to make
+        way for, unlike a pass asked for)."""
+        self.health.ticket_found = self._rescan_requested = True
 
     def _close_watches(self) -> None:
         """Stop following the files and showing the tray icon."""
