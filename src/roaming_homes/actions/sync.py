@@ -299,9 +299,11 @@ class _Prepared:
     baselines: BaselineStore  # the loss guard's baseline, read when unison asks
     computer: Computer
     # A whole pass's stat digests, taken before unison looks (`session.unchanged`); the
-    # server's arrives with its report over ssh. `rules`: what a record of them is valid for.
+    # server's arrives with its report over ssh. `rules`: what a record of them is valid for;
+    # `record`: the digests of the last pass that had nothing to do, if any.
     digests: dict[str, unchanged.Digest]
     rules: str
+    record: unchanged.Record | None
 
 
 def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
@@ -340,9 +342,12 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
     first = first_run or _is_first_run(job.store, key, locations.unison_dir)
     found = {side: guards.probe_local(Path(root), paths)
              for side, root in _counted_here(plan, server).items()}
-    whole = only is None
+    # Digests cost a walk of both trees: taken only in a whole pass that may skip unison (a
+    # record to compare with) or record them (the last pass had nothing to do either).
+    record = unchanged.load(locations.state_dir) if only is None else None
+    digesting = only is None and (record is not None or _had_nothing_to_do(job.store))
     digests = {side: unchanged.local_digest(root, paths, plan.ignore_paths, plan.ignore_names)
-               for side, root in (_counted_here(plan, server).items() if whole else ())}
+               for side, root in (_counted_here(plan, server).items() if digesting else ())}
     nonce = guards.new_nonce()
     if not server.is_local and probe_server:
         try:
@@ -360,7 +365,7 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
     if not server.is_local:
         command = guards.guard_command(server.home, paths, nonce,
                                        None if first else (ids["server"] or None),
-                                       backups.server_dir(server.home), digest=whole)
+                                       backups.server_dir(server.home), digest=digesting)
         extra += ["-servercmd", profile.escape_sshargs([command])]
     if not first and all(ids.values()):
         # unison checks the markers again after its own scan: a share that vanishes
@@ -370,7 +375,12 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
                               plan.ignore_paths, plan.ignore_names)
     rules = unchanged.rules_of(key, paths, plan.ignore_paths, plan.ignore_names)
     return _Prepared(key, first, plan, socket, paths, found, ids, extra, nonce, baselines,
-                     computer, digests, rules)
+                     computer, digests, rules, record)
+
+
+def _had_nothing_to_do(store: StateStore) -> bool:
+    last = store.last()
+    return last is not None and last.result == Result.IN_SYNC and not last.transferred
 
 
 def _names(plan: profile.Plan, server: transport.Server) -> dict[str, str]:
@@ -580,8 +590,7 @@ def _nothing_changed(job: Pass, prepared: _Prepared) -> bool:
     """Whether both replicas are as the last whole pass with nothing to do found them (then
     unison has nothing to do either: `session.unchanged`). This side is looked at first; the
     server only then, in one exchange over the shared connection."""
-    local = prepared.digests.get("local")
-    record = unchanged.load(job.locations.state_dir)
+    local, record = prepared.digests.get("local"), prepared.record
     if (prepared.first or local is None or record is None or record.local != local.value
             or not record.fits(prepared.rules, time.time(),
                                job.config["sync"]["rescan_interval"])):

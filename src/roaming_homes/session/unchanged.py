@@ -68,19 +68,25 @@ def local_digest(root: str | os.PathLike[str], paths: Sequence[str],
     """This side's digest of what unison syncs under `paths` of `root`."""
     taken = time.time_ns()
     newest = 0
-    lines = []
+    digest = hashlib.sha256()
+    lines: list[str] = []
+    # `walk` goes in the same order for the same tree: hashed as it goes, in batches.
     for rel, st in walk(root, paths, ignore_paths, ignore_names):
         if stat.S_ISDIR(st.st_mode):
             # unison syncs a directory's existence and permissions, not its times: those
             # change with every entry made or removed in it, ignored ones too. Its entries
             # are in the digest themselves.
-            lines.append(b"%s\0%o %d\0" % (os.fsencode(rel), st.st_mode, st.st_ino))
-            continue
-        newest = max(newest, st.st_ctime_ns)
-        lines.append(b"%s\0%o %d %d %d %d\0" % (os.fsencode(rel), st.st_mode, st.st_ino,
-                                                 st.st_size, st.st_mtime_ns, st.st_ctime_ns))
-    lines.sort()
-    return Digest(hashlib.sha256(b"".join(lines)).hexdigest(), newest < taken - settle_ns)
+            lines.append(f"{rel}\0{st.st_mode:o} {st.st_ino}\0")
+        else:
+            if st.st_ctime_ns > newest:
+                newest = st.st_ctime_ns
+            lines.append(f"{rel}\0{st.st_mode:o} {st.st_ino} {st.st_size} {st.st_mtime_ns} "
+                         f"{st.st_ctime_ns}\0")
+        if len(lines) >= 4096:
+            digest.update("".join(lines).encode("utf-8", "surrogateescape"))
+            lines.clear()
+    digest.update("".join(lines).encode("utf-8", "surrogateescape"))
+    return Digest(digest.hexdigest(), newest < taken - settle_ns)
 
 
 def server_script(paths: Sequence[str], settle: bool) -> str:

@@ -168,22 +168,49 @@ def _lstat_each(top: str, stack: list[str]) -> Iterator[tuple[str, os.stat_resul
 def walk(root: str | os.PathLike[str], paths: Sequence[str], ignore_paths: Sequence[str],
          ignore_names: Sequence[str]) -> Iterator[tuple[str, os.stat_result]]:
     """Every entry under `paths` of `root` that unison syncs, with its lstat, by the rules
-    `count_files` follows (the paths themselves too, directories before what they hold; links
-    are not followed). What vanishes meanwhile, or cannot be read, is left out."""
+    `count_files` follows (the paths themselves too; links are not followed), always in the
+    same order for the same tree (a directory's entries sorted, each directory's entries
+    before what its subdirectories hold). What vanishes meanwhile, or cannot be read, is left
+    out."""
     path_ignored, name_ignored = _matcher(ignore_paths), _matcher(ignore_names)
     top = os.fspath(root)
-    stack = [p for p in paths if not (path_ignored(p) or name_ignored(p.rpartition("/")[2]))]
-    for rel, st in _lstat_each(top, stack):
-        yield rel, st
-        if not stat.S_ISDIR(st.st_mode):
+    folders: list[str] = []
+    for rel in paths:
+        if path_ignored(rel) or name_ignored(rel.rpartition("/")[2]):
             continue
         try:
-            with os.scandir(f"{top}/{rel}") as entries:
-                names = [entry.name for entry in entries]
+            st = os.lstat(f"{top}/{rel}")
         except OSError:
             continue
-        stack += [f"{rel}/{name}" for name in names if not (
-            name_ignored(name) or path_ignored(f"{rel}/{name}") or _LINE_BREAK.search(name))]
+        yield rel, st
+        if stat.S_ISDIR(st.st_mode):
+            folders.append(rel)
+    folders.reverse()
+    while folders:
+        rel = folders.pop()
+        try:
+            with os.scandir(f"{top}/{rel}") as listing:
+                entries = sorted(listing, key=_name)
+        except OSError:
+            continue
+        below = []
+        for entry in entries:
+            name = entry.name
+            if (name_ignored(name) or path_ignored(f"{rel}/{name}")
+                    or (not name.isprintable() and _LINE_BREAK.search(name))):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            yield f"{rel}/{name}", st
+            if stat.S_ISDIR(st.st_mode):
+                below.append(f"{rel}/{name}")
+        folders += reversed(below)
+
+
+def _name(entry: os.DirEntry[str]) -> str:
+    return entry.name
 
 
 def changed_since(root: str | os.PathLike[str], paths: Sequence[str], ignore_paths: Sequence[str],
