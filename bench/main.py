@@ -28,6 +28,7 @@ from bench.measure import Row, import_cost_us, machine, peak_rss, render, repeat
 from roaming_homes import config as config_mod
 from roaming_homes.actions import sync as engine
 from roaming_homes.paths import Locations
+from roaming_homes.session import unchanged
 from roaming_homes.unison import profile
 from roaming_homes.unison import ssh as transport
 
@@ -166,6 +167,11 @@ class Bench:
             home.sync()  # first sync: archives for identical sides
             home.write_raw_profile()
             home.sync()  # opens the shared connection, as any earlier pass of the day did
+            # Passes a minute apart find a home still since the last one: the pass before the
+            # runs, on trees that were just written, has nothing to do once they are settled
+            # (session.unchanged.SETTLE_NS, whole seconds on the server) and records them.
+            time.sleep(unchanged.SETTLE_NS / 1e9 + 1.5)
+            home.sync()
             runs = self.plan.pair_runs[size]
             _log(f"no-change passes over {_n(size)} files, {runs}x each")
             ours, alone, raw = repeat(runs, home.sync, home.over_shared_connection, home.raw)
