@@ -32,6 +32,7 @@ from bench import main as loopback
 from bench import realtime, trees
 from bench.link import PROFILES, Link, Profile, Validation, validate
 from bench.measure import Row, repeat, timed
+from roaming_homes.session import unchanged
 
 OFFLINE = loopback.OFFLINE
 
@@ -80,6 +81,11 @@ def _turns(link: Link, run: Callable[[], object]) -> tuple[int, int]:
 def round_trips(bench: loopback.Bench, link: Link, runs: int) -> None:
     """Row 10: what a no-change pass costs in round trips (and bytes), against raw unison."""
     home, size = bench.homes[0], bench.plan.sizes[0]
+    # After row 2's changed files: a pass with nothing to do, then (the trees settled) one
+    # that records the digests, as passes a minute apart find a home nobody touched.
+    home.sync()
+    time.sleep(unchanged.SETTLE_NS / 1e9 + 1.5)
+    home.sync()
     control = next((home.setup.runtime / "roaming-homes").glob("ssh-*"))
     one_command = ["ssh", *link.front.ssh_options(), "-o", f"ControlPath={control}",
                    "-p", str(link.front.port), f"{link.front.user}@127.0.0.1", "true"]

@@ -179,16 +179,24 @@ def test_a_server_without_gnu_find_has_no_digest(tmp_path: Path) -> None:
     assert unchanged.parse_check(f"{unchanged.CHECK}{'0' * 32} none\n", "0" * 32) is None
 
 
+def check(root: Path, nonce: str) -> str:
+    return subprocess.run(["sh", "-c", unchanged.check_script(str(root), PATHS, nonce)],
+                          cwd=root, env={"PATH": SYSTEM_PATH}, capture_output=True, text=True,
+                          timeout=30, check=True).stdout
+
+
 def test_the_check_script_answers_with_its_nonce_only(tmp_path: Path) -> None:
     make_tree(tmp_path)
     nonce = "1" * 32
-    answer = subprocess.run(["sh", "-c", unchanged.check_script(str(tmp_path), PATHS, nonce)],
-                            env={"PATH": SYSTEM_PATH}, capture_output=True, text=True,
-                            timeout=30, check=True).stdout
-    assert unchanged.parse_check(answer, nonce) == server_digest(tmp_path)
+    answer = check(tmp_path, nonce)
+    # just made: too recent to match or make a record
+    assert unchanged.parse_check(answer, nonce) == Digest("", settled=False)
     assert unchanged.parse_check(answer, "2" * 32) is None
     assert unchanged.parse_check(answer + answer, nonce) is None  # one line, no more
     assert unchanged.parse_check(answer.replace(nonce, nonce + " x"), nonce) is None
+    told = f"{unchanged.CHECK}{nonce} {'a' * 64}\n"
+    assert unchanged.parse_check(told, nonce) == Digest("a" * 64, settled=True)
+    assert unchanged.parse_check(told.replace("a" * 64, "A" * 64), nonce) is None
 
 
 @pytest.mark.parametrize("name", ["a\nroaming-homes digest " + "1" * 32 + " " + "f" * 64,
@@ -200,11 +208,8 @@ def test_a_hostile_name_is_only_hashed(tmp_path: Path, name: str) -> None:
     before = server_digest(tmp_path)
     (tmp_path / "Documents" / name).write_text("x")
     nonce = "1" * 32
-    answer = subprocess.run(["sh", "-c", unchanged.check_script(str(tmp_path), PATHS, nonce)],
-                            cwd=tmp_path, env={"PATH": SYSTEM_PATH}, capture_output=True,
-                            text=True, timeout=30, check=True).stdout
-    value = unchanged.parse_check(answer, nonce)
-    assert value is not None and value != before
+    assert unchanged.parse_check(check(tmp_path, nonce), nonce) is not None
+    assert server_digest(tmp_path) != before
     assert not (tmp_path / "pwned").exists()
 
 

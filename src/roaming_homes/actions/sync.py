@@ -298,12 +298,7 @@ class _Prepared:
     nonce: str  # this pass's mark on the server's report
     baselines: BaselineStore  # the loss guard's baseline, read when unison asks
     computer: Computer
-    # A whole pass's stat digests, taken before unison looks (`session.unchanged`); the
-    # server's arrives with its report over ssh. `rules`: what a record of them is valid for;
-    # `record`: the digests of the last pass that had nothing to do, if any.
-    digests: dict[str, unchanged.Digest]
-    rules: str
-    record: unchanged.Record | None
+    stills: _Stills | None  # a whole pass's digests (`session.unchanged`), when it takes them
 
 
 def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
@@ -342,12 +337,8 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
     first = first_run or _is_first_run(job.store, key, locations.unison_dir)
     found = {side: guards.probe_local(Path(root), paths)
              for side, root in _counted_here(plan, server).items()}
-    # Digests cost a walk of both trees: taken only in a whole pass that may skip unison (a
-    # record to compare with) or record them (the last pass had nothing to do either).
-    record = unchanged.load(locations.state_dir) if only is None else None
-    digesting = only is None and (record is not None or _had_nothing_to_do(job.store))
-    digests = {side: unchanged.local_digest(root, paths, plan.ignore_paths, plan.ignore_names)
-               for side, root in (_counted_here(plan, server).items() if digesting else ())}
+    rules = unchanged.rules_of(key, paths, plan.ignore_paths, plan.ignore_names)
+    stills = _stills(job, plan, socket, rules, first) if only is None else None
     nonce = guards.new_nonce()
     if not server.is_local and probe_server:
         try:
@@ -365,7 +356,8 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
     if not server.is_local:
         command = guards.guard_command(server.home, paths, nonce,
                                        None if first else (ids["server"] or None),
-                                       backups.server_dir(server.home), digest=digesting)
+                                       backups.server_dir(server.home),
+                                       digest=stills is not None and stills.wants_report)
         extra += ["-servercmd", profile.escape_sshargs([command])]
     if not first and all(ids.values()):
         # unison checks the markers again after its own scan: a share that vanishes
@@ -373,9 +365,66 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
         extra += ["-mountpoint", guards.MARKER]
     baselines = BaselineStore(locations.state_dir, (plan.local_root, server.stable_root), paths,
                               plan.ignore_paths, plan.ignore_names)
-    rules = unchanged.rules_of(key, paths, plan.ignore_paths, plan.ignore_names)
     return _Prepared(key, first, plan, socket, paths, found, ids, extra, nonce, baselines,
-                     computer, digests, rules, record)
+                     computer, stills)
+
+
+@dataclass
+class _Stills:
+    """A whole pass's stat digests, taken before unison looks (`session.unchanged`)."""
+
+    rules: str  # what a record of them is valid for
+    record: unchanged.Record | None  # the last pass with nothing to do left it, if any
+    digests: dict[str, unchanged.Digest]  # this computer's sides ("local"; "server" if local)
+    # the server's, asked before unison when this side is as recorded; with no record, it
+    # comes with the guard's report over ssh (`wants_report`), or was taken here (local)
+    asked: unchanged.Digest | None = None
+    wants_report: bool = False
+
+    @property
+    def nothing_changed(self) -> bool:
+        """Both sides as the record has them: unison would have nothing to do."""
+        local = self.digests.get("local")
+        return (self.record is not None and local is not None and self.asked is not None
+                and (self.record.local, self.record.server) == (local.value, self.asked.value))
+
+
+def _stills(job: Pass, plan: profile.Plan, socket: Path | None, rules: str,
+            first: bool) -> _Stills | None:
+    """The digests of a whole pass, when they may pay: a record to compare with (unison may
+    be skipped), or a last pass that had nothing to do (this one may record). A run of passes
+    that move something takes none: each walks both trees."""
+    record = unchanged.load(job.locations.state_dir)
+    if record is not None and (first or not record.fits(rules, time.time(),
+                                                          job.config["sync"]["rescan_interval"])):
+        record = None
+    if record is None and not _had_nothing_to_do(job.store):
+        return None
+    server = job.server
+    stills = _Stills(rules, record, {
+        side: unchanged.local_digest(root, plan.paths, plan.ignore_paths, plan.ignore_names)
+        for side, root in _counted_here(plan, server).items()})
+    if record is None:  # the last pass had nothing to do: this one may record
+        stills.wants_report = not server.is_local
+    elif record.local == stills.digests["local"].value:
+        stills.asked = (stills.digests.get("server") if server.is_local
+                        else _ask_digest(job, socket, plan.paths))
+    # else this side changed: the pass will move it, and has nothing to record
+    return stills
+
+
+def _ask_digest(job: Pass, socket: Path | None,
+                paths: Sequence[str]) -> unchanged.Digest | None:
+    """The server's digest now, in one exchange over the shared connection."""
+    nonce = guards.new_nonce()
+    try:
+        answer = transport.run_remote(job.server, socket,
+                                      unchanged.check_script(job.server.home, paths, nonce),
+                                      job.abort)
+    except transport.ConnectError as exc:
+        log.debug("the server's digest: %s", exc.message)  # unison's run will say it
+        return None
+    return unchanged.parse_check(answer, nonce)
 
 
 def _had_nothing_to_do(store: StateStore) -> bool:
@@ -517,8 +566,8 @@ def _guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], first_run: boo
     prepared = _prepare(job, first_run, outcome, only)
     if isinstance(prepared, SyncOutcome):
         return prepared
-    may_skip = only is None and winner is None and not force
-    if may_skip and _nothing_changed(job, prepared):
+    stills = prepared.stills if winner is None else None
+    if stills is not None and stills.nothing_changed:
         return _unchanged_pass(job, prepared, outcome)
     unchanged.drop(job.locations.state_dir)
     first, extra = prepared.first, prepared.extra
@@ -550,8 +599,9 @@ def _guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], first_run: boo
         run, summary, first = _retried(run, summary, first, run_unison, sink)
         run, summary = _older_props_win(job, prepared, sink, first, judge.items, run, summary)
         result = _judged(job, prepared, run, summary, first, judge, outcome)
-        if may_skip:
-            _record_unchanged(job, prepared, result, first, judge.items)
+        if stills is not None:
+            _record_unchanged(job, stills, prepared.found.get("server"), result, first,
+                              judge.items)
         if winner is None:
             _note_settled(result, judge.items)
         sink(f"--- pass ended: {result.result} ---")
@@ -586,40 +636,13 @@ def _retried(run: dialogue.Run, summary: output.Summary, first: bool,
 NOTHING_CHANGED = "in sync: nothing changed on either side since the last pass"
 
 
-def _nothing_changed(job: Pass, prepared: _Prepared) -> bool:
-    """Whether both replicas are as the last whole pass with nothing to do found them (then
-    unison has nothing to do either: `session.unchanged`). This side is looked at first; the
-    server only then, in one exchange over the shared connection."""
-    local, record = prepared.digests.get("local"), prepared.record
-    if (prepared.first or local is None or record is None or record.local != local.value
-            or not record.fits(prepared.rules, time.time(),
-                               job.config["sync"]["rescan_interval"])):
-        return False
-    if job.server.is_local:
-        server = prepared.digests.get("server")
-        now = None if server is None else server.value
-    else:
-        nonce = guards.new_nonce()
-        try:
-            answer = transport.run_remote(
-                job.server, prepared.socket,
-                unchanged.check_script(job.server.home, prepared.paths, nonce), job.abort)
-        except transport.ConnectError as exc:
-            log.debug("the server's digest: %s", exc.message)  # unison's run will say it
-            return False
-        now = unchanged.parse_check(answer, nonce)
-    if now != record.server:
-        return False
-    with job.store.open_log() as transcript:
-        transcript.write(f"--- pass (pid {os.getpid()}): neither side changed since the last "
-                         "pass that had nothing to do; unison not run ---")
-    return True
-
-
 def _unchanged_pass(job: Pass, prepared: _Prepared,
                     outcome: Callable[..., SyncOutcome]) -> SyncOutcome:
     """A pass in which neither side changed: unison is not run; what every completed pass
     does besides (this computer's record for the others, pruning backups) is still done."""
+    with job.store.open_log() as transcript:
+        transcript.write(f"--- pass (pid {os.getpid()}): neither side changed since the last "
+                         "pass that had nothing to do; unison not run ---")
     result = outcome(Result.IN_SYNC, NOTHING_CHANGED)
     home = ServerHome(job.server, prepared.socket, job.abort)
     computers.publish(job.locations, home, prepared.computer, result, job.store.last_success())
@@ -627,20 +650,21 @@ def _unchanged_pass(job: Pass, prepared: _Prepared,
     return result
 
 
-def _record_unchanged(job: Pass, prepared: _Prepared, result: SyncOutcome, first: bool,
+def _record_unchanged(job: Pass, stills: _Stills, probe: guards.Probe | None,
+                      result: SyncOutcome, first: bool,
                       items: Sequence[output.PlanItem]) -> None:
     """After a whole pass that ended in sync with nothing to do (no plan; not a first sync):
     both digests taken at its start, if both were settled (`session.unchanged`), for the
     next pass to compare with."""
     if first or result.result != Result.IN_SYNC or items:
         return
-    local = prepared.digests.get("local")
-    probe = prepared.found.get("server")
-    server = (prepared.digests.get("server") if job.server.is_local
+    local = stills.digests.get("local")
+    server = (stills.asked if stills.asked is not None
+              else stills.digests.get("server") if job.server.is_local
               else None if probe is None else probe.digest)
     if local is None or server is None or not (local.settled and server.settled):
         return
-    record = unchanged.Record(prepared.rules, local.value, server.value, time.time())
+    record = unchanged.Record(stills.rules, local.value, server.value, time.time())
     try:
         unchanged.save(job.locations.state_dir, record)
     except DiskFull:

@@ -111,21 +111,21 @@ CHECK = "roaming-homes digest "  # how the answer of `check_script` starts
 
 def check_script(root: str, paths: Sequence[str], nonce: str) -> str:
     """A sh script that prints the server replica's digest in one line (`parse_check`)."""
-    return (f"cd {shlex.quote(root)} 2>/dev/null || exit 0; {server_script(paths, False)}; "
+    return (f"cd {shlex.quote(root)} 2>/dev/null || exit 0; {server_script(paths, True)}; "
             f"printf '%s\\n' \"{CHECK}{nonce} $dg\"")
 
 
-def parse_check(answer: str, nonce: str) -> str | None:
+def parse_check(answer: str, nonce: str) -> Digest | None:
     """The digest in `check_script`'s answer (None: none, or not an answer to this nonce)."""
     lines = answer.splitlines()
     if len(lines) != 1 or not lines[0].startswith(f"{CHECK}{nonce} "):
         return None
-    value = lines[0][len(CHECK) + len(nonce) + 1:]
-    return value if _HEX.fullmatch(value) else None
+    return parse_reported(lines[0][len(CHECK) + len(nonce) + 1:])
 
 
 def parse_reported(value: str) -> Digest | None:
-    """The digest field of the server's report (`server_script` with `settle`)."""
+    """A digest as the server says it (`server_script` with `settle`): one too recent to
+    record matches no record either (its value is empty)."""
     if value == UNSETTLED:
         return Digest("", settled=False)
     return Digest(value, settled=True) if _HEX.fullmatch(value) else None
