@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from roaming_homes.safety import guards
 from roaming_homes.session import unchanged
 from roaming_homes.session.unchanged import Digest, Record
 from tests.conftest import SYSTEM_PATH
@@ -185,6 +186,23 @@ def check(root: Path, nonce: str) -> str:
                           timeout=30, check=True).stdout
 
 
+def test_a_server_without_sha256sum_has_no_digest_and_its_report_still_parses(
+        tmp_path: Path) -> None:
+    make_tree(tmp_path)
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sha256sum").write_text("#!/bin/sh\nexit 127\n")
+    (fake / "sha256sum").chmod(0o755)
+    path = f"{fake}:{SYSTEM_PATH}"
+    assert server_digest(tmp_path, path=path) == unchanged.NONE
+    nonce = "3" * 32
+    script = guards.report_script(str(tmp_path), PATHS, nonce, digest=True)
+    report = subprocess.run(["sh", "-c", script], env={"PATH": path}, capture_output=True,
+                            text=True, timeout=30, check=True).stdout
+    probe = guards.parse_report(report.splitlines(), nonce, len(PATHS))
+    assert probe is not None and probe.digest is None and probe.paths == (True, True)
+
+
 def test_the_check_script_answers_with_its_nonce_only(tmp_path: Path) -> None:
     make_tree(tmp_path)
     nonce = "1" * 32
@@ -239,3 +257,17 @@ def test_rules_differ_when_paths_or_ignores_do() -> None:
     assert base != unchanged.rules_of("key", ("Documents",), (), ("*~",))
     assert base != unchanged.rules_of("key", ("Documents",), (".cache",), ())
     assert base != unchanged.rules_of("other", ("Documents",), (".cache",), ("*~",))
+
+
+def test_digests_are_taken_while_skipping_pays_and_tried_again_later(tmp_path: Path) -> None:
+    now = 10_000.0
+    assert unchanged.load_costs(tmp_path) == unchanged.Costs()  # nothing measured: try
+    assert unchanged.Costs().pays(now, 3600)
+    assert unchanged.Costs(check=0.1, unison=None, checked=now).pays(now, 3600)
+    assert unchanged.Costs(check=0.1, unison=1.0, checked=now).pays(now, 3600)
+    slower = unchanged.Costs(check=0.9, unison=1.0, checked=now - 60)
+    assert not slower.pays(now, 3600)  # not clearly cheaper than unison: unison runs
+    assert slower.pays(now + 3600, 3600)  # an hour on: measured again
+    assert slower.pays(now - 120, 3600)  # the clock went back: measured again
+    unchanged.save_costs(tmp_path, slower)
+    assert unchanged.load_costs(tmp_path) == slower

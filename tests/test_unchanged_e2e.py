@@ -26,6 +26,9 @@ from tests.support.homes import Setup
 from tests.support.waiting import wait_for
 
 SKIPPED = "unison not run"
+# Over loopback whether skipping pays is a coin toss (`sync.skip_unchanged = auto` measures it):
+# these tests are about what a skip may and may not miss.
+ALWAYS = {"skip_unchanged": "always"}
 # The server counts in whole seconds (`date +%s`): a change up to a second more than SETTLE_NS
 # ago may still count as too recent there.
 SETTLE = SETTLE_NS / 1e9 + 1.3
@@ -75,7 +78,7 @@ def same_size_same_time(path: Path, text: str, in_place: bool = False) -> None:
 
 
 def home_with_files(user: Setup, prefer: str) -> tuple[Path, Path]:
-    user.configure(sync={"prefer": prefer})
+    user.configure(sync={"prefer": prefer, **ALWAYS})
     docs = user.home / "Documents"
     docs.mkdir(exist_ok=True)
     for index in range(12):
@@ -133,11 +136,11 @@ def test_a_changed_configuration_runs_unison(user: Setup) -> None:
     """The record is valid for its paths and ignore rules only: a file an ignore rule hid
     until now is synced at once when the rule goes."""
     docs, server = home_with_files(user, "newer")
-    user.configure(sync={"ignore_names": ["*.log"]})
+    user.configure(sync={"ignore_names": ["*.log"], **ALWAYS})
     (docs / "kept.log").write_text("ignored so far")
     settle_and_record(user)
 
-    user.configure(sync={"ignore_names": []})
+    user.configure(sync={"ignore_names": [], **ALWAYS})
     outcome = sync(user)
 
     assert outcome["message"] != NOTHING_CHANGED
@@ -160,7 +163,7 @@ def test_the_interval_daemon_skips_unison_and_still_syncs_each_change(user: Setu
                                                                         prefer: str) -> None:
     docs, server = home_with_files(user, prefer)
     settle_and_record(user)
-    user.configure(sync={"watch": False, "interval": 1, "prefer": prefer})
+    user.configure(sync={"watch": False, "interval": 1, "prefer": prefer, **ALWAYS})
     daemon = DaemonProcess(user)
     try:
         wait_for(lambda: passes(user).count(SKIPPED) >= 4, 60, "passes that skip unison")
@@ -186,7 +189,7 @@ def test_the_real_time_daemon_starts_with_what_changed_while_it_was_not_running(
     user = watched
     docs, server = home_with_files(user, prefer)
     settle_and_record(user)
-    user.configure(sync={"watch": True, "interval": 3600, "prefer": prefer})
+    user.configure(sync={"watch": True, "interval": 3600, "prefer": prefer, **ALWAYS})
 
     skipped = passes(user).count(SKIPPED)
     daemon = DaemonProcess(user)
@@ -206,3 +209,14 @@ def test_the_real_time_daemon_starts_with_what_changed_while_it_was_not_running(
         assert passes(user).count(SKIPPED) == skipped
     finally:
         stop_as_logout([daemon])
+
+
+def test_with_skip_unchanged_never_every_pass_runs_unison(user: Setup) -> None:
+    home_with_files(user, "newer")
+    user.configure(sync={"skip_unchanged": "never"})
+    assert sync(user)["message"] == "in sync: nothing to do"
+    time.sleep(SETTLE)
+    for _ in range(3):
+        assert sync(user)["message"] == "in sync: nothing to do"
+    assert SKIPPED not in passes(user)
+    assert not (user.state_dir / "unchanged.json").exists()

@@ -400,7 +400,13 @@ def _stills(job: Pass, plan: profile.Plan, socket: Path | None, rules: str,
         record = None
     if record is None and not _had_nothing_to_do(job.store):
         return None
-    server = job.server
+    state_dir, now, wanted = job.locations.state_dir, time.time(), job.config["sync"]
+    costs = unchanged.load_costs(state_dir)
+    if wanted["skip_unchanged"] == "never" or (
+            wanted["skip_unchanged"] == "auto"
+            and not costs.pays(now, wanted["rescan_interval"])):
+        return None
+    server, started = job.server, time.monotonic()
     stills = _Stills(rules, record, {
         side: unchanged.local_digest(root, plan.paths, plan.ignore_paths, plan.ignore_names)
         for side, root in _counted_here(plan, server).items()})
@@ -409,6 +415,8 @@ def _stills(job: Pass, plan: profile.Plan, socket: Path | None, rules: str,
     elif record.local == stills.digests["local"].value:
         stills.asked = (stills.digests.get("server") if server.is_local
                         else _ask_digest(job, socket, plan.paths))
+        unchanged.save_costs(state_dir, replace(costs, check=time.monotonic() - started,
+                                                checked=now))
     # else this side changed: the pass will move it, and has nothing to record
     return stills
 
@@ -590,7 +598,9 @@ def _guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], first_run: boo
         transcript.write(f"--- pass started (pid {os.getpid()}, first run: {first}) ---")
         early = (_run_first_paths(job, prepared.plan, sink, judge, extra)
                  if first and only is None else None)
+        unison_started = time.monotonic()
         run, summary = run_unison(first)
+        unison_took = time.monotonic() - unison_started
         if early:
             summary.transferred += early.transferred
         if job.abort is not None and job.abort.is_set():
@@ -599,9 +609,9 @@ def _guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], first_run: boo
         run, summary, first = _retried(run, summary, first, run_unison, sink)
         run, summary = _older_props_win(job, prepared, sink, first, judge.items, run, summary)
         result = _judged(job, prepared, run, summary, first, judge, outcome)
-        if stills is not None:
-            _record_unchanged(job, stills, prepared.found.get("server"), result, first,
-                              judge.items)
+        if stills is not None and not first and result.result == Result.IN_SYNC \
+                and not judge.items:
+            _record_unchanged(job, stills, prepared.found.get("server"), unison_took)
         if winner is None:
             _note_settled(result, judge.items)
         sink(f"--- pass ended: {result.result} ---")
@@ -651,13 +661,13 @@ def _unchanged_pass(job: Pass, prepared: _Prepared,
 
 
 def _record_unchanged(job: Pass, stills: _Stills, probe: guards.Probe | None,
-                      result: SyncOutcome, first: bool,
-                      items: Sequence[output.PlanItem]) -> None:
+                      unison_took: float) -> None:
     """After a whole pass that ended in sync with nothing to do (no plan; not a first sync):
     both digests taken at its start, if both were settled (`session.unchanged`), for the
-    next pass to compare with."""
-    if first or result.result != Result.IN_SYNC or items:
-        return
+    next pass to compare with; and what unison's pass cost, for the next to weigh."""
+    state_dir = job.locations.state_dir
+    unchanged.save_costs(state_dir, replace(unchanged.load_costs(state_dir),
+                                            unison=unison_took))
     local = stills.digests.get("local")
     server = (stills.asked if stills.asked is not None
               else stills.digests.get("server") if job.server.is_local
@@ -666,7 +676,7 @@ def _record_unchanged(job: Pass, stills: _Stills, probe: guards.Probe | None,
         return
     record = unchanged.Record(stills.rules, local.value, server.value, time.time())
     try:
-        unchanged.save(job.locations.state_dir, record)
+        unchanged.save(state_dir, record)
     except DiskFull:
         log.debug("no room to record the digests: the next pass runs unison")
 

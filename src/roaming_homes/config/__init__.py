@@ -258,6 +258,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "watch": Key("bool", True, "Real-time mode when available: file monitors on both ends "
                      "(unison-fsmonitor on the server's PATH) and one guarded pass per change "
                      "(see README, Real-time mode).", scope=Scope.LOWER),
+        "skip_unchanged": Key("str", "auto", "Whether a pass in which neither side changed may "
+                              "skip unison (one exchange with the server instead of unison's "
+                              "round trips): auto (when the check costs clearly less than "
+                              "unison's pass, measured on this computer) | always | never.",
+                              _one_of("auto", "always", "never"), scope=Scope.SYSTEM),
         "rescan_interval": Key("int", 3600, "Seconds between full rescans in real-time mode "
                                "(a safety net for changes no monitor saw).", Range(60, 604800),
                                scope=Scope.HIGHER),

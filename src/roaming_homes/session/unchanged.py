@@ -24,6 +24,11 @@ Why no change can be missed (tests/test_unchanged.py holds it to a model):
 - The record is dropped before unison runs in any pass; it is used for `sync.rescan_interval`
   after the pass that made it at most (unison looks at both sides at least that often), and
   only for the same pair of roots, paths and ignore rules.
+
+Skipping does not always pay: over a fast link to a big home, walking both trees can take
+longer than unison's own pass. What the last check cost is kept beside what the last unison
+pass with nothing to do cost (`Costs`); while the check costs more, no digests are taken at
+all, and it is tried again after `sync.rescan_interval`.
 """
 
 from __future__ import annotations
@@ -40,7 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from roaming_homes.files import Shape, is_number, is_str, read_json
+from roaming_homes.errors import DiskFull
+from roaming_homes.files import Shape, is_number, is_str, optional, read_json
 from roaming_homes.session.state import write_atomic
 from roaming_homes.unison.ignore import walk
 
@@ -51,7 +57,7 @@ SETTLE_NS = 3_000_000_000
 _FILE = "unchanged.json"
 _HEX = re.compile(r"[0-9a-f]{64}")
 UNSETTLED = "unsettled"  # the server's word for a digest taken too soon after a change
-NONE = "none"  # the server's word for no digest (no GNU find and sort there)
+NONE = "none"  # the server's word for no digest (no GNU find there)
 
 
 @dataclass(frozen=True)
@@ -92,17 +98,18 @@ def local_digest(root: str | os.PathLike[str], paths: Sequence[str],
 def server_script(paths: Sequence[str], settle: bool) -> str:
     """A POSIX sh fragment, run in the server root, that sets `dg` to that replica's digest:
     64 hex digits, `UNSETTLED` (with `settle`, when an entry changed in the last `SETTLE_NS`),
-    or `NONE` when the server lacks what it takes (GNU find's -printf and -newerct, sort -z,
-    sha256sum): a digest that cannot change would hide every change."""
+    or `NONE` when the server's find is not GNU find (no -printf, -newerct: a listing that
+    stays empty would hide every change) or it has no sha256sum. The listing is in find's
+    order, a directory's as the file system lists it: the same for an unchanged directory;
+    where it is not, digests differ and unison runs."""
     starts = " ".join(shlex.quote(f"./{p}") for p in paths)
     seconds = SETTLE_NS // 1_000_000_000
-    probe = ("[ \"$(find . -maxdepth 0 -newerct @0 -printf x 2>/dev/null)"
-             "$(printf 'b\\0a\\0' | LC_ALL=C sort -z 2>/dev/null | tr -d '\\0')"
-             "$(printf '' | sha256sum 2>/dev/null | cut -c1-4)\" = xabe3b0 ]")
+    probe = "[ \"$(find . -maxdepth 0 -newerct @0 -printf x 2>/dev/null)\" = x ]"
     digest = (f"dg=$(find {starts} -printf '%y %m %i %s %T@ %C@ %p\\0' 2>/dev/null "
-              "| LC_ALL=C sort -z | sha256sum | cut -c1-64); ")
-    fresh = (f"if [ -n \"$(find {starts} -newerct \"@$(($(date +%s) - {seconds}))\" -print "
-             f"-quit 2>/dev/null)\" ]; then dg={UNSETTLED}; fi; " if settle else "")
+              f"| sha256sum 2>/dev/null); dg=${{dg%% *}}; [ -n \"$dg\" ] || dg={NONE}; ")
+    fresh = (f"if [ \"$dg\" != {NONE} ] && [ -n \"$(find {starts} -newerct "
+             f"\"@$(($(date +%s) - {seconds}))\" -print -quit 2>/dev/null)\" ]; then "
+             f"dg={UNSETTLED}; fi; " if settle else "")
     return f"dg={NONE}; if {probe}; then {digest}{fresh}fi"
 
 
@@ -156,6 +163,41 @@ _SHAPE = Shape.complete({"rules": is_str, "local": is_str, "server": is_str, "ma
 
 def _file(state_dir: Path) -> Path:
     return state_dir / _FILE
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Seconds the last check took (this side's digest and the server's answer) and the last
+    whole unison pass with nothing to do, on this computer; `checked`: when (epoch)."""
+
+    check: float | None = None
+    unison: float | None = None
+    checked: float = 0.0
+
+    def pays(self, now: float, retry_after: float) -> bool:
+        """Whether to take digests: the check costs clearly less than unison (the unison pass
+        measured is one that recorded digests, its server's listing included), or either is
+        unknown, or the last check is `retry_after` seconds old (links and homes change)."""
+        return (self.check is None or self.unison is None or self.check < 0.8 * self.unison
+                or not 0 <= now - self.checked < retry_after)
+
+
+_COSTS_FILE = "unchanged-costs.json"
+_COSTS = Shape({"check": optional(is_number), "unison": optional(is_number),
+                "checked": is_number})
+
+
+def load_costs(state_dir: Path) -> Costs:
+    data = read_json(state_dir / _COSTS_FILE, _COSTS.checked)
+    if data is None:
+        return Costs()
+    return Costs(data.get("check"), data.get("unison"), float(data.get("checked", 0.0)))
+
+
+def save_costs(state_dir: Path, costs: Costs) -> None:
+    """Kept for the next pass; not kept (a full disk): measured again."""
+    with contextlib.suppress(DiskFull):
+        write_atomic(state_dir / _COSTS_FILE, json.dumps(costs.__dict__) + "\n", durable=False)
 
 
 def load(state_dir: Path) -> Record | None:
