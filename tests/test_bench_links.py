@@ -70,4 +70,4 @@ def test_quick_links_bench_measures_through_the_link_and_cleans_up(tmp_path: Pat
         assert row[0] == number and row[1].startswith(label), row
         assert _FIGURE.match(row[2]), f"no figure for {label!r}: {row[2]}"
     assert_nothing_left_of(temp_dir)
-    assert _namespaces() == before
+    assert not set(_namespaces()) - set(before)  # none of its own left (others may come and go)

@@ -200,6 +200,7 @@ def test_other_lines_are_not_plan_items(line: str) -> None:
     ("new file ---->            [] brackets    [f] ", output.Question.ITEM),
     ("Proceed with propagating updates? [] ", output.Question.PROCEED),
     ("Do you really want to proceed? [] ", output.Question.OTHER),
+    ("Press return to continue.[<spc>] ", output.Question.CONTINUE),
     ("", output.Question.OTHER),
 ])
 def test_questions_are_classified(prompt: str, question: output.Question) -> None:
@@ -317,3 +318,30 @@ def test_a_question_printed_just_after_a_quiet_spell_is_read_before_it_is_answer
     run = dialogue.run([str(fake)], dict(os.environ), lambda line: None, lambda items: True)
     assert run.returncode == 0 and run.declined is None
     assert answered.read_text() == "l\n"  # the item question, answered as one: list the plan
+
+
+@pytest.mark.parametrize(("warning", "answer"), [
+    # a pass cut off while it saved its archives: unison found the new ones on every host
+    (["Warning: unison may have terminated abnormally last time.", output.NEW_ARCHIVES], "\n"),
+    # any other warning that asks is declined: nothing propagates
+    (["Warning: something else entirely."], "q\n"),
+    ([output.NEW_ARCHIVES, "and then another line"], "q\n"),
+])
+def test_only_the_new_archives_warning_is_answered_with_return(
+        tmp_path: Path, warning: list[str], answer: str) -> None:
+    """After a pass cut off as it saved its archives (a front-end that went away), unison says
+    it uses the new archives it found on every host and asks for return: going on is what it
+    decided. Declining it ("q") left the daemon failed until its next interval (an hour)."""
+    answered = tmp_path / "answered"
+    fake = tmp_path / "unison"
+    fake.write_text(
+        "#!/usr/bin/env python3\nimport sys\n"
+        + "".join(f"print({line!r}, flush=True)\n" for line in warning)
+        + "sys.stdout.write('Press return to continue.[<spc>] '); sys.stdout.flush()\n"
+        f"got = sys.stdin.readline()\nopen({str(answered)!r}, 'w').write(got)\n"
+        "sys.exit(0 if got == '\\n' else 3)\n")
+    fake.chmod(0o755)
+    run = dialogue.run([str(fake)], dict(os.environ), lambda line: None, lambda items: True)
+    assert answered.read_text() == answer
+    assert (run.returncode, run.declined) == ((0, None) if answer == "\n"
+                                              else (3, output.Question.CONTINUE))

@@ -18,6 +18,7 @@ from pathlib import Path
 from roaming_homes.unison import runner
 from roaming_homes.unison.output import (
     LISTED,
+    NEW_ARCHIVES,
     PlanItem,
     Question,
     classify_question,
@@ -57,6 +58,13 @@ class _Dialogue:
         self.items: dict[str, PlanItem] = {}
         self.asked = False  # `l` was answered: the plan is being (or has been) listed
         self.declined: Question | None = None
+        self.new_archives = False  # unison just said it uses the archives it found (NEW_ARCHIVES)
+
+    def noted(self, line: str) -> None:
+        """Take in a line of either stream (the question itself too): whether the last line
+        before the question was the warning whose question may be answered."""
+        if classify_question(line) is not Question.CONTINUE:
+            self.new_archives = line.strip() == NEW_ARCHIVES
 
     def listed(self, line: str) -> str:
         """Take in a line of unison's standard output; returns it as -batch would print it
@@ -70,10 +78,14 @@ class _Dialogue:
 
     def answer(self, prompt: str) -> str:
         question = classify_question(prompt)
+        if question is Question.CONTINUE and self.new_archives:
+            self.new_archives = False
+            return ""  # unison goes on with the archives it found on every host
         if question is Question.ITEM and not self.asked:
             self.asked = True
             return "l"
-        if question is not Question.OTHER and self.decide(list(self.items.values())):
+        if question in (Question.ITEM, Question.PROCEED) and self.decide(
+                list(self.items.values())):
             return "g" if question is Question.ITEM else "y"
         self.declined = question
         return "q"
@@ -121,6 +133,7 @@ def run(argv: Sequence[str], env: Mapping[str, str], on_line: Callable[[str], No
         if stdout:
             segment = dialogue.listed(segment)
         if segment.strip():
+            dialogue.noted(segment)
             lines.append(segment)
             on_line(segment)
 

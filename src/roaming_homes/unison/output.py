@@ -219,13 +219,23 @@ class Question(enum.Enum):
 
     ITEM = "item"  # what to do with an item of the plan (the first one, before and after `l`)
     PROCEED = "proceed"  # the plan is settled: propagate it?
+    CONTINUE = "continue"  # after a warning: press return (see NEW_ARCHIVES)
     OTHER = "other"
+
+
+# unison's warning when a run was stopped while it committed its archives, and it finds the
+# new ones on every host: it uses them, and asks for return before going on (a pass cut off
+# as it ended, e.g. when a front-end went away). The only warning whose question we answer.
+NEW_ARCHIVES = "A new archive exists on all hosts: I'll use them."
+_CONTINUE = "Press return to continue."
 
 
 def classify_question(prompt: str) -> Question:
     """What a question is; `prompt` is unison's output since its last complete line."""
     if prompt.startswith(PROCEED):
         return Question.PROCEED
+    if prompt.startswith(_CONTINUE):
+        return Question.CONTINUE
     if (match := _PROMPT.search(prompt)) and parse_plan_line(prompt[:match.start()]):
         return Question.ITEM
     return Question.OTHER
