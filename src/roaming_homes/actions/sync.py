@@ -11,7 +11,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -380,6 +380,7 @@ class _Stills:
     # comes with the guard's report over ssh (`wants_report`), or was taken here (local)
     asked: unchanged.Digest | None = None
     wants_report: bool = False
+    costs: unchanged.Costs = field(default_factory=unchanged.Costs)  # as `_stills` left them
 
     @property
     def nothing_changed(self) -> bool:
@@ -394,13 +395,12 @@ def _stills(job: Pass, plan: profile.Plan, socket: Path | None, rules: str,
     """The digests of a whole pass, when they may pay: a record to compare with (unison may
     be skipped), or a last pass that had nothing to do (this one may record). A run of passes
     that move something takes none: each walks both trees."""
-    record = unchanged.load(job.locations.state_dir)
-    if record is not None and (first or not record.fits(rules, time.time(),
-                                                          job.config["sync"]["rescan_interval"])):
+    state_dir, now, wanted = job.locations.state_dir, time.time(), job.config["sync"]
+    record = unchanged.load(state_dir)
+    if record is not None and (first or not record.fits(rules, now, wanted["rescan_interval"])):
         record = None
     if record is None and not _had_nothing_to_do(job.store):
         return None
-    state_dir, now, wanted = job.locations.state_dir, time.time(), job.config["sync"]
     costs = unchanged.load_costs(state_dir)
     if wanted["skip_unchanged"] == "never" or (
             wanted["skip_unchanged"] == "auto"
@@ -409,14 +409,14 @@ def _stills(job: Pass, plan: profile.Plan, socket: Path | None, rules: str,
     server, started = job.server, time.monotonic()
     stills = _Stills(rules, record, {
         side: unchanged.local_digest(root, plan.paths, plan.ignore_paths, plan.ignore_names)
-        for side, root in _counted_here(plan, server).items()})
+        for side, root in _counted_here(plan, server).items()}, costs=costs)
     if record is None:  # the last pass had nothing to do: this one may record
         stills.wants_report = not server.is_local
     elif record.local == stills.digests["local"].value:
         stills.asked = (stills.digests.get("server") if server.is_local
                         else _ask_digest(job, socket, plan.paths))
-        unchanged.save_costs(state_dir, replace(costs, check=time.monotonic() - started,
-                                                checked=now))
+        stills.costs = replace(costs, check=time.monotonic() - started, checked=now)
+        unchanged.save_costs(state_dir, stills.costs)
     # else this side changed: the pass will move it, and has nothing to record
     return stills
 
@@ -666,8 +666,7 @@ def _record_unchanged(job: Pass, stills: _Stills, probe: guards.Probe | None,
     both digests taken at its start, if both were settled (`session.unchanged`), for the
     next pass to compare with; and what unison's pass cost, for the next to weigh."""
     state_dir = job.locations.state_dir
-    unchanged.save_costs(state_dir, replace(unchanged.load_costs(state_dir),
-                                            unison=unison_took))
+    unchanged.save_costs(state_dir, replace(stills.costs, unison=unison_took))
     local = stills.digests.get("local")
     server = (stills.asked if stills.asked is not None
               else stills.digests.get("server") if job.server.is_local
