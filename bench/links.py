@@ -15,7 +15,6 @@ Every row names its link. Everything it starts is stopped and removed at the end
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import shlex
 import shutil
@@ -26,6 +25,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.support.ledger import UNISON_TEMP, checksums
 from tests.support.sshd import SshServer
 
 from bench import main as loopback
@@ -139,8 +139,8 @@ def offline(bench: loopback.Bench, link: Link, runs: int) -> None:
 
 def _tree(root: Path) -> dict[str, str]:
     """Every file below `root` by its content's digest (unison's temporary files left out)."""
-    return {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
-            for path in root.rglob("*") if path.is_file() and ".unison." not in path.name}
+    return {path: sha for path, sha in checksums(root).items()
+            if not os.path.basename(path).startswith(UNISON_TEMP)}
 
 
 def _cut_mid_pass(home: loopback.Home, link: Link, size: int, *args: str) -> tuple[float, int,
