@@ -108,7 +108,45 @@ def test_unisons_temporary_files_are_cleaned_after_a_pass_on_both_sides(user: Se
     code, outcome = user.sync_json()
 
     assert code == 0, outcome
-    assert not here.exists() and not there.exists()
-    assert fresh.exists()  # written to a moment ago: maybe a running transfer
+    assert not here.exists()  # here at once
     assert (sdocs / "big.bin").read_text() == "second"
+    # On the server, the next pass's server command cleans the folders this one moved files in
+    # (no exchange of its own), even a pass with nothing to do.
+    assert there.exists()
+    code, outcome = user.sync_json()
+    assert (code, outcome["message"]) == (0, "in sync: nothing to do"), outcome
+    assert not there.exists()
+    assert fresh.exists()  # written to a moment ago: maybe a running transfer
     assert not (docs / fresh.name).exists()  # never synced
+
+
+HOSTILE_FOLDERS = ["with space", "it's", 'say "x"', "$(touch CANARY)", "a;b", "back\\slash",
+                   "-rf", "tab\there", "star*", "`id`"]
+
+
+def test_the_server_clean_up_takes_any_folder_name_as_a_name(user: Setup) -> None:
+    """The folders a pass hands the next pass's server command are data: quoted, never run,
+    never read as find's options, and a name that is not UTF-8 is still cleaned."""
+    docs, sdocs = user.home / "Documents", user.server_home / "Documents"
+    names = [*HOSTILE_FOLDERS, os.fsdecode(b"latin\xe9")]
+    docs.mkdir()
+    for index in range(20):  # untouched: the changes stay below the mass-change guard's limit
+        (docs / f"kept{index}").write_text("kept")
+    for name in names:
+        (docs / name).mkdir(parents=True)
+        (docs / name / "file").write_text("first")
+    assert user.sync().returncode == 0
+    old = time.time() - 3600
+    leftovers = [sdocs / name / ".unison.file.a1b2c3d4e5f6.unison.tmp" for name in names]
+    for leftover in leftovers:
+        leftover.write_text("half")
+        os.utime(leftover, (old, old))
+        (docs / leftover.parent.name / "file").write_text("changed")
+
+    moved, nothing = user.sync_json(), user.sync_json()
+
+    assert moved[0] == 0 and moved[1]["transferred"] == len(names), moved
+    assert nothing == (0, nothing[1]) and nothing[1]["message"] == "in sync: nothing to do"
+    assert [leftover for leftover in leftovers if leftover.exists()] == []
+    assert all((sdocs / name / "file").read_text() == "changed" for name in names)
+    assert not list(user.base.rglob("CANARY")) and not list(user.server_home.rglob("CANARY"))

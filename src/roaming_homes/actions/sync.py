@@ -357,7 +357,9 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
         command = guards.guard_command(server.home, paths, nonce,
                                        None if first else (ids["server"] or None),
                                        backups.server_dir(server.home),
-                                       digest=stills is not None and stills.wants_report)
+                                       digest=stills is not None and stills.wants_report,
+                                       chores=leftovers.server_script(
+                                           server.home, leftovers.recalled(locations.state_dir)))
         extra += ["-servercmd", profile.escape_sshargs([command])]
     if not first and all(ids.values()):
         # unison checks the markers again after its own scan: a share that vanishes
@@ -681,12 +683,12 @@ def _record_unchanged(job: Pass, stills: _Stills, probe: guards.Probe | None,
 
 
 def _clean_leftovers(job: Pass, prepared: _Prepared, items: Sequence[output.PlanItem]) -> None:
-    """unison's temporary files of killed passes, in the folders of this pass's plan, on both
-    sides (`leftovers`)."""
+    """unison's temporary files of killed passes, in the folders of this pass's plan (`leftovers`):
+    here at once; on the server, the next pass's server command cleans them."""
     folders = sorted({os.path.dirname(item.path) for item in items})
-    if not folders:
-        return
     try:
+        if not job.server.is_local:
+            leftovers.remember(job.locations.state_dir, folders)
         removed = leftovers.clean_local(Path(prepared.plan.local_root), folders)
         if job.server.is_local:
             removed += leftovers.clean_local(Path(job.server.local_root), folders)
@@ -695,8 +697,6 @@ def _clean_leftovers(job: Pass, prepared: _Prepared, items: Sequence[output.Plan
         return
     if removed:
         log.info("removed %d temporary file(s) of interrupted transfers", removed)
-    if not job.server.is_local:
-        leftovers.clean_remote(job.server, prepared.socket, folders)
 
 
 def _converge(job: Pass, prepared: _Prepared, paths: list[str], sink: LineSink,

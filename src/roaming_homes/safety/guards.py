@@ -186,7 +186,7 @@ _FORGET_COUNTS = (f'for f in "${{UNISON:-$HOME/.unison}}"/{COUNT_CACHES}; do '
 
 def guard_command(root: str, paths: Sequence[str], nonce: str,
                   expect_marker: str | None = None, backup_dir: str | None = None,
-                  digest: bool = False) -> str:
+                  digest: bool = False, chores: str = "") -> str:
     """unison's `servercmd`: the server reports its replica (`report_script`, with this pass's
     `nonce`), then runs unison's server, or refuses.
 
@@ -197,8 +197,11 @@ def guard_command(root: str, paths: Sequence[str], nonce: str,
     (made if missing: unison makes only its last component), not into its own directory,
     where no administrator looks. unison appends `-server …` and ssh hands the line to the
     user's shell, which runs `sh`. The count caches older versions left in unison's directory
-    are removed (`COUNT_CACHES`). The report goes to stderr, which reaches unison's output
-    ahead of anything unison prints after connecting (stdout carries unison's protocol);
+    are removed (`COUNT_CACHES`). `chores`, a silent sh fragment that never fails, runs once the
+    replica is judged, before unison's server (what the last pass left to clean on the server:
+    `leftovers.server_script`), saving an exchange of its own. The report goes to stderr,
+    which reaches unison's output ahead of anything unison prints after connecting (stdout
+    carries unison's protocol);
     `parse_report` takes only that first line, and only with the nonce, so no file name or
     content can stand in for it.
     """
@@ -216,7 +219,7 @@ def guard_command(root: str, paths: Sequence[str], nonce: str,
     backups = (f"mkdir -p {q(backup_dir)} || exit 1; UNISONBACKUPDIR={q(backup_dir)}; "
                "export UNISONBACKUPDIR; " if backup_dir else "")
     script = (f"rep=$({report_script(root, paths, nonce, digest)}); printf '%s\\n' \"$rep\" >&2; "
-              f"{''.join(tests)}{_FORGET_COUNTS}umask 077; {backups}"
+              f"{''.join(tests)}{_FORGET_COUNTS}{chores}umask 077; {backups}"
               f"UNISONLOCALHOSTNAME={SERVER_NAME} exec unison \"$@\"")
     return f"sh -c {q(script)} roaming-homes-guard"
 
