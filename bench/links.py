@@ -52,7 +52,7 @@ class Plan:
         passes = loopback.Plan(
             sizes=(10_000,), touched_home=10_000, mixed_bytes=256 << 20,
             pair_runs={10_000: 7}, touch_runs=5, first_runs=3, offline_runs=3,
-            blackhole_timeout=3, start_runs=0,
+            blackhole_timeout=3, start_runs=0, small_first=5_000,
             no_change_targets={10_000: 0.6, 100_000: 0.6})
         return cls(profiles, passes, first_seconds=6, writes=30, turn_runs=3,
                    validate_seconds=2, levers=True)
@@ -61,7 +61,8 @@ class Plan:
     def quick(cls, profiles: tuple[str, ...]) -> Plan:
         passes = loopback.Plan(
             sizes=(200,), touched_home=200, mixed_bytes=2 << 20, pair_runs={200: 2},
-            touch_runs=1, first_runs=1, offline_runs=1, blackhole_timeout=1, start_runs=0)
+            touch_runs=1, first_runs=1, offline_runs=1, blackhole_timeout=1, start_runs=0,
+            small_first=100)
         return cls(profiles, passes, first_seconds=0.2, writes=3, turn_runs=1,
                    validate_seconds=0.3, levers=False)
 
@@ -89,9 +90,18 @@ def round_trips(bench: loopback.Bench, link: Link, runs: int) -> None:
     control = next((home.setup.runtime / "roaming-homes").glob("ssh-*"))
     one_command = ["ssh", *link.front.ssh_options(), "-o", f"ControlPath={control}",
                    "-p", str(link.front.port), f"{link.front.user}@127.0.0.1", "true"]
+    files = sorted(home.docs.rglob("*.txt"))
+
+    def moving(run: Callable[[], float]) -> Callable[[], float]:
+        def touched_run() -> float:
+            trees.touch(bench.pool.rng.sample(files, 10), bench.pool)
+            return run()
+        return touched_run
+
     measured = {name: [_turns(link, run) for _ in range(runs)] for name, run in (
         ("ours", home.sync), ("alone", home.over_shared_connection), ("raw", home.raw),
-        ("one", lambda: timed(one_command, home.setup.env)))}
+        ("one", lambda: timed(one_command, home.setup.env)),
+        ("ours moving", moving(home.sync)), ("raw moving", moving(home.raw)))}
 
     def turns(name: str) -> list[float]:
         return [float(count) for count, _ in measured[name]]
@@ -106,6 +116,9 @@ def round_trips(bench: loopback.Bench, link: Link, runs: int) -> None:
                   "files", "turns", turns("alone"), turns("raw"), raw, note=kib("alone")))
     bench.add(Row("11", "… one `ssh … true` over our shared connection", "turns",
                   turns("one"), note=kib("one")))
+    bench.add(Row("11", f"round trips of a pass that moves 10 files of {loopback._n(size)}",
+                  "turns", turns("ours moving"), turns("raw moving"), raw,
+                  note=kib("ours moving")))
 
 
 def offline(bench: loopback.Bench, link: Link, runs: int) -> None:

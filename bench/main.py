@@ -50,6 +50,7 @@ class Plan:
     offline_runs: int
     blackhole_timeout: float
     start_runs: int
+    small_first: int = 0  # files in the first sync of small files (row 3); 0: not measured
     # the most a no-change pass may take, as a share of raw unison's, by number of files
     no_change_targets: dict[int, float] = dataclasses.field(
         default_factory=lambda: {10_000: 0.8, 100_000: 1.0})
@@ -220,6 +221,16 @@ class Bench:
     def first_sync(self) -> None:
         home = self.home("mixed")
         files, size = trees.mixed_tree(home.docs, self.plan.mixed_bytes, self.pool)
+        label = f"{size / (1 << 20):.0f} MiB" if size < 1 << 30 else f"{size / (1 << 30):.1f} GiB"
+        self._first_sync(home, f"{label} in {_n(files)} files")
+        if self.plan.small_first:
+            home = self.home("small-first")
+            trees.small_files(home.docs, self.plan.small_first, self.pool)
+            self._first_sync(home, f"{_n(self.plan.small_first)} small files")
+
+    def _first_sync(self, home: Home, what: str) -> None:
+        """Row 3: `sync --first-run` into an empty server home, against raw unison's, `rsync
+        -a`'s, and the lever of a bulk copy that unison then builds its archives on."""
         target = home.setup.server_home / "Documents"
         server = transport.Server.from_config(
             config_mod.load(Locations.from_env(home.setup.env), home.setup.config_path)["server"])
@@ -246,15 +257,21 @@ class Bench:
             fresh()
             return timed(rsync, home.setup.env)
 
-        label = f"{size / (1 << 20):.0f} MiB" if size < 1 << 30 else f"{size / (1 << 30):.1f} GiB"
-        _log(f"first sync of {label} in {_n(files)} files, {self.plan.first_runs}x each")
+        def bulk_then_unison() -> float:
+            fresh()
+            return timed(rsync, home.setup.env) + home.raw(first_run=True)
+
+        _log(f"first sync of {what}, {self.plan.first_runs}x each")
         home.write_raw_profile()
-        mine, alone, base = repeat(self.plan.first_runs, ours, raw_unison, theirs)
-        what = f"first sync, {label} in {_n(files)} files"
-        self.add(Row("3", f"{what} (`--first-run`)", "s", mine, base,
-                     "`rsync -a` over the same ssh", 1.1))
+        mine, alone, bulk, base = repeat(self.plan.first_runs, ours, raw_unison,
+                                         bulk_then_unison, theirs)
+        what = f"first sync, {what}"
+        rsync_label = "`rsync -a` over the same ssh"
+        self.add(Row("3", f"{what} (`--first-run`)", "s", mine, base, rsync_label, 1.1))
         self.add(Row("3", f"… raw unison `-ignorearchives`, {what}", "s", alone, base,
-                     "`rsync -a` over the same ssh"))
+                     rsync_label))
+        self.add(Row("3", f"… lever: `rsync -a`, then raw unison `-ignorearchives` on the copy "
+                     f"(builds its archives), {what}", "s", bulk, base, rsync_label))
 
     # --- 4: offline --------------------------------------------------------------------------
 

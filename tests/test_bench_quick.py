@@ -24,6 +24,8 @@ EXPECTED_ROWS = [
     ("2", "10 files changed in 1 000"),
     ("3", "first sync, 16 MiB in"),
     ("3", "… raw unison `-ignorearchives`, first sync, 16 MiB in"),
+    ("3", "… lever: `rsync -a`, then raw unison `-ignorearchives` on the copy (builds its "
+          "archives), first sync, 16 MiB in"),
     ("4", "offline exit 75, closed port"),
     ("4", "offline exit 75, black hole"),
     ("5", "CLI start, `roaming-homes --version`"),
