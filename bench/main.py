@@ -59,7 +59,7 @@ class Plan:
     def full(cls) -> Plan:
         return cls(sizes=(1_000, 10_000, 100_000), touched_home=100_000, mixed_bytes=1 << 30,
                    pair_runs={1_000: 9, 10_000: 11, 100_000: 11}, touch_runs=5, first_runs=3,
-                   offline_runs=5, blackhole_timeout=3, start_runs=20)
+                   offline_runs=5, blackhole_timeout=3, start_runs=20, small_first=100_000)
 
     @classmethod
     def quick(cls) -> Plan:
@@ -364,11 +364,12 @@ def realtime_rows(base: Path, quick: bool, pool: trees.Pool) -> list[Row]:
                                else computers.Plan.full())]
 
 
-def passes_rows(base: Path, quick: bool) -> list[Row]:
-    """Rows 1, 2 and 6 (passes over homes of small files, peak memory)."""
+def bench_rows(base: Path, quick: bool, measure: Callable[[Bench], None]) -> list[Row]:
+    """Some of rows 1-6 alone, as `measure` takes them (`Bench.small_homes`: rows 1, 2 and 6;
+    `Bench.first_sync`: row 3)."""
     bench = Bench(base, Plan.quick() if quick else Plan.full())
     try:
-        bench.small_homes()
+        measure(bench)
     finally:
         bench.close()
     return bench.rows
@@ -437,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--passes", action="store_true",
                         help="only the rows of passes over small files and their memory (1, 2, "
                         "6): print them, write no file")
+    parser.add_argument("--first", action="store_true",
+                        help="only row 3 (first syncs), printed to paste")
     parser.add_argument("--realtime", action="store_true",
                         help="only the real-time rows (7, 8, 9): print them, write no file")
     parser.add_argument("--frontends", action="store_true",
@@ -477,7 +480,9 @@ def main(argv: list[str] | None = None) -> int:
         return links_section(args.output or ROOT / "docs" / "performance.md", args.quick,
                              tuple(args.profile or every))
     if args.passes:
-        return only(lambda base: passes_rows(base, args.quick), args.quick)
+        return only(lambda base: bench_rows(base, args.quick, Bench.small_homes), args.quick)
+    if args.first:
+        return only(lambda base: bench_rows(base, args.quick, Bench.first_sync), args.quick)
     if args.realtime:
         return only(lambda base: realtime_rows(base, args.quick, trees.Pool()), args.quick)
     if args.frontends:

@@ -103,7 +103,10 @@ def test_a_synced_folder_replaced_while_watching_is_watched_again(watched: Setup
         (docs / name).write_text(name)
     watcher = Watcher(watched).start()
     try:
-        wait_for(lambda: (sdocs / "b.txt").exists(), 20, "the first sync")
+        # the files arrive before the first pass ends (a first sync copies, then unison
+        # builds its archives): the folder is replaced once it has
+        wait_for(lambda: (sdocs / "b.txt").exists() and "--- pass ended" in (
+            watched.state_dir / "sync.log").read_text(errors="replace"), 20, "the first sync")
         docs.rename(watched.home / "Documents.old")  # the folder itself goes away ...
         docs.mkdir()  # ... and a new one takes its place
         (docs / "new.txt").write_text("new")

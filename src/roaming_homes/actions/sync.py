@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -33,7 +34,7 @@ from roaming_homes.session.computer import Computer, this_computer
 from roaming_homes.session.lock import SyncLock
 from roaming_homes.session.state import StateStore, ensure_private_dir, write_atomic
 from roaming_homes.text import escape, printable
-from roaming_homes.unison import dialogue, frontends, output, profile
+from roaming_homes.unison import bulk, dialogue, frontends, output, profile
 from roaming_homes.unison import ssh as transport
 from roaming_homes.unison.ignore import count_files
 
@@ -197,7 +198,8 @@ def run_pass(config: Config, locations: Locations, *, first_run: bool = False,
     store = StateStore(locations.state_dir)
     tracker = progress.Tracker(locations, on_progress)
     try:
-        job = Pass(config, locations, server, store, abort, lock.fileno, tracker.wrap(_ignore))
+        job = Pass(config, locations, server, store, abort, lock.fileno, tracker.wrap(_ignore),
+                   tracker)
         result = guarded_pass(job, outcome, first_run=first_run, force=force)
         # Named after the front-end that served it (`_prepare` chose it): for support.
         return record(store, replace(result, server=job.server.label))
@@ -278,6 +280,7 @@ class Pass:
     lock_fd: int | None = None
     # unison's output and our notes, line by line, for the progress tracker
     on_output: LineSink = _ignore
+    tracker: progress.Tracker | None = None  # what a first sync's bulk copy reports to
 
 
 @dataclass
@@ -598,13 +601,11 @@ def _guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], first_run: boo
             return _run_unison(job, first, sink, judge, [*extra, *more])
 
         transcript.write(f"--- pass started (pid {os.getpid()}, first run: {first}) ---")
-        early = (_run_first_paths(job, prepared.plan, sink, judge, extra)
-                 if first and only is None else None)
         unison_started = time.monotonic()
-        run, summary = run_unison(first)
+        run, summary = (_first_runs(job, prepared, sink, judge, run_unison, extra,
+                                    may_copy=winner is None)
+                        if first and only is None else run_unison(first))
         unison_took = time.monotonic() - unison_started
-        if early:
-            summary.transferred += early.transferred
         if job.abort is not None and job.abort.is_set():
             return outcome(Result.INTERRUPTED, _INTERRUPTED,
                            transferred=summary.transferred)
@@ -623,6 +624,112 @@ def _guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], first_run: boo
         _clean_leftovers(job, prepared, judge.items)
         _prune_backups(job, prepared)
     return result
+
+
+def _first_runs(job: Pass, prepared: _Prepared, sink: LineSink, judge: _Judge,
+                run_unison: Callable[..., tuple[dialogue.Run, output.Summary]],
+                extra: list[str], may_copy: bool) -> tuple[dialogue.Run, output.Summary]:
+    """A whole first sync: `sync.first_paths` first, else (`may_copy`) the bulk copy into a side
+    that holds no file; then unison's run, which counts what they moved too."""
+    early = _run_first_paths(job, prepared.plan, sink, judge, extra)
+    copied = _bulk_copy(job, prepared, sink) if may_copy and early is None else None
+    run, summary = run_unison(True, (bulk.FASTER,) if copied is not None else ())
+    if copied is not None and not (job.abort is not None and job.abort.is_set()):
+        run, summary = _on_the_copy(job, prepared, copied, run, summary, run_unison, sink)
+    for before in (early, copied):
+        if before is not None and before.transferred:
+            summary.transferred += before.transferred
+            summary.nothing_to_do = False
+    return run, summary
+
+
+@dataclass
+class _Copied:
+    """A first sync's bulk copy that ended well (`unison.bulk`)."""
+
+    source: bulk.Listing  # what was copied, as listed at the source before the copy
+    transferred: int  # files and links
+
+
+def _bulk_copy(job: Pass, prepared: _Prepared, sink: LineSink) -> _Copied | None:
+    """A first sync into a side that holds no file: rsync copies the other side's files there
+    (`unison.bulk`); None when it does not apply or did not end well (unison copies then)."""
+    server, plan, wanted = job.server, prepared.plan, job.config["sync"]
+    shell = None if server.is_local else bulk.rsh(server, prepared.socket)
+    if (shell is None or not wanted["bulk_first_sync"] or wanted["first_paths"]
+            or ":" in server.host or shutil.which("rsync") is None):
+        return None
+    here = bulk.local_listing(plan.local_root, prepared.paths, plan.ignore_paths,
+                              plan.ignore_names)
+    there = _server_listing(job, prepared)
+    way = None if there is None else bulk.direction(here, there)
+    if there is None or way is None:
+        return None
+    source = here if way is bulk.Direction.UP else there
+    files = [entry for entry in source.values() if entry.kind is not bulk.Kind.DIR]
+    size = sum(entry.size for entry in files)
+    sink(f"first sync: copying {len(files)} file(s), {progress.human_bytes(size)}, {way.value} "
+         "with rsync; unison then builds its archives on the copy")
+    if job.tracker is not None:
+        up = way is bulk.Direction.UP
+        job.tracker.bulk(len(files) if up else 0, size if up else 0,
+                         0 if up else len(files), 0 if up else size)
+    temp, names = job.locations.state_dir / "bulk", job.locations.state_dir / "bulk-files"
+    try:
+        bulk.fresh_temp(temp)
+        bulk.write_list(names, sorted(source))
+        argv = bulk.rsync_argv(way, server, shell, names, plan.local_root,
+                               (temp, bulk.server_temp(prepared.computer.id)),
+                               server.connect_timeout * 4 + 60)
+        ended, said = bulk.run_rsync(argv, job.abort, job.tracker.copied
+                                     if job.tracker is not None else _no_bytes)
+    except OSError as exc:
+        ended, said = bulk.Copy.FAILED, str(exc)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+        names.unlink(missing_ok=True)
+    if ended is not bulk.Copy.DONE:
+        sink(f"first sync: rsync's copy ended {ended.value}; unison copies what is missing")
+        log.info("rsync: %s", printable(said.strip().splitlines()[-1] if said.strip() else ""))
+        return None
+    return _Copied(source, len(files))
+
+
+def _no_bytes(_done: int, _files: int) -> None:
+    pass
+
+
+def _server_listing(job: Pass, prepared: _Prepared) -> bulk.Listing | None:
+    """The server replica's entries by unison's rules, in one exchange (None: not there)."""
+    plan = prepared.plan
+    try:
+        answer = transport.run_remote_bytes(
+            job.server, prepared.socket,
+            bulk.server_script(job.server.home, prepared.paths,
+                               bulk.server_temp(prepared.computer.id)), job.abort)
+    except transport.ConnectError as exc:
+        log.debug("the server's listing: %s", exc.message)
+        return None
+    return bulk.parse_server_listing(answer, plan.ignore_paths, plan.ignore_names)
+
+
+def _on_the_copy(job: Pass, prepared: _Prepared, copied: _Copied, run: dialogue.Run,
+                 summary: output.Summary,
+                 run_unison: Callable[..., tuple[dialogue.Run, output.Summary]],
+                 sink: LineSink) -> tuple[dialogue.Run, output.Summary]:
+    """After unison built its archives on the copy without reading the files: they hold only
+    if both sides still hold exactly what was copied, as it was (`bulk.same_as_copied`);
+    otherwise unison's first sync runs again the usual way, reading every file."""
+    plan = prepared.plan
+    if run.returncode == 0:
+        here = bulk.local_listing(plan.local_root, prepared.paths, plan.ignore_paths,
+                                  plan.ignore_names)
+        there = _server_listing(job, prepared)
+        if there is not None and bulk.same_as_copied(copied.source, here, there):
+            return run, summary
+    sink("first sync: a file changed since it was copied (or unison did not finish); unison "
+         "reads every file again")
+    return run_unison(True)
 
 
 def _retried(run: dialogue.Run, summary: output.Summary, first: bool,

@@ -338,7 +338,7 @@ class _Session:
         transferred or did not simply end in sync) before its progress goes: whoever follows
         the progress finds the outcome once the pass is over."""
         tracker = progress.Tracker(self.job.locations, self.on_progress)
-        job = replace(self.job, on_output=tracker.wrap(self.job.on_output))
+        job = replace(self.job, on_output=tracker.wrap(self.job.on_output), tracker=tracker)
         try:
             outcome = engine.guarded_pass(job, engine.outcomes(self.job.server), only=only)
             if always or outcome.transferred or outcome.result != Result.IN_SYNC:

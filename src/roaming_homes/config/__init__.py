@@ -263,6 +263,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
                               "round trips): auto (when the check costs clearly less than "
                               "unison's pass, measured on this computer) | always | never.",
                               _one_of("auto", "always", "never"), scope=Scope.SYSTEM),
+        "bulk_first_sync": Key("bool", True, "On a first sync into a side that holds no file "
+                               "yet (a new laptop, a new server home), copy with rsync (needed "
+                               "on both sides; else unison copies), then let unison build its "
+                               "archives on the copy (see README, First sync).",
+                               scope=Scope.SYSTEM),
         "rescan_interval": Key("int", 3600, "Seconds between full rescans in real-time mode "
                                "(a safety net for changes no monitor saw).", Range(60, 604800),
                                scope=Scope.HIGHER),

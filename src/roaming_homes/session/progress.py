@@ -25,7 +25,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -121,6 +121,8 @@ class ProgressParser:
         start = time.time() if now is None else now
         self.progress = Progress(pid=pid, started=start, updated=start)
         self._pending: PlanItem | None = None  # the last item, until its two detail lines
+        self._copying = False  # this run is a first sync's bulk copy (`bulk`)
+        self._copied: Progress | None = None  # that copy, once unison's run followed it
         self._details: list[str] = []
         self._samples: deque[tuple[float, int]] = deque()
 
@@ -167,7 +169,34 @@ class ProgressParser:
             return True
         return False
 
+    def bulk(self, items_to_send: int, bytes_to_send: int, items_to_fetch: int,
+             bytes_to_fetch: int, now: float | None = None) -> None:
+        """A first sync's bulk copy starts (`unison.bulk`): it propagates this much, as a
+        unison run would; the unison run after it starts anew."""
+        self._copying = True
+        p = self.progress
+        p.phase, p.first_run, p.current = "propagating", True, ""
+        p.updated = time.time() if now is None else now
+        p.items_total = p.items_to_send = items_to_send
+        p.items_to_fetch = items_to_fetch
+        p.items_total += items_to_fetch
+        p.bytes_to_send, p.bytes_to_fetch = bytes_to_send, bytes_to_fetch
+        p.bytes_total = bytes_to_send + bytes_to_fetch
+
+    def copied(self, done: int, files: int, now: float | None = None) -> None:
+        """The bulk copy has copied `done` bytes, and `files` files in full."""
+        now = time.time() if now is None else now
+        p = self.progress
+        p.updated = now
+        p.items_done = min(files, p.items_total)
+        p.bytes_done = min(done, p.bytes_total)
+        p.percent = 100 * p.bytes_done // p.bytes_total if p.bytes_total else 0
+        self._sample(now, None)
+
     def finish(self, now: float | None = None) -> Progress:
+        if self._copied is not None and not self.progress.items_total:
+            # unison's run after the copy moved nothing: the copy is what the pass did
+            self.progress = replace(self._copied, updated=self.progress.updated)
         p = self.progress
         p.phase, p.current, p.eta = "done", "", 0.0
         p.updated = time.time() if now is None else now
@@ -197,7 +226,7 @@ class ProgressParser:
         else:
             p.bytes_to_fetch += size
 
-    def _sample(self, now: float, unison_eta: int) -> None:
+    def _sample(self, now: float, unison_eta: int | None) -> None:
         p = self.progress
         self._samples.append((now, p.bytes_done))
         while len(self._samples) > 2 and now - self._samples[0][0] > RATE_WINDOW:
@@ -206,10 +235,12 @@ class ProgressParser:
         if now - first_time >= 0.5:
             p.rate = max(p.bytes_done - first_bytes, 0) / (now - first_time)
         remaining = p.bytes_total - p.bytes_done
-        p.eta = remaining / p.rate if p.rate > 0 else float(unison_eta)
+        p.eta = (remaining / p.rate if p.rate > 0
+                 else None if unison_eta is None else float(unison_eta))
 
     def _new_run(self) -> None:
         p = self.progress
+        self._copied, self._copying = (p if self._copying else None), False
         self.progress = Progress(pid=p.pid, started=p.started, updated=p.updated,
                                  first_run=p.first_run)
         self._samples.clear()
@@ -347,6 +378,16 @@ class Tracker:
             # removed at the end, so it need not survive a crash (no fsync).
             with contextlib.suppress(OSError, DiskFull):
                 write_atomic(self.path, json.dumps(p.to_dict(), sort_keys=True), durable=False)
+
+    def bulk(self, items_to_send: int, bytes_to_send: int, items_to_fetch: int,
+             bytes_to_fetch: int) -> None:
+        """A first sync's bulk copy starts (`ProgressParser.bulk`)."""
+        self.parser.bulk(items_to_send, bytes_to_send, items_to_fetch, bytes_to_fetch)
+        self._publish()
+
+    def copied(self, done: int, files: int) -> None:
+        self.parser.copied(done, files)
+        self._publish()
 
     def close(self) -> Progress:
         """The pass is over: report the final state and remove progress.json."""

@@ -71,11 +71,21 @@ def _matcher(patterns: Sequence[str]) -> Callable[[str], bool]:
 def is_ignored(path: str, ignore_paths: Sequence[str], ignore_names: Sequence[str]) -> bool:
     """Whether `path` (relative to the root) or a directory above it is ignored, by the rules
     `count_files` follows."""
+    return ignored_test(ignore_paths, ignore_names)(path)
+
+
+def ignored_test(ignore_paths: Sequence[str],
+                 ignore_names: Sequence[str]) -> Callable[[str], bool]:
+    """`is_ignored` for many paths: the rules are compiled once."""
     path_ignored, name_ignored = _matcher(ignore_paths), _matcher(ignore_names)
-    parts = path.split("/")
-    return bool(_LINE_BREAK.search(path)) or any(
-        path_ignored("/".join(parts[:end])) or name_ignored(parts[end - 1])
-        for end in range(1, len(parts) + 1))
+
+    def ignored(path: str) -> bool:
+        parts = path.split("/")
+        return bool(_LINE_BREAK.search(path)) or any(
+            path_ignored("/".join(parts[:end])) or name_ignored(parts[end - 1])
+            for end in range(1, len(parts) + 1))
+
+    return ignored
 
 
 def _list_dir(path: str, ignored: Callable[[str], bool]) -> tuple[int, list[str]] | None:

@@ -1,0 +1,298 @@
+"""The first sync's bulk copy: rsync copies a home into an empty side, unison then builds its
+archives on two identical trees without reading every file again.
+
+A first sync by unison alone costs up to twice `rsync -a` (its per-file exchanges, then reading
+every file on both sides to fingerprint it). When one side holds no file at all under the
+synced paths (a new laptop; a new server home) and the other does, a first pass instead:
+
+1. lists both sides (`local_listing`; the server's in one exchange, `server_script`), by
+   unison's own ignore rules;
+2. copies what the full side holds with rsync over the pass's shared ssh connection
+   (`rsync_argv`): never over anything (`--ignore-existing`), into a temporary directory
+   outside the synced tree first, so a killed copy leaves no half file behind;
+3. runs unison's first sync with `-fastercheckUNSAFE`: a file new to unison gets a stand-in
+   fingerprint (its path and size) instead of being read. That is safe exactly when both
+   sides hold the same contents, which step 4 proves;
+4. lists both sides again (`same_as_copied`): every file must still have the size and
+   modification time (to the nanosecond) the source had before the copy, on both sides, and
+   there must be no other file. rsync gives the copy the source's time, so a file written on
+   either side after it was listed (before the copy, during it, or during unison's run) shows
+   here. Then unison's first sync runs again the usual way, reading every file, and its
+   archives replace the stand-ins: a conflict is found as ever.
+
+Anything else (rsync missing on either side, a failed or interrupted copy, a side that already
+holds files) leaves the pass to unison alone, which takes the union as on any first sync: the
+copy only ever adds files to the side that had none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import os
+import re
+import selectors
+import shlex
+import shutil
+import stat
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from roaming_homes.unison import runner
+from roaming_homes.unison import ssh as transport
+from roaming_homes.unison.ignore import ignored_test, walk
+
+FASTER = "-fastercheckUNSAFE"
+# Where rsync keeps what it copies until a file is complete, below the server root: inside the
+# server home's own directory, which is never synced (server.records.DIRECTORY), one for each
+# computer (`server_temp`).
+_SERVER_TEMP = ".roaming-homes/bulk-tmp"
+
+
+def server_temp(computer_id: str) -> str:
+    return f"{_SERVER_TEMP}/{computer_id}"
+
+
+class Kind(enum.Enum):
+    FILE = "f"
+    DIR = "d"
+    LINK = "l"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What a listing knows of one synced entry: enough to tell a changed file."""
+
+    kind: Kind
+    size: int = 0
+    mtime_ns: int = 0
+    target: str = ""  # a link's
+
+    def same_as(self, other: Entry) -> bool:
+        """The same entry for a copy: a file of the same size and modification time, a link to
+        the same target, a directory (unison syncs no directory times)."""
+        if self.kind is not other.kind:
+            return False
+        if self.kind is Kind.FILE:
+            return (self.size, self.mtime_ns) == (other.size, other.mtime_ns)
+        return self.kind is Kind.DIR or self.target == other.target
+
+
+Listing = dict[str, Entry]
+
+
+class Direction(enum.Enum):
+    UP = "to the server"
+    DOWN = "from the server"
+
+
+def direction(local: Listing, server: Listing) -> Direction | None:
+    """Which way a bulk copy goes: into the side that holds no file (or link), from the one that
+    holds some; None when both hold files (unison takes the union) or neither does."""
+    here, there = _holds_files(local), _holds_files(server)
+    if here and not there:
+        return Direction.UP
+    if there and not here:
+        return Direction.DOWN
+    return None
+
+
+def _holds_files(listing: Listing) -> bool:
+    return any(entry.kind is not Kind.DIR for entry in listing.values())
+
+
+def local_listing(root: str, paths: Sequence[str], ignore_paths: Sequence[str],
+                  ignore_names: Sequence[str]) -> Listing:
+    """The entries under `paths` of `root` that unison syncs (`ignore.walk`): files, links and
+    directories (anything else is not copied)."""
+    found: Listing = {}
+    for rel, st in walk(root, paths, ignore_paths, ignore_names):
+        if stat.S_ISREG(st.st_mode):
+            found[rel] = Entry(Kind.FILE, st.st_size, st.st_mtime_ns)
+        elif stat.S_ISDIR(st.st_mode):
+            found[rel] = Entry(Kind.DIR)
+        elif stat.S_ISLNK(st.st_mode):
+            with contextlib.suppress(OSError):
+                found[rel] = Entry(Kind.LINK, target=os.readlink(f"{root}/{rel}"))
+    return found
+
+
+def server_script(root: str, paths: Sequence[str], temp: str) -> str:
+    """sh for the server: in `root`, the entries under `paths` as `type NUL size NUL mtime NUL
+    link target NUL ./path NUL` (GNU find), after a line that says the root is there; and an
+    empty directory `temp` (`server_temp`) for rsync's temporary files. Nothing when the root
+    is missing: nothing may be copied into a home that is not mounted."""
+    q = shlex.quote
+    starts = " ".join(q(f"./{p}") for p in paths)
+    return (f"cd {q(root)} 2>/dev/null || exit 0; printf 'root\\n'; "
+            f"rm -rf {q(temp)} && mkdir -p {q(temp)} || exit 0; "
+            f"for p in {starts}; do if [ -e \"$p\" ] || [ -L \"$p\" ]; then set -- \"$@\" \"$p\"; "
+            "fi; done; [ $# -eq 0 ] || find \"$@\" \\( -type f -o -type d -o -type l \\) "
+            "-printf '%y\\0%s\\0%T@\\0%l\\0%p\\0'")
+
+
+_TIME = re.compile(rb"(\d+)(?:\.(\d+))?")
+
+
+def parse_server_listing(data: bytes, ignore_paths: Sequence[str],
+                         ignore_names: Sequence[str]) -> Listing | None:
+    """The listing in `server_script`'s answer, by unison's ignore rules; None when the root is
+    missing or anything in the answer is not as the script prints it."""
+    head, newline, body = data.partition(b"\n")
+    if (head, newline) != (b"root", b"\n"):
+        return None
+    fields = body.split(b"\0")
+    if len(fields) % 5 != 1 or fields[-1]:
+        return None
+    ignored = ignored_test(ignore_paths, ignore_names)
+    found: Listing = {}
+    for at in range(0, len(fields) - 1, 5):
+        kind, size, mtime, target, path = fields[at:at + 5]
+        entry = _entry(kind, size, mtime, target)
+        rel = os.fsdecode(path).removeprefix("./")
+        if entry is None or not path.startswith(b"./") or not rel or ".." in rel.split("/"):
+            return None
+        if not ignored(rel):
+            found[rel] = entry
+    return found
+
+
+def _entry(kind: bytes, size: bytes, mtime: bytes, target: bytes) -> Entry | None:
+    match = _TIME.fullmatch(mtime)
+    if match is None or not size.isdigit():
+        return None
+    fraction = (match.group(2) or b"")[:9].ljust(9, b"0")
+    mtime_ns = int(match.group(1)) * 1_000_000_000 + int(fraction)
+    if kind == b"f":
+        return Entry(Kind.FILE, int(size), mtime_ns)
+    if kind == b"d":
+        return Entry(Kind.DIR)
+    if kind == b"l":
+        return Entry(Kind.LINK, target=os.fsdecode(target))
+    return None
+
+
+def same_as_copied(copied: Listing, local: Listing, server: Listing) -> bool:
+    """Both sides hold exactly the files and links that were copied, each as it was listed at
+    the source before the copy (`Entry.same_as`); directories may differ (unison makes what is
+    missing)."""
+    for side in (local, server):
+        files = {path: entry for path, entry in side.items() if entry.kind is not Kind.DIR}
+        if files.keys() != {p for p, e in copied.items() if e.kind is not Kind.DIR}:
+            return False
+        if not all(entry.same_as(copied[path]) for path, entry in files.items()):
+            return False
+    return all(path in local and path in server for path in copied)
+
+
+class Copy(enum.Enum):
+    """How rsync's copy ended."""
+
+    DONE = "done"
+    PARTIAL = "partial"  # some files were not copied (vanished, unreadable: rsync's 23, 24)
+    STOPPED = "stopped"  # the pass was asked to stop
+    FAILED = "failed"  # anything else: no rsync on the server, the link, a full disk
+
+
+def outcome_of(returncode: int, stopped: bool) -> Copy:
+    if stopped:
+        return Copy.STOPPED
+    if returncode == 0:
+        return Copy.DONE
+    return Copy.PARTIAL if returncode in (23, 24) else Copy.FAILED
+
+
+def rsh(server: transport.Server, socket: Path | None) -> str | None:
+    """rsync's `-e`: ssh with the pass's options over its shared connection, in the words rsync
+    splits (on spaces; an argument with spaces in double quotes). None when an option holds
+    what rsync cannot keep whole (a double quote, a tab or a line break)."""
+    words = []
+    for arg in ["ssh", *transport.ssh_options(server, socket), "-p", str(server.port),
+                "-l", server.user]:
+        if any(char in arg for char in "\"\t\n\r'\\"):
+            return None
+        words.append(f'"{arg}"' if " " in arg or not arg else arg)
+    return " ".join(words)
+
+
+def rsync_argv(way: Direction, server: transport.Server, shell: str, files_from: Path,
+               local_root: str, temps: tuple[Path, str], timeout: float) -> list[str]:
+    """rsync copying the entries named in `files_from` (NUL-separated, relative to the roots)
+    `way`, never over an existing file, through the temporary directory of the receiving side
+    (`temps`: here, and on the server). On the server it runs in the root (`cd` first: a root
+    that is gone fails the copy rather than being made)."""
+    remote = f"{server.host}:./"
+    temp = str(temps[0]) if way is Direction.DOWN else temps[1]
+    source, target = ((f"{local_root}/", remote) if way is Direction.UP
+                      else (remote, f"{local_root}/"))
+    return ["rsync", "--links", "--perms", "--times", "--dirs", "--ignore-existing",
+            "--from0", f"--files-from={files_from}", f"--temp-dir={temp}",
+            f"--timeout={round(timeout)}", "--info=progress2", "-e", shell,
+            f"--rsync-path=cd {shlex.quote(server.home)} && rsync", source, target]
+
+
+# rsync's --info=progress2: "  1,234,567  12%  10.00MB/s  0:00:05 (xfr#3, to-chk=10/20)"
+_PROGRESS = re.compile(rb"\s*([\d,]+)\s+\d+%(?:.*?xfr#(\d+))?")
+
+
+def parse_progress(record: bytes) -> tuple[int, int] | None:
+    """Bytes and files copied so far, from one of rsync's --info=progress2 records."""
+    match = _PROGRESS.match(record)
+    if match is None:
+        return None
+    return int(match.group(1).replace(b",", b"")), int(match.group(2) or 0)
+
+
+def run_rsync(argv: list[str], abort: threading.Event | None,
+              on_bytes: Callable[[int, int], None]) -> tuple[Copy, str]:
+    """Run rsync; `on_bytes` gets the bytes and the files copied so far as rsync reports them.
+    Returns how it ended and the last of what it said on stderr (for the log)."""
+    with tempfile.TemporaryFile() as err, runner.start(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err) as proc:
+        assert proc.stdout is not None
+        stopped = _follow(proc, abort, on_bytes)
+        err.seek(0)
+        said = err.read()[-2000:].decode(errors="replace")
+    return outcome_of(proc.returncode, stopped), said
+
+
+def _follow(proc: subprocess.Popen[bytes], abort: threading.Event | None,
+            on_bytes: Callable[[int, int], None]) -> bool:
+    """Read rsync's progress until it ends; True when `abort` stopped it."""
+    assert proc.stdout is not None
+    buffered = b""
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        while True:
+            if abort is not None and abort.is_set():
+                proc.terminate()  # rsync removes its temporary files on SIGTERM
+                proc.wait()
+                return True
+            if not selector.select(timeout=0.2):
+                continue
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk:
+                proc.wait()
+                return False
+            *records, buffered = re.split(rb"[\r\n]", buffered + chunk)
+            for record in reversed(records):
+                if (copied := parse_progress(record)) is not None:
+                    on_bytes(*copied)
+                    break
+
+
+def write_list(path: Path, entries: Sequence[str]) -> None:
+    """rsync's `--files-from` list: NUL-separated, as the names are (not UTF-8 kept too)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "wb") as handle:
+        handle.write(b"".join(os.fsencode(entry) + b"\0" for entry in entries))
+
+
+def fresh_temp(directory: Path) -> None:
+    """An empty private directory for rsync's temporary files (a killed copy left some)."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(mode=0o700, parents=True)

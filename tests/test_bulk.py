@@ -1,0 +1,197 @@
+"""The first sync's bulk copy, its decisions and parsing (`unison.bulk`): which way it goes,
+what the server's listing may say, when a copy still holds, how rsync is run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from roaming_homes.session.progress import ProgressParser
+from roaming_homes.unison import bulk
+from roaming_homes.unison.bulk import Copy, Direction, Entry, Kind
+from roaming_homes.unison.ssh import Server
+
+FILE = Entry(Kind.FILE, 5, 1_700_000_000_123_456_789)
+DIR = Entry(Kind.DIR)
+LINK = Entry(Kind.LINK, target="a")
+
+
+def record(kind: str, size: str, mtime: str, target: str, path: str) -> bytes:
+    return b"".join(os.fsencode(field) + b"\0" for field in (kind, size, mtime, target, path))
+
+
+def listing(*records: bytes) -> bytes:
+    return b"root\n" + b"".join(records)
+
+
+@pytest.mark.parametrize(("local", "server", "way"), [
+    ({"D": DIR, "D/f": FILE}, {"D": DIR}, Direction.UP),
+    ({"D": DIR}, {"D": DIR, "D/l": LINK}, Direction.DOWN),
+    ({"D": DIR, "D/f": FILE}, {"D/g": FILE}, None),  # both hold files: unison's union
+    ({"D": DIR}, {"E": DIR}, None),  # neither does
+    ({}, {}, None),
+])
+def test_a_copy_goes_only_into_a_side_that_holds_no_file(local: bulk.Listing,
+                                                         server: bulk.Listing,
+                                                         way: Direction | None) -> None:
+    assert bulk.direction(local, server) is way
+
+
+def test_the_servers_listing_is_read_by_unisons_rules() -> None:
+    data = listing(record("d", "4096", "1700000000.5", "", "./Documents"),
+                   record("f", "5", "1700000000.1234567890", "", "./Documents/a b"),
+                   record("l", "1", "1700000000", "../x", "./Documents/link"),
+                   record("f", "1", "1700000000.0", "", "./Documents/cache/junk"),
+                   record("f", "1", "1700000000.0", "", "./Documents/x.tmp"),
+                   record("f", "1", "1700000000.0", "", "./Documents/line\nbreak"),
+                   b"f\x001\x001700000000.0\x00\x00./Documents/latin\xe9\x00")
+
+    found = bulk.parse_server_listing(data, ["Documents/cache"], ["*.tmp"])
+
+    assert found == {"Documents": DIR,
+                     "Documents/a b": Entry(Kind.FILE, 5, 1_700_000_000_123_456_789),
+                     "Documents/link": Entry(Kind.LINK, target="../x"),
+                     os.fsdecode(b"Documents/latin\xe9"): Entry(Kind.FILE, 1,
+                                                                1_700_000_000_000_000_000)}
+
+
+@pytest.mark.parametrize("data", [
+    b"",  # the root is missing: the script says nothing
+    b"rooted\n",
+    listing(record("f", "5", "1700000000.0", "", "./a"))[:-1],  # cut short
+    listing(record("p", "0", "1700000000.0", "", "./fifo")),  # find lists no such type
+    listing(record("f", "-5", "1700000000.0", "", "./a")),
+    listing(record("f", "5", "yesterday", "", "./a")),
+    listing(record("f", "5", "1700000000.0", "", "a")),  # not as find prints it
+    listing(record("f", "5", "1700000000.0", "", "./../etc/passwd")),
+    listing(record("f", "5", "1700000000.0", "", "./")),
+])
+def test_anything_the_script_would_not_print_makes_the_listing_unusable(data: bytes) -> None:
+    assert bulk.parse_server_listing(data, [], []) is None
+
+
+def test_an_empty_listing_of_a_root_that_is_there_is_empty() -> None:
+    assert bulk.parse_server_listing(b"root\n", [], []) == {}
+
+
+COPIED = {"D": DIR, "D/f": FILE, "D/l": LINK}
+
+
+@pytest.mark.parametrize(("local", "server", "holds"), [
+    (COPIED, COPIED, True),
+    ({**COPIED, "D/new": DIR}, COPIED, True),  # a directory carries no content
+    ({**COPIED, "D/g": FILE}, COPIED, False),  # a file nobody copied
+    (COPIED, {**COPIED, "D/f": Entry(Kind.FILE, 5, FILE.mtime_ns + 1)}, False),  # rewritten
+    (COPIED, {**COPIED, "D/f": Entry(Kind.FILE, 6, FILE.mtime_ns)}, False),
+    ({**COPIED, "D/l": Entry(Kind.LINK, target="b")}, COPIED, False),
+    ({**COPIED, "D/f": DIR}, COPIED, False),
+    ({"D": DIR, "D/l": LINK}, COPIED, False),  # gone on one side
+])
+def test_a_copy_holds_only_while_both_sides_hold_exactly_what_was_copied(
+        local: bulk.Listing, server: bulk.Listing, holds: bool) -> None:
+    assert bulk.same_as_copied(COPIED, local, server) is holds
+
+
+@pytest.mark.parametrize(("code", "stopped", "ended"), [
+    (0, False, Copy.DONE), (23, False, Copy.PARTIAL), (24, False, Copy.PARTIAL),
+    (12, False, Copy.FAILED), (255, False, Copy.FAILED), (127, False, Copy.FAILED),
+    (0, True, Copy.STOPPED), (20, True, Copy.STOPPED),
+])
+def test_rsyncs_exit_is_read_as_a_typed_outcome(code: int, stopped: bool, ended: Copy) -> None:
+    assert bulk.outcome_of(code, stopped) is ended
+
+
+def server(**changes: object) -> Server:
+    values: dict[str, object] = {
+        "host": "files.example.org", "port": 22, "user": "ann", "home": "/home/ann",
+        "local_root": "", "connect_timeout": 3.0, "connection_reuse": 60,
+        "ssh_options": ("-i", "/home/ann/.ssh/id ed25519"), **changes}
+    return Server(**values)  # type: ignore[arg-type]
+
+
+def test_rsync_reaches_the_server_over_the_shared_connection_with_our_ssh_options() -> None:
+    shell = bulk.rsh(server(), Path("/run/user/1000/roaming-homes/ssh-0a"))
+    assert shell is not None
+    assert shell.startswith("ssh -o BatchMode=yes -o ConnectTimeout=")
+    assert '"/home/ann/.ssh/id ed25519"' in shell  # a space kept whole for rsync's split
+    assert "-o ControlPath=/run/user/1000/roaming-homes/ssh-0a -o ControlMaster=no" in shell
+    assert shell.endswith("-p 22 -l ann")
+
+
+@pytest.mark.parametrize("option", ['say"x"', "tab\there", "it's", "back\\slash"])
+def test_an_ssh_option_rsync_cannot_keep_whole_means_no_bulk_copy(option: str) -> None:
+    assert bulk.rsh(server(ssh_options=("-o", f"SetEnv=X={option}")), None) is None
+
+
+def test_rsync_never_copies_over_a_file_and_runs_in_the_server_root(tmp_path: Path) -> None:
+    argv = bulk.rsync_argv(Direction.UP, server(home="/home/a b"), "ssh", tmp_path / "list",
+                           "/home/ann", (tmp_path / "tmp", ".roaming-homes/bulk-tmp/0a"), 72)
+    assert "--ignore-existing" in argv and "--from0" in argv
+    assert "--temp-dir=.roaming-homes/bulk-tmp/0a" in argv
+    assert argv[-3:] == ["--rsync-path=cd '/home/a b' && rsync", "/home/ann/",
+                         "files.example.org:./"]
+    down = bulk.rsync_argv(Direction.DOWN, server(), "ssh", tmp_path / "list", "/home/ann",
+                           (tmp_path / "tmp", ".roaming-homes/bulk-tmp/0a"), 72)
+    assert f"--temp-dir={tmp_path / 'tmp'}" in down
+    assert down[-2:] == ["files.example.org:./", "/home/ann/"]
+
+
+def test_the_server_script_lists_a_real_tree_as_the_parser_reads_it(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "Documents" / "sub").mkdir(parents=True)
+    (root / "Documents" / "sub" / "-f").write_text("hello")
+    (root / "Documents" / "link").symlink_to("sub/-f")
+    os.mkfifo(root / "Documents" / "fifo")
+    answer = subprocess.run(["sh", "-c", bulk.server_script(str(root), ["Documents", "Absent"],
+                                                            ".roaming-homes/bulk-tmp/0a")],
+                            capture_output=True, check=True, timeout=30).stdout
+
+    found = bulk.parse_server_listing(answer, [".roaming-homes"], [])
+    here = bulk.local_listing(str(root), ["Documents", "Absent"], [".roaming-homes"], [])
+
+    assert found == here and set(here) == {"Documents", "Documents/sub", "Documents/sub/-f",
+                                           "Documents/link"}
+    assert (root / ".roaming-homes" / "bulk-tmp" / "0a").is_dir()
+    assert subprocess.run(["sh", "-c", bulk.server_script(str(tmp_path / "gone"), ["D"], "t")],
+                          capture_output=True, check=True, timeout=30).stdout == b""
+
+
+def test_the_copy_shows_as_a_first_sync_propagating_its_bytes() -> None:
+    parser = ProgressParser(now=0)
+    parser.bulk(0, 0, 3, 1000, now=1)
+    parser.copied(250, 0, now=1)
+    parser.copied(600, 2, now=2)
+    p = parser.progress
+    assert (p.phase, p.first_run, p.items_to_fetch, p.bytes_to_fetch) == ("propagating", True,
+                                                                          3, 1000)
+    assert (p.items_done, p.bytes_done, p.percent, p.rate) == (2, 600, 60, 350.0)
+    parser.copied(1000, 3, now=3)
+    parser.feed("Looking for changes", now=4)  # unison's run after the copy starts anew
+    assert (parser.progress.phase, parser.progress.first_run) == ("scanning", True)
+    assert parser.progress.items_total == 0
+    done = parser.finish(now=5)  # it moved nothing: the copy is what the pass did
+    assert (done.phase, done.items_done, done.items_total, done.bytes_done, done.percent) == (
+        "done", 3, 3, 1000, 100)
+
+
+def test_a_unison_run_that_moves_something_after_the_copy_is_what_finish_shows() -> None:
+    parser = ProgressParser(now=0)
+    parser.bulk(0, 0, 3, 1000, now=1)
+    parser.feed("Looking for changes", now=2)
+    parser.feed("Propagating updates", now=3)
+    parser.progress.items_total = 1  # as an item line would
+    assert parser.finish(now=4).items_total == 1
+
+
+@pytest.mark.parametrize(("record", "copied"), [
+    (b"      1,234,567  12%   10.00MB/s    0:00:05 (xfr#3, to-chk=10/20)", (1234567, 3)),
+    (b"              0   0%    0.00kB/s    0:00:00", (0, 0)),
+    (b"sending incremental file list", None),
+    (b"Documents/12% of it", None),  # a name is no progress record
+])
+def test_rsyncs_progress_records_give_bytes_and_files(record: bytes,
+                                                      copied: tuple[int, int] | None) -> None:
+    assert bulk.parse_progress(record) == copied

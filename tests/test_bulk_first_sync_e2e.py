@@ -1,0 +1,261 @@
+"""A first sync into a side that holds no file goes by rsync, then unison builds its archives on
+the copy (issue 22, `unison.bulk`), end to end over the real sshd with the real CLI, the real
+daemon (real-time mode) and the real unison and rsync, in both `prefer` modes.
+
+What must hold: the copy is the source's tree by unison's rules (ignored entries stay behind),
+every later change syncs both ways and conflicts are found as ever (unison's archives built
+without reading the files must not hide anything), a file changed after the copy makes unison
+read every file again, a copy cut off loses nothing and the next pass finishes it, a server
+home that is not there gets nothing, and without rsync on the server unison copies as before.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import without_monitor
+from tests.support.daemon import DaemonProcess, appears, stop_as_logout
+from tests.support.homes import CLI, Setup, tree
+from tests.support.sshd import SshServer
+from tests.support.transfer import MB, random_files, size_of, throttle
+from tests.support.waiting import wait_for
+
+COPYING = "with rsync; unison then builds its archives on the copy"
+AGAIN = "unison reads every file again"
+HOSTILE = ["with space", "it's", 'say "x"', "$(touch CANARY)", "-rf", "tab\there", "star*",
+           "`id`"]
+
+
+def log_of(user: Setup) -> str:
+    log = user.state_dir / "sync.log"
+    return log.read_text(errors="replace") if log.exists() else ""
+
+
+def fill(root: Path) -> None:
+    """A home's worth of odd things: nested folders, an empty one, a link, hostile and
+    non-UTF-8 names, an ignored folder and an ignored name."""
+    docs = root / "Documents"
+    (docs / "deep" / "deeper").mkdir(parents=True)
+    (docs / "empty").mkdir()
+    (docs / "deep" / "deeper" / "note.txt").write_text("deep note")
+    (docs / "big.bin").write_bytes(os.urandom(3 * MB))
+    for name in HOSTILE:
+        (docs / name).write_text(f"content of {name}")
+    (docs / os.fsdecode(b"latin\xe9.txt")).write_bytes(b"latin")
+    (docs / "link").symlink_to("deep/deeper/note.txt")
+    (docs / "cache").mkdir()
+    (docs / "cache" / "junk").write_text("ignored path")
+    (docs / "scratch.tmp").write_text("ignored name")
+    (docs / "line\nbreak").write_text("never synced")
+
+
+def synced(root: Path) -> dict[str, str]:
+    """`tree` of the Documents folder, less what unison does not sync."""
+    return {path: content for path, content in tree(root / "Documents").items()
+            if not path.startswith("cache") and path != "scratch.tmp" and "\n" not in path}
+
+
+def configure(user: Setup, prefer: str, **sync: object) -> None:
+    user.configure(sync={"prefer": prefer, "ignore_paths": ["Documents/cache"],
+                         "ignore_names": ["*.tmp"], **sync})
+
+
+def sync(user: Setup, *args: str) -> dict[str, object]:
+    code, outcome = user.sync_json(*args)
+    assert code == 0, outcome
+    return outcome
+
+
+def assert_later_changes_sync_both_ways(user: Setup, prefer: str) -> None:
+    """After a copied first sync: edits on either side go across, and an edit on both sides is
+    a conflict, as after any first sync."""
+    docs, server = user.home / "Documents", user.server_home / "Documents"
+    assert sync(user)["message"] == "in sync: nothing to do"
+    (docs / "deep" / "deeper" / "note.txt").write_text("DEEP NOTE")  # same size, new time
+    time.sleep(0.05)
+    (server / "with space").write_text("the server's edit")
+    assert sync(user)["transferred"] == 2
+    assert (server / "deep" / "deeper" / "note.txt").read_text() == "DEEP NOTE"
+    assert (docs / "with space").read_text() == "the server's edit"
+    (docs / "it's").write_text("edited here")
+    time.sleep(0.05)
+    (server / "it's").write_text("edited there, later")
+    code, outcome = user.sync_json()
+    if prefer == "none":
+        assert (code, outcome["conflicts"]) == (1, ["Documents/it's"]), outcome
+    else:
+        assert code == 0 and len(outcome["settled"]) == 1, outcome
+        assert (docs / "it's").read_text() == "edited there, later"
+        assert [p.name for p in docs.glob("it's (conflict*")], "the losing edit was not kept"
+        assert synced(user.home) == synced(user.server_home)
+
+
+@pytest.mark.parametrize("prefer", ["newer", "none"])
+def test_a_new_laptop_receives_the_home_by_rsync(user: Setup, prefer: str) -> None:
+    configure(user, prefer)
+    fill(user.server_home)
+
+    outcome = sync(user)
+
+    assert COPYING in log_of(user) and AGAIN not in log_of(user)
+    assert outcome["first_run"] is True and outcome["transferred"] == 12, outcome
+    assert synced(user.home) == synced(user.server_home)
+    assert not (user.home / "Documents" / "cache").exists()
+    assert not (user.home / "Documents" / "scratch.tmp").exists()
+    assert not list(user.base.rglob("CANARY"))
+    assert not (user.state_dir / "bulk").exists() and not (user.state_dir / "bulk-files").exists()
+    assert_later_changes_sync_both_ways(user, prefer)
+
+
+@pytest.mark.parametrize("prefer", ["newer", "none"])
+def test_an_empty_server_home_receives_the_laptops_files_by_rsync(user: Setup,
+                                                                   prefer: str) -> None:
+    configure(user, prefer)
+    fill(user.home)
+
+    sync(user, "--first-run")
+
+    assert COPYING in log_of(user) and AGAIN not in log_of(user)
+    assert synced(user.server_home) == synced(user.home)
+    assert not (user.server_home / "Documents" / "cache").exists()
+    assert list((user.server_home / ".roaming-homes" / "bulk-tmp").rglob("*.*")) == []
+    assert_later_changes_sync_both_ways(user, prefer)
+
+
+def test_with_files_on_both_sides_unison_takes_the_union_as_ever(user: Setup) -> None:
+    configure(user, "none")
+    for side, text in ((user.home, "mine"), (user.server_home, "theirs")):
+        (side / "Documents").mkdir()
+        (side / "Documents" / "same.txt").write_text(text)
+        (side / "Documents" / f"only-{text}.txt").write_text(text)
+
+    code, outcome = user.sync_json()
+
+    assert (code, outcome["conflicts"]) == (1, ["Documents/same.txt"]), outcome
+    assert COPYING not in log_of(user)
+    assert (user.home / "Documents" / "only-theirs.txt").read_text() == "theirs"
+    assert (user.server_home / "Documents" / "only-mine.txt").read_text() == "mine"
+
+
+def unison_that_edits(tmp_path: Path, path: Path) -> str:
+    """A unison that, when run to build archives on a copy, first edits `path` (the same size,
+    a new time): a change after the copy was checked is the worst moment for one."""
+    program = tmp_path / "unison-editing"
+    program.write_text(
+        f"#!{sys.executable}\nimport os, sys, time\n"
+        f"if '-fastercheckUNSAFE' in sys.argv:\n"
+        f"    path = {str(path)!r}\n"
+        "    size = os.path.getsize(path)\n"
+        "    open(path, 'w').write('E' * size)\n"
+        "    os.utime(path, (time.time() + 5, time.time() + 5))\n"
+        "os.execvp('unison', ['unison', *sys.argv[1:]])\n")
+    program.chmod(0o755)
+    return str(program)
+
+
+@pytest.mark.parametrize("prefer", ["newer", "none"])
+def test_a_file_changed_after_the_copy_makes_unison_read_every_file(user: Setup, tmp_path: Path,
+                                                                    prefer: str) -> None:
+    fill(user.server_home)
+    edited = user.home / "Documents" / "deep" / "deeper" / "note.txt"
+    configure(user, prefer, unison=unison_that_edits(tmp_path, edited))
+
+    code, outcome = user.sync_json()
+
+    assert COPYING in log_of(user) and AGAIN in log_of(user)
+    server_copy = user.server_home / "Documents" / "deep" / "deeper" / "note.txt"
+    if prefer == "none":
+        assert (code, outcome["conflicts"]) == (1, ["Documents/deep/deeper/note.txt"]), outcome
+        assert edited.read_text() == "E" * len("deep note")
+        assert server_copy.read_text() == "deep note"
+    else:  # the newer edit wins; the server's version is kept beside it
+        assert code == 0, outcome
+        assert server_copy.read_text() == "E" * len("deep note")
+        assert list(server_copy.parent.glob("note (conflict*"))
+
+
+def test_a_copy_cut_off_loses_nothing_and_the_next_pass_finishes_it(user: Setup,
+                                                                    tmp_path: Path) -> None:
+    total = random_files(user.server_home / "Documents", 40, MB)
+    before = tree(user.server_home / "Documents")
+    throttle(user, 8 * MB, tmp_path / "first.json")  # about 5 s for the whole tree
+    first = subprocess.Popen([*CLI, "sync"], env=user.env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(lambda: size_of(user.home) >= total // 4 or first.poll() is not None, 60,
+                 "a quarter of the tree")
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # as a power loss would
+        first.wait()
+    copied = tree(user.home / "Documents")
+    assert 0 < len(copied) < 40, "the copy was to be cut, not finished"
+    assert all(before[path] == content for path, content in copied.items())  # no half file
+    assert tree(user.server_home / "Documents") == before
+    user.close_connection()
+    throttle(user, 400 * MB, tmp_path / "second.json")
+
+    sync(user)
+
+    assert tree(user.home / "Documents") == before == tree(user.server_home / "Documents")
+    assert sync(user)["message"] == "in sync: nothing to do"
+
+
+def test_a_server_home_that_is_not_there_gets_nothing(user: Setup) -> None:
+    fill(user.home)
+    user.server_home.rmdir()
+
+    code, outcome = user.sync_json("--first-run")
+
+    assert code == 4 and outcome["result"] == "refused", outcome
+    assert not user.server_home.exists()
+
+
+def test_without_rsync_on_the_server_unison_copies(tmp_path: Path) -> None:
+    path = without_monitor(tmp_path / "bin")
+    no_rsync = tmp_path / "no-rsync"
+    no_rsync.mkdir()
+    for directory in path.split(":"):
+        for program in Path(directory).glob("*") if Path(directory).is_dir() else ():
+            if program.name != "rsync" and not (no_rsync / program.name).exists():
+                (no_rsync / program.name).symlink_to(program)
+    with SshServer(tmp_path / "sshd", env={"PATH": str(no_rsync)}) as sshd:
+        user = Setup(tmp_path / "user", sshd)
+        try:
+            configure(user, "newer")
+            fill(user.server_home)
+
+            sync(user)
+
+            assert "rsync's copy ended failed; unison copies what is missing" in log_of(user)
+            assert synced(user.home) == synced(user.server_home)
+        finally:
+            user.close()
+
+
+@pytest.mark.parametrize("prefer", ["newer", "none"])
+def test_the_real_time_daemon_starts_a_new_laptop_with_the_copy(watched: Setup,
+                                                                prefer: str) -> None:
+    user = watched
+    fill(user.server_home)
+    configure(user, prefer, watch=True, interval=3600)
+    daemon = DaemonProcess(user)
+    try:
+        wait_for(lambda: "--- pass ended" in log_of(user), 60, "the first pass")
+        assert COPYING in log_of(user)
+        assert synced(user.home) == synced(user.server_home)
+        (user.home / "Documents" / "live.txt").write_text("real time")
+        wait_for(appears(user.server_home / "Documents" / "live.txt", "real time"), 60,
+                 "a change in real time")
+        (user.server_home / "Documents" / "with space").write_text("from the server")
+        wait_for(appears(user.home / "Documents" / "with space", "from the server"), 60,
+                 "the server's change in real time")
+    finally:
+        stop_as_logout([daemon])
+    assert AGAIN not in log_of(user), log_of(user)[-6000:]
