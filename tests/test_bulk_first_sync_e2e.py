@@ -11,6 +11,7 @@ home that is not there gets nothing, and without rsync on the server unison copi
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -259,3 +260,42 @@ def test_the_real_time_daemon_starts_a_new_laptop_with_the_copy(watched: Setup,
     finally:
         stop_as_logout([daemon])
     assert AGAIN not in log_of(user), log_of(user)[-6000:]
+
+
+def test_a_copy_whose_connection_is_lost_ends_the_pass_offline_as_a_unison_run_would(
+        user: Setup, tmp_path: Path) -> None:
+    """Like a unison run that loses its connection: the pass ends offline (exit 75) at once,
+    rather than start unison on a link that may be down (one more connect_timeout); the next
+    pass finishes the sync."""
+    total = random_files(user.server_home / "Documents", 40, MB)
+    before = tree(user.server_home / "Documents")
+    count_file = tmp_path / "first.json"
+    throttle(user, 4 * MB, count_file)  # about 10 s for the whole tree
+    first = subprocess.Popen([*CLI, "sync", "--json"], env=user.env, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True)
+    try:
+        wait_for(lambda: size_of(user.home) >= total // 4 or first.poll() is not None, 60,
+                 "a quarter of the tree")
+        # the connection goes: the relay this test's ssh started (found by its count file) dies
+        relays = subprocess.run(["pgrep", "-f", str(count_file)], capture_output=True,
+                                text=True, check=False).stdout.split()
+        assert relays, "no relay of this test found"
+        for pid in relays:
+            os.kill(int(pid), signal.SIGKILL)
+        out, _ = first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    outcome = json.loads(out)
+    assert (first.returncode, outcome["result"]) == (75, "offline"), outcome
+    assert "the connection to the server was lost during rsync's copy" in log_of(user)
+    assert "Looking for changes" not in log_of(user)  # no unison waiting for a dead link
+    assert all(before[path] == content
+               for path, content in tree(user.home / "Documents").items())
+    user.close_connection()
+    throttle(user, 400 * MB, tmp_path / "second.json")
+
+    sync(user)
+
+    assert tree(user.home / "Documents") == before == tree(user.server_home / "Documents")

@@ -602,9 +602,13 @@ def _guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], first_run: boo
 
         transcript.write(f"--- pass started (pid {os.getpid()}, first run: {first}) ---")
         unison_started = time.monotonic()
-        run, summary = (_first_runs(job, prepared, sink, judge, run_unison, extra,
-                                    may_copy=winner is None)
-                        if first and only is None else run_unison(first))
+        try:
+            run, summary = (_first_runs(job, prepared, sink, judge, run_unison, extra,
+                                        may_copy=winner is None)
+                            if first and only is None else run_unison(first))
+        except transport.ConnectError as exc:
+            sink(f"--- pass ended: {result_of(exc.reason)} ---")
+            return outcome(result_of(exc.reason), exc.message, reason=exc.reason)
         unison_took = time.monotonic() - unison_started
         if job.abort is not None and job.abort.is_set():
             return outcome(Result.INTERRUPTED, _INTERRUPTED,
@@ -689,8 +693,16 @@ def _bulk_copy(job: Pass, prepared: _Prepared, sink: LineSink) -> _Copied | None
         shutil.rmtree(temp, ignore_errors=True)
         names.unlink(missing_ok=True)
     if ended is not bulk.Copy.DONE:
-        sink(f"first sync: rsync's copy ended {ended.value}; unison copies what is missing")
         log.info("rsync: %s", printable(said.strip().splitlines()[-1] if said.strip() else ""))
+        if (ended is bulk.Copy.FAILED and prepared.socket is not None
+                and not transport.master_answers(server, prepared.socket)):
+            # The connection went under the copy (a link that went down: ssh's keep-alives
+            # ended it). As when a unison run loses its connection, the pass ends offline; a
+            # unison started now would wait for a new connection to time out first.
+            sink("first sync: the connection to the server was lost during rsync's copy")
+            raise transport.ConnectError("connection to the server lost during the first "
+                                         "sync's copy", Reason.CONNECTION_LOST)
+        sink(f"first sync: rsync's copy ended {ended.value}; unison copies what is missing")
         return None
     return _Copied(source, len(files))
 

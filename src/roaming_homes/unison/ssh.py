@@ -432,7 +432,7 @@ def _clear(socket: Path, state: Master) -> None:
                            Reason.SSH_FAILED) from None
 
 
-def _master_answers(server: Server, socket: Path) -> bool:
+def master_answers(server: Server, socket: Path) -> bool:
     """Whether a master answers at `socket`; if not, its socket (and a hung master of ours) is
     cleared away, so that a new master can listen there."""
     # No socket means no master: skip asking ssh (a process start saved on the first pass of a
@@ -584,7 +584,7 @@ def connect(server: Server, control_dir: Path, patient: bool = True) -> Path | N
         raise ConnectError(exc.message, Reason.RUNTIME_DIR) from None
     # The longest a holder takes: ask the master, wait for a hung one to end, start a new one.
     with _one_at_a_time(control_dir, 2 * _CONTROL_TIMEOUT + _patient_timeout(server)):
-        if not _master_answers(server, socket):
+        if not master_answers(server, socket):
             opening(server, _master_command(server, socket))
     return socket
 
