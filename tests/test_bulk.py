@@ -161,12 +161,13 @@ def test_the_server_script_lists_a_real_tree_as_the_parser_reads_it(tmp_path: Pa
 
 def test_the_copy_shows_as_a_first_sync_propagating_its_bytes() -> None:
     parser = ProgressParser(now=0)
-    parser.bulk(0, 0, 3, 1000, now=1)
+    parser.bulk(3, 1000, sending=False, now=1)
     parser.copied(250, 0, now=1)
     parser.copied(600, 2, now=2)
     p = parser.progress
     assert (p.phase, p.first_run, p.items_to_fetch, p.bytes_to_fetch) == ("propagating", True,
                                                                           3, 1000)
+    assert (p.items_to_send, p.bytes_to_send, p.items_total, p.bytes_total) == (0, 0, 3, 1000)
     assert (p.items_done, p.bytes_done, p.percent, p.rate) == (2, 600, 60, 350.0)
     parser.copied(1000, 3, now=3)
     parser.feed("Looking for changes", now=4)  # unison's run after the copy starts anew
@@ -177,9 +178,18 @@ def test_the_copy_shows_as_a_first_sync_propagating_its_bytes() -> None:
         "done", 3, 3, 1000, 100)
 
 
+def test_a_copy_to_the_server_shows_as_sending() -> None:
+    parser = ProgressParser(now=0)
+    parser.bulk(2, 500, sending=True, now=1)
+    p = parser.progress
+    assert (p.items_to_send, p.bytes_to_send, p.items_to_fetch, p.bytes_to_fetch) == (2, 500, 0,
+                                                                                      0)
+    assert (p.items_total, p.bytes_total) == (2, 500)
+
+
 def test_a_unison_run_that_moves_something_after_the_copy_is_what_finish_shows() -> None:
     parser = ProgressParser(now=0)
-    parser.bulk(0, 0, 3, 1000, now=1)
+    parser.bulk(3, 1000, sending=False, now=1)
     parser.feed("Looking for changes", now=2)
     parser.feed("Propagating updates", now=3)
     parser.progress.items_total = 1  # as an item line would

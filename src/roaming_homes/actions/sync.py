@@ -675,9 +675,7 @@ def _bulk_copy(job: Pass, prepared: _Prepared, sink: LineSink) -> _Copied | None
     sink(f"first sync: copying {len(files)} file(s), {progress.human_bytes(size)}, {way.value} "
          "with rsync; unison then builds its archives on the copy")
     if job.tracker is not None:
-        up = way is bulk.Direction.UP
-        job.tracker.bulk(len(files) if up else 0, size if up else 0,
-                         0 if up else len(files), 0 if up else size)
+        job.tracker.bulk(len(files), size, sending=way is bulk.Direction.UP)
     temp, names = job.locations.state_dir / "bulk", job.locations.state_dir / "bulk-files"
     try:
         bulk.fresh_temp(temp)

@@ -169,19 +169,19 @@ class ProgressParser:
             return True
         return False
 
-    def bulk(self, items_to_send: int, bytes_to_send: int, items_to_fetch: int,
-             bytes_to_fetch: int, now: float | None = None) -> None:
-        """A first sync's bulk copy starts (`unison.bulk`): it propagates this much, as a
-        unison run would; the unison run after it starts anew."""
+    def bulk(self, items: int, size: int, sending: bool, now: float | None = None) -> None:
+        """A first sync's bulk copy of `items` files, `size` bytes, to the server (`sending`)
+        or from it, starts (`unison.bulk`): shown as a unison run propagating them; the unison
+        run after it starts anew."""
         self._copying = True
         p = self.progress
         p.phase, p.first_run, p.current = "propagating", True, ""
         p.updated = time.time() if now is None else now
-        p.items_total = p.items_to_send = items_to_send
-        p.items_to_fetch = items_to_fetch
-        p.items_total += items_to_fetch
-        p.bytes_to_send, p.bytes_to_fetch = bytes_to_send, bytes_to_fetch
-        p.bytes_total = bytes_to_send + bytes_to_fetch
+        p.items_total, p.bytes_total = items, size
+        if sending:
+            p.items_to_send, p.bytes_to_send = items, size
+        else:
+            p.items_to_fetch, p.bytes_to_fetch = items, size
 
     def copied(self, done: int, files: int, now: float | None = None) -> None:
         """The bulk copy has copied `done` bytes, and `files` files in full."""
@@ -379,10 +379,9 @@ class Tracker:
             with contextlib.suppress(OSError, DiskFull):
                 write_atomic(self.path, json.dumps(p.to_dict(), sort_keys=True), durable=False)
 
-    def bulk(self, items_to_send: int, bytes_to_send: int, items_to_fetch: int,
-             bytes_to_fetch: int) -> None:
+    def bulk(self, items: int, size: int, sending: bool) -> None:
         """A first sync's bulk copy starts (`ProgressParser.bulk`)."""
-        self.parser.bulk(items_to_send, bytes_to_send, items_to_fetch, bytes_to_fetch)
+        self.parser.bulk(items, size, sending)
         self._publish()
 
     def copied(self, done: int, files: int) -> None:
