@@ -131,11 +131,14 @@ def test_rsync_never_copies_over_a_file_and_runs_in_the_server_root(tmp_path: Pa
                            "/home/ann", (tmp_path / "tmp", ".roaming-homes/bulk-tmp/0a"), 72)
     assert "--ignore-existing" in argv and "--from0" in argv
     assert "--temp-dir=.roaming-homes/bulk-tmp/0a" in argv
-    assert argv[-3:] == ["--rsync-path=cd '/home/a b' && rsync", "/home/ann/",
+    # receiving, the server empties its temporary directory first (a killed copy's leftovers)
+    assert argv[-3:] == ["--rsync-path=cd '/home/a b' && rm -rf .roaming-homes/bulk-tmp/0a && "
+                         "mkdir -p .roaming-homes/bulk-tmp/0a && rsync", "/home/ann/",
                          "files.example.org:./"]
     down = bulk.rsync_argv(Direction.DOWN, server(), "ssh", tmp_path / "list", "/home/ann",
                            (tmp_path / "tmp", ".roaming-homes/bulk-tmp/0a"), 72)
     assert f"--temp-dir={tmp_path / 'tmp'}" in down
+    assert "--rsync-path=cd /home/ann && rsync" in down
     assert down[-2:] == ["files.example.org:./", "/home/ann/"]
 
 
@@ -145,8 +148,7 @@ def test_the_server_script_lists_a_real_tree_as_the_parser_reads_it(tmp_path: Pa
     (root / "Documents" / "sub" / "-f").write_text("hello")
     (root / "Documents" / "link").symlink_to("sub/-f")
     os.mkfifo(root / "Documents" / "fifo")
-    answer = subprocess.run(["sh", "-c", bulk.server_script(str(root), ["Documents", "Absent"],
-                                                            ".roaming-homes/bulk-tmp/0a")],
+    answer = subprocess.run(["sh", "-c", bulk.server_script(str(root), ["Documents", "Absent"])],
                             capture_output=True, check=True, timeout=30).stdout
 
     found = bulk.parse_server_listing(answer, [".roaming-homes"], [])
@@ -154,9 +156,51 @@ def test_the_server_script_lists_a_real_tree_as_the_parser_reads_it(tmp_path: Pa
 
     assert found == here and set(here) == {"Documents", "Documents/sub", "Documents/sub/-f",
                                            "Documents/link"}
-    assert (root / ".roaming-homes" / "bulk-tmp" / "0a").is_dir()
-    assert subprocess.run(["sh", "-c", bulk.server_script(str(tmp_path / "gone"), ["D"], "t")],
+    assert subprocess.run(["sh", "-c", bulk.server_script(str(tmp_path / "gone"), ["D"])],
                           capture_output=True, check=True, timeout=30).stdout == b""
+
+
+def _sh(script: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["sh", "-c", script], capture_output=True, check=True, timeout=30)
+
+
+def test_the_cleanup_removes_this_computers_temporary_directory_and_then_the_empty_parent(
+        tmp_path: Path) -> None:
+    root = tmp_path / "home of ann"
+    for computer in ("0a", "0b"):
+        (root / ".roaming-homes" / "bulk-tmp" / computer).mkdir(parents=True)
+        (root / ".roaming-homes" / "bulk-tmp" / computer / ".big.bin.Xy12").write_text("part")
+
+    # another computer's copy may be under way: its directory stays, and so does the parent
+    assert _sh(bulk.server_cleanup(str(root), "0a")).stdout == b""
+    assert [p.name for p in (root / ".roaming-homes" / "bulk-tmp").iterdir()] == ["0b"]
+    assert _sh(bulk.server_cleanup(str(root), "0b")).stdout == b""
+    assert list((root / ".roaming-homes").iterdir()) == []
+    # nothing to clean, or no root: silent, and it never fails
+    assert _sh(bulk.server_cleanup(str(root), "0b")).stdout == b""
+    assert _sh(bulk.server_cleanup(str(tmp_path / "gone"), "0b") + "echo ok").stdout == b"ok\n"
+
+
+def _listing(files: int, size: int) -> bulk.Listing:
+    listing: bulk.Listing = {"Documents": Entry(Kind.DIR), "Documents/link": Entry(
+        Kind.LINK, target="x")}
+    each = [size // files] * files if files else []
+    if each:
+        each[0] += size - sum(each)
+    listing.update({f"Documents/{n}": Entry(Kind.FILE, bytes_, 1) for n, bytes_ in enumerate(each)})
+    return listing
+
+
+@pytest.mark.parametrize(("files", "size", "worth"), [
+    (bulk.MIN_FILES - 2, 0, False),  # the link counts as a file: one short
+    (bulk.MIN_FILES - 1, 0, True),
+    (10, bulk.MIN_BYTES - 10, False),
+    (10, bulk.MIN_BYTES, True),
+    (0, 0, False),
+])
+def test_a_copy_is_made_only_where_it_pays(files: int, size: int, worth: bool) -> None:
+    assert bulk.worth_copying(_listing(files, size)) is worth
+    assert bulk.totals(_listing(files, size)) == (files + 1, size)
 
 
 def test_the_copy_shows_as_a_first_sync_propagating_its_bytes() -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from roaming_homes.unison.bulk import MIN_BYTES, MIN_FILES
 from tests.conftest import without_monitor
 from tests.support.daemon import DaemonProcess, appears, stop_as_logout
 from tests.support.homes import CLI, Setup, tree
@@ -30,6 +31,7 @@ from tests.support.waiting import wait_for
 
 COPYING = "with rsync; unison then builds its archives on the copy"
 AGAIN = "unison reads every file again"
+COPIED = MIN_BYTES // MB + 2  # files of 1 MB: a tree just big enough for the copy
 HOSTILE = ["with space", "it's", 'say "x"', "$(touch CANARY)", "-rf", "tab\there", "star*",
            "`id`"]
 
@@ -41,9 +43,13 @@ def log_of(user: Setup) -> str:
 
 def fill(root: Path) -> None:
     """A home's worth of odd things: nested folders, an empty one, a link, hostile and
-    non-UTF-8 names, an ignored folder and an ignored name."""
+    non-UTF-8 names, an ignored folder and an ignored name; and enough files for the copy to
+    pay (`MIN_FILES`)."""
     docs = root / "Documents"
     (docs / "deep" / "deeper").mkdir(parents=True)
+    (docs / "many").mkdir()
+    for number in range(MIN_FILES):
+        (docs / "many" / f"{number:04}").write_text(str(number))
     (docs / "empty").mkdir()
     (docs / "deep" / "deeper" / "note.txt").write_text("deep note")
     (docs / "big.bin").write_bytes(os.urandom(3 * MB))
@@ -106,7 +112,7 @@ def test_a_new_laptop_receives_the_home_by_rsync(user: Setup, prefer: str) -> No
     outcome = sync(user)
 
     assert COPYING in log_of(user) and AGAIN not in log_of(user)
-    assert outcome["first_run"] is True and outcome["transferred"] == 12, outcome
+    assert outcome["first_run"] is True and outcome["transferred"] == MIN_FILES + 12, outcome
     assert synced(user.home) == synced(user.server_home)
     assert not (user.home / "Documents" / "cache").exists()
     assert not (user.home / "Documents" / "scratch.tmp").exists()
@@ -126,8 +132,24 @@ def test_an_empty_server_home_receives_the_laptops_files_by_rsync(user: Setup,
     assert COPYING in log_of(user) and AGAIN not in log_of(user)
     assert synced(user.server_home) == synced(user.home)
     assert not (user.server_home / "Documents" / "cache").exists()
-    assert list((user.server_home / ".roaming-homes" / "bulk-tmp").rglob("*.*")) == []
+    # the copy's temporary directory went with unison's run (`bulk.server_cleanup`)
+    assert not (user.server_home / ".roaming-homes" / "bulk-tmp").exists()
     assert_later_changes_sync_both_ways(user, prefer)
+
+
+@pytest.mark.parametrize("side", ["laptop", "server"])
+def test_a_home_too_small_for_the_copy_to_pay_is_synced_by_unison_alone(user: Setup,
+                                                                        side: str) -> None:
+    configure(user, "newer")
+    full = user.home if side == "laptop" else user.server_home
+    random_files(full / "Documents", 5, MB)
+
+    outcome = sync(user)
+
+    assert COPYING not in log_of(user) and outcome["transferred"] == 1, outcome
+    assert tree(user.home / "Documents") == tree(user.server_home / "Documents")
+    assert not (user.server_home / ".roaming-homes" / "bulk-tmp").exists()
+    assert sync(user)["message"] == "in sync: nothing to do"
 
 
 def test_with_files_on_both_sides_unison_takes_the_union_as_ever(user: Setup) -> None:
@@ -168,14 +190,22 @@ def test_a_file_changed_after_the_copy_makes_unison_read_every_file(user: Setup,
     edited = user.home / "Documents" / "deep" / "deeper" / "note.txt"
     configure(user, prefer, unison=unison_that_edits(tmp_path, edited))
 
+    server_copy = user.server_home / "Documents" / "deep" / "deeper" / "note.txt"
+    server_time = server_copy.stat().st_mtime_ns
+
     code, outcome = user.sync_json()
 
+    # unison's run on the copy saw the edit as a new time on a file it took for the same, and
+    # was stopped before it copied that time across: the server's file keeps its own, so
+    # unison's usual first sync finds a conflict, and `newer` picks the edit
     assert COPYING in log_of(user) and AGAIN in log_of(user)
-    server_copy = user.server_home / "Documents" / "deep" / "deeper" / "note.txt"
+    assert "unison found the copy different from its source" in log_of(user)
+    assert "Copying properties" not in log_of(user)
     if prefer == "none":
         assert (code, outcome["conflicts"]) == (1, ["Documents/deep/deeper/note.txt"]), outcome
         assert edited.read_text() == "E" * len("deep note")
         assert server_copy.read_text() == "deep note"
+        assert server_copy.stat().st_mtime_ns == server_time
     else:  # the newer edit wins; the server's version is kept beside it
         assert code == 0, outcome
         assert server_copy.read_text() == "E" * len("deep note")
@@ -184,9 +214,9 @@ def test_a_file_changed_after_the_copy_makes_unison_read_every_file(user: Setup,
 
 def test_a_copy_cut_off_loses_nothing_and_the_next_pass_finishes_it(user: Setup,
                                                                     tmp_path: Path) -> None:
-    total = random_files(user.server_home / "Documents", 40, MB)
+    total = random_files(user.server_home / "Documents", COPIED, MB)
     before = tree(user.server_home / "Documents")
-    throttle(user, 8 * MB, tmp_path / "first.json")  # about 5 s for the whole tree
+    throttle(user, 16 * MB, tmp_path / "first.json")  # about 4 s for the whole tree
     first = subprocess.Popen([*CLI, "sync"], env=user.env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -196,7 +226,7 @@ def test_a_copy_cut_off_loses_nothing_and_the_next_pass_finishes_it(user: Setup,
         os.killpg(first.pid, signal.SIGKILL)  # as a power loss would
         first.wait()
     copied = tree(user.home / "Documents")
-    assert 0 < len(copied) < 40, "the copy was to be cut, not finished"
+    assert 0 < len(copied) < COPIED, "the copy was to be cut, not finished"
     assert all(before[path] == content for path, content in copied.items())  # no half file
     assert tree(user.server_home / "Documents") == before
     user.close_connection()
@@ -267,10 +297,10 @@ def test_a_copy_whose_connection_is_lost_ends_the_pass_offline_as_a_unison_run_w
     """Like a unison run that loses its connection: the pass ends offline (exit 75) at once,
     rather than start unison on a link that may be down (one more connect_timeout); the next
     pass finishes the sync."""
-    total = random_files(user.server_home / "Documents", 40, MB)
+    total = random_files(user.server_home / "Documents", COPIED, MB)
     before = tree(user.server_home / "Documents")
     count_file = tmp_path / "first.json"
-    throttle(user, 4 * MB, count_file)  # about 10 s for the whole tree
+    throttle(user, 8 * MB, count_file)  # about 8 s for the whole tree
     first = subprocess.Popen([*CLI, "sync", "--json"], env=user.env, stdout=subprocess.PIPE,
                              stderr=subprocess.DEVNULL, text=True)
     try:

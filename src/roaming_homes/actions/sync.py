@@ -361,8 +361,7 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
                                        None if first else (ids["server"] or None),
                                        backups.server_dir(server.home),
                                        digest=stills is not None and stills.wants_report,
-                                       chores=leftovers.server_script(
-                                           server.home, leftovers.recalled(locations.state_dir)))
+                                       chores=_chores(server, locations, computer, first))
         extra += ["-servercmd", profile.escape_sshargs([command])]
     if not first and all(ids.values()):
         # unison checks the markers again after its own scan: a share that vanishes
@@ -502,6 +501,13 @@ class _Judge:
         self.confirmation: str | None = None  # their record's name on the server
         self.following: Confirmation | None = None  # a deletion confirmed on another computer
         self.items: list[output.PlanItem] = []  # the plan, as unison listed it
+        # unison's run on a first sync's bulk copy (`unison.bulk`): its stand-in fingerprints
+        # make every copied file look equal to its source, so any item in its plan means a
+        # difference it must not act on (it would copy a time or a mode between two files it
+        # wrongly takes for the same): the run stops before propagating, and `copy_differs`
+        # sends the pass to unison's usual first sync.
+        self.copy_check = False
+        self.copy_differs = False
 
     def weigh(self, side: str, path: str) -> int:
         """Files below `path` on `side` (which still holds them): counted where this computer
@@ -537,7 +543,11 @@ class _Judge:
         return self.refusal is None
 
     def decide(self, items: Sequence[output.PlanItem]) -> bool:
-        """`dialogue.run`'s answer: the guard's, and never "propagate" in a dry run."""
+        """`dialogue.run`'s answer: the guard's, never "propagate" in a dry run, and never on
+        a bulk copy that unison finds different from its source (`copy_check`)."""
+        if self.copy_check and items:
+            self.copy_differs = True
+            return False
         return self(items) and not self.dry
 
     def _confirmed_elsewhere(self, refusal: guards.Refusal, items: Sequence[output.PlanItem],
@@ -630,6 +640,14 @@ def _guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], first_run: boo
     return result
 
 
+def _chores(server: transport.Server, locations: Locations, computer: Computer,
+            first: bool) -> str:
+    """What the guard command also does on the server before unison's server starts: remove
+    the temporary files of killed passes, and on a first sync the bulk copy's directory."""
+    chores = leftovers.server_script(server.home, leftovers.recalled(locations.state_dir))
+    return chores + bulk.server_cleanup(server.home, computer.id) if first else chores
+
+
 def _first_runs(job: Pass, prepared: _Prepared, sink: LineSink, judge: _Judge,
                 run_unison: Callable[..., tuple[dialogue.Run, output.Summary]],
                 extra: list[str], may_copy: bool) -> tuple[dialogue.Run, output.Summary]:
@@ -637,9 +655,14 @@ def _first_runs(job: Pass, prepared: _Prepared, sink: LineSink, judge: _Judge,
     that holds no file; then unison's run, which counts what they moved too."""
     early = _run_first_paths(job, prepared.plan, sink, judge, extra)
     copied = _bulk_copy(job, prepared, sink) if may_copy and early is None else None
-    run, summary = run_unison(True, (bulk.FASTER,) if copied is not None else ())
+    judge.copy_check = copied is not None
+    try:
+        run, summary = run_unison(True, (bulk.FASTER,) if copied is not None else ())
+    finally:
+        judge.copy_check = False
     if copied is not None and not (job.abort is not None and job.abort.is_set()):
-        run, summary = _on_the_copy(job, prepared, copied, run, summary, run_unison, sink)
+        run, summary = _on_the_copy(job, prepared, copied, judge.copy_differs, run, summary,
+                                    run_unison, sink)
     for before in (early, copied):
         if before is not None and before.transferred:
             summary.transferred += before.transferred
@@ -665,17 +688,22 @@ def _bulk_copy(job: Pass, prepared: _Prepared, sink: LineSink) -> _Copied | None
         return None
     here = bulk.local_listing(plan.local_root, prepared.paths, plan.ignore_paths,
                               plan.ignore_names)
-    there = _server_listing(job, prepared)
+    # A home that holds files here could only be copied up: one too small to be worth it
+    # needs no listing of the server.
+    there = (_server_listing(job, prepared)
+             if bulk.worth_copying(here) or not bulk.holds_files(here) else None)
     way = None if there is None else bulk.direction(here, there)
     if there is None or way is None:
         return None
     source = here if way is bulk.Direction.UP else there
-    files = [entry for entry in source.values() if entry.kind is not bulk.Kind.DIR]
-    size = sum(entry.size for entry in files)
-    sink(f"first sync: copying {len(files)} file(s), {progress.human_bytes(size)}, {way.value} "
+    files, size = bulk.totals(source)
+    if not bulk.worth_copying(source):
+        log.debug("first sync: %d file(s), too few for a bulk copy to pay", files)
+        return None
+    sink(f"first sync: copying {files} file(s), {progress.human_bytes(size)}, {way.value} "
          "with rsync; unison then builds its archives on the copy")
     if job.tracker is not None:
-        job.tracker.bulk(len(files), size, sending=way is bulk.Direction.UP)
+        job.tracker.bulk(files, size, sending=way is bulk.Direction.UP)
     temp, names = job.locations.state_dir / "bulk", job.locations.state_dir / "bulk-files"
     try:
         bulk.fresh_temp(temp)
@@ -702,7 +730,7 @@ def _bulk_copy(job: Pass, prepared: _Prepared, sink: LineSink) -> _Copied | None
                                          "sync's copy", Reason.CONNECTION_LOST)
         sink(f"first sync: rsync's copy ended {ended.value}; unison copies what is missing")
         return None
-    return _Copied(source, len(files))
+    return _Copied(source, files)
 
 
 def _no_bytes(_done: int, _files: int) -> None:
@@ -715,22 +743,26 @@ def _server_listing(job: Pass, prepared: _Prepared) -> bulk.Listing | None:
     try:
         answer = transport.run_remote_bytes(
             job.server, prepared.socket,
-            bulk.server_script(job.server.home, prepared.paths,
-                               bulk.server_temp(prepared.computer.id)), job.abort)
+            bulk.server_script(job.server.home, prepared.paths), job.abort)
     except transport.ConnectError as exc:
         log.debug("the server's listing: %s", exc.message)
         return None
     return bulk.parse_server_listing(answer, plan.ignore_paths, plan.ignore_names)
 
 
-def _on_the_copy(job: Pass, prepared: _Prepared, copied: _Copied, run: dialogue.Run,
-                 summary: output.Summary,
+def _on_the_copy(job: Pass, prepared: _Prepared, copied: _Copied, differs: bool,
+                 run: dialogue.Run, summary: output.Summary,
                  run_unison: Callable[..., tuple[dialogue.Run, output.Summary]],
                  sink: LineSink) -> tuple[dialogue.Run, output.Summary]:
     """After unison built its archives on the copy without reading the files: they hold only
-    if both sides still hold exactly what was copied, as it was (`bulk.same_as_copied`);
-    otherwise unison's first sync runs again the usual way, reading every file."""
+    if unison found nothing to do (not `differs`), and both sides still hold exactly what was
+    copied, as it was (`bulk.same_as_copied`); otherwise unison's first sync runs again the
+    usual way, reading every file."""
     plan = prepared.plan
+    if differs:
+        sink("first sync: unison found the copy different from its source; unison reads every "
+             "file again")
+        return run_unison(True)
     if run.returncode == 0:
         here = bulk.local_listing(plan.local_root, prepared.paths, plan.ignore_paths,
                                   plan.ignore_names)

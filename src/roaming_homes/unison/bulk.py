@@ -22,7 +22,8 @@ synced paths (a new laptop; a new server home) and the other does, a first pass 
 
 Anything else (rsync missing on either side, a failed or interrupted copy, a side that already
 holds files) leaves the pass to unison alone, which takes the union as on any first sync: the
-copy only ever adds files to the side that had none.
+copy only ever adds files to the side that had none. So does a home too small for the copy to
+pay for its own exchanges (`worth_copying`).
 """
 
 from __future__ import annotations
@@ -53,8 +54,43 @@ FASTER = "-fastercheckUNSAFE"
 _SERVER_TEMP = ".roaming-homes/bulk-tmp"
 
 
+# Below both, unison alone is faster: the copy costs two listings of the server and rsync's own
+# session (about nine round trips and three server shells) and unison still builds its
+# archives after it, while what it saves is unison's per-file work. Measured (docs/
+# performance.md, row 3): 15 files of 7 MiB over `mobile` and 18 of 36 MiB over `broadband`
+# were 0.3-0.7 s slower with the copy; 270 files of 256 MiB over `lan`, 5 000 small files over
+# every link and 752 files of 1 GiB over loopback (where unison's transfer is CPU-bound) were
+# faster with it.
+MIN_FILES = 1000
+MIN_BYTES = 64 << 20
+
+
+def totals(listing: Listing) -> tuple[int, int]:
+    """The files and links of `listing`, and their bytes."""
+    files = [entry for entry in listing.values() if entry.kind is not Kind.DIR]
+    return len(files), sum(entry.size for entry in files)
+
+
+def worth_copying(listing: Listing) -> bool:
+    """Whether a bulk copy of what `listing` holds beats unison's own first sync."""
+    files, size = totals(listing)
+    return files >= MIN_FILES or size >= MIN_BYTES
+
+
 def server_temp(computer_id: str) -> str:
     return f"{_SERVER_TEMP}/{computer_id}"
+
+
+def server_cleanup(root: str, computer_id: str) -> str:
+    """sh for the server: remove this computer's temporary directory of a bulk copy (made by
+    `rsync_argv`'s command, left by a copy that ended, or was cut), and the directory of all of
+    them once empty. Silent, and never fails; for `guards.guard_command`'s chores of a first
+    sync's unison run, which comes after the copy in the same pass (or in the next, when the
+    copy lost its connection)."""
+    q = shlex.quote
+    temp = q(server_temp(computer_id))
+    return (f"(cd {q(root)} && if [ -d {temp} ]; then rm -rf {temp}; "
+            f"rmdir {q(_SERVER_TEMP)}; fi; :) >/dev/null 2>&1; ")
 
 
 class Kind(enum.Enum):
@@ -93,7 +129,7 @@ class Direction(enum.Enum):
 def direction(local: Listing, server: Listing) -> Direction | None:
     """Which way a bulk copy goes: into the side that holds no file (or link), from the one that
     holds some; None when both hold files (unison takes the union) or neither does."""
-    here, there = _holds_files(local), _holds_files(server)
+    here, there = holds_files(local), holds_files(server)
     if here and not there:
         return Direction.UP
     if there and not here:
@@ -101,7 +137,7 @@ def direction(local: Listing, server: Listing) -> Direction | None:
     return None
 
 
-def _holds_files(listing: Listing) -> bool:
+def holds_files(listing: Listing) -> bool:
     return any(entry.kind is not Kind.DIR for entry in listing.values())
 
 
@@ -121,15 +157,13 @@ def local_listing(root: str, paths: Sequence[str], ignore_paths: Sequence[str],
     return found
 
 
-def server_script(root: str, paths: Sequence[str], temp: str) -> str:
+def server_script(root: str, paths: Sequence[str]) -> str:
     """sh for the server: in `root`, the entries under `paths` as `type NUL size NUL mtime NUL
-    link target NUL ./path NUL` (GNU find), after a line that says the root is there; and an
-    empty directory `temp` (`server_temp`) for rsync's temporary files. Nothing when the root
-    is missing: nothing may be copied into a home that is not mounted."""
+    link target NUL ./path NUL` (GNU find), after a line that says the root is there. Nothing
+    when the root is missing: nothing may be copied into a home that is not mounted."""
     q = shlex.quote
     starts = " ".join(q(f"./{p}") for p in paths)
     return (f"cd {q(root)} 2>/dev/null || exit 0; printf 'root\\n'; "
-            f"rm -rf {q(temp)} && mkdir -p {q(temp)} || exit 0; "
             f"for p in {starts}; do if [ -e \"$p\" ] || [ -L \"$p\" ]; then set -- \"$@\" \"$p\"; "
             "fi; done; [ $# -eq 0 ] || find \"$@\" \\( -type f -o -type d -o -type l \\) "
             "-printf '%y\\0%s\\0%T@\\0%l\\0%p\\0'")
@@ -224,15 +258,23 @@ def rsync_argv(way: Direction, server: transport.Server, shell: str, files_from:
     """rsync copying the entries named in `files_from` (NUL-separated, relative to the roots)
     `way`, never over an existing file, through the temporary directory of the receiving side
     (`temps`: here, and on the server). On the server it runs in the root (`cd` first: a root
-    that is gone fails the copy rather than being made)."""
+    that is gone fails the copy rather than being made), and when it receives, it first makes
+    its temporary directory there, empty (a killed copy may have left a partial file in it;
+    `server_cleanup` removes it once the copy is over)."""
+    q = shlex.quote
     remote = f"{server.host}:./"
-    temp = str(temps[0]) if way is Direction.DOWN else temps[1]
-    source, target = ((f"{local_root}/", remote) if way is Direction.UP
-                      else (remote, f"{local_root}/"))
+    start = f"cd {q(server.home)} && "
+    if way is Direction.UP:
+        temp = temps[1]
+        source, target = f"{local_root}/", remote
+        start += f"rm -rf {q(temp)} && mkdir -p {q(temp)} && "
+    else:
+        temp = str(temps[0])
+        source, target = remote, f"{local_root}/"
     return ["rsync", "--links", "--perms", "--times", "--dirs", "--ignore-existing",
             "--from0", f"--files-from={files_from}", f"--temp-dir={temp}",
             f"--timeout={round(timeout)}", "--info=progress2", "-e", shell,
-            f"--rsync-path=cd {shlex.quote(server.home)} && rsync", source, target]
+            f"--rsync-path={start}rsync", source, target]
 
 
 # rsync's --info=progress2: "  1,234,567  12%  10.00MB/s  0:00:05 (xfr#3, to-chk=10/20)"
