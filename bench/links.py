@@ -46,16 +46,17 @@ class Plan:
     turn_runs: int
     validate_seconds: float
     levers: bool
+    full_first_bytes: int = 0  # also a first sync of this size, ours against rsync (0: none)
 
     @classmethod
     def full(cls, profiles: tuple[str, ...]) -> Plan:
         passes = loopback.Plan(
-            sizes=(10_000,), touched_home=10_000, mixed_bytes=256 << 20,
-            pair_runs={10_000: 7}, touch_runs=5, first_runs=3, offline_runs=3,
+            sizes=(10_000, 100_000), touched_home=100_000, mixed_bytes=256 << 20,
+            pair_runs={10_000: 7, 100_000: 5}, touch_runs=5, first_runs=3, offline_runs=3,
             blackhole_timeout=3, start_runs=0, small_first=5_000,
             no_change_targets={10_000: 0.6, 100_000: 0.6})
         return cls(profiles, passes, first_seconds=6, writes=30, turn_runs=3,
-                   validate_seconds=2, levers=True)
+                   validate_seconds=2, levers=True, full_first_bytes=1 << 30)
 
     @classmethod
     def quick(cls, profiles: tuple[str, ...]) -> Plan:
@@ -69,6 +70,11 @@ class Plan:
     def first_bytes(self, profile: Profile) -> int:
         return min(self.passes.mixed_bytes,
                    int(profile.bytes_per_second * self.first_seconds))
+
+    def full_first_runs(self, profile: Profile) -> int:
+        """Runs of the full-size first sync: three where one takes under half a minute, one
+        where it takes minutes (1 GiB on `mobile`: about 15 minutes for each of ours and rsync)."""
+        return 3 if self.full_first_bytes / profile.bytes_per_second < 30 else 1
 
 
 def _turns(link: Link, run: Callable[[], object]) -> tuple[int, int]:
@@ -298,6 +304,8 @@ def measure_profile(base: Path, profile: Profile, plan: Plan,
             bench.small_homes()
             round_trips(bench, link, plan.turn_runs)
             bench.first_sync()
+            if plan.full_first_bytes:
+                bench.full_size_first_sync(plan.full_first_bytes, plan.full_first_runs(profile))
             offline(bench, link, plan.passes.offline_runs)
             # at least a second's worth on the quick run's link: the cut must come mid-pass
             interrupted(bench, link, profile, max(plan.first_bytes(profile), 8 << 20))
@@ -350,9 +358,14 @@ for half the round trip in each direction (a timestamped queue per direction: or
 throughput kept). Rates are the same both ways. The validation lines above are measured through
 ssh over each link before its rows: an echo's round trip through `ssh … cat`, and random data
 through one ssh session each way (less a session's own setup).
-- Rows 1-3 are measured as over loopback (see above), through the link, at 10 000 files (not
-  100 000: time); the first sync copies a mixed tree scaled to about 6 s of the link's rate, at
-  most 256 MiB (not 1 GiB: 1 GiB would take 14 minutes a run on `mobile`).
+- Rows 1-3 are measured as over loopback (see above), through the link, at 10 000 and 100 000
+  files (10 changed: in 100 000). The first sync is measured twice: on a mixed tree scaled to
+  about 6 s of the link's rate (at most 256 MiB; against raw unison and the lever too, three
+  runs each), and at the target's own size, 1 GiB, against `rsync -a` alone (three runs where
+  one takes under half a minute, else one: 1 GiB takes about 3 minutes on `broadband` and 15
+  on `mobile`). The scaled tree shows the fixed cost of a first sync (about twenty round
+  trips of unison's, and our two listings of the server); the full size shows what it weighs
+  where the target is set.
 - **Round trips** (row 11): the relay counts a request/response turn each time data from the
   server follows data from the client on a connection; a pass's count is the difference over
   the run (an ssh keep-alive in that window would add one).

@@ -228,9 +228,18 @@ class Bench:
             trees.small_files(home.docs, self.plan.small_first, self.pool)
             self._first_sync(home, f"{_n(self.plan.small_first)} small files")
 
-    def _first_sync(self, home: Home, what: str) -> None:
+    def full_size_first_sync(self, size: int, runs: int) -> None:
+        """Row 3 at the size the target names (1 GiB), ours against `rsync -a` only: over a
+        slow link one such run takes minutes, and raw unison's and the lever's would double it."""
+        home = self.home("full-size")
+        files, size = trees.mixed_tree(home.docs, size, self.pool)
+        self._first_sync(home, f"{size / (1 << 30):.1f} GiB in {_n(files)} files", runs,
+                         levers=False)
+
+    def _first_sync(self, home: Home, what: str, runs: int = 0, levers: bool = True) -> None:
         """Row 3: `sync --first-run` into an empty server home, against raw unison's, `rsync
-        -a`'s, and the lever of a bulk copy that unison then builds its archives on."""
+        -a`'s, and the lever of a bulk copy that unison then builds its archives on (`levers`:
+        the last two; `runs`: each this many times, else the plan's)."""
         target = home.setup.server_home / "Documents"
         server = transport.Server.from_config(
             config_mod.load(Locations.from_env(home.setup.env), home.setup.config_path)["server"])
@@ -261,12 +270,16 @@ class Bench:
             fresh()
             return timed(rsync, home.setup.env) + home.raw(first_run=True)
 
-        _log(f"first sync of {what}, {self.plan.first_runs}x each")
+        runs = runs or self.plan.first_runs
+        _log(f"first sync of {what}, {runs}x each")
         home.write_raw_profile()
-        mine, alone, bulk, base = repeat(self.plan.first_runs, ours, raw_unison,
-                                         bulk_then_unison, theirs)
         what = f"first sync, {what}"
         rsync_label = "`rsync -a` over the same ssh"
+        if not levers:
+            mine, base = repeat(runs, ours, theirs)
+            self.add(Row("3", f"{what} (`--first-run`)", "s", mine, base, rsync_label, 1.1))
+            return
+        mine, alone, bulk, base = repeat(runs, ours, raw_unison, bulk_then_unison, theirs)
         self.add(Row("3", f"{what} (`--first-run`)", "s", mine, base, rsync_label, 1.1))
         self.add(Row("3", f"… raw unison `-ignorearchives`, {what}", "s", alone, base,
                      rsync_label))
