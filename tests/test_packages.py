@@ -23,7 +23,9 @@ from roaming_homes import __version__
 from tests.support.homes import Setup
 from tests.support.sshd import SshServer
 
-pytestmark = pytest.mark.packages
+# one worker for all that builds or installs (scripts/test runs --dist loadgroup): apt and dpkg
+# are the machine's, and two workers' installs and purges would race
+pytestmark = [pytest.mark.packages, pytest.mark.xdist_group("packages")]
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
