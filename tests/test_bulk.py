@@ -127,19 +127,68 @@ def test_an_ssh_option_rsync_cannot_keep_whole_means_no_bulk_copy(option: str) -
 
 
 def test_rsync_never_copies_over_a_file_and_runs_in_the_server_root(tmp_path: Path) -> None:
-    argv = bulk.rsync_argv(Direction.UP, server(home="/home/a b"), "ssh", tmp_path / "list",
-                           "/home/ann", (tmp_path / "tmp", ".roaming-homes/bulk-tmp/0a"), 72)
-    assert "--ignore-existing" in argv and "--from0" in argv
-    assert "--temp-dir=.roaming-homes/bulk-tmp/0a" in argv
-    # receiving, the server empties its temporary directory first (a killed copy's leftovers)
-    assert argv[-3:] == ["--rsync-path=cd '/home/a b' && rm -rf .roaming-homes/bulk-tmp/0a && "
-                         "mkdir -p .roaming-homes/bulk-tmp/0a && rsync", "/home/ann/",
-                         "files.example.org:./"]
-    down = bulk.rsync_argv(Direction.DOWN, server(), "ssh", tmp_path / "list", "/home/ann",
-                           (tmp_path / "tmp", ".roaming-homes/bulk-tmp/0a"), 72)
+    def argv(way: Direction, home: str = "/home/ann") -> list[str]:
+        return bulk.rsync_argv(way, server(home=home), shell="ssh", files_from=tmp_path / "list",
+                               local_root="/home/ann",
+                               temps=(tmp_path / "tmp", ".roaming-homes/bulk-tmp/0a"),
+                               partial=tmp_path / "partial", timeout=72)
+
+    up = argv(Direction.UP, home="/home/a b")
+    assert "--ignore-existing" in up and "--from0" in up
+    assert "--temp-dir=.roaming-homes/bulk-tmp/0a" in up
+    # a partial file is kept where the receiver is, outside the synced tree (an absolute path:
+    # rsync would make a relative one in every folder it copies into)
+    assert "--partial-dir=/home/a b/.roaming-homes/bulk-tmp/0a/partial" in up
+    # receiving, the server makes its temporary directory, and keeps a cut copy's partial file
+    assert up[-3:] == ["--rsync-path=cd '/home/a b' && mkdir -p .roaming-homes/bulk-tmp/0a && "
+                       "rsync", "/home/ann/", "files.example.org:./"]
+    down = argv(Direction.DOWN)
     assert f"--temp-dir={tmp_path / 'tmp'}" in down
+    assert f"--partial-dir={tmp_path / 'partial'}" in down
     assert "--rsync-path=cd /home/ann && rsync" in down
     assert down[-2:] == ["files.example.org:./", "/home/ann/"]
+
+
+OLDER = Entry(Kind.FILE, 5, 1_700_000_000_123_456_788)
+
+
+@pytest.mark.parametrize(("local", "server", "resuming", "way"), [
+    # a copy down cut off: here only what it copied (a file, a link), the folders it made
+    ({"D": DIR, "D/f": FILE}, {"D": DIR, "D/f": FILE, "D/l": LINK}, Direction.DOWN,
+     Direction.DOWN),
+    ({"D": DIR, "D/l": LINK, "E": DIR}, {"D": DIR, "D/f": FILE, "D/l": LINK}, Direction.DOWN,
+     Direction.DOWN),
+    # a copy up cut off, on the server's side
+    ({"D": DIR, "D/f": FILE, "D/g": FILE}, {"D/g": FILE}, Direction.UP, Direction.UP),
+    # a file here the source does not have, or not as it is there: unison's union
+    ({"D/f": FILE, "D/x": FILE}, {"D/f": FILE, "D/g": FILE}, Direction.DOWN, None),
+    ({"D/f": OLDER}, {"D/f": FILE, "D/g": FILE}, Direction.DOWN, None),
+    ({"D/l": Entry(Kind.LINK, target="b")}, {"D/l": LINK, "D/g": FILE}, Direction.DOWN, None),
+    # no copy that way under way: both hold files, unison's union
+    ({"D/f": FILE}, {"D/f": FILE, "D/g": FILE}, Direction.UP, None),
+    ({"D/f": FILE}, {"D/f": FILE, "D/g": FILE}, None, None),
+])
+def test_a_copy_cut_off_is_taken_up_only_over_what_it_copied(
+        local: bulk.Listing, server: bulk.Listing, resuming: Direction | None,
+        way: Direction | None) -> None:
+    assert bulk.direction(local, server, resuming) is way
+
+
+def test_the_record_of_a_copy_under_way_is_for_its_roots_only(tmp_path: Path) -> None:
+    assert bulk.resumed(tmp_path, "pair") is None
+    bulk.remember(tmp_path, "pair", Direction.DOWN)
+    assert bulk.resumed(tmp_path, "pair") is Direction.DOWN
+    assert bulk.resumed(tmp_path, "other pair") is None
+    bulk.forget(tmp_path)
+    assert bulk.resumed(tmp_path, "pair") is None
+    bulk.forget(tmp_path)  # nothing to forget: no error
+
+
+@pytest.mark.parametrize("text", ['{"pair": "pair", "way": "SIDEWAYS"}', '{"pair": "pair"}',
+                                  '["pair", "DOWN"]', "not json", ""])
+def test_a_record_that_is_not_ours_takes_nothing_up(tmp_path: Path, text: str) -> None:
+    (tmp_path / "bulk-copy.json").write_text(text)
+    assert bulk.resumed(tmp_path, "pair") is None
 
 
 def test_the_server_script_lists_a_real_tree_as_the_parser_reads_it(tmp_path: Path) -> None:

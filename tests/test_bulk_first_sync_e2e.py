@@ -26,7 +26,7 @@ from tests.conftest import without_monitor
 from tests.support.daemon import DaemonProcess, appears, stop_as_logout
 from tests.support.homes import CLI, Setup, tree
 from tests.support.sshd import SshServer
-from tests.support.transfer import MB, random_files, size_of, throttle
+from tests.support.transfer import MB, THROTTLE, random_files, size_of, throttle
 from tests.support.waiting import wait_for
 
 COPYING = "with rsync; unison then builds its archives on the copy"
@@ -234,8 +234,49 @@ def test_a_copy_cut_off_loses_nothing_and_the_next_pass_finishes_it(user: Setup,
 
     sync(user)
 
+    # the next pass took the copy up (the side holds only what it copied), and finished it
+    assert log_of(user).count(COPYING) == 2 and AGAIN not in log_of(user)
     assert tree(user.home / "Documents") == before == tree(user.server_home / "Documents")
     assert sync(user)["message"] == "in sync: nothing to do"
+
+
+@pytest.mark.parametrize("prefer", ["newer", "none"])
+def test_a_copy_cut_off_is_not_taken_up_over_a_file_written_since(user: Setup, tmp_path: Path,
+                                                                   prefer: str) -> None:
+    """After a cut copy, the side it went into holds a file the copy did not put there as it
+    is (edited since): no copy goes on, unison's first sync takes the union, and the edit is
+    judged as on any first sync (a conflict; `newer`: the edit wins, the other kept)."""
+    configure(user, prefer)
+    random_files(user.server_home / "Documents", COPIED, MB)
+    throttle(user, 16 * MB, tmp_path / "first.json")
+    first = subprocess.Popen([*CLI, "sync"], env=user.env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(lambda: len(tree(user.home / "Documents")) >= 3 or first.poll() is not None,
+                 60, "three files copied")
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    edited = sorted((user.home / "Documents").iterdir())[0]
+    server_copy = user.server_home / "Documents" / edited.name
+    theirs = server_copy.read_bytes()
+    edited.write_bytes(b"edited after the cut")
+    user.close_connection()
+    throttle(user, 400 * MB, tmp_path / "second.json")
+
+    code, outcome = user.sync_json()
+
+    assert log_of(user).count(COPYING) == 1, "the copy was taken up over an edited file"
+    if prefer == "none":
+        assert (code, outcome["conflicts"]) == (1, [f"Documents/{edited.name}"]), outcome
+        assert (edited.read_bytes(), server_copy.read_bytes()) == (b"edited after the cut",
+                                                                   theirs)
+    else:
+        assert code == 0, outcome
+        assert server_copy.read_bytes() == b"edited after the cut"
+        kept = list(server_copy.parent.glob(f"{edited.stem} (conflict*"))
+        assert [path.read_bytes() for path in kept] == [theirs]
+    assert not (user.state_dir / "bulk-copy.json").exists()
 
 
 def test_a_server_home_that_is_not_there_gets_nothing(user: Setup) -> None:
@@ -296,19 +337,25 @@ def test_a_copy_whose_connection_is_lost_ends_the_pass_offline_as_a_unison_run_w
         user: Setup, tmp_path: Path) -> None:
     """Like a unison run that loses its connection: the pass ends offline (exit 75) at once,
     rather than start unison on a link that may be down (one more connect_timeout); the next
-    pass finishes the sync."""
-    total = random_files(user.server_home / "Documents", COPIED, MB)
+    pass takes the copy up where it stopped, the file it was copying included, and finishes
+    the sync."""
+    big = MIN_BYTES // 2  # three files: the cut comes in the middle of the second
+    total = random_files(user.server_home / "Documents", 3, big)
     before = tree(user.server_home / "Documents")
     count_file = tmp_path / "first.json"
-    throttle(user, 8 * MB, count_file)  # about 8 s for the whole tree
+    throttle(user, 8 * MB, count_file)  # about 12 s for the whole tree
     first = subprocess.Popen([*CLI, "sync", "--json"], env=user.env, stdout=subprocess.PIPE,
                              stderr=subprocess.DEVNULL, text=True)
     try:
-        wait_for(lambda: size_of(user.home) >= total // 4 or first.poll() is not None, 60,
-                 "a quarter of the tree")
-        # the connection goes: the relay this test's ssh started (found by its count file) dies
-        relays = subprocess.run(["pgrep", "-f", str(count_file)], capture_output=True,
-                                text=True, check=False).stdout.split()
+        # the first file whole, and a quarter of the second, which rsync writes beside the
+        # tree until it is whole
+        wait_for(lambda: (size_of(user.home) >= big
+                          and size_of(user.state_dir / "bulk") >= big // 4)
+                 or first.poll() is not None, 60, "a file and a quarter")
+        # the connection goes: the relay this test's ssh started (found by its count file)
+        # dies; not the ssh and rsync processes that name it in their arguments
+        relays = subprocess.run(["pgrep", "-f", f"^{sys.executable} {THROTTLE} .*{count_file}"],
+                                capture_output=True, text=True, check=False).stdout.split()
         assert relays, "no relay of this test found"
         for pid in relays:
             os.kill(int(pid), signal.SIGKILL)
@@ -323,9 +370,19 @@ def test_a_copy_whose_connection_is_lost_ends_the_pass_offline_as_a_unison_run_w
     assert "Looking for changes" not in log_of(user)  # no unison waiting for a dead link
     assert all(before[path] == content
                for path, content in tree(user.home / "Documents").items())
+    assert len(tree(user.home / "Documents")) == 1, "the cut was to come in the second file"
+    kept = sum(f.stat().st_size for f in (user.state_dir / "bulk-partial").iterdir())
+    assert kept >= MB, "rsync kept no partial file"
     user.close_connection()
     throttle(user, 400 * MB, tmp_path / "second.json")
 
     sync(user)
 
     assert tree(user.home / "Documents") == before == tree(user.server_home / "Documents")
+    assert log_of(user).count(COPYING) == 2 and AGAIN not in log_of(user)
+    # the second copy took the first up (a side that holds only what it copied), and fetched
+    # the rest: neither the whole file it had nor the part of the next it kept
+    fetched = json.loads((tmp_path / "second.json").read_text())["down"]
+    assert fetched < total - big - kept + MB, (fetched, total, kept)
+    assert not (user.state_dir / "bulk-partial").exists()
+    assert not (user.state_dir / "bulk-copy.json").exists()

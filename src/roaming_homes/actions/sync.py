@@ -663,6 +663,8 @@ def _first_runs(job: Pass, prepared: _Prepared, sink: LineSink, judge: _Judge,
     if copied is not None and not (job.abort is not None and job.abort.is_set()):
         run, summary = _on_the_copy(job, prepared, copied, judge.copy_differs, run, summary,
                                     run_unison, sink)
+    if run.returncode in (0, 1):  # unison has its archives: no copy will be taken up
+        _copy_over(job)
     for before in (early, copied):
         if before is not None and before.transferred:
             summary.transferred += before.transferred
@@ -679,58 +681,102 @@ class _Copied:
 
 
 def _bulk_copy(job: Pass, prepared: _Prepared, sink: LineSink) -> _Copied | None:
-    """A first sync into a side that holds no file: rsync copies the other side's files there
-    (`unison.bulk`); None when it does not apply or did not end well (unison copies then)."""
+    """A first sync into a side that holds no file (or only what a copy of ours that was cut
+    off put there): rsync copies the other side's files there (`unison.bulk`); None when it
+    does not apply or did not end well (unison copies then)."""
+    planned = _copy_planned(job, prepared)
+    if planned is None:
+        return None
+    way, source = planned.way, planned.source
+    files, size = bulk.totals(planned.todo)
+    server, plan, state_dir = job.server, prepared.plan, job.locations.state_dir
+    sink(f"first sync: copying {files} file(s), {progress.human_bytes(size)}, {way.value} "
+         "with rsync; unison then builds its archives on the copy")
+    if job.tracker is not None:
+        job.tracker.bulk(files, size, sending=way is bulk.Direction.UP)
+    temp, names, partial = state_dir / "bulk", state_dir / "bulk-files", _partial_dir(job)
+    try:
+        bulk.fresh_temp(temp)
+        partial.mkdir(mode=0o700, exist_ok=True)
+        bulk.write_list(names, sorted(source))
+        bulk.remember(state_dir, prepared.key, way)
+        argv = bulk.rsync_argv(way, server, shell=planned.shell,
+                               files_from=names, local_root=plan.local_root,
+                               temps=(temp, bulk.server_temp(prepared.computer.id)),
+                               partial=partial, timeout=server.connect_timeout * 4 + 60)
+        ended, said = bulk.run_rsync(argv, job.abort, job.tracker.copied
+                                     if job.tracker is not None else _no_bytes)
+    except (OSError, DiskFull) as exc:
+        ended, said = bulk.Copy.FAILED, str(exc)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+        names.unlink(missing_ok=True)
+    if ended is bulk.Copy.DONE:
+        _copy_over(job)
+        return _Copied(source, files)
+    log.info("rsync: %s", printable(said.strip().splitlines()[-1] if said.strip() else ""))
+    if (ended is bulk.Copy.FAILED and prepared.socket is not None
+            and not transport.master_answers(server, prepared.socket)):
+        # The connection went under the copy (a link that went down: ssh's keep-alives ended
+        # it). As when a unison run loses its connection, the pass ends offline; a unison
+        # started now would wait for a new connection to time out first. The next first pass
+        # takes the copy up where it stopped.
+        sink("first sync: the connection to the server was lost during rsync's copy")
+        raise transport.ConnectError("connection to the server lost during the first "
+                                     "sync's copy", Reason.CONNECTION_LOST)
+    if ended is not bulk.Copy.STOPPED:  # stopped (a logout): the next first pass takes it up
+        _copy_over(job)
+    sink(f"first sync: rsync's copy ended {ended.value}; unison copies what is missing")
+    return None
+
+
+@dataclass(frozen=True)
+class _CopyPlan:
+    way: bulk.Direction
+    source: bulk.Listing  # the side copied from, as listed now
+    todo: bulk.Listing  # what of it the other side lacks
+    shell: str  # rsync's -e (`bulk.rsh`)
+
+
+def _copy_planned(job: Pass, prepared: _Prepared) -> _CopyPlan | None:
+    """Whether this first pass copies, and how; None when it does not (unison's first sync
+    does all)."""
     server, plan, wanted = job.server, prepared.plan, job.config["sync"]
     shell = None if server.is_local else bulk.rsh(server, prepared.socket)
     if (shell is None or not wanted["bulk_first_sync"] or wanted["first_paths"]
             or ":" in server.host or shutil.which("rsync") is None):
         return None
+    resuming = bulk.resumed(job.locations.state_dir, prepared.key)
     here = bulk.local_listing(plan.local_root, prepared.paths, plan.ignore_paths,
                               plan.ignore_names)
-    # A home that holds files here could only be copied up: one too small to be worth it
-    # needs no listing of the server.
-    there = (_server_listing(job, prepared)
-             if bulk.worth_copying(here) or not bulk.holds_files(here) else None)
-    way = None if there is None else bulk.direction(here, there)
+    # Unless a copy is to be taken up, a home that holds files here could only be copied up:
+    # one too small to be worth it needs no listing of the server.
+    if resuming is None and bulk.holds_files(here) and not bulk.worth_copying(here):
+        return None
+    there = _server_listing(job, prepared)
+    way = None if there is None else bulk.direction(here, there, resuming)
     if there is None or way is None:
         return None
-    source = here if way is bulk.Direction.UP else there
-    files, size = bulk.totals(source)
-    if not bulk.worth_copying(source):
-        log.debug("first sync: %d file(s), too few for a bulk copy to pay", files)
+    source, target = (here, there) if way is bulk.Direction.UP else (there, here)
+    if resuming is None and not bulk.worth_copying(source):
+        log.debug("first sync: %d file(s), too few for a bulk copy to pay",
+                  bulk.totals(source)[0])
         return None
-    sink(f"first sync: copying {files} file(s), {progress.human_bytes(size)}, {way.value} "
-         "with rsync; unison then builds its archives on the copy")
-    if job.tracker is not None:
-        job.tracker.bulk(files, size, sending=way is bulk.Direction.UP)
-    temp, names = job.locations.state_dir / "bulk", job.locations.state_dir / "bulk-files"
-    try:
-        bulk.fresh_temp(temp)
-        bulk.write_list(names, sorted(source))
-        argv = bulk.rsync_argv(way, server, shell, names, plan.local_root,
-                               (temp, bulk.server_temp(prepared.computer.id)),
-                               server.connect_timeout * 4 + 60)
-        ended, said = bulk.run_rsync(argv, job.abort, job.tracker.copied
-                                     if job.tracker is not None else _no_bytes)
-    except OSError as exc:
-        ended, said = bulk.Copy.FAILED, str(exc)
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
-        names.unlink(missing_ok=True)
-    if ended is not bulk.Copy.DONE:
-        log.info("rsync: %s", printable(said.strip().splitlines()[-1] if said.strip() else ""))
-        if (ended is bulk.Copy.FAILED and prepared.socket is not None
-                and not transport.master_answers(server, prepared.socket)):
-            # The connection went under the copy (a link that went down: ssh's keep-alives
-            # ended it). As when a unison run loses its connection, the pass ends offline; a
-            # unison started now would wait for a new connection to time out first.
-            sink("first sync: the connection to the server was lost during rsync's copy")
-            raise transport.ConnectError("connection to the server lost during the first "
-                                         "sync's copy", Reason.CONNECTION_LOST)
-        sink(f"first sync: rsync's copy ended {ended.value}; unison copies what is missing")
-        return None
-    return _Copied(source, files)
+    return _CopyPlan(way, source, {path: entry for path, entry in source.items()
+                                   if not (path in target and entry.same_as(target[path]))},
+                     shell)
+
+
+def _partial_dir(job: Pass) -> Path:
+    """Where rsync keeps the file it was copying here when a copy is cut off (`--partial-dir`),
+    for the copy that takes it up."""
+    return job.locations.state_dir / "bulk-partial"
+
+
+def _copy_over(job: Pass) -> None:
+    """No copy to take up: its record and its partial file go."""
+    bulk.forget(job.locations.state_dir)
+    shutil.rmtree(_partial_dir(job), ignore_errors=True)
 
 
 def _no_bytes(_done: int, _files: int) -> None:

@@ -20,16 +20,22 @@ synced paths (a new laptop; a new server home) and the other does, a first pass 
    here. Then unison's first sync runs again the usual way, reading every file, and its
    archives replace the stand-ins: a conflict is found as ever.
 
-Anything else (rsync missing on either side, a failed or interrupted copy, a side that already
-holds files) leaves the pass to unison alone, which takes the union as on any first sync: the
-copy only ever adds files to the side that had none. So does a home too small for the copy to
-pay for its own exchanges (`worth_copying`).
+A copy that was cut off (the link went down, the computer was switched off) is taken up by the
+next first pass where it stopped: the side it went into may then hold files, if each is one
+the copy put there (`part_of`: the source's size and time to the nanosecond, which only a
+finished copy gives a file) and this computer's record says such a copy was under way
+(`remember`, `resumed`). rsync keeps the file it was copying (`--partial-dir`) and sends only
+what it lacks. Anything else (rsync missing on either side, a failed copy, a side that holds
+other files) leaves the pass to unison alone, which takes the union as on any first sync: the
+copy only ever adds files to a side. So does a home too small for the copy to pay for its own
+exchanges (`worth_copying`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
+import json
 import os
 import re
 import selectors
@@ -43,6 +49,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from roaming_homes.files import Shape, is_str, one_of, read_json
+from roaming_homes.session.state import write_atomic
 from roaming_homes.unison import runner
 from roaming_homes.unison import ssh as transport
 from roaming_homes.unison.ignore import ignored_test, walk
@@ -83,10 +91,10 @@ def server_temp(computer_id: str) -> str:
 
 def server_cleanup(root: str, computer_id: str) -> str:
     """sh for the server: remove this computer's temporary directory of a bulk copy (made by
-    `rsync_argv`'s command, left by a copy that ended, or was cut), and the directory of all of
-    them once empty. Silent, and never fails; for `guards.guard_command`'s chores of a first
-    sync's unison run, which comes after the copy in the same pass (or in the next, when the
-    copy lost its connection)."""
+    `rsync_argv`'s command, with a partial file of a copy that was cut off), and the directory
+    of all of them once empty. Silent, and never fails; for `guards.guard_command`'s chores of
+    a first sync's unison run, which comes after the copy in the same pass: a copy that lost
+    its connection ends the pass before it, so the next copy still finds its partial file."""
     q = shlex.quote
     temp = q(server_temp(computer_id))
     return (f"(cd {q(root)} && if [ -d {temp} ]; then rm -rf {temp}; "
@@ -126,15 +134,52 @@ class Direction(enum.Enum):
     DOWN = "from the server"
 
 
-def direction(local: Listing, server: Listing) -> Direction | None:
+def direction(local: Listing, server: Listing,
+              resuming: Direction | None = None) -> Direction | None:
     """Which way a bulk copy goes: into the side that holds no file (or link), from the one that
-    holds some; None when both hold files (unison takes the union) or neither does."""
+    holds some; None when both hold files (unison takes the union) or neither does. When
+    `resuming` a copy that way, the side it went into may hold what that copy put there."""
     here, there = holds_files(local), holds_files(server)
     if here and not there:
         return Direction.UP
     if there and not here:
         return Direction.DOWN
+    if resuming is Direction.UP and here and part_of(server, local):
+        return Direction.UP
+    if resuming is Direction.DOWN and there and part_of(local, server):
+        return Direction.DOWN
     return None
+
+
+def part_of(target: Listing, source: Listing) -> bool:
+    """Every file and link of `target` is the same as the source's at its path (`Entry.same_as`):
+    what a copy from `source` that was cut off leaves."""
+    return all(path in source and entry.same_as(source[path])
+               for path, entry in target.items() if entry.kind is not Kind.DIR)
+
+
+# This computer's record of a copy under way (in its state directory), for the next first pass
+# to take it up: the pair of roots it was for, and the way it went.
+_UNDER_WAY = "bulk-copy.json"
+_RECORD = Shape.complete({"pair": is_str, "way": one_of(*(way.name for way in Direction))})
+
+
+def remember(state_dir: Path, pair: str, way: Direction) -> None:
+    """Note that a copy `way` between the roots of `pair` starts (kept until `forget`)."""
+    write_atomic(state_dir / _UNDER_WAY, json.dumps({"pair": pair, "way": way.name}) + "\n")
+
+
+def resumed(state_dir: Path, pair: str) -> Direction | None:
+    """The way a copy of `pair` went that did not finish; None when none is on record (or the
+    record is not ours, or is for other roots)."""
+    record = read_json(state_dir / _UNDER_WAY, _RECORD.checked)
+    if record is None or record["pair"] != pair:
+        return None
+    return Direction[record["way"]]
+
+
+def forget(state_dir: Path) -> None:
+    (state_dir / _UNDER_WAY).unlink(missing_ok=True)
 
 
 def holds_files(listing: Listing) -> bool:
@@ -253,28 +298,31 @@ def rsh(server: transport.Server, socket: Path | None) -> str | None:
     return " ".join(words)
 
 
-def rsync_argv(way: Direction, server: transport.Server, shell: str, files_from: Path,
-               local_root: str, temps: tuple[Path, str], timeout: float) -> list[str]:
+def rsync_argv(way: Direction, server: transport.Server, *, shell: str, files_from: Path,
+               local_root: str, temps: tuple[Path, str], partial: Path,
+               timeout: float) -> list[str]:
     """rsync copying the entries named in `files_from` (NUL-separated, relative to the roots)
     `way`, never over an existing file, through the temporary directory of the receiving side
-    (`temps`: here, and on the server). On the server it runs in the root (`cd` first: a root
-    that is gone fails the copy rather than being made), and when it receives, it first makes
-    its temporary directory there, empty (a killed copy may have left a partial file in it;
-    `server_cleanup` removes it once the copy is over)."""
+    (`temps`: here, and on the server, below its root). A file it was copying when cut off is
+    kept in a directory of its own on the receiving side (`partial` here; `partial` in the
+    server's temporary directory there), where the next copy finds it and sends only what it
+    lacks. On the server rsync runs in the root (`cd` first: a root that is gone fails the copy
+    rather than being made), and when it receives, it makes its temporary directory there
+    first (`server_cleanup` removes it once the first sync's unison run starts)."""
     q = shlex.quote
     remote = f"{server.host}:./"
     start = f"cd {q(server.home)} && "
     if way is Direction.UP:
-        temp = temps[1]
+        temp, kept = temps[1], f"{server.home}/{temps[1]}/partial"
         source, target = f"{local_root}/", remote
-        start += f"rm -rf {q(temp)} && mkdir -p {q(temp)} && "
+        start += f"mkdir -p {q(temp)} && "
     else:
-        temp = str(temps[0])
+        temp, kept = str(temps[0]), str(partial)
         source, target = remote, f"{local_root}/"
     return ["rsync", "--links", "--perms", "--times", "--dirs", "--ignore-existing",
             "--from0", f"--files-from={files_from}", f"--temp-dir={temp}",
-            f"--timeout={round(timeout)}", "--info=progress2", "-e", shell,
-            f"--rsync-path={start}rsync", source, target]
+            f"--partial-dir={kept}", f"--timeout={round(timeout)}", "--info=progress2",
+            "-e", shell, f"--rsync-path={start}rsync", source, target]
 
 
 # rsync's --info=progress2: "  1,234,567  12%  10.00MB/s  0:00:05 (xfr#3, to-chk=10/20)"
