@@ -23,6 +23,7 @@ from roaming_homes.actions.sync import NOTHING_CHANGED
 from roaming_homes.session.unchanged import SETTLE_NS
 from tests.support.daemon import DaemonProcess, appears, stop_as_logout
 from tests.support.homes import Setup
+from tests.support.sshd import SshServer
 from tests.support.waiting import wait_for
 
 SKIPPED = "unison not run"
@@ -220,3 +221,26 @@ def test_with_skip_unchanged_never_every_pass_runs_unison(user: Setup) -> None:
         assert sync(user)["message"] == "in sync: nothing to do"
     assert SKIPPED not in passes(user)
     assert not (user.state_dir / "unchanged.json").exists()
+
+
+@pytest.mark.parametrize("prefer", ["newer", "none"])
+def test_a_server_gone_silent_under_the_open_connection_ends_the_pass_offline_at_the_check(
+        tmp_path: Path, own_sshd: SshServer, prefer: str) -> None:
+    """The pass's one exchange goes over the connection an earlier pass opened, and the server
+    stopped answering since (a link gone down). ssh's keep-alives end the exchange, and the
+    pass ends offline then, as a unison run that loses its connection does: unison is not
+    started on the dead link, to wait for a new connection to time out as well."""
+    user = Setup(tmp_path / "user", own_sshd)
+    try:
+        home_with_files(user, prefer)
+        settle_and_record(user)
+        before = len(passes(user))
+        own_sshd.freeze()
+
+        code, outcome = user.sync_json()
+
+        assert (code, outcome["result"]) == (75, "offline"), outcome
+        assert "--- pass started" not in passes(user)[before:], "unison was started"
+    finally:
+        own_sshd.thaw()
+        user.close()

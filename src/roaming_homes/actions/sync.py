@@ -341,15 +341,15 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
     found = {side: guards.probe_local(Path(root), paths)
              for side, root in _counted_here(plan, server).items()}
     rules = unchanged.rules_of(key, paths, plan.ignore_paths, plan.ignore_names)
-    stills = _stills(job, plan, socket, rules, first) if only is None else None
     nonce = guards.new_nonce()
-    if not server.is_local and probe_server:
-        try:
+    try:
+        stills = _stills(job, plan, socket, rules, first) if only is None else None
+        if not server.is_local and probe_server:
             found["server"] = _probe_server(server, socket, paths, nonce, job.abort)
-        except transport.ConnectError as exc:
-            if job.abort is not None and job.abort.is_set():
-                return outcome(Result.INTERRUPTED, _INTERRUPTED)
-            return outcome(result_of(exc.reason), exc.message, reason=exc.reason)
+    except transport.ConnectError as exc:
+        if job.abort is not None and job.abort.is_set():
+            return outcome(Result.INTERRUPTED, _INTERRUPTED)
+        return outcome(result_of(exc.reason), exc.message, reason=exc.reason)
     recorded = job.store.replicas(key)
     ids = {side: recorded.get(f"{side}_id", "") for side in ("local", "server")}
     if refusal := _replica_refusal(found, ids, first, _names(plan, server)):
@@ -434,6 +434,11 @@ def _ask_digest(job: Pass, socket: Path | None,
                                       unchanged.check_script(job.server.home, paths, nonce),
                                       job.abort)
     except transport.ConnectError as exc:
+        if result_of(exc.reason) is Result.OFFLINE:
+            # The link went down (the shared connection's keep-alives ended it): the pass ends
+            # offline now, as a unison run would, rather than start unison on the dead link
+            # and wait for a new connection to time out as well.
+            raise
         log.debug("the server's digest: %s", exc.message)  # unison's run will say it
         return None
     return unchanged.parse_check(answer, nonce)
