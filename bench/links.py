@@ -162,16 +162,22 @@ def _tree(root: Path) -> dict[str, str]:
             if not os.path.basename(path).startswith(UNISON_TEMP)}
 
 
-def _cut_mid_pass(home: loopback.Home, link: Link, size: int, *args: str) -> tuple[float, int,
-                                                                                    int]:
-    """A pass that sends about `size` bytes, cut (every packet dropped) once 40 % of them went
-    through; returns the seconds from the cut until the pass ended, its exit code, and the
-    bytes it sent."""
-    before = link.counters().up
+def _carried(link: Link, down: bool) -> int:
+    """Bytes the link carried so far to the client (`down`), or to the server."""
+    counters = link.counters()
+    return counters.down if down else counters.up
+
+
+def _cut_mid_pass(home: loopback.Home, link: Link, size: int, *args: str,
+                  down: bool = False) -> tuple[float, int, int]:
+    """A pass that sends (`down`: fetches) about `size` bytes, cut (every packet dropped) once
+    40 % of them went through; returns the seconds from the cut until the pass ended, its exit
+    code, and the bytes it moved that way."""
+    before = _carried(link, down)
     proc = subprocess.Popen([*loopback.CLI, "sync", *args], env=home.setup.env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        while link.counters().up - before < 0.4 * size:
+        while _carried(link, down) - before < 0.4 * size:
             if proc.poll() is not None:
                 raise RuntimeError(f"the pass ended before the cut (exit {proc.returncode})")
             time.sleep(0.02)
@@ -183,7 +189,7 @@ def _cut_mid_pass(home: loopback.Home, link: Link, size: int, *args: str) -> tup
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    return ended, code, link.counters().up - before
+    return ended, code, _carried(link, down) - before
 
 
 def _until_in_sync(home: loopback.Home) -> tuple[float, int]:
@@ -204,8 +210,9 @@ def _until_in_sync(home: loopback.Home) -> tuple[float, int]:
 
 
 def interrupted(bench: loopback.Bench, link: Link, profile: Profile, size: int) -> None:
-    """Row 14: a first sync and a pass that rewrote half of the tree, each cut off mid-transfer;
-    how soon the pass ends, that nothing is lost, and how much the next pass sends again."""
+    """Row 14: a first sync up (a new server home), a pass that rewrote half of the tree, and a
+    first sync down (a new laptop), each cut off mid-transfer; how soon the pass ends, that
+    nothing is lost, and how much the next pass moves again."""
     timeout = bench.plan.blackhole_timeout
     home = bench.home("interrupted")
     files, size = trees.mixed_tree(home.docs, size, bench.pool)
@@ -215,6 +222,9 @@ def interrupted(bench: loopback.Bench, link: Link, profile: Profile, size: int) 
     server = home.setup.server_home / "Documents"
     server.mkdir(parents=True, exist_ok=True)
     mib = size / (1 << 20)
+    laptop = bench.home("interrupted-laptop")
+    laptop.setup.configure(server={"connect_timeout": timeout})
+    laptop_server = laptop.setup.server_home / "Documents"
 
     def rewrite_half() -> int:
         written = 0
@@ -228,24 +238,35 @@ def interrupted(bench: loopback.Bench, link: Link, profile: Profile, size: int) 
             written += length
         return written
 
-    for what, args, prepare in (("first sync", ("--first-run",), lambda: size),
-                                ("pass after half the tree was rewritten", (), rewrite_half)):
+    def new_laptop() -> int:
+        laptop_server.mkdir(parents=True, exist_ok=True)
+        trees.copy_tree(home.docs, laptop_server)
+        return size
+
+    for what, user, source, target, prepare, down in (
+            ("first sync", home, home.docs, server, lambda: size, False),
+            ("pass after half the tree was rewritten", home, home.docs, server, rewrite_half,
+             False),
+            ("first sync of a new laptop", laptop, laptop_server, laptop.docs, new_laptop,
+             True)):
         _log(f"{profile.name}: {what}, cut mid-transfer")
         sending = prepare()
-        here = _tree(home.docs)
-        ended, code, sent = _cut_mid_pass(home, link, sending, *args)
-        assert _tree(home.docs) == here, "the cut pass changed the local home"
-        before = link.counters().up
-        resumed, passes = _until_in_sync(home)
-        again = link.counters().up - before + sent - sending
-        assert _tree(server) == here, "the next passes did not bring the server home in sync"
+        here = _tree(source)
+        ended, code, sent = _cut_mid_pass(user, link, sending, *(
+            ("--first-run",) if what.startswith("first") else ()), down=down)
+        assert _tree(source) == here, "the cut pass changed the side it copied from"
+        before = _carried(link, down)
+        resumed, passes = _until_in_sync(user)
+        again = _carried(link, down) - before + sent - sending
+        assert _tree(target) == here, "the next passes did not bring both sides in sync"
         label = f"{what}, {mib:.0f} MiB in {loopback._n(files)} files ({profile.name})"
         bench.add(Row("14", f"cut mid-transfer: {label}, until the pass ends", "s", [ended],
                       [4 * timeout], f"connect_timeout {timeout:g} s x 4 (keep-alives)", 1.1,
                       note=f"exit {code}; nothing lost"))
-        bench.add(Row("14", f"… the next pass: sent again of {sending / (1 << 20):.0f} MiB",
+        moved = "fetched" if down else "sent"
+        bench.add(Row("14", f"… the next pass: {moved} again of {sending / (1 << 20):.0f} MiB",
                       "MiB", [max(again, 0) / (1 << 20)], [sending / (1 << 20)],
-                      "what the cut pass had to send",
+                      f"what the cut pass had to {'fetch' if down else 'send'}",
                       note=f"{passes} pass(es) after it, {resumed:.1f} s"))
 
 
@@ -376,11 +397,15 @@ through one ssh session each way (less a session's own setup).
 - **Levers** (row 12): raw unison's first sync of the mixed tree into an empty server home,
   with the lever on the command line, against the same run without it, interleaved.
 - **Interrupted** (row 14): `roaming-homes sync` runs in the background (a first sync of the
-  mixed tree; then a pass after half the tree's bytes were rewritten); once 40 % of what it
-  sends went through the relay, the namespace drops every packet until the pass has ended
-  (the time from the cut). The local home must be as it was; the link comes back and the next
-  passes (at most three: right after a cut the server's side of the cut pass may still hold its
-  temporary files, and the next pass fails those items, exit 2) must leave the server home
-  identical to it. *Sent again*: what the relay carried up in all of them less what there was
-  to send (less than nothing counts as 0).
+  mixed tree into an empty server home; then a pass after half the tree's bytes were
+  rewritten; then a new laptop's first sync of the same tree from its server home); once 40 %
+  of what it moves went through the relay, the namespace drops every packet until the pass has
+  ended (the time from the cut). The side it copies from must be as it was; the link comes
+  back and the next passes (at most three: right after a cut the server's side of the cut pass
+  may still hold its temporary files, and the next pass fails those items, exit 2) must leave
+  the other side identical to it. *Sent (fetched) again*: what the relay carried that way in
+  all of them less what there was to move (less than nothing counts as 0). Going up, the
+  server's rsync of the cut copy is still waiting on its dead connection when the next pass
+  starts, so the file it was receiving is sent again whole; coming down, the laptop's rsync
+  keeps its part and the next copy fetches only the rest.
 """
