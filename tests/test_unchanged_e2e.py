@@ -227,9 +227,9 @@ def test_with_skip_unchanged_never_every_pass_runs_unison(user: Setup) -> None:
 def test_a_server_gone_silent_under_the_open_connection_ends_the_pass_offline_at_the_check(
         tmp_path: Path, own_sshd: SshServer, prefer: str) -> None:
     """The pass's one exchange goes over the connection an earlier pass opened, and the server
-    stopped answering since (a link gone down). ssh's keep-alives end the exchange, and the
-    pass ends offline then, as a unison run that loses its connection does: unison is not
-    started on the dead link, to wait for a new connection to time out as well."""
+    stopped answering since (a link gone down). ssh's keep-alives end the shared connection,
+    and the pass ends offline then, as a unison run that loses its connection does: neither
+    ssh nor unison goes on to wait for a new connection to time out on the dead link."""
     user = Setup(tmp_path / "user", own_sshd)
     try:
         home_with_files(user, prefer)
@@ -239,7 +239,10 @@ def test_a_server_gone_silent_under_the_open_connection_ends_the_pass_offline_at
 
         code, outcome = user.sync_json()
 
-        assert (code, outcome["result"]) == (75, "offline"), outcome
+        # lost, not unreachable: the exchange ended with the shared connection, and ssh did
+        # not go on to wait out a connection of its own on the dead link
+        assert (code, outcome["result"], outcome["reason"]) == (75, "offline",
+                                                                "connection-lost"), outcome
         assert "--- pass started" not in passes(user)[before:], "unison was started"
     finally:
         own_sshd.thaw()

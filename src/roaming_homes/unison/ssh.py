@@ -650,6 +650,14 @@ def run_remote_bytes(server: Server, socket: Path | None, script: str,
                     why = "stopped" if stopped else "did not answer in time"
                     raise ConnectError(f"server {server.host} {why}",
                                        Reason.SERVER_UNREACHABLE) from None
+                if socket is not None and not os.path.lexists(socket):
+                    # The master is gone (its keep-alives found the link dead: it removes its
+                    # socket as it exits). ssh would now try a connection of its own and wait
+                    # out ConnectTimeout on the same dead link; the exchange is lost already.
+                    proc.kill()
+                    proc.wait()
+                    raise ConnectError(f"connection to {server.host} lost",
+                                       Reason.CONNECTION_LOST) from None
     if proc.returncode != 0:
         raise _classify_failure(server, err.decode(errors="replace"))
     return bytes(out)
