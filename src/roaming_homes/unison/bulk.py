@@ -12,7 +12,9 @@ synced paths (a new laptop; a new server home) and the other does, a first pass 
    outside the synced tree first, so a killed copy leaves no half file behind;
 3. runs unison's first sync with `-fastercheckUNSAFE`: a file new to unison gets a stand-in
    fingerprint (its path and size) instead of being read. That is safe exactly when both
-   sides hold the same contents, which step 4 proves;
+   sides hold the same contents, which this run's plan and step 4 prove: the plan must be
+   empty (any item is a difference, and the run stops before it propagates anything:
+   `actions.sync._Judge.copy_check`);
 4. lists both sides again (`same_as_copied`): every file must still have the size and
    modification time (to the nanosecond) the source had before the copy, on both sides, and
    there must be no other file. rsync gives the copy the source's time, so a file written on
