@@ -411,18 +411,53 @@ def _stills(job: Pass, plan: profile.Plan, socket: Path | None, rules: str,
             and not costs.pays(now, wanted["rescan_interval"])):
         return None
     server, started = job.server, time.monotonic()
+    # A home the last pass found still is likely still: the server is asked for its digest
+    # while this side's is taken, not after (on a big home each takes most of a second). Once
+    # this side turns out changed, the answer is not needed; that costs the server one digest
+    # each time a still home changes, not one a pass.
+    asking = (_Asking(job, socket, plan.paths)
+              if record is not None and not server.is_local and _had_nothing_to_do(job.store)
+              else None)
     stills = _Stills(rules, record, {
         side: unchanged.local_digest(root, plan.paths, plan.ignore_paths, plan.ignore_names)
         for side, root in _counted_here(plan, server).items()}, costs=costs)
     if record is None:  # the last pass had nothing to do: this one may record
         stills.wants_report = not server.is_local
     elif record.local == stills.digests["local"].value:
-        stills.asked = (stills.digests.get("server") if server.is_local
-                        else _ask_digest(job, socket, plan.paths))
+        if server.is_local:
+            stills.asked = stills.digests.get("server")
+        else:
+            stills.asked = (asking.answer() if asking is not None
+                            else _ask_digest(job, socket, plan.paths))
         stills.costs = replace(costs, check=time.monotonic() - started, checked=now)
         unchanged.save_costs(state_dir, stills.costs)
     # else this side changed: the pass will move it, and has nothing to record
     return stills
+
+
+class _Asking:
+    """`_ask_digest` in a thread of its own, so that this side's digest is taken meanwhile."""
+
+    def __init__(self, job: Pass, socket: Path | None, paths: Sequence[str]) -> None:
+        self._digest: unchanged.Digest | None = None
+        self._error: transport.ConnectError | None = None
+        # A daemon thread: a pass that does not need the answer does not wait for it to end.
+        self._thread = threading.Thread(target=self._ask, args=(job, socket, paths),
+                                        name="server digest", daemon=True)
+        self._thread.start()
+
+    def _ask(self, job: Pass, socket: Path | None, paths: Sequence[str]) -> None:
+        try:
+            self._digest = _ask_digest(job, socket, paths)
+        except transport.ConnectError as exc:
+            self._error = exc
+
+    def answer(self) -> unchanged.Digest | None:
+        """The server's digest (None: no usable answer); raises what `_ask_digest` raised."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._digest
 
 
 def _ask_digest(job: Pass, socket: Path | None,
