@@ -83,8 +83,8 @@ class Home:
         self.setup = Setup(base, sshd)
         self.docs = self.setup.home / "Documents"
 
-    def sync(self, *args: str, expect: tuple[int, ...] = (0,)) -> float:
-        return timed([*CLI, "sync", *args], self.setup.env, expect)
+    def sync(self, *args: str, expect: tuple[int, ...] = (0,), timeout: float = 600) -> float:
+        return timed([*CLI, "sync", *args], self.setup.env, expect, timeout)
 
     def write_raw_profile(self) -> None:
         """Our profile as roaming-homes writes it, but with connection sharing off.
@@ -233,10 +233,12 @@ class Bench:
         slow link one such run takes minutes, and raw unison's and the lever's would double it."""
         home = self.home("full-size")
         files, size = trees.mixed_tree(home.docs, size, self.pool)
+        # 1 GiB at 10 Mbit/s is about 15 minutes a run: far beyond the usual bound of a run
         self._first_sync(home, f"{size / (1 << 30):.1f} GiB in {_n(files)} files", runs,
-                         levers=False)
+                         levers=False, timeout=4 * 3600)
 
-    def _first_sync(self, home: Home, what: str, runs: int = 0, levers: bool = True) -> None:
+    def _first_sync(self, home: Home, what: str, runs: int = 0, levers: bool = True,
+                    timeout: float = 600) -> None:
         """Row 3: `sync --first-run` into an empty server home, against raw unison's, `rsync
         -a`'s, and the lever of a bulk copy that unison then builds its archives on (`levers`:
         the last two; `runs`: each this many times, else the plan's)."""
@@ -256,7 +258,7 @@ class Bench:
 
         def ours() -> float:
             fresh()
-            return home.sync("--first-run")
+            return home.sync("--first-run", timeout=timeout)
 
         def raw_unison() -> float:
             fresh()
@@ -264,7 +266,7 @@ class Bench:
 
         def theirs() -> float:
             fresh()
-            return timed(rsync, home.setup.env)
+            return timed(rsync, home.setup.env, timeout=timeout)
 
         def bulk_then_unison() -> float:
             fresh()
