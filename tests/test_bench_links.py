@@ -44,6 +44,8 @@ EXPECTED_ROWS = [
     ("14", "broadband: … the next pass: sent again of "),
     ("14", "broadband: cut mid-transfer: pass after half the tree was rewritten, 8 MiB in "),
     ("14", "broadband: … the next pass: sent again of "),
+    ("14", "broadband: cut mid-transfer: first sync of a new laptop, 8 MiB in "),
+    ("14", "broadband: … the next pass: fetched again of "),
     ("7", "broadband: local write → file on the server, over 3 writes, watch mode, p50"),
     ("7", "broadband: local write → file on the server, over 3 writes, watch mode, p99"),
 ]

@@ -8,11 +8,7 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
-
-pytestmark = pytest.mark.xdist_group("packages")  # with test_packages: one worker
 
 
 def test_build_makes_sdist_and_wheel_with_the_console_script(tmp_path: Path) -> None:

@@ -8,6 +8,8 @@ Deselect locally with `-m "not packages"`; CI runs them (they are selected by de
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import gzip
 import json
 import os
@@ -23,9 +25,7 @@ from roaming_homes import __version__
 from tests.support.homes import Setup
 from tests.support.sshd import SshServer
 
-# one worker for all that builds or installs (scripts/test runs --dist loadgroup): apt and dpkg
-# are the machine's, and two workers' installs and purges would race
-pytestmark = [pytest.mark.packages, pytest.mark.xdist_group("packages")]
+pytestmark = pytest.mark.packages
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -58,11 +58,25 @@ def _run(*args: str, timeout: float = 300) -> str:
     return result.stdout
 
 
+@contextlib.contextmanager
+def _one_worker_at_a_time(factory: pytest.TempPathFactory, what: str) -> Iterator[None]:
+    """Held while building (scripts/package writes into the source tree) or while the package
+    is installed (apt and dpkg are the machine's): this module's tests on another xdist worker
+    wait their turn. The lock file is in the run's temporary directory, which every worker of
+    the run shares."""
+    base = factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    with (shared / f"packages-{what}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 @pytest.fixture(scope="session")
 def packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """sdist, wheel, RPM and .deb, built once by scripts/package."""
     out = tmp_path_factory.mktemp("dist")
-    _run(str(ROOT / "scripts" / "package"), str(out), timeout=600)
+    with _one_worker_at_a_time(tmp_path_factory, "build"):
+        _run(str(ROOT / "scripts" / "package"), str(out), timeout=600)
     found = {"sdist": f"roaming_homes-{__version__}.tar.gz",
              "wheel": f"roaming_homes-{__version__}-py3-none-any.whl",
              "rpm": f"roaming-homes-{__version__}-1.noarch.rpm",
@@ -144,20 +158,22 @@ def test_deb_file_list_conffiles_and_dependencies(packages: dict[str, Path],
 
 
 @pytest.fixture(scope="module")
-def installed_deb(packages: dict[str, Path]) -> Iterator[None]:
+def installed_deb(packages: dict[str, Path],
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """The .deb installed with apt; purged (with what it pulled in) afterwards."""
-    before = _installed_packages()
-    if "roaming-homes" in before or Path("/etc/roaming-homes").exists():
-        pytest.fail("roaming-homes is already installed or /etc/roaming-homes exists: this "
-                    "test installs and purges the package; remove it first "
-                    "(apt-get purge roaming-homes) or deselect with -m 'not packages'")
-    try:
-        _run(*APT, "install", "--no-install-recommends", str(packages["deb"]))
-        yield
-    finally:
-        added = sorted(_installed_packages() - before)
-        if added:
-            _run(*APT, "purge", *added)
+    with _one_worker_at_a_time(tmp_path_factory, "install"):
+        before = _installed_packages()
+        if "roaming-homes" in before or Path("/etc/roaming-homes").exists():
+            pytest.fail("roaming-homes is already installed or /etc/roaming-homes exists: this "
+                        "test installs and purges the package; remove it first "
+                        "(apt-get purge roaming-homes) or deselect with -m 'not packages'")
+        try:
+            _run(*APT, "install", "--no-install-recommends", str(packages["deb"]))
+            yield
+        finally:
+            added = sorted(_installed_packages() - before)
+            if added:
+                _run(*APT, "purge", *added)
 
 
 def _installed_env(setup: Setup) -> dict[str, str]:
