@@ -333,6 +333,57 @@ def test_the_real_time_daemon_starts_a_new_laptop_with_the_copy(watched: Setup,
     assert AGAIN not in log_of(user), log_of(user)[-6000:]
 
 
+def _kill_relay(count_file: Path) -> None:
+    """The connection goes: the relay this test's ssh started (found by its count file) dies;
+    not the ssh and rsync processes that name it in their arguments."""
+    relays = subprocess.run(["pgrep", "-f", f"^{sys.executable} {THROTTLE} .*{count_file}"],
+                            capture_output=True, text=True, check=False).stdout.split()
+    assert relays, "no relay of this test found"
+    for pid in relays:
+        os.kill(int(pid), signal.SIGKILL)
+
+
+@pytest.mark.parametrize("prefer", ["newer", "none"])
+def test_the_real_time_daemon_takes_up_a_copy_its_link_cut_off(watched: Setup, tmp_path: Path,
+                                                               prefer: str) -> None:
+    """A new laptop's daemon, in real-time mode, loses its link in the middle of the first
+    sync's copy: the pass ends offline, and when the network is back (SIGUSR1, as on
+    NetworkManager's word) the daemon's next pass takes the copy up (the laptop holds only what
+    it copied) and the two sides agree."""
+    user = watched
+    big = MIN_BYTES // 2
+    random_files(user.server_home / "Documents", 3, big)
+    before = tree(user.server_home / "Documents")
+    configure(user, prefer, watch=True, interval=3600)
+    count_file = tmp_path / "relay.json"
+    throttle(user, 8 * MB, count_file)  # each connection gets a relay of its own
+    daemon = DaemonProcess(user)
+    try:
+        wait_for(lambda: size_of(user.home) >= big
+                 and size_of(user.state_dir / "bulk") >= big // 4, 60, "a file and a quarter")
+        _kill_relay(count_file)
+        wait_for(lambda: "--- pass ended: offline ---" in log_of(user), 60, "offline")
+
+        def network_back() -> bool:
+            """What NetworkManager tells the daemon when the network is back: a pass now (it
+            may say so more than once; one said while the daemon is still ending the offline
+            pass can be taken for the watch's own restart, whose pass then finds it offline)."""
+            if tree(user.home / "Documents") == before:
+                return True
+            daemon.signal(signal.SIGUSR1)
+            time.sleep(2)
+            return False
+
+        wait_for(network_back, 90, "the copy taken up after the link came back")
+        wait_for(lambda: "--- pass ended: in-sync ---" in log_of(user), 60, "the pass's end")
+    finally:
+        stop_as_logout([daemon])
+    assert "the connection to the server was lost during rsync's copy" in log_of(user)
+    assert log_of(user).count(COPYING) == 2 and AGAIN not in log_of(user), log_of(user)[-4000:]
+    assert tree(user.server_home / "Documents") == before
+    assert not (user.state_dir / "bulk-copy.json").exists()
+
+
 def test_a_copy_whose_connection_is_lost_ends_the_pass_offline_as_a_unison_run_would(
         user: Setup, tmp_path: Path) -> None:
     """Like a unison run that loses its connection: the pass ends offline (exit 75) at once,
@@ -352,13 +403,7 @@ def test_a_copy_whose_connection_is_lost_ends_the_pass_offline_as_a_unison_run_w
         wait_for(lambda: (size_of(user.home) >= big
                           and size_of(user.state_dir / "bulk") >= big // 4)
                  or first.poll() is not None, 60, "a file and a quarter")
-        # the connection goes: the relay this test's ssh started (found by its count file)
-        # dies; not the ssh and rsync processes that name it in their arguments
-        relays = subprocess.run(["pgrep", "-f", f"^{sys.executable} {THROTTLE} .*{count_file}"],
-                                capture_output=True, text=True, check=False).stdout.split()
-        assert relays, "no relay of this test found"
-        for pid in relays:
-            os.kill(int(pid), signal.SIGKILL)
+        _kill_relay(count_file)
         out, _ = first.communicate(timeout=60)
     finally:
         if first.poll() is None:
