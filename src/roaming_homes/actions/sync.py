@@ -743,7 +743,7 @@ def _bulk_copy(job: Pass, prepared: _Prepared, sink: LineSink) -> _Copied | None
         argv = bulk.rsync_argv(way, server, shell=planned.shell,
                                files_from=names, local_root=plan.local_root,
                                temps=(temp, bulk.server_temp(prepared.computer.id)),
-                               partial=partial, timeout=server.connect_timeout * 4 + 60)
+                               partial=partial, timeout=transport.silence_bound(server))
         ended, said = bulk.run_rsync(argv, job.abort, job.tracker.copied
                                      if job.tracker is not None else _no_bytes)
     except (OSError, DiskFull) as exc:

@@ -361,7 +361,7 @@ def _follow(proc: subprocess.Popen[bytes], abort: threading.Event | None,
         selector.register(proc.stdout, selectors.EVENT_READ)
         while True:
             if abort is not None and abort.is_set():
-                proc.terminate()  # rsync removes its temporary files on SIGTERM
+                proc.terminate()  # on SIGTERM rsync keeps its partial file (--partial-dir)
                 proc.wait()
                 return True
             if not selector.select(timeout=0.2):

@@ -627,11 +627,17 @@ def run_remote(server: Server, socket: Path | None, script: str,
     return run_remote_bytes(server, socket, script, abort, data).decode(errors="replace")
 
 
+def silence_bound(server: Server) -> float:
+    """Seconds an exchange of ours with the server may go without an answer: the keep-alives'
+    bound (`connect_timeout` x 4), and a minute for a slow command on a busy server."""
+    return server.connect_timeout * 4 + 60
+
+
 def run_remote_bytes(server: Server, socket: Path | None, script: str,
                      abort: threading.Event | None = None, data: bytes | None = None) -> bytes:
     """`run_remote`, its stdout as bytes: file names that are not UTF-8, file contents."""
     command = remote_command(server, socket, ["sh", "-c", script])
-    deadline = time.monotonic() + server.connect_timeout * 4 + 60
+    deadline = time.monotonic() + silence_bound(server)
     with runner.start(command, stdin=subprocess.DEVNULL if data is None else subprocess.PIPE,
                       stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         while True:
