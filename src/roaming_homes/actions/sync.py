@@ -781,14 +781,13 @@ class _CopyPlan:
 def _copy_planned(job: Pass, prepared: _Prepared) -> _CopyPlan | None:
     """Whether this first pass copies, and how; None when it does not (unison's first sync
     does all)."""
-    server, plan, wanted = job.server, prepared.plan, job.config["sync"]
+    server, wanted = job.server, job.config["sync"]
     shell = None if server.is_local else bulk.rsh(server, prepared.socket)
     if (shell is None or not wanted["bulk_first_sync"] or wanted["first_paths"]
             or ":" in server.host or shutil.which("rsync") is None):
         return None
     resuming = bulk.resumed(job.locations.state_dir, prepared.key)
-    here = bulk.local_listing(plan.local_root, prepared.paths, plan.ignore_paths,
-                              plan.ignore_names)
+    here = _local_listing(prepared)
     # Unless a copy is to be taken up, a home that holds files here could only be copied up:
     # one too small to be worth it needs no listing of the server.
     if resuming is None and bulk.holds_files(here) and not bulk.worth_copying(here):
@@ -823,6 +822,13 @@ def _no_bytes(_done: int, _files: int) -> None:
     pass
 
 
+def _local_listing(prepared: _Prepared) -> bulk.Listing:
+    """This side's replica's entries by unison's rules."""
+    plan = prepared.plan
+    return bulk.local_listing(plan.local_root, prepared.paths, plan.ignore_paths,
+                              plan.ignore_names)
+
+
 def _server_listing(job: Pass, prepared: _Prepared) -> bulk.Listing | None:
     """The server replica's entries by unison's rules, in one exchange (None: not there)."""
     plan = prepared.plan
@@ -844,14 +850,12 @@ def _on_the_copy(job: Pass, prepared: _Prepared, copied: _Copied, differs: bool,
     if unison found nothing to do (not `differs`), and both sides still hold exactly what was
     copied, as it was (`bulk.same_as_copied`); otherwise unison's first sync runs again the
     usual way, reading every file."""
-    plan = prepared.plan
     if differs:
         sink("first sync: unison found the copy different from its source; unison reads every "
              "file again")
         return run_unison(True)
     if run.returncode == 0:
-        here = bulk.local_listing(plan.local_root, prepared.paths, plan.ignore_paths,
-                                  plan.ignore_names)
+        here = _local_listing(prepared)
         there = _server_listing(job, prepared)
         if there is not None and bulk.same_as_copied(copied.source, here, there):
             return run, summary
