@@ -320,6 +320,26 @@ def test_a_question_printed_just_after_a_quiet_spell_is_read_before_it_is_answer
     assert answered.read_text() == "l\n"  # the item question, answered as one: list the plan
 
 
+def test_output_that_ends_like_a_question_is_not_answered_until_unison_reads(
+        tmp_path: Path) -> None:
+    """Output that ends like a question is looked at within milliseconds (`dialogue.ASKING`):
+    while unison goes on working instead of reading, nothing may be sent to it."""
+    early, answered = tmp_path / "early", tmp_path / "answered"
+    fake = tmp_path / "unison"
+    fake.write_text(
+        "#!/usr/bin/env python3\nimport select, sys, time\n"
+        "sys.stdout.write('new file ---->            looks like a question  [f] ')\n"
+        "sys.stdout.flush(); time.sleep(0.5)  # busy, not reading\n"
+        f"if select.select([sys.stdin], [], [], 0)[0]: open({str(early)!r}, 'w').write('x')\n"
+        "sys.stdout.write('\\nchanged  ---->            x  [f] '); sys.stdout.flush()\n"
+        f"open({str(answered)!r}, 'w').write(sys.stdin.readline())\n")
+    fake.chmod(0o755)
+    run = dialogue.run([str(fake)], dict(os.environ), lambda line: None, lambda items: True)
+    assert run.returncode == 0 and run.declined is None
+    assert not early.exists()
+    assert answered.read_text() == "l\n"
+
+
 @pytest.mark.parametrize(("warning", "answer"), [
     # a pass cut off while it saved its archives: unison found the new ones on every host
     (["Warning: unison may have terminated abnormally last time.", output.NEW_ARCHIVES], "\n"),

@@ -196,6 +196,14 @@ QUIET_QUESTION = 1.0
 
 
 IDLE = 0.1  # seconds without output after which we look whether unison waits for an answer
+# ... when what it printed last ends like a question: unison sits down to read at once, and a
+# pass that propagates asks twice (`l`, `g`): 0.1 s each was most of a real-time cycle on a LAN.
+ASKING = 0.003
+
+
+def _idle(tail: bytes) -> float:
+    """How long to wait for more output before looking whether unison waits for an answer."""
+    return ASKING if tail.endswith(b"] ") else IDLE
 
 
 def _converse(proc: subprocess.Popen[bytes], dialogue: _Dialogue,
@@ -208,7 +216,7 @@ def _converse(proc: subprocess.Popen[bytes], dialogue: _Dialogue,
     last = time.monotonic()
     while pending:
         stderr.keep_blocking(proc)
-        ready = select.select(list(pending), [], [], IDLE)[0]
+        ready = select.select(list(pending), [], [], _idle(pending.get(out, b"")))[0]
         if not ready:
             if abort is not None and abort.is_set() and proc.poll() is not None:
                 break  # the ssh master may hold our pipes (it got ssh's stdio handed over)
