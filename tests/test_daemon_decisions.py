@@ -7,6 +7,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from roaming_homes.actions.daemon import (
     BUSY_RETRY,
     FileWatch,
     Health,
+    ended_offline,
     fallback_line,
     network_came_up,
     sd_notify,
@@ -25,6 +27,7 @@ from roaming_homes.actions.daemon import (
 from roaming_homes.actions.watch import WatchResult
 from roaming_homes.errors import RoamingHomesError
 from roaming_homes.outcome import Reason, Result, SyncOutcome
+from roaming_homes.paths import Locations
 from roaming_homes.session.lock import SyncLock, lock_purpose
 from roaming_homes.session.progress import Progress
 
@@ -141,6 +144,18 @@ def test_when_real_time_mode_is_tried_again(result: WatchResult, delay: float) -
     assert watch_retry_delay(result, defaults(interval=60, rescan_interval=3600)) == delay
 
 
+@pytest.mark.parametrize(("result", "offline"), [
+    (WatchResult("unreachable", outcome=outcome("offline")), True),
+    (WatchResult("stopped"), False),  # stopped for the request: make way
+    (WatchResult("lock held", outcome=outcome("busy")), False),
+    (WatchResult("unison failed", outcome=outcome("failed")), False),
+    (WatchResult("no unison-fsmonitor on the server", fallback=True), False),
+])
+def test_a_pass_asked_for_while_the_watch_ends_offline_is_kept(result: WatchResult,
+                                                               offline: bool) -> None:
+    assert ended_offline(result) is offline
+
+
 def test_the_fallback_line_says_what_happens_instead_and_when_watching_is_retried() -> None:
     line = fallback_line("no unison-fsmonitor on this computer", defaults(interval=60))
 
@@ -229,3 +244,36 @@ def test_a_ticket_found_is_not_looked_for_again_until_a_pass_says_how_it_went() 
     health.ticket_found = True
     health.update(outcome("in-sync", "in sync: 1 item(s) transferred", transferred=1))
     assert not health.waiting_for_ticket
+
+
+def test_a_pass_asked_for_as_the_watch_ends_offline_is_tried_not_made_way_for(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NetworkManager's "network is back" (a pass asked for) that arrives while real-time mode
+    is ending on an offline pass: the daemon must not take it for a sync of the user's own and
+    leave the lock free for nobody; the pass stays asked for, for the next cycle's probe."""
+    config = tmp_path / "roaming-homes.toml"
+    config.write_text('[server]\nhost = "homes.example.org"\n[sync]\nwatch = true\n')
+    locations = Locations.from_env({"HOME": str(tmp_path / "home"),
+                                    "ROAMING_HOMES_CONFIG": str(config),
+                                    "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
+                                    "XDG_STATE_HOME": str(tmp_path / "state"),
+                                    "XDG_RUNTIME_DIR": str(tmp_path / "run")})
+    the_daemon = daemon.Daemon(locations, None)
+    made_way: list[bool] = []
+    monkeypatch.setattr(the_daemon, "_make_way", lambda: made_way.append(True))
+    monkeypatch.setattr(daemon.notify, "after_pass", lambda *args: None)
+
+    def watch_ending_offline(config: object, locations: object, stop: threading.Event,
+                             *, on_outcome: Callable[[SyncOutcome], None],
+                             **kwargs: object) -> WatchResult:
+        offline = outcome("offline")
+        on_outcome(offline)  # recorded and reported like a pass, as the watch does
+        the_daemon.request_pass()  # the network is back, just as the offline pass ends
+        assert stop.wait(10)  # the daemon has stopped the watch for it
+        return WatchResult("unreachable", outcome=offline)
+
+    monkeypatch.setattr(daemon.realtime, "run_watch", watch_ending_offline)
+    the_daemon._watch()
+
+    assert made_way == []
+    assert the_daemon.health.offline and the_daemon._pass_requested

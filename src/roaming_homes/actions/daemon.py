@@ -125,6 +125,13 @@ def watch_retry_delay(result: realtime.WatchResult, config: Config) -> float:
     return config["sync"]["interval"]
 
 
+def ended_offline(result: realtime.WatchResult) -> bool:
+    """Whether real-time mode ended on its own because the server could not be reached: a
+    pass asked for meanwhile is then not a reason to make way (nobody waits for the lock) but
+    a pass to try once the network is back."""
+    return result.outcome is not None and result.outcome.result == Result.OFFLINE
+
+
 def fallback_line(reason: str, config: Config) -> str:
     minutes = max(1, round(config["sync"]["rescan_interval"] / 60))
     return (f"falling back to a pass every {config['sync']['interval']} s (real-time mode is "
@@ -445,9 +452,13 @@ class Daemon:
         self._last_pass_end = time.monotonic()
         if self._stopping:
             return
-        if making_way:
+        if making_way and not ended_offline(ended[0]):
             self._make_way()
             return
+        if making_way:
+            # Asked for while the watch was ending offline (NetworkManager's "network is
+            # back", or SIGUSR1): the request stands, for the next cycle's probe and pass.
+            self._pass_requested = True
         self._after_watch(ended[0], config, reported=reported)
 
     def _while_watching(self, stop: threading.Event,
