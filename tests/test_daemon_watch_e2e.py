@@ -288,3 +288,39 @@ def test_stopping_while_the_server_is_out_of_reach_tells_what_is_only_here(
         "2 file(s) changed on this computer are not on 127.0.0.1 yet (the server is out of "
         "reach): Documents/draft.txt, Documents/tab\\there.txt. They sync the next time")
     assert shown["hints"]["urgency"] == 2 and shown["actions"] == {}
+
+
+@pytest.mark.parametrize("prefer", ["newer", "none"])
+def test_the_servers_echo_of_a_cycle_waits_and_a_change_made_there_meanwhile_is_synced(
+        watched: Setup, tag: str, start_daemon: StartDaemon, prefer: str) -> None:
+    """What a cycle wrote on the server comes back from the server's monitor: that report is
+    held (no pass for it at once, `watch.ECHO_WINDOW`), then synced; another computer's edit
+    of the same file just after the cycle reaches this computer all the same."""
+    watching(watched, tag, prefer=prefer)(start_daemon)
+    docs, sdocs = watched.home / "Documents", watched.server_home / "Documents"
+    log = watched.state_dir / "sync.log"
+
+    def passes() -> int:
+        return log.read_text().count("--- pass started")
+
+    (docs / "held.txt").write_text("from laptop")
+    wait_for(appears(sdocs / "held.txt", "from laptop"), 10, "a local write on the server")
+    wait_for(lambda: passes_at_end(log), 10, "the cycle's end")
+    after_cycle = passes()
+    time.sleep(2.0)  # the echo comes within a second (the monitor's settle): it is held
+    assert passes() == after_cycle, log.read_text()[-2000:]
+    wait_for(lambda: passes() == after_cycle + 1 and passes_at_end(log), 15,
+             "the held echo's own pass once its window is over")
+
+    (docs / "edited.txt").write_text("from laptop")
+    wait_for(appears(sdocs / "edited.txt", "from laptop"), 10, "a local write on the server")
+    (sdocs / "edited.txt").write_text("from another computer, just after")
+    wait_for(appears(docs / "edited.txt", "from another computer, just after"), 20,
+             "the other computer's edit, within the echo window")
+    assert not list(docs.glob("*conflict*")) and not list(sdocs.glob("*conflict*"))
+
+
+def passes_at_end(log: Path) -> bool:
+    """No pass is running: the log's last pass line is its end."""
+    lines = [line for line in log.read_text().splitlines() if "--- pass " in line]
+    return bool(lines) and "--- pass ended" in lines[-1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -31,3 +32,89 @@ def test_a_stop_after_the_session_closed_writes_nothing_into_a_reused_descriptor
     finally:
         for fd in {reader, writer, session.wake_w}:  # os.pipe may have taken the number back
             os.close(fd)
+
+
+def test_an_echo_of_the_last_cycle_is_held_until_its_window_ends() -> None:
+    echoes = watch.Echoes()
+    assert echoes.take(["Documents/a.txt"], 100.0) == ["Documents/a.txt"]  # nothing expected
+    echoes.expect(("Documents/a.txt", "Music"), 100.0)
+
+    assert echoes.take(["Documents/a.txt", "Music/x/y.ogg"], 101.0) == []
+    assert not echoes.due(101.0)
+    assert echoes.due(100.0 + watch.ECHO_WINDOW)
+    assert echoes.release() == ["Documents/a.txt", "Music/x/y.ogg"]
+    assert echoes.release() == [] and not echoes.due(200.0)
+
+
+@pytest.mark.parametrize("report", [
+    ["Documents/b.txt"],  # another path: another computer's change
+    ["Documents/a.txt", "Documents/b.txt"],  # partly an echo: all of it now
+    ["Documents"],  # above what the cycle synced
+])
+def test_a_report_that_is_not_only_echoes_is_synced_at_once(report: list[str]) -> None:
+    echoes = watch.Echoes()
+    echoes.expect(("Documents/a.txt",), 100.0)
+    assert echoes.take(report, 101.0) == report
+    assert echoes.take(["Documents/a.txt"], 100.0 + watch.ECHO_WINDOW) == ["Documents/a.txt"]
+
+
+class _FakeMonitor:
+    """A monitor whose reports the test hands it; readable (for select) while it has one."""
+
+    def __init__(self) -> None:
+        self.fd, self._w = os.pipe()
+        self.reports: list[list[str]] = []
+
+    def say(self, paths: list[str]) -> None:
+        self.reports.append(paths)
+        os.write(self._w, b"x")
+
+    def has_line(self) -> bool:
+        return bool(self.reports)
+
+    def changes(self) -> list[str]:
+        os.read(self.fd, 1)
+        return self.reports.pop(0)
+
+    def fill(self) -> None:
+        pass
+
+    def close(self) -> None:
+        os.close(self.fd)
+        os.close(self._w)
+
+
+def _session_with(monitors: list[_FakeMonitor]) -> watch._Session:
+    job = SimpleNamespace(config={"sync": {"rescan_interval": 60}}, abort=threading.Event())
+    session = watch._Session(job, threading.Event(), lambda outcome: None,  # type: ignore[arg-type]
+                             None)
+    session.monitors = monitors  # type: ignore[assignment]
+    return session
+
+
+def test_a_held_echo_goes_with_the_next_change_made_here() -> None:
+    here, there = _FakeMonitor(), _FakeMonitor()
+    session = _session_with([here, there])
+    session.echoes.expect(("Documents/a.txt",), time.monotonic())
+    there.say(["Documents/a.txt"])
+    threading.Timer(0.3, here.say, (["Documents/b.txt"],)).start()
+
+    wake, changed = session._wait(time.monotonic() + 60)
+    session.close()
+
+    assert wake is watch.Wake.CHANGES
+    assert changed == ["Documents/b.txt", "Documents/a.txt"]
+    assert session.echoes.held == []
+
+
+def test_a_held_echo_is_synced_on_its_own_when_nothing_else_comes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(watch, "ECHO_WINDOW", 0.3)
+    here, there = _FakeMonitor(), _FakeMonitor()
+    session = _session_with([here, there])
+    session.echoes.expect(("Documents/a.txt",), time.monotonic())
+    there.say(["Documents/a.txt"])
+
+    woke = session._wait(time.monotonic() + 60)
+    session.close()
+    assert woke == (watch.Wake.CHANGES, ["Documents/a.txt"])

@@ -11,6 +11,13 @@ the session and repeats every `sync.rescan_interval` seconds, for changes no mon
 
 Idle, the loop sleeps in `select` on the monitors' pipes: an unchanged home costs nothing.
 
+What a cycle wrote on the server, the server's monitor reports back a moment later (its echo).
+That report is held for `ECHO_WINDOW` seconds (`Echoes`) and goes with the next cycle, or on
+its own once the window is over, instead of starting a pass at once: over a slow link that pass
+(unison's whole exchange, for nothing) held up the next change made here by seconds. Nothing
+reported is dropped: a change made there by another computer meanwhile is synced at most
+`ECHO_WINDOW` seconds later, as any change reported.
+
 The server's monitor is started with `--idle-timeout server.watch_idle_timeout` and ends the
 session's ssh connection there when this computer says nothing for that long (it vanished:
 lid closed, network down); a thread of the session sends it a keep-alive (`WAIT`, which every
@@ -30,7 +37,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from roaming_homes.actions import sync as engine
 from roaming_homes.config import Config
@@ -56,6 +63,7 @@ _REPLICA = "0" * 32  # the one replica each monitor watches (its archive-hash sl
 _EXIT_WAIT = 5.0  # seconds a monitor that closed its output gets to exit
 _ANSWER_TIMEOUT = 30.0  # seconds a monitor may take to answer (a large tree is walked at START)
 KEEPALIVES = 5  # keep-alives sent to the server's monitor within its idle timeout
+ECHO_WINDOW = 5.0  # seconds a report of what the last cycle wrote on the server is held
 
 
 class Wake(enum.Enum):
@@ -73,6 +81,36 @@ class WatchResult:
     reason: str
     fallback: bool = False
     outcome: SyncOutcome | None = None  # the failure that ended it (offline, busy, fatal)
+
+
+@dataclass
+class Echoes:
+    """The server's reports of paths the last cycle wrote there, held until the next cycle or
+    the end of `ECHO_WINDOW` (see the module's docstring)."""
+
+    paths: tuple[str, ...] = ()  # what the last cycle that transferred synced
+    until: float = 0.0  # monotonic end of the window
+    held: list[str] = field(default_factory=list)
+
+    def expect(self, paths: tuple[str, ...], now: float) -> None:
+        """A cycle over `paths` transferred: their echoes may come."""
+        self.paths, self.until = paths, now + ECHO_WINDOW
+
+    def take(self, reported: list[str], now: float) -> list[str]:
+        """What of the server's report to sync now: all of it, unless every path lies below
+        what the last cycle synced and its window is open (then it is held)."""
+        if reported and now < self.until and all(is_below(p, self.paths) for p in reported):
+            self.held.extend(reported)
+            return []
+        return reported
+
+    def due(self, now: float) -> bool:
+        return bool(self.held) and now >= self.until
+
+    def release(self) -> list[str]:
+        """The held paths, to sync with the cycle about to run (or its full pass)."""
+        held, self.held = self.held, []
+        return held
 
 
 class MonitorGone(Exception):
@@ -284,7 +322,8 @@ class _Session:
                  on_progress: ProgressSink | None) -> None:
         self.job, self.stop, self.on_outcome = job, stop, on_outcome
         self.on_progress = on_progress
-        self.monitors: list[MonitorLink] = []
+        self.monitors: list[MonitorLink] = []  # this computer's, then the server's
+        self.echoes = Echoes()
         self.wake_r, self.wake_w = os.pipe()
         self.finished = threading.Event()
         # The waker writes to wake_w while close() may close it: a descriptor closed and then
@@ -412,6 +451,8 @@ class _Session:
                         # watched afresh before the pass looks: what changes after it is seen
                         self._rewatch([p for p in wanted if p in paths])
                         outcome = self.pass_(wanted)
+                        if outcome.transferred:
+                            self.echoes.expect(wanted, time.monotonic())
             except MonitorGone as exc:
                 return WatchResult(f"real-time mode interrupted: {exc}")
             if _ends_watch(outcome):
@@ -425,21 +466,27 @@ class _Session:
                 monitor.rewatch(path)
 
     def _wait(self, rescan_at: float) -> tuple[Wake, list[str]]:
-        """What wakes the loop next: paths the monitors report, the rescan falling due (or a
-        monitor that lost events: "" among the paths), or the stop."""
+        """What wakes the loop next: paths the monitors report (the server's echoes of the last
+        cycle held, `Echoes`), the rescan falling due (or a monitor that lost events: "" among
+        the paths), or the stop."""
         fds = [m.fd for m in self.monitors] + [self.wake_r]
         while True:
             if self.stop.is_set():
                 return Wake.STOP, []
-            changed = [path for m in self.monitors if m.has_line() for path in m.changes()]
-            if "" in changed:
+            now = time.monotonic()
+            reports = [m.changes() if m.has_line() else [] for m in self.monitors]
+            if any("" in report for report in reports):
+                self.echoes.release()  # the full pass covers them
                 return Wake.RESCAN, []
-            if changed:
-                return Wake.CHANGES, changed
-            left = rescan_at - time.monotonic()
-            if left <= 0:
+            *here, there = reports
+            changed = [path for report in here for path in report] + self.echoes.take(there, now)
+            if changed or self.echoes.due(now):
+                return Wake.CHANGES, changed + self.echoes.release()
+            if rescan_at <= now:
+                self.echoes.release()
                 return Wake.RESCAN, []
-            ready = select.select(fds, [], [], left)[0]
+            wake_at = min(rescan_at, self.echoes.until) if self.echoes.held else rescan_at
+            ready = select.select(fds, [], [], wake_at - now)[0]
             for monitor in self.monitors:
                 if monitor.fd in ready:
                     monitor.fill()
