@@ -247,3 +247,34 @@ def test_a_server_gone_silent_under_the_open_connection_ends_the_pass_offline_at
     finally:
         own_sshd.thaw()
         user.close()
+
+
+@pytest.mark.parametrize("prefer", ["newer", "none"])
+def test_unison_whose_shared_connection_dies_under_it_ends_offline_without_a_connection_of_its_own(
+        tmp_path: Path, own_sshd: SshServer, prefer: str) -> None:
+    """Something changed here, so the pass runs unison over the connection an earlier pass
+    opened, and the server has gone silent (a link gone down). The keep-alives (1 s here) end
+    the shared connection within seconds; unison's ssh must not then try a connection of its
+    own, which would wait out the whole ConnectTimeout (30 s here) on the dead link."""
+    user = Setup(tmp_path / "user", own_sshd)
+    try:
+        docs, _server = home_with_files(user, prefer)
+        user.configure(sync={"prefer": prefer, **ALWAYS},
+                       server={"connect_timeout": 30,
+                               "ssh_options": [*own_sshd.ssh_options(), "-o",
+                                               "ServerAliveInterval=1"]})
+        assert sync(user)["result"] == "in-sync"  # the shared connection is open
+        (docs / "f00.txt").write_text("changed here")
+        before = len(passes(user))
+        own_sshd.freeze()
+
+        result = user.sync("--json", timeout=20)  # the keep-alives' bound, not ConnectTimeout's
+
+        outcome = json.loads(result.stdout)
+        assert (result.returncode, outcome["result"], outcome["reason"]) == (
+            75, "offline", "connection-lost"), outcome
+        assert "--- pass started" in passes(user)[before:], "unison was not started"
+    finally:
+        own_sshd.thaw()
+        user.close()
+    assert (docs / "f00.txt").read_text() == "changed here"

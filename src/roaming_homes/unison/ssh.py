@@ -166,10 +166,19 @@ def ssh_options(server: Server, socket: Path | None) -> list[str]:
     BatchMode and ConnectTimeout come first so that no configured option can make ssh prompt
     or hang; the keep-alives and connection sharing come after the administrator's options so
     those can tune them.
+
+    With a `socket`, ssh goes through the shared connection or not at all: when the master is
+    gone (its keep-alives found the link dead), ssh would otherwise open a connection of its
+    own and wait out ConnectTimeout once more on the same dead link. Its ProxyCommand (used
+    only for a connection of its own) is `false`, which fails at once: the pass ends with the
+    connection lost, and the next one opens a new shared connection.
     """
     timeout = max(1, round(server.connect_timeout))
-    options = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={timeout}", *server.ssh_options,
-               "-o", f"ServerAliveInterval={timeout}", "-o", "ServerAliveCountMax=3"]
+    options = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={timeout}"]
+    if socket is not None:
+        options += ["-o", "ProxyCommand=false"]
+    options += [*server.ssh_options, "-o", f"ServerAliveInterval={timeout}",
+                "-o", "ServerAliveCountMax=3"]
     if socket is not None:
         options += ["-o", f"ControlPath={socket}", "-o", "ControlMaster=no"]
     return options
@@ -658,12 +667,19 @@ def run_remote_bytes(server: Server, socket: Path | None, script: str,
                                        Reason.SERVER_UNREACHABLE) from None
                 if socket is not None and not os.path.lexists(socket):
                     # The master is gone (its keep-alives found the link dead: it removes its
-                    # socket as it exits). ssh would now try a connection of its own and wait
-                    # out ConnectTimeout on the same dead link; the exchange is lost already.
+                    # socket as it exits); the exchange is lost with it.
                     proc.kill()
                     proc.wait()
-                    raise ConnectError(f"connection to {server.host} lost",
-                                       Reason.CONNECTION_LOST) from None
+                    raise _lost(server) from None
     if proc.returncode != 0:
+        if socket is not None and (not os.path.lexists(socket) or _ask_master(
+                server, socket, "check") is not Master.ANSWERED):
+            # The master died under the exchange, and ssh could not go on without it (see
+            # `ssh_options`): what ssh then says is about its own connection, never made.
+            raise _lost(server)
         raise _classify_failure(server, err.decode(errors="replace"))
     return bytes(out)
+
+
+def _lost(server: Server) -> ConnectError:
+    return ConnectError(f"connection to {server.host} lost", Reason.CONNECTION_LOST)
