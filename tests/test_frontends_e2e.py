@@ -217,7 +217,11 @@ def test_two_computers_through_different_front_ends_at_once_lose_no_edit(
     assert _served_by(cluster) == ["fe1", "fe2"]  # one through each
     written = set()
     for round_ in range(4):
-        texts = {setup: f"round {round_} by {setup.base.name}\n" for setup in computers}
+        # Each round's text is longer than the last: a same-size rewrite in the same
+        # two-second step as the pass before is one unison's quick check cannot see (a CLI
+        # pass knows of no write; docs/unison.md, fastcheck).
+        texts = {setup: f"round {round_} by {setup.base.name}{'.' * round_}\n"
+                 for setup in computers}
         for setup, text in texts.items():
             (setup.home / "Documents" / "shared.txt").write_text(text)
             (setup.home / "Documents" / f"{setup.base.name}-{round_}.txt").write_text(text)

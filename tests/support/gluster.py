@@ -96,6 +96,11 @@ class Volume:
             (base / brick).mkdir(parents=True)
         wait_for(lambda: self._glusterd() and self._create().returncode == 0, 60,
                  f"volume {self.name} created")
+        # As docs/server.md asks of a volume served by several front-ends: the bricks tell
+        # every client when a file changes, so that no front-end lists a folder from its cache.
+        for option in ("features.cache-invalidation", "performance.cache-invalidation"):
+            done = _run([*GLUSTER, "volume", "set", self.name, option, "on"])
+            assert done.returncode == 0, done.stdout + done.stderr
         started = _run([*GLUSTER, "volume", "start", self.name])
         assert started.returncode == 0, started.stdout + started.stderr
 
