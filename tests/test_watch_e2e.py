@@ -4,7 +4,13 @@ change."""
 
 from __future__ import annotations
 
+import time
+
+import pytest
+
+from roaming_homes.actions import watch as realtime
 from roaming_homes.session.state import StateStore
+from tests.support.daemon import appears
 from tests.support.fsmonitor import monitors_of, monitors_tagged
 from tests.support.homes import Setup
 from tests.support.waiting import wait_for
@@ -114,5 +120,27 @@ def test_a_synced_folder_replaced_while_watching_is_watched_again(watched: Setup
                  "the new folder on the server")
         (docs / "later.txt").write_text("later")  # only a watch of the new folder sees this
         wait_for(lambda: (sdocs / "later.txt").exists(), 10, "a write in the new folder")
+    finally:
+        assert watcher.finish().reason == "stopped"
+
+
+def test_a_file_fetched_from_the_server_is_fetched_again_at_once_when_it_changes_there(
+        watched: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only what this computer wrote on the server comes back as an echo to hold: another
+    computer's next edit of a file just fetched from there is synced at once (the window is
+    a minute here, so that a held report could not pass for a prompt one)."""
+    monkeypatch.setattr(realtime, "ECHO_WINDOW", 60.0)
+    docs, sdocs = watched.home / "Documents", watched.server_home / "Documents"
+    watcher = Watcher(watched).start()
+    try:
+        wait_for(lambda: bool(watcher.outcomes), 20, "the first sync")
+        (sdocs / "shared.txt").write_text("from another computer")
+        wait_for(appears(docs / "shared.txt", "from another computer"), 15, "the first edit")
+        # this computer's monitor reports the fetched file too, and its pass (which would
+        # carry a held report along) runs: the second edit comes after that
+        time.sleep(2.0)
+        (sdocs / "shared.txt").write_text("edited again there, just after")
+        wait_for(appears(docs / "shared.txt", "edited again there, just after"), 30,
+                 "the second edit, not held as an echo")
     finally:
         assert watcher.finish().reason == "stopped"

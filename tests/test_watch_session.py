@@ -106,6 +106,7 @@ def test_a_held_echo_goes_with_the_next_change_made_here() -> None:
     assert wake is watch.Wake.CHANGES
     assert changed == ["Documents/b.txt", "Documents/a.txt"]
     assert session.echoes.held == []
+    assert session.here == ["Documents/b.txt"]  # the echoes the cycle may expect: only these
 
 
 def test_a_held_echo_is_synced_on_its_own_when_nothing_else_comes(

@@ -11,12 +11,13 @@ the session and repeats every `sync.rescan_interval` seconds, for changes no mon
 
 Idle, the loop sleeps in `select` on the monitors' pipes: an unchanged home costs nothing.
 
-What a cycle wrote on the server, the server's monitor reports back a moment later (its echo).
-That report is held for `ECHO_WINDOW` seconds (`Echoes`) and goes with the next cycle, or on
-its own once the window is over, instead of starting a pass at once: over a slow link that pass
-(unison's whole exchange, for nothing) held up the next change made here by seconds. Nothing
-reported is dropped: a change made there by another computer meanwhile is synced at most
-`ECHO_WINDOW` seconds later, as any change reported.
+What a cycle carried from here to the server, the server's monitor reports back a moment later
+(its echo; what the cycle fetched from there is not expected back). That report is held for
+`ECHO_WINDOW` seconds (`Echoes`) and goes with the next cycle, or on its own once the window is
+over, instead of starting a pass at once: over a slow link that pass (unison's whole exchange,
+for nothing) held up the next change made here by seconds. Nothing reported is dropped: a
+change made there by another computer meanwhile is synced at most `ECHO_WINDOW` seconds later,
+as any change reported.
 
 The server's monitor is started with `--idle-timeout server.watch_idle_timeout` and ends the
 session's ssh connection there when this computer says nothing for that long (it vanished:
@@ -90,7 +91,7 @@ class Echoes:
     """The server's reports of paths the last cycle wrote there, held until the next cycle or
     the end of `ECHO_WINDOW` (see the module's docstring)."""
 
-    paths: tuple[str, ...] = ()  # what the last cycle that transferred synced
+    paths: tuple[str, ...] = ()  # what changed here, in the last cycle that transferred
     until: float = 0.0  # monotonic end of the window
     held: list[str] = field(default_factory=list)
 
@@ -313,6 +314,14 @@ def _nameable(path: str, paths: list[str]) -> str:
     return path
 
 
+def _wanted(changed: list[str], paths: list[str], plan: profile.Plan) -> tuple[str, ...]:
+    """The paths a cycle syncs for these reported ones: below the synced paths, not ignored,
+    nameable in a profile, the fewest that cover them all."""
+    return tuple(collapse(_nameable(p, paths) for p in changed
+                          if is_below(p, paths)
+                          and not is_ignored(p, plan.ignore_paths, plan.ignore_names)))
+
+
 def by_contents(home: Path, paths: tuple[str, ...]) -> bool:
     """Whether a cycle over `paths` has unison compare contents rather than trust size and
     time: when each is a file here, or gone (a deletion needs no reading).
@@ -349,6 +358,7 @@ class _Session:
         self.on_progress = on_progress
         self.monitors: list[MonitorLink] = []  # this computer's, then the server's
         self.echoes = Echoes()
+        self.here: list[str] = []  # what this computer's monitor reported for the last wake
         self.wake_r, self.wake_w = os.pipe()
         self.finished = threading.Event()
         # The waker writes to wake_w while close() may close it: a descriptor closed and then
@@ -469,10 +479,7 @@ class _Session:
                     case Wake.RESCAN:
                         outcome, rescan_at = self.pass_(), time.monotonic() + rescan
                     case Wake.CHANGES:
-                        wanted = tuple(collapse(
-                            _nameable(p, paths) for p in changed
-                            if is_below(p, paths) and not is_ignored(
-                                p, plan.ignore_paths, plan.ignore_names)))
+                        wanted = _wanted(changed, paths, plan)
                         if not wanted:
                             continue
                         # watched afresh before the pass looks: what changes after it is seen
@@ -480,7 +487,11 @@ class _Session:
                         outcome = self.pass_(wanted, contents=by_contents(
                             self.job.locations.home, wanted))
                         if outcome.transferred:
-                            self.echoes.expect(wanted, time.monotonic())
+                            # what changed here went to the server: its monitor will echo it
+                            # (what came from there did not: another computer's next edit of
+                            # it must not wait)
+                            self.echoes.expect(_wanted(self.here, paths, plan),
+                                               time.monotonic())
             except MonitorGone as exc:
                 return WatchResult(f"real-time mode interrupted: {exc}")
             if _ends_watch(outcome):
@@ -506,9 +517,11 @@ class _Session:
             if any("" in report for report in reports):
                 self.echoes.release()  # the full pass covers them
                 return Wake.RESCAN, []
-            *here, there = reports
-            changed = [path for report in here for path in report] + self.echoes.take(there, now)
+            *ours, there = reports
+            here = [path for report in ours for path in report]
+            changed = here + self.echoes.take(there, now)
             if changed or self.echoes.due(now):
+                self.here = here
                 return Wake.CHANGES, changed + self.echoes.release()
             if rescan_at <= now:
                 self.echoes.release()
