@@ -324,23 +324,3 @@ def passes_at_end(log: Path) -> bool:
     """No pass is running: the log's last pass line is its end."""
     lines = [line for line in log.read_text().splitlines() if "--- pass " in line]
     return bool(lines) and "--- pass ended" in lines[-1]
-
-
-@pytest.mark.parametrize("prefer", ["newer", "none"])
-def test_a_same_size_rewrite_that_keeps_the_files_time_is_synced_in_real_time(
-        watched: Setup, tag: str, start_daemon: StartDaemon, prefer: str) -> None:
-    """A file rewritten at the same size with its time kept (as `cp -p` or `tar` do, or an
-    application saving twice within unison's two-second step): unison's quick check takes it
-    for unchanged, but the monitor saw it written, and the cycle compares contents."""
-    watching(watched, tag, prefer=prefer)(start_daemon)
-    docs, sdocs = watched.home / "Documents", watched.server_home / "Documents"
-    (docs / "settings.db").write_bytes(b"version one")
-    wait_for(appears(sdocs / "settings.db", "version one"), 10, "the first version there")
-    kept = (docs / "settings.db").stat()
-
-    with open(docs / "settings.db", "r+b") as db:  # in place, as a database writes
-        db.write(b"version two")
-    os.utime(docs / "settings.db", ns=(kept.st_atime_ns, kept.st_mtime_ns))
-
-    wait_for(appears(sdocs / "settings.db", "version two"), 15, "the rewrite on the server")
-    assert (docs / "settings.db").read_bytes() == b"version two"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -120,14 +119,3 @@ def test_a_held_echo_is_synced_on_its_own_when_nothing_else_comes(
     woke = session._wait(time.monotonic() + 60)
     session.close()
     assert woke == (watch.Wake.CHANGES, ["Documents/a.txt"])
-
-
-def test_a_cycle_compares_contents_when_it_names_only_files(tmp_path: Path) -> None:
-    (tmp_path / "Documents" / "sub").mkdir(parents=True)
-    (tmp_path / "Documents" / "a.db").write_bytes(b"x")
-    (tmp_path / "Documents" / "link").symlink_to("a.db")
-
-    assert watch.by_contents(tmp_path, ("Documents/a.db", "Documents/gone.txt"))
-    assert not watch.by_contents(tmp_path, ("Documents/a.db", "Documents/sub"))  # a tree
-    assert not watch.by_contents(tmp_path, ("Documents/link",))
-    assert not watch.by_contents(tmp_path, ())

@@ -281,9 +281,6 @@ class Pass:
     # unison's output and our notes, line by line, for the progress tracker
     on_output: LineSink = _ignore
     tracker: progress.Tracker | None = None  # what a first sync's bulk copy reports to
-    # unison compares the files' contents, not their size and time (`-fastcheck false`): a
-    # real-time cycle over files its monitor saw written (see `watch.by_contents`)
-    by_contents: bool = False
 
 
 @dataclass
@@ -626,20 +623,6 @@ def guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], *, first_run: b
         return outcome(Result.FAILED, exc.message, reason=Reason.DISK_FULL)
 
 
-def _pass_arguments(job: Pass, prepared: _Prepared, winner: str | None) -> list[str]:
-    """unison's arguments for this pass beyond the profile: the guards', and what the caller
-    asked for (a winner, contents compared)."""
-    extra = prepared.extra
-    if job.by_contents:
-        extra = [*extra, "-fastcheck", "false"]
-    if winner is not None:
-        plan = prepared.plan
-        # No conflict copies: the other side's versions go to its backups, as in any pass.
-        extra = [*extra, "-force", plan.local_root if winner == "local" else plan.server_root,
-                 "-copyonconflict=false"]
-    return extra
-
-
 def _guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], first_run: bool,
                   force: bool, only: tuple[str, ...] | None,
                   winner: str | None) -> SyncOutcome:
@@ -650,7 +633,12 @@ def _guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], first_run: boo
     if stills is not None and stills.nothing_changed:
         return _unchanged_pass(job, prepared, outcome)
     unchanged.drop(job.locations.state_dir)
-    first, extra = prepared.first, _pass_arguments(job, prepared, winner)
+    first, extra = prepared.first, prepared.extra
+    if winner is not None:
+        plan = prepared.plan
+        # No conflict copies: the other side's versions go to its backups, as in any pass.
+        extra = [*extra, "-force", plan.local_root if winner == "local" else plan.server_root,
+                 "-copyonconflict=false"]
     judge = _Judge(job, prepared, force, confirms=winner is None)  # a restore confirms none
     with job.store.open_log() as transcript:
         def sink(line: str) -> None:

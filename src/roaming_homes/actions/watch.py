@@ -33,14 +33,12 @@ import logging
 import os
 import select
 import signal
-import stat
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 from roaming_homes.actions import sync as engine
 from roaming_homes.config import Config
@@ -322,29 +320,6 @@ def _wanted(changed: list[str], paths: list[str], plan: profile.Plan) -> tuple[s
                           and not is_ignored(p, plan.ignore_paths, plan.ignore_names)))
 
 
-def by_contents(home: Path, paths: tuple[str, ...]) -> bool:
-    """Whether a cycle over `paths` has unison compare contents rather than trust size and
-    time: when each is a file here, or gone (a deletion needs no reading).
-
-    unison takes a file whose size is the same and whose time is in the same two-second step
-    as at the last pass for unchanged (it rounds times for FAT). An application that saves a
-    file twice within two seconds at the same size, or keeps its time (`cp -p`, `tar`), would
-    have its second version left unsynced until the file changes again, although the monitor
-    said it was written. Reading the few files a cycle names costs little; a folder (a tree
-    made or moved in) keeps unison's quick check, which a full pass repeats anyway.
-    """
-    for path in paths:
-        try:
-            mode = (home / path).lstat().st_mode
-        except FileNotFoundError:
-            continue
-        except OSError:
-            return False
-        if not stat.S_ISREG(mode):
-            return False
-    return bool(paths)
-
-
 def _ends_watch(outcome: SyncOutcome) -> bool:
     return outcome.result in _ENDS_WATCH or outcome.reason == Reason.REPLICA
 
@@ -406,15 +381,13 @@ class _Session:
         self.on_outcome(outcome)
         return outcome
 
-    def pass_(self, only: tuple[str, ...] | None = None, always: bool = False,
-              contents: bool = False) -> SyncOutcome:
+    def pass_(self, only: tuple[str, ...] | None = None, always: bool = False) -> SyncOutcome:
         """One guarded pass, with its progress published like any pass's (`status` shows a
         pass running; a big first sync is announced). It is recorded (`always`, or when it
         transferred or did not simply end in sync) before its progress goes: whoever follows
         the progress finds the outcome once the pass is over."""
         tracker = progress.Tracker(self.job.locations, self.on_progress)
-        job = replace(self.job, on_output=tracker.wrap(self.job.on_output), tracker=tracker,
-                      by_contents=contents)
+        job = replace(self.job, on_output=tracker.wrap(self.job.on_output), tracker=tracker)
         try:
             outcome = engine.guarded_pass(job, engine.outcomes(self.job.server), only=only)
             if always or outcome.transferred or outcome.result != Result.IN_SYNC:
@@ -484,8 +457,7 @@ class _Session:
                             continue
                         # watched afresh before the pass looks: what changes after it is seen
                         self._rewatch([p for p in wanted if p in paths])
-                        outcome = self.pass_(wanted, contents=by_contents(
-                            self.job.locations.home, wanted))
+                        outcome = self.pass_(wanted)
                         if outcome.transferred:
                             # what changed here went to the server: its monitor will echo it
                             # (what came from there did not: another computer's next edit of
