@@ -441,17 +441,23 @@ def _clear(socket: Path, state: Master) -> None:
                            Reason.SSH_FAILED) from None
 
 
-def master_answers(server: Server, socket: Path) -> bool:
-    """Whether a master answers at `socket`; if not, its socket (and a hung master of ours) is
-    cleared away, so that a new master can listen there."""
+def _master_check(server: Server, socket: Path) -> Master | None:
+    """The master's answer to `ssh -O check`; None when there is no socket at all."""
     # No socket means no master: skip asking ssh (a process start saved on the first pass of a
     # session and on every offline pass).
     if not os.path.lexists(socket):
-        return False
-    state = _ask_master(server, socket, "check")
+        return None
+    return _ask_master(server, socket, "check")
+
+
+def master_answers(server: Server, socket: Path) -> bool:
+    """Whether a master answers at `socket`; if not, its socket (and a hung master of ours) is
+    cleared away, so that a new master can listen there."""
+    state = _master_check(server, socket)
     if state is Master.ANSWERED:
         return True
-    _clear(socket, state)
+    if state is not None:
+        _clear(socket, state)
     return False
 
 
@@ -672,8 +678,7 @@ def run_remote_bytes(server: Server, socket: Path | None, script: str,
                     proc.wait()
                     raise _lost(server) from None
     if proc.returncode != 0:
-        if socket is not None and (not os.path.lexists(socket) or _ask_master(
-                server, socket, "check") is not Master.ANSWERED):
+        if socket is not None and _master_check(server, socket) is not Master.ANSWERED:
             # The master died under the exchange, and ssh could not go on without it (see
             # `ssh_options`): what ssh then says is about its own connection, never made.
             raise _lost(server)
