@@ -452,10 +452,10 @@ class Daemon:
         self._last_pass_end = time.monotonic()
         if self._stopping:
             return
-        if making_way and not ended_offline(ended[0]):
-            self._make_way()
-            return
         if making_way:
+            if not ended_offline(ended[0]):
+                self._make_way()
+                return
             # Asked for while the watch was ending offline (NetworkManager's "network is
             # back", or SIGUSR1): the request stands, for the next cycle's probe and pass.
             self._pass_requested = True
