@@ -248,7 +248,10 @@ class SafetyNet(RuleBasedStateMachine):
         home = {**agreed, **{p: c for p, c in old.items() if is_below(p, skipped)},
                 **{p: server.get(p, home.get(p, "")) for p in copied}}
         if force or losses is None:
-            computer.window = {} if force else computer.window
+            # A forced pass confirms what it propagated: the window starts afresh. One that
+            # found nothing to do confirmed nothing, and the window stays as it was.
+            moved = outcome.transferred or outcome.conflicts
+            computer.window = {} if force and moved else computer.window
         else:
             for key, count in losses.items():
                 computer.window[key] = computer.window.get(key, 0) + count
