@@ -161,6 +161,26 @@ def test_conflict_with_prefer_newer_takes_the_newer_and_keeps_a_copy(user: Setup
     assert user.sync().returncode == 0
 
 
+def test_an_item_unison_cannot_sync_is_named_and_is_no_conflict(user: Setup) -> None:
+    """A pipe (unison syncs files, folders and links only) on either side: the rest syncs, the
+    pass names what it left and why, and nothing calls it a conflict, pass after pass."""
+    docs, sdocs = user.home / "Documents", user.server_home / "Documents"
+    docs.mkdir()
+    sdocs.mkdir()
+    os.mkfifo(docs / "here (pipe)")
+    os.mkfifo(sdocs / "there")
+    (sdocs / "report.txt").write_text("from the server")
+    for _ in range(2):
+        code, outcome = user.sync_json()
+        assert code == 2 and outcome["result"] == "partial", outcome
+        assert sorted(outcome["failed_paths"]) == ["Documents/here (pipe)", "Documents/there"]
+        assert outcome["conflicts"] == []
+        assert "2 item(s) not synced for an error on one side" in outcome["message"]
+    assert (docs / "report.txt").read_text() == "from the server"
+    listed = user.run("conflicts", "--json")
+    assert json.loads(listed.stdout)["conflicts"] == [], listed.stdout
+
+
 def test_a_copy_of_this_computers_version_is_named_after_it(user: Setup) -> None:
     user.configure(sync={"prefer": "newer"}, client={"name": "laptop-ana"})
     local, server = _make_conflict(user)

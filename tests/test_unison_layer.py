@@ -84,7 +84,30 @@ def test_failed_paths_keep_their_parentheses() -> None:
         "  failed: d/f (conflict_on_2026-11-29_was_deleted)",
         "  failed: plain"])
     assert summary.failed_paths == ["d/f (conflict_on_2026-11-29_was_deleted)", "plain"]
-    assert summary.skipped_paths == ["a (b)"]
+    assert summary.conflicts == ["a (b)"]
+
+
+def test_an_item_skipped_for_an_error_is_not_a_conflict() -> None:
+    """unison 2.52's output for a folder it cannot read, with nothing else to do: the error's
+    reason spans two lines and holds parentheses; a conflict's name beside it still counts."""
+    lines = [
+        "         error            Documents/locked (1)  ",
+        "Error in scanning directory:",
+        "Permission denied [opendir(/home/u/Documents/locked (1))]",
+        "changed  <-?-> changed    Documents/f  ",
+        "No updates to propagate",
+        "Synchronization complete at 09:24:51  (0 items transferred, 2 skipped, 0 failed)",
+        "  skipped: Documents/locked (1) (Error in scanning directory:",
+        "Permission denied [opendir(/home/u/Documents/locked (1))])",
+        "  skipped: Documents/f (contents changed on both sides)",
+    ]
+    summary = output.parse_output(lines)
+    assert summary.errors == ["Documents/locked (1)"]
+    assert summary.conflicts == ["Documents/f"]
+    assert summary.skipped == 2
+    propagated = output.parse_output(["[ERROR] Skipping pipe",
+                                      "  path /h/pipe has unknown file type"])
+    assert propagated.errors == ["pipe"] and propagated.conflicts == []
 
 
 def test_parse_summary_with_conflicts() -> None:

@@ -26,7 +26,8 @@ EXIT_STATUS: dict[ExitCode, str] = {
     ExitCode.IN_SYNC: "The replicas are in sync (also: the user is excluded, nothing to do); "
     "for check: no check failed.",
     ExitCode.NEEDS_USER: "The sync ran and conflicts remain; for check: a check failed.",
-    ExitCode.PARTIAL: "The sync ran; some items failed to transfer.",
+    ExitCode.PARTIAL: ("The sync ran; some items failed to transfer, or could not be synced "
+                       "for an error on one side (an unreadable folder, a pipe)."),
     ExitCode.FAILED: "The sync failed (a fatal unison error, the ssh login refused, the host "
     "key unknown or changed).",
     ExitCode.REFUSED: "A safety guard refused the pass; nothing was changed.",

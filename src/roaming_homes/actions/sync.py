@@ -113,6 +113,16 @@ def _is_first_run(store: StateStore, key: str, unison_dir: Path) -> bool:
     return not any(unison_dir.glob("ar*")) or not store.is_synced(key)
 
 
+def _listed(paths: Sequence[str]) -> str:
+    """The first five of `paths`, escaped, for a one-line message."""
+    return ", ".join(escape(path) for path in paths[:5]) + (" …" if len(paths) > 5 else "")
+
+
+def _unsynced(errors: Sequence[str]) -> str:
+    return (f"{len(errors)} item(s) not synced for an error on one side (unreadable, or not a "
+            f"file, folder or link; the reason is in the sync log): {_listed(errors)}")
+
+
 def _classify(run: dialogue.Run, summary: output.Summary) -> tuple[Result, str, Reason]:
     code = run.returncode
     troubles = summary.troubles
@@ -121,16 +131,17 @@ def _classify(run: dialogue.Run, summary: output.Summary) -> tuple[Result, str, 
             return Result.IN_SYNC, "in sync: nothing to do", Reason.NONE
         return (Result.IN_SYNC, f"in sync: {summary.transferred} item(s) transferred",
                 Reason.NONE)
-    if code == 1:
-        names = ", ".join(escape(n) for n in summary.conflicts[:5]) + (
-            " …" if len(summary.conflicts) > 5 else "")
+    errors = ("; " + _unsynced(summary.errors)) if summary.errors else ""
+    if code == 1 and (summary.conflicts or not summary.errors):
         return Result.CONFLICTS, (f"{len(summary.conflicts) or summary.skipped} conflict(s) "
-                                  f"need you: {names} (see `roaming-homes conflicts`)"), \
-            Reason.NONE
+                                  f"need you: {_listed(summary.conflicts)} (see `roaming-homes "
+                                  f"conflicts`){errors}"), Reason.NONE
+    if code == 1:  # skipped for errors alone: nothing to choose, something to look at
+        return Result.PARTIAL, _unsynced(summary.errors), Reason.NONE
     reason = next((_REASONS[t] for t in _REASON_ORDER if t in troubles), Reason.UNISON_FAILED)
     if code == 2:
-        names = ", ".join(escape(n) for n in summary.failed_paths[:5])
-        return Result.PARTIAL, f"{summary.failed} item(s) failed to transfer: {names}", reason
+        return Result.PARTIAL, (f"{summary.failed} item(s) failed to transfer: "
+                                f"{_listed(summary.failed_paths)}{errors}"), reason
     if run.declined is not None:
         return Result.FAILED, ("unison asked a question roaming-homes does not answer; "
                                "nothing was synced (see the log)"), reason
@@ -1219,8 +1230,9 @@ def _finish(store: StateStore, key: str, run: dialogue.Run, summary: output.Summ
     if result in COMPLETED:
         store.mark_synced(key)
     return outcome(result, message, transferred=summary.transferred, skipped=summary.skipped,
-                   failed=summary.failed, conflicts=summary.conflicts,
-                   failed_paths=summary.failed_paths, first_run=first, reason=reason)
+                   failed=summary.failed + len(summary.errors), conflicts=summary.conflicts,
+                   failed_paths=summary.failed_paths + summary.errors, first_run=first,
+                   reason=reason)
 
 
 def _run_first_paths(job: Pass, plan: profile.Plan, sink: LineSink, judge: _Judge,

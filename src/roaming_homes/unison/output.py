@@ -27,10 +27,16 @@ _SUMMARY = re.compile(
 
 # Uitext's summary details: "  skipped: PATH (REASON)", "  failed: PATH", "  partially
 # transferred: PATH". Only a skipped item has a reason: a failed PATH may end in parentheses.
+# A conflict's reason is one of unison's fixed phrases; an error's may span lines and hold
+# parentheses ("Error in scanning directory:\nPermission denied [opendir(PATH)]"), so an error
+# is known by its plan line ("error" for an arrow, `Direction.ERROR`), which unison prints
+# before it asks anything, and its `skipped:` line is recognised by that path.
+_SKIPPED = "  skipped: "
 _DETAIL = re.compile(r"^  (?:(skipped): (.*) \([^()]*\)|(failed|partially transferred): (.*))$")
 
 
 _CONFLICT = re.compile(r"^\[CONFLICT\] Skipping (.*)$")
+_ERROR = re.compile(r"^\[ERROR\] Skipping (.*)$")
 
 
 _NOTHING = "Nothing to do: replicas have not changed"
@@ -78,7 +84,9 @@ class Summary:
     complete: bool = False
     nothing_to_do: bool = False
     conflicts: list[str] = field(default_factory=list)
-    skipped_paths: list[str] = field(default_factory=list)
+    # Items unison skipped for an error on one side (an unreadable folder, a pipe or socket,
+    # an I/O error): not conflicts, nothing the user can choose between.
+    errors: list[str] = field(default_factory=list)
     failed_paths: list[str] = field(default_factory=list)
     fatal: str = ""
     troubles: set[Trouble] = field(default_factory=set)
@@ -88,25 +96,24 @@ def parse_output(lines: Sequence[str]) -> Summary:
     """Interpret unison's text output (stdout and stderr, in any interleaving)."""
     summary = Summary()
     fatal_next = False
+    skipped: list[str] = []  # what follows "  skipped: " on each such line
     for line in lines:
         if fatal_next and line.strip():
             summary.fatal += " " + line.strip()
             fatal_next = False
             continue
-        if match := _SUMMARY.match(line):
+        if error := _error_item(line):
+            _add(summary.errors, error)
+        elif line.startswith(_SKIPPED):
+            skipped.append(line)
+        elif match := _SUMMARY.match(line):
             summary.complete = match.group(1) == "complete"
             summary.transferred = int(match.group(3))
             summary.partial = int(match.group(4) or 0)
             summary.skipped = int(match.group(5))
             summary.failed = int(match.group(6))
-        elif match := _DETAIL.match(line):
-            kind, path = match.group(1, 2) if match.group(1) else match.group(3, 4)
-            if kind == "skipped":
-                # In batch mode unison skips only what it cannot decide alone: conflicts.
-                summary.skipped_paths.append(path)
-                _add(summary.conflicts, path)
-            elif kind == "failed":
-                summary.failed_paths.append(path)
+        elif (match := _DETAIL.match(line)) and match.group(3) == "failed":
+            summary.failed_paths.append(match.group(4))
         elif match := _CONFLICT.match(line):
             _add(summary.conflicts, match.group(1))
         elif line.startswith((_NOTHING, _NO_UPDATES)):
@@ -114,9 +121,32 @@ def parse_output(lines: Sequence[str]) -> Summary:
         elif line.startswith("Fatal error") and not summary.fatal:
             summary.fatal = line.split(":", 1)[1].strip() if ":" in line else line
             fatal_next = not summary.fatal
+    for conflict in _skipped_conflicts(skipped, summary.errors):
+        _add(summary.conflicts, conflict)
     summary.fatal = summary.fatal.strip()
     summary.troubles = _troubles(summary.fatal, lines)
     return summary
+
+
+def _error_item(line: str) -> str | None:
+    """The path of an item unison skips for an error, if `line` names one: its plan line (shown
+    before unison asks anything) or, when it propagates, its `[ERROR] Skipping PATH`."""
+    if (item := parse_plan_line(line)) and item.direction is Direction.ERROR:
+        return item.path
+    match = _ERROR.match(line)
+    return match.group(1) if match else None
+
+
+def _skipped_conflicts(skipped: Sequence[str], errors: Sequence[str]) -> list[str]:
+    """The paths of the `skipped:` lines that are not errors: what unison cannot decide
+    alone, conflicts."""
+    conflicts = []
+    for line in skipped:
+        rest = line[len(_SKIPPED):]
+        if not any(rest.startswith(f"{path} (") for path in errors) and (
+                match := _DETAIL.match(line)):
+            conflicts.append(match.group(2))
+    return conflicts
 
 
 def _troubles(fatal: str, lines: Sequence[str]) -> set[Trouble]:
