@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from roaming_homes.unison.fsmonitor import (
+    CLOSED,
     SETTLE,
     Change,
     Monitor,
@@ -72,8 +73,16 @@ def test_collapse_keeps_only_topmost_paths() -> None:
 
 def test_ripe_changes_waits_until_a_path_is_quiet() -> None:
     pending = {"old": Change(10.0), "young": Change(10.4), "old/below": Change(9.0)}
-    assert ripe_changes(pending, now=10.7, settle=0.5) == ["old"]
-    assert ripe_changes(pending, now=11.0, settle=0.5) == ["old", "young"]
+    assert ripe_changes(pending, now=10.7) == ["old"]
+    assert ripe_changes(pending, now=11.0) == ["old", "young"]
+
+
+def test_a_change_that_ended_ripens_sooner_unless_a_path_above_still_settles() -> None:
+    pending = {"saved": Change(10.0, settle=CLOSED), "writing": Change(10.0),
+               "new": Change(10.0, created=True), "new/saved": Change(10.01, settle=CLOSED)}
+    assert ripe_changes(pending, now=10.02) == []
+    assert ripe_changes(pending, now=10.1) == ["saved"]  # new/saved waits for its new folder
+    assert ripe_changes(pending, now=10.6) == ["new", "saved", "writing"]
 
 
 # --- protocol over pipes ----------------------------------------------------------------------
@@ -440,6 +449,42 @@ def test_a_directory_made_after_start_is_watched_at_once(tree: Local, replica: P
     (replica / "new" / "f").write_text("later")  # reported on its own: "new" is watched
     assert tree.wait(H) == [f"CHANGES {H}"]
     assert tree.changes(H) == ["new/f"]
+
+
+def test_a_file_closed_after_writing_is_reported_sooner_than_one_still_open(
+        tree: Local, replica: Path) -> None:
+    tree.start(H, replica)
+    (replica / "saved").write_text("x")  # written and closed: its change has ended
+    with (replica / "open").open("w") as still_open:
+        still_open.write("half")
+        still_open.flush()
+        tree.pump()
+        tree.send(f"WAIT {H}")
+        tree.clock.now += CLOSED + 0.01
+        tree.pump()
+        assert tree.lines[-1] == f"CHANGES {H}"
+        assert tree.changes(H) == ["saved"]
+        tree.clock.now += SETTLE  # a file still being written waits for SETTLE of quiet
+        assert tree.send(f"WAIT {H}") == [f"CHANGES {H}"]
+        assert tree.changes(H) == ["open"]
+    tree.pump()  # closed now: reported again, once CLOSED has passed
+    tree.clock.now += CLOSED + 0.01
+    assert tree.send(f"WAIT {H}") == [f"CHANGES {H}"]
+    assert tree.changes(H) == ["open"]
+
+
+def test_unisons_temporary_file_is_never_reported_only_the_file_it_becomes(
+        tree: Local, replica: Path) -> None:
+    tree.start(H, replica)
+    temporary = replica / ".unison.report.txt.0123abcd.unison.tmp"
+    temporary.write_text("received")
+    tree.pump()
+    assert tree.pending(H) == set()
+    tree.clock.now += SETTLE  # however long unison takes before it renames it
+    temporary.rename(replica / "report.txt")
+    (replica / ".unison.x").write_text("not unison's: reported")
+    assert tree.wait(H) == [f"CHANGES {H}"]
+    assert tree.changes(H) == [".unison.x", "report.txt"]
 
 
 def test_a_tree_moved_in_is_watched_with_everything_below_it(tree: Local, replica: Path,

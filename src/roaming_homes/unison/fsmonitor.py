@@ -34,12 +34,14 @@ WAIT and CHANGES answer as for unison.
 A monitor without TREE answers ERROR, which is how the loop recognises an old one.
 
 A change is reported once it has been quiet for SETTLE seconds (as the reference monitor does),
-so a file being written is not synced half-way. A file created and deleted again before unison
-saw it is not reported at all. When the kernel's event queue overflows, events were lost: the
-whole replica is reported, which makes unison rescan everything it syncs. When the inotify
-watch limit is reached the monitor sends ERROR naming `fs.inotify.max_user_watches` and exits;
-unison stops with "Filesystem watcher error: ...", and roaming-homes falls back to interval
-syncs.
+so a file being written is not synced half-way; a change whose last event ended it (a written
+file closed, a name moved or deleted) once it has been quiet for CLOSED seconds, unless a path
+above it still settles (a new folder is reported as a whole). A file created and deleted again
+before unison saw it is not reported at all. When the kernel's event queue overflows, events
+were lost: the whole replica is reported, which makes unison rescan everything it syncs. When
+the inotify watch limit is reached the monitor sends ERROR naming `fs.inotify.max_user_watches`
+and exits; unison stops with "Filesystem watcher error: ...", and roaming-homes falls back to
+interval syncs.
 
 The codec (`quote`, `unquote`, `split_on_space`) and the change bookkeeping (`ripe_changes`)
 are pure functions; `Monitor` holds the watches; `main` is the select loop.
@@ -55,6 +57,7 @@ import time
 from roaming_homes.relative import is_below
 from roaming_homes.unison.inotify import (
     IN_ATTRIB,
+    IN_CLOSE_WRITE,
     IN_CREATE,
     IN_DELETE,
     IN_DELETE_SELF,
@@ -79,6 +82,10 @@ if TYPE_CHECKING:
     from typing import Any
 
 SETTLE = 0.5  # seconds a path must be quiet before it is reported (unison's watcher uses 0.5)
+# Seconds for a path whose last event ended its change. Long enough for an editor's save (write a
+# temporary file, close it, rename it over the old one: a temporary file gone again is never
+# reported), short enough that a saved file is on its way at once.
+CLOSED = 0.05
 PROTOCOL_VERSION = "1"
 LIMIT_HINT = "/proc/sys/fs/inotify/max_user_watches"
 
@@ -88,9 +95,12 @@ _PLAIN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456
 _HEX = "0123456789ABCDEF"
 _HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
 
-WATCH_MASK = (IN_MODIFY | IN_ATTRIB | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE
-              | IN_DELETE_SELF | IN_MOVE_SELF | IN_EXCL_UNLINK)
+WATCH_MASK = (IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE
+              | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF | IN_EXCL_UNLINK)
 _GONE = IN_DELETE | IN_MOVED_FROM
+_ENDED = IN_CLOSE_WRITE | IN_MOVED_TO | _GONE  # the events after which a path is complete
+# unison writes every file it receives as `.unison.NAME.HASH.unison.tmp`, then renames it.
+_TEMP_PREFIX, _TEMP_SUFFIX = ".unison.", ".unison.tmp"
 
 
 class ProtocolError(Exception):
@@ -148,18 +158,26 @@ def collapse(paths: Iterable[str]) -> list[str]:
 
 
 class Change:
-    """The last event seen for a path; `created` while it may be a short-lived new file."""
+    """The last event seen for a path; `created` while it may be a short-lived new file;
+    `settle`, the quiet it needs before it is reported (CLOSED once its last event ended it)."""
 
-    __slots__ = ("created", "time")
+    __slots__ = ("created", "settle", "time")
 
-    def __init__(self, time: float, created: bool = False) -> None:
+    def __init__(self, time: float, created: bool = False, settle: float = SETTLE) -> None:
         self.time = time
         self.created = created
+        self.settle = settle
+
+    def ripe(self, now: float) -> bool:
+        return now - self.time > self.settle
 
 
-def ripe_changes(pending: dict[str, Change], now: float, settle: float = SETTLE) -> list[str]:
-    """The pending paths that have been quiet for `settle` seconds, as RECURSIVE lines want them."""
-    return collapse(p for p, change in pending.items() if now - change.time > settle)
+def ripe_changes(pending: dict[str, Change], now: float) -> list[str]:
+    """The pending paths that have been quiet long enough, and have no path above them that
+    has not, as RECURSIVE lines want them."""
+    young = [path for path, change in pending.items() if not change.ripe(now)]
+    return collapse(path for path, change in pending.items()
+                    if change.ripe(now) and not is_below(path, young))
 
 
 # --- the monitor --------------------------------------------------------------------------------
@@ -335,16 +353,16 @@ class Monitor:
 
     def next_check(self) -> float | None:
         """Seconds until a young change ripens for a waiting replica (None: nothing to time)."""
-        times = [c.time for h in self.waiting if h in self.replicas
+        times = [c.time + c.settle for h in self.waiting if h in self.replicas
                  for c in self.replicas[h].pending.values()]
         if not times:
             return None
-        return max(0.0, min(times) + SETTLE - self.clock()) + 0.01
+        return max(0.0, min(times) - self.clock()) + 0.01
 
     def _has_ripe(self, hash_: str, now: float) -> bool:
         replica = self.replicas.get(hash_)
-        return replica is not None and (replica.everything or any(
-            now - c.time > SETTLE for c in replica.pending.values()))
+        return replica is not None and (replica.everything or bool(
+            ripe_changes(replica.pending, now)))
 
     # -- events --
 
@@ -372,6 +390,8 @@ class Monitor:
         if kind == LOOKOUT:
             self._lookout_event(hash_, path, mask, name, now)
         elif name:
+            if name.startswith(_TEMP_PREFIX) and name.endswith(_TEMP_SUFFIX):
+                return  # unison's own temporary file: it never syncs one (os.ml, isTempFile)
             child = join(path, name)
             if mask & IN_MOVED_FROM and mask & IN_ISDIR:
                 # The watches below follow the directory wherever it went: not ours any more.
@@ -414,7 +434,7 @@ class Monitor:
             del replica.pending[path]  # created and gone before unison looked: nothing to do
             return
         created = old.created if old else bool(mask & IN_CREATE and self.scan is None)
-        replica.pending[path] = Change(now, created)
+        replica.pending[path] = Change(now, created, CLOSED if mask & _ENDED else SETTLE)
 
     # -- watches --
 
