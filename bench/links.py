@@ -47,6 +47,7 @@ class Plan:
     validate_seconds: float
     levers: bool
     full_first_bytes: int = 0  # also a first sync of this size, ours against rsync (0: none)
+    full_first_files: int = 0  # and one of this many small files, ours against rsync (0: none)
 
     @classmethod
     def full(cls, profiles: tuple[str, ...]) -> Plan:
@@ -56,7 +57,8 @@ class Plan:
             blackhole_timeout=3, start_runs=0, small_first=5_000,
             no_change_targets={10_000: 0.6, 100_000: 0.6})
         return cls(profiles, passes, first_seconds=6, writes=30, turn_runs=3,
-                   validate_seconds=2, levers=True, full_first_bytes=1 << 30)
+                   validate_seconds=2, levers=True, full_first_bytes=1 << 30,
+                   full_first_files=100_000)
 
     @classmethod
     def quick(cls, profiles: tuple[str, ...]) -> Plan:
@@ -71,10 +73,11 @@ class Plan:
         return min(self.passes.mixed_bytes,
                    int(profile.bytes_per_second * self.first_seconds))
 
-    def full_first_runs(self, profile: Profile) -> int:
-        """Runs of the full-size first sync: three where one takes under half a minute, one
-        where it takes minutes (1 GiB on `mobile`: about 15 minutes for each of ours and rsync)."""
-        return 3 if self.full_first_bytes / profile.bytes_per_second < 30 else 1
+    def full_first_runs(self, profile: Profile, size: int) -> int:
+        """Runs of a full-size first sync of `size` bytes: three where one takes under half a
+        minute, one where it takes minutes (1 GiB on `mobile`: about 15 minutes for each of
+        ours and rsync)."""
+        return 3 if size / profile.bytes_per_second < 30 else 1
 
 
 def _turns(link: Link, run: Callable[[], object]) -> tuple[int, int]:
@@ -326,7 +329,11 @@ def measure_profile(base: Path, profile: Profile, plan: Plan,
             round_trips(bench, link, plan.turn_runs)
             bench.first_sync()
             if plan.full_first_bytes:
-                bench.full_size_first_sync(plan.full_first_bytes, plan.full_first_runs(profile))
+                bench.full_size_first_sync(plan.full_first_bytes, plan.full_first_runs(
+                    profile, plan.full_first_bytes))
+            if plan.full_first_files:
+                bench.full_count_first_sync(plan.full_first_files, plan.full_first_runs(
+                    profile, plan.full_first_files * trees.SMALL_MEAN))
             offline(bench, link, plan.passes.offline_runs)
             # at least a second's worth on the quick run's link: the cut must come mid-pass
             interrupted(bench, link, profile, max(plan.first_bytes(profile), 8 << 20))
@@ -382,11 +389,11 @@ through one ssh session each way (less a session's own setup).
 - Rows 1-3 are measured as over loopback (see above), through the link, at 10 000 and 100 000
   files (10 changed: in 100 000). The first sync is measured twice: on a mixed tree scaled to
   about 6 s of the link's rate (at most 256 MiB; against raw unison and the lever too, three
-  runs each), and at the target's own size, 1 GiB, against `rsync -a` alone (three runs where
-  one takes under half a minute, else one: 1 GiB takes about 3 minutes on `broadband` and 15
-  on `mobile`). The scaled tree shows the fixed cost of a first sync (about twenty round
-  trips of unison's, and our two listings of the server); the full size shows what it weighs
-  where the target is set.
+  runs each), and at the target's own sizes, 1 GiB and 100 000 small files, against `rsync -a`
+  alone (three runs where one takes under half a minute, else one: 1 GiB takes about 3 minutes
+  on `broadband` and 15 on `mobile`). The scaled tree shows the fixed cost of a first sync
+  (about twenty round trips of unison's, and our two listings of the server); the full size
+  shows what it weighs where the target is set.
 - **Round trips** (row 11): the relay counts a request/response turn each time data from the
   server follows data from the client on a connection; a pass's count is the difference over
   the run (an ssh keep-alive in that window would add one).

@@ -237,6 +237,14 @@ class Bench:
         self._first_sync(home, f"{size / (1 << 30):.1f} GiB in {_n(files)} files", runs,
                          levers=False, timeout=4 * 3600)
 
+    def full_count_first_sync(self, count: int, runs: int) -> None:
+        """Row 3 with as many small files as the target names (100 000), ours against `rsync
+        -a` only, as `full_size_first_sync`."""
+        home = self.home("full-count")
+        trees.small_files(home.docs, count, self.pool)
+        self._first_sync(home, f"{_n(count)} small files", runs, levers=False,
+                         timeout=4 * 3600)
+
     def _first_sync(self, home: Home, what: str, runs: int = 0, levers: bool = True,
                     timeout: float = 600) -> None:
         """Row 3: `sync --first-run` into an empty server home, against raw unison's, `rsync

@@ -36,6 +36,9 @@ class Pool:
             os.close(fd)
 
 
+SMALL_MEAN = (100 + 4 * _KB) // 2  # bytes: the mean size of a file `small_files` writes
+
+
 def small_files(root: Path, count: int, pool: Pool) -> list[Path]:
     """`count` files of 100 B to 4 KB, 100 to a directory; returns their paths."""
     paths = []
