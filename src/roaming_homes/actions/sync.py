@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 from roaming_homes import config as config_mod
 from roaming_homes.actions import computers, conflict_copies, leftovers
@@ -40,6 +40,7 @@ from roaming_homes.unison.ignore import count_files
 
 LineSink = Callable[[str], None]
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 # unison's own output, line by line (shown with -v; always in sync.log)
 unison_output = logging.getLogger("roaming_homes.unison.output")
 
@@ -426,7 +427,7 @@ def _stills(job: Pass, plan: profile.Plan, socket: Path | None, rules: str,
     # while this side's is taken, not after (on a big home each takes most of a second). Once
     # this side turns out changed, the answer is not needed; that costs the server one digest
     # each time a still home changes, not one a pass.
-    asking = (_Asking(job, socket, plan.paths)
+    asking = (_Meanwhile("server digest", _ask_digest, job, socket, plan.paths)
               if record is not None and not server.is_local and _had_nothing_to_do(job.store)
               else None)
     stills = _Stills(rules, record, {
@@ -438,7 +439,7 @@ def _stills(job: Pass, plan: profile.Plan, socket: Path | None, rules: str,
         if server.is_local:
             stills.asked = stills.digests.get("server")
         else:
-            stills.asked = (asking.answer() if asking is not None
+            stills.asked = (asking.result() if asking is not None
                             else _ask_digest(job, socket, plan.paths))
         stills.costs = replace(costs, check=time.monotonic() - started, checked=now)
         unchanged.save_costs(state_dir, stills.costs)
@@ -446,29 +447,30 @@ def _stills(job: Pass, plan: profile.Plan, socket: Path | None, rules: str,
     return stills
 
 
-class _Asking:
-    """`_ask_digest` in a thread of its own, so that this side's digest is taken meanwhile."""
+class _Meanwhile(Generic[_T]):
+    """`call(*args)` in a thread of its own, while this one does something else (the server's
+    answer to one exchange while this side walks its tree)."""
 
-    def __init__(self, job: Pass, socket: Path | None, paths: Sequence[str]) -> None:
-        self._digest: unchanged.Digest | None = None
-        self._error: transport.ConnectError | None = None
+    def __init__(self, name: str, call: Callable[..., _T], *args: Any) -> None:
+        self._value: _T | None = None
+        self._error: BaseException | None = None
         # A daemon thread: a pass that does not need the answer does not wait for it to end.
-        self._thread = threading.Thread(target=self._ask, args=(job, socket, paths),
-                                        name="server digest", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(call, *args), name=name,
+                                        daemon=True)
         self._thread.start()
 
-    def _ask(self, job: Pass, socket: Path | None, paths: Sequence[str]) -> None:
+    def _run(self, call: Callable[..., _T], *args: Any) -> None:
         try:
-            self._digest = _ask_digest(job, socket, paths)
-        except transport.ConnectError as exc:
+            self._value = call(*args)
+        except Exception as exc:  # handed to the caller of `result`, where it is handled
             self._error = exc
 
-    def answer(self) -> unchanged.Digest | None:
-        """The server's digest (None: no usable answer); raises what `_ask_digest` raised."""
+    def result(self) -> _T:
+        """What `call` returned; raises what it raised."""
         self._thread.join()
         if self._error is not None:
             raise self._error
-        return self._digest
+        return cast(_T, self._value)
 
 
 def _ask_digest(job: Pass, socket: Path | None,
@@ -866,8 +868,10 @@ def _on_the_copy(job: Pass, prepared: _Prepared, copied: _Copied, differs: bool,
              "file again")
         return run_unison(True)
     if run.returncode == 0:
+        # Both sides listed at once: at 100 000 files each listing takes a second or more.
+        listing = _Meanwhile("server listing", _server_listing, job, prepared)
         here = _local_listing(prepared)
-        there = _server_listing(job, prepared)
+        there = listing.result()
         if there is not None and bulk.same_as_copied(copied.source, here, there):
             return run, summary
     sink("first sync: a file changed since it was copied (or unison did not finish); unison "
