@@ -100,10 +100,14 @@ def test_an_item_skipped_for_an_error_is_not_a_conflict() -> None:
         "  skipped: Documents/locked (1) (Error in scanning directory:",
         "Permission denied [opendir(/home/u/Documents/locked (1))])",
         "  skipped: Documents/f (contents changed on both sides)",
+        "  skipped: Documents/locked (1) (2) (contents changed on both sides)",
+        "  skipped: Documents/pipe (path /home/u/Documents/pipe has unknown file type)",
+        "         error            Documents/pipe  ",
     ]
     summary = output.parse_output(lines)
-    assert summary.errors == ["Documents/locked (1)"]
-    assert summary.conflicts == ["Documents/f"]
+    assert summary.errors == ["Documents/locked (1)", "Documents/pipe"]
+    # a conflict whose name starts like an error's is still a conflict
+    assert summary.conflicts == ["Documents/f", "Documents/locked (1) (2)"]
     assert summary.skipped == 2
     propagated = output.parse_output(["[ERROR] Skipping pipe",
                                       "  path /h/pipe has unknown file type"])

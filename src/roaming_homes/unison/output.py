@@ -30,7 +30,8 @@ _SUMMARY = re.compile(
 # A conflict's reason is one of unison's fixed phrases; an error's may span lines and hold
 # parentheses ("Error in scanning directory:\nPermission denied [opendir(PATH)]"), so an error
 # is known by its plan line ("error" for an arrow, `Direction.ERROR`), which unison prints
-# before it asks anything, and its `skipped:` line is recognised by that path.
+# before it asks anything; a `skipped:` line is a conflict's when it is whole and names another
+# path.
 _SKIPPED = "  skipped: "
 _DETAIL = re.compile(r"^  (?:(skipped): (.*) \([^()]*\)|(failed|partially transferred): (.*))$")
 
@@ -139,14 +140,10 @@ def _error_item(line: str) -> str | None:
 
 def _skipped_conflicts(skipped: Sequence[str], errors: Sequence[str]) -> list[str]:
     """The paths of the `skipped:` lines that are not errors: what unison cannot decide
-    alone, conflicts."""
-    conflicts = []
-    for line in skipped:
-        rest = line[len(_SKIPPED):]
-        if not any(rest.startswith(f"{path} (") for path in errors) and (
-                match := _DETAIL.match(line)):
-            conflicts.append(match.group(2))
-    return conflicts
+    alone, conflicts. A line whose reason does not end it (an error's, which goes on below)
+    names nothing here."""
+    return [match.group(2) for line in skipped
+            if (match := _DETAIL.match(line)) and match.group(2) not in errors]
 
 
 def _troubles(fatal: str, lines: Sequence[str]) -> set[Trouble]:
