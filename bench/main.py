@@ -8,6 +8,7 @@ to docs/performance.md; removes everything and stops every server it started at 
 from __future__ import annotations
 
 import argparse
+import compileall
 import dataclasses
 import os
 import shutil
@@ -450,6 +451,14 @@ def _stop(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def compiled() -> None:
+    """The product's bytecode, compiled as a package compiles it when installed. Without it, a
+    module edited since its bytecode was written (or every module, where PYTHONDONTWRITEBYTECODE
+    is set, as in some containers) is compiled again at every start of `roaming-homes`: about
+    50 ms a pass on this machine, which no user pays."""
+    compileall.compile_dir(ROOT / "src" / "roaming_homes", quiet=1)
+
+
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     parser = argparse.ArgumentParser(prog="bench/run", description=__doc__.splitlines()[0])
@@ -490,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default="real-time,interval",
                         help="with --fleet: real-time, interval or both (the default)")
     args = parser.parse_args(argv)
+    compiled()
     if args.fleet:
         plan = fleet.Plan.quick() if args.quick else fleet.Plan.full()
         plan = dataclasses.replace(plan, **{
