@@ -19,10 +19,10 @@ from datetime import datetime
 from roaming_homes.actions import sync as engine
 from roaming_homes.config import Config
 from roaming_homes.desktop import notify
-from roaming_homes.desktop.policy import human_time
 from roaming_homes.errors import RoamingHomesError
 from roaming_homes.outcome import Result, SyncOutcome
 from roaming_homes.paths import Locations
+from roaming_homes.session.progress import human_time
 from roaming_homes.session.state import StateStore
 from roaming_homes.text import escape
 from roaming_homes.unison import ssh as transport

@@ -20,7 +20,6 @@ from typing import Any, Generic, TypeVar, cast
 from roaming_homes import config as config_mod
 from roaming_homes.actions import computers, conflict_copies, leftovers
 from roaming_homes.config import Config
-from roaming_homes.desktop.policy import human_time
 from roaming_homes.errors import DiskFull, ExitCode, RoamingHomesError
 from roaming_homes.outcome import COMPLETED, Reason, Result, SyncOutcome, result_of
 from roaming_homes.paths import Locations, is_below, xdg_user_dirs
@@ -277,7 +276,7 @@ def dry_run(config: Config, locations: Locations) -> DryRun:
     refused = judge.refusal.message(judge.limits, server.label) if judge.refusal else ""
     followed = judge.following
     return DryRun(judge.items, prepared.first, refused,
-                  f"{followed.name} at {human_time(followed.time)}" if followed else "")
+                  f"{followed.name} at {progress.human_time(followed.time)}" if followed else "")
 
 
 @dataclass
@@ -1068,8 +1067,8 @@ def _tell_the_others(job: Pass, prepared: _Prepared, judge: _Judge,
     renamed = _name_conflict_copies(job, prepared, judge.items)
     if (followed := judge.following) is not None:
         note = (f"following a deletion confirmed on {followed.name} at "
-                f"{human_time(followed.time)}: {judge.losses['local'].deleted} file(s), kept in "
-                "backups")
+                f"{progress.human_time(followed.time)}: {judge.losses['local'].deleted} "
+                "file(s), kept in backups")
         result.notes.append(note)
         result.message = f"{result.message}; {note}"
     computers.publish(job.locations, home, prepared.computer, result, job.store.last_success())

@@ -15,7 +15,7 @@ from typing import Any
 
 from roaming_homes.files import Shape, is_int, is_str, list_of, optional
 from roaming_homes.outcome import COMPLETED, Reason, Result, SyncOutcome
-from roaming_homes.session.progress import human_bytes
+from roaming_homes.session.progress import human_bytes, human_time
 
 SETTLED_MEMORY = 200  # settled conflicts remembered as told: each path is told once
 TRANSIENT_PASSES = 3  # a failure that is not obviously someone's job must persist this long
@@ -131,15 +131,6 @@ def _age(since: str | None, now: datetime) -> float:
         return (now - datetime.fromisoformat(since)).total_seconds()
     except (ValueError, TypeError):
         return 0.0
-
-
-def human_time(iso: str | None) -> str:
-    if not iso:
-        return "never"
-    try:
-        return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M")
-    except ValueError:
-        return iso
 
 
 def decide(state: NotifyState, outcome: SyncOutcome, *,

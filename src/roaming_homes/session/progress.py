@@ -26,6 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -253,6 +254,16 @@ def _item_name(action: str) -> str:
             rest = action[len(verb):]
             return rest.split(" from ", 1)[0]
     return action
+
+
+def human_time(iso: str | None) -> str:
+    """An ISO time as the messages show it: local, to the minute ("never" for none)."""
+    if not iso:
+        return "never"
+    try:
+        return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return iso
 
 
 def human_bytes(count: float) -> str:
