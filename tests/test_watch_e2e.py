@@ -144,3 +144,28 @@ def test_a_file_fetched_from_the_server_is_fetched_again_at_once_when_it_changes
                  "the second edit, not held as an echo")
     finally:
         assert watcher.finish().reason == "stopped"
+
+
+def test_a_file_still_being_written_is_not_synced_until_it_is_closed(
+        watched: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A saved file goes at once (the monitor's `CLOSED`), but one still open and written every
+    0.1 s waits for its writer: it is never on the server half-way, and once closed it is there
+    whole."""
+    monkeypatch.setattr(realtime, "ECHO_WINDOW", 0.5)  # the first sync's echo goes before
+    docs, sdocs = watched.home / "Documents", watched.server_home / "Documents"
+    watcher = Watcher(watched).start()
+    try:
+        wait_for(lambda: bool(watcher.outcomes), 20, "the first sync")
+        (docs / "saved.txt").write_text("saved")
+        wait_for(appears(sdocs / "saved.txt", "saved"), 10, "a saved file")
+        time.sleep(2.0)  # that cycle's echo, and its pass
+        lines = [f"line {index}\n" for index in range(20)]
+        with (docs / "growing.log").open("w") as growing:
+            for line in lines:
+                growing.write(line)
+                growing.flush()
+                time.sleep(0.1)
+                assert not (sdocs / "growing.log").exists(), "synced while still written"
+        wait_for(appears(sdocs / "growing.log", "".join(lines)), 10, "the file, once closed")
+    finally:
+        assert watcher.finish().reason == "stopped"
