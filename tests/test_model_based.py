@@ -114,7 +114,11 @@ class SafetyNet(RuleBasedStateMachine):
         self.base = Path(tempfile.mkdtemp(prefix="rh-model-"))
         self.server = self.base / "server"
         (self.server / "Documents").mkdir(parents=True)
-        self.clock = 1_700_000_000  # every write gets a later mtime: "newer" is never a tie
+        # Every write gets a later mtime: "newer" is never a tie. Writes are 7 s apart: unison
+        # 2.52's quick check takes a file of the same size and inode whose time moved by an
+        # hour (3599-3601 s) or by up to a second for unchanged (docs/unison.md, fastcheck);
+        # 10 s steps made 360 writes an hour. No multiple of 7 is 3599, 3600 or 3601.
+        self.clock = 1_700_000_000
         self.written = 0
         self.computers = {name: self._computer(name) for name in COMPUTERS}
 
@@ -154,7 +158,7 @@ class SafetyNet(RuleBasedStateMachine):
 
     def _write(self, path: Path) -> None:
         self.written += 1
-        self.clock += 10
+        self.clock += 7
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"content {self.written}\n")
         os.utime(path, (self.clock, self.clock))
