@@ -106,8 +106,12 @@ def test_the_daemon_stays_up_on_a_full_state_disk_notifies_once_and_recovers(
     daemons.append(DaemonProcess(user, env, prefix=disk.prefix))
     daemon = daemons[0]
     # Four runs of unison: the third pass, two intervals after the first, has been reported.
-    wait_for(lambda: runs() >= done + 4 or daemon.proc.poll() is not None, 30,
-             "four passes of the daemon")
+    try:
+        wait_for(lambda: runs() >= done + 4 or daemon.proc.poll() is not None, 30,
+                 "four passes of the daemon")
+    except AssertionError as timed_out:  # what the daemon did instead (seen once in CI)
+        raise AssertionError(f"{timed_out}: {runs() - done} run(s) of unison; the daemon's "
+                             f"log:\n{daemon.log[-4000:]}") from None
 
     assert daemon.proc.poll() is None, daemon.log
     assert "Traceback" not in daemon.log
