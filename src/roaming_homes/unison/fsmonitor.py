@@ -78,7 +78,7 @@ from roaming_homes.unison.inotify import (
 # per user (mypy reads the name as true all the same).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Iterator
     from typing import Any
 
 SETTLE = 0.5  # seconds a path must be quiet before it is reported (unison's watcher uses 0.5)
@@ -149,11 +149,17 @@ def join(parent: str, name: str) -> str:
 
 
 def collapse(paths: Iterable[str]) -> list[str]:
-    """Sorted paths without those below another listed path (RECURSIVE covers them)."""
+    """Sorted paths without those below another listed path (RECURSIVE covers them). Each
+    path's folders are looked up among those kept: a copy of thousands of files reports
+    thousands of paths."""
     kept: list[str] = []
+    covering: set[str] = set()  # the kept paths, without a trailing slash
     for path in sorted(set(paths), key=lambda p: (p.count("/"), p)):
-        if not is_below(path, kept):
+        if "" in covering:  # the replica itself covers everything
+            break
+        if not any(folder in covering for folder in _folders_above(path)):
             kept.append(path)
+            covering.add(path.rstrip("/"))
     return sorted(kept)
 
 
@@ -172,12 +178,29 @@ class Change:
         return now - self.time > self.settle
 
 
+def _ripe(pending: dict[str, Change], now: float) -> Iterator[str]:
+    """The pending paths that have been quiet long enough, and have no path above them that
+    has not (each path's folders are looked up: the monitor asks this at every event)."""
+    young = {path for path, change in pending.items() if not change.ripe(now)}
+    if "" in young:  # the replica itself still settles: everything waits for it
+        return
+    for path, change in pending.items():
+        if change.ripe(now) and not any(folder in young for folder in _folders_above(path)):
+            yield path
+
+
+def _folders_above(path: str) -> Iterator[str]:
+    """`a`, `a/b` for `a/b/c` (the replica itself, "", is not among them)."""
+    at = path.find("/")
+    while at != -1:
+        yield path[:at]
+        at = path.find("/", at + 1)
+
+
 def ripe_changes(pending: dict[str, Change], now: float) -> list[str]:
     """The pending paths that have been quiet long enough, and have no path above them that
     has not, as RECURSIVE lines want them."""
-    young = [path for path, change in pending.items() if not change.ripe(now)]
-    return collapse(path for path, change in pending.items()
-                    if change.ripe(now) and not is_below(path, young))
+    return collapse(_ripe(pending, now))
 
 
 # --- the monitor --------------------------------------------------------------------------------
@@ -361,8 +384,8 @@ class Monitor:
 
     def _has_ripe(self, hash_: str, now: float) -> bool:
         replica = self.replicas.get(hash_)
-        return replica is not None and (replica.everything or bool(
-            ripe_changes(replica.pending, now)))
+        return replica is not None and (replica.everything or next(
+            _ripe(replica.pending, now), None) is not None)
 
     # -- events --
 
