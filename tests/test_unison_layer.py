@@ -370,6 +370,9 @@ def test_output_that_ends_like_a_question_is_not_answered_until_unison_reads(
 @pytest.mark.parametrize(("warning", "answer"), [
     # a pass cut off while it saved its archives: unison found the new ones on every host
     (["Warning: unison may have terminated abnormally last time.", output.NEW_ARCHIVES], "\n"),
+    # ... or on some hosts only: it removes them and goes on with the old ones everywhere
+    (["Warning: unison may have terminated abnormally last time.",
+      output.NEW_ARCHIVES_IGNORED], "\n"),
     # any other warning that asks is declined: nothing propagates
     (["Warning: something else entirely."], "q\n"),
     ([output.NEW_ARCHIVES, "and then another line"], "q\n"),

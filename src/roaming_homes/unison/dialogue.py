@@ -19,6 +19,7 @@ from roaming_homes.unison import runner
 from roaming_homes.unison.output import (
     LISTED,
     NEW_ARCHIVES,
+    NEW_ARCHIVES_IGNORED,
     PlanItem,
     Question,
     classify_question,
@@ -58,13 +59,13 @@ class _Dialogue:
         self.items: dict[str, PlanItem] = {}
         self.asked = False  # `l` was answered: the plan is being (or has been) listed
         self.declined: Question | None = None
-        self.new_archives = False  # unison just said it uses the archives it found (NEW_ARCHIVES)
+        self.new_archives = False  # unison just said which archives it goes on with
 
     def noted(self, line: str) -> None:
         """Take in a line of either stream (the question itself too): whether the last line
         before the question was the warning whose question may be answered."""
         if classify_question(line) is not Question.CONTINUE:
-            self.new_archives = line.strip() == NEW_ARCHIVES
+            self.new_archives = line.strip() in (NEW_ARCHIVES, NEW_ARCHIVES_IGNORED)
 
     def listed(self, line: str) -> str:
         """Take in a line of unison's standard output; returns it as -batch would print it

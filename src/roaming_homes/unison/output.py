@@ -250,10 +250,13 @@ class Question(enum.Enum):
     OTHER = "other"
 
 
-# unison's warning when a run was stopped while it committed its archives, and it finds the
-# new ones on every host: it uses them, and asks for return before going on (a pass cut off
-# as it ended, e.g. when a front-end went away). The only warning whose question we answer.
+# unison's warnings when a run was stopped while it committed its archives (a pass cut off as
+# it ended, e.g. when a front-end went away): it found the new ones on every host and uses
+# them, or on some hosts only and removes them, going on with the old ones everywhere (2.52's
+# update.ml). Either way the archives agree, and it asks for return before going on. The only
+# warnings whose question we answer.
 NEW_ARCHIVES = "A new archive exists on all hosts: I'll use them."
+NEW_ARCHIVES_IGNORED = "A new archive exists on some hosts only; it will be ignored."
 _CONTINUE = "Press return to continue."
 
 
