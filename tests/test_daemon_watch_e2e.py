@@ -19,7 +19,7 @@ from tests.support.homes import Setup
 from tests.support.notifications import RecordingServer
 from tests.support.procfs import voluntary_switches
 from tests.support.sdnotify import NotifySocket
-from tests.support.transfer import MB, throttle
+from tests.support.transfer import MB, copying, throttle
 from tests.support.waiting import wait_for
 
 StartDaemon = Callable[..., DaemonProcess]
@@ -252,6 +252,33 @@ def test_a_long_upload_while_watching_shows_in_status_and_the_log_as_it_runs(
                  "STATUS= back to the last sync")
     finally:
         systemd.close()
+
+
+@pytest.mark.parametrize("prefer", ["newer", "none"])
+def test_a_file_saved_again_on_the_server_while_it_is_copied_arrives_in_the_same_cycle(
+        watched: Setup, tag: str, start_daemon: StartDaemon, tmp_path: Path,
+        prefer: str) -> None:
+    """Real-time mode: a file written on the server is being copied here when it is written
+    again there; unison fails it, the cycle copies it again at once, and no pass is partial."""
+    start = watching(watched, tag, prefer=prefer)
+    throttle(watched, 1 * MB, tmp_path / "count.json")  # 3 MB: about 3 s
+    start(start_daemon)
+    docs, sdocs = watched.home / "Documents", watched.server_home / "Documents"
+    log = watched.state_dir / "sync.log"
+
+    (sdocs / "big.bin").write_bytes(os.urandom(3 * MB))
+    wait_for(lambda: copying(docs, "big.bin"), 30, "the copy's start")
+    with (sdocs / "big.bin").open("ab") as saved:
+        saved.write(b"saved again while it was copied")
+    wait_for(lambda: "syncing them again" in log.read_text() and passes_at_end(log), 60,
+             "the cycle that copies it again, and its end")
+
+    assert (docs / "big.bin").read_bytes() == (sdocs / "big.bin").read_bytes()
+    assert (docs / "big.bin").read_bytes().endswith(b"saved again while it was copied")
+    ended = re.findall(r"--- pass ended: (\S+) ---", log.read_text())
+    assert ended and set(ended) == {"in-sync"}, log.read_text()[-3000:]
+    assert watched.status()["result"] == "in-sync"
+    assert sorted(p.name for p in docs.iterdir()) == ["big.bin"]
 
 
 def test_stopping_while_the_server_is_out_of_reach_tells_what_is_only_here(

@@ -259,6 +259,21 @@ def test_mass_deletion_rule(total: int, deleted: int, recent: int, max_delete: i
         assert "`roaming-homes restore --refused`" in message  # ... or restore
 
 
+def test_a_second_run_in_a_pass_is_judged_with_what_the_first_planned() -> None:
+    """A pass that runs unison again (a file changed while it was copied) judges the second
+    plan with the first's losses as if they were in the window: 30 + 30 of 100 is refused."""
+    first = {"server": Losses(30, 2, ["a"]), "local": Losses(0, 1, ["b"])}
+    second = _losses(30)
+    done = guards.joined({"server": Losses(5, 0)}, first)
+    assert (done["server"].deleted, done["server"].overwritten, done["server"].paths) == (
+        35, 2, ["a"])
+    assert guards.loss_refusal(second, {}, 100, LIMITS) is None
+    refusal = guards.loss_refusal(second, guards.joined(first), 100, LIMITS)
+    assert refusal is not None and refusal.count == 60
+    total = guards.joined(first, second)
+    assert total["server"].deleted == 60 and total["local"].overwritten == 1
+
+
 def test_mass_change_rule_has_its_own_limit() -> None:
     limits = Limits(max_delete=50, max_change=30, window=600)
     refusal = guards.loss_refusal(_losses(overwritten=31), {}, 100, limits)

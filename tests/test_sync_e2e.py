@@ -6,10 +6,15 @@ import hashlib
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import pytest
 
 from tests.support.homes import Setup, tree
 from tests.support.sshd import SshServer
+from tests.support.transfer import MB, copying, throttle
+from tests.support.waiting import wait_for
 
 ODD_NAMES = ["with space.txt", "ünïcödé €.txt", "-leading-dash", "[] brackets  ", "a -> b",
              "esc\x1b]0;title\x07", "tab\tand\x01"]
@@ -179,6 +184,34 @@ def test_an_item_unison_cannot_sync_is_named_and_is_no_conflict(user: Setup) -> 
     assert (docs / "report.txt").read_text() == "from the server"
     listed = user.run("conflicts", "--json")
     assert json.loads(listed.stdout)["conflicts"] == [], listed.stdout
+
+
+@pytest.mark.parametrize("prefer", ["newer", "none"])
+def test_a_file_saved_again_while_it_is_copied_is_copied_again_in_the_same_pass(
+        user: Setup, tmp_path: Path, prefer: str) -> None:
+    """unison fails an item whose file changed while it copied it; the pass copies it again at
+    once, and ends in sync with the last version on both sides (not partial, not later)."""
+    user.configure(sync={"prefer": prefer})
+    docs, sdocs = user.home / "Documents", user.server_home / "Documents"
+    docs.mkdir()
+    assert user.sync().returncode == 0
+    throttle(user, 1 * MB, tmp_path / "count.json")  # 3 MB: about 3 s
+    big = docs / "big.bin"
+    big.write_bytes(os.urandom(3 * MB))
+    with ThreadPoolExecutor(1) as pool:
+        passing = pool.submit(user.sync_json)
+        wait_for(lambda: copying(sdocs, "big.bin") or passing.done(), 30, "the copy's start")
+        assert not passing.done(), passing.result()
+        with big.open("ab") as saved:
+            saved.write(b"saved again while it was copied")
+        code, outcome = passing.result(90)
+
+    assert code == 0 and outcome["result"] == "in-sync", outcome
+    assert (sdocs / "big.bin").read_bytes() == big.read_bytes()
+    assert big.read_bytes().endswith(b"saved again while it was copied")
+    log = (user.state_dir / "sync.log").read_text()
+    assert "1 item(s) changed while unison copied them: syncing them again" in log, log[-3000:]
+    assert not [p for p in (*docs.iterdir(), *sdocs.iterdir()) if p.name != "big.bin"]
 
 
 def test_a_copy_of_this_computers_version_is_named_after_it(user: Setup) -> None:

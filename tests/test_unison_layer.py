@@ -139,6 +139,32 @@ def test_parse_partial_and_failures() -> None:
     assert summary.failed_paths == ["a/b"]
 
 
+def test_a_file_that_changed_while_unison_copied_it_is_told_from_other_failures() -> None:
+    """unison 2.52.1's own output (a file appended to on one side, written on the other, while
+    it copied them), and names made to look like those reasons."""
+    lines = [
+        "Failed: The source file /h/a/big",
+        "has been modified during synchronization.  Transfer aborted.",
+        "Failed [big]: The source file /h/a/big",
+        "has been modified during synchronization.  Transfer aborted.",
+        "Failed [there]: Destination updated during synchronization",
+        "The file there has been created",
+        "Failed [x]: The source file y]: Current source file /h/a/x]: The source file y",
+        " not same as transferred file.  Transfer aborted.",
+        "Failed [full]: Error in writing to /h/b/full: No space left on device",
+        "Failed [odd]: The source file /h/a/odd",
+        "has been modified during synchronization, it says in its name",
+        "Synchronization incomplete at 12:16:03  (0 items transferred, 0 skipped, 5 failed)",
+        "  failed: big", "  failed: there", "  failed: x]: The source file y",
+        "  failed: full", "  failed: odd",
+    ]
+    summary = output.parse_output(lines)
+    assert summary.changed == ["big", "there", "x]: The source file y"]
+    assert summary.failed_paths == ["big", "there", "x]: The source file y", "full", "odd"]
+    unnamed = output.parse_output(lines[:-5])  # no summary naming them: nothing is taken
+    assert unnamed.changed == []
+
+
 def test_parse_nothing_to_do_and_fatal() -> None:
     assert output.parse_output(
         ["Nothing to do: replicas have not changed since last sync."]).nothing_to_do

@@ -38,3 +38,12 @@ def size_of(root: Path) -> int:
             with contextlib.suppress(OSError):  # unison renames its temporary files
                 total += (Path(dirpath) / name).lstat().st_size
     return total
+
+
+def copying(folder: Path, name: str) -> bool:
+    """unison is copying a file called `name` into `folder`: its temporary file is there."""
+    try:
+        return any(entry.startswith(f".unison.{name}.") and entry.endswith(".unison.tmp")
+                   for entry in os.listdir(folder))
+    except FileNotFoundError:
+        return False

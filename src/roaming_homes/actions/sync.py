@@ -553,6 +553,10 @@ class _Judge:
         self.confirmation: str | None = None  # their record's name on the server
         self.following: Confirmation | None = None  # a deletion confirmed on another computer
         self.items: list[output.PlanItem] = []  # the plan, as unison listed it
+        # What the earlier runs of this pass planned (`again`): a later plan is judged with it,
+        # and the window records them all.
+        self.before: dict[str, guards.Losses] = {}
+        self.before_items: list[output.PlanItem] = []
         # unison's run on a first sync's bulk copy (`unison.bulk`): its stand-in fingerprints
         # make every copied file look equal to its source, so any item in its plan means a
         # difference it must not act on (it would copy a time or a mode between two files it
@@ -570,14 +574,20 @@ class _Judge:
             return self.prepared.baselines.current().below(path)
         return count_files(Path(root), [path], plan.ignore_paths, plan.ignore_names)
 
+    def again(self) -> None:
+        """Before another unison run in this pass: what this one planned counts as done."""
+        self.before, self.before_items = self.losses, self.items
+
     def __call__(self, items: Sequence[output.PlanItem]) -> bool:
-        self.items = list(items)
-        self.losses = guards.plan_losses(items, self.weigh, self.prepared.paths)
+        planned = guards.plan_losses(items, self.weigh, self.prepared.paths)
+        self.losses = guards.joined(self.before, planned)
+        paths = {item.path for item in items}
+        self.items = [item for item in self.before_items if item.path not in paths] + [*items]
         if self.prepared.first:
             return True
         baseline = self.prepared.baselines.current()
-        recent = baseline.window(time.time(), self.limits.window)
-        refusal = guards.loss_refusal(self.losses, recent, baseline.total, self.limits)
+        recent = guards.joined(baseline.window(time.time(), self.limits.window), self.before)
+        refusal = guards.loss_refusal(planned, recent, baseline.total, self.limits)
         if refusal is None:
             return True
         if self.force:  # the user confirms: the other computers will follow
@@ -676,6 +686,7 @@ def _guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], first_run: boo
             return outcome(Result.INTERRUPTED, _INTERRUPTED,
                            transferred=summary.transferred)
         run, summary, first = _retried(run, summary, first, run_unison, sink)
+        run, summary = _changed_again(job, prepared, sink, judge, run, summary)
         run, summary = _older_props_win(job, prepared, sink, first, judge.items, run, summary)
         result = _judged(job, prepared, run, summary, first, judge, outcome)
         if stills is not None and not first and result.result == Result.IN_SYNC \
@@ -898,6 +909,39 @@ def _retried(run: dialogue.Run, summary: output.Summary, first: bool,
     return run, summary, first
 
 
+# How long a file that changed while unison copied it is left alone before it is copied again.
+SETTLE = 1.0
+
+
+def _changed_again(job: Pass, prepared: _Prepared, sink: LineSink, judge: _Judge,
+                   run: dialogue.Run, summary: output.Summary
+                   ) -> tuple[dialogue.Run, output.Summary]:
+    """The items of a run that failed only because their file changed while unison copied it (a
+    file still being saved), synced again over just those paths, judged with the rest of the
+    pass: the pass ends with them. Once: a file that changes again waits for the next pass."""
+    if run.returncode != 2 or not summary.changed:
+        return run, summary
+    sink(f"{len(summary.changed)} item(s) changed while unison copied them: syncing them again")
+    if (job.abort or threading.Event()).wait(SETTLE):  # stopped meanwhile
+        return run, summary
+    judge.again()
+    converged = _converge(job, prepared, summary.changed, sink, judge=judge)
+    if converged is None or converged[0].returncode not in (0, 1, 2):
+        return run, summary
+    retried, again = set(summary.changed), converged[1]
+    summary.failed_paths = [path for path in summary.failed_paths
+                            if path not in retried] + again.failed_paths
+    summary.failed, summary.changed = len(summary.failed_paths), again.changed
+    summary.transferred += again.transferred
+    summary.skipped += again.skipped
+    for path in again.conflicts:
+        output.add_once(summary.conflicts, path)
+    for path in again.errors:
+        output.add_once(summary.errors, path)
+    code = 2 if summary.failed_paths else 1 if summary.skipped or summary.errors else 0
+    return replace(run, returncode=code), summary
+
+
 NOTHING_CHANGED = "in sync: nothing changed on either side since the last pass"
 
 
@@ -953,9 +997,11 @@ def _clean_leftovers(job: Pass, prepared: _Prepared, items: Sequence[output.Plan
 
 
 def _converge(job: Pass, prepared: _Prepared, paths: list[str], sink: LineSink,
-              more: tuple[str, ...] = ()) -> tuple[dialogue.Run, output.Summary] | None:
-    """One more guarded unison run over just `paths` (with the options `more`), so that the pass
-    ends with them settled, not the next one; None when unison's profile cannot hold a name."""
+              more: tuple[str, ...] = (), judge: _Judge | None = None
+              ) -> tuple[dialogue.Run, output.Summary] | None:
+    """One more guarded unison run over just `paths` (with the options `more`; judged by `judge`,
+    the pass's, or one of its own), so that the pass ends with them settled, not the next one;
+    None when unison's profile cannot hold a name."""
     profile_file = job.locations.unison_dir / f"{profile.PROFILE}.prf"
     try:
         text = profile.build_profile(replace(prepared.plan, paths=tuple(paths)))
@@ -964,7 +1010,7 @@ def _converge(job: Pass, prepared: _Prepared, paths: list[str], sink: LineSink,
         return None
     write_atomic(profile_file, text)
     try:
-        return _run_unison(job, False, sink, _Judge(job, prepared, False),
+        return _run_unison(job, False, sink, judge or _Judge(job, prepared, False),
                            [*prepared.extra, *more])
     finally:
         write_atomic(profile_file, profile.build_profile(prepared.plan))

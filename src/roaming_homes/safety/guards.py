@@ -299,6 +299,19 @@ class Losses:
         return self.deleted if loss is Loss.DELETE else self.overwritten
 
 
+def joined(*parts: dict[str, Losses]) -> dict[str, Losses]:
+    """The losses of several plans (or a window and plans) together, per side."""
+    sums: dict[str, Losses] = {}
+    for part in parts:
+        for side, lost in part.items():
+            total = sums.setdefault(side, Losses())
+            total.deleted += lost.deleted
+            total.overwritten += lost.overwritten
+            total.paths += lost.paths
+            total.gone += lost.gone
+    return sums
+
+
 def plan_losses(items: Iterable[PlanItem], weigh: Callable[[str, str], int],
                 synced: Sequence[str] = ()) -> dict[str, Losses]:
     """Files each side would lose by the plan. A deleted item weighs the files at and below it

@@ -89,6 +89,8 @@ class Summary:
     # an I/O error): not conflicts, nothing the user can choose between.
     errors: list[str] = field(default_factory=list)
     failed_paths: list[str] = field(default_factory=list)
+    # Failed items whose file changed while unison copied it: another run gets past them.
+    changed: list[str] = field(default_factory=list)
     fatal: str = ""
     troubles: set[Trouble] = field(default_factory=set)
 
@@ -104,7 +106,7 @@ def parse_output(lines: Sequence[str]) -> Summary:
             fatal_next = False
             continue
         if error := _error_item(line):
-            _add(summary.errors, error)
+            add_once(summary.errors, error)
         elif line.startswith(_SKIPPED):
             skipped.append(line)
         elif match := _SUMMARY.match(line):
@@ -116,14 +118,15 @@ def parse_output(lines: Sequence[str]) -> Summary:
         elif (match := _DETAIL.match(line)) and match.group(3) == "failed":
             summary.failed_paths.append(match.group(4))
         elif match := _CONFLICT.match(line):
-            _add(summary.conflicts, match.group(1))
+            add_once(summary.conflicts, match.group(1))
         elif line.startswith((_NOTHING, _NO_UPDATES)):
             summary.nothing_to_do = True
         elif line.startswith("Fatal error") and not summary.fatal:
             summary.fatal = line.split(":", 1)[1].strip() if ":" in line else line
             fatal_next = not summary.fatal
     for conflict in _skipped_conflicts(skipped, summary.errors):
-        _add(summary.conflicts, conflict)
+        add_once(summary.conflicts, conflict)
+    summary.changed = _changed_meanwhile(lines, summary.failed_paths)
     summary.fatal = summary.fatal.strip()
     summary.troubles = _troubles(summary.fatal, lines)
     return summary
@@ -136,6 +139,37 @@ def _error_item(line: str) -> str | None:
         return item.path
     match = _ERROR.match(line)
     return match.group(1) if match else None
+
+
+# How unison says a file changed while it copied it (copy.ml, update.ml): "Failed [PATH]: " and
+# the first line of the reason, then, for the source's two, the line after it.
+_FAILED = "Failed ["
+_CHANGED_HERE = ("]: Destination updated during synchronization",)
+_CHANGED_THERE = {"]: The source file ": "has been modified during synchronization.  ",
+                  "]: Current source file ": " not same as transferred file.  "}
+
+
+def _changed_meanwhile(lines: Sequence[str], failed: Sequence[str]) -> list[str]:
+    """The failed items (of `failed`, the summary's exact paths) whose reason is that the file
+    changed while unison copied it. A path is only ever taken from between "Failed [" and one
+    of the reasons' fixed starts, and only if the summary names it as failed."""
+    names: set[str] = set(failed)
+    changed: list[str] = []
+    if not names:
+        return changed
+    for line, after in zip(lines, [*lines[1:], ""], strict=True):
+        if not line.startswith(_FAILED):
+            continue
+        if line.endswith(_CHANGED_HERE) and (path := line[len(_FAILED):line.rindex("]: ")]) \
+                in names:
+            add_once(changed, path)
+        for start, then in _CHANGED_THERE.items():
+            at = line.find(start)
+            while at >= 0:  # the path itself may hold the reason's start
+                if line[len(_FAILED):at] in names and after.startswith(then):
+                    add_once(changed, line[len(_FAILED):at])
+                at = line.find(start, at + 1)
+    return changed
 
 
 def _skipped_conflicts(skipped: Sequence[str], errors: Sequence[str]) -> list[str]:
@@ -158,7 +192,8 @@ def _troubles(fatal: str, lines: Sequence[str]) -> set[Trouble]:
     return found
 
 
-def _add(items: list[str], item: str) -> None:
+def add_once(items: list[str], item: str) -> None:
+    """Append `item` unless `items` holds it already (unison may name an item twice)."""
     if item not in items:
         items.append(item)
 
