@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from roaming_homes.desktop.policy import TRANSIENT_PASSES
 from tests.support.daemon import DaemonProcess, appears, stop_as_logout
 from tests.support.fsmonitor import monitors_of, processes_with
 from tests.support.homes import Setup
@@ -279,6 +281,87 @@ def test_a_file_saved_again_on_the_server_while_it_is_copied_arrives_in_the_same
     assert ended and set(ended) == {"in-sync"}, log.read_text()[-3000:]
     assert watched.status()["result"] == "in-sync"
     assert sorted(p.name for p in docs.iterdir()) == ["big.bin"]
+
+
+@pytest.mark.parametrize("prefer", ["newer", "none"])
+def test_an_item_unison_cannot_sync_while_watching_is_named_once_and_the_rest_syncs(
+        watched: Setup, tag: str, start_daemon: StartDaemon,
+        notifications: RecordingServer, prefer: str) -> None:
+    """Real-time mode: a pipe made here (unison syncs files, folders and links only) ends its
+    cycle partial, naming it, never as a conflict; what changes next still syncs, and the
+    user is told once it has lasted `policy.TRANSIENT_PASSES` cycles, then not again."""
+    watched.configure(sync={"watch": True, "interval": 3600, "prefer": prefer},
+                      notify={"enabled": True})
+    daemon = start_daemon(watched, {"DBUS_SESSION_BUS_ADDRESS": notifications.address})
+    daemon.wait_for_log("in sync")
+    wait_for(lambda: len(monitors_of(watched.home, tag)) == 2, 30, "a monitor on each end")
+    docs, sdocs = watched.home / "Documents", watched.server_home / "Documents"
+
+    os.mkfifo(docs / "here (pipe)")
+    status = wait_for(lambda: (s := watched.status())["result"] == "partial" and s, 20,
+                      "the pipe's cycle")
+    assert status["failed"] == 1 and status["conflicts"] == [], status
+    assert status["message"].startswith("1 item(s) not synced for an error on one side")
+    assert status["message"].endswith(": Documents/here (pipe)"), status
+    log = watched.state_dir / "sync.log"
+    for number, side, name in ((2, sdocs, "report.txt"), (3, docs, "draft.txt"),
+                               (4, sdocs, "later.txt")):
+        if number == TRANSIENT_PASSES:
+            assert notifications.notifications() == []  # a pipe may be gone by the next one
+        (side / name).write_text(f"cycle {number}")
+        other = docs if side == sdocs else sdocs
+        wait_for(appears(other / name, f"cycle {number}"), 20, f"{name} on the other side")
+        wait_for(lambda: passes_at_end(log), 10, "the cycle's end")
+        status = wait_for(lambda: (s := watched.status())["transferred"] == 1 and s, 10,
+                          "the cycle's outcome")
+        assert status["result"] == "partial" and status["message"] == (
+            "1 item(s) not synced: Documents/here (pipe) (see the sync log); this cycle: in "
+            "sync: 1 item(s) transferred"), status
+
+    assert not (sdocs / "here (pipe)").exists()
+    assert watched.status()["conflicts"] == []
+    (shown,) = notifications.wait_for(1)
+    assert "Documents/here (pipe)" in shown["body"], shown
+    time.sleep(1)
+    assert len(notifications.notifications()) == 1, notifications.notifications()
+
+
+@pytest.mark.parametrize("prefer", ["newer", "none"])
+def test_a_conflict_found_while_watching_stays_listed_while_other_files_sync(
+        watched: Setup, tag: str, start_daemon: StartDaemon, prefer: str) -> None:
+    """A file edited on both sides while syncing was paused: with `prefer = none` the pass
+    after the pause leaves it a conflict, and the cycles that sync other files afterwards keep
+    it in `status` and `conflicts` (they do not look at it); `prefer = newer` settles it."""
+    watching(watched, tag, prefer=prefer)(start_daemon)
+    docs, sdocs = watched.home / "Documents", watched.server_home / "Documents"
+    (docs / "both.txt").write_text("before")
+    wait_for(appears(sdocs / "both.txt", "before"), 10, "the file on the server")
+    assert watched.run("pause").returncode == 0
+    wait_for(lambda: not monitors_of(watched.home, tag), 20, "the watch to stop")
+    (docs / "both.txt").write_text("edited here")
+    (sdocs / "both.txt").write_text("edited there, later")
+    assert watched.run("resume").returncode == 0
+    if prefer == "none":
+        wait_for(lambda: watched.status()["result"] == "conflicts", 20, "the conflict found")
+    else:
+        wait_for(appears(docs / "both.txt", "edited there, later"), 20, "the newer edit here")
+    wait_for(lambda: len(monitors_of(watched.home, tag)) == 2, 30, "watching again")
+
+    (docs / "other.txt").write_text("after the pause")
+    wait_for(appears(sdocs / "other.txt", "after the pause"), 10, "another file, synced")
+    status = wait_for(lambda: (s := watched.status())["message"].endswith(
+        "in sync: 1 item(s) transferred") and s, 10, "the cycle's outcome")
+    listed = watched.run("conflicts", "--json")
+    conflicts = [c["path"] for c in json.loads(listed.stdout)["conflicts"]]
+    if prefer == "none":
+        assert status["result"] == "conflicts" and status["message"] == (
+            "1 conflict(s) need you: Documents/both.txt (see `roaming-homes conflicts`); "
+            "this cycle: in sync: 1 item(s) transferred"), status
+        assert conflicts == ["Documents/both.txt"], listed.stdout
+        assert (docs / "both.txt").read_text() == "edited here"
+    else:
+        assert status["result"] == "in-sync" and conflicts == [], (status, listed.stdout)
+        assert (sdocs / "both.txt").read_text() == "edited there, later"
 
 
 def test_stopping_while_the_server_is_out_of_reach_tells_what_is_only_here(

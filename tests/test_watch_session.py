@@ -9,7 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from roaming_homes.actions import sync as engine
 from roaming_homes.actions import watch
+from roaming_homes.outcome import Result, SyncOutcome
 
 
 def test_a_stop_after_the_session_closed_writes_nothing_into_a_reused_descriptor() -> None:
@@ -119,3 +121,29 @@ def test_a_held_echo_is_synced_on_its_own_when_nothing_else_comes(
     woke = session._wait(time.monotonic() + 60)
     session.close()
     assert woke == (watch.Wake.CHANGES, ["Documents/a.txt"])
+
+
+def _outcome(result: Result, message: str, **fields: object) -> SyncOutcome:
+    return SyncOutcome(result=result, message=message, started="s", finished="f", duration=0,
+                       server="srv", **fields)  # type: ignore[arg-type]
+
+
+def test_a_cycle_keeps_what_the_passes_before_it_left_where_it_did_not_look() -> None:
+    left = _outcome(Result.PARTIAL, "…", conflicts=["Documents/c.txt", "Music/d"],
+                    failed_paths=["Documents/pipe"], failed=1)
+    cycle = _outcome(Result.IN_SYNC, "in sync: 1 item(s) transferred", transferred=1)
+
+    kept = engine.still_left(cycle, left, ("Music",))  # Music/d: the cycle looked, it is gone
+    assert kept.result is Result.PARTIAL and kept.exit_code == 2
+    assert (kept.conflicts, kept.failed_paths, kept.failed) == (
+        ["Documents/c.txt"], ["Documents/pipe"], 1)
+    assert kept.message == ("1 conflict(s) need you: Documents/c.txt (see `roaming-homes "
+                            "conflicts`); 1 item(s) not synced: Documents/pipe (see the sync "
+                            "log); this cycle: in sync: 1 item(s) transferred")
+    conflicts_only = _outcome(Result.CONFLICTS, "…", conflicts=["Documents/c.txt"])
+    assert engine.still_left(cycle, conflicts_only, ("Music",)).result is Result.CONFLICTS
+    # what the cycle looked at is as it says; nothing left, or a cycle that did not run
+    assert engine.still_left(cycle, left, ("Documents", "Music")) == cycle
+    assert engine.still_left(cycle, None, ("Music",)) == cycle
+    offline = _outcome(Result.OFFLINE, "offline")
+    assert engine.still_left(offline, left, ("Music",)) == offline

@@ -157,6 +157,32 @@ def _classify(run: dialogue.Run, summary: output.Summary) -> tuple[Result, str, 
     return Result.FAILED, f"unison failed: {fatal or f'exit code {code}'}", reason
 
 
+def still_left(outcome: SyncOutcome, left: SyncOutcome | None,
+               only: tuple[str, ...]) -> SyncOutcome:
+    """A real-time cycle's outcome (a pass over `only`) with what `left`, the outcome the
+    session's passes came to before it, leaves elsewhere: conflicts and items not synced that
+    this cycle did not look at are still there, and `status`, `conflicts` and the notifications
+    go on showing them until a pass that looks at them settles them."""
+    if left is None or outcome.result not in COMPLETED:
+        return outcome
+    conflicts = [path for path in left.conflicts
+                 if not is_below(path, only) and path not in outcome.conflicts]
+    failed = [path for path in left.failed_paths
+              if not is_below(path, only) and path not in outcome.failed_paths]
+    if not conflicts and not failed:
+        return outcome
+    said = [f"{len(conflicts)} conflict(s) need you: {_listed(conflicts)} (see `roaming-homes "
+            "conflicts`)"] if conflicts else []
+    said += [f"{len(failed)} item(s) not synced: {_listed(failed)} (see the sync log)"
+             ] if failed else []
+    result = (Result.PARTIAL if failed or outcome.result is Result.PARTIAL
+              else Result.CONFLICTS)
+    return replace(outcome, result=result,
+                   message=f"{'; '.join(said)}; this cycle: {outcome.message}",
+                   conflicts=outcome.conflicts + conflicts,
+                   failed_paths=outcome.failed_paths + failed, failed=outcome.failed + len(failed))
+
+
 # The reason a failed run gives, for the troubles unison reported (the first that applies).
 _REASONS = {output.Trouble.DISK_FULL: Reason.DISK_FULL,
             output.Trouble.VERSION_MISMATCH: Reason.VERSION_MISMATCH,

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field, replace
 from roaming_homes.actions import sync as engine
 from roaming_homes.config import Config
 from roaming_homes.errors import ExitCode, RoamingHomesError
-from roaming_homes.outcome import Reason, Result, SyncOutcome, result_of
+from roaming_homes.outcome import COMPLETED, Reason, Result, SyncOutcome, result_of
 from roaming_homes.paths import Locations, is_below
 from roaming_homes.safety.guards import is_excluded
 from roaming_homes.session import progress
@@ -334,6 +334,9 @@ class _Session:
         self.monitors: list[MonitorLink] = []  # this computer's, then the server's
         self.echoes = Echoes()
         self.here: list[str] = []  # what this computer's monitor reported for the last wake
+        # What the session's passes came to so far (`engine.still_left`): a cycle looks at
+        # some paths only, and what it did not look at is as the last pass left it.
+        self.left: SyncOutcome | None = None
         self.wake_r, self.wake_w = os.pipe()
         self.finished = threading.Event()
         # The waker writes to wake_w while close() may close it: a descriptor closed and then
@@ -389,8 +392,11 @@ class _Session:
         tracker = progress.Tracker(self.job.locations, self.on_progress)
         job = replace(self.job, on_output=tracker.wrap(self.job.on_output), tracker=tracker)
         try:
-            outcome = engine.guarded_pass(job, engine.outcomes(self.job.server), only=only)
-            if always or outcome.transferred or outcome.result != Result.IN_SYNC:
+            own = engine.guarded_pass(job, engine.outcomes(self.job.server), only=only)
+            outcome = own if only is None else engine.still_left(own, self.left, only)
+            if outcome.result in COMPLETED:
+                self.left = outcome
+            if always or own.transferred or own.result != Result.IN_SYNC:
                 outcome = self.record(outcome)
             return outcome
         finally:
