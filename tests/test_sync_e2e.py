@@ -192,10 +192,10 @@ def test_a_file_saved_again_while_it_is_copied_is_copied_again_in_the_same_pass(
     """unison fails an item whose file changed while it copied it; the pass copies it again at
     once, and ends in sync with the last version on both sides (not partial, not later)."""
     user.configure(sync={"prefer": prefer})
+    throttle(user, 1 * MB, tmp_path / "count.json")  # 3 MB: about 3 s
     docs, sdocs = user.home / "Documents", user.server_home / "Documents"
     docs.mkdir()
     assert user.sync().returncode == 0
-    throttle(user, 1 * MB, tmp_path / "count.json")  # 3 MB: about 3 s
     big = docs / "big.bin"
     big.write_bytes(os.urandom(3 * MB))
     with ThreadPoolExecutor(1) as pool:
@@ -212,6 +212,39 @@ def test_a_file_saved_again_while_it_is_copied_is_copied_again_in_the_same_pass(
     log = (user.state_dir / "sync.log").read_text()
     assert "1 item(s) changed while unison copied them: syncing them again" in log, log[-3000:]
     assert not [p for p in (*docs.iterdir(), *sdocs.iterdir()) if p.name != "big.bin"]
+
+
+@pytest.mark.parametrize("prefer", ["newer", "none"])
+def test_a_file_saved_again_at_each_copy_waits_for_the_next_pass_and_says_so(
+        user: Setup, tmp_path: Path, prefer: str) -> None:
+    """A file that changes during the copy and again during the second: the pass ends partial
+    (exit 2), says why, and the next pass, with the file still, syncs it."""
+    user.configure(sync={"prefer": prefer})
+    throttle(user, 1 * MB, tmp_path / "count.json")  # 2 MB: about 2 s
+    docs, sdocs = user.home / "Documents", user.server_home / "Documents"
+    docs.mkdir()
+    assert user.sync().returncode == 0
+    big = docs / "big.bin"
+    big.write_bytes(os.urandom(2 * MB))
+    with ThreadPoolExecutor(1) as pool:
+        passing = pool.submit(user.sync_json)
+        wait_for(lambda: copying(sdocs, "big.bin") or passing.done(), 30, "the copy's start")
+        assert not passing.done(), passing.result()
+        saves = 0
+        while not passing.done():  # saved every 5 ms: unison's second look sees it change too
+            with big.open("ab") as saved:
+                saved.write(f"saved again: {saves}\n".encode())
+            saves += 1
+            time.sleep(0.005)
+        code, outcome = passing.result(90)
+
+    assert code == 2 and outcome["result"] == "partial", outcome
+    assert outcome["message"] == ("1 item(s) kept changing while they were copied (being "
+                                  "saved?): Documents/big.bin; the next pass syncs them")
+    assert outcome["failed_paths"] == ["Documents/big.bin"]
+    assert not (sdocs / "big.bin").exists()
+    assert user.sync().returncode == 0
+    assert (sdocs / "big.bin").read_bytes() == big.read_bytes()
 
 
 def test_a_copy_of_this_computers_version_is_named_after_it(user: Setup) -> None:

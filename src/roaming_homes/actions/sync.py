@@ -139,6 +139,10 @@ def _classify(run: dialogue.Run, summary: output.Summary) -> tuple[Result, str, 
     if code == 1:  # skipped for errors alone: nothing to choose, something to look at
         return Result.PARTIAL, _unsynced(summary.errors), Reason.NONE
     reason = next((_REASONS[t] for t in _REASON_ORDER if t in troubles), Reason.UNISON_FAILED)
+    if code == 2 and summary.failed_paths and set(summary.failed_paths) <= set(summary.changed):
+        return Result.PARTIAL, (f"{summary.failed} item(s) kept changing while they were "
+                                f"copied (being saved?): {_listed(summary.failed_paths)}; the "
+                                f"next pass syncs them{errors}"), reason
     if code == 2:
         return Result.PARTIAL, (f"{summary.failed} item(s) failed to transfer: "
                                 f"{_listed(summary.failed_paths)}{errors}"), reason
