@@ -685,12 +685,8 @@ def _guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], first_run: boo
     if stills is not None and stills.nothing_changed:
         return _unchanged_pass(job, prepared, outcome)
     unchanged.drop(job.locations.state_dir)
-    first, extra = prepared.first, prepared.extra
-    if winner is not None:
-        plan = prepared.plan
-        # No conflict copies: the other side's versions go to its backups, as in any pass.
-        extra = [*extra, "-force", plan.local_root if winner == "local" else plan.server_root,
-                 "-copyonconflict=false"]
+    first, winning = prepared.first, _winning(prepared.plan, winner)
+    extra = [*prepared.extra, *winning]
     judge = _Judge(job, prepared, force, confirms=winner is None)  # a restore confirms none
     with job.store.open_log() as transcript:
         def sink(line: str) -> None:
@@ -716,7 +712,7 @@ def _guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], first_run: boo
             return outcome(Result.INTERRUPTED, _INTERRUPTED,
                            transferred=summary.transferred)
         run, summary, first = _retried(run, summary, first, run_unison, sink)
-        run, summary = _changed_again(job, prepared, sink, judge, run, summary)
+        run, summary = _changed_again(job, prepared, sink, judge, run, summary, winning)
         run, summary = _older_props_win(job, prepared, sink, first, judge.items, run, summary)
         result = _judged(job, prepared, run, summary, first, judge, outcome)
         if stills is not None and not first and result.result == Result.IN_SYNC \
@@ -731,6 +727,15 @@ def _guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], first_run: boo
         _clean_leftovers(job, prepared, judge.items)
         _prune_backups(job, prepared)
     return result
+
+
+def _winning(plan: profile.Plan, winner: str | None) -> tuple[str, ...]:
+    """unison's options that make `winner`'s version of every path win (none for None). No
+    conflict copies: the other side's versions go to its backups, as in any pass."""
+    if winner is None:
+        return ()
+    return ("-force", plan.local_root if winner == "local" else plan.server_root,
+            "-copyonconflict=false")
 
 
 def _chores(server: transport.Server, locations: Locations, computer: Computer,
@@ -944,18 +949,19 @@ SETTLE = 1.0
 
 
 def _changed_again(job: Pass, prepared: _Prepared, sink: LineSink, judge: _Judge,
-                   run: dialogue.Run, summary: output.Summary
+                   run: dialogue.Run, summary: output.Summary, winning: tuple[str, ...]
                    ) -> tuple[dialogue.Run, output.Summary]:
     """The items of a run that failed only because their file changed while unison copied it (a
-    file still being saved), synced again over just those paths, judged with the rest of the
-    pass: the pass ends with them. Once: a file that changes again waits for the next pass."""
+    file still being saved), synced again over just those paths (with the pass's `winning`
+    options, `_winning`), judged with the rest of the pass: the pass ends with them. Once: a
+    file that changes again waits for the next pass."""
     if run.returncode != 2 or not summary.changed:
         return run, summary
     sink(f"{len(summary.changed)} item(s) changed while unison copied them: syncing them again")
     if (job.abort or threading.Event()).wait(SETTLE):  # stopped meanwhile
         return run, summary
     judge.again()
-    converged = _converge(job, prepared, summary.changed, sink, judge=judge)
+    converged = _converge(job, prepared, summary.changed, sink, winning, judge=judge)
     if converged is None or converged[0].returncode not in (0, 1, 2):
         return run, summary
     retried, again = set(summary.changed), converged[1]
