@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -186,22 +189,33 @@ def test_an_item_unison_cannot_sync_is_named_and_is_no_conflict(user: Setup) -> 
     assert json.loads(listed.stdout)["conflicts"] == [], listed.stdout
 
 
+@contextlib.contextmanager
+def _a_pass_copying(user: Setup, tmp_path: Path, prefer: str,
+                    size: int) -> Iterator[tuple[Path, Path, Future[tuple[int, Any]]]]:
+    """A file of `size` MB made here after a first pass, and the pass (`sync --json`, in a
+    thread) that copies it to the server over a link of 1 MB/s: the block starts once the copy
+    has. Yields the file, the server's Documents and the pass."""
+    user.configure(sync={"prefer": prefer})
+    # before any pass: a connection opened before would carry the copy at full speed
+    throttle(user, 1 * MB, tmp_path / "count.json")
+    docs, sdocs = user.home / "Documents", user.server_home / "Documents"
+    docs.mkdir()
+    assert user.sync().returncode == 0
+    big = docs / "big.bin"
+    big.write_bytes(os.urandom(size * MB))
+    with ThreadPoolExecutor(1) as pool:
+        passing = pool.submit(user.sync_json)
+        wait_for(lambda: copying(sdocs, "big.bin") or passing.done(), 30, "the copy's start")
+        assert not passing.done(), passing.result()
+        yield big, sdocs, passing
+
+
 @pytest.mark.parametrize("prefer", ["newer", "none"])
 def test_a_file_saved_again_while_it_is_copied_is_copied_again_in_the_same_pass(
         user: Setup, tmp_path: Path, prefer: str) -> None:
     """unison fails an item whose file changed while it copied it; the pass copies it again at
     once, and ends in sync with the last version on both sides (not partial, not later)."""
-    user.configure(sync={"prefer": prefer})
-    throttle(user, 1 * MB, tmp_path / "count.json")  # 3 MB: about 3 s
-    docs, sdocs = user.home / "Documents", user.server_home / "Documents"
-    docs.mkdir()
-    assert user.sync().returncode == 0
-    big = docs / "big.bin"
-    big.write_bytes(os.urandom(3 * MB))
-    with ThreadPoolExecutor(1) as pool:
-        passing = pool.submit(user.sync_json)
-        wait_for(lambda: copying(sdocs, "big.bin") or passing.done(), 30, "the copy's start")
-        assert not passing.done(), passing.result()
+    with _a_pass_copying(user, tmp_path, prefer, 3) as (big, sdocs, passing):
         with big.open("ab") as saved:
             saved.write(b"saved again while it was copied")
         code, outcome = passing.result(90)
@@ -211,7 +225,7 @@ def test_a_file_saved_again_while_it_is_copied_is_copied_again_in_the_same_pass(
     assert big.read_bytes().endswith(b"saved again while it was copied")
     log = (user.state_dir / "sync.log").read_text()
     assert "1 item(s) changed while unison copied them: syncing them again" in log, log[-3000:]
-    assert not [p for p in (*docs.iterdir(), *sdocs.iterdir()) if p.name != "big.bin"]
+    assert not [p for p in (*big.parent.iterdir(), *sdocs.iterdir()) if p.name != "big.bin"]
 
 
 @pytest.mark.parametrize("prefer", ["newer", "none"])
@@ -219,17 +233,7 @@ def test_a_file_saved_again_at_each_copy_waits_for_the_next_pass_and_says_so(
         user: Setup, tmp_path: Path, prefer: str) -> None:
     """A file that changes during the copy and again during the second: the pass ends partial
     (exit 2), says why, and the next pass, with the file still, syncs it."""
-    user.configure(sync={"prefer": prefer})
-    throttle(user, 1 * MB, tmp_path / "count.json")  # 2 MB: about 2 s
-    docs, sdocs = user.home / "Documents", user.server_home / "Documents"
-    docs.mkdir()
-    assert user.sync().returncode == 0
-    big = docs / "big.bin"
-    big.write_bytes(os.urandom(2 * MB))
-    with ThreadPoolExecutor(1) as pool:
-        passing = pool.submit(user.sync_json)
-        wait_for(lambda: copying(sdocs, "big.bin") or passing.done(), 30, "the copy's start")
-        assert not passing.done(), passing.result()
+    with _a_pass_copying(user, tmp_path, prefer, 2) as (big, sdocs, passing):
         saves = 0
         while not passing.done():  # saved every 5 ms: unison's second look sees it change too
             with big.open("ab") as saved:
