@@ -406,7 +406,7 @@ def test_the_servers_echo_of_a_cycle_waits_and_a_change_made_there_meanwhile_is_
     """What a cycle wrote on the server comes back from the server's monitor: that report is
     held (no pass for it at once, `watch.ECHO_WINDOW`), then synced; another computer's edit
     of the same file just after the cycle reaches this computer all the same."""
-    watching(watched, tag, prefer=prefer)(start_daemon)
+    daemon = watching(watched, tag, prefer=prefer)(start_daemon)
     docs, sdocs = watched.home / "Documents", watched.server_home / "Documents"
     log = watched.state_dir / "sync.log"
 
@@ -425,8 +425,12 @@ def test_the_servers_echo_of_a_cycle_waits_and_a_change_made_there_meanwhile_is_
     (docs / "edited.txt").write_text("from laptop")
     wait_for(appears(sdocs / "edited.txt", "from laptop"), 10, "a local write on the server")
     (sdocs / "edited.txt").write_text("from another computer, just after")
-    wait_for(appears(docs / "edited.txt", "from another computer, just after"), 20,
-             "the other computer's edit, within the echo window")
+    try:
+        wait_for(appears(docs / "edited.txt", "from another computer, just after"), 20,
+                 "the other computer's edit, within the echo window")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the daemon's log ends: {daemon.log[-3000:]}; sync.log "
+                             f"ends: {log.read_text()[-6000:]}") from None
     assert not list(docs.glob("*conflict*")) and not list(sdocs.glob("*conflict*"))
 
 
