@@ -4,7 +4,9 @@ change."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -15,6 +17,17 @@ from tests.support.fsmonitor import monitors_of, monitors_tagged
 from tests.support.homes import Setup
 from tests.support.waiting import wait_for
 from tests.support.watcher import Watcher
+
+
+@contextlib.contextmanager
+def _watching(watcher: Watcher) -> Iterator[Watcher]:
+    """`watcher` started and past its first sync; when the block ends it must stop as asked."""
+    watcher.start()
+    try:
+        wait_for(lambda: bool(watcher.outcomes), 20, "the first sync")
+        yield watcher
+    finally:
+        assert watcher.finish().reason == "stopped"
 
 
 def test_changes_travel_both_ways_in_seconds_and_stop_ends_both_monitors(
@@ -46,17 +59,13 @@ def test_changes_travel_both_ways_in_seconds_and_stop_ends_both_monitors(
 
 def test_a_tree_created_while_watching_is_synced_and_then_watched(watched: Setup) -> None:
     docs, sdocs = watched.home / "Documents", watched.server_home / "Documents"
-    watcher = Watcher(watched).start()
-    try:
-        wait_for(lambda: bool(watcher.outcomes), 20, "the first sync")
+    with _watching(Watcher(watched)):
         (docs / "new" / "deep" / "er").mkdir(parents=True)
         (docs / "new" / "deep" / "er" / "a.txt").write_text("a")
         wait_for(lambda: (sdocs / "new" / "deep" / "er" / "a.txt").exists(), 10, "the new tree")
         (docs / "new" / "deep" / "er" / "b.txt").write_text("b")
         wait_for(lambda: (sdocs / "new" / "deep" / "er" / "b.txt").exists(), 10,
                  "a file written later inside the new tree")
-    finally:
-        assert watcher.finish().reason == "stopped"
 
 
 def test_a_full_rescan_catches_what_no_monitor_saw(watched: Setup) -> None:
@@ -64,14 +73,10 @@ def test_a_full_rescan_catches_what_no_monitor_saw(watched: Setup) -> None:
     watcher = Watcher(watched)
     watcher.config["sync"]["rescan_interval"] = 2  # below the configurable minimum, for speed
     log = watcher.locations.state_dir / "sync.log"
-    watcher.start()
-    try:
-        wait_for(lambda: bool(watcher.outcomes), 20, "the first sync")
+    with _watching(watcher):
         wait_for(lambda: log.read_text().count("--- pass started") >= 3, 20, "full rescans")
         (docs / "after-rescan.txt").write_text("x")
         wait_for(lambda: (sdocs / "after-rescan.txt").exists(), 10, "a write after rescans")
-    finally:
-        assert watcher.finish().reason == "stopped"
 
 
 def test_server_without_monitor_falls_back_before_syncing(user: Setup, tag: str) -> None:
@@ -131,9 +136,7 @@ def test_a_file_fetched_from_the_server_is_fetched_again_at_once_when_it_changes
     a minute here, so that a held report could not pass for a prompt one)."""
     monkeypatch.setattr(realtime, "ECHO_WINDOW", 60.0)
     docs, sdocs = watched.home / "Documents", watched.server_home / "Documents"
-    watcher = Watcher(watched).start()
-    try:
-        wait_for(lambda: bool(watcher.outcomes), 20, "the first sync")
+    with _watching(Watcher(watched)):
         (sdocs / "shared.txt").write_text("from another computer")
         wait_for(appears(docs / "shared.txt", "from another computer"), 15, "the first edit")
         # this computer's monitor reports the fetched file too, and its pass (which would
@@ -142,8 +145,6 @@ def test_a_file_fetched_from_the_server_is_fetched_again_at_once_when_it_changes
         (sdocs / "shared.txt").write_text("edited again there, just after")
         wait_for(appears(docs / "shared.txt", "edited again there, just after"), 30,
                  "the second edit, not held as an echo")
-    finally:
-        assert watcher.finish().reason == "stopped"
 
 
 def test_a_file_still_being_written_is_not_synced_until_it_is_closed(
@@ -153,9 +154,7 @@ def test_a_file_still_being_written_is_not_synced_until_it_is_closed(
     whole."""
     monkeypatch.setattr(realtime, "ECHO_WINDOW", 0.5)  # the first sync's echo goes before
     docs, sdocs = watched.home / "Documents", watched.server_home / "Documents"
-    watcher = Watcher(watched).start()
-    try:
-        wait_for(lambda: bool(watcher.outcomes), 20, "the first sync")
+    with _watching(Watcher(watched)):
         (docs / "saved.txt").write_text("saved")
         wait_for(appears(sdocs / "saved.txt", "saved"), 10, "a saved file")
         time.sleep(2.0)  # that cycle's echo, and its pass
@@ -167,5 +166,3 @@ def test_a_file_still_being_written_is_not_synced_until_it_is_closed(
                 time.sleep(0.1)
                 assert not (sdocs / "growing.log").exists(), "synced while still written"
         wait_for(appears(sdocs / "growing.log", "".join(lines)), 10, "the file, once closed")
-    finally:
-        assert watcher.finish().reason == "stopped"
