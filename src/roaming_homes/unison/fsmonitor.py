@@ -184,8 +184,8 @@ def _ripe(pending: dict[str, Change], now: float) -> Iterator[str]:
     young = {path for path, change in pending.items() if not change.ripe(now)}
     if "" in young:  # the replica itself still settles: everything waits for it
         return
-    for path, change in pending.items():
-        if change.ripe(now) and not any(folder in young for folder in _folders_above(path)):
+    for path in pending:
+        if path not in young and not any(folder in young for folder in _folders_above(path)):
             yield path
 
 
