@@ -118,6 +118,11 @@ def _listed(paths: Sequence[str]) -> str:
     return ", ".join(escape(path) for path in paths[:5]) + (" …" if len(paths) > 5 else "")
 
 
+def _need_you(count: int, conflicts: Sequence[str]) -> str:
+    return (f"{count} conflict(s) need you: {_listed(conflicts)} (see `roaming-homes "
+            "conflicts`)")
+
+
 def _unsynced(errors: Sequence[str]) -> str:
     return (f"{len(errors)} item(s) not synced for an error on one side (unreadable, or not a "
             f"file, folder or link; the reason is in the sync log): {_listed(errors)}")
@@ -133,9 +138,8 @@ def _classify(run: dialogue.Run, summary: output.Summary) -> tuple[Result, str, 
                 Reason.NONE)
     errors = ("; " + _unsynced(summary.errors)) if summary.errors else ""
     if code == 1 and (summary.conflicts or not summary.errors):
-        return Result.CONFLICTS, (f"{len(summary.conflicts) or summary.skipped} conflict(s) "
-                                  f"need you: {_listed(summary.conflicts)} (see `roaming-homes "
-                                  f"conflicts`){errors}"), Reason.NONE
+        return Result.CONFLICTS, (_need_you(len(summary.conflicts) or summary.skipped,
+                                            summary.conflicts) + errors), Reason.NONE
     if code == 1:  # skipped for errors alone: nothing to choose, something to look at
         return Result.PARTIAL, _unsynced(summary.errors), Reason.NONE
     reason = next((_REASONS[t] for t in _REASON_ORDER if t in troubles), Reason.UNISON_FAILED)
@@ -175,8 +179,7 @@ def still_left(outcome: SyncOutcome, left: SyncOutcome | None,
               if not is_below(path, only) and path not in outcome.failed_paths]
     if not conflicts and not failed:
         return outcome
-    said = [f"{len(conflicts)} conflict(s) need you: {_listed(conflicts)} (see `roaming-homes "
-            "conflicts`)"] if conflicts else []
+    said = [_need_you(len(conflicts), conflicts)] if conflicts else []
     said += [f"{len(failed)} item(s) not synced: {_listed(failed)} (see the sync log)"
              ] if failed else []
     result = (Result.PARTIAL if failed or outcome.result is Result.PARTIAL
