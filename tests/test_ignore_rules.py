@@ -10,6 +10,7 @@ from pathlib import Path
 
 from roaming_homes.unison import profile
 from roaming_homes.unison.ignore import count_files, is_ignored
+from tests.test_unchanged import listed
 
 NAMES = ["a.txt", ".hidden", "x~", ".x~", "notes.tmp", "keep.tmp.txt", "song.ogg", "b.txt",
          "c.TXT", "new\nline", "tab\tname", "br[k]"]
@@ -28,18 +29,25 @@ def _tree(root: Path) -> None:
             (root / directory / name).write_text(name)
 
 
-def test_the_counter_ignores_what_unison_ignores(tmp_path: Path) -> None:
+def _synced(tmp_path: Path, ignore_paths: tuple[str, ...],
+            ignore_names: tuple[str, ...]) -> tuple[Path, set[Path]]:
+    """The tree, and what the real unison copies of it (relative paths) by these rules."""
     source, copy, unison_dir = tmp_path / "home", tmp_path / "server", tmp_path / "unison"
     _tree(source)
     copy.mkdir()
     unison_dir.mkdir()
     plan = profile.Plan(local_root=str(source), server_root=str(copy), paths=PATHS,
-                       ignore_paths=IGNORE_PATHS, ignore_names=IGNORE_NAMES, prefer="newer")
+                       ignore_paths=ignore_paths, ignore_names=ignore_names, prefer="newer")
     (unison_dir / f"{profile.PROFILE}.prf").write_text(profile.build_profile(plan))
     argv = [*profile.build_argv("unison", True, guarded=False), "-batch", "-silent"]
     subprocess.run(argv, env={**os.environ, "UNISON": str(unison_dir)}, check=True,
                    capture_output=True, timeout=60)
-    synced = {str(p.relative_to(copy)) for p in copy.rglob("*") if p.is_file()}
+    return source, {p.relative_to(copy) for p in copy.rglob("*")}
+
+
+def test_the_counter_ignores_what_unison_ignores(tmp_path: Path) -> None:
+    source, copied = _synced(tmp_path, IGNORE_PATHS, IGNORE_NAMES)
+    synced = {str(p) for p in copied if (tmp_path / "server" / p).is_file()}
     tally: dict[str, int] = {}
 
     counted = count_files(source, PATHS, IGNORE_PATHS, IGNORE_NAMES, tally=tally)
@@ -50,3 +58,21 @@ def test_the_counter_ignores_what_unison_ignores(tmp_path: Path) -> None:
     every = {str(p.relative_to(source)) for p in source.rglob("*") if p.is_file()}
     below = {p for p in every if p.split("/")[0] in PATHS}
     assert {p for p in below if not is_ignored(p, IGNORE_PATHS, IGNORE_NAMES)} == synced
+
+
+def test_the_still_homes_listing_holds_what_unison_syncs(tmp_path: Path) -> None:
+    """This side's listing for the pass that skips unison (`session.unchanged`) holds every
+    entry unison syncs, with every rule; and nothing else (but names with a line break) with
+    the rules find can say exactly: names whose only glob is `*`, and paths without one."""
+    exact_paths = tuple(p for p in IGNORE_PATHS if "*" not in p)
+    exact_names = ("*~", "*.ogg", ".hidden")
+    for rules in ((IGNORE_PATHS, IGNORE_NAMES), (exact_paths, exact_names)):
+        case = tmp_path / str(len(rules[1]))
+        case.mkdir()
+        source, copied = _synced(case, *rules)
+        synced = {str(p) for p in copied}
+        found = listed(source, PATHS, *rules)
+        assert synced <= found
+        if rules[1] == exact_names:
+            assert {p for p in found if "\n" not in p} == synced
+            assert len(synced) > len(PATHS)

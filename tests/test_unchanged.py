@@ -8,6 +8,7 @@ here as the server runs it) alike. A tree nobody touched keeps its digest.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -22,6 +23,7 @@ from hypothesis import strategies as st
 from roaming_homes.safety import guards
 from roaming_homes.session import unchanged
 from roaming_homes.session.unchanged import Digest, Record
+from roaming_homes.unison.ignore import walk
 from tests.conftest import SYSTEM_PATH
 
 NAMES = ("a.txt", "b.txt", "sub/c.txt", "sub/d", "link")
@@ -36,7 +38,31 @@ def server_digest(root: Path, settle: bool = False, path: str = SYSTEM_PATH) -> 
 
 
 def local(root: Path, ignore_names: tuple[str, ...] = ()) -> Digest:
-    return unchanged.local_digest(root, PATHS, (), ignore_names, settle_ns=SETTLE_NS)
+    digest = unchanged.local_digest(root, PATHS, (), ignore_names, settle_ns=SETTLE_NS)
+    assert digest is not None  # GNU find is there
+    return digest
+
+
+def listed(root: Path, paths: tuple[str, ...], ignore_paths: tuple[str, ...],
+           ignore_names: tuple[str, ...]) -> set[str]:
+    """The paths (relative to `root`) in this side's listing, as the digest hashes it."""
+    run = subprocess.run(unchanged.find_argv(paths, ignore_paths, ignore_names, 0), cwd=root,
+                         env={"PATH": SYSTEM_PATH, "LC_ALL": "C"}, capture_output=True,
+                         timeout=30, check=False)
+    out = run.stdout
+    assert run.returncode in (0, 1) and out.startswith(b"R\0")  # 1: a path is not there
+    found, marks, files = set(), 0, 0
+    for entry in out[2:].split(b"\0")[:-1]:
+        if entry == b"!":
+            marks += 1
+            continue
+        is_dir = entry.startswith(b"d ")
+        files += not is_dir
+        path = entry.split(b" ", 3 if is_dir else 6)[-1]
+        assert path.startswith(b"./")
+        found.add(os.fsdecode(path[2:]))
+    assert marks == files  # changed since 0: every file and link is marked
+    return found
 
 
 def model(root: Path) -> dict[str, tuple[object, ...]]:
@@ -271,3 +297,71 @@ def test_digests_are_taken_while_skipping_pays_and_tried_again_later(tmp_path: P
     assert slower.pays(now - 120, 3600)  # the clock went back: measured again
     unchanged.save_costs(tmp_path, slower)
     assert unchanged.load_costs(tmp_path) == slower
+
+
+LETTERS = "ab.*~é \n-"
+PART = st.text(LETTERS, min_size=1, max_size=3).filter(lambda n: n not in (".", ".."))
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tree=st.lists(st.lists(PART, min_size=1, max_size=3), min_size=1, max_size=12),
+       names=st.lists(st.text(LETTERS + "?[]{},", min_size=1, max_size=4), max_size=3),
+       path_rules=st.lists(st.integers(0, 11), max_size=2), glob_path=st.booleans())
+@example(tree=[["a"], [".a"], ["b~"], [".b~"], ["*a"], ["é", ".éa"]], names=["*a", "*~"],
+         path_rules=[], glob_path=False)
+def test_this_sides_listing_leaves_out_only_what_unison_ignores(
+        tmp_path_factory: pytest.TempPathFactory, tree: list[list[str]], names: list[str],
+        path_rules: list[int], glob_path: bool) -> None:
+    """Whatever the names and rules, the listing holds every entry unison syncs (by
+    `ignore.walk`'s rules, held to unison's in test_ignore_rules.py), and no more when the
+    rules are ones find can say (names without a line break)."""
+    root = tmp_path_factory.mktemp("tree")
+    made = []
+    for parts in tree:
+        path = root / "Documents" / "/".join(parts)
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("x")
+            made.append("Documents/" + "/".join(parts))
+    ignore_paths = tuple(made[i] for i in path_rules if i < len(made))
+    ignore_paths += ("Documents/*",) if glob_path else ()
+    ignore_names = tuple(n for n in names if "\n" not in n and "/" not in n)
+
+    found = listed(root, PATHS, ignore_paths, ignore_names)
+    synced = {rel for rel, _ in walk(root, PATHS, ignore_paths, ignore_names)}
+
+    assert synced <= found
+    exact = (not any(set(n) & set("?[]{}\\") for n in ignore_names)
+             and not any(set(p) & set("*?[]{}\\") for p in ignore_paths))
+    if exact:
+        assert {p for p in found if "\n" not in p} == synced
+
+
+def test_without_gnu_find_this_side_has_no_digest(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """busybox's find knows no -printf: it would list nothing, a digest that never changes."""
+    make_tree(tmp_path)
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "find").write_text("#!/bin/sh\necho 'find: unrecognized: -printf' >&2\nexit 1\n")
+    (fake / "find").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{SYSTEM_PATH}")
+    assert unchanged.local_digest(tmp_path, PATHS, (), ()) is None
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    assert unchanged.local_digest(tmp_path, PATHS, (), ()) is None
+    monkeypatch.setenv("PATH", SYSTEM_PATH)
+    assert local(tmp_path).value
+
+
+@pytest.mark.parametrize("rule", ["-delete", "(", "!", ")", "-exec", "-fprint", "x y"])
+def test_an_ignore_rule_is_only_a_pattern_to_find(tmp_path: Path, rule: str) -> None:
+    """A rule reaches find as the argument of -name or -path, never as an action."""
+    make_tree(tmp_path)
+    (tmp_path / "Documents" / rule).write_text("ignored")
+    with_it = local(tmp_path).value
+    without = unchanged.local_digest(tmp_path, PATHS, (f"Documents/{rule}",), (rule,))
+    assert without is not None and without.value != with_it
+    assert model(tmp_path)["Documents/a.txt"][0] == "file"
+    assert f"Documents/{rule}" not in listed(tmp_path, PATHS, (), (rule,))
+    assert f"Documents/{rule}" not in listed(tmp_path, PATHS, (f"Documents/{rule}",), ())

@@ -212,6 +212,60 @@ def test_the_real_time_daemon_starts_with_what_changed_while_it_was_not_running(
         stop_as_logout([daemon])
 
 
+def without_gnu_find(user: Setup) -> None:
+    """busybox's find on this computer's PATH, as the user's CLI and daemon run."""
+    fake = user.base / "busybox-bin"
+    fake.mkdir()
+    (fake / "find").write_text("#!/bin/sh\necho 'find: unrecognized: -printf' >&2\nexit 1\n")
+    (fake / "find").chmod(0o755)
+    user.env["PATH"] = f"{fake}:{user.env['PATH']}"
+
+
+@pytest.mark.parametrize("prefer", ["newer", "none"])
+def test_a_computer_without_gnu_find_runs_unison_every_pass(user: Setup, prefer: str) -> None:
+    """This side's digest is GNU find's listing. busybox's find knows no -printf and lists
+    nothing: a digest of that would never change and would hide every change here. Without
+    GNU find nothing is recorded, every pass runs unison, and a change that keeps size and
+    time still arrives."""
+    docs, server = home_with_files(user, prefer)
+    without_gnu_find(user)
+    time.sleep(SETTLE)
+    for _ in range(3):
+        assert sync(user)["message"] == "in sync: nothing to do"
+    assert not (user.state_dir / "unchanged.json").exists()
+
+    same_size_same_time(docs / "f02.txt", "FILE 02")
+    outcome = sync(user)
+
+    assert outcome["transferred"] == 1 and (server / "f02.txt").read_text() == "FILE 02"
+    assert SKIPPED not in passes(user)
+
+
+@pytest.mark.parametrize("prefer", ["newer", "none"])
+def test_the_real_time_daemon_without_gnu_find_starts_with_a_whole_unison_pass(
+        watched: Setup, prefer: str) -> None:
+    """The change made while the daemon was not running is not one its watch sees: the whole
+    pass it starts with finds it, with unison, where a digest of busybox's empty listing would
+    have said nothing changed."""
+    user = watched
+    docs, server = home_with_files(user, prefer)
+    without_gnu_find(user)
+    time.sleep(SETTLE)
+    for _ in range(3):
+        assert sync(user)["message"] == "in sync: nothing to do"
+    same_size_same_time(docs / "f02.txt", "FILE 02")
+    user.configure(sync={"watch": True, "interval": 3600, "prefer": prefer, **ALWAYS})
+
+    daemon = DaemonProcess(user)
+    try:
+        wait_for(appears(server / "f02.txt", "FILE 02"), 60, "the change made before it ran")
+        (docs / "live.txt").write_text("real time")
+        wait_for(appears(server / "live.txt", "real time"), 60, "a change in real time")
+    finally:
+        stop_as_logout([daemon])
+    assert SKIPPED not in passes(user)
+
+
 def test_with_skip_unchanged_never_every_pass_runs_unison(user: Setup) -> None:
     home_with_files(user, "newer")
     user.configure(sync={"skip_unchanged": "never"})

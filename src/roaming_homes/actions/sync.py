@@ -462,9 +462,13 @@ def _stills(job: Pass, plan: profile.Plan, socket: Path | None, rules: str,
     asking = (_Meanwhile("server digest", _ask_digest, job, socket, plan.paths)
               if record is not None and not server.is_local and _had_nothing_to_do(job.store)
               else None)
-    stills = _Stills(rules, record, {
-        side: unchanged.local_digest(root, plan.paths, plan.ignore_paths, plan.ignore_names)
-        for side, root in _counted_here(plan, server).items()}, costs=costs)
+    digests = {side: unchanged.local_digest(root, plan.paths, plan.ignore_paths,
+                                            plan.ignore_names)
+               for side, root in _counted_here(plan, server).items()}
+    taken = {side: digest for side, digest in digests.items() if digest is not None}
+    if len(taken) < len(digests):  # no GNU find here: unison looks
+        return None
+    stills = _Stills(rules, record, taken, costs=costs)
     if record is None:  # the last pass had nothing to do: this one may record
         stills.wants_report = not server.is_local
     elif record.local == stills.digests["local"].value:
