@@ -206,6 +206,30 @@ def test_a_server_without_gnu_find_has_no_digest(tmp_path: Path) -> None:
     assert unchanged.parse_check(f"{unchanged.CHECK}{'0' * 32} none\n", "0" * 32) is None
 
 
+def test_the_servers_settle_marks_leave_no_file_and_need_mktemp(tmp_path: Path) -> None:
+    """With the settle rule the server's one walk marks recent changes in a temporary file:
+    it is removed after; without mktemp there is no digest (`none`: unison runs)."""
+    root, temp = tmp_path / "root", tmp_path / "tmp"
+    root.mkdir()
+    temp.mkdir()
+    make_tree(root)
+    script = f"cd {root} && {unchanged.server_script(PATHS, True)}; printf '%s' \"$dg\""
+
+    def run(path: str) -> str:
+        return subprocess.run(["sh", "-c", script], env={"PATH": path, "TMPDIR": str(temp)},
+                              capture_output=True, text=True, timeout=30, check=True).stdout
+
+    assert run(SYSTEM_PATH) == unchanged.UNSETTLED  # just made
+    time.sleep(unchanged.SETTLE_NS / 1e9 + 1.2)  # the server counts whole seconds
+    assert len(run(SYSTEM_PATH)) == 64 and run(SYSTEM_PATH) == server_digest(root)
+    assert not list(temp.iterdir())
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "mktemp").write_text("#!/bin/sh\nexit 1\n")
+    (fake / "mktemp").chmod(0o755)
+    assert run(f"{fake}:{SYSTEM_PATH}") == unchanged.NONE
+
+
 def check(root: Path, nonce: str) -> str:
     return subprocess.run(["sh", "-c", unchanged.check_script(str(root), PATHS, nonce)],
                           cwd=root, env={"PATH": SYSTEM_PATH}, capture_output=True, text=True,
