@@ -501,7 +501,9 @@ def _stills(job: Pass, plan: profile.Plan, socket: Path | None, rules: str,
                                            plan.ignore_names)
                for side, root in _counted_here(plan, server).items()}
     taken = {side: digest for side, digest in digests.items() if digest is not None}
-    if len(taken) < len(digests):  # no GNU find here: unison looks
+    if len(taken) < len(digests):
+        log.debug("no stat digest of %s (GNU find missing or failing): unison looks",
+                  ", ".join(sorted(set(digests) - set(taken))))
         return None
     stills = _Stills(rules, record, taken, costs=costs)
     if record is None:  # the last pass had nothing to do: this one may record
