@@ -1,15 +1,23 @@
 """The pure decisions about the shared ssh connection's master (unison/ssh.py): its socket's
-name, its state from `ssh -O`, and how our master is recognised by the socket it listens on."""
+name, its state from `ssh -O` or its health check (`unison.mux`, held here to fake masters and
+in tests/faults/test_ssh_master.py to the real one), and how our master is recognised by the
+socket it listens on."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+import socket
+import struct
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from roaming_homes.unison import mux
 from roaming_homes.unison import ssh as transport
 from roaming_homes.unison.ssh import Master
 
@@ -117,3 +125,94 @@ def test_connecting_waits_for_the_lock_only_within_its_bound(tmp_path: Path) -> 
             assert time.monotonic() - started < 1
     finally:
         os.close(holder)
+
+
+def _fake_master(path: Path, answer: Callable[[socket.socket], None]) -> threading.Thread:
+    """A listener at `path` that treats one connection with `answer`."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+
+    def serve() -> None:
+        with server:
+            conn, _ = server.accept()
+            with conn:
+                answer(conn)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread
+
+
+def _words(conn: socket.socket) -> tuple[int, ...]:
+    (length,) = struct.unpack(">I", conn.recv(4, socket.MSG_WAITALL))
+    body = conn.recv(length, socket.MSG_WAITALL)
+    return struct.unpack(f">{length // 4}I", body)
+
+
+def _master_like(request_offset: int = 0, hello: bytes = b"",
+                 pid_words: int = 1) -> Callable[[socket.socket], None]:
+    """Answers as OpenSSH's master does (hello, then the alive answer), or off by a detail."""
+    def answer(conn: socket.socket) -> None:
+        assert _words(conn) == (1, 4)
+        extension = struct.pack(">I", 3) + b"ext" + struct.pack(">I", 1) + b"v"
+        with_extension = struct.pack(">III", 8 + len(extension), 1, 4) + extension
+        conn.sendall(hello or with_extension)
+        kind, request = _words(conn)
+        assert kind == 0x10000004
+        conn.sendall(mux.message(0x80000005, (request + request_offset) % 2**32,
+                                 *[4242] * pid_words))
+    return answer
+
+
+@pytest.mark.parametrize(("answer", "state"), [
+    (_master_like(), Master.ANSWERED),  # a hello with an extension, then the answer
+    (_master_like(request_offset=1), Master.STALE),  # an answer to another request
+    (_master_like(hello=mux.message(1, 3)), Master.STALE),  # another protocol version
+    (_master_like(pid_words=0), Master.STALE),  # an answer cut short
+    (lambda conn: None, Master.STALE),  # closed at once
+    (lambda conn: conn.sendall(struct.pack(">I", 2**31)), Master.STALE),  # no master's length
+])
+def test_the_health_check_takes_only_a_masters_exact_answer(
+        tmp_path: Path, answer: Callable[[socket.socket], None], state: Master) -> None:
+    path = tmp_path / "ssh-control"
+    thread = _fake_master(path, answer)
+    assert mux.alive(path, 5) is state
+    thread.join(5)
+
+
+def test_a_master_that_never_answers_is_hung_within_the_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "ssh-control"
+    done = threading.Event()
+    _fake_master(path, lambda conn: done.wait(10))  # accepts, reads nothing, says nothing
+    started = time.monotonic()
+    assert mux.alive(path, 0.5) is Master.HUNG
+    assert 0.5 <= time.monotonic() - started < 2
+    done.set()
+
+
+def test_a_master_that_answers_a_byte_at_a_time_is_held_to_the_whole_timeout(
+        tmp_path: Path) -> None:
+    path = tmp_path / "ssh-control"
+
+    def drip(conn: socket.socket) -> None:
+        _words(conn)
+        with contextlib.suppress(OSError):  # the check gave up: it closed the connection
+            for byte in mux.message(1, 4):
+                conn.sendall(bytes([byte]))
+                time.sleep(0.2)
+
+    _fake_master(path, drip)
+    started = time.monotonic()
+    assert mux.alive(path, 1.0) is Master.HUNG
+    assert time.monotonic() - started < 2
+
+
+def test_nobody_listening_or_no_socket_is_stale(tmp_path: Path) -> None:
+    gone = tmp_path / "ssh-gone"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as bound:
+        bound.bind(str(gone))  # bound, never listening, then closed: a killed master's socket
+    plain = tmp_path / "ssh-file"
+    plain.write_text("not a socket")
+    assert mux.alive(gone, 5) is Master.STALE
+    assert mux.alive(plain, 5) is Master.STALE

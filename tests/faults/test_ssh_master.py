@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from roaming_homes.unison import mux
+from roaming_homes.unison.mux import Master
 from tests.support.daemon import DaemonProcess, appears, stop_as_logout
 from tests.support.fsmonitor import monitors_of
 from tests.support.homes import CLI, Setup
@@ -195,6 +197,32 @@ def test_a_frozen_master_is_stopped_and_replaced_within_the_bound(
     assert victim.sync().returncode == 0
     assert time.monotonic() - started < 10
     assert masters(victim) == [new]
+
+
+def test_the_health_check_answers_as_ssh_does_for_a_live_frozen_and_killed_master(
+        victim: Setup, held: list[Held]) -> None:
+    """`mux.alive`, asked on every pass instead of `ssh -O check`, against the real master:
+    it answers as ssh does, where ssh answers at all (a frozen master it waits on for ever)."""
+    docs = victim.home / "Documents"
+    docs.mkdir()
+    (docs / "a.txt").write_text("start")
+    assert victim.sync().returncode == 0
+    master = the_master(victim, held)
+    [socket] = [p for p in (victim.runtime / "roaming-homes").iterdir() if p.is_socket()]
+
+    def ssh_check() -> int:
+        return subprocess.run(["ssh", "-S", str(socket), "-O", "check", "-l", "u", "h"],
+                              capture_output=True, timeout=30, check=False).returncode
+
+    assert mux.alive(socket, 5) is Master.ANSWERED and ssh_check() == 0
+    master.signal(signal.SIGSTOP)
+    started = time.monotonic()
+    assert mux.alive(socket, 1.0) is Master.HUNG
+    assert 1.0 <= time.monotonic() - started < 3
+    master.signal(signal.SIGKILL)
+    wait_for(lambda: not running(master.pid), 10, "the killed master to end")
+    assert socket.exists()  # killed: nobody removed its socket
+    assert mux.alive(socket, 5) is Master.STALE and ssh_check() == 255
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ its place (`connect`).
 from __future__ import annotations
 
 import contextlib
-import enum
 import hashlib
 import logging
 import os
@@ -37,7 +36,8 @@ from roaming_homes.files import try_flock
 from roaming_homes.outcome import EXIT_CODES, Reason, result_of
 from roaming_homes.paths import private_dir
 from roaming_homes.text import escape
-from roaming_homes.unison import kerberos, runner
+from roaming_homes.unison import kerberos, mux, runner
+from roaming_homes.unison.mux import Master
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,8 @@ def _destination(server: Server) -> list[str]:
 
 
 def _control(server: Server, socket: Path, operation: str) -> list[str]:
-    """ssh asking the shared connection's master to `check` itself or `exit`."""
+    """ssh asking the shared connection's master to `exit` (a health check needs no ssh:
+    `mux.alive`)."""
     return ["ssh", *ssh_options(server, socket), "-O", operation, *_destination(server)]
 
 
@@ -210,14 +211,6 @@ def _patient_timeout(server: Server) -> float:
     """How long `_open_patiently` may take: the last try starts within the patience for a busy
     server and is bounded like any."""
     return BUSY_PATIENCE * server.connect_timeout + _start_timeout(server)
-
-
-class Master(enum.Enum):
-    """What a master said to `ssh -O check` (or `-O exit`)."""
-
-    ANSWERED = "answered"  # it listens and answered: use it (or it exits)
-    STALE = "stale"  # ssh failed (nobody listens: killed, crashed): the socket is in the way
-    HUNG = "hung"  # no answer within _CONTROL_TIMEOUT: stopped or wedged
 
 
 def master_state(returncode: int | None) -> Master:
@@ -441,19 +434,18 @@ def _clear(socket: Path, state: Master) -> None:
                            Reason.SSH_FAILED) from None
 
 
-def _master_check(server: Server, socket: Path) -> Master | None:
-    """The master's answer to `ssh -O check`; None when there is no socket at all."""
-    # No socket means no master: skip asking ssh (a process start saved on the first pass of a
-    # session and on every offline pass).
+def _master_check(socket: Path) -> Master | None:
+    """The master's answer to a health check (`mux.alive`, what `ssh -O check` asks); None
+    when there is no socket at all."""
     if not os.path.lexists(socket):
         return None
-    return _ask_master(server, socket, "check")
+    return mux.alive(socket, _CONTROL_TIMEOUT)
 
 
 def master_answers(server: Server, socket: Path) -> bool:
     """Whether a master answers at `socket`; if not, its socket (and a hung master of ours) is
     cleared away, so that a new master can listen there."""
-    state = _master_check(server, socket)
+    state = _master_check(socket)
     if state is Master.ANSWERED:
         return True
     if state is not None:
@@ -678,7 +670,7 @@ def run_remote_bytes(server: Server, socket: Path | None, script: str,
                     proc.wait()
                     raise _lost(server) from None
     if proc.returncode != 0:
-        if socket is not None and _master_check(server, socket) is not Master.ANSWERED:
+        if socket is not None and _master_check(socket) is not Master.ANSWERED:
             # The master died under the exchange, and ssh could not go on without it (see
             # `ssh_options`): what ssh then says is about its own connection, never made.
             raise _lost(server)
