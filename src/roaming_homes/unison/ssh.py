@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 # Longest path a unix socket can bind to is 108 bytes; leave room for ssh's temporary suffix.
 _MAX_SOCKET_PATH = 90
-# A master answers `ssh -O check` on its local socket in milliseconds, whatever the network
+# A master answers a health check on its local socket in milliseconds, whatever the network
 # does: one that has not answered in this many seconds is stopped or wedged, and would hang
 # unison's ssh the same way.
 _CONTROL_TIMEOUT = 5.0
