@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING
 from roaming_homes.errors import DiskFull
 from roaming_homes.files import Shape, is_number, is_str, optional, read_json
 from roaming_homes.session.state import write_atomic
+from roaming_homes.unison import runner
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -78,10 +79,9 @@ def local_digest(root: str | os.PathLike[str], paths: Sequence[str],
     taken = time.time_ns()
     digest, recent, tail = hashlib.sha256(), False, b"\0"
     try:
-        with subprocess.Popen(find_argv(paths, ignore_paths, ignore_names, taken - settle_ns),
-                              cwd=root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL,
-                              env={**os.environ, "LC_ALL": "C"}) as find:
+        with runner.start(find_argv(paths, ignore_paths, ignore_names, taken - settle_ns),
+                          cwd=root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, env={**os.environ, "LC_ALL": "C"}) as find:
             assert find.stdout is not None
             first = find.stdout.read(len(_ROOT))
             if first != _ROOT:  # not GNU find: it printed nothing, a digest that never changes
