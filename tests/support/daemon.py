@@ -29,8 +29,11 @@ class DaemonProcess:
         return self.log_file.read_text(errors="replace")
 
     def wait_for_log(self, text: str, timeout: float = 30, count: int = 1) -> None:
-        wait_for(lambda: self.log.count(text) >= count or self.proc.poll() is not None,
-                 timeout, f"{text!r} in the daemon's log")
+        try:
+            wait_for(lambda: self.log.count(text) >= count or self.proc.poll() is not None,
+                     timeout, f"{text!r} in the daemon's log")
+        except AssertionError as exc:  # what the daemon did meanwhile says why
+            raise AssertionError(f"{exc}; the daemon's log ends: {self.log[-3000:]}") from None
         assert self.log.count(text) >= count, f"daemon exited {self.proc.returncode}: {self.log}"
 
     def signal(self, signo: int) -> None:
