@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tests.support.homes import CLI, Setup
+from tests.support.procfs import parent_of, processes
 from tests.support.waiting import wait_for
 
 
@@ -18,9 +20,12 @@ class DaemonProcess:
         """`prefix` runs the daemon through another command that execs it (e.g. `nsenter`),
         so that the process started is the daemon itself."""
         self.log_file = user.base / "daemon.log"
+        self.sync_log = user.state_dir / "sync.log"
         with open(self.log_file, "wb") as log:
+            # faulthandler: a daemon stuck in a test is made to print every thread's stack
             self.proc = subprocess.Popen([*prefix, *CLI, "daemon"],
-                                         env={**user.env, **(env or {})},
+                                         env={**user.env, "PYTHONFAULTHANDLER": "1",
+                                              **(env or {})},
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                          start_new_session=True)
 
@@ -33,8 +38,25 @@ class DaemonProcess:
             wait_for(lambda: self.log.count(text) >= count or self.proc.poll() is not None,
                      timeout, f"{text!r} in the daemon's log")
         except AssertionError as exc:  # what the daemon did meanwhile says why
-            raise AssertionError(f"{exc}; the daemon's log ends: {self.log[-3000:]}") from None
+            raise AssertionError(f"{exc}; {self.stuck()}") from None
         assert self.log.count(text) >= count, f"daemon exited {self.proc.returncode}: {self.log}"
+
+    def stuck(self) -> str:
+        """What a daemon that did not get on is doing: the programs it runs, every thread's
+        stack (it is ended for that: SIGABRT, with faulthandler on), its log and sync.log."""
+        table = {pid: read for pid, read in processes("stat", "cmdline")}
+        below, running = {self.proc.pid}, []
+        for pid, read in sorted(table.items()):  # a child starts after its parent: a higher pid
+            if parent_of(read["stat"]) in below:
+                below.add(pid)
+                running.append(f"{pid}: {_command(read['cmdline'])}")
+        if self.proc.poll() is None:
+            self.signal(signal.SIGABRT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(10)
+        synced = self.sync_log.read_text(errors="replace") if self.sync_log.exists() else ""
+        return (f"its programs: {running}; the daemon's log ends: {self.log[-6000:]}; "
+                f"sync.log ends: {synced[-3000:]}")
 
     def signal(self, signo: int) -> None:
         os.kill(self.proc.pid, signo)
@@ -69,3 +91,7 @@ def stop_as_logout(started: Sequence[DaemonProcess]) -> None:
                 daemon.wait(60)
         finally:
             daemon.close()
+
+
+def _command(cmdline: bytes) -> str:
+    return cmdline.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
