@@ -388,7 +388,7 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
     rules = unchanged.rules_of(key, paths, plan.ignore_paths, plan.ignore_names)
     nonce = guards.new_nonce()
     try:
-        stills = _stills(job, plan, socket, rules, first, early) if only is None else None
+        stills = _stills(job, plan, socket, rules, first, early) if early is not None else None
         if not server.is_local and probe_server:
             found["server"] = _probe_server(server, socket, paths, nonce, job.abort)
     except transport.ConnectError as exc:
@@ -439,64 +439,58 @@ class _Stills:
                 and (self.record.local, self.record.server) == (local.value, self.asked.value))
 
 
-def _digest_costs(job: Pass, record: unchanged.Record | None,
-                  now: float) -> unchanged.Costs | None:
-    """What the last check and unison pass cost, when this pass's digests may pay: a record to
+@dataclass(frozen=True)
+class _Early:
+    """What a whole pass's digests start from (`_early_digest`), read once."""
+
+    record: unchanged.Record | None  # as the last pass with nothing to do left it, if any
+    costs: unchanged.Costs  # as the passes before left them
+    started: float  # time.monotonic() when this side's digest was started
+    digest: _Meanwhile[unchanged.Digest | None]  # this side's, taken while the pass connects
+
+
+def _early_digest(job: Pass, paths: Sequence[str]) -> _Early | None:
+    """This side's digest, started before the pass connects, when digests may pay: a record to
     compare with (unison may be skipped), or a last pass that had nothing to do (this one may
-    record). None: no digests (a run of passes that move something takes none: each would
-    walk both trees)."""
-    wanted = job.config["sync"]
+    record). A run of passes that move something takes none: each would walk both trees.
+    Asking the shared connection and looking at the login take process starts that a small
+    home's digest runs beside. `_stills` decides what it is for; not wanted after all (a
+    record for other rules), it is left to end on its own."""
+    state_dir, now, wanted = job.locations.state_dir, time.time(), job.config["sync"]
+    record = unchanged.load(state_dir)
     if record is None and not _had_nothing_to_do(job.store):
         return None
-    costs = unchanged.load_costs(job.locations.state_dir)
+    costs = unchanged.load_costs(state_dir)
     if wanted["skip_unchanged"] == "never" or (
             wanted["skip_unchanged"] == "auto"
             and not costs.pays(now, wanted["rescan_interval"])):
         return None
-    return costs
-
-
-@dataclass(frozen=True)
-class _Early:
-    """This side's digest, taken while the pass connects (`_early_digest`)."""
-
-    started: float  # time.monotonic() when it was started
-    digest: _Meanwhile[unchanged.Digest | None]
-
-
-def _early_digest(job: Pass, paths: Sequence[str]) -> _Early | None:
-    """This side's digest, started before the pass connects when the pass may want it
-    (`_stills` decides): asking the shared connection and looking at the login take process
-    starts that a small home's digest can run beside. Not wanted after all (the record is not
-    for these rules), it is left to end on its own."""
-    if _digest_costs(job, unchanged.load(job.locations.state_dir), time.time()) is None:
-        return None
     plan = build_plan(job.config, job.locations, job.server, None, list(paths))
-    return _Early(time.monotonic(), _Meanwhile("local digest", unchanged.local_digest,
-                                               plan.local_root, plan.paths, plan.ignore_paths,
-                                               plan.ignore_names))
+    return _Early(record, costs, time.monotonic(),
+                  _Meanwhile("local digest", unchanged.local_digest, plan.local_root,
+                             plan.paths, plan.ignore_paths, plan.ignore_names))
 
 
 def _stills(job: Pass, plan: profile.Plan, socket: Path | None, rules: str,
-            first: bool, early: _Early | None) -> _Stills | None:
-    """The digests of a whole pass, when they may pay (`_digest_costs`)."""
-    state_dir, now, wanted = job.locations.state_dir, time.time(), job.config["sync"]
-    record = unchanged.load(state_dir)
+            first: bool, early: _Early) -> _Stills | None:
+    """The digests of a whole pass (`_early_digest` found they may pay); None when the record
+    is not for this pass (a first sync, other rules, too old) and the last pass moved
+    something."""
+    now, wanted = time.time(), job.config["sync"]
+    record = early.record
     if record is not None and (first or not record.fits(rules, now, wanted["rescan_interval"])):
         record = None
-    costs = _digest_costs(job, record, now)
-    if costs is None:
+    quiet = _had_nothing_to_do(job.store)
+    if record is None and not quiet:
         return None
-    server = job.server
-    started = early.started if early is not None else time.monotonic()
+    server, costs = job.server, early.costs
     # A home the last pass found still is likely still: the server is asked for its digest
     # while this side's is taken, not after (on a big home each takes most of a second). Once
     # this side turns out changed, the answer is not needed; that costs the server one digest
     # each time a still home changes, not one a pass.
     asking = (_Meanwhile("server digest", _ask_digest, job, socket, plan.paths)
-              if record is not None and not server.is_local and _had_nothing_to_do(job.store)
-              else None)
-    digests = {side: early.digest.result() if early is not None and side == "local"
+              if record is not None and not server.is_local and quiet else None)
+    digests = {side: early.digest.result() if side == "local"
                else unchanged.local_digest(root, plan.paths, plan.ignore_paths,
                                            plan.ignore_names)
                for side, root in _counted_here(plan, server).items()}
@@ -514,8 +508,8 @@ def _stills(job: Pass, plan: profile.Plan, socket: Path | None, rules: str,
         else:
             stills.asked = (asking.result() if asking is not None
                             else _ask_digest(job, socket, plan.paths))
-        stills.costs = replace(costs, check=time.monotonic() - started, checked=now)
-        unchanged.save_costs(state_dir, stills.costs)
+        stills.costs = replace(costs, check=time.monotonic() - early.started, checked=now)
+        unchanged.save_costs(job.locations.state_dir, stills.costs)
     # else this side changed: the pass will move it, and has nothing to record
     return stills
 
