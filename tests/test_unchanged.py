@@ -193,15 +193,23 @@ def test_what_unison_ignores_is_left_out_of_this_sides_digest(tmp_path: Path) ->
     assert local(tmp_path).value != before
 
 
+BUSYBOX_FIND = "#!/bin/sh\necho 'find: unrecognized: -printf' >&2\nexit 1\n"
+
+
+def faked(directory: Path, name: str, script: str, path: str = SYSTEM_PATH) -> str:
+    """A PATH on which `name` is `script` (made in `directory`), before `path`."""
+    directory.mkdir(exist_ok=True)
+    (directory / name).write_text(script)
+    (directory / name).chmod(0o755)
+    return f"{directory}:{path}"
+
+
 def test_a_server_without_gnu_find_has_no_digest(tmp_path: Path) -> None:
     """A find without -printf (busybox) would print nothing: a digest that never changes. The
     script says `none` instead, and `none` never matches."""
     make_tree(tmp_path)
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "find").write_text("#!/bin/sh\necho 'find: unrecognized: -printf' >&2\nexit 1\n")
-    (fake / "find").chmod(0o755)
-    assert server_digest(tmp_path, path=f"{fake}:{SYSTEM_PATH}") == unchanged.NONE
+    path = faked(tmp_path / "bin", "find", BUSYBOX_FIND)
+    assert server_digest(tmp_path, path=path) == unchanged.NONE
     assert unchanged.parse_reported(unchanged.NONE) is None
     assert unchanged.parse_check(f"{unchanged.CHECK}{'0' * 32} none\n", "0" * 32) is None
 
@@ -223,11 +231,7 @@ def test_the_servers_settle_marks_leave_no_file_and_need_mktemp(tmp_path: Path) 
     time.sleep(unchanged.SETTLE_NS / 1e9 + 1.2)  # the server counts whole seconds
     assert len(run(SYSTEM_PATH)) == 64 and run(SYSTEM_PATH) == server_digest(root)
     assert not list(temp.iterdir())
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "mktemp").write_text("#!/bin/sh\nexit 1\n")
-    (fake / "mktemp").chmod(0o755)
-    assert run(f"{fake}:{SYSTEM_PATH}") == unchanged.NONE
+    assert run(faked(tmp_path / "bin", "mktemp", "#!/bin/sh\nexit 1\n")) == unchanged.NONE
 
 
 def check(root: Path, nonce: str) -> str:
@@ -239,11 +243,7 @@ def check(root: Path, nonce: str) -> str:
 def test_a_server_without_sha256sum_has_no_digest_and_its_report_still_parses(
         tmp_path: Path) -> None:
     make_tree(tmp_path)
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "sha256sum").write_text("#!/bin/sh\nexit 127\n")
-    (fake / "sha256sum").chmod(0o755)
-    path = f"{fake}:{SYSTEM_PATH}"
+    path = faked(tmp_path / "bin", "sha256sum", "#!/bin/sh\nexit 127\n")
     assert server_digest(tmp_path, path=path) == unchanged.NONE
     nonce = "3" * 32
     script = guards.report_script(str(tmp_path), PATHS, nonce, digest=True)
@@ -366,11 +366,7 @@ def test_without_gnu_find_this_side_has_no_digest(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """busybox's find knows no -printf: it would list nothing, a digest that never changes."""
     make_tree(tmp_path)
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "find").write_text("#!/bin/sh\necho 'find: unrecognized: -printf' >&2\nexit 1\n")
-    (fake / "find").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{fake}:{SYSTEM_PATH}")
+    monkeypatch.setenv("PATH", faked(tmp_path / "bin", "find", BUSYBOX_FIND))
     assert unchanged.local_digest(tmp_path, PATHS, (), ()) is None
     monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
     assert unchanged.local_digest(tmp_path, PATHS, (), ()) is None

@@ -25,6 +25,7 @@ from tests.support.daemon import DaemonProcess, appears, stop_as_logout
 from tests.support.homes import Setup
 from tests.support.sshd import SshServer
 from tests.support.waiting import wait_for
+from tests.test_unchanged import BUSYBOX_FIND, faked
 
 SKIPPED = "unison not run"
 # Over loopback whether skipping pays is a coin toss (`sync.skip_unchanged = auto` measures it):
@@ -214,11 +215,7 @@ def test_the_real_time_daemon_starts_with_what_changed_while_it_was_not_running(
 
 def without_gnu_find(user: Setup) -> None:
     """busybox's find on this computer's PATH, as the user's CLI and daemon run."""
-    fake = user.base / "busybox-bin"
-    fake.mkdir()
-    (fake / "find").write_text("#!/bin/sh\necho 'find: unrecognized: -printf' >&2\nexit 1\n")
-    (fake / "find").chmod(0o755)
-    user.env["PATH"] = f"{fake}:{user.env['PATH']}"
+    user.env["PATH"] = faked(user.base / "busybox-bin", "find", BUSYBOX_FIND, user.env["PATH"])
 
 
 @pytest.mark.parametrize("prefer", ["newer", "none"])
