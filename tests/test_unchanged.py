@@ -25,6 +25,7 @@ from roaming_homes.session import unchanged
 from roaming_homes.session.unchanged import Digest, Record
 from roaming_homes.unison.ignore import walk
 from tests.conftest import SYSTEM_PATH
+from tests.support.programs import faked
 
 NAMES = ("a.txt", "b.txt", "sub/c.txt", "sub/d", "link")
 PATHS = ("Documents", ".vimrc")
@@ -194,14 +195,6 @@ def test_what_unison_ignores_is_left_out_of_this_sides_digest(tmp_path: Path) ->
 
 
 BUSYBOX_FIND = "#!/bin/sh\necho 'find: unrecognized: -printf' >&2\nexit 1\n"
-
-
-def faked(directory: Path, name: str, script: str, path: str = SYSTEM_PATH) -> str:
-    """A PATH on which `name` is `script` (made in `directory`), before `path`."""
-    directory.mkdir(exist_ok=True)
-    (directory / name).write_text(script)
-    (directory / name).chmod(0o755)
-    return f"{directory}:{path}"
 
 
 def test_a_server_without_gnu_find_has_no_digest(tmp_path: Path) -> None:

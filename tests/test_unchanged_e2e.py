@@ -23,9 +23,10 @@ from roaming_homes.actions.sync import NOTHING_CHANGED
 from roaming_homes.session.unchanged import SETTLE_NS
 from tests.support.daemon import DaemonProcess, appears, stop_as_logout
 from tests.support.homes import Setup
+from tests.support.programs import faked
 from tests.support.sshd import SshServer
 from tests.support.waiting import wait_for
-from tests.test_unchanged import BUSYBOX_FIND, faked
+from tests.test_unchanged import BUSYBOX_FIND
 
 SKIPPED = "unison not run"
 # Over loopback whether skipping pays is a coin toss (`sync.skip_unchanged = auto` measures it):

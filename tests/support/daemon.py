@@ -21,6 +21,8 @@ class DaemonProcess:
         so that the process started is the daemon itself."""
         self.log_file = user.base / "daemon.log"
         self.sync_log = user.state_dir / "sync.log"
+        self.runtime = str(user.runtime)  # the shared connection's master names its socket there
+        self.sshd_log = user.sshd.log_file if user.sshd is not None else None
         with open(self.log_file, "wb") as log:
             # faulthandler: a daemon stuck in a test is made to print every thread's stack
             self.proc = subprocess.Popen([*prefix, *CLI, "daemon"],
@@ -42,21 +44,29 @@ class DaemonProcess:
         assert self.log.count(text) >= count, f"daemon exited {self.proc.returncode}: {self.log}"
 
     def stuck(self) -> str:
-        """What a daemon that did not get on is doing: the programs it runs, every thread's
-        stack (it is ended for that: SIGABRT, with faulthandler on), its log and sync.log."""
-        table = {pid: read for pid, read in processes("stat", "cmdline")}
-        below, running = {self.proc.pid}, []
+        """What a daemon that did not get on is doing: the programs it runs and the shared
+        connection's master (in the background: not below it), each with its state and what it
+        waits in; every thread's stack (it is ended for that: SIGABRT, with faulthandler on);
+        its log, sync.log and the end of the server's sshd log."""
+        table = {pid: read for pid, read in processes("stat", "cmdline", "wchan")}
+        below, running, masters = {self.proc.pid}, [], []
         for pid, read in sorted(table.items()):  # a child starts after its parent: a higher pid
+            command, state = _command(read["cmdline"]), _state(read)
             if parent_of(read["stat"]) in below:
                 below.add(pid)
-                running.append(f"{pid}: {_command(read['cmdline'])}")
+                running.append(f"{pid} ({state}): {command}")
+            elif "ControlMaster=yes" in command and self.runtime in command:
+                masters.append(f"{pid} ({state}): {command}")
         if self.proc.poll() is None:
             self.signal(signal.SIGABRT)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(10)
         synced = self.sync_log.read_text(errors="replace") if self.sync_log.exists() else ""
-        return (f"its programs: {running}; the daemon's log ends: {self.log[-6000:]}; "
-                f"sync.log ends: {synced[-3000:]}")
+        sshd = (self.sshd_log.read_text(errors="replace")
+                if self.sshd_log is not None and self.sshd_log.exists() else "")
+        return (f"its programs: {running}; masters: {masters}; the daemon's log ends: "
+                f"{self.log[-6000:]}; sync.log ends: {synced[-3000:]}; sshd's log ends: "
+                f"{sshd[-2000:]}")
 
     def signal(self, signo: int) -> None:
         os.kill(self.proc.pid, signo)
@@ -95,3 +105,9 @@ def stop_as_logout(started: Sequence[DaemonProcess]) -> None:
 
 def _command(cmdline: bytes) -> str:
     return cmdline.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+
+
+def _state(read: dict[str, bytes]) -> str:
+    """A process's state letter (R running, S sleeping, T stopped, ...) and its wait channel."""
+    state = read["stat"].rsplit(b")", 1)[1].split()[0].decode()
+    return f"{state} in {read['wchan'].decode(errors='replace') or '-'}"

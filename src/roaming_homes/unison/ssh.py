@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from roaming_homes.errors import RoamingHomesError
 from roaming_homes.files import try_flock
@@ -640,20 +640,33 @@ def silence_bound(server: Server) -> float:
     return server.connect_timeout * 4 + 60
 
 
+@contextlib.contextmanager
+def _input(data: bytes | None) -> Iterator[int | IO[bytes]]:
+    """A command's standard input: nothing, or `data` in an unnamed private file. Not a pipe:
+    `communicate` writes a pipe only in its first call (a retry may not send input), and that
+    call may time out before a byte is written (a busy machine), leaving the server's command
+    waiting for the rest for ever. A file holds all of it, and its end, from the start."""
+    if data is None:
+        yield subprocess.DEVNULL
+        return
+    with tempfile.TemporaryFile() as file:
+        file.write(data)
+        file.seek(0)
+        yield file
+
+
 def run_remote_bytes(server: Server, socket: Path | None, script: str,
                      abort: threading.Event | None = None, data: bytes | None = None) -> bytes:
     """`run_remote`, its stdout as bytes: file names that are not UTF-8, file contents."""
     command = remote_command(server, socket, ["sh", "-c", script])
     deadline = time.monotonic() + silence_bound(server)
-    with runner.start(command, stdin=subprocess.DEVNULL if data is None else subprocess.PIPE,
-                      stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+    with _input(data) as stdin, runner.start(command, stdin=stdin, stdout=subprocess.PIPE,
+                                             stderr=subprocess.PIPE) as proc:
         while True:
             try:
-                # The data goes with the first call only: a retry continues that exchange.
-                out, err = proc.communicate(data, timeout=0.2)
+                out, err = proc.communicate(timeout=0.2)
                 break
             except subprocess.TimeoutExpired:
-                data = None
                 stopped = abort is not None and abort.is_set()
                 if stopped or time.monotonic() > deadline:
                     # Only wait for ssh itself: the shared master holds our pipes too (ssh
