@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from roaming_homes.errors import RoamingHomesError
 from roaming_homes.files import try_flock
@@ -641,18 +641,23 @@ def silence_bound(server: Server) -> float:
 
 
 @contextlib.contextmanager
-def _input(data: bytes | None) -> Iterator[int | IO[bytes]]:
-    """A command's standard input: nothing, or `data` in an unnamed private file. Not a pipe:
-    `communicate` writes a pipe only in its first call (a retry may not send input), and that
-    call may time out before a byte is written (a busy machine), leaving the server's command
-    waiting for the rest for ever. A file holds all of it, and its end, from the start."""
+def _input(data: bytes | None) -> Iterator[int]:
+    """A command's standard input: nothing, or `data` in a file in memory (memfd: no disk to
+    fill, no directory to trust). Not a pipe: `communicate` writes a pipe only in its first
+    call (a retry may not send input), and that call may time out before a byte is written (a
+    busy machine), leaving the server's command waiting for the rest for ever. A file holds
+    all of it, and its end, from the start."""
     if data is None:
         yield subprocess.DEVNULL
         return
-    with tempfile.TemporaryFile() as file:
-        file.write(data)
-        file.seek(0)
-        yield file
+    fd = os.memfd_create("roaming-homes-input", os.MFD_CLOEXEC)
+    try:
+        with open(fd, "wb", closefd=False) as file:
+            file.write(data)
+        os.lseek(fd, 0, os.SEEK_SET)
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def run_remote_bytes(server: Server, socket: Path | None, script: str,
