@@ -3,7 +3,9 @@ what the server's listing may say, when a copy still holds, how rsync is run."""
 
 from __future__ import annotations
 
+import gzip
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -13,6 +15,8 @@ from roaming_homes.session.progress import ProgressParser
 from roaming_homes.unison import bulk
 from roaming_homes.unison.bulk import Copy, Direction, Entry, Kind
 from roaming_homes.unison.ssh import Server
+from tests.support.programs import faked
+from tests.test_unchanged import BUSYBOX_FIND
 
 FILE = Entry(Kind.FILE, 5, 1_700_000_000_123_456_789)
 DIR = Entry(Kind.DIR)
@@ -23,8 +27,11 @@ def record(kind: str, size: str, mtime: str, target: str, path: str) -> bytes:
     return b"".join(os.fsencode(field) + b"\0" for field in (kind, size, mtime, target, path))
 
 
-def listing(*records: bytes) -> bytes:
-    return b"root\n" + b"".join(records)
+def listing(*records: bytes, compressed: bool = False) -> bytes:
+    """The server script's answer: its header, the records and the end mark (gzipped after the
+    header when `compressed`)."""
+    body = b"".join(records) + b"end"
+    return b"root gzip\n" + gzip.compress(body) if compressed else b"root\n" + body
 
 
 @pytest.mark.parametrize(("local", "server", "way"), [
@@ -40,14 +47,16 @@ def test_a_copy_goes_only_into_a_side_that_holds_no_file(local: bulk.Listing,
     assert bulk.direction(local, server) is way
 
 
-def test_the_servers_listing_is_read_by_unisons_rules() -> None:
+@pytest.mark.parametrize("compressed", [False, True])
+def test_the_servers_listing_is_read_by_unisons_rules(compressed: bool) -> None:
     data = listing(record("d", "4096", "1700000000.5", "", "./Documents"),
                    record("f", "5", "1700000000.1234567890", "", "./Documents/a b"),
                    record("l", "1", "1700000000", "../x", "./Documents/link"),
                    record("f", "1", "1700000000.0", "", "./Documents/cache/junk"),
                    record("f", "1", "1700000000.0", "", "./Documents/x.tmp"),
                    record("f", "1", "1700000000.0", "", "./Documents/line\nbreak"),
-                   b"f\x001\x001700000000.0\x00\x00./Documents/latin\xe9\x00")
+                   b"f\x001\x001700000000.0\x00\x00./Documents/latin\xe9\x00",
+                   compressed=compressed)
 
     found = bulk.parse_server_listing(data, ["Documents/cache"], ["*.tmp"])
 
@@ -58,10 +67,19 @@ def test_the_servers_listing_is_read_by_unisons_rules() -> None:
                                                                 1_700_000_000_000_000_000)}
 
 
+WHOLE = record("f", "5", "1700000000.0", "", "./a")
+
+
 @pytest.mark.parametrize("data", [
     b"",  # the root is missing: the script says nothing
     b"rooted\n",
-    listing(record("f", "5", "1700000000.0", "", "./a"))[:-1],  # cut short
+    b"root\n" + WHOLE,  # no end mark: find failed (or the answer was cut short)
+    b"root\n" + WHOLE[:-1] + b"end",  # a record cut short
+    b"root gzip\n" + gzip.compress(WHOLE),  # no end mark inside the stream
+    b"root gzip\n" + gzip.compress(WHOLE + b"end")[:-4],  # the stream cut short
+    b"root gzip\n" + gzip.compress(WHOLE + b"end") + b"more",  # something after it
+    b"root gzip\n" + WHOLE + b"end",  # not compressed, though it says it is
+    listing(WHOLE) + b"\0",  # something after the end mark
     listing(record("p", "0", "1700000000.0", "", "./fifo")),  # find lists no such type
     listing(record("f", "-5", "1700000000.0", "", "./a")),
     listing(record("f", "5", "yesterday", "", "./a")),
@@ -73,8 +91,21 @@ def test_anything_the_script_would_not_print_makes_the_listing_unusable(data: by
     assert bulk.parse_server_listing(data, [], []) is None
 
 
-def test_an_empty_listing_of_a_root_that_is_there_is_empty() -> None:
-    assert bulk.parse_server_listing(b"root\n", [], []) == {}
+@pytest.mark.parametrize("compressed", [False, True])
+def test_an_empty_listing_of_a_root_that_is_there_is_empty(compressed: bool) -> None:
+    assert bulk.parse_server_listing(listing(compressed=compressed), [], []) == {}
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_a_listing_bigger_than_the_limit_is_unusable(
+        monkeypatch: pytest.MonkeyPatch, compressed: bool) -> None:
+    """A server that answers more than LISTING_LIMIT (a stream that unpacks to gigabytes) is not
+    read past it: no copy, unison's first sync does all."""
+    records = [record("f", "5", "1700000000.0", "", f"./f{i}") for i in range(200)]
+    data = listing(*records, compressed=compressed)
+    assert bulk.parse_server_listing(data, [], []) is not None
+    monkeypatch.setattr(bulk, "LISTING_LIMIT", len(b"".join(records)) // 2)
+    assert bulk.parse_server_listing(data, [], []) is None
 
 
 COPIED = {"D": DIR, "D/f": FILE, "D/l": LINK}
@@ -191,14 +222,31 @@ def test_a_record_that_is_not_ours_takes_nothing_up(tmp_path: Path, text: str) -
     assert bulk.resumed(tmp_path, "pair") is None
 
 
-def test_the_server_script_lists_a_real_tree_as_the_parser_reads_it(tmp_path: Path) -> None:
+def _only(tmp_path: Path, *programs: str) -> str:
+    """A PATH on which only `programs` are found (as on a server without gzip)."""
+    directory = tmp_path / "only"
+    directory.mkdir()
+    for name in programs:
+        found = shutil.which(name)
+        assert found is not None
+        (directory / name).symlink_to(found)
+    return str(directory)
+
+
+@pytest.mark.parametrize("programs", ["system", "without gzip"])
+def test_the_server_script_lists_a_real_tree_as_the_parser_reads_it(tmp_path: Path,
+                                                                    programs: str) -> None:
     root = tmp_path / "root"
     (root / "Documents" / "sub").mkdir(parents=True)
     (root / "Documents" / "sub" / "-f").write_text("hello")
     (root / "Documents" / "link").symlink_to("sub/-f")
     os.mkfifo(root / "Documents" / "fifo")
-    answer = subprocess.run(["sh", "-c", bulk.server_script(str(root), ["Documents", "Absent"])],
-                            capture_output=True, check=True, timeout=30).stdout
+    path = os.environ["PATH"] if programs == "system" else _only(tmp_path, "find", "cat")
+    answer = subprocess.run(["/bin/sh", "-c", bulk.server_script(str(root),
+                                                                 ["Documents", "Absent"])],
+                            capture_output=True, check=True, timeout=30,
+                            env={"PATH": path}).stdout
+    assert answer.startswith(b"root gzip\n" if programs == "system" else b"root\nd\0")
 
     found = bulk.parse_server_listing(answer, [".roaming-homes"], [])
     here = bulk.local_listing(str(root), ["Documents", "Absent"], [".roaming-homes"], [])
@@ -207,6 +255,20 @@ def test_the_server_script_lists_a_real_tree_as_the_parser_reads_it(tmp_path: Pa
                                            "Documents/link"}
     assert subprocess.run(["sh", "-c", bulk.server_script(str(tmp_path / "gone"), ["D"])],
                           capture_output=True, check=True, timeout=30).stdout == b""
+
+
+def test_a_server_whose_find_cannot_list_gives_no_listing(tmp_path: Path) -> None:
+    """busybox's find has no -printf: it prints nothing and fails. Into gzip, its failure would
+    go unseen by the exit status, and an empty listing would make a full server look empty."""
+    (tmp_path / "root" / "Documents").mkdir(parents=True)
+    (tmp_path / "root" / "Documents" / "kept").write_text("on the server")
+    path = faked(tmp_path / "bin", "find", BUSYBOX_FIND, os.environ["PATH"])
+    answer = subprocess.run(["sh", "-c", bulk.server_script(str(tmp_path / "root"),
+                                                            ["Documents"])],
+                            capture_output=True, check=True, timeout=30,
+                            env={"PATH": path}).stdout
+    assert answer.startswith(b"root gzip\n")
+    assert bulk.parse_server_listing(answer, [], []) is None
 
 
 def _sh(script: str) -> subprocess.CompletedProcess[bytes]:

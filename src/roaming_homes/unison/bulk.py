@@ -47,6 +47,7 @@ import stat
 import subprocess
 import tempfile
 import threading
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,27 +205,60 @@ def local_listing(root: str, paths: Sequence[str], ignore_paths: Sequence[str],
     return found
 
 
+# The server's listing is compressed when the server has gzip: 100 000 entries are 5.6 MB as
+# find prints them, 1.0 MB with `gzip -1` (70 ms there), seconds saved on a slow link. No
+# answer may be more than LISTING_LIMIT once uncompressed (a few million entries).
+LISTING_LIMIT = 512 << 20
+_GZIP = 16 + zlib.MAX_WBITS  # zlib's wbits for a gzip stream
+_END = b"end"
+
+
 def server_script(root: str, paths: Sequence[str]) -> str:
     """sh for the server: in `root`, the entries under `paths` as `type NUL size NUL mtime NUL
-    link target NUL ./path NUL` (GNU find), after a line that says the root is there. Nothing
-    when the root is missing: nothing may be copied into a home that is not mounted."""
+    link target NUL ./path NUL` (GNU find), then `end` once find has succeeded, all after a
+    line that says the root is there and whether the rest is compressed (`root gzip`) or not
+    (`root`). Nothing when the root is missing: nothing may be copied into a home that is not
+    mounted. The end mark, not the exit status, says the listing is whole: in a pipe into
+    gzip find's failure (a find without -printf) would go unseen."""
     q = shlex.quote
     starts = " ".join(q(f"./{p}") for p in paths)
-    return (f"cd {q(root)} 2>/dev/null || exit 0; printf 'root\\n'; "
+    return (f"cd {q(root)} 2>/dev/null || exit 0; "
             f"for p in {starts}; do if [ -e \"$p\" ] || [ -L \"$p\" ]; then set -- \"$@\" \"$p\"; "
-            "fi; done; [ $# -eq 0 ] || find \"$@\" \\( -type f -o -type d -o -type l \\) "
-            "-printf '%y\\0%s\\0%T@\\0%l\\0%p\\0'")
+            "fi; done; "
+            "if command -v gzip >/dev/null 2>&1; then z='gzip -1'; printf 'root gzip\\n'; "
+            "else z=cat; printf 'root\\n'; fi; "
+            "{ if [ $# -eq 0 ] || find \"$@\" \\( -type f -o -type d -o -type l \\) "
+            f"-printf '%y\\0%s\\0%T@\\0%l\\0%p\\0'; then printf {_END.decode()}; fi; }} | $z")
 
 
 _TIME = re.compile(rb"(\d+)(?:\.(\d+))?")
+
+
+def _listing_body(data: bytes) -> bytes | None:
+    """What follows the header of `server_script`'s answer, uncompressed and without its end
+    mark; None when the root is missing, the stream is not whole, or it is too big."""
+    head, newline, body = data.partition(b"\n")
+    if newline != b"\n" or head not in (b"root", b"root gzip"):
+        return None
+    if head == b"root gzip":
+        unzip = zlib.decompressobj(_GZIP)
+        try:
+            body = unzip.decompress(body, LISTING_LIMIT)
+        except zlib.error:
+            return None
+        if not unzip.eof or unzip.unconsumed_tail or unzip.unused_data:
+            return None  # cut short, too big, or something after the stream
+    elif len(body) > LISTING_LIMIT:
+        return None
+    return body[:-len(_END)] if body.endswith(_END) else None
 
 
 def parse_server_listing(data: bytes, ignore_paths: Sequence[str],
                          ignore_names: Sequence[str]) -> Listing | None:
     """The listing in `server_script`'s answer, by unison's ignore rules; None when the root is
     missing or anything in the answer is not as the script prints it."""
-    head, newline, body = data.partition(b"\n")
-    if (head, newline) != (b"root", b"\n"):
+    body = _listing_body(data)
+    if body is None:
         return None
     fields = body.split(b"\0")
     if len(fields) % 5 != 1 or fields[-1]:
