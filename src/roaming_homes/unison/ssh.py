@@ -26,7 +26,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -643,10 +643,10 @@ def silence_bound(server: Server) -> float:
 @contextlib.contextmanager
 def _input(data: bytes | None) -> Iterator[int]:
     """A command's standard input: nothing, or `data` in a file in memory (memfd: no disk to
-    fill, no directory to trust). Not a pipe: `communicate` writes a pipe only in its first
-    call (a retry may not send input), and that call may time out before a byte is written (a
-    busy machine), leaving the server's command waiting for the rest for ever. A file holds
-    all of it, and its end, from the start."""
+    fill, no directory to trust). Not a pipe, which would have to be written while the answer
+    is read: a pipe left open (as `communicate` left one when its first call timed out before
+    writing) keeps the server's command waiting for the rest for ever. A file holds all of
+    it, and its end, from the start."""
     if data is None:
         yield subprocess.DEVNULL
         return
@@ -660,6 +660,13 @@ def _input(data: bytes | None) -> Iterator[int]:
         os.close(fd)
 
 
+# How long the answer's pipes may stay open once ssh has ended. ssh hands its stdio to the
+# shared master, and ends only once the master has closed the session, all of its output
+# written; the master's copies of our pipes should be closed by then, but a master that keeps
+# them (seen on a loaded machine) would otherwise hold the exchange until its bound.
+_AFTER_SSH = 1.0
+
+
 def run_remote_bytes(server: Server, socket: Path | None, script: str,
                      abort: threading.Event | None = None, data: bytes | None = None) -> bytes:
     """`run_remote`, its stdout as bytes: file names that are not UTF-8, file contents."""
@@ -667,33 +674,59 @@ def run_remote_bytes(server: Server, socket: Path | None, script: str,
     deadline = time.monotonic() + silence_bound(server)
     with _input(data) as stdin, runner.start(command, stdin=stdin, stdout=subprocess.PIPE,
                                              stderr=subprocess.PIPE) as proc:
-        while True:
-            try:
-                out, err = proc.communicate(timeout=0.2)
-                break
-            except subprocess.TimeoutExpired:
-                stopped = abort is not None and abort.is_set()
-                if stopped or time.monotonic() > deadline:
-                    # Only wait for ssh itself: the shared master holds our pipes too (ssh
-                    # hands its stdio over to it), so they end only when the master does.
-                    proc.kill()
-                    proc.wait()
-                    why = "stopped" if stopped else "did not answer in time"
-                    raise ConnectError(f"server {server.host} {why}",
-                                       Reason.SERVER_UNREACHABLE) from None
-                if socket is not None and not os.path.lexists(socket):
-                    # The master is gone (its keep-alives found the link dead: it removes its
-                    # socket as it exits); the exchange is lost with it.
-                    proc.kill()
-                    proc.wait()
-                    raise _lost(server) from None
+        out, err = _answer(proc, lambda: _cut_short(server, socket, abort, deadline))
+        proc.wait()
     if proc.returncode != 0:
         if socket is not None and _master_check(socket) is not Master.ANSWERED:
             # The master died under the exchange, and ssh could not go on without it (see
             # `ssh_options`): what ssh then says is about its own connection, never made.
             raise _lost(server)
         raise _classify_failure(server, err.decode(errors="replace"))
-    return bytes(out)
+    return out
+
+
+def _answer(proc: subprocess.Popen[bytes],
+            cut_short: Callable[[], ConnectError | None]) -> tuple[bytes, bytes]:
+    """ssh's stdout and stderr until both end, or until they have been quiet for `_AFTER_SSH`
+    after ssh ended. While ssh runs, `cut_short` may end the exchange (asked at least every
+    0.2 s): ssh is killed and its error raised."""
+    assert proc.stdout is not None and proc.stderr is not None
+    read: dict[int, bytearray] = {proc.stdout.fileno(): bytearray(),
+                                  proc.stderr.fileno(): bytearray()}
+    open_fds, ended = list(read), None
+    while open_fds:
+        ready = select.select(open_fds, [], [], 0.2)[0]
+        for fd in ready:
+            chunk = os.read(fd, 65536)
+            read[fd] += chunk
+            if not chunk:
+                open_fds.remove(fd)
+        if proc.poll() is None:
+            if (failure := cut_short()) is not None:
+                # Only wait for ssh itself: the shared master holds our pipes too (ssh hands
+                # its stdio over to it), so they end only when the master does.
+                proc.kill()
+                proc.wait()
+                raise failure
+        elif not ready:
+            ended = ended if ended is not None else time.monotonic()
+            if time.monotonic() - ended >= _AFTER_SSH:
+                break
+    return bytes(read[proc.stdout.fileno()]), bytes(read[proc.stderr.fileno()])
+
+
+def _cut_short(server: Server, socket: Path | None, abort: threading.Event | None,
+               deadline: float) -> ConnectError | None:
+    """Why an exchange still waiting for its answer ends now, if it does: stopped, past its
+    bound, or its shared master gone (its keep-alives found the link dead: it removes its
+    socket as it exits, and the exchange is lost with it)."""
+    stopped = abort is not None and abort.is_set()
+    if stopped or time.monotonic() > deadline:
+        why = "stopped" if stopped else "did not answer in time"
+        return ConnectError(f"server {server.host} {why}", Reason.SERVER_UNREACHABLE)
+    if socket is not None and not os.path.lexists(socket):
+        return _lost(server)
+    return None
 
 
 def _lost(server: Server) -> ConnectError:
