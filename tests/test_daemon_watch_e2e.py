@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from roaming_homes.desktop.policy import TRANSIENT_PASSES
-from tests.support.daemon import DaemonProcess, appears, stop_as_logout
+from tests.support.daemon import FIRST_PASS, DaemonProcess, appears, stop_as_logout
 from tests.support.fsmonitor import monitors_of, processes_with
 from tests.support.homes import Setup
 from tests.support.notifications import RecordingServer
@@ -59,7 +59,7 @@ def watching(user: Setup, tag: str, **sync: object) -> Callable[[StartDaemon], D
 
     def start(start_daemon: StartDaemon, env: dict[str, str] | None = None) -> DaemonProcess:
         daemon = start_daemon(user, env)
-        daemon.wait_for_log("in sync")
+        daemon.wait_for_log("in sync", timeout=FIRST_PASS)
         wait_for(lambda: len(monitors_of(user.home, tag)) == 2, 30, "a monitor on each end")
         return daemon
 

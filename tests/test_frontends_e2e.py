@@ -22,7 +22,7 @@ import pytest
 
 from tests.conftest import SYSTEM_PATH
 from tests.support import gluster
-from tests.support.daemon import DaemonProcess, appears, stop_as_logout
+from tests.support.daemon import FIRST_PASS, DaemonProcess, appears, stop_as_logout
 from tests.support.fsmonitor import monitors_of, write_wrapper
 from tests.support.homes import CLI, Setup
 from tests.support.ledger import Ledger, digest, temp_files
@@ -278,7 +278,7 @@ def test_real_time_mode_fails_over_when_the_front_end_of_its_monitor_dies(
     docs.mkdir()
     daemon = DaemonProcess(laptop)
     try:
-        daemon.wait_for_log("in sync")
+        daemon.wait_for_log("in sync", timeout=FIRST_PASS)
         wait_for(lambda: len(monitors_of(laptop.home, tag)) == 2, 30, "a monitor on each end")
         assert _served_by(cluster) == ["fe1"]
         (docs / "before.txt").write_text("watched through fe1\n")

@@ -80,6 +80,14 @@ class DaemonProcess:
             self.proc.wait(10)
 
 
+# How long a real-time daemon's first pass may take in a test before it counts as stuck. That
+# pass starts both monitors and makes four ssh exchanges over the shared connection (the
+# listing, unison's session, the marker, the record). In clean-clone CI runs under full load
+# each exchange was seen to take 6-10 s (about ServerAliveCountMax x ServerAliveInterval, not
+# explained yet), which a 30 s wait did not always cover.
+FIRST_PASS = 90
+
+
 def appears(path: Path, content: str) -> Callable[[], bool]:
     def check() -> bool:
         try:
