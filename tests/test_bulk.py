@@ -31,7 +31,13 @@ def listing(*records: bytes, compressed: bool = False) -> bytes:
     """The server script's answer: its header, the records and the end mark (gzipped after the
     header when `compressed`)."""
     body = b"".join(records) + b"end"
-    return b"root gzip\n" + gzip.compress(body) if compressed else b"root\n" + body
+    return b"root gzip\n" + packed(body) if compressed else b"root\n" + body
+
+
+def packed(data: bytes) -> bytes:
+    """`data` gzipped with no time in its header: the same bytes in every process (the cases
+    below are parameters, and their ids must match across the test workers)."""
+    return gzip.compress(data, mtime=0)
 
 
 @pytest.mark.parametrize(("local", "server", "way"), [
@@ -75,9 +81,9 @@ WHOLE = record("f", "5", "1700000000.0", "", "./a")
     b"rooted\n",
     b"root\n" + WHOLE,  # no end mark: find failed (or the answer was cut short)
     b"root\n" + WHOLE[:-1] + b"end",  # a record cut short
-    b"root gzip\n" + gzip.compress(WHOLE),  # no end mark inside the stream
-    b"root gzip\n" + gzip.compress(WHOLE + b"end")[:-4],  # the stream cut short
-    b"root gzip\n" + gzip.compress(WHOLE + b"end") + b"more",  # something after it
+    b"root gzip\n" + packed(WHOLE),  # no end mark inside the stream
+    b"root gzip\n" + packed(WHOLE + b"end")[:-4],  # the stream cut short
+    b"root gzip\n" + packed(WHOLE + b"end") + b"more",  # something after it
     b"root gzip\n" + WHOLE + b"end",  # not compressed, though it says it is
     listing(WHOLE) + b"\0",  # something after the end mark
     listing(record("p", "0", "1700000000.0", "", "./fifo")),  # find lists no such type
