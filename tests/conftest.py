@@ -15,20 +15,16 @@ from tests.support import fullfs
 from tests.support.fsmonitor import write_wrapper
 from tests.support.homes import Setup
 from tests.support.notifications import RecordingServer, SessionBus
+from tests.support.programs import SYSTEM_PATH, faked
 from tests.support.sshd import SshServer
 from tests.support.usermanager import manager  # noqa: F401 (a fixture: systemd --user)
-
-SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 def without_monitor(directory: Path) -> str:
     """A PATH for a server without unison-fsmonitor, whatever this machine has installed (our
     own package puts one in /usr/bin): `directory` holds one that is not there."""
-    directory.mkdir(parents=True, exist_ok=True)
-    absent = directory / "unison-fsmonitor"
-    absent.write_text("#!/bin/sh\necho 'unison-fsmonitor: command not found' >&2\nexit 127\n")
-    absent.chmod(0o755)
-    return f"{directory}:{SYSTEM_PATH}"
+    return faked(directory, "unison-fsmonitor",
+                 "#!/bin/sh\necho 'unison-fsmonitor: command not found' >&2\nexit 127\n")
 
 
 @pytest.fixture(scope="session")

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SYSTEM_PATH
 from tests.support import gluster
 from tests.support.daemon import FIRST_PASS, DaemonProcess, appears, stop_as_logout
 from tests.support.fsmonitor import monitors_of, write_wrapper
 from tests.support.homes import CLI, Setup
 from tests.support.ledger import Ledger, digest, temp_files
+from tests.support.programs import SYSTEM_PATH
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(bool(gluster.unavailable()),

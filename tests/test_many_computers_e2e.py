@@ -25,12 +25,12 @@ import pytest
 
 from roaming_homes.actions.computers import CACHE_FILE, REPUBLISH_AFTER
 from roaming_homes.server.records import DIRECTORY
-from tests.conftest import SYSTEM_PATH
 from tests.support.daemon import DaemonProcess, stop_as_logout
 from tests.support.fsmonitor import monitors_of
 from tests.support.homes import CLI, Setup
 from tests.support.ledger import checksums, digest
 from tests.support.notifications import RecordingServer
+from tests.support.programs import SYSTEM_PATH
 from tests.support.sshd import SshServer
 from tests.support.transfer import MB, THROTTLE
 from tests.support.waiting import wait_for

@@ -24,8 +24,7 @@ from roaming_homes.safety import guards
 from roaming_homes.session import unchanged
 from roaming_homes.session.unchanged import Digest, Record
 from roaming_homes.unison.ignore import walk
-from tests.conftest import SYSTEM_PATH
-from tests.support.programs import faked
+from tests.support.programs import SYSTEM_PATH, faked
 
 NAMES = ("a.txt", "b.txt", "sub/c.txt", "sub/d", "link")
 PATHS = ("Documents", ".vimrc")

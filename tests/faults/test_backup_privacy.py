@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SYSTEM_PATH
 from tests.support.fsmonitor import write_wrapper
 from tests.support.homes import Setup
+from tests.support.programs import SYSTEM_PATH
 from tests.support.sshd import SshServer
 from tests.support.waiting import wait_for
 from tests.support.watcher import Watcher

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import SYSTEM_PATH
+SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 def faked(directory: Path, name: str, script: str, path: str = SYSTEM_PATH) -> str:
     """A PATH on which `name` is `script` (made in `directory`), before `path`."""
-    directory.mkdir(exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=True)
     (directory / name).write_text(script)
     (directory / name).chmod(0o755)
     return f"{directory}:{path}"

@@ -444,6 +444,7 @@ class _Early:
     """What a whole pass's digests start from (`_early_digest`), read once."""
 
     record: unchanged.Record | None  # as the last pass with nothing to do left it, if any
+    quiet: bool  # the last pass had nothing to do (`_had_nothing_to_do`)
     costs: unchanged.Costs  # as the passes before left them
     started: float  # time.monotonic() when this side's digest was started
     digest: _Meanwhile[unchanged.Digest | None]  # this side's, taken while the pass connects
@@ -457,8 +458,8 @@ def _early_digest(job: Pass, paths: Sequence[str]) -> _Early | None:
     home's digest runs beside. `_stills` decides what it is for; not wanted after all (a
     record for other rules), it is left to end on its own."""
     state_dir, now, wanted = job.locations.state_dir, time.time(), job.config["sync"]
-    record = unchanged.load(state_dir)
-    if record is None and not _had_nothing_to_do(job.store):
+    record, quiet = unchanged.load(state_dir), _had_nothing_to_do(job.store)
+    if record is None and not quiet:
         return None
     costs = unchanged.load_costs(state_dir)
     if wanted["skip_unchanged"] == "never" or (
@@ -466,7 +467,7 @@ def _early_digest(job: Pass, paths: Sequence[str]) -> _Early | None:
             and not costs.pays(now, wanted["rescan_interval"])):
         return None
     plan = build_plan(job.config, job.locations, job.server, None, list(paths))
-    return _Early(record, costs, time.monotonic(),
+    return _Early(record, quiet, costs, time.monotonic(),
                   _Meanwhile("local digest", unchanged.local_digest, plan.local_root,
                              plan.paths, plan.ignore_paths, plan.ignore_names))
 
@@ -480,7 +481,7 @@ def _stills(job: Pass, plan: profile.Plan, socket: Path | None, rules: str,
     record = early.record
     if record is not None and (first or not record.fits(rules, now, wanted["rescan_interval"])):
         record = None
-    quiet = _had_nothing_to_do(job.store)
+    quiet = early.quiet
     if record is None and not quiet:
         return None
     server, costs = job.server, early.costs
