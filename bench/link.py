@@ -23,7 +23,6 @@ from pathlib import Path
 from tests.support.sshd import SshServer
 
 from bench.blackhole import NFT_DROP, Veth, run
-from bench.measure import stock_shell
 from bench.relay import Counters, Relay
 
 
@@ -77,8 +76,7 @@ class Link:
         try:
             self._network()
             self.sshd = SshServer(self.workdir, listen=self.address, env=self.env,
-                                  wrapper=["ip", "netns", "exec", self.namespace,
-                                           *stock_shell()]).start()
+                                  wrapper=["ip", "netns", "exec", self.namespace]).start()
             self.relay = Relay((self.address, self.sshd.port),
                                self.profile.rtt_ms / 2000).start()
             # The same server, as seen through the relay: its known_hosts names the relay's port.

@@ -25,7 +25,7 @@ from tests.support.sshd import SshServer, free_port
 
 from bench import computers, fleet, frontends, link, realtime, storm, trees
 from bench.blackhole import BlackHole
-from bench.measure import Row, import_cost_us, machine, peak_rss, render, repeat, stock_shell, timed
+from bench.measure import Row, import_cost_us, machine, peak_rss, render, repeat, timed
 from roaming_homes import config as config_mod
 from roaming_homes.actions import sync as engine
 from roaming_homes.paths import Locations
@@ -140,7 +140,7 @@ class Bench:
         self.rows: list[Row] = []
         self.homes: list[Home] = []
         self.label = label
-        self.sshd = sshd or SshServer(base / "sshd", wrapper=stock_shell()).start()
+        self.sshd = sshd or SshServer(base / "sshd").start()
 
     def add(self, row: Row) -> None:
         if self.label:

@@ -13,20 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-def stock_shell() -> list[str]:
-    """A wrapper for the benchmark's sshd under which the server account's shell starts as a
-    stock Debian account's does: `/etc/skel/.bashrc` in place of this user's `~/.bashrc`, in a
-    mount namespace of the sshd's own (nothing outside it changes). bash reads `~/.bashrc` for
-    every command ssh runs; a development machine's (here: `pyenv init`, 0.12 s) would be
-    counted once per ssh command, which a server's account does not cost. Empty (the user's
-    own shell) when not root or either file is missing."""
-    mine, stock = Path.home() / ".bashrc", Path("/etc/skel/.bashrc")
-    if os.geteuid() != 0 or not mine.is_file() or not stock.is_file():
-        return []
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-            'mount --bind "$0" "$1" && shift && exec "$@"', str(stock), str(mine)]
-
-
 @dataclass
 class Row:
     """One line of the table: our figures against a baseline, with the target they must meet."""

@@ -33,7 +33,7 @@ from tests.support.sshd import SshServer
 from tests.support.waiting import wait_for
 
 from bench import trees
-from bench.measure import Row, stock_shell, timed
+from bench.measure import Row, timed
 from roaming_homes.session.state import StateStore
 
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -118,7 +118,7 @@ def _total_cpu(pids: list[int]) -> float:
 
 
 def _loopback(workdir: Path, env: dict[str, str]) -> SshServer:
-    return SshServer(workdir, env=env, wrapper=stock_shell()).start()
+    return SshServer(workdir, env=env).start()
 
 
 class World:

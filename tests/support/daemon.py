@@ -82,10 +82,11 @@ class DaemonProcess:
 
 # How long a real-time daemon's first pass may take in a test before it counts as stuck. That
 # pass starts both monitors and makes four ssh exchanges over the shared connection (the
-# listing, unison's session, the marker, the record). In clean-clone CI runs under full load
-# each exchange was seen to take 6-10 s (about ServerAliveCountMax x ServerAliveInterval, not
-# explained yet), which a 30 s wait did not always cover.
-FIRST_PASS = 90
+# listing, unison's session, the marker, the record). Clean-clone CI runs once saw each take
+# 6-10 s under full load: the server account's shell read this machine's ~/.bashrc, whose
+# `pyenv rehash` takes a lock, and sessions run side by side waited for each other. The test
+# sshd's sessions now read a stock ~/.bashrc (`tests.support.sshd.stock_shell`).
+FIRST_PASS = 30
 
 
 def appears(path: Path, content: str) -> Callable[[], bool]:
