@@ -1,26 +1,34 @@
-"""The test suite's own sshd: its sessions do not depend on this machine's ~/.bashrc."""
+"""The test suite's own sshd: its sessions do not depend on the account's ~/.bashrc."""
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.support.sshd import SshServer, stock_shell
+from tests.support.sshd import SshServer
 
 
 @pytest.mark.timeout(60)
-def test_a_session_reads_the_stock_bashrc_not_this_machines(sshd: SshServer) -> None:
-    """bash reads ~/.bashrc for every command ssh runs: a development machine's (pyenv's rehash
-    takes a lock) made commands run side by side wait for each other, seconds each under a
-    full test run."""
-    if not stock_shell():
-        pytest.skip("not root, or no ~/.bashrc or /etc/skel/.bashrc: sessions read the user's")
-    seen = subprocess.run(["ssh", *sshd.ssh_options(), "-o", "BatchMode=yes", "-p",
-                           str(sshd.port), f"{sshd.user}@127.0.0.1", "cat ~/.bashrc"],
-                          stdin=subprocess.DEVNULL, capture_output=True, check=True,
-                          timeout=30).stdout
-    stock = Path("/etc/skel/.bashrc").read_bytes()
-    assert hashlib.sha256(seen).hexdigest() == hashlib.sha256(stock).hexdigest()
+@pytest.mark.parametrize(("shlvl", "read"), [(None, False), ("0", True)])
+def test_a_session_does_not_read_the_accounts_bashrc(tmp_path: Path, shlvl: str | None,
+                                                      read: bool) -> None:
+    """Debian's bash reads ~/.bashrc for every command ssh runs: a development machine's
+    (pyenv's rehash takes a lock) made commands run side by side wait for each other, seconds
+    each under a full test run. The account's home is moved to one of the test's whose
+    ~/.bashrc leaves a mark; without the server's SHLVL (the second case) bash reads it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    mark = tmp_path / "read"
+    (home / ".bashrc").write_text(f"touch '{mark}'\n")
+    (home / ".profile").write_text(f"touch '{mark}'\n")
+    env = {"HOME": str(home), **({"SHLVL": shlvl} if shlvl is not None else {})}
+    server = SshServer(tmp_path / "sshd", env=env).start()
+    try:
+        subprocess.run(["ssh", *server.ssh_options(), "-o", "BatchMode=yes", "-p",
+                        str(server.port), f"{server.user}@127.0.0.1", "true"],
+                       stdin=subprocess.DEVNULL, capture_output=True, check=True, timeout=30)
+    finally:
+        server.stop()
+    assert mark.exists() is read

@@ -85,7 +85,7 @@ class DaemonProcess:
 # listing, unison's session, the marker, the record). Clean-clone CI runs once saw each take
 # 6-10 s under full load: the server account's shell read this machine's ~/.bashrc, whose
 # `pyenv rehash` takes a lock, and sessions run side by side waited for each other. The test
-# sshd's sessions now read a stock ~/.bashrc (`tests.support.sshd.stock_shell`).
+# sshd's sessions no longer read it (`SshServer._set_env`).
 FIRST_PASS = 30
 
 

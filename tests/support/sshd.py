@@ -31,22 +31,6 @@ def _children(pid: int) -> list[int]:
     return [child for child, read in processes("stat") if parent_of(read["stat"]) == pid]
 
 
-def stock_shell() -> list[str]:
-    """A wrapper under which the server account's shell starts as a stock Debian account's
-    does: `/etc/skel/.bashrc` in place of this user's `~/.bashrc`, in a mount namespace of the
-    sshd's own (nothing outside it changes). Debian's bash reads `~/.bashrc` for every command
-    ssh runs. A development machine's (here: `pyenv init`, 0.15 s, and a `pyenv rehash` that
-    takes a lock) was run once per ssh command: commands run side by side waited for each
-    other's rehash, up to seconds each under a full test run, and a benchmark counted what a
-    server's account does not cost. Empty (the user's own shell) when not root or either file
-    is missing."""
-    mine, stock = Path.home() / ".bashrc", Path("/etc/skel/.bashrc")
-    if os.geteuid() != 0 or not mine.is_file() or not stock.is_file():
-        return []
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-            'mount --bind "$0" "$1" && shift && exec "$@"', str(stock), str(mine)]
-
-
 @dataclass
 class SshServer:
     """sshd listening on `listen`:<port>, accepting one throwaway user key for `user`."""
@@ -106,19 +90,23 @@ class SshServer:
             f"{self.extra_config}")
 
     def _set_env(self) -> str:
-        """sshd takes the first SetEnv line only: every variable goes on this one."""
+        """sshd takes the first SetEnv line only: every variable goes on this one.
+
+        SHLVL=1 (unless `env` sets it): Debian's bash reads ~/.bashrc for every command ssh
+        runs, unless it counts itself as a nested shell (SHLVL 2 once it starts). This machine's
+        runs `pyenv init` (0.15 s) with a `pyenv rehash` that takes a lock: commands run side by
+        side waited for each other, seconds each under a full test run, and a benchmark counted
+        what a server's account does not cost."""
         names = ([f"UNISON={self.server_unison_dir}"] if self.unison_env else []) + [
-            f"{name}={value}" for name, value in self.env.items()]
-        return f"SetEnv {' '.join(names)}\n" if names else ""
+            f"{name}={value}" for name, value in {"SHLVL": "1", **self.env}.items()]
+        return f"SetEnv {' '.join(names)}\n"
 
     def start(self) -> SshServer:
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         self.write_config()
         subprocess.run([SSHD, "-t", "-f", str(self.config_file)], check=True)
-        # The account's shell reads a stock ~/.bashrc, not this machine's (`stock_shell`).
-        self.proc = subprocess.Popen([*self.wrapper, *stock_shell(), SSHD, "-D", "-f",
-                                      str(self.config_file),
+        self.proc = subprocess.Popen([*self.wrapper, SSHD, "-D", "-f", str(self.config_file),
                                       "-E", str(self.log_file)], start_new_session=True)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
