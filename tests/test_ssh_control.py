@@ -101,13 +101,16 @@ def test_is_master_command_wants_ssh_as_master_for_this_socket() -> None:
     assert not transport.is_master_command([], SOCKET)
 
 
-def test_the_master_command_is_recognised_as_ours() -> None:
-    """What `connect` starts is what `_stop_hung_masters` looks for."""
+@pytest.mark.parametrize("compress", [None, True, False])
+def test_the_master_command_is_recognised_as_ours(compress: bool | None) -> None:
+    """What `connect` starts is what `_stop_hung_masters` looks for, compressing or not."""
     server = _server()
     socket = transport.control_path(server, SOCKET.parent)
     assert socket is not None
-    command = transport._master_command(server, socket)
+    command = transport._master_command(server, socket, compress)
     assert transport.is_master_command(command, socket)
+    chosen = [] if compress is None else [f"Compression={'yes' if compress else 'no'}"]
+    assert [arg for arg in command if arg.startswith("Compression=")] == chosen
 
 
 def test_connecting_waits_for_the_lock_only_within_its_bound(tmp_path: Path) -> None:

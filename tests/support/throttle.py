@@ -1,9 +1,12 @@
 """An ssh ProxyCommand that relays to HOST:PORT at a bounded rate and counts the bytes.
 
-    python throttle.py HOST PORT BYTES_PER_SECOND COUNT_FILE
+    python throttle.py HOST PORT BYTES_PER_SECOND COUNT_FILE [DELAY]
 
 Tests use it to make a pass last long enough to watch (and to cut) it, and to measure what
 really went through the link: COUNT_FILE holds the bytes relayed in each direction so far.
+DELAY (seconds, default 0) holds each chunk from the server that long before it is passed on:
+every answer comes that much later, as over a link with that round trip (throughput suffers
+too: this is a slow link for tests, not an emulation to measure with).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import time
 
 def main() -> None:
     host, port, rate, count_file = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+    delay = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
     conn = socket.create_connection((host, port))
     stdin, stdout = sys.stdin.buffer.raw, sys.stdout.buffer.raw
     counts = {"up": 0, "down": 0}
@@ -46,6 +50,7 @@ def main() -> None:
                 if not data:
                     save()
                     return
+                time.sleep(delay)
                 view = memoryview(data)
                 while view:
                     view = view[os.write(stdout.fileno(), view):]

@@ -21,13 +21,16 @@ def random_files(root: Path, count: int, size: int) -> int:
     return count * size
 
 
-def throttle(user: Setup, rate: float, count_file: Path) -> None:
-    """Route the ssh connection through a relay limited to `rate` bytes/s that counts bytes."""
+def throttle(user: Setup, rate: float, count_file: Path, delay: float = 0.0) -> None:
+    """Route the ssh connection through a relay limited to `rate` bytes/s that counts bytes
+    (and holds each answer `delay` seconds: a slow link)."""
     assert user.sshd is not None
     proxy = f"ProxyCommand={sys.executable} {THROTTLE} 127.0.0.1 {user.sshd.port} {rate:.0f} " \
-            f"{count_file}"
+            f"{count_file} {delay}"
     kept = {section: keys for section, keys in user.config.items() if section != "server"}
-    user.configure(server={"ssh_options": [*user.sshd.ssh_options(), "-o", proxy]}, **kept)
+    server = {**user.config.get("server", {}),
+              "ssh_options": [*user.sshd.ssh_options(), "-o", proxy]}
+    user.configure(server=server, **kept)
 
 
 def size_of(root: Path) -> int:

@@ -29,7 +29,7 @@ from roaming_homes.safety.guards import MARKER
 from roaming_homes.session import pause
 from roaming_homes.session.state import StateStore
 from roaming_homes.text import escape
-from roaming_homes.unison import kerberos, runner
+from roaming_homes.unison import compression, kerberos, runner
 from roaming_homes.unison import ssh as transport
 
 OK, FAIL, WARN, SKIP = "ok", "fail", "warn", "skip"
@@ -177,6 +177,25 @@ def pause_result(held: pause.Pause | None) -> Result:
                   f"{held.since:%Y-%m-%d %H:%M})", pause.RESUME_COMMAND)
 
 
+def compression_result(setting: compression.Setting, anyway: bool, shared: bool,
+                       measured: compression.Measured) -> Result:
+    """Whether the shared connection compresses, and why (`unison.compression`)."""
+    name = "compression"
+    if setting is not compression.Setting.AUTO:
+        return Result(name, OK, f"{'on' if setting is compression.Setting.YES else 'off'} "
+                      f"(server.compression = {setting.value})")
+    if anyway:
+        return Result(name, OK, "on (ssh's own settings: -C or Compression yes)")
+    if not shared:
+        return Result(name, SKIP, "no shared connection (server.connection_reuse = 0): ssh's "
+                      "own settings decide")
+    if measured.seconds is None:
+        return Result(name, OK, "off (auto: the link was not measured)")
+    return Result(name, OK, f"{'on' if measured.compress else 'off'} (auto: an exchange took "
+                  f"{measured.seconds * 1000:.0f} ms; a slow link from "
+                  f"{compression.SLOW * 1000:.0f} ms)")
+
+
 def kerberos_result(uses: bool, valid: bool, ticket: kerberos.Ticket | None,
                     now: datetime) -> Result:
     """The Kerberos line: whether the login uses a ticket (`uses`), whether `klist -s` finds a
@@ -320,6 +339,14 @@ def _connection_results(server: transport.Server,
             socket, True)
 
 
+def _compression(server: transport.Server, socket: Path | None) -> Result:
+    auto = server.compression is compression.Setting.AUTO
+    return compression_result(
+        server.compression, auto and transport.compresses_anyway(server), socket is not None,
+        compression.Remembered(socket).load() if socket is not None
+        else compression.NOT_MEASURED)
+
+
 def _front_ends(server: transport.Server) -> list[transport.Server]:
     """What `check` connects to: the server, or each of its front-ends when it lists several
     (each is reported: a pass may go through any of them)."""
@@ -428,6 +455,8 @@ def run_checks(locations: Locations, config_path: Path | None = None) -> Report:
             server_version = (local_version if server.is_local else
                               parse_unison_version(answer.run(["unison", "-version"]).stdout))
             connection.append(unison_result(local_version, server_version, program))
+            if not server.is_local:
+                connection.append(_compression(front, socket))
         else:
             connection.append(Result("unison", SKIP, why))
         # Several front-ends: each one's lines name it.

@@ -213,8 +213,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "connect_timeout": Key("number", 3, "Seconds to wait for the server before giving up "
                                "(also sets how fast a dead connection is noticed).",
                                Range(0.1, 300)),
-        "ssh_options": Key("list", ["-C"], "Extra arguments for ssh, passed as given "
+        "ssh_options": Key("list", [], "Extra arguments for ssh, passed as given "
                            "(e.g. [\"-i\", \"KEY\"]).", expand=True),
+        "compression": Key("str", "auto", "Whether the shared ssh connection compresses what "
+                           "it carries: it multiplies what fits through a slow link and slows "
+                           "a fast one. auto: when an exchange over it takes 50 ms or more "
+                           "(measured as it opens); yes: always; no: never. -C in ssh_options "
+                           "(or Compression yes in ssh's configuration) turns it on whatever "
+                           "auto says.", _one_of("auto", "yes", "no")),
         "connection_reuse": Key("int", 300, "Seconds an idle shared ssh connection is kept open "
                                 "between passes (0: a new connection every pass).",
                                 Range(0, 86400)),

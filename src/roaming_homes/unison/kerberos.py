@@ -45,7 +45,7 @@ class Ticket:
     expires: datetime | None  # naive local time; None when klist's date was not understood
 
 
-def _ssh_settings(ssh_argv: Sequence[str]) -> dict[str, list[str]]:
+def ssh_settings(ssh_argv: Sequence[str]) -> dict[str, list[str]]:
     """`ssh -G` for this destination and options: each setting (lower case) and its values."""
     try:
         result = runner.run(["ssh", "-G", *ssh_argv], stdin=subprocess.DEVNULL,
@@ -87,7 +87,7 @@ def uses_kerberos(mode: str, ssh_argv: Sequence[str]) -> bool:
         return mode == "yes"
     if shutil.which(KLIST) is None:
         return False
-    settings = _ssh_settings(ssh_argv)
+    settings = ssh_settings(ssh_argv)
     gssapi = settings.get("gssapiauthentication", ["no"])[0] in ("yes", "true")
     return gssapi and not _has_key(settings)
 

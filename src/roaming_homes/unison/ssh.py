@@ -36,7 +36,8 @@ from roaming_homes.files import try_flock
 from roaming_homes.outcome import EXIT_CODES, Reason, result_of
 from roaming_homes.paths import private_dir
 from roaming_homes.text import escape
-from roaming_homes.unison import kerberos, mux, runner
+from roaming_homes.unison import compression, kerberos, mux, runner
+from roaming_homes.unison.compression import Setting
 from roaming_homes.unison.mux import Master
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class Server:
     ssh_options: tuple[str, ...]
     connection_reuse: int
     kerberos: str = "auto"  # server.kerberos: whether the login needs a ticket (see kerberos)
+    compression: Setting = Setting.AUTO  # server.compression (see unison.compression)
     hosts: tuple[str, ...] = ()
     name: str = ""
     watch_idle_timeout: int = 300  # server.watch_idle_timeout (see actions.watch)
@@ -101,6 +103,7 @@ class Server:
             home=server["home"], local_root=server["root"],
             connect_timeout=server["connect_timeout"], ssh_options=tuple(server["ssh_options"]),
             connection_reuse=server["connection_reuse"], kerberos=server["kerberos"],
+            compression=Setting(server["compression"]),
             hosts=hosts, name=listed[0] if listed else "",
             watch_idle_timeout=server["watch_idle_timeout"],
         )
@@ -194,10 +197,12 @@ def _control(server: Server, socket: Path, operation: str) -> list[str]:
     return ["ssh", *ssh_options(server, socket), "-O", operation, *_destination(server)]
 
 
-def _master_command(server: Server, socket: Path) -> list[str]:
-    """ssh starting the shared connection's master; it forks into the background once in."""
+def _master_command(server: Server, socket: Path, compress: bool | None) -> list[str]:
+    """ssh starting the shared connection's master; it forks into the background once in.
+    `compress`: whether it compresses (None: as ssh's own settings say)."""
     return ["ssh", *ssh_options(server, None), "-o", "ControlMaster=yes",
             "-o", f"ControlPath={socket}", "-o", f"ControlPersist={server.connection_reuse}",
+            *(compression.option(compress) if compress is not None else []),
             "-f", "-N", *_destination(server)]
 
 
@@ -592,8 +597,44 @@ def connect(server: Server, control_dir: Path, patient: bool = True) -> Path | N
     # The longest a holder takes: ask the master, wait for a hung one to end, start a new one.
     with _one_at_a_time(control_dir, 2 * _CONTROL_TIMEOUT + _patient_timeout(server)):
         if not master_answers(server, socket):
-            opening(server, _master_command(server, socket))
+            _start_master(server, socket, opening)
     return socket
+
+
+def _start_master(server: Server, socket: Path,
+                  opening: Callable[[Server, list[str]], None]) -> None:
+    """Start the shared connection's master, compressing as `server.compression` says; with
+    `auto`, as the link turns out (`unison.compression`): a master started the other way is
+    replaced before anything uses it."""
+    if server.compression is not Setting.AUTO:
+        opening(server, _master_command(server, socket, server.compression is Setting.YES))
+        return
+    if compresses_anyway(server):
+        opening(server, _master_command(server, socket, None))
+        return
+    remembered = compression.Remembered(socket)
+    started = remembered.load().compress
+    opening(server, _master_command(server, socket, started))
+    try:
+        measured = compression.measure(lambda: run_remote(server, socket, "true"))
+    except ConnectError as exc:  # the pass's own exchanges will say what is wrong
+        log.debug("the link to %s was not measured: %s", server.host, exc.message)
+        return
+    remembered.save(measured)
+    if measured.compress != started:
+        log.info("the link to %s is %s (an exchange took %.0f ms): starting the shared "
+                 "connection again %s compression", server.host,
+                 "slow" if measured.compress else "fast", (measured.seconds or 0.0) * 1000,
+                 "with" if measured.compress else "without")
+        _close_master(server, socket)
+        opening(server, _master_command(server, socket, measured.compress))
+
+
+def compresses_anyway(server: Server) -> bool:
+    """Whether ssh's own settings (`ssh_options`, its configuration files) turn compression on
+    for this server: then they stand, whatever `auto` would say."""
+    settings = kerberos.ssh_settings([*ssh_options(server, None), *_destination(server)])
+    return settings.get("compression", ["no"])[0] == "yes"
 
 
 def remote_command(server: Server, socket: Path | None, argv: list[str]) -> list[str]:
@@ -617,9 +658,22 @@ def disconnect(server: Server, control_dir: Path) -> None:
     # The daemon's stop has a bound (its STOP_MARGIN): wait a second at most for a process that
     # is connecting; closing the master regardless does no harm.
     with contextlib.suppress(ConnectError), _one_at_a_time(control_dir, 1.0):
-        state = _ask_master(server, socket, "exit")
-        if state is not Master.ANSWERED:  # a master that exits removes its socket itself
-            _clear(socket, state)
+        _close_master(server, socket, wait=0.0)
+
+
+def _close_master(server: Server, socket: Path, wait: float = _CONTROL_TIMEOUT) -> None:
+    """Ask the master at `socket` to exit; one that does not answer is cleared away. A master
+    that exits removes its socket itself, after it answered: `wait` seconds at most are given
+    to it before the socket is removed (a new master is to listen there)."""
+    state = _ask_master(server, socket, "exit")
+    if state is not Master.ANSWERED:
+        _clear(socket, state)
+        return
+    deadline = time.monotonic() + wait
+    while os.path.lexists(socket) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if wait and os.path.lexists(socket):
+        _clear(socket, Master.STALE)
 
 
 def run_remote(server: Server, socket: Path | None, script: str,

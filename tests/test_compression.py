@@ -1,0 +1,92 @@
+"""Whether the shared connection compresses (`unison.compression`): the measurement, what is
+remembered of it, and what `check` says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from roaming_homes.actions.check import OK, SKIP, compression_result
+from roaming_homes.unison import compression
+from roaming_homes.unison.compression import NOT_MEASURED, SLOW, Measured, Setting
+
+
+def exchanges(*seconds: float) -> tuple[list[float], object]:
+    """A clock that moves by `seconds[i]` during exchange i, and the list of those run."""
+    ran: list[float] = []
+    now = [0.0]
+
+    def clock() -> float:
+        return now[0]
+
+    def run() -> None:
+        now[0] += seconds[len(ran)]
+        ran.append(seconds[len(ran)])
+
+    return ran, (clock, run)
+
+
+@pytest.mark.parametrize(("taken", "compress", "asked"), [
+    ((0.01, 0.5, 0.5), False, 1),  # a fast exchange says it at once: not asked again
+    ((0.2, 0.3, 0.09), True, 3),  # all slow: a slow link, the fastest counted
+    ((0.2, SLOW / 2, 0.5), False, 2),  # the first was a busy moment
+    ((SLOW, SLOW, SLOW), True, 3),  # the bound itself is slow
+])
+def test_the_fastest_of_the_exchanges_decides(monkeypatch: pytest.MonkeyPatch,
+                                              taken: tuple[float, ...], compress: bool,
+                                              asked: int) -> None:
+    ran, (clock, run) = exchanges(*taken)
+    monkeypatch.setattr(compression.time, "monotonic", clock)
+    measured = compression.measure(run)
+    assert measured.compress is compress
+    assert measured.seconds == pytest.approx(min(taken[:asked]))
+    assert len(ran) == asked
+
+
+@pytest.mark.parametrize("measured", [Measured(True, 0.0853), Measured(False, 0.012)])
+def test_a_measurement_is_remembered_beside_the_socket(tmp_path: Path,
+                                                      measured: Measured) -> None:
+    socket = tmp_path / "ssh-0123"
+    compression.Remembered(socket).save(measured)
+    assert compression.Remembered(socket).load() == Measured(measured.compress,
+                                                             round(measured.seconds or 0, 6))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["compression-ssh-0123"]
+
+
+@pytest.mark.parametrize("text", [b"", b"yes\n", b"yes 0.1\n", b"maybe 0.100000\n",
+                                  b"yes 0.100000", b"yes 0.100000\nno 0.100000\n",
+                                  b"\xff\xfe", b"yes 0.100000\n" + b"x" * 100])
+def test_anything_else_in_that_file_is_not_a_measurement(tmp_path: Path, text: bytes) -> None:
+    """Not measured: the master starts uncompressed and the link is measured again."""
+    socket = tmp_path / "ssh-0123"
+    (tmp_path / "compression-ssh-0123").write_bytes(text)
+    assert compression.Remembered(socket).load() == NOT_MEASURED
+
+
+def test_nothing_remembered_is_not_measured(tmp_path: Path) -> None:
+    assert compression.Remembered(tmp_path / "ssh-0123").load() == NOT_MEASURED
+
+
+@pytest.mark.parametrize(("compress", "value"), [(True, "yes"), (False, "no")])
+def test_the_option_given_to_the_master(compress: bool, value: str) -> None:
+    assert compression.option(compress) == ["-o", f"Compression={value}"]
+
+
+@pytest.mark.parametrize(("args", "status", "text"), [
+    ((Setting.YES, False, True, NOT_MEASURED), OK, "on (server.compression = yes)"),
+    ((Setting.NO, True, True, Measured(True, 0.2)), OK, "off (server.compression = no)"),
+    ((Setting.AUTO, True, True, NOT_MEASURED), OK,
+     "on (ssh's own settings: -C or Compression yes)"),
+    ((Setting.AUTO, False, False, NOT_MEASURED), SKIP,
+     "no shared connection (server.connection_reuse = 0): ssh's own settings decide"),
+    ((Setting.AUTO, False, True, NOT_MEASURED), OK, "off (auto: the link was not measured)"),
+    ((Setting.AUTO, False, True, Measured(True, 0.0853)), OK,
+     "on (auto: an exchange took 85 ms; a slow link from 50 ms)"),
+    ((Setting.AUTO, False, True, Measured(False, 0.012)), OK,
+     "off (auto: an exchange took 12 ms; a slow link from 50 ms)"),
+])
+def test_check_says_whether_it_compresses_and_why(
+        args: tuple[Setting, bool, bool, Measured], status: str, text: str) -> None:
+    result = compression_result(*args)
+    assert (result.name, result.status, result.detail) == ("compression", status, text)
