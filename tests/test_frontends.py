@@ -113,7 +113,8 @@ def test_per_user_order_spreads_users_and_keeps_each_users_order_and_name() -> N
         assert order == (*hosts, *hosts)[hosts.index(order[0]):][:3]  # a rotation
     config = {"host": list(hosts), "port": 22, "user": "alice", "home": "/home/alice",
               "root": "", "connect_timeout": 3, "ssh_options": [], "connection_reuse": 300,
-              "kerberos": "auto", "host_order": "per-user", "watch_idle_timeout": 300}
+              "kerberos": "auto", "compression": "auto", "host_order": "per-user",
+              "watch_idle_timeout": 300}
     server = ssh.Server.from_config(config)
     assert server.hosts == ssh.per_user_order(hosts, "alice") and server.host == server.hosts[0]
     # The records name the server by the listed first entry, whatever the user's order.
