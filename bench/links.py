@@ -48,6 +48,8 @@ class Plan:
     levers: bool
     full_first_bytes: int = 0  # also a first sync of this size, ours against rsync (0: none)
     full_first_files: int = 0  # and one of this many small files, ours against rsync (0: none)
+    full_cut_bytes: int = 0  # row 14 also at this size (0: only at `first_bytes`)
+    text_first: bool = False  # row 3 also on a tree of text, which compression shrinks
 
     @classmethod
     def full(cls, profiles: tuple[str, ...]) -> Plan:
@@ -58,7 +60,7 @@ class Plan:
             no_change_targets={10_000: 0.6, 100_000: 0.6})
         return cls(profiles, passes, first_seconds=6, writes=30, turn_runs=3,
                    validate_seconds=2, levers=True, full_first_bytes=1 << 30,
-                   full_first_files=100_000)
+                   full_first_files=100_000, full_cut_bytes=1 << 30, text_first=True)
 
     @classmethod
     def quick(cls, profiles: tuple[str, ...]) -> Plan:
@@ -217,7 +219,7 @@ def interrupted(bench: loopback.Bench, link: Link, profile: Profile, size: int) 
     first sync down (a new laptop), each cut off mid-transfer; how soon the pass ends, that
     nothing is lost, and how much the next pass moves again."""
     timeout = bench.plan.blackhole_timeout
-    home = bench.home("interrupted")
+    home = bench.home(f"interrupted-{size}")
     files, size = trees.mixed_tree(home.docs, size, bench.pool)
     # Rewriting half of the bytes may overwrite more than half of the files: that is the
     # measurement, not ransomware (the loss guard is measured elsewhere).
@@ -225,7 +227,7 @@ def interrupted(bench: loopback.Bench, link: Link, profile: Profile, size: int) 
     server = home.setup.server_home / "Documents"
     server.mkdir(parents=True, exist_ok=True)
     mib = size / (1 << 20)
-    laptop = bench.home("interrupted-laptop")
+    laptop = bench.home(f"interrupted-laptop-{size}")
     laptop.setup.configure(server={"connect_timeout": timeout})
     laptop_server = laptop.setup.server_home / "Documents"
 
@@ -334,9 +336,13 @@ def measure_profile(base: Path, profile: Profile, plan: Plan,
             if plan.full_first_files:
                 bench.full_count_first_sync(plan.full_first_files, plan.full_first_runs(
                     profile, plan.full_first_files * trees.SMALL_MEAN))
+            if plan.text_first:
+                bench.text_first_sync(plan.passes.first_runs)
             offline(bench, link, plan.passes.offline_runs)
             # at least a second's worth on the quick run's link: the cut must come mid-pass
             interrupted(bench, link, profile, max(plan.first_bytes(profile), 8 << 20))
+            if plan.full_cut_bytes:  # the size the issue names: what a cut costs at 1 GiB
+                interrupted(bench, link, profile, plan.full_cut_bytes)
             if plan.levers:
                 levers(bench, link, plan.passes.first_runs)
         finally:
@@ -394,6 +400,11 @@ through one ssh session each way (less a session's own setup).
   on `broadband` and 15 on `mobile`). The scaled tree shows the fixed cost of a first sync
   (about twenty round trips of unison's, and our two listings of the server); the full size
   shows what it weighs where the target is set.
+- **Text** (row 3): a first sync of a copy of this Python's library (source text, which
+  compresses about 4:1), ours against `rsync -a` (which does not compress unless asked). The
+  generated trees are random bytes; this row is where the shared connection's compression
+  (`server.compression = "auto"`: on when an exchange over it takes 50 ms or more) shows,
+  either way: on where the link is slow, off where compressing would be the bottleneck.
 - **Round trips** (row 11): the relay counts a request/response turn each time data from the
   server follows data from the client on a connection; a pass's count is the difference over
   the run (an ssh keep-alive in that window would add one).
