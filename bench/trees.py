@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import subprocess
+import sysconfig
 from pathlib import Path
 
 _FILES_PER_DIR = 100
@@ -82,6 +84,27 @@ def mixed_tree(root: Path, total: int, pool: Pool) -> tuple[int, int]:
         directory.mkdir(parents=True, exist_ok=True)
         pool.write(directory / f"f{i:05d}.bin", size)
     return len(sizes), sum(sizes)
+
+
+_NOT_THE_LIBRARY = {"site-packages", "dist-packages", "__pycache__", "test", "tests",
+                    "idlelib", "tkinter", "turtledemo"}
+
+
+def python_sources(root: Path) -> tuple[int, int]:
+    """The `.py` files of this Python's standard library (installed packages and the library's
+    own tests left out) copied below `root`, modification times kept: text as people write
+    it, the same few megabytes wherever the benchmark runs. Returns (files, bytes)."""
+    library = Path(sysconfig.get_paths()["stdlib"])
+    files = size = 0
+    for directory, subdirectories, names in os.walk(library):
+        subdirectories[:] = sorted(d for d in subdirectories if d not in _NOT_THE_LIBRARY)
+        for name in sorted(n for n in names if n.endswith(".py")):
+            source = Path(directory, name)
+            target = root / source.relative_to(library)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+            files, size = files + 1, size + target.stat().st_size
+    return files, size
 
 
 def copy_tree(source: Path, target: Path) -> None:

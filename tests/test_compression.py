@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from roaming_homes.actions.check import OK, SKIP, compression_result
+from roaming_homes.outcome import Reason
 from roaming_homes.unison import compression
+from roaming_homes.unison import ssh as transport
 from roaming_homes.unison.compression import NOT_MEASURED, SLOW, Measured, Setting
 
 
@@ -90,3 +92,25 @@ def test_check_says_whether_it_compresses_and_why(
         args: tuple[Setting, bool, bool, Measured], status: str, text: str) -> None:
     result = compression_result(*args)
     assert (result.name, result.status, result.detail) == ("compression", status, text)
+
+
+def _server() -> transport.Server:
+    return transport.Server(host="h", port=2222, user="u", home="/home/u", local_root="",
+                            connect_timeout=1, ssh_options=(), connection_reuse=300)
+
+
+def test_a_link_that_cannot_be_measured_keeps_its_master_as_started(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The exchange fails (the link went down as the master opened): the master stays as it
+    started, nothing is remembered, and the pass's own exchanges say what is wrong."""
+    started: list[list[str]] = []
+
+    def lost(*_args: object) -> str:
+        raise transport.ConnectError("connection to h lost", Reason.CONNECTION_LOST)
+
+    monkeypatch.setattr(transport, "compresses_anyway", lambda _server: False)
+    monkeypatch.setattr(transport, "run_remote", lost)
+    socket = tmp_path / "ssh-0123"
+    transport._start_master(_server(), socket, lambda _server, argv: started.append(argv))
+    assert len(started) == 1 and "Compression=no" in started[0]
+    assert compression.Remembered(socket).load() == NOT_MEASURED
