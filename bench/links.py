@@ -400,12 +400,13 @@ through one ssh session each way (less a session's own setup).
   on `broadband` and 15 on `mobile`). The scaled tree shows the fixed cost of a first sync
   (about twenty round trips of unison's, and our two listings of the server); the full size
   shows what it weighs where the target is set.
-- **Text** (row 3): a first sync of the Python sources of this Python's standard library
-  (its tests and installed packages left out: about 12 MB of text, which compresses 4:1),
-  ours against `rsync -a` (which does not compress unless asked). The generated trees are
-  random bytes; this row is where the shared connection's compression (`server.compression
-  = "auto"`: on when an exchange over it takes 50 ms or more) shows, either way: on where the
-  link is slow, off where compressing would be the bottleneck.
+- **Text** (row 3): a first sync of five copies of the Python sources of this Python's
+  standard library (its tests and installed packages left out: about 55 MB of text in 3 200
+  files, which compresses 4:1), ours against `rsync -a` (which does not compress unless
+  asked). The generated trees are random bytes; this row is where the shared connection's
+  compression (`server.compression = "auto"`: on when an exchange over it takes 50 ms or
+  more) shows, either way: on where the link is slow, off where compressing would be the
+  bottleneck.
 - **Round trips** (row 11): the relay counts a request/response turn each time data from the
   server follows data from the client on a connection; a pass's count is the difference over
   the run (an ssh keep-alive in that window would add one).

@@ -90,20 +90,22 @@ _NOT_THE_LIBRARY = {"site-packages", "dist-packages", "__pycache__", "test", "te
                     "idlelib", "tkinter", "turtledemo"}
 
 
-def python_sources(root: Path) -> tuple[int, int]:
+def python_sources(root: Path, copies: int = 1) -> tuple[int, int]:
     """The `.py` files of this Python's standard library (installed packages and the library's
-    own tests left out) copied below `root`, modification times kept: text as people write
-    it, the same few megabytes wherever the benchmark runs. Returns (files, bytes)."""
+    own tests left out), `copies` times below `root` (`copy-1`, …), modification times kept:
+    text as people write it, the same megabytes wherever the benchmark runs (about 11 a copy).
+    Returns (files, bytes)."""
     library = Path(sysconfig.get_paths()["stdlib"])
     files = size = 0
     for directory, subdirectories, names in os.walk(library):
         subdirectories[:] = sorted(d for d in subdirectories if d not in _NOT_THE_LIBRARY)
         for name in sorted(n for n in names if n.endswith(".py")):
             source = Path(directory, name)
-            target = root / source.relative_to(library)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
-            files, size = files + 1, size + target.stat().st_size
+            for copy in range(1, copies + 1):
+                target = root / f"copy-{copy}" / source.relative_to(library)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, target)
+                files, size = files + 1, size + target.stat().st_size
     return files, size
 
 
