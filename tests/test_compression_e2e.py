@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from roaming_homes.unison.compression import SLOW
-from tests.support.daemon import DaemonProcess, appears, stop_as_logout
+from tests.support.daemon import FIRST_PASS, DaemonProcess, appears, stop_as_logout
+from tests.support.fsmonitor import monitors_of
 from tests.support.homes import Setup
 from tests.support.procfs import processes
 from tests.support.transfer import MB, throttle
@@ -131,12 +132,20 @@ def test_ssh_options_that_compress_stand_and_nothing_is_measured(user: Setup,
 
 
 @pytest.mark.timeout(180)
-def test_the_daemon_compresses_a_slow_link(user: Setup, tmp_path: Path) -> None:
-    user.configure(sync={"watch": False, "interval": 2})
+@pytest.mark.parametrize("watch", [False, True])
+def test_the_daemon_compresses_a_slow_link(watched: Setup, tag: str, tmp_path: Path,
+                                           watch: bool) -> None:
+    """Interval mode, and real-time mode (its session's master carries the monitor's
+    exchange too)."""
+    user = watched
+    user.configure(sync={"watch": watch, "interval": 2 if not watch else 3600})
     throttle(user, FAST, tmp_path / "count.json", delay=HELD)
     daemon = DaemonProcess(user)
     try:
-        daemon.wait_for_log("in sync", timeout=60)
+        daemon.wait_for_log("in sync", timeout=FIRST_PASS)
+        if watch:
+            wait_for(lambda: len(monitors_of(user.home, tag)) == 2, 30,
+                     "a monitor on each end")
         zeros(user)
         wait_for(appears(user.server_home / "Documents" / "zeros.bin", "\0" * ZEROS), 60,
                  "the file on the server")
