@@ -30,10 +30,12 @@ def exchanges(*seconds: float) -> tuple[list[float], object]:
 
 
 @pytest.mark.parametrize(("taken", "compress", "asked"), [
-    ((0.01, 0.5, 0.5), False, 1),  # a fast exchange says it at once: not asked again
-    ((0.2, 0.3, 0.09), True, 3),  # all slow: a slow link, the fastest counted
-    ((0.2, SLOW / 2, 0.5), False, 2),  # the first was a busy moment
-    ((SLOW, SLOW, SLOW), True, 3),  # the bound itself is slow
+    ((0.01, 0.5, 0.5, 0.5, 0.5), False, 1),  # a fast exchange says it at once
+    ((0.2, SLOW / 2, 0.5, 0.5, 0.5), False, 2),  # the first was a busy moment
+    ((0.2, 0.3, 0.01, 0.01, 0.01), True, 2),  # two clearly slow: a slow link, no more asked
+    ((0.2, 0.06, 0.3, 0.01, 0.01), True, 3),  # the fastest of them counts
+    ((0.07, 0.09, 0.06, 0.08, 0.07), True, 5),  # slow, not clearly: every one is asked
+    ((SLOW * 1.01,) * 5, True, 5),  # just past the bound
 ])
 def test_the_fastest_of_the_exchanges_decides(monkeypatch: pytest.MonkeyPatch,
                                               taken: tuple[float, ...], compress: bool,

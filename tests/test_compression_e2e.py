@@ -57,8 +57,9 @@ def zeros(user: Setup, name: str = "zeros.bin") -> None:
 
 
 @pytest.mark.timeout(120)
-def test_a_fast_link_is_not_compressed(user: Setup, tmp_path: Path) -> None:
-    throttle(user, FAST, tmp_path / "count.json")
+def test_a_fast_link_is_not_compressed(user: Setup) -> None:
+    """Straight to the sshd over loopback (no relay in between: what `no` carries is shown
+    below, with `yes` and `no`)."""
     zeros(user)
 
     assert user.sync().returncode == 0
@@ -68,7 +69,6 @@ def test_a_fast_link_is_not_compressed(user: Setup, tmp_path: Path) -> None:
     line = next(r for r in json.loads(user.run("check", "--json").stdout)["checks"]
                 if r["name"] == "compression")
     assert line["status"] == "ok" and line["detail"].startswith("off (auto: an exchange took")
-    assert counted(user, tmp_path / "count.json") > ZEROS
     assert (user.server_home / "Documents" / "zeros.bin").read_bytes() == bytes(ZEROS)
 
 
