@@ -16,10 +16,10 @@ import pytest
 
 from roaming_homes.desktop.policy import TRANSIENT_PASSES
 from tests.support.daemon import FIRST_PASS, DaemonProcess, appears, stop_as_logout
-from tests.support.fsmonitor import monitors_of, processes_with
+from tests.support.fsmonitor import monitors_of
 from tests.support.homes import Setup
 from tests.support.notifications import RecordingServer
-from tests.support.procfs import voluntary_switches
+from tests.support.procfs import processes_with, voluntary_switches
 from tests.support.sdnotify import NotifySocket
 from tests.support.transfer import MB, copying, throttle
 from tests.support.waiting import wait_for

@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.support.procfs import processes
+from tests.support.procfs import processes_with
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 COMMAND = [sys.executable, "-m", "roaming_homes.unison.fsmonitor"]
@@ -34,18 +34,6 @@ def write_wrapper(directory: Path, tag: str = "") -> Path:
                       "roaming_homes.unison.fsmonitor \"$@\"\n")
     script.chmod(0o755)
     return script
-
-
-def processes_with(environ_entry: str, cmdline_part: bytes = b"") -> list[int]:
-    """PIDs of running processes with `environ_entry` ("NAME=value") in their environment."""
-    wanted = environ_entry.encode() + b"\0"
-    found = []
-    for pid, read in processes("cmdline", "environ"):
-        environ = read["environ"]
-        if cmdline_part in read["cmdline"] and (environ.startswith(wanted)
-                                                or b"\0" + wanted in environ):
-            found.append(pid)
-    return found
 
 
 def monitors_tagged(tag: str) -> list[int]:

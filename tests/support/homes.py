@@ -6,20 +6,33 @@ never read or write the machine's /etc or the real home.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from roaming_homes.paths import Locations
+from tests.support.procfs import processes_with
 from tests.support.sshd import SshServer
 
 CLI = [sys.executable, "-m", "roaming_homes"]
+_WAIT_FOR_OTHERS = 30  # seconds a user's processes get to end at the end of a test
+
+
+def _is_master(pid: int) -> bool:
+    """Whether `pid` is a shared ssh connection's master (`ssh -O exit` ends it)."""
+    try:
+        return b"ControlMaster=yes" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def toml_value(value: Any) -> str:
@@ -143,8 +156,24 @@ class Setup:
                            capture_output=True, check=False, timeout=10)
 
     def close(self) -> None:
-        """Close the shared ssh connection and remove the runtime dir."""
+        """Let what the test started for this user end, close the shared ssh connection, and
+        remove the runtime dir.
+
+        A pass a test set off in the background (a notification's action, in the listener
+        the CLI leaves running) may still run when the test is done with what it waited for:
+        removed under it, the runtime dir was made again and a master opened there that lived
+        for minutes after the test. So every process of this user but a master (whose
+        environment names this runtime dir) gets `_WAIT_FOR_OTHERS` seconds to end; then the
+        masters are asked to exit, and what is left is killed."""
+        marker = f"XDG_RUNTIME_DIR={self.runtime}"
+        deadline = time.monotonic() + _WAIT_FOR_OTHERS
+        while time.monotonic() < deadline and [
+                pid for pid in processes_with(marker) if not _is_master(pid)]:
+            time.sleep(0.1)
         self.close_connection()
+        for pid in processes_with(marker):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.runtime, ignore_errors=True)
 
 

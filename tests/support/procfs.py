@@ -18,6 +18,18 @@ def processes(*files: str) -> Iterator[tuple[int, dict[str, bytes]]]:
         yield int(entry.name), read
 
 
+def processes_with(environ_entry: str, cmdline_part: bytes = b"") -> list[int]:
+    """PIDs of running processes with `environ_entry` ("NAME=value") in their environment."""
+    wanted = environ_entry.encode() + b"\0"
+    found = []
+    for pid, read in processes("cmdline", "environ"):
+        environ = read["environ"]
+        if cmdline_part in read["cmdline"] and (environ.startswith(wanted)
+                                                or b"\0" + wanted in environ):
+            found.append(pid)
+    return found
+
+
 def parent_of(stat: bytes) -> int:
     """The parent PID in a /proc/<pid>/stat text ("pid (comm) state ppid …"; comm may hold
     spaces and parentheses, so split after the last ')')."""
