@@ -27,14 +27,6 @@ CLI = [sys.executable, "-m", "roaming_homes"]
 _WAIT_FOR_OTHERS = 30  # seconds a user's processes get to end at the end of a test
 
 
-def _is_master(pid: int) -> bool:
-    """Whether `pid` is a shared ssh connection's master (`ssh -O exit` ends it)."""
-    try:
-        return b"ControlMaster=yes" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-
-
 def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -167,8 +159,8 @@ class Setup:
         masters are asked to exit, and what is left is killed."""
         marker = f"XDG_RUNTIME_DIR={self.runtime}"
         deadline = time.monotonic() + _WAIT_FOR_OTHERS
-        while time.monotonic() < deadline and [
-                pid for pid in processes_with(marker) if not _is_master(pid)]:
+        while time.monotonic() < deadline and (
+                set(processes_with(marker)) - set(processes_with(marker, b"ControlMaster=yes"))):
             time.sleep(0.1)
         self.close_connection()
         for pid in processes_with(marker):
