@@ -124,19 +124,22 @@ def test_offline_server_keeps_the_daemon_running_and_it_catches_up(
     try:
         user.configure(server={"connect_timeout": 2}, sync={"interval": 1})
         daemon = start_daemon(user)
-        daemon.wait_for_log("in sync")
-        own_sshd.stop()
-        # The shared connection died with the server; the next passes find nobody.
-        (user.home / "Documents" / "offline.txt").write_text("written offline")
-        daemon.wait_for_log("offline, will keep trying quietly")
-        assert daemon.proc.poll() is None
+        try:
+            daemon.wait_for_log("in sync")
+            own_sshd.stop()
+            # The shared connection died with the server; the next passes find nobody.
+            (user.home / "Documents" / "offline.txt").write_text("written offline")
+            daemon.wait_for_log("offline, will keep trying quietly")
+            assert daemon.proc.poll() is None
 
-        own_sshd.start()  # the same port again
+            own_sshd.start()  # the same port again
 
-        wait_for(appears(user.server_home / "Documents" / "offline.txt", "written offline"), 20,
-                 "the catch-up pass")
-        daemon.wait_for_log("back online")
-        assert daemon.log.count("offline, will keep trying quietly") == 1
+            wait_for(appears(user.server_home / "Documents" / "offline.txt", "written offline"),
+                     20, "the catch-up pass")
+            daemon.wait_for_log("back online")
+            assert daemon.log.count("offline, will keep trying quietly") == 1
+        finally:
+            daemon.close()  # before the user's teardown, which would wait for it
     finally:
         user.close()
 

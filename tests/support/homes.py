@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from roaming_homes.paths import Locations
-from tests.support.procfs import processes_with
+from tests.support.procfs import masters_and_others, processes_with
 from tests.support.sshd import SshServer
 
 CLI = [sys.executable, "-m", "roaming_homes"]
@@ -154,13 +154,13 @@ class Setup:
         A pass a test set off in the background (a notification's action, in the listener
         the CLI leaves running) may still run when the test is done with what it waited for:
         removed under it, the runtime dir was made again and a master opened there that lived
-        for minutes after the test. So every process of this user but a master (whose
-        environment names this runtime dir) gets `_WAIT_FOR_OTHERS` seconds to end; then the
-        masters are asked to exit, and what is left is killed."""
+        for minutes after the test. So every process of this user (whose environment names this
+        runtime dir) but a master and its children (a `ProxyCommand`) gets `_WAIT_FOR_OTHERS`
+        seconds to end; then the masters are asked to exit, and what is left is killed. A test
+        stops its daemons before this: a daemon would be waited for to the end."""
         marker = f"XDG_RUNTIME_DIR={self.runtime}"
         deadline = time.monotonic() + _WAIT_FOR_OTHERS
-        while time.monotonic() < deadline and (
-                set(processes_with(marker)) - set(processes_with(marker, b"ControlMaster=yes"))):
+        while time.monotonic() < deadline and masters_and_others(marker)[1]:
             time.sleep(0.1)
         self.close_connection()
         for pid in processes_with(marker):

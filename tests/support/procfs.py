@@ -30,6 +30,22 @@ def processes_with(environ_entry: str, cmdline_part: bytes = b"") -> list[int]:
     return found
 
 
+def masters_and_others(environ_entry: str) -> tuple[list[int], list[int]]:
+    """The processes with `environ_entry` in their environment, in one pass over /proc: the
+    shared ssh masters (`ControlMaster=yes` on their command line), and the others but the
+    masters' own children (a `ProxyCommand` lives as long as its master)."""
+    wanted = environ_entry.encode() + b"\0"
+    found: dict[int, tuple[bool, int]] = {}
+    for pid, read in processes("cmdline", "environ", "stat"):
+        environ = read["environ"]
+        if environ.startswith(wanted) or b"\0" + wanted in environ:
+            found[pid] = (b"ControlMaster=yes" in read["cmdline"], parent_of(read["stat"]))
+    masters = [pid for pid, (master, _) in found.items() if master]
+    others = [pid for pid, (master, parent) in found.items()
+              if not master and parent not in masters]
+    return masters, others
+
+
 def parent_of(stat: bytes) -> int:
     """The parent PID in a /proc/<pid>/stat text ("pid (comm) state ppid …"; comm may hold
     spaces and parentheses, so split after the last ')')."""
