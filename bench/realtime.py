@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.support.daemon import DaemonProcess
+from tests.support.daemon import DaemonProcess, appears
 from tests.support.fsmonitor import local_monitors_of, monitors_tagged, write_wrapper
 from tests.support.homes import CLI, Setup
 from tests.support.procfs import parent_of, processes
@@ -181,16 +181,41 @@ class World:
         self.sshd.stop()
 
 
-def latencies(world: World, user: Setup, writes: int, spread: float) -> list[float]:
+EDITED = 5  # files the edits of `latencies(edits=True)` go to in turn
+
+
+UNTOUCHED = 200  # files beside them that no write touches
+
+
+def edited_files(user: Setup) -> list[Path]:
+    """The files `latencies(edits=True)` edits, among UNTOUCHED others, all made before the
+    daemon starts, so that its first pass syncs them. The others make it a home: the loss
+    guard adds up the overwrites of the last `sync.guard_window`, each edit one, and refuses
+    more than half of a home's files (and more than 10) overwritten."""
+    docs = user.home / "Documents"
+    docs.mkdir(parents=True, exist_ok=True)
+    for i in range(UNTOUCHED):
+        (docs / f"untouched-{i}.txt").write_text("untouched")
+    files = [docs / f"edited-{i}.txt" for i in range(EDITED)]
+    for path in files:
+        path.write_text("before")
+    return files
+
+
+def latencies(world: World, user: Setup, writes: int, spread: float,
+              edits: bool = False) -> list[float]:
+    """Seconds from a local write until it is on the server: of a new file each time, or
+    (`edits`) of new contents in one of the files `edited_files` made."""
     rng = random.Random(9)
     docs, server_docs = user.home / "Documents", user.server_home / "Documents"
     found = []
     for i in range(writes):
         time.sleep(rng.uniform(0.2, 0.2 + spread))
-        name = f"latency-{time.monotonic_ns()}-{i}.txt"
+        name = f"edited-{i % EDITED}.txt" if edits else f"latency-{time.monotonic_ns()}-{i}.txt"
+        text = f"edit {i}" if edits else "x"
         written = time.monotonic()
-        (docs / name).write_text("x")
-        wait_for((server_docs / name).exists, 120, f"{name} on the server")
+        (docs / name).write_text(text)
+        wait_for(appears(server_docs / name, text), 120, f"{name} on the server")
         found.append(time.monotonic() - written)
     return found
 

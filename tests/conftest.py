@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import fullfs
+from tests.support.daemon import DaemonProcess, StartDaemon, stop_as_logout
 from tests.support.fsmonitor import write_wrapper
 from tests.support.homes import Setup
 from tests.support.notifications import RecordingServer, SessionBus
@@ -112,3 +113,17 @@ def full_state_disk() -> Iterator[Callable[[Setup], fullfs.FullStateDisk]]:
     yield make
     for disk in made:
         disk.close()
+
+
+@pytest.fixture
+def start_daemon() -> Iterator[StartDaemon]:
+    """Starts `roaming-homes daemon`; at the end stops it as logout does (then kills it)."""
+    started: list[DaemonProcess] = []
+
+    def start(user: Setup, env: dict[str, str] | None = None) -> DaemonProcess:
+        daemon = DaemonProcess(user, env)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    stop_as_logout(started)

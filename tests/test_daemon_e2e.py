@@ -7,17 +7,15 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import DaemonProcess, appears
+from tests.support.daemon import DaemonProcess, StartDaemon, appears
 from tests.support.homes import Setup
 from tests.support.sshd import SshServer
 from tests.support.waiting import wait_for
-
-StartDaemon = Callable[..., DaemonProcess]
 
 
 @pytest.fixture

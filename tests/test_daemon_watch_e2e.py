@@ -8,14 +8,13 @@ import os
 import re
 import signal
 import time
-from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from roaming_homes.desktop.policy import TRANSIENT_PASSES
-from tests.support.daemon import FIRST_PASS, DaemonProcess, appears, stop_as_logout
+from tests.support.daemon import StartDaemon, appears, watching
 from tests.support.fsmonitor import monitors_of
 from tests.support.homes import Setup
 from tests.support.notifications import RecordingServer
@@ -24,7 +23,6 @@ from tests.support.sdnotify import NotifySocket
 from tests.support.transfer import MB, copying, throttle
 from tests.support.waiting import wait_for
 
-StartDaemon = Callable[..., DaemonProcess]
 # An idle watching daemon over IDLE_WINDOW s: a wake on a timer every few seconds would show as
 # one switch each per thread; a few stray ones (a late log line, the interpreter) are allowed.
 IDLE_SETTLE = 2.0
@@ -32,38 +30,11 @@ IDLE_WINDOW = 12.0
 IDLE_WAKEUPS = 4
 
 
-@pytest.fixture
-def start_daemon() -> Iterator[StartDaemon]:
-    """Starts `roaming-homes daemon`; at the end stops it as logout does (then kills it)."""
-    started: list[DaemonProcess] = []
-
-    def start(user: Setup, env: dict[str, str] | None = None) -> DaemonProcess:
-        daemon = DaemonProcess(user, env)
-        started.append(daemon)
-        return daemon
-
-    yield start
-    stop_as_logout(started)
-
-
 def ours(user: Setup) -> list[int]:
     """unison, its ssh and monitors of this user on both ends: all carry their UNISON dir."""
     assert user.sshd is not None
     return [pid for unison_dir in (user.unison_dir, user.sshd.server_unison_dir)
             for pid in processes_with(f"UNISON={unison_dir}")]
-
-
-def watching(user: Setup, tag: str, **sync: object) -> Callable[[StartDaemon], DaemonProcess]:
-    """Configure real-time mode (with an interval too long to explain any propagation)."""
-    user.configure(sync={"watch": True, "interval": 3600, **sync})
-
-    def start(start_daemon: StartDaemon, env: dict[str, str] | None = None) -> DaemonProcess:
-        daemon = start_daemon(user, env)
-        daemon.wait_for_log("in sync", timeout=FIRST_PASS)
-        wait_for(lambda: len(monitors_of(user.home, tag)) == 2, 30, "a monitor on each end")
-        return daemon
-
-    return start
 
 
 def test_watching_daemon_syncs_both_ways_in_seconds_and_status_shows_it(

@@ -9,6 +9,7 @@ import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from tests.support.fsmonitor import monitors_of
 from tests.support.homes import CLI, Setup
 from tests.support.procfs import parent_of, processes
 from tests.support.waiting import wait_for
@@ -89,6 +90,9 @@ class DaemonProcess:
 FIRST_PASS = 30
 
 
+StartDaemon = Callable[..., DaemonProcess]  # the `start_daemon` fixtures
+
+
 def appears(path: Path, content: str) -> Callable[[], bool]:
     def check() -> bool:
         try:
@@ -97,6 +101,19 @@ def appears(path: Path, content: str) -> Callable[[], bool]:
             return False
 
     return check
+
+
+def watching(user: Setup, tag: str, **sync: object) -> Callable[[StartDaemon], DaemonProcess]:
+    """Configure real-time mode (with an interval too long to explain any propagation)."""
+    user.configure(sync={"watch": True, "interval": 3600, **sync})
+
+    def start(start_daemon: StartDaemon, env: dict[str, str] | None = None) -> DaemonProcess:
+        daemon = start_daemon(user, env)
+        daemon.wait_for_log("in sync", timeout=FIRST_PASS)
+        wait_for(lambda: len(monitors_of(user.home, tag)) == 2, 30, "a monitor on each end")
+        return daemon
+
+    return start
 
 
 def stop_as_logout(started: Sequence[DaemonProcess]) -> None:

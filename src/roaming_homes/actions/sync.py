@@ -381,7 +381,7 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
     # unison's archives are keyed by the computer's id: a new id (a cloned home) is a new pair.
     # The server is named as it is whichever front-end serves this pass (its archives are too,
     # see guards.SERVER_NAME): a switch of front-ends is an ordinary pass.
-    key = f"{computer.id}: {plan.local_root} <-> {server.stable_root}"
+    key = pair_key(computer, plan.local_root, server)
     first = first_run or _is_first_run(job.store, key, locations.unison_dir)
     found = {side: guards.probe_local(Path(root), paths)
              for side, root in _counted_here(plan, server).items()}
@@ -416,6 +416,11 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
                               plan.ignore_paths, plan.ignore_names)
     return _Prepared(key, first, plan, socket, paths, found, ids, extra, nonce, baselines,
                      computer, stills)
+
+
+def pair_key(computer: Computer, local_root: str, server: transport.Server) -> str:
+    """The pair of roots a pass syncs, as the state remembers it (its replica ids)."""
+    return f"{computer.id}: {local_root} <-> {server.stable_root}"
 
 
 @dataclass

@@ -9,6 +9,10 @@ syncs those paths (`-path`) with every guard of a single pass, the loss guard's 
 (`sync.guard_window`) adding up the deletions of successive cycles. A full guarded pass starts
 the session and repeats every `sync.rescan_interval` seconds, for changes no monitor saw.
 
+A new small file made here does not wait for unison's exchange (about sixteen round trips):
+`sending` sends it on its own in one, and a guarded pass over such files settles them into
+unison's archives soon after (`Wake.SETTLE`).
+
 Idle, the loop sleeps in `select` on the monitors' pipes: an unchanged home costs nothing.
 
 What a cycle carried from here to the server, the server's monitor reports back a moment later
@@ -40,6 +44,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from roaming_homes.actions import sending
 from roaming_homes.actions import sync as engine
 from roaming_homes.config import Config
 from roaming_homes.errors import ExitCode, RoamingHomesError
@@ -49,7 +54,7 @@ from roaming_homes.safety.guards import is_excluded
 from roaming_homes.session import progress
 from roaming_homes.session.lock import STOP_GRACE, SyncLock
 from roaming_homes.session.state import StateStore
-from roaming_homes.unison import frontends, profile, runner
+from roaming_homes.unison import frontends, profile, push, runner
 from roaming_homes.unison import ssh as transport
 from roaming_homes.unison.fsmonitor import collapse, quote, split_on_space, unquote
 from roaming_homes.unison.ignore import is_ignored
@@ -72,6 +77,7 @@ class Wake(enum.Enum):
 
     CHANGES = "changes"  # the monitors reported changed paths: a pass over just those
     RESCAN = "rescan"  # the full rescan is due, or a monitor lost events: a full pass
+    SETTLE = "settle"  # new files sent on their own are due for unison's pass (`push`)
     STOP = "stop"  # the daemon stops the session (or makes way for a pass of the user's)
 
 
@@ -333,6 +339,7 @@ class _Session:
         self.on_progress = on_progress
         self.monitors: list[MonitorLink] = []  # this computer's, then the server's
         self.echoes = Echoes()
+        self.outbox: sending.Outbox | None = None  # set once the loop starts (`_loop`)
         self.here: list[str] = []  # what this computer's monitor reported for the last wake
         # What the session's passes came to so far (`engine.still_left`): a cycle looks at
         # some paths only, and what it did not look at is as the last pass left it.
@@ -384,15 +391,18 @@ class _Session:
         self.on_outcome(outcome)
         return outcome
 
-    def pass_(self, only: tuple[str, ...] | None = None, always: bool = False) -> SyncOutcome:
+    def pass_(self, only: tuple[str, ...] | None = None, always: bool = False,
+              winner: str | None = None) -> SyncOutcome:
         """One guarded pass, with its progress published like any pass's (`status` shows a
         pass running; a big first sync is announced). It is recorded (`always`, or when it
         transferred or did not simply end in sync) before its progress goes: whoever follows
-        the progress finds the outcome once the pass is over."""
+        the progress finds the outcome once the pass is over. `winner`: as for
+        `engine.guarded_pass` (settling files sent on their own)."""
         tracker = progress.Tracker(self.job.locations, self.on_progress)
         job = replace(self.job, on_output=tracker.wrap(self.job.on_output), tracker=tracker)
         try:
-            own = engine.guarded_pass(job, engine.outcomes(self.job.server), only=only)
+            own = engine.guarded_pass(job, engine.outcomes(self.job.server), only=only,
+                                      winner=winner)
             outcome = own if only is None else engine.still_left(own, self.left, only)
             if outcome.result in COMPLETED:
                 self.left = outcome
@@ -449,31 +459,74 @@ class _Session:
         rescan_at = time.monotonic() + rescan
         plan = engine.build_plan(self.job.config, self.job.locations, self.job.server, None,
                                  paths)
+        self.outbox = outbox = sending.Outbox(self.job, plan, paths)
+        outbox.learn()
         while True:
             try:
                 wake, changed = self._wait(rescan_at)
                 match wake:
                     case Wake.STOP:
+                        self._settle(list(outbox.ledger))
                         return WatchResult("stopped")
                     case Wake.RESCAN:
-                        outcome, rescan_at = self.pass_(), time.monotonic() + rescan
+                        outcome = self._settle(list(outbox.ledger))
+                        if outcome is None or outcome.result in COMPLETED:
+                            outcome = self.pass_()
+                            if outcome.result in COMPLETED:
+                                outbox.learn()  # what the full pass synced is known now
+                        rescan_at = time.monotonic() + rescan
+                    case Wake.SETTLE:
+                        outcome = self._settle(list(outbox.ledger)) or self.left
                     case Wake.CHANGES:
-                        wanted = _wanted(changed, paths, plan)
-                        if not wanted:
-                            continue
-                        # watched afresh before the pass looks: what changes after it is seen
-                        self._rewatch([p for p in wanted if p in paths])
-                        outcome = self.pass_(wanted)
-                        if outcome.transferred:
-                            # what changed here went to the server: its monitor will echo it
-                            # (what came from there did not: another computer's next edit of
-                            # it must not wait)
-                            self.echoes.expect(_wanted(self.here, paths, plan),
-                                               time.monotonic())
+                        outcome = self._changes(changed, paths, plan)
+                if outcome is None:
+                    continue
             except MonitorGone as exc:
                 return WatchResult(f"real-time mode interrupted: {exc}")
             if _ends_watch(outcome):
                 return WatchResult(outcome.message, outcome=outcome)
+
+    def _changes(self, changed: list[str], paths: list[str],
+                 plan: profile.Plan) -> SyncOutcome | None:
+        """A cycle over what the monitors reported: new small files made here are sent on their
+        own (`sending`), and the rest synced by a pass over just those paths (files sent before
+        and changed again settled first). None when there was nothing to sync."""
+        assert self.outbox is not None
+        there = [p for p in changed if p not in self.here]
+        sent = self.outbox.send(self.here, there)
+        wanted = _wanted([p for p in changed if p not in sent], paths, plan)
+        if not wanted:
+            return None
+        # watched afresh before the pass looks: what changes after it is seen
+        self._rewatch([p for p in wanted if p in paths])
+        settled = self._settle([p for p in self.outbox.ledger if is_below(p, wanted)])
+        if settled is not None and _ends_watch(settled):
+            return settled
+        outcome = self.pass_(wanted)
+        if outcome.result in COMPLETED:
+            self.outbox.synced(changed)
+        if outcome.transferred:
+            # what changed here went to the server: its monitor will echo it (what came from
+            # there did not: another computer's next edit of it must not wait)
+            self.echoes.expect(_wanted(self.here, paths, plan), time.monotonic())
+        return outcome
+
+    def _settle(self, paths: list[str]) -> SyncOutcome | None:
+        """Settle files sent on their own (`paths`, from the ledger): a pass over each group
+        that `Outbox.groups` makes, with that group's winner. What a pass that did not
+        complete was over stays in the ledger, for the next time. None when `paths` is
+        empty."""
+        assert self.outbox is not None
+        if not paths:
+            return None
+        outcome = None
+        for winner, group in self.outbox.groups(paths).items():
+            forced = None if winner is push.Winner.UNISON else winner.value
+            outcome = self.pass_(tuple(group), winner=forced)
+            if outcome.result not in COMPLETED:
+                return outcome
+            self.outbox.settled(group)
+        return outcome
 
     def _rewatch(self, starts: list[str]) -> None:
         """Start paths that changed themselves (a synced folder deleted, replaced or made):
@@ -497,6 +550,9 @@ class _Session:
                 return Wake.RESCAN, []
             *ours, there = reports
             here = [path for report in ours for path in report]
+            if self.outbox is not None:
+                # what was sent on its own: its settling pass looks at the server's side
+                there = [path for path in there if path not in self.outbox.ledger]
             changed = here + self.echoes.take(there, now)
             if changed or self.echoes.due(now):
                 self.here = here
@@ -504,7 +560,11 @@ class _Session:
             if rescan_at <= now:
                 self.echoes.release()
                 return Wake.RESCAN, []
+            if self.outbox is not None and self.outbox.due(now):
+                return Wake.SETTLE, []
             wake_at = min(rescan_at, self.echoes.until) if self.echoes.held else rescan_at
+            if self.outbox is not None and (settle_at := self.outbox.settle_at()) is not None:
+                wake_at = min(wake_at, settle_at)
             ready = select.select(fds, [], [], wake_at - now)[0]
             for monitor in self.monitors:
                 if monitor.fd in ready:

@@ -1,0 +1,195 @@
+"""New small files sent on their own (`unison.push`): the server's scripts under a real POSIX
+sh (dash), with hostile names, and the parsing and the settling decisions on top."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from roaming_homes.safety.guards import MARKER, marker_text
+from roaming_homes.unison import push
+
+pytestmark = pytest.mark.timeout(60)
+
+HOSTILE = ["Documents/plain.txt", "Documents/back\\slash %s %n \\101", "Documents/$(touch pwned)",
+           "Documents/'quoted' \"twice\" `ticks`", "Documents/-dash", "Documents/ spaced ",
+           os.fsdecode(b"Documents/not utf-8 \xff\xfe"), "Documents/ünïcödé ✓", "Documents/*"]
+
+
+def sh(script: str, data: bytes, cwd: Path) -> str:
+    return subprocess.run(["sh", "-c", script], input=data, capture_output=True, check=True,
+                          cwd=cwd, timeout=30).stdout.decode()
+
+
+@pytest.fixture
+def sides(tmp_path: Path) -> tuple[Path, Path]:
+    here, there = tmp_path / "here", tmp_path / "there"
+    for side in (here, there):
+        (side / "Documents").mkdir(parents=True)
+    (there / MARKER).write_text(marker_text("r1"))
+    return here, there
+
+
+def write(root: Path, path: str, data: bytes, mode: int = 0o640) -> None:
+    (root / path).write_bytes(data)
+    os.chmod(root / path, mode)
+
+
+def send(here: Path, there: Path, paths: list[str], replica: str = "r1",
+         nonce: str = "n1") -> tuple[list[push.Outgoing], push.SendAnswer | push.Refused]:
+    files = [item for path in paths if (item := push.read_new(here, path)) is not None]
+    text = sh(push.send_script(str(there), replica, "c1", nonce), push.send_input(files),
+              there.parent)
+    return files, push.parse_sent(text, nonce, files)
+
+
+def test_every_byte_of_a_name_goes_through_printf_as_it_is(tmp_path: Path) -> None:
+    name = os.fsdecode(bytes(b for b in range(1, 256) if b != ord("/")))
+    out = subprocess.run(["sh", "-c", 'printf "$1"', "sh", push.encode(name)],
+                         capture_output=True, check=True).stdout
+    assert out == os.fsencode(name)
+    assert set(push.encode(name)) <= set("\\01234567")
+
+
+def test_hostile_names_are_made_byte_exact_with_mode_and_time_and_nothing_runs(
+        sides: tuple[Path, Path]) -> None:
+    here, there = sides
+    for number, path in enumerate(HOSTILE):
+        write(here, path, f"contents {number}\n".encode() * number, 0o600 + number % 2 * 0o44)
+    files, answer = send(here, there, HOSTILE)
+
+    assert isinstance(answer, push.SendAnswer) and not answer.unmade
+    assert sorted(answer.placed) == sorted(HOSTILE)
+    for item in files:
+        made = there / item.path
+        st = os.lstat(made)
+        assert made.read_bytes() == item.data
+        assert (st.st_mtime_ns, st.st_mode & 0o7777) == (item.mtime_ns, item.mode)
+    assert not list(there.parent.rglob("pwned")) and not Path("pwned").exists()
+    assert not list((there / ".roaming-homes" / "push-tmp" / "c1").iterdir())
+
+    checked = sh(push.check_script(str(there), "n2"), push.check_input(HOSTILE), there.parent)
+    states = push.parse_checked(checked, "n2", HOSTILE)
+    assert states == {path: placed.there for path, placed in answer.placed.items()}
+
+
+def test_nothing_is_made_over_a_name_the_server_has_nor_through_a_link(
+        sides: tuple[Path, Path]) -> None:
+    here, there = sides
+    (there / "Documents" / "theirs.txt").write_text("theirs")
+    (there / "Documents" / "dangling").symlink_to("nowhere")
+    (there / "elsewhere").mkdir()
+    (there / "Documents" / "linked").symlink_to("../elsewhere")
+    for path in ("Documents/linked", "Documents/missing"):
+        (here / path).mkdir()
+    names = ["Documents/theirs.txt", "Documents/dangling", "Documents/linked/x",
+             "Documents/missing/y", "Documents/fine"]
+    for name in names:
+        write(here, name, b"ours")
+
+    _, answer = send(here, there, names)
+
+    assert isinstance(answer, push.SendAnswer)
+    assert list(answer.placed) == ["Documents/fine"]
+    assert answer.unmade == {"Documents/theirs.txt": push.Sent.EXISTS,
+                             "Documents/dangling": push.Sent.EXISTS,
+                             "Documents/linked/x": push.Sent.LINK,
+                             "Documents/missing/y": push.Sent.NOPARENT}
+    assert (there / "Documents" / "theirs.txt").read_text() == "theirs"
+    assert not list((there / "elsewhere").iterdir())
+    assert os.readlink(there / "Documents" / "dangling") == "nowhere"
+
+
+@pytest.mark.parametrize("case", ["marker", "other replica", "missing"])
+def test_a_home_that_is_not_the_replica_gets_nothing(sides: tuple[Path, Path],
+                                                     case: str) -> None:
+    here, there = sides
+    write(here, "Documents/a", b"a")
+    replica = "r2" if case == "other replica" else "r1"
+    if case == "marker":
+        (there / MARKER).unlink()
+    if case == "missing":
+        there.rename(there.parent / "gone")
+        there = there.parent / "there"
+    _, answer = send(here, there, ["Documents/a"], replica=replica)
+    assert answer is (push.Refused.MISSING if case == "missing" else push.Refused.MARKER)
+    assert not (there / "Documents" / "a").exists()
+
+
+def test_contents_cut_short_make_nothing_and_stop_there(sides: tuple[Path, Path]) -> None:
+    here, there = sides
+    write(here, "Documents/a", b"aaaa")
+    write(here, "Documents/b", b"bbbb")
+    files = [push.read_new(here, p) for p in ("Documents/a", "Documents/b")]
+    data = push.send_input([f for f in files if f])[:-2]
+    answer = push.parse_sent(sh(push.send_script(str(there), "r1", "c1", "n"), data,
+                                there.parent), "n", [f for f in files if f])
+    assert isinstance(answer, push.SendAnswer)
+    assert list(answer.placed) == ["Documents/a"]
+    assert answer.unmade == {"Documents/b": push.Sent.SHORT}
+    assert not (there / "Documents" / "b").exists()
+
+
+def test_only_small_regular_files_not_below_a_link_are_read(tmp_path: Path) -> None:
+    (tmp_path / "Documents" / "real").mkdir(parents=True)
+    (tmp_path / "Documents" / "via").symlink_to("real")
+    (tmp_path / "Documents" / "real" / "f").write_text("x")
+    (tmp_path / "Documents" / "big").write_bytes(b"x" * (push.FILE_LIMIT + 1))
+    (tmp_path / "Documents" / "link").symlink_to("big")
+    os.mkfifo(tmp_path / "Documents" / "fifo")
+    assert push.read_new(tmp_path, "Documents/real/f") is not None
+    for path in ("Documents/via/f", "Documents/big", "Documents/link", "Documents/fifo",
+                 "Documents/real", "Documents/none"):
+        assert push.read_new(tmp_path, path) is None, path
+
+
+@pytest.mark.parametrize("answer", [
+    "", "roaming-homes push other ready\n1 made 1 2 3 4\n",
+    "roaming-homes push n ready\n2 made 1 2 3 4\n",
+    "roaming-homes push n ready\n1 made\n",
+    "roaming-homes push n ready\n1 made 1\t2\n",
+    "roaming-homes push n ready\n1 done 1 2\n",
+    "roaming-homes push n ready\n1 made 1 2\nroaming-homes push n ready\n",
+    "roaming-homes push n whatever\n"])
+def test_an_answer_not_as_the_script_gives_it_is_refused(answer: str) -> None:
+    item = push.Outgoing("Documents/a", b"a", 0o644, 1, (1, 1, 1, 1))
+    assert push.parse_sent(answer, "n", [item]) is push.Refused.ANSWER
+
+
+@pytest.mark.parametrize("answer", [
+    "roaming-homes push n ready\n1 file 1 2\n",  # one line for two paths
+    "roaming-homes push n ready\n1 file 1 2\n2 here\n",
+    "roaming-homes push n ready\n1 gone x\n2 gone\n",
+    "roaming-homes push m ready\n1 gone\n2 gone\n"])
+def test_a_check_answer_not_as_the_script_gives_it_is_none(answer: str) -> None:
+    assert push.parse_checked(answer, "n", ["a", "b"]) is None
+
+
+def test_settling_takes_the_side_that_changed_and_unison_when_both_did() -> None:
+    placed = push.Placed((1, 2, 3, 4), "9 2 t c")
+    assert push.settle(placed, (1, 2, 3, 4), "9 2 t c") is push.Winner.LOCAL
+    assert push.settle(placed, (5, 2, 3, 4), "9 2 t c") is push.Winner.LOCAL
+    assert push.settle(placed, None, "9 2 t c") is push.Winner.LOCAL
+    assert push.settle(placed, (1, 2, 3, 4), "9 3 t c") is push.Winner.SERVER
+    assert push.settle(placed, (1, 2, 3, 4), None) is push.Winner.SERVER
+    assert push.settle(placed, (1, 2, 3, 5), "9 3 t c") is push.Winner.UNISON
+    assert push.settle(placed, None, None) is push.Winner.UNISON
+
+
+def test_a_batch_stops_at_its_bounds() -> None:
+    def item(size: int) -> push.Outgoing:
+        return push.Outgoing("p", b"x" * size, 0o644, 0, (0, size, 0, 0))
+
+    assert len(push.batch([item(1)] * 100)) == push.BATCH_FILES
+    assert len(push.batch([item(push.FILE_LIMIT)] * 10)) == push.BATCH_BYTES // push.FILE_LIMIT
+
+
+def test_known_names_are_found_and_others_not() -> None:
+    known = push.Known(f"Documents/{n}" for n in range(1000))
+    assert "Documents/5" in known and "Documents/999" in known
+    assert "Documents/1000" not in known
+    known.add(["Documents/1000"])
+    assert "Documents/1000" in known

@@ -1,0 +1,219 @@
+"""Real-time mode's new small files, sent on their own and settled by unison after: the real
+daemon, CLI, sshd, unison and our monitors on both ends (`watched`, `tag`).
+
+Each case acts right after the file sent on its own is on the server, well within the
+`sending.SETTLE_AFTER` seconds before the session settles it by itself."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from roaming_homes.actions import sending
+from roaming_homes.unison import push
+from tests.support.daemon import DaemonProcess, StartDaemon, appears, watching
+from tests.support.homes import Setup, tree
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.timeout(240)
+
+PREFERS = ["newer", "server", "none"]
+SENT = "--- sent on its own: "
+
+
+def sent(user: Setup) -> list[str]:
+    """The names the session's log says it sent on their own, as the log escapes them (it
+    says so once the server answered: a moment after the file is there)."""
+    log = user.state_dir / "sync.log"
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return [line.partition(SENT)[2] for line in text.splitlines() if SENT in line]
+
+
+def backed_up(user: Setup) -> list[bytes]:
+    """The contents of every version kept in the server's backups."""
+    root = user.server_home / ".roaming-homes" / "backup"
+    return [p.read_bytes() for p in root.rglob("*") if p.is_file()] if root.exists() else []
+
+
+def documents(root: Path) -> dict[str, str]:
+    return tree(root / "Documents")
+
+
+def settled(user: Setup) -> None:
+    """Past the session's own settling, and its pass ended."""
+    time.sleep(sending.SETTLE_AFTER + 1)
+    wait_for(lambda: user.status()["state"] != "syncing", 60, "the settling pass to end")
+
+
+def sent_first(user: Setup, tag: str, start_daemon: StartDaemon, name: str, text: str,
+               **sync: object) -> tuple[Path, Path, DaemonProcess]:
+    """A watching daemon, and a new file `name` it sent: on the server now. Returns both
+    Documents folders (here, there) and the daemon."""
+    daemon = watching(user, tag, **sync)(start_daemon)
+    docs, sdocs = user.home / "Documents", user.server_home / "Documents"
+    (docs / name).write_text(text)
+    wait_for(appears(sdocs / name, text), 20, f"{name} on the server")
+    return docs, sdocs, daemon
+
+
+def test_a_new_file_is_on_the_server_at_once_as_it_is_here_and_unison_then_knows_it(
+        watched: Setup, tag: str, start_daemon: StartDaemon) -> None:
+    docs, sdocs, _ = sent_first(watched, tag, start_daemon, "new.txt", "hello")
+
+    here, there = os.stat(docs / "new.txt"), os.stat(sdocs / "new.txt")
+    assert (there.st_mtime_ns, there.st_mode) == (here.st_mtime_ns, here.st_mode)
+    wait_for(lambda: sent(watched) == ["Documents/new.txt"], 10, "the log line")
+    settled(watched)
+    # unison recorded it: a change on the server now is an ordinary update, not a conflict
+    (sdocs / "new.txt").write_text("edited on the server")
+    wait_for(appears(docs / "new.txt", "edited on the server"), 30, "the server's edit here")
+    assert documents(watched.home) == documents(watched.server_home)
+    assert list(documents(watched.home)) == ["new.txt"]
+
+
+@pytest.mark.parametrize("prefer", PREFERS)
+@pytest.mark.parametrize("where", ["here", "on the server"])
+def test_a_file_sent_then_changed_again_on_one_side_ends_as_changed(
+        watched: Setup, tag: str, start_daemon: StartDaemon, prefer: str, where: str) -> None:
+    """Changed again here: this side's version wins and the one sent goes to the server's
+    backups. Changed on the server (another computer): the server's wins."""
+    docs, sdocs, _ = sent_first(watched, tag, start_daemon, "draft.txt", "first",
+                                prefer=prefer)
+    changed, other = (docs, sdocs) if where == "here" else (sdocs, docs)
+
+    (changed / "draft.txt").write_text("second, longer")
+
+    wait_for(appears(other / "draft.txt", "second, longer"), 30, "the second version there")
+    settled(watched)
+    assert documents(watched.home) == documents(watched.server_home) == {
+        "draft.txt": b"second, longer".hex()}
+    assert sent(watched) == ["Documents/draft.txt"]
+    assert (b"first" in backed_up(watched)) is (where == "here")
+
+
+@pytest.mark.parametrize("prefer", PREFERS)
+def test_a_file_sent_then_deleted_here_is_deleted_there_and_stays_deleted(
+        watched: Setup, tag: str, start_daemon: StartDaemon, prefer: str) -> None:
+    docs, sdocs, _ = sent_first(watched, tag, start_daemon, "download.part", "partial",
+                                prefer=prefer)
+
+    (docs / "download.part").rename(docs / "download.bin")
+
+    wait_for(lambda: not (sdocs / "download.part").exists(), 30, "the old name gone there")
+    wait_for(appears(sdocs / "download.bin", "partial"), 30, "the new name there")
+    settled(watched)
+    time.sleep(2)  # a resurrection would come with the server's echo
+    assert documents(watched.home) == documents(watched.server_home) == {
+        "download.bin": b"partial".hex()}
+    assert b"partial" in backed_up(watched)
+
+
+@pytest.mark.parametrize("prefer", ["newer", "none"])
+def test_a_file_sent_then_changed_on_both_sides_loses_neither_version(
+        watched: Setup, tag: str, start_daemon: StartDaemon, prefer: str) -> None:
+    docs, sdocs, _ = sent_first(watched, tag, start_daemon, "both.txt", "original",
+                                prefer=prefer)
+
+    (sdocs / "both.txt").write_text("server's edit")
+    (docs / "both.txt").write_text("laptop's edit")
+
+    def kept() -> bool:
+        contents = {*documents(watched.home).values(), *documents(watched.server_home).values()}
+        return {b"server's edit".hex(), b"laptop's edit".hex()} <= contents
+    wait_for(kept, 60, "both versions kept")
+    settled(watched)
+    assert kept()
+
+
+def test_names_no_shell_may_see_arrive_as_they_are(
+        watched: Setup, tag: str, start_daemon: StartDaemon) -> None:
+    watching(watched, tag)(start_daemon)
+    docs, sdocs = watched.home / "Documents", watched.server_home / "Documents"
+    names = ["back\\slash %s %n \\101", "$(touch pwned)", "'quoted' \"twice\" `ticks`",
+             "-dash", " spaced ", "ünïcödé ✓", "*", os.fsdecode(b"not utf-8 \xff")]
+    for number, name in enumerate(names):
+        (docs / name).write_bytes(f"file {number}".encode())
+
+    for number, name in enumerate(names):
+        wait_for(appears(sdocs / name, f"file {number}"), 30, f"{name!r} on the server")
+    # all but " spaced ": a profile cannot name a path that ends in white space, so unison's
+    # pass over its folder carries it
+    wait_for(lambda: len(sent(watched)) == len(names) - 1, 10, "a log line for each")
+    assert "Documents/ spaced " not in sent(watched)
+    assert not list(watched.base.rglob("pwned")) and not Path("pwned").exists()
+    settled(watched)
+    assert documents(watched.home) == documents(watched.server_home)
+
+
+def test_what_is_not_a_new_small_file_goes_through_unison(
+        watched: Setup, tag: str, start_daemon: StartDaemon) -> None:
+    docs, sdocs = watched.home / "Documents", watched.server_home / "Documents"
+    (docs / "known.txt").write_text("synced before")
+    watching(watched, tag)(start_daemon)
+    wait_for(appears(sdocs / "known.txt", "synced before"), 20, "the first pass")
+
+    (docs / "known.txt").write_text("edited")
+    (docs / "big.bin").write_bytes(b"b" * (push.FILE_LIMIT + 1))
+    os.symlink("known.txt", docs / "link")
+
+    wait_for(appears(sdocs / "known.txt", "edited"), 30, "the edit on the server")
+    wait_for(lambda: (sdocs / "big.bin").exists()
+             and (sdocs / "big.bin").stat().st_size == push.FILE_LIMIT + 1, 30, "the big file")
+    wait_for(lambda: (sdocs / "link").is_symlink(), 30, "the link")
+    assert sent(watched) == []
+
+
+def test_nothing_is_sent_into_a_server_home_that_lost_its_marker(
+        watched: Setup, tag: str, start_daemon: StartDaemon) -> None:
+    daemon = watching(watched, tag)(start_daemon)
+    docs, sdocs = watched.home / "Documents", watched.server_home / "Documents"
+    (watched.server_home / ".roaming-homes-root").unlink()
+
+    (docs / "new.txt").write_text("must not land in an unmounted home")
+
+    daemon.wait_for_log("marker", timeout=30)
+    time.sleep(1)
+    assert not (sdocs / "new.txt").exists()
+    assert sent(watched) == []
+
+
+@pytest.mark.parametrize("prefer", PREFERS)
+def test_a_session_killed_before_it_settled_leaves_a_pass_that_loses_nothing(
+        watched: Setup, tag: str, start_daemon: StartDaemon, prefer: str) -> None:
+    """The one case the ledger cannot cover: it was in the killed daemon's memory."""
+    docs, sdocs, daemon = sent_first(watched, tag, start_daemon, "notes.txt", "sent",
+                                     prefer=prefer)
+    daemon.signal(signal.SIGKILL)
+    daemon.wait(10)
+    os.utime(docs / "notes.txt")
+    (docs / "notes.txt").write_text("edited after the kill")
+
+    result = watched.sync()
+
+    assert result.returncode in (0, 1, 2), result.stderr
+    versions = [*documents(watched.home).values(), *documents(watched.server_home).values()]
+    assert b"edited after the kill".hex() in versions
+    if prefer == "newer":
+        assert (sdocs / "notes.txt").read_text() == "edited after the kill"
+
+
+def test_new_files_and_edits_in_turn_all_arrive_and_end_in_sync(
+        watched: Setup, tag: str, start_daemon: StartDaemon) -> None:
+    docs, sdocs = watched.home / "Documents", watched.server_home / "Documents"
+    for number in range(3):
+        (docs / f"edited-{number}.txt").write_text("before")
+    watching(watched, tag)(start_daemon)
+    for turn in range(12):
+        # each edit a size of its own: unison takes a same-size file written within the same
+        # two seconds as the version it synced for unchanged (docs/unison.md, fastcheck)
+        name, text = ((f"new-{turn}.txt", "new") if turn % 2 else
+                      (f"edited-{turn % 3}.txt", "edit" * (turn + 2)))
+        (docs / name).write_text(text)
+        wait_for(appears(sdocs / name, text), 30, f"{name} with {text!r} on the server")
+        time.sleep(0.3 * (turn % 4))
+    settled(watched)
+    assert documents(watched.home) == documents(watched.server_home)
