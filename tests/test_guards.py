@@ -209,6 +209,12 @@ def _item(line: str) -> PlanItem:
     ("deleted  <---- changed    a  ", None),  # the file comes back
     ("new file <---- new file   a  ", ("local", Loss.OVERWRITE)),
     ("chgd lnk ---->            l  ", ("server", Loss.OVERWRITE)),
+    # forced (-force): the side that did not change wins
+    ("         ====> new file   a  ", ("server", Loss.DELETE)),  # absent here: deleted there
+    ("         ====> new dir    d  ", ("server", Loss.DELETE)),
+    ("         ====> changed    a  ", ("server", Loss.OVERWRITE)),  # the old one over it
+    ("new file <====            a  ", ("local", Loss.DELETE)),
+    ("         ====> props      a  ", None),
 ])
 def test_what_an_item_costs_which_side(line: str, loss: tuple[str, Loss] | None) -> None:
     assert guards.item_loss(_item(line)) == loss

@@ -217,3 +217,28 @@ def test_new_files_and_edits_in_turn_all_arrive_and_end_in_sync(
         time.sleep(0.3 * (turn % 4))
     settled(watched)
     assert documents(watched.home) == documents(watched.server_home)
+
+
+@pytest.mark.parametrize("prefer", ["newer", "none"])
+def test_files_sent_then_deleted_at_once_are_judged_by_the_loss_guard_and_held_back_once(
+        watched: Setup, tag: str, start_daemon: StartDaemon, prefer: str) -> None:
+    """Settling is a guarded pass: deleting twenty files just sent is a mass deletion, refused;
+    the server keeps them, nothing brings them back here, and the session does not try again
+    on its timer."""
+    watching(watched, tag, prefer=prefer)(start_daemon)
+    docs, sdocs = watched.home / "Documents", watched.server_home / "Documents"
+    names = [f"batch-{number:02}.txt" for number in range(20)]
+    for name in names:
+        (docs / name).write_text(name)
+    wait_for(lambda: len(sent(watched)) == len(names), 20, "all of them sent on their own")
+
+    for name in names:
+        (docs / name).unlink()
+
+    wait_for(lambda: watched.status()["result"] == "refused", 30, "the refusal")
+    log = watched.state_dir / "sync.log"
+    passes = log.read_text().count("--- pass started")
+    time.sleep(sending.SETTLE_AFTER * 3)
+    assert log.read_text().count("--- pass started") == passes
+    assert all((sdocs / name).exists() for name in names)
+    assert not any((docs / name).exists() for name in names)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import stat
 import time
@@ -123,6 +124,12 @@ class Outbox:
                                  states[path])
             found.setdefault(winner, []).append(path)
         return found
+
+    def unsettled(self) -> None:
+        """A settling pass did not complete (refused, failed): its files stay in the ledger,
+        for the next send, change, full pass or the session's end, not for the timer again
+        at once (the same refusal every two seconds)."""
+        self.sent_at = math.inf
 
     def settled(self, paths: Sequence[str]) -> None:
         for path in paths:

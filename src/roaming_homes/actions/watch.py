@@ -500,8 +500,12 @@ class _Session:
         # watched afresh before the pass looks: what changes after it is seen
         self._rewatch([p for p in wanted if p in paths])
         settled = self._settle([p for p in self.outbox.ledger if is_below(p, wanted)])
-        if settled is not None and _ends_watch(settled):
-            return settled
+        if settled is not None and settled.result not in COMPLETED:
+            # what it did not settle stays out of unison's rules: a plain pass would copy
+            # files refused deleting there back here, as new on the server
+            wanted = tuple(p for p in wanted if p not in self.outbox.ledger)
+            if not wanted or _ends_watch(settled):
+                return settled
         outcome = self.pass_(wanted)
         if outcome.result in COMPLETED:
             self.outbox.synced(changed)
@@ -524,6 +528,7 @@ class _Session:
             forced = None if winner is push.Winner.UNISON else winner.value
             outcome = self.pass_(tuple(group), winner=forced)
             if outcome.result not in COMPLETED:
+                self.outbox.unsettled()
                 return outcome
             self.outbox.settled(group)
         return outcome

@@ -276,6 +276,12 @@ def item_loss(item: PlanItem) -> tuple[str, Loss] | None:
         return None
     if sent is Content.DELETED:
         return side, Loss.DELETE
+    if sent is Content.UNCHANGED:
+        # Only a forced direction (`-force`, "====>") sends a side that did not change over
+        # one that did: a new entry there (unknown to the archives) is deleted, an edit there
+        # replaced by the version synced before.
+        return ((side, Loss.DELETE) if kept in _CREATED
+                else (side, Loss.OVERWRITE) if kept in _EDITED else None)
     if sent in _EDITED or (sent in _CREATED and kept is not Content.UNCHANGED):
         return side, Loss.OVERWRITE
     return None
