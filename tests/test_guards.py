@@ -238,7 +238,9 @@ LIMITS = Limits(max_delete=50, max_change=50, window=600)
 
 
 def _losses(deleted: int = 0, overwritten: int = 0) -> dict[str, Losses]:
-    return {"local": Losses(), "server": Losses(deleted, overwritten, ["Documents/x"])}
+    files = {guards.path_key(f"Documents/{number}") for number in range(overwritten)}
+    return {"local": Losses(),
+            "server": Losses(deleted, overwritten, ["Documents/x"], overwrote=files)}
 
 
 @pytest.mark.parametrize(("total", "deleted", "recent", "max_delete", "refused"), [
@@ -288,6 +290,43 @@ def test_mass_change_rule_has_its_own_limit() -> None:
     assert "31 of 100 files were changed on this computer" in message
     assert "sync.max_change = 30 %" in message
     assert guards.loss_refusal(_losses(overwritten=30), {}, 100, limits) is None
+
+
+def _overwrite(path: str) -> dict[str, Losses]:
+    return guards.plan_losses([_item(f"changed  ---->            {path}  ")], lambda *_: 1)
+
+
+def test_a_file_saved_again_and_again_in_the_window_is_one_file_overwritten() -> None:
+    """An editor's autosave every 30 s for ten minutes, in a home of 30 files: one file."""
+    baseline = Baseline(["rules"], 30)
+    for minute in range(20):
+        now = 1000.0 + 30 * minute
+        planned = _overwrite("Documents/draft.odt")
+        assert guards.loss_refusal(planned, baseline.window(now, 600), 30, LIMITS) is None
+        baseline.add_losses(planned, now, 600)
+    assert baseline.window(1600.0, 600)["server"].overwritten == 20
+    assert baseline.window(1600.0, 600)["server"].overwrote == {
+        guards.path_key("Documents/draft.odt")}
+
+
+def test_sixteen_files_overwritten_one_by_one_in_the_window_are_refused() -> None:
+    baseline = Baseline(["rules"], 30)
+    refusals = []
+    for number in range(16):
+        planned = _overwrite(f"Documents/{number}.txt")
+        refusals.append(guards.loss_refusal(planned, baseline.window(1000.0, 600), 30, LIMITS))
+        baseline.add_losses(planned, 1000.0, 600)
+    assert all(refusal is None for refusal in refusals[:15])  # 15 of 30: not more than half
+    assert refusals[15] is not None and refusals[15].count == 16
+
+
+def test_overwrites_recorded_without_their_files_count_each() -> None:
+    """A window an older version wrote ([time, side, deleted, overwritten]): each counts."""
+    baseline = Baseline(["rules"], 30, recent=[[1000.0, "server", 0, 15]])
+    window = baseline.window(1010.0, 600)
+    assert window["server"].unkeyed == 15
+    refusal = guards.loss_refusal(_overwrite("Documents/a"), window, 30, LIMITS)
+    assert refusal is not None and refusal.count == 16
 
 
 def test_a_whole_synced_path_deleted_is_refused_whatever_its_size() -> None:

@@ -152,6 +152,25 @@ def test_mass_rewrite_is_refused_like_ransomware_would_be(scenario: Scenario,
     ledger.assert_nothing_lost(before, written)  # the encrypted ones are in the backups
 
 
+def test_saving_one_file_again_and_again_is_not_a_mass_rewrite(scenario: Scenario) -> None:
+    """An autosave: one file saved 25 times within the guard's window, in a home of 40. The
+    window counts one file overwritten, not 25 (more than half of 40 would be refused)."""
+    setup = scenario.setup
+    draft = setup.home / "Documents" / "file000.txt"
+
+    def save(index: int) -> None:
+        draft.write_text(f"draft {index} " + "x" * index)  # a size of its own each time
+        if scenario.watcher is None:
+            code, outcome = setup.sync_json()
+            assert code == 0, outcome
+
+    _in_batches(scenario, save, 25, batch=1)
+
+    if scenario.watcher is not None:
+        assert not [o for o in scenario.watcher.outcomes if o.exit_code == 4]
+    assert (setup.server_home / "Documents" / "file000.txt").read_text() == draft.read_text()
+
+
 def test_renaming_every_file_is_not_mistaken_for_no_change(scenario: Scenario) -> None:
     setup = scenario.setup
     docs = setup.home / "Documents"

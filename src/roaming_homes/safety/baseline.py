@@ -29,9 +29,11 @@ FILE = "baseline.json"
 
 
 def _is_loss_entry(value: Any) -> bool:
-    """[epoch seconds, side, deleted, overwritten]: one pass in the window."""
-    return (isinstance(value, list) and len(value) == 4 and is_number(value[0])
-            and is_str(value[1]) and is_int(value[2]) and is_int(value[3]))
+    """[epoch seconds, side, deleted, overwritten, [overwritten files' keys]]: one pass in the
+    window (without the keys when a version before them recorded it)."""
+    return (isinstance(value, list) and len(value) in (4, 5) and is_number(value[0])
+            and is_str(value[1]) and is_int(value[2]) and is_int(value[3])
+            and (len(value) == 4 or list_of(is_int)(value[4])))
 
 
 _BASELINE = Shape.complete({"rules": list_of(is_str), "total": is_int, "dirs": dict_of(is_int),
@@ -43,7 +45,8 @@ class Baseline:
     rules: list[str]
     total: int = 0
     dirs: dict[str, int] = field(default_factory=dict)  # directory -> files directly in it
-    # [epoch seconds, side, deleted, overwritten] of the passes that propagated losses
+    # [epoch seconds, side, deleted, overwritten, [keys of the overwritten files]] of the passes
+    # that propagated losses (`guards.path_key`)
     recent: list[list[Any]] = field(default_factory=list)
 
     def below(self, path: str) -> int:
@@ -65,17 +68,21 @@ class Baseline:
     def window(self, now: float, seconds: int) -> dict[str, Losses]:
         """The losses propagated within the last `seconds`, per side."""
         sums: dict[str, Losses] = {}
-        for at, side, deleted, overwritten in self.recent:
+        for at, side, deleted, overwritten, *keys in self.recent:
             if now - at <= seconds:
                 losses = sums.setdefault(side, Losses())
                 losses.deleted += deleted
                 losses.overwritten += overwritten
+                if keys:
+                    losses.overwrote.update(keys[0])
+                else:
+                    losses.unkeyed += overwritten
         return sums
 
     def add_losses(self, losses: dict[str, Losses], now: float, seconds: int) -> None:
         """Remember what a pass propagated; forget what fell out of the window."""
         self.recent = [entry for entry in self.recent if now - entry[0] <= seconds]
-        self.recent += [[now, side, lost.deleted, lost.overwritten]
+        self.recent += [[now, side, lost.deleted, lost.overwritten, sorted(lost.overwrote)]
                         for side, lost in losses.items() if lost.deleted or lost.overwritten]
 
 

@@ -9,6 +9,7 @@ import enum
 import os
 import re
 import shlex
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -292,6 +293,13 @@ def deleted_paths(items: Iterable[PlanItem], side: str) -> list[str]:
     return [item.path for item in items if item_loss(item) == (side, Loss.DELETE)]
 
 
+def path_key(path: str) -> int:
+    """A path as the window keeps an overwritten file: 64 bits of two checksums (no hashlib:
+    it loads OpenSSL on every pass). Two paths that share one are counted once."""
+    data = os.fsencode(path)
+    return zlib.crc32(data) << 32 | zlib.adler32(data)
+
+
 @dataclass
 class Losses:
     """What a pass (or a window of passes) deletes and overwrites on one side."""
@@ -300,6 +308,11 @@ class Losses:
     overwritten: int = 0
     paths: list[str] = field(default_factory=list)  # the plan items that lose something
     gone: list[str] = field(default_factory=list)  # synced paths deleted as a whole
+    # The overwritten files (`path_key`): a file saved again and again in the window is one
+    # file overwritten, not one for each save. `unkeyed`: overwrites recorded without their
+    # files (by a version before this), each counted.
+    overwrote: set[int] = field(default_factory=set)
+    unkeyed: int = 0
 
     def count(self, loss: Loss) -> int:
         return self.deleted if loss is Loss.DELETE else self.overwritten
@@ -315,6 +328,8 @@ def joined(*parts: dict[str, Losses]) -> dict[str, Losses]:
             total.overwritten += lost.overwritten
             total.paths += lost.paths
             total.gone += lost.gone
+            total.overwrote |= lost.overwrote
+            total.unkeyed += lost.unkeyed
     return sums
 
 
@@ -335,6 +350,7 @@ def plan_losses(items: Iterable[PlanItem], weigh: Callable[[str, str], int],
                 losses[side].gone.append(item.path)
         else:
             losses[side].overwritten += 1
+            losses[side].overwrote.add(path_key(item.path))
         losses[side].paths.append(item.path)
     return losses
 
@@ -401,10 +417,12 @@ def loss_refusal(planned: dict[str, Losses], recent: dict[str, Losses], total: i
             lost = planned[side]
             return Refusal(side, Loss.DELETE, lost.deleted, max(total, lost.deleted),
                            tuple(lost.paths), tuple(lost.gone))
+        before = recent.get(side, Losses())
         for loss, percent in ((Loss.DELETE, limits.max_delete),
                               (Loss.OVERWRITE, limits.max_change)):
             mine = planned[side].count(loss)
-            count = mine + recent.get(side, Losses()).count(loss)
+            count = mine + before.count(loss) if loss is Loss.DELETE else (
+                len(planned[side].overwrote | before.overwrote) + before.unkeyed)
             if mine and count > max(MIN_LOSSES, percent * total // 100):
                 return Refusal(side, loss, count, max(total, count),
                                tuple(planned[side].paths))
