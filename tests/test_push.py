@@ -41,7 +41,7 @@ def write(root: Path, path: str, data: bytes, mode: int = 0o640) -> None:
 def send(here: Path, there: Path, paths: list[str], replica: str = "r1",
          nonce: str = "n1") -> tuple[list[push.Outgoing], push.SendAnswer | push.Refused]:
     files = [item for path in paths if (item := push.read_new(here, path)) is not None]
-    text = sh(push.send_script(str(there), replica, "c1", nonce), push.send_input(files),
+    text = sh(push.send_script(str(there), replica, nonce), push.send_input(files),
               there.parent)
     return files, push.parse_sent(text, nonce, files)
 
@@ -69,7 +69,8 @@ def test_hostile_names_are_made_byte_exact_with_mode_and_time_and_nothing_runs(
         assert made.read_bytes() == item.data
         assert (st.st_mtime_ns, st.st_mode & 0o7777) == (item.mtime_ns, item.mode)
     assert not list(there.parent.rglob("pwned")) and not Path("pwned").exists()
-    assert not list((there / ".roaming-homes" / "push-tmp" / "c1").iterdir())
+    assert sorted(p.name for p in (there / "Documents").iterdir()) == sorted(
+        p.rpartition("/")[2] for p in HOSTILE)  # no temporary file left
 
     checked = sh(push.check_script(str(there), "n2"), push.check_input(HOSTILE), there.parent)
     states = push.parse_checked(checked, "n2", HOSTILE)
@@ -125,12 +126,12 @@ def test_contents_cut_short_make_nothing_and_stop_there(sides: tuple[Path, Path]
     write(here, "Documents/b", b"bbbb")
     files = [push.read_new(here, p) for p in ("Documents/a", "Documents/b")]
     data = push.send_input([f for f in files if f])[:-2]
-    answer = push.parse_sent(sh(push.send_script(str(there), "r1", "c1", "n"), data,
+    answer = push.parse_sent(sh(push.send_script(str(there), "r1", "n"), data,
                                 there.parent), "n", [f for f in files if f])
     assert isinstance(answer, push.SendAnswer)
     assert list(answer.placed) == ["Documents/a"]
     assert answer.unmade == {"Documents/b": push.Sent.SHORT}
-    assert not (there / "Documents" / "b").exists()
+    assert [p.name for p in (there / "Documents").iterdir()] == ["a"]  # no temporary file
 
 
 def test_only_small_regular_files_not_below_a_link_are_read(tmp_path: Path) -> None:

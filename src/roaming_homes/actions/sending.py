@@ -85,8 +85,7 @@ class Outbox:
         if not files or not isinstance(replica, str) or not replica:
             return []
         nonce = guards.new_nonce()
-        computer = this_computer(job.locations, job.config["client"]["name"])
-        script = push.send_script(job.server.home, replica, computer.id, nonce)
+        script = push.send_script(job.server.home, replica, nonce)
         try:
             text = self._exchange(script, push.send_input(files))
         except transport.ConnectError as exc:

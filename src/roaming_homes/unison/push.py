@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from roaming_homes.safety.guards import MARKER, marker_text
-from roaming_homes.server.records import DIRECTORY
 
 FILE_LIMIT = 256 << 10  # bytes: a bigger file goes through unison, whose transfer resumes
 BATCH_FILES = 64  # files one exchange carries at most
@@ -148,35 +147,42 @@ def _start(root: str, nonce: str) -> str:
             "exit 0; }; ")
 
 
-def send_script(root: str, replica_id: str, computer_id: str, nonce: str) -> str:
+def send_script(root: str, replica_id: str, nonce: str) -> str:
     """sh for the server: make each file `send_input` describes, where nothing is at its name,
     in the replica `replica_id` (its marker) only. Prints a header line with `nonce` (`ready`,
     or why nothing was made: `missing`, `marker`), then one line for each file: its number and
     `made <stat line>`, or `exists`, `noparent`, `link` (a link on the way), `failed`, or
-    `short` (its contents did not all arrive; nothing after it is read)."""
+    `short` (its contents did not all arrive; nothing after it is read).
+
+    Each file is written beside its name first, under a name of unison's temporary files
+    (which unison, our monitors and `leftovers` know: never synced, never reported), so that
+    it gets what its folder gives a new file (default ACLs, a security label) and its link
+    stays on one file system."""
     q = shlex.quote
-    temp = q(f"{DIRECTORY}/push-tmp/{computer_id}")
     return (
         f"{_start(root, nonce)}"
         f"m=$(head -c 200 {q(MARKER)} 2>/dev/null | head -n 1); "
         f"[ \"$m\" = {q(marker_text(replica_id).strip())} ] || {{ printf '%s\\n' "
         f"{q(_HEADER + nonce + ' marker')}; exit 0; }}; "
-        f"umask 077; t={temp}; mkdir -p \"$t\" && rm -f \"$t\"/* || exit 0; "
-        f"printf '%s\\n' {q(_HEADER + nonce + ' ready')}; state() {{ {_STAT}; }}; "
-        "place() { "
-        'case "$n" in */*) d=${n%/*};; *) d=.;; esac; p=; r=$d/; '
-        'while [ -n "$r" ]; do c=${r%%/*}; r=${r#*/}; p=${p:+$p/}$c; '
+        f"umask 077; printf '%s\\n' {q(_HEADER + nonce + ' ready')}; "
+        f"state() {{ {_STAT}; }}; "
+        "where() { "  # why `$n` cannot be made, or nothing
+        'p=; r=$d/; while [ -n "$r" ]; do c=${r%%/*}; r=${r#*/}; p=${p:+$p/}$c; '
         '[ -L "$p" ] && { echo link; return; }; done; '
         '[ -d "$d" ] || { echo noparent; return; }; '
-        '{ [ -e "$n" ] || [ -L "$n" ]; } && { echo exists; return; }; '
+        '{ [ -e "$n" ] || [ -L "$n" ]; } && echo exists; }; '
+        "place() { "
         'chmod "$mode" "$f" && touch -d "$when" "$f" && s=$(state "$f") '
         '|| { echo failed; return; }; '
         'if ln -- "$f" "$n" 2>/dev/null; then echo "made $s"; '
         'elif [ -e "$n" ] || [ -L "$n" ]; then echo exists; else echo failed; fi; }; '
-        "i=0; while IFS=' ' read -r size mode when name; do i=$((i+1)); f=\"$t/$i\"; "
+        "i=0; while IFS=' ' read -r size mode when name; do i=$((i+1)); "
+        f'{_DECODE}case "$n" in */*) d=${{n%/*}};; *) d=.;; esac; w=$(where); '
+        'f=/dev/null; [ -n "$w" ] || f="$d/.unison.roaming-homes-$$-$i.unison.tmp"; '
         'head -c "$size" > "$f" 2>/dev/null; '
+        'if [ -n "$w" ]; then echo "$i $w"; continue; fi; '
         '[ "$(($(wc -c < "$f")))" = "$size" ] || { rm -f "$f"; echo "$i short"; break; }; '
-        f'{_DECODE}echo "$i $(place)"; rm -f "$f"; done')
+        'echo "$i $(place)"; rm -f "$f"; done')
 
 
 def check_input(paths: Sequence[str]) -> bytes:
