@@ -48,6 +48,8 @@ EXPECTED_ROWS = [
     ("14", "broadband: … the next pass: fetched again of "),
     ("7", "broadband: local write → file on the server, over 3 writes, watch mode, p50"),
     ("7", "broadband: local write → file on the server, over 3 writes, watch mode, p99"),
+    ("7", "broadband: … an edit of a synced file, over 3 edits, p50"),
+    ("7", "broadband: … an edit of a synced file, over 3 edits, p99"),
 ]
 _FIGURE = re.compile(r"\d+(\.\d+)? (s|MiB|turns)")
 _VALIDATION = re.compile(r"broadband \(50 Mbit/s, 30 ms RTT\): measured through ssh over the "

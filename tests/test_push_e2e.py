@@ -68,6 +68,8 @@ def test_a_new_file_is_on_the_server_at_once_as_it_is_here_and_unison_then_knows
     assert (there.st_mtime_ns, there.st_mode) == (here.st_mtime_ns, here.st_mode)
     wait_for(lambda: sent(watched) == ["Documents/new.txt"], 10, "the log line")
     settled(watched)
+    # the settling pass is when `status` and the history hear of it
+    assert watched.status()["message"] == "in sync: 1 item(s) transferred"
     # unison recorded it: a change on the server now is an ordinary update, not a conflict
     (sdocs / "new.txt").write_text("edited on the server")
     wait_for(appears(docs / "new.txt", "edited on the server"), 30, "the server's edit here")

@@ -704,24 +704,26 @@ class _Judge:
 
 def guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], *, first_run: bool = False,
                  force: bool = False, only: tuple[str, ...] | None = None,
-                 winner: str | None = None) -> SyncOutcome:
+                 winner: str | None = None, sent: int = 0) -> SyncOutcome:
     """One pass under the lock the caller holds: prepared, guarded on unison's plan, and what
     it leaves for the next pass's guards written (the caller records its outcome, `record`).
 
     `only` restricts it to some of the synced paths (a real-time cycle, a restore); the guards
     judge it like any pass. `winner` ("local" or "server") makes that side's version of every
-    path in the pass win (unison -force; what the other side loses goes to its backups). A file
-    of ours that cannot be written (a full disk) ends it failed, naming the file.
+    path in the pass win (unison -force; what the other side loses goes to its backups). `sent`:
+    files of `only` that real-time mode sent on their own before this pass settles them,
+    counted as transferred. A file of ours that cannot be written (a full disk) ends it failed,
+    naming the file.
     """
     try:
-        return _guarded_pass(job, outcome, first_run, force, only, winner)
+        return _guarded_pass(job, outcome, first_run, force, only, winner, sent)
     except DiskFull as exc:
         return outcome(Result.FAILED, exc.message, reason=Reason.DISK_FULL)
 
 
 def _guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], first_run: bool,
                   force: bool, only: tuple[str, ...] | None,
-                  winner: str | None) -> SyncOutcome:
+                  winner: str | None, sent: int) -> SyncOutcome:
     prepared = _prepare(job, first_run, outcome, only)
     if isinstance(prepared, SyncOutcome):
         return prepared
@@ -758,6 +760,9 @@ def _guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], first_run: boo
         run, summary, first = _retried(run, summary, first, run_unison, sink)
         run, summary = _changed_again(job, prepared, sink, judge, run, summary, winning)
         run, summary = _older_props_win(job, prepared, sink, first, judge.items, run, summary)
+        if sent:
+            summary.transferred += sent
+            summary.nothing_to_do = False
         result = _judged(job, prepared, run, summary, first, judge, outcome)
         if stills is not None and not first and result.result == Result.IN_SYNC \
                 and not judge.items:

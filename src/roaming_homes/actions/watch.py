@@ -392,17 +392,18 @@ class _Session:
         return outcome
 
     def pass_(self, only: tuple[str, ...] | None = None, always: bool = False,
-              winner: str | None = None) -> SyncOutcome:
+              winner: str | None = None, sent: int = 0) -> SyncOutcome:
         """One guarded pass, with its progress published like any pass's (`status` shows a
         pass running; a big first sync is announced). It is recorded (`always`, or when it
         transferred or did not simply end in sync) before its progress goes: whoever follows
         the progress finds the outcome once the pass is over. `winner`: as for
-        `engine.guarded_pass` (settling files sent on their own)."""
+        `engine.guarded_pass`; `sent`: files sent on their own that it settles, counted as
+        transferred (that is when `status` and the history hear of them)."""
         tracker = progress.Tracker(self.job.locations, self.on_progress)
         job = replace(self.job, on_output=tracker.wrap(self.job.on_output), tracker=tracker)
         try:
             own = engine.guarded_pass(job, engine.outcomes(self.job.server), only=only,
-                                      winner=winner)
+                                      winner=winner, sent=sent)
             outcome = own if only is None else engine.still_left(own, self.left, only)
             if outcome.result in COMPLETED:
                 self.left = outcome
@@ -526,7 +527,7 @@ class _Session:
         outcome = None
         for winner, group in self.outbox.groups(paths).items():
             forced = None if winner is push.Winner.UNISON else winner.value
-            outcome = self.pass_(tuple(group), winner=forced)
+            outcome = self.pass_(tuple(group), winner=forced, sent=len(group))
             if outcome.result not in COMPLETED:
                 self.outbox.unsettled()
                 return outcome
