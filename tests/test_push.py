@@ -6,9 +6,11 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
+from roaming_homes.actions import sending
 from roaming_homes.safety.guards import MARKER, marker_text
 from roaming_homes.unison import push
 
@@ -194,3 +196,16 @@ def test_known_names_are_found_and_others_not() -> None:
     assert "Documents/1000" not in known
     known.add(["Documents/1000"])
     assert "Documents/1000" in known
+
+
+def test_the_ledger_is_settled_after_a_pause_or_at_the_latest_after_its_first_send() -> None:
+    outbox = sending.Outbox(cast(Any, None), cast(Any, None), [])
+    assert outbox.settle_at() is None and not outbox.due(1e9)
+    outbox.ledger["Documents/a"] = push.Placed((1, 1, 1, 1), "1 1 t")
+    outbox.first_sent_at, outbox.sent_at = 100.0, 129.0  # a send every second since 100
+    assert outbox.settle_at() == 100.0 + sending.SETTLE_LATEST
+    outbox.sent_at = 101.0
+    assert outbox.settle_at() == 101.0 + sending.SETTLE_AFTER
+    assert not outbox.due(102.9) and outbox.due(103.0)
+    outbox.unsettled()  # a settling pass was refused: not again on the timer
+    assert not outbox.due(1e9)

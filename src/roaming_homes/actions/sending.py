@@ -33,6 +33,7 @@ from roaming_homes.unison.ignore import ignored_test, walk
 log = logging.getLogger(__name__)
 
 SETTLE_AFTER = 2.0  # seconds without a change before the files sent on their own are settled
+SETTLE_LATEST = 30.0  # seconds the oldest of them waits at most (changes that never pause)
 LEDGER_LIMIT = 256  # files sent and not settled: then they are settled before more are sent
 
 
@@ -55,6 +56,7 @@ class Outbox:
     known: push.Known | None = None  # None until `learn`
     ledger: dict[str, push.Placed] = field(default_factory=dict)
     sent_at: float = 0.0  # monotonic time of the last send
+    first_sent_at: float = 0.0  # ... of the first send the ledger holds
     able: bool = True  # False once the server could not make files this way (said once)
 
     def learn(self) -> None:
@@ -69,10 +71,15 @@ class Outbox:
             self.known.add(names)
 
     def due(self, now: float) -> bool:
-        return bool(self.ledger) and now >= self.sent_at + SETTLE_AFTER
+        at = self.settle_at()
+        return at is not None and now >= at
 
     def settle_at(self) -> float | None:
-        return self.sent_at + SETTLE_AFTER if self.ledger else None
+        """When the ledger is to be settled: SETTLE_AFTER seconds after the last send, or
+        SETTLE_LATEST after the first; None when it is empty (or waits: `unsettled`)."""
+        if not self.ledger:
+            return None
+        return min(self.sent_at + SETTLE_AFTER, self.first_sent_at + SETTLE_LATEST)
 
     def send(self, here: Sequence[str], there: Sequence[str]) -> list[str]:
         """Send what of `here` (this computer's monitor's report) is a new small file, none of
@@ -100,8 +107,11 @@ class Outbox:
         if {push.Sent.FAILED, push.Sent.SHORT} & set(answer.unmade.values()):
             self._unable("it could not make them (no `head -c`, `touch -d` or `stat -c`, or "
                          "a full disk)")
+        if answer.placed:
+            self.sent_at = time.monotonic()
+            if not self.ledger or self.first_sent_at == math.inf:
+                self.first_sent_at = self.sent_at
         self.ledger.update(answer.placed)
-        self.sent_at = time.monotonic()
         self._note(answer.placed)
         return list(answer.placed)
 
@@ -128,7 +138,7 @@ class Outbox:
         """A settling pass did not complete (refused, failed): its files stay in the ledger,
         for the next send, change, full pass or the session's end, not for the timer again
         at once (the same refusal every two seconds)."""
-        self.sent_at = math.inf
+        self.sent_at = self.first_sent_at = math.inf
 
     def settled(self, paths: Sequence[str]) -> None:
         for path in paths:
