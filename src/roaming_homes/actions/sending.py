@@ -58,12 +58,15 @@ class Outbox:
     sent_at: float = 0.0  # monotonic time of the last send
     first_sent_at: float = 0.0  # ... of the first send the ledger holds
     able: bool = True  # False once the server could not make files this way (said once)
+    key: str = ""  # the pair of roots (`engine.pair_key`), whose server replica id is checked
 
     def learn(self) -> None:
         """Take the names the home holds now (after the session's first full pass)."""
-        plan = self.plan
+        job, plan = self.job, self.plan
         self.known = push.Known(rel for rel, _ in walk(
             plan.local_root, self.paths, plan.ignore_paths, plan.ignore_names))
+        computer = this_computer(job.locations, job.config["client"]["name"])
+        self.key = engine.pair_key(computer, plan.local_root, job.server)
 
     def synced(self, names: Sequence[str]) -> None:
         """`names` are on both sides now (a pass over them ended): not new any more."""
@@ -87,7 +90,7 @@ class Outbox:
         job = self.job
         if not self.able or self.known is None or job.server.is_local:
             return []
-        replica = job.store.replicas(self._key()).get("server_id")
+        replica = job.store.replicas(self.key).get("server_id")
         files = push.batch(list(self._outgoing(here, there)))
         if not files or not isinstance(replica, str) or not replica:
             return []
@@ -144,11 +147,6 @@ class Outbox:
         for path in paths:
             self.ledger.pop(path, None)
         self.synced(paths)
-
-    def _key(self) -> str:
-        job = self.job
-        computer = this_computer(job.locations, job.config["client"]["name"])
-        return engine.pair_key(computer, self.plan.local_root, job.server)
 
     def _outgoing(self, here: Sequence[str], there: Sequence[str]) -> Iterator[push.Outgoing]:
         ignored = ignored_test(self.plan.ignore_paths, self.plan.ignore_names)
