@@ -99,7 +99,8 @@ class Outbox:
         try:
             text = self._exchange(script, push.send_input(files))
         except transport.ConnectError as exc:
-            log.info("new files not sent on their own: %s", exc.message)
+            # the pass that follows meets the same failure and says it (once, as a pass does)
+            log.debug("new files not sent on their own: %s", exc.message)
             return []
         answer = push.parse_sent(text, nonce, files)
         if isinstance(answer, push.Refused):
