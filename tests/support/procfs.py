@@ -18,27 +18,25 @@ def processes(*files: str) -> Iterator[tuple[int, dict[str, bytes]]]:
         yield int(entry.name), read
 
 
+def _holds(environ: bytes, entry: str) -> bool:
+    """Whether a /proc/<pid>/environ text has `entry` ("NAME=value") as one of its entries."""
+    wanted = entry.encode() + b"\0"
+    return environ.startswith(wanted) or b"\0" + wanted in environ
+
+
 def processes_with(environ_entry: str, cmdline_part: bytes = b"") -> list[int]:
     """PIDs of running processes with `environ_entry` ("NAME=value") in their environment."""
-    wanted = environ_entry.encode() + b"\0"
-    found = []
-    for pid, read in processes("cmdline", "environ"):
-        environ = read["environ"]
-        if cmdline_part in read["cmdline"] and (environ.startswith(wanted)
-                                                or b"\0" + wanted in environ):
-            found.append(pid)
-    return found
+    return [pid for pid, read in processes("cmdline", "environ")
+            if cmdline_part in read["cmdline"] and _holds(read["environ"], environ_entry)]
 
 
 def masters_and_others(environ_entry: str) -> tuple[list[int], list[int]]:
     """The processes with `environ_entry` in their environment, in one pass over /proc: the
     shared ssh masters (`ControlMaster=yes` on their command line), and the others but the
     masters' own children (a `ProxyCommand` lives as long as its master)."""
-    wanted = environ_entry.encode() + b"\0"
     found: dict[int, tuple[bool, int]] = {}
     for pid, read in processes("cmdline", "environ", "stat"):
-        environ = read["environ"]
-        if environ.startswith(wanted) or b"\0" + wanted in environ:
+        if _holds(read["environ"], environ_entry):
             found[pid] = (b"ControlMaster=yes" in read["cmdline"], parent_of(read["stat"]))
     masters = [pid for pid, (master, _) in found.items() if master]
     others = [pid for pid, (master, parent) in found.items()
