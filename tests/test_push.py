@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -188,6 +189,15 @@ def test_a_batch_stops_at_its_bounds() -> None:
 
     assert len(push.batch([item(1)] * 100)) == push.BATCH_FILES
     assert len(push.batch([item(push.FILE_LIMIT)] * 10)) == push.BATCH_BYTES // push.FILE_LIMIT
+    drawn = []
+
+    def read() -> Iterator[push.Outgoing]:  # as the session reads the files, one at a time
+        for _ in range(100):
+            drawn.append(1)
+            yield item(push.FILE_LIMIT)
+
+    assert len(push.batch(read())) == push.BATCH_BYTES // push.FILE_LIMIT
+    assert len(drawn) == push.BATCH_BYTES // push.FILE_LIMIT + 1  # one more, that did not fit
 
 
 def test_known_names_are_found_and_others_not() -> None:

@@ -91,8 +91,10 @@ class Outbox:
         if not self.able or self.known is None or job.server.is_local:
             return []
         replica = job.store.replicas(self.key).get("server_id")
-        files = push.batch(list(self._outgoing(here, there)))
-        if not files or not isinstance(replica, str) or not replica:
+        if not isinstance(replica, str) or not replica:
+            return []
+        files = push.batch(self._outgoing(here, there))
+        if not files:
             return []
         nonce = guards.new_nonce()
         script = push.send_script(job.server.home, replica, nonce)
@@ -150,11 +152,12 @@ class Outbox:
         self.synced(paths)
 
     def _outgoing(self, here: Sequence[str], there: Sequence[str]) -> Iterator[push.Outgoing]:
+        """The new small files of `here`, read one at a time as `push.batch` takes them."""
         ignored = ignored_test(self.plan.ignore_paths, self.plan.ignore_names)
         root = self.job.locations.home
         wanted = 0
         for path in dict.fromkeys(here):
-            if wanted >= push.BATCH_FILES or len(self.ledger) + wanted >= LEDGER_LIMIT:
+            if len(self.ledger) + wanted >= LEDGER_LIMIT:
                 return
             if (path in self.ledger or (self.known is not None and path in self.known)
                     or path in self.paths or not is_below(path, self.paths)

@@ -102,12 +102,13 @@ def read_new(root: Path, path: str) -> Outgoing | None:
     return Outgoing(path, data, stat.S_IMODE(before.st_mode) & 0o777, before.st_mtime_ns, state)
 
 
-def batch(files: Sequence[Outgoing]) -> list[Outgoing]:
-    """The files one exchange takes, in order: at most BATCH_FILES and BATCH_BYTES."""
+def batch(files: Iterable[Outgoing]) -> list[Outgoing]:
+    """The files one exchange takes, in order: at most BATCH_FILES and BATCH_BYTES. `files` is
+    read no further than that (and one more file at most, the one that does not fit)."""
     taken: list[Outgoing] = []
     size = 0
-    for item in files[:BATCH_FILES]:
-        if size + len(item.data) > BATCH_BYTES:
+    for item in files:
+        if len(taken) == BATCH_FILES or size + len(item.data) > BATCH_BYTES:
             break
         taken.append(item)
         size += len(item.data)
