@@ -421,8 +421,10 @@ def loss_refusal(planned: dict[str, Losses], recent: dict[str, Losses], total: i
         for loss, percent in ((Loss.DELETE, limits.max_delete),
                               (Loss.OVERWRITE, limits.max_change)):
             mine = planned[side].count(loss)
-            count = mine + before.count(loss) if loss is Loss.DELETE else (
-                len(planned[side].overwrote | before.overwrote) + before.unkeyed)
+            if loss is Loss.DELETE:
+                count = mine + before.count(loss)
+            else:  # each file once, however often it was overwritten in the window
+                count = len(planned[side].overwrote | before.overwrote) + before.unkeyed
             if mine and count > max(MIN_LOSSES, percent * total // 100):
                 return Refusal(side, loss, count, max(total, count),
                                tuple(planned[side].paths))
