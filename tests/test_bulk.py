@@ -173,6 +173,8 @@ def test_rsync_never_copies_over_a_file_and_runs_in_the_server_root(tmp_path: Pa
     up = argv(Direction.UP, home="/home/a b")
     assert "--ignore-existing" in up and "--from0" in up
     assert "--temp-dir=.roaming-homes/bulk-tmp/0a" in up
+    # the list of names is read on the server, where `list_script` left it
+    assert "--files-from=:/home/a b/.roaming-homes/bulk-tmp/0a/names" in up
     # a partial file is kept where the receiver is, outside the synced tree (an absolute path:
     # rsync would make a relative one in every folder it copies into)
     assert "--partial-dir=/home/a b/.roaming-homes/bulk-tmp/0a/partial" in up
@@ -181,6 +183,7 @@ def test_rsync_never_copies_over_a_file_and_runs_in_the_server_root(tmp_path: Pa
                        "rsync", "/home/ann/", "files.example.org:./"]
     down = argv(Direction.DOWN)
     assert f"--temp-dir={tmp_path / 'tmp'}" in down
+    assert f"--files-from={tmp_path / 'list'}" in down
     assert f"--partial-dir={tmp_path / 'partial'}" in down
     assert "--rsync-path=cd /home/ann && rsync" in down
     assert down[-2:] == ["files.example.org:./", "/home/ann/"]
@@ -296,6 +299,24 @@ def test_the_cleanup_removes_this_computers_temporary_directory_and_then_the_emp
     # nothing to clean, or no root: silent, and it never fails
     assert _sh(bulk.server_cleanup(str(root), "0b")).stdout == b""
     assert _sh(bulk.server_cleanup(str(tmp_path / "gone"), "0b") + "echo ok").stdout == b"ok\n"
+
+
+def test_the_list_of_a_copy_up_is_kept_on_the_server_as_sent_and_private(
+        tmp_path: Path) -> None:
+    root = tmp_path / "home of ann"
+    root.mkdir()
+    names = ["Documents", "Documents/$(touch pwned)", "Documents/line\nbreak",
+             "Documents/'quote\"", os.fsdecode(b"Documents/latin1-\xe9")]
+    listed = bulk.list_of(names)
+    assert listed.count(b"\0") == len(names)
+    temp = bulk.server_temp("0a")
+    done = subprocess.run(["sh", "-c", bulk.list_script(str(root), temp)], input=listed,
+                          capture_output=True, check=False, timeout=30)
+    assert (done.returncode, done.stderr) == (0, b"")
+    kept = root / temp / "names"
+    assert kept.read_bytes() == listed
+    assert kept.stat().st_mode & 0o777 == 0o600
+    assert not (tmp_path / "pwned").exists() and not (root / "pwned").exists()
 
 
 def _listing(files: int, size: int) -> bulk.Listing:

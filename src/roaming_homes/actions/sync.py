@@ -842,18 +842,25 @@ def _bulk_copy(job: Pass, prepared: _Prepared, sink: LineSink) -> _Copied | None
     if job.tracker is not None:
         job.tracker.bulk(files, size, sending=way is bulk.Direction.UP)
     temp, names, partial = state_dir / "bulk", state_dir / "bulk-files", _partial_dir(job)
+    server_temp = bulk.server_temp(prepared.computer.id)
     try:
         bulk.fresh_temp(temp)
         partial.mkdir(mode=0o700, exist_ok=True)
-        bulk.write_list(names, sorted(source))
+        listed = bulk.list_of(sorted(source))
+        if way is bulk.Direction.UP:
+            transport.run_remote(server, prepared.socket,
+                                 bulk.list_script(server.home, server_temp), job.abort,
+                                 data=listed)
+        else:
+            bulk.write_list(names, listed)
         bulk.remember(state_dir, prepared.key, way)
         argv = bulk.rsync_argv(way, server, shell=planned.shell,
                                files_from=names, local_root=plan.local_root,
-                               temps=(temp, bulk.server_temp(prepared.computer.id)),
+                               temps=(temp, server_temp),
                                partial=partial, timeout=transport.silence_bound(server))
         ended, said = bulk.run_rsync(argv, job.abort, job.tracker.copied
                                      if job.tracker is not None else _no_bytes)
-    except (OSError, DiskFull) as exc:
+    except (OSError, DiskFull, transport.ConnectError) as exc:  # ConnectError: leaving the list
         ended, said = bulk.Copy.FAILED, str(exc)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
