@@ -387,3 +387,35 @@ def test_a_unison_run_that_moves_something_after_the_copy_is_what_finish_shows()
 def test_rsyncs_progress_records_give_bytes_and_files(record: bytes,
                                                       copied: tuple[int, int] | None) -> None:
     assert bulk.parse_progress(record) == copied
+
+
+def test_a_copy_is_checked_on_listings_taken_once_unison_has_scanned_both_sides(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from roaming_homes.actions import sync as engine
+
+    taken: list[str] = []
+
+    def listing(side: str) -> bulk.Listing:
+        taken.append(side)
+        return {}
+
+    monkeypatch.setattr(engine, "_local_listing", lambda _prepared: listing("here"))
+    monkeypatch.setattr(engine, "_server_listing", lambda _job, _prepared: listing("there"))
+    relisting = engine._Relisting(None, None)  # type: ignore[arg-type]
+    for line in ("Looking for changes", "| Reconciling changes", "  Waiting for changes "
+                 "from server", "new file ---->  Reconciling changes  "):
+        relisting(line)
+    assert taken == []  # a path that reads as a status line is not one
+    relisting("Reconciling changes")
+    relisting("Reconciling changes")
+    assert relisting.result() == ({}, {})
+    assert sorted(taken) == ["here", "there"]  # once, before the result was asked for
+
+
+def test_a_copy_unison_never_reconciled_is_listed_when_checked(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from roaming_homes.actions import sync as engine
+
+    monkeypatch.setattr(engine, "_local_listing", lambda _prepared: {"a": DIR})
+    monkeypatch.setattr(engine, "_server_listing", lambda _job, _prepared: None)
+    assert engine._Relisting(None, None).result() == ({"a": DIR}, None)  # type: ignore[arg-type]

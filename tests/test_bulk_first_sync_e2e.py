@@ -25,6 +25,7 @@ from roaming_homes.unison.bulk import MIN_BYTES, MIN_FILES
 from tests.conftest import without_monitor
 from tests.support.daemon import DaemonProcess, appears, stop_as_logout
 from tests.support.homes import CLI, Setup, tree
+from tests.support.programs import faked
 from tests.support.sshd import SshServer
 from tests.support.transfer import MB, THROTTLE, random_files, size_of, throttle
 from tests.support.waiting import wait_for
@@ -216,6 +217,43 @@ def test_a_file_changed_after_the_copy_makes_unison_read_every_file(user: Setup,
         assert code == 0, outcome
         assert server_copy.read_text() == "E" * len("deep note")
         assert list(server_copy.parent.glob("note (conflict*"))
+
+
+def rsync_that_edits(tmp_path: Path, path: Path, search: str) -> str:
+    """A PATH whose rsync, run here for the copy, first edits `path` (the same size, a new
+    time): a file written after the copy's source was listed, before rsync reads it."""
+    program = (f"#!{sys.executable}\nimport os, shutil, sys, time\n"
+               f"path = {str(path)!r}\n"
+               "size = os.path.getsize(path)\n"
+               "open(path, 'w').write('E' * size)\n"
+               "os.utime(path, (time.time() + 5, time.time() + 5))\n"
+               f"os.environ['PATH'] = os.environ['PATH'].split(':', 1)[1]\n"
+               "os.execvp('rsync', ['rsync', *sys.argv[1:]])\n")
+    return faked(tmp_path / "bin", "rsync", program, search)
+
+
+@pytest.mark.parametrize("prefer", ["newer", "none"])
+def test_a_file_written_during_the_copy_makes_unison_read_every_file(user: Setup,
+                                                                     tmp_path: Path,
+                                                                     prefer: str) -> None:
+    configure(user, prefer)
+    fill(user.home)
+    edited = user.home / "Documents" / "deep" / "deeper" / "note.txt"
+
+    result = user.sync("--json", "--first-run",
+                       env={"PATH": rsync_that_edits(tmp_path, edited, user.env["PATH"])})
+
+    # rsync copied the edit, so unison's run on the copy found both sides the same: only the
+    # check of both sides against what was listed before the copy sees that the file is not
+    # as listed, and unison's first sync then reads every file
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert COPYING in log_of(user)
+    assert "a file changed since it was copied" in log_of(user)
+    assert "unison found the copy different" not in log_of(user)
+    server_copy = user.server_home / "Documents" / "deep" / "deeper" / "note.txt"
+    assert server_copy.read_text() == edited.read_text() == "E" * len("deep note")
+    assert synced(user.server_home) == synced(user.home)
+    assert_later_changes_sync_both_ways(user, prefer)
 
 
 def test_a_copy_cut_off_loses_nothing_and_the_next_pass_finishes_it(user: Setup,

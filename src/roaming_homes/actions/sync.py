@@ -740,9 +740,10 @@ def _guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], first_run: boo
             unison_output.debug("%s", line)
             job.on_output(line)
 
-        def run_unison(first: bool, more: tuple[str, ...] = ()) -> tuple[dialogue.Run,
-                                                                        output.Summary]:
-            return _run_unison(job, first, sink, judge, [*extra, *more])
+        def run_unison(first: bool, more: tuple[str, ...] = (),
+                       watch: LineSink | None = None) -> tuple[dialogue.Run, output.Summary]:
+            return _run_unison(job, first, sink if watch is None else _both(sink, watch), judge,
+                               [*extra, *more])
 
         transcript.write(f"--- pass started (pid {os.getpid()}, first run: {first}) ---")
         unison_started = time.monotonic()
@@ -803,12 +804,14 @@ def _first_runs(job: Pass, prepared: _Prepared, sink: LineSink, judge: _Judge,
     early = _run_first_paths(job, prepared.plan, sink, judge, extra)
     copied = _bulk_copy(job, prepared, sink) if may_copy and early is None else None
     judge.copy_check = copied is not None
+    relisting = _Relisting(job, prepared)
     try:
-        run, summary = run_unison(True, (bulk.FASTER,) if copied is not None else ())
+        run, summary = (run_unison(True, (bulk.FASTER,), relisting) if copied is not None
+                        else run_unison(True))
     finally:
         judge.copy_check = False
     if copied is not None and not (job.abort is not None and job.abort.is_set()):
-        run, summary = _on_the_copy(job, prepared, copied, judge.copy_differs, run, summary,
+        run, summary = _on_the_copy(copied, judge.copy_differs, relisting, run, summary,
                                     run_unison, sink)
     if run.returncode in (0, 1):  # unison has its archives: no copy will be taken up
         _copy_over(job)
@@ -901,12 +904,15 @@ def _copy_planned(job: Pass, prepared: _Prepared) -> _CopyPlan | None:
             or ":" in server.host or shutil.which("rsync") is None):
         return None
     resuming = bulk.resumed(job.locations.state_dir, prepared.key)
+    # Both sides listed at once (at 100 000 files each listing takes a second or more). When
+    # this side turns out to hold too few files to be worth a copy, the server's listing is
+    # not waited for: it cost the server one listing on a first sync.
+    listing = _Meanwhile("server listing", _server_listing, job, prepared)
     here = _local_listing(prepared)
-    # Unless a copy is to be taken up, a home that holds files here could only be copied up:
-    # one too small to be worth it needs no listing of the server.
+    # Unless a copy is to be taken up, a home that holds files here could only be copied up.
     if resuming is None and bulk.holds_files(here) and not bulk.worth_copying(here):
         return None
-    there = _server_listing(job, prepared)
+    there = listing.result()
     way = None if there is None else bulk.direction(here, there, resuming)
     if there is None or way is None:
         return None
@@ -956,28 +962,63 @@ def _server_listing(job: Pass, prepared: _Prepared) -> bulk.Listing | None:
     return bulk.parse_server_listing(answer, plan.ignore_paths, plan.ignore_names)
 
 
-def _on_the_copy(job: Pass, prepared: _Prepared, copied: _Copied, differs: bool,
-                 run: dialogue.Run, summary: output.Summary,
+def _on_the_copy(copied: _Copied, differs: bool, relisting: _Relisting, run: dialogue.Run,
+                 summary: output.Summary,
                  run_unison: Callable[..., tuple[dialogue.Run, output.Summary]],
                  sink: LineSink) -> tuple[dialogue.Run, output.Summary]:
     """After unison built its archives on the copy without reading the files: they hold only
-    if unison found nothing to do (not `differs`), and both sides still hold exactly what was
-    copied, as it was (`bulk.same_as_copied`); otherwise unison's first sync runs again the
-    usual way, reading every file."""
+    if unison found nothing to do (not `differs`), and both sides still held exactly what was
+    copied, as it was, once unison had looked at them (`bulk.same_as_copied` on `relisting`);
+    otherwise unison's first sync runs again the usual way, reading every file."""
     if differs:
         sink("first sync: unison found the copy different from its source; unison reads every "
              "file again")
         return run_unison(True)
     if run.returncode == 0:
-        # Both sides listed at once: at 100 000 files each listing takes a second or more.
-        listing = _Meanwhile("server listing", _server_listing, job, prepared)
-        here = _local_listing(prepared)
-        there = listing.result()
+        here, there = relisting.result()
         if there is not None and bulk.same_as_copied(copied.source, here, there):
             return run, summary
     sink("first sync: a file changed since it was copied (or unison did not finish); unison "
          "reads every file again")
     return run_unison(True)
+
+
+class _Relisting:
+    """Both sides listed (at once: at 100 000 files each listing takes a second or more) for
+    the check of a copy (`_on_the_copy`), as soon as unison's run on the copy has scanned both
+    sides: once it says `Reconciling changes` (a `LineSink`), rather than after it reconciled
+    and wrote its archives (3-4 s at 100 000 files over `broadband`).
+
+    That is soon enough: what the check is for is a file unison's archives would take for the
+    copy's while it is not (a stand-in fingerprint recorded for a file written before unison
+    looked at it). A file written after unison's scan differs from what its archives recorded,
+    and the next pass reads and syncs it as any change."""
+
+    def __init__(self, job: Pass, prepared: _Prepared) -> None:
+        self._job, self._prepared = job, prepared
+        self._taken: tuple[_Meanwhile[bulk.Listing], _Meanwhile[bulk.Listing | None]] | None \
+            = None
+
+    def __call__(self, line: str) -> None:
+        if self._taken is None and progress.phase_of(line) == "reconciling":
+            self._taken = self._take()
+
+    def _take(self) -> tuple[_Meanwhile[bulk.Listing], _Meanwhile[bulk.Listing | None]]:
+        return (_Meanwhile("local listing", _local_listing, self._prepared),
+                _Meanwhile("server listing", _server_listing, self._job, self._prepared))
+
+    def result(self) -> tuple[bulk.Listing, bulk.Listing | None]:
+        """Both sides' listings: this side's, the server's (None: it could not be listed).
+        Taken now when unison never said it reconciles."""
+        here, there = self._taken or self._take()
+        return here.result(), there.result()
+
+
+def _both(first: LineSink, second: LineSink) -> LineSink:
+    def sink(line: str) -> None:
+        first(line)
+        second(line)
+    return sink
 
 
 def _retried(run: dialogue.Run, summary: output.Summary, first: bool,

@@ -57,6 +57,15 @@ _PHASES = {
     "Reconciling changes": "reconciling",
     "Propagating updates": "propagating",
 }
+
+
+def phase_of(line: str) -> str | None:
+    """The phase one of unison's status lines starts (`scanning`, `reconciling`,
+    `propagating`); None for any other line. A whole line: unison prints a path only after a
+    spinner or an arrow."""
+    return _PHASES.get(line.strip())
+
+
 # `changed  ---->            path  `: two 8-column states around a 5-character arrow.
 _DETAIL = re.compile(r"^\S.*?\s*: (.*)$")
 _SIZE = re.compile(r"\bsize (\d+)\b")
@@ -140,11 +149,11 @@ class ProgressParser:
             return False
         self._pending = None
         stripped = text.strip()
-        if stripped in _PHASES:
-            if _PHASES[stripped] == "scanning" and p.phase in ("propagating", "done"):
+        if (phase := phase_of(stripped)) is not None:
+            if phase == "scanning" and p.phase in ("propagating", "done"):
                 self._new_run()  # a second unison run in the same pass (sync.first_paths)
                 p = self.progress
-            p.phase, p.current = _PHASES[stripped], ""
+            p.phase, p.current = phase, ""
             return True
         if stripped == FIRST_RUN_LINE:
             p.first_run = True
