@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from roaming_homes.actions import sending, watch
 from roaming_homes.actions import sync as engine
-from roaming_homes.actions import watch
 from roaming_homes.outcome import Result, SyncOutcome
 
 
@@ -101,13 +101,13 @@ def test_a_held_echo_goes_with_the_next_change_made_here() -> None:
     there.say(["Documents/a.txt"])
     threading.Timer(0.3, here.say, (["Documents/b.txt"],)).start()
 
-    wake, changed = session._wait(time.monotonic() + 60)
+    wake, here_now, there_now = session._wait(time.monotonic() + 60, _empty_outbox())
     session.close()
 
     assert wake is watch.Wake.CHANGES
-    assert changed == ["Documents/b.txt", "Documents/a.txt"]
+    # what changed here (the echoes the cycle may expect: only these), then the server's
+    assert (here_now, there_now) == (["Documents/b.txt"], ["Documents/a.txt"])
     assert session.echoes.held == []
-    assert session.here == ["Documents/b.txt"]  # the echoes the cycle may expect: only these
 
 
 def test_a_held_echo_is_synced_on_its_own_when_nothing_else_comes(
@@ -118,9 +118,25 @@ def test_a_held_echo_is_synced_on_its_own_when_nothing_else_comes(
     session.echoes.expect(("Documents/a.txt",), time.monotonic())
     there.say(["Documents/a.txt"])
 
-    woke = session._wait(time.monotonic() + 60)
+    woke = session._wait(time.monotonic() + 60, _empty_outbox())
     session.close()
-    assert woke == (watch.Wake.CHANGES, ["Documents/a.txt"])
+    assert woke == (watch.Wake.CHANGES, [], ["Documents/a.txt"])
+
+
+def test_the_servers_report_of_a_file_sent_on_its_own_is_left_to_its_settling() -> None:
+    here, there = _FakeMonitor(), _FakeMonitor()
+    session = _session_with([here, there])
+    outbox = _empty_outbox()
+    outbox.ledger["Documents/sent.txt"] = None  # type: ignore[assignment]
+    there.say(["Documents/sent.txt", "Documents/theirs.txt"])
+
+    woke = session._wait(time.monotonic() + 60, outbox)
+    session.close()
+    assert woke == (watch.Wake.CHANGES, [], ["Documents/theirs.txt"])
+
+
+def _empty_outbox() -> sending.Outbox:
+    return sending.Outbox(SimpleNamespace(), None, [])  # type: ignore[arg-type]
 
 
 def _outcome(result: Result, message: str, **fields: object) -> SyncOutcome:

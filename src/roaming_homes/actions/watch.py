@@ -339,8 +339,6 @@ class _Session:
         self.on_progress = on_progress
         self.monitors: list[MonitorLink] = []  # this computer's, then the server's
         self.echoes = Echoes()
-        self.outbox: sending.Outbox | None = None  # set once the loop starts (`_loop`)
-        self.here: list[str] = []  # what this computer's monitor reported for the last wake
         # What the session's passes came to so far (`engine.still_left`): a cycle looks at
         # some paths only, and what it did not look at is as the last pass left it.
         self.left: SyncOutcome | None = None
@@ -460,26 +458,26 @@ class _Session:
         rescan_at = time.monotonic() + rescan
         plan = engine.build_plan(self.job.config, self.job.locations, self.job.server, None,
                                  paths)
-        self.outbox = outbox = sending.Outbox(self.job, plan, paths)
+        outbox = sending.Outbox(self.job, plan, paths)
         outbox.learn()
         while True:
             try:
-                wake, changed = self._wait(rescan_at)
+                wake, here, there = self._wait(rescan_at, outbox)
                 match wake:
                     case Wake.STOP:
-                        self._settle(list(outbox.ledger))
+                        self._settle(outbox, list(outbox.ledger))
                         return WatchResult("stopped")
                     case Wake.RESCAN:
-                        outcome = self._settle(list(outbox.ledger))
+                        outcome = self._settle(outbox, list(outbox.ledger))
                         if outcome is None or outcome.result in COMPLETED:
                             outcome = self.pass_()
                             if outcome.result in COMPLETED:
                                 outbox.learn()  # what the full pass synced is known now
                         rescan_at = time.monotonic() + rescan
                     case Wake.SETTLE:
-                        outcome = self._settle(list(outbox.ledger)) or self.left
+                        outcome = self._settle(outbox, list(outbox.ledger)) or self.left
                     case Wake.CHANGES:
-                        outcome = self._changes(changed, paths, plan)
+                        outcome = self._changes(outbox, here, there, paths, plan)
                 if outcome is None:
                     continue
             except MonitorGone as exc:
@@ -487,51 +485,50 @@ class _Session:
             if _ends_watch(outcome):
                 return WatchResult(outcome.message, outcome=outcome)
 
-    def _changes(self, changed: list[str], paths: list[str],
-                 plan: profile.Plan) -> SyncOutcome | None:
-        """A cycle over what the monitors reported: new small files made here are sent on their
-        own (`sending`), and the rest synced by a pass over just those paths (files sent before
-        and changed again settled first). None when there was nothing to sync."""
-        assert self.outbox is not None
-        there = [p for p in changed if p not in self.here]
-        sent = self.outbox.send(self.here, there)
+    def _changes(self, outbox: sending.Outbox, here: list[str], there: list[str],
+                 paths: list[str], plan: profile.Plan) -> SyncOutcome | None:
+        """A cycle over what the monitors reported (`here`: this computer's; `there`: the
+        server's): new small files made here are sent on their own (`sending`), and the rest
+        synced by a pass over just those paths (files sent before and changed again settled
+        first). None when there was nothing to sync."""
+        changed = here + there
+        sent = outbox.send(here, there)
         wanted = _wanted([p for p in changed if p not in sent], paths, plan)
         if not wanted:
             return None
         # watched afresh before the pass looks: what changes after it is seen
         self._rewatch([p for p in wanted if p in paths])
-        settled = self._settle([p for p in self.outbox.ledger if is_below(p, wanted)])
+        settled = self._settle(outbox, [p for p in outbox.ledger if is_below(p, wanted)])
         if settled is not None and settled.result not in COMPLETED:
             # what it did not settle stays out of unison's rules: a plain pass would copy
             # files refused deleting there back here, as new on the server
-            wanted = tuple(p for p in wanted if p not in self.outbox.ledger)
+            wanted = tuple(p for p in wanted if p not in outbox.ledger)
             if not wanted or _ends_watch(settled):
                 return settled
         outcome = self.pass_(wanted)
         if outcome.result in COMPLETED:
-            self.outbox.synced(changed)
+            outbox.synced(changed)
         if outcome.transferred:
             # what changed here went to the server: its monitor will echo it (what came from
             # there did not: another computer's next edit of it must not wait)
-            self.echoes.expect(_wanted(self.here, paths, plan), time.monotonic())
+            self.echoes.expect(_wanted(here, paths, plan), time.monotonic())
         return outcome
 
-    def _settle(self, paths: list[str]) -> SyncOutcome | None:
+    def _settle(self, outbox: sending.Outbox, paths: list[str]) -> SyncOutcome | None:
         """Settle files sent on their own (`paths`, from the ledger): a pass over each group
         that `Outbox.groups` makes, with that group's winner. What a pass that did not
         complete was over stays in the ledger, for the next time. None when `paths` is
         empty."""
-        assert self.outbox is not None
         if not paths:
             return None
         outcome = None
-        for winner, group in self.outbox.groups(paths).items():
+        for winner, group in outbox.groups(paths).items():
             forced = None if winner is push.Winner.UNISON else winner.value
             outcome = self.pass_(tuple(group), winner=forced, sent=len(group))
             if outcome.result not in COMPLETED:
-                self.outbox.unsettled()
+                outbox.unsettled()
                 return outcome
-            self.outbox.settled(group)
+            outbox.settled(group)
         return outcome
 
     def _rewatch(self, starts: list[str]) -> None:
@@ -541,35 +538,34 @@ class _Session:
             for monitor in self.monitors:
                 monitor.rewatch(path)
 
-    def _wait(self, rescan_at: float) -> tuple[Wake, list[str]]:
-        """What wakes the loop next: paths the monitors report (the server's echoes of the last
-        cycle held, `Echoes`), the rescan falling due (or a monitor that lost events: "" among
-        the paths), or the stop."""
+    def _wait(self, rescan_at: float,
+              outbox: sending.Outbox) -> tuple[Wake, list[str], list[str]]:
+        """What wakes the loop next: paths the monitors report (this computer's, then the
+        server's, its echoes of the last cycle held, `Echoes`), the rescan falling due (or a
+        monitor that lost events: "" among the paths), the files sent on their own falling due
+        for settling, or the stop."""
         fds = [m.fd for m in self.monitors] + [self.wake_r]
         while True:
             if self.stop.is_set():
-                return Wake.STOP, []
+                return Wake.STOP, [], []
             now = time.monotonic()
             reports = [m.changes() if m.has_line() else [] for m in self.monitors]
             if any("" in report for report in reports):
                 self.echoes.release()  # the full pass covers them
-                return Wake.RESCAN, []
-            *ours, there = reports
+                return Wake.RESCAN, [], []
+            *ours, reported = reports
             here = [path for report in ours for path in report]
-            if self.outbox is not None:
-                # what was sent on its own: its settling pass looks at the server's side
-                there = [path for path in there if path not in self.outbox.ledger]
-            changed = here + self.echoes.take(there, now)
-            if changed or self.echoes.due(now):
-                self.here = here
-                return Wake.CHANGES, changed + self.echoes.release()
+            # what was sent on its own: its settling pass looks at the server's side
+            there = self.echoes.take([p for p in reported if p not in outbox.ledger], now)
+            if here or there or self.echoes.due(now):
+                return Wake.CHANGES, here, there + self.echoes.release()
             if rescan_at <= now:
                 self.echoes.release()
-                return Wake.RESCAN, []
-            if self.outbox is not None and self.outbox.due(now):
-                return Wake.SETTLE, []
+                return Wake.RESCAN, [], []
+            if outbox.due(now):
+                return Wake.SETTLE, [], []
             wake_at = min(rescan_at, self.echoes.until) if self.echoes.held else rescan_at
-            if self.outbox is not None and (settle_at := self.outbox.settle_at()) is not None:
+            if (settle_at := outbox.settle_at()) is not None:
                 wake_at = min(wake_at, settle_at)
             ready = select.select(fds, [], [], wake_at - now)[0]
             for monitor in self.monitors:
