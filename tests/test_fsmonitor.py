@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
+from roaming_homes.relative import collapse
 from roaming_homes.unison.fsmonitor import (
     CLOSED,
     SETTLE,
     Change,
     Monitor,
     ProtocolError,
-    collapse,
     idle_timeout,
     own_sshd,
     quote,

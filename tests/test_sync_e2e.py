@@ -190,42 +190,44 @@ def test_an_item_unison_cannot_sync_is_named_and_is_no_conflict(user: Setup) -> 
 
 
 @contextlib.contextmanager
-def _a_pass_copying(user: Setup, tmp_path: Path, prefer: str,
-                    size: int) -> Iterator[tuple[Path, Path, Future[tuple[int, Any]]]]:
-    """A file of `size` MB made here after a first pass, and the pass (`sync --json`, in a
-    thread) that copies it to the server over a link of 1 MB/s: the block starts once the copy
-    has. Yields the file, the server's Documents and the pass."""
+def _a_pass_copying(user: Setup, tmp_path: Path, prefer: str, size: int, name: str = "big.bin"
+                    ) -> Iterator[tuple[Path, Path, Future[tuple[int, Any]]]]:
+    """A file of `size` MB (`name`) made here after a first pass, and the pass (`sync --json`,
+    in a thread) that copies it to the server over a link of 1 MB/s: the block starts once the
+    copy has. Yields the file, the server's Documents and the pass."""
     user.configure(sync={"prefer": prefer})
     # before any pass: a connection opened before would carry the copy at full speed
     throttle(user, 1 * MB, tmp_path / "count.json")
     docs, sdocs = user.home / "Documents", user.server_home / "Documents"
     docs.mkdir()
     assert user.sync().returncode == 0
-    big = docs / "big.bin"
+    big = docs / name
     big.write_bytes(os.urandom(size * MB))
     with ThreadPoolExecutor(1) as pool:
         passing = pool.submit(user.sync_json)
-        wait_for(lambda: copying(sdocs, "big.bin") or passing.done(), 30, "the copy's start")
+        wait_for(lambda: copying(sdocs, name) or passing.done(), 30, "the copy's start")
         assert not passing.done(), passing.result()
         yield big, sdocs, passing
 
 
 @pytest.mark.parametrize("prefer", ["newer", "none"])
+@pytest.mark.parametrize("name", ["big.bin", "big\x1fcontrol.bin"])
 def test_a_file_saved_again_while_it_is_copied_is_copied_again_in_the_same_pass(
-        user: Setup, tmp_path: Path, prefer: str) -> None:
+        user: Setup, tmp_path: Path, prefer: str, name: str) -> None:
     """unison fails an item whose file changed while it copied it; the pass copies it again at
-    once, and ends in sync with the last version on both sides (not partial, not later)."""
-    with _a_pass_copying(user, tmp_path, prefer, 3) as (big, sdocs, passing):
+    once, and ends in sync with the last version on both sides (not partial, not later). A name
+    a profile cannot hold (a control character) is copied again with its folder."""
+    with _a_pass_copying(user, tmp_path, prefer, 3, name) as (big, sdocs, passing):
         with big.open("ab") as saved:
             saved.write(b"saved again while it was copied")
         code, outcome = passing.result(90)
 
     assert code == 0 and outcome["result"] == "in-sync", outcome
-    assert (sdocs / "big.bin").read_bytes() == big.read_bytes()
+    assert (sdocs / name).read_bytes() == big.read_bytes()
     assert big.read_bytes().endswith(b"saved again while it was copied")
     log = (user.state_dir / "sync.log").read_text()
     assert "1 item(s) changed while unison copied them: syncing them again" in log, log[-3000:]
-    assert not [p for p in (*big.parent.iterdir(), *sdocs.iterdir()) if p.name != "big.bin"]
+    assert not [p for p in (*big.parent.iterdir(), *sdocs.iterdir()) if p.name != name]
 
 
 @pytest.mark.parametrize("prefer", ["newer", "none"])

@@ -23,6 +23,7 @@ from roaming_homes.config import Config
 from roaming_homes.errors import DiskFull, ExitCode, RoamingHomesError
 from roaming_homes.outcome import COMPLETED, Reason, Result, SyncOutcome, result_of
 from roaming_homes.paths import Locations, is_below, xdg_user_dirs
+from roaming_homes.relative import collapse
 from roaming_homes.safety import backups, guards, refused
 from roaming_homes.safety.baseline import BaselineStore
 from roaming_homes.safety.guards import is_excluded
@@ -1051,14 +1052,21 @@ def _changed_again(job: Pass, prepared: _Prepared, sink: LineSink, judge: _Judge
     """The items of a run that failed only because their file changed while unison copied it (a
     file still being saved), synced again over just those paths (with the pass's `winning`
     options, `_winning`), judged with the rest of the pass: the pass ends with them. Once: a
-    file that changes again waits for the next pass."""
+    file that changes again waits for the next pass.
+
+    A name a profile cannot hold (a control character) is synced again with its folder
+    (`profile.nameable`), unless the pass forces a side: forcing its neighbours too would put
+    that side's version over changes the pass was not about. It then waits for the next
+    pass."""
     if run.returncode != 2 or not summary.changed:
         return run, summary
     sink(f"{len(summary.changed)} item(s) changed while unison copied them: syncing them again")
     if (job.abort or threading.Event()).wait(SETTLE):  # stopped meanwhile
         return run, summary
     judge.again()
-    converged = _converge(job, prepared, summary.changed, sink, winning, judge=judge)
+    again_over = summary.changed if winning else collapse(
+        profile.nameable(path, prepared.paths) for path in summary.changed)
+    converged = _converge(job, prepared, again_over, sink, winning, judge=judge)
     if converged is None or converged[0].returncode not in (0, 1, 2):
         return run, summary
     retried, again = set(summary.changed), converged[1]

@@ -50,13 +50,14 @@ from roaming_homes.config import Config
 from roaming_homes.errors import ExitCode, RoamingHomesError
 from roaming_homes.outcome import COMPLETED, Reason, Result, SyncOutcome, result_of
 from roaming_homes.paths import Locations, is_below
+from roaming_homes.relative import collapse
 from roaming_homes.safety.guards import is_excluded
 from roaming_homes.session import progress
 from roaming_homes.session.lock import STOP_GRACE, SyncLock
 from roaming_homes.session.state import StateStore
 from roaming_homes.unison import frontends, profile, push, runner
 from roaming_homes.unison import ssh as transport
-from roaming_homes.unison.fsmonitor import collapse, quote, split_on_space, unquote
+from roaming_homes.unison.fsmonitor import quote, split_on_space, unquote
 from roaming_homes.unison.ignore import is_ignored
 
 log = logging.getLogger(__name__)
@@ -308,20 +309,10 @@ _ENDS_WATCH = frozenset({Result.OFFLINE, Result.BUSY, Result.INTERRUPTED, Result
                          Result.CONFIG_ERROR})
 
 
-def _nameable(path: str, paths: list[str]) -> str:
-    """`path`, or the nearest directory above it that a profile can name (a name with a tab or
-    an escape character is synced, but cannot be written into the profile's `path` lines): the
-    pass then covers the change with its neighbours. The synced paths themselves are nameable
-    (the configuration checked them)."""
-    while path not in paths and not profile.safe_value(path) and "/" in path:
-        path = path.rpartition("/")[0]
-    return path
-
-
 def _wanted(changed: list[str], paths: list[str], plan: profile.Plan) -> tuple[str, ...]:
     """The paths a cycle syncs for these reported ones: below the synced paths, not ignored,
     nameable in a profile, the fewest that cover them all."""
-    return tuple(collapse(_nameable(p, paths) for p in changed
+    return tuple(collapse(profile.nameable(p, paths) for p in changed
                           if is_below(p, paths)
                           and not is_ignored(p, plan.ignore_paths, plan.ignore_names)))
 

@@ -54,7 +54,7 @@ import select
 import sys
 import time
 
-from roaming_homes.relative import is_below
+from roaming_homes.relative import collapse, folders_above, is_below
 from roaming_homes.unison.inotify import (
     IN_ATTRIB,
     IN_CLOSE_WRITE,
@@ -148,21 +148,6 @@ def join(parent: str, name: str) -> str:
     return f"{parent}/{name}" if parent else name
 
 
-def collapse(paths: Iterable[str]) -> list[str]:
-    """Sorted paths without those below another listed path (RECURSIVE covers them). Each
-    path's folders are looked up among those kept: a copy of thousands of files reports
-    thousands of paths."""
-    kept: list[str] = []
-    covering: set[str] = set()  # the kept paths, without a trailing slash
-    for path in sorted(set(paths), key=lambda p: (p.count("/"), p)):
-        if "" in covering:  # the replica itself covers everything
-            break
-        if not any(folder in covering for folder in _folders_above(path)):
-            kept.append(path)
-            covering.add(path.rstrip("/"))
-    return sorted(kept)
-
-
 class Change:
     """The last event seen for a path; `created` while it may be a short-lived new file;
     `settle`, the quiet it needs before it is reported (CLOSED once its last event ended it)."""
@@ -185,16 +170,8 @@ def _ripe(pending: dict[str, Change], now: float) -> Iterator[str]:
     if "" in young:  # the replica itself still settles: everything waits for it
         return
     for path in pending:
-        if path not in young and not any(folder in young for folder in _folders_above(path)):
+        if path not in young and not any(folder in young for folder in folders_above(path)):
             yield path
-
-
-def _folders_above(path: str) -> Iterator[str]:
-    """`a`, `a/b` for `a/b/c` (the replica itself, "", is not among them)."""
-    at = path.find("/")
-    while at != -1:
-        yield path[:at]
-        at = path.find("/", at + 1)
 
 
 def ripe_changes(pending: dict[str, Change], now: float) -> list[str]:

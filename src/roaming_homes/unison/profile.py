@@ -43,6 +43,16 @@ def safe_value(value: str) -> bool:
     return not _CONTROL.search(value) and value == value.strip()
 
 
+def nameable(path: str, paths: Sequence[str]) -> str:
+    """`path`, or the nearest directory above it that a profile can name (a name with a tab or
+    an escape character is synced, but cannot be written into the profile's `path` lines): a
+    run then covers the change with its neighbours. The synced paths themselves are nameable
+    (the configuration checked them)."""
+    while path not in paths and not safe_value(path) and "/" in path:
+        path = path.rpartition("/")[0]
+    return path
+
+
 def _safe(value: str, what: str) -> str:
     if _CONTROL.search(value):
         raise ProfileValueError(f"{what} {value!r} contains a newline or control character")
