@@ -378,10 +378,18 @@ def test_the_servers_echo_of_a_cycle_waits_and_a_change_made_there_meanwhile_is_
         watched: Setup, tag: str, start_daemon: StartDaemon, prefer: str) -> None:
     """What a cycle wrote on the server comes back from the server's monitor: that report is
     held (no pass for it at once, `watch.ECHO_WINDOW`), then synced; another computer's edit
-    of the same file just after the cycle reaches this computer all the same."""
-    daemon = watching(watched, tag, prefer=prefer)(start_daemon)
+    of the same file just after the cycle reaches this computer all the same. (An edit: a new
+    file goes on its own, and its settling pass, not a held echo, looks at the server.)"""
     docs, sdocs = watched.home / "Documents", watched.server_home / "Documents"
+    docs.mkdir(exist_ok=True)
+    (docs / "held.txt").write_text("synced at the start")
+    daemon = watching(watched, tag, prefer=prefer)(start_daemon)
+    wait_for(appears(sdocs / "held.txt", "synced at the start"), 10, "the first pass's copy")
     log = watched.state_dir / "sync.log"
+    # The server's monitor, started before the first pass, reports that pass's copy about a
+    # second later (a full pass holds no echoes): its pass is over before the test begins.
+    time.sleep(2.0)
+    wait_for(lambda: passes_at_end(log), 10, "the start's passes")
 
     def passes() -> int:
         return log.read_text().count("--- pass started")
