@@ -15,12 +15,15 @@ synced paths (a new laptop; a new server home) and the other does, a first pass 
    sides hold the same contents, which this run's plan and step 4 prove: the plan must be
    empty (any item is a difference, and the run stops before it propagates anything:
    `actions.sync._Judge.copy_check`);
-4. lists both sides again (`same_as_copied`): every file must still have the size and
-   modification time (to the nanosecond) the source had before the copy, on both sides, and
-   there must be no other file. rsync gives the copy the source's time, so a file written on
-   either side after it was listed (before the copy, during it, or during unison's run) shows
-   here. Then unison's first sync runs again the usual way, reading every file, and its
-   archives replace the stand-ins: a conflict is found as ever.
+4. lists both sides again once that run has scanned them (`same_as_copied`; the listings are
+   taken while unison reconciles, `actions.sync._Relisting`): every file must still have the
+   size and modification time (to the nanosecond) the source had before the copy, on both
+   sides, and there must be no other file. rsync gives the copy the source's time, so a file
+   written on either side after it was listed (before the copy, during it, or before
+   unison's scan) shows here. Then unison's first sync runs again the usual way, reading
+   every file, and its archives replace the stand-ins: a conflict is found as ever. A file
+   written after unison's scan differs from what its archives recorded: the next pass reads
+   and syncs it as any change.
 
 A copy that was cut off (the link went down, the computer was switched off) is taken up by the
 next first pass where it stopped: the side it went into may then hold files, if each is one
