@@ -32,7 +32,12 @@ from roaming_homes.server.records import Confirmation, ServerHome
 from roaming_homes.session import pause, progress, unchanged
 from roaming_homes.session.computer import Computer, this_computer
 from roaming_homes.session.lock import SyncLock
-from roaming_homes.session.state import StateStore, ensure_private_dir, write_atomic
+from roaming_homes.session.state import (
+    LogWriter,
+    StateStore,
+    ensure_private_dir,
+    write_atomic,
+)
 from roaming_homes.text import escape, printable
 from roaming_homes.unison import bulk, dialogue, frontends, output, profile
 from roaming_homes.unison import ssh as transport
@@ -736,10 +741,7 @@ def _guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], first_run: boo
     extra = [*prepared.extra, *winning]
     judge = _Judge(job, prepared, force, confirms=winner is None)  # a restore confirms none
     with job.store.open_log() as transcript:
-        def sink(line: str) -> None:
-            transcript.write(printable(line))  # the log is read with cat, less, a mail
-            unison_output.debug("%s", line)
-            job.on_output(line)
+        sink = _pass_sink(job, transcript)
 
         def run_unison(first: bool, more: tuple[str, ...] = (),
                        watch: LineSink | None = None) -> tuple[dialogue.Run, output.Summary]:
@@ -778,6 +780,16 @@ def _guarded_pass(job: Pass, outcome: Callable[..., SyncOutcome], first_run: boo
         _clean_leftovers(job, prepared, judge.items)
         _prune_backups(job, prepared)
     return result
+
+
+def _pass_sink(job: Pass, transcript: LogWriter) -> LineSink:
+    """Where a pass's lines go: sync.log (read with cat, less, a mail: printable), the debug
+    log, and the caller's `on_output`."""
+    def sink(line: str) -> None:
+        transcript.write(printable(line))
+        unison_output.debug("%s", line)
+        job.on_output(line)
+    return sink
 
 
 def _winning(plan: profile.Plan, winner: str | None) -> tuple[str, ...]:
@@ -1161,11 +1173,7 @@ def _send_copies(job: Pass, prepared: _Prepared, paths: list[str]) -> int:
     """The conflict copies this pass renamed (each is on one side only) to the other side, so
     that the pass ends with both sides equal. Returns the items it transferred."""
     with job.store.open_log() as transcript:
-        def sink(line: str) -> None:
-            transcript.write(printable(line))
-            unison_output.debug("%s", line)
-            job.on_output(line)
-
+        sink = _pass_sink(job, transcript)
         sink(f"conflict copies: {len(paths)} to the other side")
         converged = _converge(job, prepared, paths, sink)
     if converged is None:
