@@ -1007,16 +1007,17 @@ class _Relisting:
     looked at it). A file written after unison's scan differs from what its archives recorded,
     and the next pass reads and syncs it as any change."""
 
+    Taken = tuple[_Meanwhile[bulk.Listing], _Meanwhile[bulk.Listing | None]]
+
     def __init__(self, job: Pass, prepared: _Prepared) -> None:
         self._job, self._prepared = job, prepared
-        self._taken: tuple[_Meanwhile[bulk.Listing], _Meanwhile[bulk.Listing | None]] | None \
-            = None
+        self._taken: _Relisting.Taken | None = None
 
     def __call__(self, line: str) -> None:
         if self._taken is None and progress.phase_of(line) == "reconciling":
             self._taken = self._take()
 
-    def _take(self) -> tuple[_Meanwhile[bulk.Listing], _Meanwhile[bulk.Listing | None]]:
+    def _take(self) -> _Relisting.Taken:
         return (_Meanwhile("local listing", _local_listing, self._prepared),
                 _Meanwhile("server listing", _server_listing, self._job, self._prepared))
 
