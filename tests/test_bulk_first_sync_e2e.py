@@ -377,6 +377,30 @@ def test_the_real_time_daemon_starts_a_new_laptop_with_the_copy(watched: Setup,
     assert AGAIN not in log_of(user), log_of(user)[-6000:]
 
 
+@pytest.mark.parametrize("prefer", ["newer", "none"])
+def test_the_real_time_daemon_reads_every_file_when_one_was_written_during_the_copy(
+        watched: Setup, tmp_path: Path, prefer: str) -> None:
+    user = watched
+    fill(user.server_home)
+    edited = user.server_home / "Documents" / "deep" / "deeper" / "note.txt"
+    configure(user, prefer, watch=True, interval=3600)
+    # this computer's rsync only (the server's PATH has a bin of its own under tmp_path)
+    search = rsync_that_edits(tmp_path / "here", edited, user.env["PATH"])
+    daemon = DaemonProcess(user, {"PATH": search})
+    try:
+        wait_for(lambda: "--- pass ended" in log_of(user), 60, "the first pass")
+        # the server's file was edited after it was listed, before rsync read it: unison's run
+        # on the copy found nothing to do, the check did, and unison read every file
+        assert COPYING in log_of(user)
+        assert "a file changed since it was copied" in log_of(user), log_of(user)[-6000:]
+        assert "unison found the copy different" not in log_of(user)
+        here = user.home / "Documents" / "deep" / "deeper" / "note.txt"
+        assert here.read_text() == edited.read_text() == "E" * len("deep note")
+        assert synced(user.home) == synced(user.server_home)
+    finally:
+        stop_as_logout([daemon])
+
+
 def _kill_relay(count_file: Path) -> None:
     """The connection goes: the relay this test's ssh started (found by its count file) dies;
     not the ssh and rsync processes that name it in their arguments."""
