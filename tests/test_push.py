@@ -1,5 +1,5 @@
-"""New small files sent on their own (`unison.push`): the server's scripts under a real POSIX
-sh (dash), with hostile names, and the parsing and the settling decisions on top."""
+"""Small files sent on their own, new or edited (`unison.push`): the server's scripts under a
+real POSIX sh (dash), with hostile names, and the parsing and the settling decisions on top."""
 
 from __future__ import annotations
 
@@ -200,12 +200,154 @@ def test_a_batch_stops_at_its_bounds() -> None:
     assert len(drawn) == push.BATCH_BYTES // push.FILE_LIMIT + 1  # one more, that did not fit
 
 
-def test_known_names_are_found_and_others_not() -> None:
-    known = push.Known(f"Documents/{n}" for n in range(1000))
+def test_known_names_are_found_with_their_state_and_others_not() -> None:
+    known = push.Known((f"Documents/{n}", None if n % 2 else (n, n * 10)) for n in range(1000))
     assert "Documents/5" in known and "Documents/999" in known
     assert "Documents/1000" not in known
-    known.add(["Documents/1000"])
+    assert known.synced("Documents/4") == (4, 40) and known.synced("Documents/5") is None
+    assert known.synced("Documents/1000") is None
+    known.add([("Documents/1000", (1, 2)), ("Documents/4", (5, 6))])
     assert "Documents/1000" in known
+    assert known.synced("Documents/1000") == (1, 2) and known.synced("Documents/4") == (5, 6)
+
+
+# --- edits ---------------------------------------------------------------------------------
+
+def server_line(there: Path, path: str) -> str:
+    states = push.parse_checked(sh(push.check_script(str(there), "c"), push.check_input([path]),
+                                   there.parent), "c", [path])
+    assert states is not None and states[path] is not None
+    return states[path]
+
+
+def send_edits(here: Path, there: Path, expected: dict[str, str],
+               keep: int = 3) -> tuple[list[push.Outgoing], push.SendAnswer | push.Refused]:
+    files = [item for path, line in expected.items()
+             if (item := push.read_new(here, path, line)) is not None]
+    text = sh(push.send_script(str(there), "r1", "n1", ".roaming-homes/backup", keep),
+              push.send_input(files), there.parent)
+    return files, push.parse_sent(text, "n1", files)
+
+
+def backup_of(there: Path, path: str) -> dict[str, bytes]:
+    folder, _, name = path.rpartition("/")
+    root = there / ".roaming-homes" / "backup" / folder
+    return {p.name: p.read_bytes() for p in root.iterdir()
+            if p.name == name or p.name.endswith(f".{name}")} if root.exists() else {}
+
+
+def test_an_edit_replaces_the_version_named_and_keeps_it_as_unison_keeps_backups(
+        sides: tuple[Path, Path]) -> None:
+    here, there = sides
+    path = "Documents/report.txt"
+    write(there, path, b"version 0")
+    for number in range(1, 6):
+        before = there / path
+        old = os.stat(before)
+        write(here, path, f"version {number}".encode() * number, 0o600)
+        files, answer = send_edits(here, there, {path: server_line(there, path)})
+
+        assert isinstance(answer, push.SendAnswer) and not answer.unmade
+        assert (there / path).read_bytes() == files[0].data
+        st = os.stat(there / path)
+        assert (st.st_mtime_ns, st.st_mode & 0o777) == (files[0].mtime_ns, 0o600)
+        assert answer.placed[path].there == server_line(there, path)
+        kept = backup_of(there, path)
+        # unison's layout (docs/unison.md, backups): the newest old version under the file's
+        # own name, older ones numbered, `keep` of them; each keeps its time
+        assert kept["report.txt"] == (b"version 0" if number == 1
+                                      else f"version {number - 1}".encode() * (number - 1))
+        assert os.stat(there / ".roaming-homes/backup/Documents/report.txt").st_mtime_ns \
+            == old.st_mtime_ns
+        assert sorted(kept) == sorted(["report.txt"] + [f".bak.{k}.report.txt"
+                                                        for k in range(1, min(number, 4))])
+        if number >= 2:
+            assert kept[".bak.1.report.txt"] == (b"version 0" if number == 2 else
+                                                 f"version {number - 2}".encode() * (number - 2))
+    assert sorted(p.name for p in (there / "Documents").iterdir()) == ["report.txt"]
+
+
+def test_an_edit_replaces_nothing_the_server_changed_since_nor_through_a_link(
+        sides: tuple[Path, Path]) -> None:
+    here, there = sides
+    (there / "elsewhere").mkdir()
+    (there / "Documents" / "linked").symlink_to("../elsewhere")
+    (here / "Documents" / "linked").mkdir()
+    names = ["Documents/changed.txt", "Documents/gone.txt", "Documents/now-a-link",
+             "Documents/linked/x", "Documents/fine.txt"]
+    for name in names:
+        write(here, name, b"ours, edited")
+        if name != "Documents/linked/x":
+            write(there, name, b"as synced")
+    write(there, "elsewhere/x", b"outside")
+    expected = {name: server_line(there, name) for name in names}
+    write(there, "Documents/changed.txt", b"another computer's")
+    (there / "Documents" / "gone.txt").unlink()
+    (there / "Documents" / "now-a-link").unlink()
+    (there / "Documents" / "now-a-link").symlink_to("fine.txt")
+
+    _, answer = send_edits(here, there, expected)
+
+    assert isinstance(answer, push.SendAnswer)
+    assert list(answer.placed) == ["Documents/fine.txt"]
+    assert answer.unmade == {"Documents/changed.txt": push.Sent.CHANGED,
+                             "Documents/gone.txt": push.Sent.CHANGED,
+                             "Documents/now-a-link": push.Sent.CHANGED,
+                             "Documents/linked/x": push.Sent.LINK}
+    assert (there / "Documents" / "changed.txt").read_bytes() == b"another computer's"
+    assert (there / "elsewhere" / "x").read_bytes() == b"outside"
+    assert os.readlink(there / "Documents" / "now-a-link") == "fine.txt"
+    assert backup_of(there, "Documents/changed.txt") == {}
+
+
+def test_an_edit_keeps_no_backup_through_a_link_in_the_backups(
+        sides: tuple[Path, Path]) -> None:
+    """The backups' folders are unison's, below the server home: a link there (a link that
+    unison kept as a version) is never followed; the edit goes to unison instead."""
+    here, there = sides
+    (there / "outside").mkdir()
+    (there / ".roaming-homes" / "backup").mkdir(parents=True)
+    (there / ".roaming-homes" / "backup" / "Documents").symlink_to("../../outside")
+    write(there, "Documents/a.txt", b"as synced")
+    write(here, "Documents/a.txt", b"edited")
+
+    _, answer = send_edits(here, there, {"Documents/a.txt": server_line(there, "Documents/a.txt")})
+
+    assert isinstance(answer, push.SendAnswer)
+    assert answer.unmade == {"Documents/a.txt": push.Sent.FAILED}
+    assert (there / "Documents" / "a.txt").read_bytes() == b"as synced"
+    assert not list((there / "outside").iterdir())
+
+
+def test_hostile_names_are_edited_byte_exact_and_nothing_runs(
+        sides: tuple[Path, Path]) -> None:
+    here, there = sides
+    for path in HOSTILE:
+        write(there, path, b"as synced")
+        write(here, path, os.fsencode(path) + b" edited")
+    _, answer = send_edits(here, there, {path: server_line(there, path) for path in HOSTILE})
+
+    assert isinstance(answer, push.SendAnswer) and not answer.unmade
+    for path in HOSTILE:
+        assert (there / path).read_bytes() == os.fsencode(path) + b" edited"
+        assert backup_of(there, path)[path.rpartition("/")[2]] == b"as synced"
+    assert not list(there.parent.rglob("pwned")) and not Path("pwned").exists()
+
+
+@pytest.mark.parametrize(("line", "synced", "same"), [
+    ("12 3 2026-12-01 06:09:14.624048082 +0000", (3, 1796105354_624048999), True),
+    ("12 3 2026-12-01 01:09:14.624048 -0500", (3, 1796105354_624048000), True),
+    ("12 3 2026-12-01 06:09:14 +0000", (3, 1796105354_000000000), True),
+    ("12 3 2026-12-01 06:09:14.624049082 +0000", (3, 1796105354_624048999), False),
+    ("12 4 2026-12-01 06:09:14.624048082 +0000", (3, 1796105354_624048082), False),
+    ("12 3 2026-12-01 06:09:15.624048082 +0000", (3, 1796105354_624048082), False),
+    ("12 3 1969-12-31 23:59:59.500000000 +0000", (3, -500_000_000), True),
+    ("12 3 2026-13-01 06:09:14 +0000", (3, 0), False),
+    ("12 3 yesterday", (3, 0), False),
+])
+def test_the_server_file_is_the_version_synced_to_the_microsecond(
+        line: str, synced: push.Synced, same: bool) -> None:
+    assert push.synced_as(line, synced) is same
 
 
 def test_the_ledger_is_settled_after_a_pause_or_at_the_latest_after_its_first_send() -> None:

@@ -1,5 +1,5 @@
-"""Real-time mode's new small files, sent on their own and settled by unison after: the real
-daemon, CLI, sshd, unison and our monitors on both ends (`watched`, `tag`).
+"""Real-time mode's small files, new or edited, sent on their own and settled by unison after:
+the real daemon, CLI, sshd, unison and our monitors on both ends (`watched`, `tag`).
 
 Each case acts right after the file sent on its own is on the server, well within the
 `sending.SETTLE_AFTER` seconds before the session settles it by itself."""
@@ -151,22 +151,105 @@ def test_names_no_shell_may_see_arrive_as_they_are(
     assert documents(watched.home) == documents(watched.server_home)
 
 
-def test_what_is_not_a_new_small_file_goes_through_unison(
-        watched: Setup, tag: str, start_daemon: StartDaemon) -> None:
-    docs, sdocs = watched.home / "Documents", watched.server_home / "Documents"
-    (docs / "known.txt").write_text("synced before")
-    watching(watched, tag)(start_daemon)
-    wait_for(appears(sdocs / "known.txt", "synced before"), 20, "the first pass")
+def synced_before(user: Setup, files: dict[str, str]) -> tuple[Path, Path]:
+    """`files` in Documents on both sides, alike to the nanosecond (the session's first pass
+    writes nothing then, so no report of its own writes comes back to hold a first edit up).
+    Returns both Documents folders (here, there)."""
+    docs, sdocs = user.home / "Documents", user.server_home / "Documents"
+    for name, text in files.items():
+        for folder in (docs, sdocs):
+            (folder / name).write_text(text)
+            os.utime(folder / name, ns=(1_700_000_000_123_456_789,) * 2)
+    return docs, sdocs
 
-    (docs / "known.txt").write_text("edited")
+
+def test_what_is_not_a_small_file_with_new_contents_goes_through_unison(
+        watched: Setup, tag: str, start_daemon: StartDaemon) -> None:
+    docs, sdocs = synced_before(watched, {"known.txt": "synced before"})
+    watching(watched, tag)(start_daemon)
+
+    os.chmod(docs / "known.txt", 0o600)  # its mode alone: no contents to send
     (docs / "big.bin").write_bytes(b"b" * (push.FILE_LIMIT + 1))
     os.symlink("known.txt", docs / "link")
 
-    wait_for(appears(sdocs / "known.txt", "edited"), 30, "the edit on the server")
+    wait_for(lambda: (sdocs / "known.txt").stat().st_mode & 0o777 == 0o600, 30, "the mode")
     wait_for(lambda: (sdocs / "big.bin").exists()
              and (sdocs / "big.bin").stat().st_size == push.FILE_LIMIT + 1, 30, "the big file")
     wait_for(lambda: (sdocs / "link").is_symlink(), 30, "the link")
     assert sent(watched) == []
+    assert backed_up(watched) == []
+
+
+@pytest.mark.parametrize("prefer", PREFERS)
+def test_an_edit_is_on_the_server_at_once_its_old_version_kept_and_unison_then_knows_it(
+        watched: Setup, tag: str, start_daemon: StartDaemon, prefer: str,
+        tmp_path: Path) -> None:
+    docs, sdocs = synced_before(watched, {"report.txt": "as synced", "other.txt": "other"})
+    watching(watched, tag, prefer=prefer)(start_daemon)
+
+    (docs / "report.txt").write_text("edited here")
+
+    wait_for(appears(sdocs / "report.txt", "edited here"), 20, "the edit on the server")
+    here, there = os.stat(docs / "report.txt"), os.stat(sdocs / "report.txt")
+    assert (there.st_mtime_ns, there.st_mode) == (here.st_mtime_ns, here.st_mode)
+    wait_for(lambda: sent(watched) == ["Documents/report.txt"], 10, "the log line")
+    assert backed_up(watched) == [b"as synced"]
+    settled(watched)
+    assert watched.status()["message"] == "in sync: 1 item(s) transferred"
+    # the version replaced is found where `restore` looks, as one unison replaced
+    into = tmp_path / "restored"
+    restored = watched.run("restore", str(docs / "report.txt"), "--to", str(into))
+    assert restored.returncode == 0, restored.stderr
+    assert [p.read_text() for p in into.rglob("report.txt")] == ["as synced"]
+    # unison recorded it: a change on the server now is an ordinary update, not a conflict
+    (sdocs / "report.txt").write_text("then edited on the server")
+    wait_for(appears(docs / "report.txt", "then edited on the server"), 30, "that edit here")
+    assert documents(watched.home) == documents(watched.server_home) == {
+        "report.txt": b"then edited on the server".hex(), "other.txt": b"other".hex()}
+
+
+@pytest.mark.parametrize("prefer", ["newer", "none"])
+def test_an_edit_meeting_another_computers_edit_loses_neither(
+        watched: Setup, tag: str, start_daemon: StartDaemon, prefer: str) -> None:
+    """The server's file is not the version synced any more: the edit is not sent over it
+    (`push.synced_as`, the script's own check), and unison's pass finds the conflict."""
+    docs, sdocs = synced_before(watched, {"shared.txt": "as synced"})
+    watching(watched, tag, prefer=prefer)(start_daemon)
+
+    (sdocs / "shared.txt").write_text("another computer's edit")
+    (docs / "shared.txt").write_text("this computer's edit")
+
+    def kept() -> bool:
+        contents = {*documents(watched.home).values(), *documents(watched.server_home).values()}
+        return {b"another computer's edit".hex(), b"this computer's edit".hex()} <= contents
+    wait_for(kept, 60, "both versions kept")
+    settled(watched)
+    assert kept()
+    assert sent(watched) == []
+
+
+@pytest.mark.parametrize("prefer", ["newer", "none"])
+def test_edits_of_most_files_at_once_are_held_back_by_the_loss_guard(
+        watched: Setup, tag: str, start_daemon: StartDaemon, prefer: str) -> None:
+    """Rewriting every file (ransomware, a botched script) in real time: the edits count in
+    the loss guard's window before they are sent, and no more of them reach the server than a
+    pass would overwrite (`sync.max_change`, 50 %); the pass that carries the rest is refused,
+    and every version the server had is still there or in its backups."""
+    names = [f"file-{number:02}.txt" for number in range(20)]
+    docs, _ = synced_before(watched, {name: f"{name} as synced" for name in names})
+    watching(watched, tag, prefer=prefer)(start_daemon)
+
+    for name in names:
+        (docs / name).write_text(f"{name} encrypted!")
+
+    wait_for(lambda: watched.status()["result"] == "refused", 30, "the refusal")
+    there = documents(watched.server_home)
+    rewritten = [name for name in names if there[name] == f"{name} encrypted!".encode().hex()]
+    assert len(rewritten) <= len(names) // 2
+    kept = set(backed_up(watched))
+    assert all(there[name] == f"{name} as synced".encode().hex()
+               or f"{name} as synced".encode() in kept for name in names)
+    assert all((docs / name).read_text() == f"{name} encrypted!" for name in names)
 
 
 def test_nothing_is_sent_into_a_server_home_that_lost_its_marker(

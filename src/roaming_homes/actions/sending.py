@@ -1,11 +1,19 @@
-"""A real-time session's new small files: sent to the server on their own (`unison.push`),
-then settled by a unison pass over them (`Outbox.groups` says who wins each).
+"""A real-time session's small files, new or edited: sent to the server on their own
+(`unison.push`), then settled by a unison pass over them (`Outbox.groups` says who wins each).
+
+A new file goes when nothing is at its name on the server. An edited one (a name the session
+knows, `push.Known`) goes when the server's file is still the version last synced: one
+exchange asks the server how its files are (`push.synced_as`), a second sends them. An edit
+overwrites the server's version (which goes to the server's backups), so the loss guard counts
+it in its window (`sync.guard_window`) before it is sent, as it counts a pass's: edits that
+would pass `sync.max_change` are not sent, and the pass that carries them instead is refused,
+and says why, as any.
 
 What the session sent and unison has not settled yet is in its ledger, in memory: the session
 settles it within `SETTLE_AFTER` seconds without a change, before any full pass, and before it
-ends. A session killed before that leaves unison to find each file new on both sides: the same
-file is recorded as it is; one changed again here meanwhile is a conflict, which keeps both
-versions (a conflict copy), as any.
+ends. A session killed before that leaves unison to find each file changed on both sides: the
+same file is recorded as it is; one changed again here meanwhile is a conflict, which keeps
+both versions (a conflict copy), as any.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from pathlib import Path
 from roaming_homes.actions import sync as engine
 from roaming_homes.errors import DiskFull
 from roaming_homes.relative import is_below
-from roaming_homes.safety import guards
+from roaming_homes.safety import backups, guards
 from roaming_homes.session.computer import this_computer
 from roaming_homes.text import escape
 from roaming_homes.unison import frontends, profile, push
@@ -35,6 +43,31 @@ log = logging.getLogger(__name__)
 SETTLE_AFTER = 2.0  # seconds without a change before the files sent on their own are settled
 SETTLE_LATEST = 30.0  # seconds the oldest of them waits at most (changes that never pause)
 LEDGER_LIMIT = 256  # files sent and not settled: then they are settled before more are sent
+
+
+def _synced(st: os.stat_result) -> push.Synced | None:
+    return (st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
+
+
+def _synced_now(path: Path) -> push.Synced | None:
+    try:
+        return _synced(os.lstat(path))
+    except OSError:
+        return None
+
+
+def _edited(path: Path, was: push.Synced) -> bool:
+    """Whether the file at `path` is small enough to send and its contents changed since
+    `was` (its size or time: a change of its mode alone is unison's)."""
+    now = _synced_now(path)
+    return now is not None and now[0] <= push.FILE_LIMIT and now != was
+
+
+def _overwrites(edits: Sequence[str]) -> dict[str, guards.Losses]:
+    """What sending `edits` loses, as the loss guard counts a plan's."""
+    return {"server": guards.Losses(overwritten=len(edits), paths=list(edits),
+                                    overwrote={guards.path_key(path) for path in edits}),
+            "local": guards.Losses()}
 
 
 def local_state(root: Path, path: str) -> push.Here | None:
@@ -61,17 +94,19 @@ class Outbox:
     key: str = ""  # the pair of roots (`engine.pair_key`), whose server replica id is checked
 
     def learn(self) -> None:
-        """Take the names the home holds now (after the session's first full pass)."""
+        """Take the names the home holds now, and how its files are (after a full pass)."""
         job, plan = self.job, self.plan
-        self.known = push.Known(rel for rel, _ in walk(
+        self.known = push.Known((rel, _synced(st)) for rel, st in walk(
             plan.local_root, self.paths, plan.ignore_paths, plan.ignore_names))
         computer = this_computer(job.locations, job.config["client"]["name"])
         self.key = engine.pair_key(computer, plan.local_root, job.server)
 
     def synced(self, names: Sequence[str]) -> None:
-        """`names` are on both sides now (a pass over them ended): not new any more."""
+        """`names` are on both sides now (a pass over them ended): not new any more, and each
+        file as it is here now is the version synced."""
         if self.known is not None:
-            self.known.add(names)
+            root = self.job.locations.home
+            self.known.add((name, _synced_now(root / name)) for name in names)
 
     def due(self, now: float) -> bool:
         at = self.settle_at()
@@ -93,11 +128,14 @@ class Outbox:
         replica = job.store.replicas(self.key).get("server_id")
         if not isinstance(replica, str) or not replica:
             return []
-        files = push.batch(self._outgoing(here, there))
+        new, edited = self._candidates(here, there)
+        expected = self._expected(edited) if edited else {}
+        files = push.batch(self._outgoing(new, expected))
         if not files:
             return []
         nonce = guards.new_nonce()
-        script = push.send_script(job.server.home, replica, nonce)
+        script = push.send_script(job.server.home, replica, nonce, backups.IN_SERVER_HOME,
+                                  job.config["sync"]["backups"])
         try:
             text = self._exchange(script, push.send_input(files))
         except transport.ConnectError as exc:
@@ -113,6 +151,8 @@ class Outbox:
         if {push.Sent.FAILED, push.Sent.SHORT} & set(answer.unmade.values()):
             self._unable("it could not make them (no `head -c`, `touch -d` or `stat -c`, or "
                          "a full disk)")
+        if edits := [path for path in answer.placed if path in expected]:
+            self._count(edits)
         if answer.placed:
             self.sent_at = time.monotonic()
             if not self.ledger or self.first_sent_at == math.inf:
@@ -151,20 +191,75 @@ class Outbox:
             self.ledger.pop(path, None)
         self.synced(paths)
 
-    def _outgoing(self, here: Sequence[str], there: Sequence[str]) -> Iterator[push.Outgoing]:
-        """The new small files of `here`, read one at a time as `push.batch` takes them."""
+    def _candidates(self, here: Sequence[str],
+                    there: Sequence[str]) -> tuple[list[str], dict[str, push.Synced]]:
+        """What of `here` may go on its own: new files, and edited ones with their state when
+        they were synced; none near what the server reported (`there`), sent and not settled
+        yet, a synced path itself, or ignored."""
+        assert self.known is not None
         ignored = ignored_test(self.plan.ignore_paths, self.plan.ignore_names)
-        root = self.job.locations.home
-        wanted = 0
+        new: list[str] = []
+        edited: dict[str, push.Synced] = {}
         for path in dict.fromkeys(here):
-            if len(self.ledger) + wanted >= LEDGER_LIMIT:
-                return
-            if (path in self.ledger or (self.known is not None and path in self.known)
-                    or path in self.paths or not is_below(path, self.paths)
+            if (path in self.ledger or path in self.paths or not is_below(path, self.paths)
                     or not profile.safe_value(path) or ignored(path)
                     or any(is_below(path, [t]) or is_below(t, [path]) for t in there)):
                 continue
-            item = push.read_new(root, path)
+            if path not in self.known:
+                new.append(path)
+            elif (was := self.known.synced(path)) is not None and _edited(
+                    self.job.locations.home / path, was):
+                edited[path] = was
+        return new, edited
+
+    def _expected(self, edited: dict[str, push.Synced]) -> dict[str, str]:
+        """The edits to send, each with the server's file it replaces (its `stat` line): those
+        whose file there is the version synced, in one exchange; none when the server cannot
+        say, or when the loss guard would refuse them."""
+        paths = list(edited)
+        nonce = guards.new_nonce()
+        try:
+            states = push.parse_checked(self._exchange(
+                push.check_script(self.job.server.home, nonce), push.check_input(paths)),
+                nonce, paths)
+        except transport.ConnectError:
+            return {}
+        if states is None:
+            return {}
+        expected = {path: line for path in paths
+                    if (line := states[path]) is not None and push.synced_as(line, edited[path])}
+        if expected and self._refused(list(expected)):
+            log.info("%d edit(s) not sent on their own: with them the loss guard's window would "
+                     "pass sync.max_change; the pass that carries them is judged", len(expected))
+            return {}
+        return expected
+
+    def _refused(self, edits: Sequence[str]) -> bool:
+        """Whether the loss guard refuses to overwrite `edits` on the server, with what the
+        passes and edits of its window overwrote and deleted already."""
+        job = self.job
+        baseline = engine.baseline_store(job, self.plan, tuple(self.paths)).current()
+        limits = engine.guard_limits(job.config)
+        return guards.loss_refusal(_overwrites(edits), baseline.window(time.time(), limits.window),
+                                   baseline.total, limits) is not None
+
+    def _count(self, edits: Sequence[str]) -> None:
+        """`edits` overwrote the server's versions: in the loss guard's window from now."""
+        job = self.job
+        store = engine.baseline_store(job, self.plan, tuple(self.paths))
+        baseline = store.current()
+        baseline.add_losses(_overwrites(edits), time.time(), engine.guard_limits(job.config).window)
+        store.save(baseline)
+
+    def _outgoing(self, new: Sequence[str],
+                  expected: dict[str, str]) -> Iterator[push.Outgoing]:
+        """The new and edited small files, read one at a time as `push.batch` takes them."""
+        root = self.job.locations.home
+        wanted = 0
+        for path in [*new, *expected]:
+            if len(self.ledger) + wanted >= LEDGER_LIMIT:
+                return
+            item = push.read_new(root, path, expected.get(path))
             if item is not None:
                 wanted += 1
                 yield item

@@ -418,10 +418,20 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
         # unison checks the markers again after its own scan: a share that vanishes
         # between our probe and its update detection still stops the pass.
         extra += ["-mountpoint", guards.MARKER]
-    baselines = BaselineStore(locations.state_dir, (plan.local_root, server.stable_root), paths,
-                              plan.ignore_paths, plan.ignore_names)
+    baselines = baseline_store(job, plan, paths)
     return _Prepared(key, first, plan, socket, paths, found, ids, extra, nonce, baselines,
                      computer, stills)
+
+
+def baseline_store(job: Pass, plan: profile.Plan, paths: tuple[str, ...]) -> BaselineStore:
+    """The loss guard's baseline and window for the home's synced `paths` (`plan`'s rules)."""
+    return BaselineStore(job.locations.state_dir, (plan.local_root, job.server.stable_root),
+                         paths, plan.ignore_paths, plan.ignore_names)
+
+
+def guard_limits(config: Config) -> guards.Limits:
+    wanted = config["sync"]
+    return guards.Limits(wanted["max_delete"], wanted["max_change"], wanted["guard_window"])
 
 
 def pair_key(computer: Computer, local_root: str, server: transport.Server) -> str:
@@ -624,9 +634,7 @@ class _Judge:
                  confirms: bool = False) -> None:
         self.job, self.prepared, self.force, self.dry = job, prepared, force, dry
         self.confirms = confirms  # a forced pass records its deletions for the other computers
-        self.limits = guards.Limits(job.config["sync"]["max_delete"],
-                                    job.config["sync"]["max_change"],
-                                    job.config["sync"]["guard_window"])
+        self.limits = guard_limits(job.config)
         self.losses: dict[str, guards.Losses] = {}
         self.refusal: guards.Refusal | None = None
         self.confirmed: list[str] = []  # forced: the deletions on the server it confirms

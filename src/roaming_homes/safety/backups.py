@@ -43,9 +43,12 @@ STATE_FILE = "backups.json"  # in the state dir: when retention last ran, the si
 PRUNE_EVERY = DAY  # retention lists every backup of both sides: not something for every pass
 
 
+IN_SERVER_HOME = f"{DIRECTORY}/backup"  # the server's backups, relative to its home
+
+
 def server_dir(home: str) -> str:
     """Where the server's unison keeps its backups: in the server home, never synced."""
-    return f"{home.rstrip('/')}/{DIRECTORY}/backup"
+    return f"{home.rstrip('/')}/{IN_SERVER_HOME}"
 
 
 def parse_name(name: str) -> tuple[str, int]:

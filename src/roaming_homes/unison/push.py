@@ -1,4 +1,4 @@
-"""Real-time mode's fast path: new small files go to the server in one exchange.
+"""Real-time mode's fast path: small files, new or edited, go to the server in one exchange.
 
 unison's exchange for one changed path costs about sixteen round trips (its start, the
 archives' lock, the scan, the copy, the commit): over a mobile link, more than a second between
@@ -7,6 +7,16 @@ server has nothing at, can lose nothing by arriving there at once. A real-time c
 files in one exchange (`send_script`, `encode`); the server makes each only where nothing is at
 its name (link(2), which never replaces), with the contents, permissions and modification time
 it has here, and only in the replica the last pass synced (its marker), never through a link.
+
+A small file edited here goes the same way when the server's file is still the version last
+synced (`Outgoing.expect`: its `stat` line, which the session checked against the size and time
+this computer's file had when it was synced, `synced_as`). The server replaces it only if its
+`stat` line is still that one, right before it does (rename(2) of the new contents, written
+beside it); the version it replaces goes to the server's backups first, as unison keeps one
+(`keep`: the newest under the file's own name, older ones renumbered). Anything else (the
+server's file changed, gone, a link) is left to unison's pass, which finds the conflict if
+there is one. An edit overwrites: the session counts it in the loss guard's window before it
+sends it (`actions.sending`).
 
 unison's archives do not know such a file yet. The session keeps a ledger of what it sent
 (`Placed`: the file's state here as read for sending, and the server's once made there), and a
@@ -37,6 +47,7 @@ import stat
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from roaming_homes.safety.guards import MARKER, marker_text
@@ -48,6 +59,7 @@ _STATE = re.compile(r"[ -~]{1,200}")  # the server's `stat` line: printable ASCI
 _HEADER = "roaming-homes push "
 
 Here = tuple[int, int, int, int]  # a file's inode, size, mtime and ctime (ns) on this computer
+Synced = tuple[int, int]  # a file's size and mtime (ns) on this computer when it was last synced
 
 
 def here_state(st: os.stat_result) -> Here:
@@ -63,6 +75,7 @@ class Outgoing:
     mode: int  # permission bits (unison syncs these, not set-id bits)
     mtime_ns: int
     here: Here  # as it was while read: a change since shows against it
+    expect: str | None = None  # an edit: the server's file as last synced (its `stat` line)
 
 
 @dataclass(frozen=True)
@@ -73,9 +86,10 @@ class Placed:
     there: str  # the server's file once made (its `stat` line, compared as it is)
 
 
-def read_new(root: Path, path: str) -> Outgoing | None:
-    """`path` below `root` as a file to send, or None: not a regular file (a link, a
-    directory, gone), bigger than FILE_LIMIT, below a link, or changed while it was read."""
+def read_new(root: Path, path: str, expect: str | None = None) -> Outgoing | None:
+    """`path` below `root` as a file to send (an edit of the server's version `expect`), or
+    None: not a regular file (a link, a directory, gone), bigger than FILE_LIMIT, below a link,
+    or changed while it was read."""
     full = root / path
     try:
         real = os.path.realpath(root)
@@ -99,7 +113,8 @@ def read_new(root: Path, path: str) -> Outgoing | None:
     state = here_state(before)
     if len(data) != before.st_size or here_state(after) != state or here_state(named) != state:
         return None
-    return Outgoing(path, data, stat.S_IMODE(before.st_mode) & 0o777, before.st_mtime_ns, state)
+    return Outgoing(path, data, stat.S_IMODE(before.st_mode) & 0o777, before.st_mtime_ns, state,
+                    expect)
 
 
 def batch(files: Iterable[Outgoing]) -> list[Outgoing]:
@@ -126,10 +141,11 @@ def _mtime(ns: int) -> str:
 
 
 def send_input(files: Sequence[Outgoing]) -> bytes:
-    """`send_script`'s standard input: for each file a line (size, mode, time, name), then
-    its contents."""
+    """`send_script`'s standard input: for each file a line (size, mode, time, name, and the
+    server's `stat` line it replaces or `-` for a new file), then its contents."""
     return b"".join(
-        f"{len(item.data)} {item.mode:o} {_mtime(item.mtime_ns)} {encode(item.path)}\n".encode()
+        f"{len(item.data)} {item.mode:o} {_mtime(item.mtime_ns)} {encode(item.path)} "
+        f"{'-' if item.expect is None else encode(item.expect)}\n".encode()
         + item.data for item in files)
 
 
@@ -148,12 +164,16 @@ def _start(root: str, nonce: str) -> str:
             "exit 0; }; ")
 
 
-def send_script(root: str, replica_id: str, nonce: str) -> str:
+def send_script(root: str, replica_id: str, nonce: str, backups: str = "",
+                keep: int = 1) -> str:
     """sh for the server: make each file `send_input` describes, where nothing is at its name,
-    in the replica `replica_id` (its marker) only. Prints a header line with `nonce` (`ready`,
+    or replace it where the server's file is still the version the input names (its backups
+    under `backups`, relative to `root`, keep `keep` numbered versions beside the newest), in
+    the replica `replica_id` (its marker) only. Prints a header line with `nonce` (`ready`,
     or why nothing was made: `missing`, `marker`), then one line for each file: its number and
-    `made <stat line>`, or `exists`, `noparent`, `link` (a link on the way), `failed`, or
-    `short` (its contents did not all arrive; nothing after it is read).
+    `made <stat line>`, or `exists`, `changed` (not the version named), `noparent`, `link` (a
+    link on the way), `failed`, or `short` (its contents did not all arrive; nothing after it
+    is read).
 
     Each file is written beside its name first, under a name of unison's temporary files
     (which unison, our monitors and `leftovers` know: never synced, never reported), so that
@@ -166,19 +186,34 @@ def send_script(root: str, replica_id: str, nonce: str) -> str:
         f"[ \"$m\" = {q(marker_text(replica_id).strip())} ] || {{ printf '%s\\n' "
         f"{q(_HEADER + nonce + ' marker')}; exit 0; }}; "
         f"umask 077; printf '%s\\n' {q(_HEADER + nonce + ' ready')}; "
-        f"state() {{ {_STAT}; }}; "
-        "where() { "  # why `$n` cannot be made, or nothing
-        'p=; r=$d/; while [ -n "$r" ]; do c=${r%%/*}; r=${r#*/}; p=${p:+$p/}$c; '
-        '[ -L "$p" ] && { echo link; return; }; done; '
+        f"B={q(backups)}; K={int(keep)}; state() {{ {_STAT}; }}; "
+        "linked() { "  # a link among the folders of `$2` below `$1`
+        'p=$1; r=$2/; while [ -n "$r" ]; do c=${r%%/*}; r=${r#*/}; p=$p/$c; '
+        '[ -L "$p" ] && return 0; done; return 1; }; '
+        "where() { "  # why `$n` cannot be made (or replaced: `$e`), or nothing
+        'linked . "$d" && { echo link; return; }; '
         '[ -d "$d" ] || { echo noparent; return; }; '
-        '{ [ -e "$n" ] || [ -L "$n" ]; } && echo exists; }; '
+        'if [ -z "$e" ]; then { [ -e "$n" ] || [ -L "$n" ]; } && echo exists; '
+        'elif [ -L "$n" ] || [ ! -f "$n" ] || [ "$(state "$n")" != "$e" ]; then echo changed; '
+        'fi; }; '
+        "keep() { "  # `$n` into the backups as unison keeps a version it replaces
+        'case "$n" in */*) b=$B/${n%/*}; k=${n##*/};; *) b=$B; k=$n;; esac; '
+        '[ -n "$B" ] && ! linked "$B" "${b#"$B"}" && mkdir -p "$b" || return 1; '
+        'j=$K; rm -f "$b/.bak.$j.$k"; while [ "$j" -gt 1 ]; do h=$((j-1)); '
+        'if [ -e "$b/.bak.$h.$k" ] || [ -L "$b/.bak.$h.$k" ]; then '
+        'mv -f "$b/.bak.$h.$k" "$b/.bak.$j.$k" || return 1; fi; j=$h; done; '
+        'if [ -e "$b/$k" ] || [ -L "$b/$k" ]; then mv -f "$b/$k" "$b/.bak.1.$k" || return 1; fi; '
+        'ln -- "$n" "$b/$k" 2>/dev/null || cp -p -- "$n" "$b/$k"; }; '
         "place() { "
         'chmod "$mode" "$f" && touch -d "$when" "$f" && s=$(state "$f") '
         '|| { echo failed; return; }; '
-        'if ln -- "$f" "$n" 2>/dev/null; then echo "made $s"; '
-        'elif [ -e "$n" ] || [ -L "$n" ]; then echo exists; else echo failed; fi; }; '
-        "i=0; while IFS=' ' read -r size mode when name; do i=$((i+1)); "
-        f'{_DECODE}case "$n" in */*) d=${{n%/*}};; *) d=.;; esac; w=$(where); '
+        'if [ -z "$e" ]; then if ln -- "$f" "$n" 2>/dev/null; then echo "made $s"; '
+        'elif [ -e "$n" ] || [ -L "$n" ]; then echo exists; else echo failed; fi; '
+        'elif [ -n "$(where)" ]; then echo changed; '
+        'elif keep && mv -f -- "$f" "$n"; then echo "made $s"; else echo failed; fi; }; '
+        "i=0; while IFS=' ' read -r size mode when name expect; do i=$((i+1)); "
+        f'{_DECODE}e=; [ "$expect" = - ] || e=$(printf "$expect"); '
+        'case "$n" in */*) d=${n%/*};; *) d=.;; esac; w=$(where); '
         'f=/dev/null; [ -n "$w" ] || f="$d/.unison.roaming-homes-$$-$i.unison.tmp"; '
         'head -c "$size" > "$f" 2>/dev/null; '
         'if [ -n "$w" ]; then echo "$i $w"; continue; fi; '
@@ -205,6 +240,7 @@ class Sent(enum.Enum):
 
     MADE = "made"
     EXISTS = "exists"  # the server has something at its name: unison's pass decides
+    CHANGED = "changed"  # an edit, and the server's file is not the version named: unison's
     NOPARENT = "noparent"  # its directory is not there yet: unison's pass makes it
     LINK = "link"  # a link on the server on its way: unison's pass decides
     FAILED = "failed"  # the server could not make it (no `touch -d`, `stat -c`, a full disk)
@@ -298,20 +334,60 @@ def settle(placed: Placed, here: Here | None, there: str | None) -> Winner:
     return Winner.SERVER if here == placed.here else Winner.UNISON
 
 
+def synced_as(line: str, synced: Synced) -> bool:
+    """Whether the server's file (its `stat` line, `_STAT`) has the size and modification
+    time this computer's file had when it was last synced: the version synced, as far as
+    unison's own quick check can tell (which allows a second either way; a copy unison makes
+    gets the time to the microsecond, one of ours to the nanosecond)."""
+    match = _SERVER_STATE.fullmatch(line)
+    if match is None:
+        return False
+    size, when, fraction, zone = match.groups()
+    try:
+        seconds = int(datetime.strptime(f"{when} {zone}", "%Y-%m-%d %H:%M:%S %z").timestamp())
+    except ValueError:
+        return False
+    nanoseconds = seconds * 1_000_000_000 + int((fraction or "").ljust(9, "0"))
+    return int(size) == synced[0] and nanoseconds // 1000 == synced[1] // 1000
+
+
+_SERVER_STATE = re.compile(
+    r"\d+ (\d+) (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?:\.(\d{1,9}))? ([+-]\d{4})")
+
+
 class Known:
     """The names this computer's home held at the session's first pass, and those synced
-    since: a changed file at such a name is not new (the server has it, or had it), and goes
-    through unison. Kept as sorted hashes (8 bytes a name): a collision only ever takes a new
-    file for a known one, which unison then carries."""
+    since, with each file's size and time then (`Synced`): a changed file at such a name is
+    not new (the server has it, or had it); a small one is sent as an edit when the server's
+    file is still that version (`synced_as`). Kept as sorted hashes (8 bytes a name, 16 more
+    for its state): a collision only ever takes a new file for a known one, which unison then
+    carries, or gives an edit a state the server's file does not have."""
 
-    def __init__(self, names: Iterable[str]) -> None:
-        self._sorted = array("q", sorted({hash(name) for name in names}))
-        self._added: set[int] = set()
+    def __init__(self, entries: Iterable[tuple[str, Synced | None]]) -> None:
+        found = sorted({hash(name): state for name, state in entries}.items())
+        self._sorted = array("q", (key for key, _ in found))
+        self._sizes = array("q", (-1 if state is None else state[0] for _, state in found))
+        self._times = array("q", (0 if state is None else state[1] for _, state in found))
+        self._added: dict[int, Synced | None] = {}
 
     def __contains__(self, name: str) -> bool:
         key = hash(name)
-        at = bisect.bisect_left(self._sorted, key)
-        return (at < len(self._sorted) and self._sorted[at] == key) or key in self._added
+        return key in self._added or self._at(key) is not None
 
-    def add(self, names: Iterable[str]) -> None:
-        self._added.update(hash(name) for name in names)
+    def synced(self, name: str) -> Synced | None:
+        """The file's size and time here when it was last synced; None when it was not a
+        regular file then, or the name is not known."""
+        key = hash(name)
+        if key in self._added:
+            return self._added[key]
+        at = self._at(key)
+        if at is None or self._sizes[at] < 0:
+            return None
+        return self._sizes[at], self._times[at]
+
+    def add(self, entries: Iterable[tuple[str, Synced | None]]) -> None:
+        self._added.update((hash(name), state) for name, state in entries)
+
+    def _at(self, key: int) -> int | None:
+        at = bisect.bisect_left(self._sorted, key)
+        return at if at < len(self._sorted) and self._sorted[at] == key else None
