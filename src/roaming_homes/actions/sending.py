@@ -164,13 +164,7 @@ class Outbox:
     def groups(self, paths: Sequence[str]) -> dict[push.Winner, list[str]]:
         """The ledger's `paths` by whose version wins each (`push.settle`); all left to unison
         when the server cannot say how they are there."""
-        nonce = guards.new_nonce()
-        try:
-            states = push.parse_checked(self._exchange(
-                push.check_script(self.job.server.home, nonce), push.check_input(paths)),
-                nonce, paths)
-        except transport.ConnectError:
-            states = None
+        states = self._server_states(paths)
         if states is None:
             return {push.Winner.UNISON: list(paths)}
         found: dict[push.Winner, list[str]] = {}
@@ -217,13 +211,7 @@ class Outbox:
         whose file there is the version synced, in one exchange; none when the server cannot
         say, or when the loss guard would refuse them."""
         paths = list(edited)
-        nonce = guards.new_nonce()
-        try:
-            states = push.parse_checked(self._exchange(
-                push.check_script(self.job.server.home, nonce), push.check_input(paths)),
-                nonce, paths)
-        except transport.ConnectError:
-            return {}
+        states = self._server_states(paths)
         if states is None:
             return {}
         expected = {path: line for path in paths
@@ -263,6 +251,17 @@ class Outbox:
             if item is not None:
                 wanted += 1
                 yield item
+
+    def _server_states(self, paths: Sequence[str]) -> dict[str, str | None] | None:
+        """How `paths` are on the server now (`push.check_script`), in one exchange; None
+        when it cannot say."""
+        nonce = guards.new_nonce()
+        try:
+            return push.parse_checked(self._exchange(
+                push.check_script(self.job.server.home, nonce), push.check_input(paths)),
+                nonce, paths)
+        except transport.ConnectError:
+            return None
 
     def _exchange(self, script: str, data: bytes) -> str:
         job = self.job

@@ -364,10 +364,15 @@ class Known:
     carries, or gives an edit a state the server's file does not have."""
 
     def __init__(self, entries: Iterable[tuple[str, Synced | None]]) -> None:
-        found = sorted({hash(name): state for name, state in entries}.items())
-        self._sorted = array("q", (key for key, _ in found))
-        self._sizes = array("q", (-1 if state is None else state[0] for _, state in found))
-        self._times = array("q", (0 if state is None else state[1] for _, state in found))
+        keys, sizes, times = array("q"), array("q"), array("q")
+        for name, state in entries:
+            keys.append(hash(name))
+            sizes.append(-1 if state is None else state[0])
+            times.append(0 if state is None else state[1])
+        order = sorted(range(len(keys)), key=keys.__getitem__)
+        self._sorted = array("q", (keys[at] for at in order))
+        self._sizes = array("q", (sizes[at] for at in order))
+        self._times = array("q", (times[at] for at in order))
         self._added: dict[int, Synced | None] = {}
 
     def __contains__(self, name: str) -> bool:
