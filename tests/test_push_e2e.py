@@ -93,8 +93,30 @@ def test_a_file_sent_then_changed_again_on_one_side_ends_as_changed(
     settled(watched)
     assert documents(watched.home) == documents(watched.server_home) == {
         "draft.txt": b"second, longer".hex()}
-    assert sent(watched) == ["Documents/draft.txt"]
+    # changed again here, it is sent again on its own, over the version sent (no later than
+    # the settling pass: the server's version is then the one it made)
+    assert (sent(watched) == ["Documents/draft.txt"] if where == "on the server"
+            else set(sent(watched)) == {"Documents/draft.txt"})
     assert (b"first" in backed_up(watched)) is (where == "here")
+
+
+@pytest.mark.parametrize("prefer", ["newer", "none"])
+def test_a_file_saved_again_and_again_is_on_the_server_each_time_and_ends_in_sync(
+        watched: Setup, tag: str, start_daemon: StartDaemon, prefer: str) -> None:
+    """An autosave: each save goes on its own over the version sent before (or, once settled,
+    over the version synced), which goes to the server's backups."""
+    docs, sdocs, _ = sent_first(watched, tag, start_daemon, "autosave.txt", "save 0",
+                                prefer=prefer)
+    for number in range(1, 4):
+        text = f"save {number}" * number
+        (docs / "autosave.txt").write_text(text)
+        wait_for(appears(sdocs / "autosave.txt", text), 20, f"save {number} on the server")
+
+    assert sent(watched) == ["Documents/autosave.txt"] * 4
+    settled(watched)
+    assert documents(watched.home) == documents(watched.server_home) == {
+        "autosave.txt": b"save 3save 3save 3".hex()}
+    assert {b"save 0", b"save 1", b"save 2save 2"} <= set(backed_up(watched))
 
 
 @pytest.mark.parametrize("prefer", PREFERS)
@@ -267,11 +289,19 @@ def test_nothing_is_sent_into_a_server_home_that_lost_its_marker(
 
 
 @pytest.mark.parametrize("prefer", PREFERS)
+@pytest.mark.parametrize("sent_as", ["new", "edit"])
 def test_a_session_killed_before_it_settled_leaves_a_pass_that_loses_nothing(
-        watched: Setup, tag: str, start_daemon: StartDaemon, prefer: str) -> None:
+        watched: Setup, tag: str, start_daemon: StartDaemon, prefer: str, sent_as: str) -> None:
     """The one case the ledger cannot cover: it was in the killed daemon's memory."""
-    docs, sdocs, daemon = sent_first(watched, tag, start_daemon, "notes.txt", "sent",
-                                     prefer=prefer)
+    if sent_as == "new":
+        docs, sdocs, daemon = sent_first(watched, tag, start_daemon, "notes.txt", "sent",
+                                         prefer=prefer)
+    else:
+        docs, sdocs = synced_before(watched, {"notes.txt": "as synced"})
+        daemon = watching(watched, tag, prefer=prefer)(start_daemon)
+        (docs / "notes.txt").write_text("sent")
+        wait_for(lambda: sent(watched) == ["Documents/notes.txt"], 20, "the edit sent")
+        assert (sdocs / "notes.txt").read_text() == "sent"
     daemon.signal(signal.SIGKILL)
     daemon.wait(10)
     os.utime(docs / "notes.txt")

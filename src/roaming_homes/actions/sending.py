@@ -120,19 +120,23 @@ class Outbox:
         return min(self.sent_at + SETTLE_AFTER, self.first_sent_at + SETTLE_LATEST)
 
     def send(self, here: Sequence[str], there: Sequence[str]) -> list[str]:
-        """Send what of `here` (this computer's monitor's report) is a new small file, none of
-        it near what the server reported (`there`); returns the paths made on the server."""
+        """Send what of `here` (this computer's monitor's report) is a small file, new or
+        edited, none of it near what the server reported (`there`); returns the paths made or
+        replaced on the server."""
         job = self.job
         if not self.able or self.known is None or job.server.is_local:
             return []
         replica = job.store.replicas(self.key).get("server_id")
         if not isinstance(replica, str) or not replica:
             return []
-        new, edited = self._candidates(here, there)
-        expected = self._expected(edited) if edited else {}
+        new, edited, again = self._candidates(here, there)
+        expected = self._expected(edited, again) if edited or again else {}
         files = push.batch(self._outgoing(new, expected))
         if not files:
             return []
+        if edits := [item.path for item in files if item.expect is not None]:
+            # counted before they go: an answer lost on the way may hide what was replaced
+            self._count(edits)
         nonce = guards.new_nonce()
         script = push.send_script(job.server.home, replica, nonce, backups.IN_SERVER_HOME,
                                   job.config["sync"]["backups"])
@@ -140,7 +144,7 @@ class Outbox:
             text = self._exchange(script, push.send_input(files))
         except transport.ConnectError as exc:
             # the pass that follows meets the same failure and says it (once, as a pass does)
-            log.debug("new files not sent on their own: %s", exc.message)
+            log.debug("files not sent on their own: %s", exc.message)
             return []
         answer = push.parse_sent(text, nonce, files)
         if isinstance(answer, push.Refused):
@@ -149,10 +153,8 @@ class Outbox:
                 self._unable("its answer was not as expected")
             return []
         if {push.Sent.FAILED, push.Sent.SHORT} & set(answer.unmade.values()):
-            self._unable("it could not make them (no `head -c`, `touch -d` or `stat -c`, or "
-                         "a full disk)")
-        if edits := [path for path in answer.placed if path in expected]:
-            self._count(edits)
+            self._unable("it could not make them (no `head -c`, `touch -d`, `stat -c`, `ln` or "
+                         "`mv`, a full disk, or a backup it could not keep)")
         if answer.placed:
             self.sent_at = time.monotonic()
             if not self.ledger or self.first_sent_at == math.inf:
@@ -185,37 +187,43 @@ class Outbox:
             self.ledger.pop(path, None)
         self.synced(paths)
 
-    def _candidates(self, here: Sequence[str],
-                    there: Sequence[str]) -> tuple[list[str], dict[str, push.Synced]]:
-        """What of `here` may go on its own: new files, and edited ones with their state when
-        they were synced; none near what the server reported (`there`), sent and not settled
-        yet, a synced path itself, or ignored."""
+    def _candidates(self, here: Sequence[str], there: Sequence[str]) -> tuple[
+            list[str], dict[str, push.Synced], dict[str, str]]:
+        """What of `here` may go on its own: new files; edited ones, with their state when
+        they were synced; and files sent and not settled yet that changed again here, with
+        the server's file as it was made (its `stat` line). None near what the server reported
+        (`there`), a synced path itself, or ignored."""
         assert self.known is not None
         ignored = ignored_test(self.plan.ignore_paths, self.plan.ignore_names)
+        root = self.job.locations.home
         new: list[str] = []
         edited: dict[str, push.Synced] = {}
+        again: dict[str, str] = {}
         for path in dict.fromkeys(here):
-            if (path in self.ledger or path in self.paths or not is_below(path, self.paths)
+            if (path in self.paths or not is_below(path, self.paths)
                     or not profile.safe_value(path) or ignored(path)
                     or any(is_below(path, [t]) or is_below(t, [path]) for t in there)):
                 continue
-            if path not in self.known:
+            if (placed := self.ledger.get(path)) is not None:
+                if _edited(root / path, (placed.here[1], placed.here[2])):
+                    again[path] = placed.there
+            elif path not in self.known:
                 new.append(path)
-            elif (was := self.known.synced(path)) is not None and _edited(
-                    self.job.locations.home / path, was):
+            elif (was := self.known.synced(path)) is not None and _edited(root / path, was):
                 edited[path] = was
-        return new, edited
+        return new, edited, again
 
-    def _expected(self, edited: dict[str, push.Synced]) -> dict[str, str]:
-        """The edits to send, each with the server's file it replaces (its `stat` line): those
-        whose file there is the version synced, in one exchange; none when the server cannot
-        say, or when the loss guard would refuse them."""
-        paths = list(edited)
-        states = self._server_states(paths)
-        if states is None:
-            return {}
-        expected = {path: line for path in paths
-                    if (line := states[path]) is not None and push.synced_as(line, edited[path])}
+    def _expected(self, edited: dict[str, push.Synced], again: dict[str, str]) -> dict[str, str]:
+        """The edits to send, each with the server's file it replaces (its `stat` line): the
+        files sent before as they were made there (`again`), and those of `edited` whose file
+        there is the version synced, asked in one exchange; none when the loss guard would
+        refuse them."""
+        expected = dict(again)
+        if edited:
+            paths = list(edited)
+            states = self._server_states(paths) or {}
+            expected.update((path, line) for path in paths if (line := states.get(path))
+                            is not None and push.synced_as(line, edited[path]))
         if expected and self._refused(list(expected)):
             log.info("%d edit(s) not sent on their own: with them the loss guard's window would "
                      "pass sync.max_change; the pass that carries them is judged", len(expected))
