@@ -7,13 +7,14 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
 
 from roaming_homes.actions import sending
 from roaming_homes.safety.guards import MARKER, marker_text
-from roaming_homes.unison import push
+from roaming_homes.unison import profile, push
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -361,3 +362,33 @@ def test_the_ledger_is_settled_after_a_pause_or_at_the_latest_after_its_first_se
     assert not outbox.due(102.9) and outbox.due(103.0)
     outbox.unsettled()  # a settling pass was refused: not again on the timer
     assert not outbox.due(1e9)
+
+
+def test_what_a_report_sends_new_edited_again_and_what_it_leaves_to_unison(
+        tmp_path: Path) -> None:
+    docs = tmp_path / "Documents"
+    docs.mkdir()
+    for name in ("edited", "mode", "big", "near", "ignored.tmp", "sent", "sent-same"):
+        (docs / name).write_bytes(b"synced")
+    outbox = sending.Outbox(
+        cast(Any, SimpleNamespace(locations=SimpleNamespace(home=tmp_path))),
+        profile.Plan(str(tmp_path), "/srv", ("Documents",), (), ("*.tmp",), "newer"),
+        ["Documents"])
+    outbox.known = push.Known(
+        (f"Documents/{p.name}", sending.local_synced(p)) for p in docs.iterdir())
+    for name in ("sent", "sent-same"):
+        state = sending.local_state(tmp_path, f"Documents/{name}")
+        assert state is not None
+        outbox.ledger[f"Documents/{name}"] = push.Placed(state, f"1 6 made {name}")
+    for name in ("new", "edited", "near", "ignored.tmp", "sent"):
+        (docs / name).write_bytes(b"changed here")
+    os.chmod(docs / "mode", 0o600)
+    (docs / "big").write_bytes(b"b" * (push.FILE_LIMIT + 1))
+    report = [f"Documents/{name}" for name in (
+        "new", "edited", "mode", "big", "near", "ignored.tmp", "sent", "sent-same")]
+
+    new, edited, again = outbox._candidates([*report, "Documents"], ["Documents/near"])
+
+    assert new == ["Documents/new"]
+    assert edited == {"Documents/edited": outbox.known.synced("Documents/edited")}
+    assert again == {"Documents/sent": "1 6 made sent"}

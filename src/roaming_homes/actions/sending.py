@@ -49,7 +49,8 @@ def _synced(st: os.stat_result) -> push.Synced | None:
     return (st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
 
 
-def _synced_now(path: Path) -> push.Synced | None:
+def local_synced(path: Path) -> push.Synced | None:
+    """The file at `path` as `push.Known` keeps it; None when it is not a regular file."""
     try:
         return _synced(os.lstat(path))
     except OSError:
@@ -59,7 +60,7 @@ def _synced_now(path: Path) -> push.Synced | None:
 def _edited(path: Path, was: push.Synced) -> bool:
     """Whether the file at `path` is small enough to send and its contents changed since
     `was` (its size or time: a change of its mode alone is unison's)."""
-    now = _synced_now(path)
+    now = local_synced(path)
     return now is not None and now[0] <= push.FILE_LIMIT and now != was
 
 
@@ -106,7 +107,7 @@ class Outbox:
         file as it is here now is the version synced."""
         if self.known is not None:
             root = self.job.locations.home
-            self.known.add((name, _synced_now(root / name)) for name in names)
+            self.known.add((name, local_synced(root / name)) for name in names)
 
     def due(self, now: float) -> bool:
         at = self.settle_at()
