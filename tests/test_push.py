@@ -301,23 +301,142 @@ def test_an_edit_replaces_nothing_the_server_changed_since_nor_through_a_link(
     assert backup_of(there, "Documents/changed.txt") == {}
 
 
+@pytest.mark.parametrize("linked", [".roaming-homes/backup/Documents", ".roaming-homes/backup"])
 def test_an_edit_keeps_no_backup_through_a_link_in_the_backups(
-        sides: tuple[Path, Path]) -> None:
+        sides: tuple[Path, Path], linked: str) -> None:
     """The backups' folders are unison's, below the server home: a link there (a link that
     unison kept as a version) is never followed; the edit goes to unison instead."""
     here, there = sides
     (there / "outside").mkdir()
-    (there / ".roaming-homes" / "backup").mkdir(parents=True)
-    (there / ".roaming-homes" / "backup" / "Documents").symlink_to("../../outside")
+    (there / linked).parent.mkdir(parents=True)
+    (there / linked).symlink_to(os.path.relpath(there / "outside", (there / linked).parent))
     write(there, "Documents/a.txt", b"as synced")
     write(here, "Documents/a.txt", b"edited")
 
     _, answer = send_edits(here, there, {"Documents/a.txt": server_line(there, "Documents/a.txt")})
 
     assert isinstance(answer, push.SendAnswer)
-    assert answer.unmade == {"Documents/a.txt": push.Sent.FAILED}
+    assert answer.unmade == {"Documents/a.txt": push.Sent.UNKEPT}
     assert (there / "Documents" / "a.txt").read_bytes() == b"as synced"
     assert not list((there / "outside").iterdir())
+    assert sorted(p.name for p in (there / "Documents").iterdir()) == ["a.txt"]
+
+
+def unison_backups(root: Path, versions: list[bytes], seeded: dict[str, bytes]) -> dict[str, bytes]:
+    """What unison 2.52 keeps of `f` in its backups (central, maxbackups 3) when the versions
+    reach it one by one, its backups of `f` holding `seeded` first."""
+    source, target, kept, home = (root / name for name in ("a", "b", "bk", "home"))
+    for folder in (source, target, kept, home):
+        folder.mkdir(parents=True)
+    env = {**os.environ, "HOME": str(home), "UNISON": str(home), "UNISONBACKUPDIR": str(kept)}
+
+    def run() -> None:
+        subprocess.run(["unison", str(source), str(target), "-batch", "-times", "-auto",
+                        "-silent", "-backup", "Name *", "-backuplocation", "central",
+                        "-maxbackups", "3"], env=env, check=True, capture_output=True,
+                       timeout=30)
+    for number, data in enumerate(versions):
+        (source / "f").write_bytes(data)
+        os.utime(source / "f", (1_700_000_000 + 10 * number,) * 2)
+        run()
+        if number == 0:
+            for name, seed in seeded.items():
+                (kept / name).write_bytes(seed)
+    return {p.name: p.read_bytes() for p in kept.iterdir()}
+
+
+def our_backups(root: Path, versions: list[bytes], seeded: dict[str, bytes]) -> dict[str, bytes]:
+    """The same, each version after the first sent as an edit (`send_script`)."""
+    here, there = root / "here", root / "there"
+    for side in (here, there):
+        (side / "Documents").mkdir(parents=True)
+    (there / MARKER).write_text(marker_text("r1"))
+    kept = there / ".roaming-homes" / "backup" / "Documents"
+    for number, data in enumerate(versions):
+        side = there if number == 0 else here
+        (side / "Documents" / "f").write_bytes(data)
+        os.utime(side / "Documents" / "f", (1_700_000_000 + 10 * number,) * 2)
+        if number == 0:
+            kept.mkdir(parents=True)
+            for name, seed in seeded.items():
+                (kept / name).write_bytes(seed)
+            continue
+        _, answer = send_edits(here, there, {"Documents/f": server_line(there, "Documents/f")})
+        assert isinstance(answer, push.SendAnswer) and list(answer.placed) == ["Documents/f"]
+    return {p.name: p.read_bytes() for p in kept.iterdir()}
+
+
+@pytest.mark.parametrize(("versions", "seeded"), [
+    ([b"v0", b"v1 ", b"v2  ", b"v3   ", b"v4    ", b"v5     "], {}),
+    # a save that changed only the time keeps nothing; the newest kept version is not kept twice
+    ([b"v0", b"v1 ", b"v1 ", b"v2  ", b"v3   ", b"v3   ", b"v4    "], {}),
+    ([b"v0", b"v1 ", b"v2  ", b"v2  "], {}),
+    # a gap in the numbers: only the run from the newest on is renumbered
+    ([b"v0", b"v1 "], {"f": b"newest old", ".bak.3.f": b"oldest"}),
+    ([b"v0", b"v1 ", b"v2  "], {"f": b"v0"}),
+])
+def test_an_edit_keeps_the_version_it_replaces_as_unison_keeps_it(
+        tmp_path: Path, versions: list[bytes], seeded: dict[str, bytes]) -> None:
+    assert our_backups(tmp_path / "ours", versions, seeded) == unison_backups(
+        tmp_path / "unison", versions, seeded)
+
+
+def test_an_edit_keeps_no_backup_over_a_folder_kept_as_the_oldest_version(
+        sides: tuple[Path, Path]) -> None:
+    here, there = sides
+    kept = there / ".roaming-homes" / "backup" / "Documents"
+    for name in ("a.txt", ".bak.1.a.txt", ".bak.2.a.txt"):
+        (kept / name).parent.mkdir(parents=True, exist_ok=True)
+        (kept / name).write_bytes(name.encode())
+    (kept / ".bak.3.a.txt").mkdir()
+    (kept / ".bak.3.a.txt" / "inside").write_bytes(b"a folder deleted once")
+    write(there, "Documents/a.txt", b"as synced")
+    write(here, "Documents/a.txt", b"edited")
+
+    _, answer = send_edits(here, there, {"Documents/a.txt": server_line(there, "Documents/a.txt")})
+
+    assert isinstance(answer, push.SendAnswer)
+    assert answer.unmade == {"Documents/a.txt": push.Sent.UNKEPT}
+    assert (there / "Documents" / "a.txt").read_bytes() == b"as synced"
+    assert sorted(p.name for p in kept.iterdir()) == [
+        ".bak.1.a.txt", ".bak.2.a.txt", ".bak.3.a.txt", "a.txt"]
+    assert [p.name for p in (kept / ".bak.3.a.txt").iterdir()] == ["inside"]
+
+
+def test_a_folder_named_like_an_option_takes_new_files_and_edits(
+        sides: tuple[Path, Path]) -> None:
+    here, there = sides
+    for side in (here, there):
+        (side / "-x").mkdir()
+    write(there, "-x/old.txt", b"as synced")
+    write(here, "-x/old.txt", b"edited")
+    write(here, "-x/new.txt", b"new")
+    files = [push.read_new(here, "-x/new.txt"),
+             push.read_new(here, "-x/old.txt", server_line(there, "-x/old.txt"))]
+    text = sh(push.send_script(str(there), "r1", "n1", ".roaming-homes/backup", 3),
+              push.send_input([f for f in files if f]), there.parent)
+    answer = push.parse_sent(text, "n1", [f for f in files if f])
+
+    assert isinstance(answer, push.SendAnswer) and not answer.unmade
+    assert (there / "-x" / "new.txt").read_bytes() == b"new"
+    assert (there / "-x" / "old.txt").read_bytes() == b"edited"
+    assert sorted(p.name for p in (there / "-x").iterdir()) == ["new.txt", "old.txt"]
+
+
+def test_an_edit_replaces_nothing_whose_mode_changed_there(sides: tuple[Path, Path]) -> None:
+    """unison changes a mode in place (inode, size and time stay): another computer's chmod
+    still shows."""
+    here, there = sides
+    write(there, "Documents/a.sh", b"as synced", 0o644)
+    write(here, "Documents/a.sh", b"edited", 0o644)
+    line = server_line(there, "Documents/a.sh")
+    os.chmod(there / "Documents" / "a.sh", 0o755)
+
+    _, answer = send_edits(here, there, {"Documents/a.sh": line})
+
+    assert isinstance(answer, push.SendAnswer)
+    assert answer.unmade == {"Documents/a.sh": push.Sent.CHANGED}
+    assert (there / "Documents" / "a.sh").read_bytes() == b"as synced"
 
 
 def test_hostile_names_are_edited_byte_exact_and_nothing_runs(
@@ -336,32 +455,23 @@ def test_hostile_names_are_edited_byte_exact_and_nothing_runs(
 
 
 @pytest.mark.parametrize(("line", "synced", "same"), [
-    ("12 3 2026-12-01 06:09:14.624048082 +0000", (3, 1796105354_624048999), True),
-    ("12 3 2026-12-01 01:09:14.624048 -0500", (3, 1796105354_624048000), True),
-    ("12 3 2026-12-01 06:09:14 +0000", (3, 1796105354_000000000), True),
-    ("12 3 2026-12-01 06:09:14.624049082 +0000", (3, 1796105354_624048999), False),
-    ("12 4 2026-12-01 06:09:14.624048082 +0000", (3, 1796105354_624048082), False),
-    ("12 3 2026-12-01 06:09:15.624048082 +0000", (3, 1796105354_624048082), False),
-    ("12 3 1969-12-31 23:59:59.500000000 +0000", (3, -500_000_000), True),
-    ("12 3 2026-13-01 06:09:14 +0000", (3, 0), False),
-    ("12 3 yesterday", (3, 0), False),
+    ("12 3 644 2026-12-01 06:09:14.624048082 +0000", (3, 1796105354_624048999), True),
+    ("12 3 644 2026-12-01 01:09:14.624048 -0500", (3, 1796105354_624048000), True),
+    ("12 3 644 2026-12-01 06:09:14 +0000", (3, 1796105354_000000000), True),
+    # unison's copy of a time that is a whole microsecond may land one below
+    ("12 3 644 2026-12-01 06:09:14.624047000 +0000", (3, 1796105354_624048000), True),
+    ("12 3 644 2026-12-01 06:09:14.624050082 +0000", (3, 1796105354_624048999), False),
+    ("12 4 644 2026-12-01 06:09:14.624048082 +0000", (3, 1796105354_624048082), False),
+    ("12 3 644 2026-12-01 06:09:15.624048082 +0000", (3, 1796105354_624048082), False),
+    ("12 3 600 2026-12-01 06:09:14.624048082 +0000", (3, 1796105354_624048082), False),
+    ("12 3 644 1969-12-31 23:59:59.500000000 +0000", (3, -500_000_000), True),
+    ("12 3 644 2026-13-01 06:09:14 +0000", (3, 0), False),
+    ("12 3 644 yesterday", (3, 0), False),
+    ("12 3 2026-12-01 06:09:14.624048082 +0000", (3, 1796105354_624048082), False),
 ])
-def test_the_server_file_is_the_version_synced_to_the_microsecond(
+def test_the_server_file_is_the_version_synced_to_the_microsecond_with_this_mode(
         line: str, synced: push.Synced, same: bool) -> None:
-    assert push.synced_as(line, synced) is same
-
-
-def test_the_ledger_is_settled_after_a_pause_or_at_the_latest_after_its_first_send() -> None:
-    outbox = sending.Outbox(cast(Any, None), cast(Any, None), [])
-    assert outbox.settle_at() is None and not outbox.due(1e9)
-    outbox.ledger["Documents/a"] = push.Placed((1, 1, 1, 1), "1 1 t")
-    outbox.first_sent_at, outbox.sent_at = 100.0, 129.0  # a send every second since 100
-    assert outbox.settle_at() == 100.0 + sending.SETTLE_LATEST
-    outbox.sent_at = 101.0
-    assert outbox.settle_at() == 101.0 + sending.SETTLE_AFTER
-    assert not outbox.due(102.9) and outbox.due(103.0)
-    outbox.unsettled()  # a settling pass was refused: not again on the timer
-    assert not outbox.due(1e9)
+    assert push.synced_as(line, synced, 0o644) is same
 
 
 def test_what_a_report_sends_new_edited_again_and_what_it_leaves_to_unison(

@@ -57,6 +57,14 @@ def local_synced(path: Path) -> push.Synced | None:
         return None
 
 
+def local_mode(path: Path) -> int | None:
+    """The permissions of the file at `path` as a file sent gets them; None when it is gone."""
+    try:
+        return stat.S_IMODE(os.lstat(path).st_mode) & 0o777
+    except OSError:
+        return None
+
+
 def _edited(path: Path, was: push.Synced) -> bool:
     """Whether the file at `path` is small enough to send and its contents changed since
     `was` (its size or time: a change of its mode alone is unison's)."""
@@ -135,9 +143,13 @@ class Outbox:
         files = push.batch(self._outgoing(new, expected))
         if not files:
             return []
-        if edits := [item.path for item in files if item.expect is not None]:
-            # counted before they go: an answer lost on the way may hide what was replaced
-            self._count(edits)
+        edits = [item.path for item in files if item.expect is not None]
+        if edits and not self._counted(edits):
+            # counted before they go (an answer lost on the way may hide what was replaced),
+            # or not sent: unison's pass carries them, judged as any
+            files = [item for item in files if item.expect is None]
+            if not files:
+                return []
         nonce = guards.new_nonce()
         script = push.send_script(job.server.home, replica, nonce, backups.IN_SERVER_HOME,
                                   job.config["sync"]["backups"])
@@ -223,8 +235,10 @@ class Outbox:
         if edited:
             paths = list(edited)
             states = self._server_states(paths) or {}
+            root = self.job.locations.home
             expected.update((path, line) for path in paths if (line := states.get(path))
-                            is not None and push.synced_as(line, edited[path]))
+                            is not None and (mode := local_mode(root / path)) is not None
+                            and push.synced_as(line, edited[path], mode))
         if expected and self._refused(list(expected)):
             log.info("%d edit(s) not sent on their own: with them the loss guard's window would "
                      "pass sync.max_change; the pass that carries them is judged", len(expected))
@@ -240,13 +254,14 @@ class Outbox:
         return guards.loss_refusal(_overwrites(edits), baseline.window(time.time(), limits.window),
                                    baseline.total, limits) is not None
 
-    def _count(self, edits: Sequence[str]) -> None:
-        """`edits` overwrote the server's versions: in the loss guard's window from now."""
+    def _counted(self, edits: Sequence[str]) -> bool:
+        """`edits` overwrite the server's versions: in the loss guard's window from now.
+        Whether that was recorded (not on a full disk)."""
         job = self.job
         store = engine.baseline_store(job, self.plan, tuple(self.paths))
         baseline = store.current()
         baseline.add_losses(_overwrites(edits), time.time(), engine.guard_limits(job.config).window)
-        store.save(baseline)
+        return store.save(baseline)
 
     def _outgoing(self, new: Sequence[str],
                   expected: dict[str, str]) -> Iterator[push.Outgoing]:

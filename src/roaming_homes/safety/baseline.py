@@ -12,7 +12,6 @@ narrowed configuration is never mistaken for deletions.
 from __future__ import annotations
 
 import bisect
-import contextlib
 import functools
 import json
 from dataclasses import dataclass, field
@@ -140,10 +139,13 @@ class BaselineStore:
                             tally)
         return Baseline(self.rules, total, tally, list(recent or []))
 
-    def save(self, baseline: Baseline) -> None:
+    def save(self, baseline: Baseline) -> bool:
         """Written atomically and durably; a baseline that cannot be saved (a full disk) is
-        made again next time (see `load`)."""
-        with contextlib.suppress(OSError, DiskFull):
+        made again next time (see `load`). Returns whether it was saved."""
+        try:
             write_atomic(self.path, json.dumps({
                 "rules": baseline.rules, "total": baseline.total, "dirs": baseline.dirs,
                 "recent": baseline.recent}))
+        except (OSError, DiskFull):
+            return False
+        return True

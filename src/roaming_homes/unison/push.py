@@ -149,12 +149,13 @@ def send_input(files: Sequence[Outgoing]) -> bytes:
         + item.data for item in files)
 
 
-# A file's state on the server, as `Placed.there` keeps it: inode, size and modification time
-# to the nanosecond (GNU and busybox `stat` alike). Not the change time, which making the link
-# and removing the temporary name move: the state of a file made there is taken from its
-# temporary name before it is linked into place, so that a write by anyone else in between
-# still shows as a change.
-_STAT = "stat -c '%i %s %y' -- \"$1\" 2>/dev/null"
+# A file's state on the server, as `Placed.there` keeps it: inode, size, permissions and
+# modification time to the nanosecond (GNU and busybox `stat` alike). Not the change time,
+# which making the link and removing the temporary name move: the state of a file made there is
+# taken from its temporary name before it is linked into place, so that a write by anyone else
+# in between still shows as a change. The permissions: unison changes them in place (a change
+# of mode alone keeps the inode, size and time).
+_STAT = "stat -c '%i %s %a %y' -- \"$1\" 2>/dev/null"
 _DECODE = 'n=$(printf "$name"; printf /); n=${n%/}; '  # the `/` keeps trailing line breaks
 
 
@@ -171,14 +172,23 @@ def send_script(root: str, replica_id: str, nonce: str, backups: str = "",
     under `backups`, relative to `root`, keep `keep` numbered versions beside the newest), in
     the replica `replica_id` (its marker) only. Prints a header line with `nonce` (`ready`,
     or why nothing was made: `missing`, `marker`), then one line for each file: its number and
-    `made <stat line>`, or `exists`, `changed` (not the version named), `noparent`, `link` (a
-    link on the way), `failed`, or `short` (its contents did not all arrive; nothing after it
-    is read).
+    `made <stat line>`, or `exists`, `changed` (not the version named), `unkept` (the version
+    it would replace could not be kept), `noparent`, `link` (a link on the way), `failed`, or
+    `short` (its contents did not all arrive; nothing after it is read).
 
     Each file is written beside its name first, under a name of unison's temporary files
     (which unison, our monitors and `leftovers` know: never synced, never reported), so that
     it gets what its folder gives a new file (default ACLs, a security label) and its link
-    stays on one file system."""
+    stays on one file system.
+
+    The version an edit replaces is kept as unison keeps one (`keep`, after unison's
+    `Stasher`): none when the new contents are the same (a save that changed only the time), or
+    when the newest kept version holds them already; else the run of versions from the newest
+    on is renumbered up to the first free number (the oldest, at `keep`, dropped), and the
+    newest kept under the file's own name, a hard link (a copy across file systems). Then the
+    server's file is checked once more and replaced at once (rename(2)): a version another
+    computer puts there before that check is not replaced (and is in the backups); one put
+    there between the check and the rename, a window of one process start, would be."""
     q = shlex.quote
     return (
         f"{_start(root, nonce)}"
@@ -187,34 +197,37 @@ def send_script(root: str, replica_id: str, nonce: str, backups: str = "",
         f"{q(_HEADER + nonce + ' marker')}; exit 0; }}; "
         f"umask 077; printf '%s\\n' {q(_HEADER + nonce + ' ready')}; "
         f"B={q(backups)}; K={int(keep)}; state() {{ {_STAT}; }}; "
-        "linked() { "  # a link among the folders of `$2` below `$1`
-        'p=$1; r=$2/; while [ -n "$r" ]; do c=${r%%/*}; r=${r#*/}; p=$p/$c; '
+        "there() { [ -e \"$1\" ] || [ -L \"$1\" ]; }; "
+        "linked() { "  # a link among the folders of `$1`
+        'p=.; r=$1/; while [ -n "$r" ]; do c=${r%%/*}; r=${r#*/}; p=$p/$c; '
         '[ -L "$p" ] && return 0; done; return 1; }; '
         "where() { "  # why `$n` cannot be made (or replaced: `$e`), or nothing
-        'linked . "$d" && { echo link; return; }; '
+        'linked "$d" && { echo link; return; }; '
         '[ -d "$d" ] || { echo noparent; return; }; '
-        'if [ -z "$e" ]; then { [ -e "$n" ] || [ -L "$n" ]; } && echo exists; '
+        'if [ -z "$e" ]; then there "$n" && echo exists; '
         'elif [ -L "$n" ] || [ ! -f "$n" ] || [ "$(state "$n")" != "$e" ]; then echo changed; '
         'fi; }; '
-        "keep() { "  # `$n` into the backups as unison keeps a version it replaces
+        "keep() { "  # the version at `$n` into the backups, as unison keeps one
         'case "$n" in */*) b=$B/${n%/*}; k=${n##*/};; *) b=$B; k=$n;; esac; '
-        '[ -n "$B" ] && ! linked "$B" "${b#"$B"}" && mkdir -p "$b" || return 1; '
-        'j=$K; rm -f "$b/.bak.$j.$k"; while [ "$j" -gt 1 ]; do h=$((j-1)); '
-        'if [ -e "$b/.bak.$h.$k" ] || [ -L "$b/.bak.$h.$k" ]; then '
-        'mv -f "$b/.bak.$h.$k" "$b/.bak.$j.$k" || return 1; fi; j=$h; done; '
-        'if [ -e "$b/$k" ] || [ -L "$b/$k" ]; then mv -f "$b/$k" "$b/.bak.1.$k" || return 1; fi; '
-        'ln -- "$n" "$b/$k" 2>/dev/null || cp -p -- "$n" "$b/$k"; }; '
+        '[ -n "$B" ] && ! linked "$b" && mkdir -p "$b" || return 1; '
+        'c=$b/$k; if there "$c"; then cmp -s -- "$n" "$c" && return 0; '
+        'j=1; while [ "$j" -lt "$K" ] && there "$b/.bak.$j.$k"; do j=$((j+1)); done; '
+        'rm -f "$b/.bak.$j.$k"; there "$b/.bak.$j.$k" && return 1; '
+        'while [ "$j" -gt 1 ]; do h=$((j-1)); mv -f "$b/.bak.$h.$k" "$b/.bak.$j.$k" '
+        '|| return 1; j=$h; done; mv -f "$c" "$b/.bak.1.$k" || return 1; fi; '
+        'ln -- "$n" "$c" 2>/dev/null || cp -p -- "$n" "$c"; }; '
         "place() { "
         'chmod "$mode" "$f" && touch -d "$when" "$f" && s=$(state "$f") '
         '|| { echo failed; return; }; '
         'if [ -z "$e" ]; then if ln -- "$f" "$n" 2>/dev/null; then echo "made $s"; '
-        'elif [ -e "$n" ] || [ -L "$n" ]; then echo exists; else echo failed; fi; '
-        'elif [ -n "$(where)" ]; then echo changed; '
-        'elif keep && mv -f -- "$f" "$n"; then echo "made $s"; else echo failed; fi; }; '
+        'elif there "$n"; then echo exists; else echo failed; fi; return; fi; '
+        'cmp -s -- "$f" "$n" || keep || { echo unkept; return; }; '
+        'if [ -n "$(where)" ]; then echo changed; '
+        'elif mv -f -- "$f" "$n"; then echo "made $s"; else echo failed; fi; }; '
         "i=0; while IFS=' ' read -r size mode when name expect; do i=$((i+1)); "
         f'{_DECODE}e=; [ "$expect" = - ] || e=$(printf "$expect"); '
         'case "$n" in */*) d=${n%/*};; *) d=.;; esac; w=$(where); '
-        'f=/dev/null; [ -n "$w" ] || f="$d/.unison.roaming-homes-$$-$i.unison.tmp"; '
+        'f=/dev/null; [ -n "$w" ] || f="./$d/.unison.roaming-homes-$$-$i.unison.tmp"; '
         'head -c "$size" > "$f" 2>/dev/null; '
         'if [ -n "$w" ]; then echo "$i $w"; continue; fi; '
         '[ "$(($(wc -c < "$f")))" = "$size" ] || { rm -f "$f"; echo "$i short"; break; }; '
@@ -241,6 +254,7 @@ class Sent(enum.Enum):
     MADE = "made"
     EXISTS = "exists"  # the server has something at its name: unison's pass decides
     CHANGED = "changed"  # an edit, and the server's file is not the version named: unison's
+    UNKEPT = "unkept"  # an edit whose server version could not go to the backups: unison's
     NOPARENT = "noparent"  # its directory is not there yet: unison's pass makes it
     LINK = "link"  # a link on the server on its way: unison's pass decides
     FAILED = "failed"  # the server could not make it (no `touch -d`, `stat -c`, a full disk)
@@ -334,25 +348,28 @@ def settle(placed: Placed, here: Here | None, there: str | None) -> Winner:
     return Winner.SERVER if here == placed.here else Winner.UNISON
 
 
-def synced_as(line: str, synced: Synced) -> bool:
-    """Whether the server's file (its `stat` line, `_STAT`) has the size and modification
-    time this computer's file had when it was last synced: the version synced, as far as
-    unison's own quick check can tell (which allows a second either way; a copy unison makes
-    gets the time to the microsecond, one of ours to the nanosecond)."""
+def synced_as(line: str, synced: Synced, mode: int) -> bool:
+    """Whether the server's file (its `stat` line, `_STAT`) is the version synced: the size and
+    modification time this computer's file had when it was last synced, and the permissions
+    it has now (`mode`). As far as unison's own quick check can tell, which allows a second
+    either way: a copy unison makes gets the time to the microsecond (at times one below, from
+    its floating-point seconds), one of ours to the nanosecond."""
     match = _SERVER_STATE.fullmatch(line)
     if match is None:
         return False
-    size, when, fraction, zone = match.groups()
+    size, permissions, when, fraction, zone = match.groups()
     try:
         seconds = int(datetime.strptime(f"{when} {zone}", "%Y-%m-%d %H:%M:%S %z").timestamp())
     except ValueError:
         return False
     nanoseconds = seconds * 1_000_000_000 + int((fraction or "").ljust(9, "0"))
-    return int(size) == synced[0] and nanoseconds // 1000 == synced[1] // 1000
+    return (int(size) == synced[0] and int(permissions, 8) & 0o777 == mode
+            and abs(nanoseconds // 1000 - synced[1] // 1000) <= 1)
 
 
 _SERVER_STATE = re.compile(
-    r"\d+ (\d+) (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?:\.(\d{1,9}))? ([+-]\d{4})")
+    r"\d+ (\d+) ([0-7]{1,6}) (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?:\.(\d{1,9}))? "
+    r"([+-]\d{4})")
 
 
 class Known:
