@@ -478,7 +478,7 @@ def test_what_a_report_sends_new_edited_again_and_what_it_leaves_to_unison(
         tmp_path: Path) -> None:
     docs = tmp_path / "Documents"
     docs.mkdir()
-    for name in ("edited", "mode", "big", "near", "ignored.tmp", "sent", "sent-same"):
+    for name in ("edited", "mode", "big", "near", "ignored.tmp", "sent", "sent-same", "made"):
         (docs / name).write_bytes(b"synced")
     outbox = sending.Outbox(
         cast(Any, SimpleNamespace(locations=SimpleNamespace(home=tmp_path))),
@@ -490,15 +490,43 @@ def test_what_a_report_sends_new_edited_again_and_what_it_leaves_to_unison(
         state = sending.local_state(tmp_path, f"Documents/{name}")
         assert state is not None
         outbox.ledger[f"Documents/{name}"] = push.Placed(state, f"1 6 made {name}")
-    for name in ("new", "edited", "near", "ignored.tmp", "sent"):
+    outbox.made["Documents/made"] = "1 6 644 made before"  # sent and settled as sent
+    for name in ("new", "edited", "near", "ignored.tmp", "sent", "made"):
         (docs / name).write_bytes(b"changed here")
     os.chmod(docs / "mode", 0o600)
     (docs / "big").write_bytes(b"b" * (push.FILE_LIMIT + 1))
     report = [f"Documents/{name}" for name in (
-        "new", "edited", "mode", "big", "near", "ignored.tmp", "sent", "sent-same")]
+        "new", "edited", "mode", "big", "near", "ignored.tmp", "sent", "sent-same", "made")]
 
     new, edited, again = outbox._candidates([*report, "Documents"], ["Documents/near"])
 
     assert new == ["Documents/new"]
     assert edited == {"Documents/edited": outbox.known.synced("Documents/edited")}
-    assert again == {"Documents/sent": "1 6 made sent"}
+    assert again == {"Documents/sent": "1 6 made sent", "Documents/made": "1 6 644 made before"}
+
+
+def test_a_file_settled_as_sent_is_edited_next_over_the_version_made_there(
+        tmp_path: Path) -> None:
+    (tmp_path / "Documents").mkdir()
+    outbox = sending.Outbox(
+        cast(Any, SimpleNamespace(locations=SimpleNamespace(home=tmp_path))),
+        cast(Any, None), ["Documents"], known=push.Known([]))
+    for name in ("as-sent", "changed-here", "changed-there"):
+        (tmp_path / "Documents" / name).write_text("sent")
+        state = sending.local_state(tmp_path, f"Documents/{name}")
+        assert state is not None
+        outbox.ledger[f"Documents/{name}"] = push.Placed(state, f"made {name}")
+    (tmp_path / "Documents" / "changed-here").write_text("changed again")
+    cast(Any, outbox)._server_states = lambda paths: {
+        path: "another computer's" if path.endswith("there") else f"made {path[10:]}"
+        for path in paths}
+
+    groups = outbox.groups(list(outbox.ledger))
+    for group in groups.values():
+        outbox.settled(group)
+
+    assert groups == {push.Winner.LOCAL: ["Documents/as-sent", "Documents/changed-here"],
+                      push.Winner.SERVER: ["Documents/changed-there"]}
+    assert outbox.made == {"Documents/as-sent": "made as-sent"}
+    outbox.synced(["Documents/as-sent"])  # a unison pass over it: the server's may be others
+    assert outbox.made == {}

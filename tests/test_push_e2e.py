@@ -101,6 +101,22 @@ def test_a_file_sent_then_changed_again_on_one_side_ends_as_changed(
 
 
 @pytest.mark.parametrize("prefer", ["newer", "none"])
+def test_a_file_settled_then_edited_goes_on_its_own_over_the_version_made_there(
+        watched: Setup, tag: str, start_daemon: StartDaemon, prefer: str) -> None:
+    docs, sdocs, _ = sent_first(watched, tag, start_daemon, "memo.txt", "first", prefer=prefer)
+    settled(watched)
+
+    (docs / "memo.txt").write_text("second, once settled")
+
+    wait_for(appears(sdocs / "memo.txt", "second, once settled"), 20, "the edit there")
+    wait_for(lambda: sent(watched) == ["Documents/memo.txt"] * 2, 10, "both sent on their own")
+    assert backed_up(watched) == [b"first"]
+    settled(watched)
+    assert documents(watched.home) == documents(watched.server_home) == {
+        "memo.txt": b"second, once settled".hex()}
+
+
+@pytest.mark.parametrize("prefer", ["newer", "none"])
 def test_a_file_saved_again_and_again_is_on_the_server_each_time_and_ends_in_sync(
         watched: Setup, tag: str, start_daemon: StartDaemon, prefer: str) -> None:
     """An autosave: each save goes on its own over the version sent before (or, once settled,

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 SETTLE_AFTER = 2.0  # seconds without a change before the files sent on their own are settled
 SETTLE_LATEST = 30.0  # seconds the oldest of them waits at most (changes that never pause)
 LEDGER_LIMIT = 256  # files sent and not settled: then they are settled before more are sent
+MADE_LIMIT = 1024  # files sent and settled whose server state the session keeps (`Outbox.made`)
 
 
 def _synced(st: os.stat_result) -> push.Synced | None:
@@ -101,12 +102,18 @@ class Outbox:
     first_sent_at: float = 0.0  # ... of the first send the ledger holds
     able: bool = True  # False once the server could not make files this way (said once)
     key: str = ""  # the pair of roots (`engine.pair_key`), whose server replica id is checked
+    # Files sent and settled with neither side changed since: the server's file as it was made
+    # there (its `stat` line), which an edit can name without asking the server first. Until a
+    # pass over the file, a full pass, or an answer that it changed; MADE_LIMIT at most.
+    made: dict[str, str] = field(default_factory=dict)
+    _clean: dict[str, bool] = field(default_factory=dict)  # `groups` to `settled`: as sent
 
     def learn(self) -> None:
         """Take the names the home holds now, and how its files are (after a full pass)."""
         job, plan = self.job, self.plan
         self.known = push.Known((rel, _synced(st)) for rel, st in walk(
             plan.local_root, self.paths, plan.ignore_paths, plan.ignore_names))
+        self.made.clear()
         computer = this_computer(job.locations, job.config["client"]["name"])
         self.key = engine.pair_key(computer, plan.local_root, job.server)
 
@@ -116,6 +123,8 @@ class Outbox:
         if self.known is not None:
             root = self.job.locations.home
             self.known.add((name, local_synced(root / name)) for name in names)
+        for name in names:
+            self.made.pop(name, None)
 
     def due(self, now: float) -> bool:
         at = self.settle_at()
@@ -165,16 +174,23 @@ class Outbox:
             if answer is push.Refused.ANSWER:
                 self._unable("its answer was not as expected")
             return []
+        self._take(answer)
+        return list(answer.placed)
+
+    def _take(self, answer: push.SendAnswer) -> None:
+        """What the server made goes into the ledger; what it did not make, it says why."""
+        for path, why in answer.unmade.items():
+            if why is push.Sent.CHANGED:
+                self.made.pop(path, None)
         if {push.Sent.FAILED, push.Sent.SHORT} & set(answer.unmade.values()):
             self._unable("it could not make them (no `head -c`, `touch -d`, `stat -c`, `ln` or "
-                         "`mv`, a full disk, or a backup it could not keep)")
+                         "`mv`, or a full disk)")
         if answer.placed:
             self.sent_at = time.monotonic()
             if not self.ledger or self.first_sent_at == math.inf:
                 self.first_sent_at = self.sent_at
         self.ledger.update(answer.placed)
         self._note(answer.placed)
-        return list(answer.placed)
 
     def groups(self, paths: Sequence[str]) -> dict[push.Winner, list[str]]:
         """The ledger's `paths` by whose version wins each (`push.settle`); all left to unison
@@ -184,9 +200,10 @@ class Outbox:
             return {push.Winner.UNISON: list(paths)}
         found: dict[push.Winner, list[str]] = {}
         for path in paths:
-            winner = push.settle(self.ledger[path], local_state(self.job.locations.home, path),
-                                 states[path])
+            placed, here = self.ledger[path], local_state(self.job.locations.home, path)
+            winner = push.settle(placed, here, states[path])
             found.setdefault(winner, []).append(path)
+            self._clean[path] = winner is push.Winner.LOCAL and here == placed.here
         return found
 
     def unsettled(self) -> None:
@@ -196,9 +213,13 @@ class Outbox:
         self.sent_at = self.first_sent_at = math.inf
 
     def settled(self, paths: Sequence[str]) -> None:
-        for path in paths:
-            self.ledger.pop(path, None)
+        placed = {path: self.ledger.pop(path) for path in paths if path in self.ledger}
         self.synced(paths)
+        for path, entry in placed.items():
+            if self._clean.pop(path, False):  # the pass found both sides as sent: unchanged
+                self.made[path] = entry.there
+        while len(self.made) > MADE_LIMIT:
+            del self.made[next(iter(self.made))]
 
     def _candidates(self, here: Sequence[str], there: Sequence[str]) -> tuple[
             list[str], dict[str, push.Synced], dict[str, str]]:
@@ -223,7 +244,10 @@ class Outbox:
             elif path not in self.known:
                 new.append(path)
             elif (was := self.known.synced(path)) is not None and _edited(root / path, was):
-                edited[path] = was
+                if path in self.made:
+                    again[path] = self.made[path]
+                else:
+                    edited[path] = was
         return new, edited, again
 
     def _expected(self, edited: dict[str, push.Synced], again: dict[str, str]) -> dict[str, str]:
