@@ -32,6 +32,7 @@ from roaming_homes.actions import sync as engine
 from roaming_homes.errors import DiskFull
 from roaming_homes.relative import is_below
 from roaming_homes.safety import backups, guards
+from roaming_homes.safety.baseline import Baseline, BaselineStore
 from roaming_homes.session.computer import this_computer
 from roaming_homes.text import escape
 from roaming_homes.unison import frontends, profile, push
@@ -148,12 +149,14 @@ class Outbox:
         if not isinstance(replica, str) or not replica:
             return []
         new, edited, again = self._candidates(here, there)
-        expected = self._expected(edited, again) if edited or again else {}
+        # the loss guard's baseline, read once for the check of the edits and their count
+        store = engine.baseline_store(job, self.plan, tuple(self.paths))
+        expected = self._expected(edited, again, store) if edited or again else {}
         files = push.batch(self._outgoing(new, expected))
         if not files:
             return []
         edits = [item.path for item in files if item.expect is not None]
-        if edits and not self._counted(edits):
+        if edits and not self._counted(edits, store):
             # counted before they go (an answer lost on the way may hide what was replaced),
             # or not sent: unison's pass carries them, judged as any
             files = [item for item in files if item.expect is None]
@@ -250,7 +253,8 @@ class Outbox:
                     edited[path] = was
         return new, edited, again
 
-    def _expected(self, edited: dict[str, push.Synced], again: dict[str, str]) -> dict[str, str]:
+    def _expected(self, edited: dict[str, push.Synced], again: dict[str, str],
+                  store: BaselineStore) -> dict[str, str]:
         """The edits to send, each with the server's file it replaces (its `stat` line): the
         files sent before as they were made there (`again`), and those of `edited` whose file
         there is the version synced, asked in one exchange; none when the loss guard would
@@ -263,28 +267,25 @@ class Outbox:
             expected.update((path, line) for path in paths if (line := states.get(path))
                             is not None and (mode := local_mode(root / path)) is not None
                             and push.synced_as(line, edited[path], mode))
-        if expected and self._refused(list(expected)):
+        if expected and self._refused(list(expected), store.current()):
             log.info("%d edit(s) not sent on their own: with them the loss guard's window would "
                      "pass sync.max_change; the pass that carries them is judged", len(expected))
             return {}
         return expected
 
-    def _refused(self, edits: Sequence[str]) -> bool:
+    def _refused(self, edits: Sequence[str], baseline: Baseline) -> bool:
         """Whether the loss guard refuses to overwrite `edits` on the server, with what the
         passes and edits of its window overwrote and deleted already."""
-        job = self.job
-        baseline = engine.baseline_store(job, self.plan, tuple(self.paths)).current()
-        limits = engine.guard_limits(job.config)
+        limits = engine.guard_limits(self.job.config)
         return guards.loss_refusal(_overwrites(edits), baseline.window(time.time(), limits.window),
                                    baseline.total, limits) is not None
 
-    def _counted(self, edits: Sequence[str]) -> bool:
+    def _counted(self, edits: Sequence[str], store: BaselineStore) -> bool:
         """`edits` overwrite the server's versions: in the loss guard's window from now.
         Whether that was recorded (not on a full disk)."""
-        job = self.job
-        store = engine.baseline_store(job, self.plan, tuple(self.paths))
         baseline = store.current()
-        baseline.add_losses(_overwrites(edits), time.time(), engine.guard_limits(job.config).window)
+        baseline.add_losses(_overwrites(edits), time.time(),
+                            engine.guard_limits(self.job.config).window)
         return store.save(baseline)
 
     def _outgoing(self, new: Sequence[str],
