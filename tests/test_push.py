@@ -522,8 +522,8 @@ def test_a_file_settled_as_sent_is_edited_next_over_the_version_made_there(
         for path in paths}
 
     groups = outbox.groups(list(outbox.ledger))
-    for group in groups.values():
-        outbox.settled(group)
+    for winner, group in groups.items():
+        outbox.settled(group, winner)
 
     assert groups == {push.Winner.LOCAL: ["Documents/as-sent", "Documents/changed-here"],
                       push.Winner.SERVER: ["Documents/changed-there"]}

@@ -107,7 +107,6 @@ class Outbox:
     # there (its `stat` line), which an edit can name without asking the server first. Until a
     # pass over the file, a full pass, or an answer that it changed; MADE_LIMIT at most.
     made: dict[str, str] = field(default_factory=dict)
-    _clean: dict[str, bool] = field(default_factory=dict)  # `groups` to `settled`: as sent
 
     def learn(self) -> None:
         """Take the names the home holds now, and how its files are (after a full pass)."""
@@ -203,10 +202,9 @@ class Outbox:
             return {push.Winner.UNISON: list(paths)}
         found: dict[push.Winner, list[str]] = {}
         for path in paths:
-            placed, here = self.ledger[path], local_state(self.job.locations.home, path)
-            winner = push.settle(placed, here, states[path])
+            winner = push.settle(self.ledger[path], local_state(self.job.locations.home, path),
+                                 states[path])
             found.setdefault(winner, []).append(path)
-            self._clean[path] = winner is push.Winner.LOCAL and here == placed.here
         return found
 
     def unsettled(self) -> None:
@@ -215,12 +213,16 @@ class Outbox:
         at once (the same refusal every two seconds)."""
         self.sent_at = self.first_sent_at = math.inf
 
-    def settled(self, paths: Sequence[str]) -> None:
+    def settled(self, paths: Sequence[str], winner: push.Winner) -> None:
+        """A pass with `winner`'s version winning settled `paths`. Those of this side's that
+        are here still as sent were not touched there (unison found both sides the same): the
+        server's file is as the session made it (`made`)."""
+        root = self.job.locations.home
         placed = {path: self.ledger.pop(path) for path in paths if path in self.ledger}
         self.synced(paths)
-        for path, entry in placed.items():
-            if self._clean.pop(path, False):  # the pass found both sides as sent: unchanged
-                self.made[path] = entry.there
+        if winner is push.Winner.LOCAL:
+            self.made.update((path, entry.there) for path, entry in placed.items()
+                             if local_state(root, path) == entry.here)
         while len(self.made) > MADE_LIMIT:
             del self.made[next(iter(self.made))]
 

@@ -519,7 +519,7 @@ class _Session:
             if outcome.result not in COMPLETED:
                 outbox.unsettled()
                 return outcome
-            outbox.settled(group)
+            outbox.settled(group, winner)
         return outcome
 
     def _rewatch(self, starts: list[str]) -> None:
