@@ -62,7 +62,7 @@ def local_synced(path: Path) -> push.Synced | None:
 def local_mode(path: Path) -> int | None:
     """The permissions of the file at `path` as a file sent gets them; None when it is gone."""
     try:
-        return stat.S_IMODE(os.lstat(path).st_mode) & 0o777
+        return push.sent_mode(os.lstat(path))
     except OSError:
         return None
 

@@ -62,6 +62,11 @@ Here = tuple[int, int, int, int]  # a file's inode, size, mtime and ctime (ns) o
 Synced = tuple[int, int]  # a file's size and mtime (ns) on this computer when it was last synced
 
 
+def sent_mode(st: os.stat_result) -> int:
+    """The permissions a file sent gets on the server (unison syncs these, not set-id bits)."""
+    return stat.S_IMODE(st.st_mode) & 0o777
+
+
 def here_state(st: os.stat_result) -> Here:
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
@@ -113,8 +118,7 @@ def read_new(root: Path, path: str, expect: str | None = None) -> Outgoing | Non
     state = here_state(before)
     if len(data) != before.st_size or here_state(after) != state or here_state(named) != state:
         return None
-    return Outgoing(path, data, stat.S_IMODE(before.st_mode) & 0o777, before.st_mtime_ns, state,
-                    expect)
+    return Outgoing(path, data, sent_mode(before), before.st_mtime_ns, state, expect)
 
 
 def batch(files: Iterable[Outgoing]) -> list[Outgoing]:
