@@ -42,11 +42,14 @@ def write(root: Path, path: str, data: bytes, mode: int = 0o640) -> None:
     os.chmod(root / path, mode)
 
 
-def send(here: Path, there: Path, paths: list[str], replica: str = "r1",
+def send(here: Path, there: Path, wanted: dict[str, str | None], replica: str = "r1",
          nonce: str = "n1") -> tuple[list[push.Outgoing], push.SendAnswer | push.Refused]:
-    files = [item for path in paths if (item := push.read_new(here, path)) is not None]
-    text = sh(push.send_script(str(there), replica, nonce), push.send_input(files),
-              there.parent)
+    """`wanted`'s files from `here` to `there` by `send_script`: each a new file (None) or an
+    edit of the server's version named (its `stat` line); backups as the session keeps them."""
+    files = [item for path, line in wanted.items()
+             if (item := push.read_new(here, path, line)) is not None]
+    text = sh(push.send_script(str(there), replica, nonce, ".roaming-homes/backup", 3),
+              push.send_input(files), there.parent)
     return files, push.parse_sent(text, nonce, files)
 
 
@@ -63,7 +66,7 @@ def test_hostile_names_are_made_byte_exact_with_mode_and_time_and_nothing_runs(
     here, there = sides
     for number, path in enumerate(HOSTILE):
         write(here, path, f"contents {number}\n".encode() * number, 0o600 + number % 2 * 0o44)
-    files, answer = send(here, there, HOSTILE)
+    files, answer = send(here, there, dict.fromkeys(HOSTILE))
 
     assert isinstance(answer, push.SendAnswer) and not answer.unmade
     assert sorted(answer.placed) == sorted(HOSTILE)
@@ -95,7 +98,7 @@ def test_nothing_is_made_over_a_name_the_server_has_nor_through_a_link(
     for name in names:
         write(here, name, b"ours")
 
-    _, answer = send(here, there, names)
+    _, answer = send(here, there, dict.fromkeys(names))
 
     assert isinstance(answer, push.SendAnswer)
     assert list(answer.placed) == ["Documents/fine"]
@@ -119,7 +122,7 @@ def test_a_home_that_is_not_the_replica_gets_nothing(sides: tuple[Path, Path],
     if case == "missing":
         there.rename(there.parent / "gone")
         there = there.parent / "there"
-    _, answer = send(here, there, ["Documents/a"], replica=replica)
+    _, answer = send(here, there, {"Documents/a": None}, replica=replica)
     assert answer is (push.Refused.MISSING if case == "missing" else push.Refused.MARKER)
     assert not (there / "Documents" / "a").exists()
 
@@ -221,15 +224,6 @@ def server_line(there: Path, path: str) -> str:
     return states[path]
 
 
-def send_edits(here: Path, there: Path, expected: dict[str, str],
-               keep: int = 3) -> tuple[list[push.Outgoing], push.SendAnswer | push.Refused]:
-    files = [item for path, line in expected.items()
-             if (item := push.read_new(here, path, line)) is not None]
-    text = sh(push.send_script(str(there), "r1", "n1", ".roaming-homes/backup", keep),
-              push.send_input(files), there.parent)
-    return files, push.parse_sent(text, "n1", files)
-
-
 def backup_of(there: Path, path: str) -> dict[str, bytes]:
     folder, _, name = path.rpartition("/")
     root = there / ".roaming-homes" / "backup" / folder
@@ -246,7 +240,7 @@ def test_an_edit_replaces_the_version_named_and_keeps_it_as_unison_keeps_backups
         before = there / path
         old = os.stat(before)
         write(here, path, f"version {number}".encode() * number, 0o600)
-        files, answer = send_edits(here, there, {path: server_line(there, path)})
+        files, answer = send(here, there, {path: server_line(there, path)})
 
         assert isinstance(answer, push.SendAnswer) and not answer.unmade
         assert (there / path).read_bytes() == files[0].data
@@ -281,13 +275,13 @@ def test_an_edit_replaces_nothing_the_server_changed_since_nor_through_a_link(
         if name != "Documents/linked/x":
             write(there, name, b"as synced")
     write(there, "elsewhere/x", b"outside")
-    expected = {name: server_line(there, name) for name in names}
+    expected: dict[str, str | None] = {name: server_line(there, name) for name in names}
     write(there, "Documents/changed.txt", b"another computer's")
     (there / "Documents" / "gone.txt").unlink()
     (there / "Documents" / "now-a-link").unlink()
     (there / "Documents" / "now-a-link").symlink_to("fine.txt")
 
-    _, answer = send_edits(here, there, expected)
+    _, answer = send(here, there, expected)
 
     assert isinstance(answer, push.SendAnswer)
     assert list(answer.placed) == ["Documents/fine.txt"]
@@ -301,6 +295,18 @@ def test_an_edit_replaces_nothing_the_server_changed_since_nor_through_a_link(
     assert backup_of(there, "Documents/changed.txt") == {}
 
 
+def assert_left_to_unison_unkept(here: Path, there: Path) -> None:
+    """An edit of `Documents/a.txt` whose server version cannot be kept: not sent over it."""
+    write(there, "Documents/a.txt", b"as synced")
+    write(here, "Documents/a.txt", b"edited")
+
+    _, answer = send(here, there, {"Documents/a.txt": server_line(there, "Documents/a.txt")})
+
+    assert isinstance(answer, push.SendAnswer)
+    assert answer.unmade == {"Documents/a.txt": push.Sent.UNKEPT}
+    assert (there / "Documents" / "a.txt").read_bytes() == b"as synced"
+
+
 @pytest.mark.parametrize("linked", [".roaming-homes/backup/Documents", ".roaming-homes/backup"])
 def test_an_edit_keeps_no_backup_through_a_link_in_the_backups(
         sides: tuple[Path, Path], linked: str) -> None:
@@ -310,14 +316,7 @@ def test_an_edit_keeps_no_backup_through_a_link_in_the_backups(
     (there / "outside").mkdir()
     (there / linked).parent.mkdir(parents=True)
     (there / linked).symlink_to(os.path.relpath(there / "outside", (there / linked).parent))
-    write(there, "Documents/a.txt", b"as synced")
-    write(here, "Documents/a.txt", b"edited")
-
-    _, answer = send_edits(here, there, {"Documents/a.txt": server_line(there, "Documents/a.txt")})
-
-    assert isinstance(answer, push.SendAnswer)
-    assert answer.unmade == {"Documents/a.txt": push.Sent.UNKEPT}
-    assert (there / "Documents" / "a.txt").read_bytes() == b"as synced"
+    assert_left_to_unison_unkept(here, there)
     assert not list((there / "outside").iterdir())
     assert sorted(p.name for p in (there / "Documents").iterdir()) == ["a.txt"]
 
@@ -361,7 +360,7 @@ def our_backups(root: Path, versions: list[bytes], seeded: dict[str, bytes]) -> 
             for name, seed in seeded.items():
                 (kept / name).write_bytes(seed)
             continue
-        _, answer = send_edits(here, there, {"Documents/f": server_line(there, "Documents/f")})
+        _, answer = send(here, there, {"Documents/f": server_line(there, "Documents/f")})
         assert isinstance(answer, push.SendAnswer) and list(answer.placed) == ["Documents/f"]
     return {p.name: p.read_bytes() for p in kept.iterdir()}
 
@@ -390,14 +389,7 @@ def test_an_edit_keeps_no_backup_over_a_folder_kept_as_the_oldest_version(
         (kept / name).write_bytes(name.encode())
     (kept / ".bak.3.a.txt").mkdir()
     (kept / ".bak.3.a.txt" / "inside").write_bytes(b"a folder deleted once")
-    write(there, "Documents/a.txt", b"as synced")
-    write(here, "Documents/a.txt", b"edited")
-
-    _, answer = send_edits(here, there, {"Documents/a.txt": server_line(there, "Documents/a.txt")})
-
-    assert isinstance(answer, push.SendAnswer)
-    assert answer.unmade == {"Documents/a.txt": push.Sent.UNKEPT}
-    assert (there / "Documents" / "a.txt").read_bytes() == b"as synced"
+    assert_left_to_unison_unkept(here, there)
     assert sorted(p.name for p in kept.iterdir()) == [
         ".bak.1.a.txt", ".bak.2.a.txt", ".bak.3.a.txt", "a.txt"]
     assert [p.name for p in (kept / ".bak.3.a.txt").iterdir()] == ["inside"]
@@ -411,11 +403,8 @@ def test_a_folder_named_like_an_option_takes_new_files_and_edits(
     write(there, "-x/old.txt", b"as synced")
     write(here, "-x/old.txt", b"edited")
     write(here, "-x/new.txt", b"new")
-    files = [push.read_new(here, "-x/new.txt"),
-             push.read_new(here, "-x/old.txt", server_line(there, "-x/old.txt"))]
-    text = sh(push.send_script(str(there), "r1", "n1", ".roaming-homes/backup", 3),
-              push.send_input([f for f in files if f]), there.parent)
-    answer = push.parse_sent(text, "n1", [f for f in files if f])
+    _, answer = send(here, there, {"-x/new.txt": None,
+                                   "-x/old.txt": server_line(there, "-x/old.txt")})
 
     assert isinstance(answer, push.SendAnswer) and not answer.unmade
     assert (there / "-x" / "new.txt").read_bytes() == b"new"
@@ -432,7 +421,7 @@ def test_an_edit_replaces_nothing_whose_mode_changed_there(sides: tuple[Path, Pa
     line = server_line(there, "Documents/a.sh")
     os.chmod(there / "Documents" / "a.sh", 0o755)
 
-    _, answer = send_edits(here, there, {"Documents/a.sh": line})
+    _, answer = send(here, there, {"Documents/a.sh": line})
 
     assert isinstance(answer, push.SendAnswer)
     assert answer.unmade == {"Documents/a.sh": push.Sent.CHANGED}
@@ -445,7 +434,7 @@ def test_hostile_names_are_edited_byte_exact_and_nothing_runs(
     for path in HOSTILE:
         write(there, path, b"as synced")
         write(here, path, os.fsencode(path) + b" edited")
-    _, answer = send_edits(here, there, {path: server_line(there, path) for path in HOSTILE})
+    _, answer = send(here, there, {path: server_line(there, path) for path in HOSTILE})
 
     assert isinstance(answer, push.SendAnswer) and not answer.unmade
     for path in HOSTILE:
