@@ -62,7 +62,7 @@ def test_a_measurement_is_remembered_beside_the_socket(tmp_path: Path,
                                   b"yes 0.100000", b"yes 0.100000\nno 0.100000\n",
                                   b"\xff\xfe", b"yes 0.100000\n" + b"x" * 100])
 def test_anything_else_in_that_file_is_not_a_measurement(tmp_path: Path, text: bytes) -> None:
-    """Not measured: the master starts uncompressed and the link is measured again."""
+    """Not measured: the master starts compressed and the link is measured again."""
     socket = tmp_path / "ssh-0123"
     (tmp_path / "compression-ssh-0123").write_bytes(text)
     assert compression.Remembered(socket).load() == NOT_MEASURED
@@ -70,6 +70,14 @@ def test_anything_else_in_that_file_is_not_a_measurement(tmp_path: Path, text: b
 
 def test_nothing_remembered_is_not_measured(tmp_path: Path) -> None:
     assert compression.Remembered(tmp_path / "ssh-0123").load() == NOT_MEASURED
+
+
+@pytest.mark.parametrize(("last", "compressed"), [(NOT_MEASURED, True),
+                                                  (Measured(False, 0.012), False),
+                                                  (Measured(True, 0.0853), True)])
+def test_a_master_starts_as_last_measured_and_compressed_with_nothing_measured(
+        last: Measured, compressed: bool) -> None:
+    assert compression.starts_compressed(last) is compressed
 
 
 @pytest.mark.parametrize(("compress", "value"), [(True, "yes"), (False, "no")])
@@ -84,7 +92,8 @@ def test_the_option_given_to_the_master(compress: bool, value: str) -> None:
      "on (ssh's own settings: -C or Compression yes)"),
     ((Setting.AUTO, False, False, NOT_MEASURED), SKIP,
      "no shared connection (server.connection_reuse = 0): ssh's own settings decide"),
-    ((Setting.AUTO, False, True, NOT_MEASURED), OK, "off (auto: the link was not measured)"),
+    ((Setting.AUTO, False, True, NOT_MEASURED), OK,
+     "on (auto: the link was not measured; a connection starts compressed until it is)"),
     ((Setting.AUTO, False, True, Measured(True, 0.0853)), OK,
      "on (auto: an exchange took 85 ms; a slow link from 50 ms)"),
     ((Setting.AUTO, False, True, Measured(False, 0.012)), OK,
@@ -114,5 +123,5 @@ def test_a_link_that_cannot_be_measured_keeps_its_master_as_started(
     monkeypatch.setattr(transport, "run_remote", lost)
     socket = tmp_path / "ssh-0123"
     transport._start_master(_server(), socket, lambda _server, argv: started.append(argv))
-    assert len(started) == 1 and "Compression=no" in started[0]
+    assert len(started) == 1 and "Compression=yes" in started[0]  # nothing remembered
     assert compression.Remembered(socket).load() == NOT_MEASURED

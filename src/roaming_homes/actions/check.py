@@ -190,7 +190,8 @@ def compression_result(setting: compression.Setting, anyway: bool, shared: bool,
         return Result(name, SKIP, "no shared connection (server.connection_reuse = 0): ssh's "
                       "own settings decide")
     if measured.seconds is None:
-        return Result(name, OK, "off (auto: the link was not measured)")
+        return Result(name, OK, "on (auto: the link was not measured; a connection starts "
+                      "compressed until it is)")
     return Result(name, OK, f"{'on' if measured.compress else 'off'} (auto: an exchange took "
                   f"{measured.seconds * 1000:.0f} ms; a slow link from "
                   f"{compression.SLOW * 1000:.0f} ms)")

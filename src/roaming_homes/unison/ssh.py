@@ -613,7 +613,7 @@ def _start_master(server: Server, socket: Path,
         opening(server, _master_command(server, socket, None))
         return
     remembered = compression.Remembered(socket)
-    started = remembered.load().compress
+    started = compression.starts_compressed(remembered.load())
     opening(server, _master_command(server, socket, started))
     try:
         measured = compression.measure(lambda: run_remote(server, socket, "true"))
