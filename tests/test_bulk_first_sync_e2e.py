@@ -219,14 +219,20 @@ def test_a_file_changed_after_the_copy_makes_unison_read_every_file(user: Setup,
         assert list(server_copy.parent.glob("note (conflict*"))
 
 
-def rsync_that_edits(tmp_path: Path, path: Path, search: str) -> str:
+MADE = "made after this side was listed"
+
+
+def rsync_that_edits(tmp_path: Path, path: Path, search: str, new: bool = False) -> str:
     """A PATH whose rsync, run here for the copy, first edits `path` (the same size, a new
-    time): a file written after the copy's source was listed, before rsync reads it."""
+    time), or makes it (`new`, `MADE`): a file written after the copy's source was listed
+    (this side's while the pass connected), before rsync reads it."""
+    write = ("open(path, 'x').write(MADE)\n" if new else
+             "size = os.path.getsize(path)\n"
+             "open(path, 'w').write('E' * size)\n"
+             "os.utime(path, (time.time() + 5, time.time() + 5))\n")
     program = (f"#!{sys.executable}\nimport os, shutil, sys, time\n"
-               f"path = {str(path)!r}\n"
-               "size = os.path.getsize(path)\n"
-               "open(path, 'w').write('E' * size)\n"
-               "os.utime(path, (time.time() + 5, time.time() + 5))\n"
+               f"path, MADE = {str(path)!r}, {MADE!r}\n"
+               f"{write}"
                f"os.environ['PATH'] = os.environ['PATH'].split(':', 1)[1]\n"
                "os.execvp('rsync', ['rsync', *sys.argv[1:]])\n")
     return faked(tmp_path / "bin", "rsync", program, search)
@@ -252,6 +258,28 @@ def test_a_file_written_during_the_copy_makes_unison_read_every_file(user: Setup
     assert "unison found the copy different" not in log_of(user)
     server_copy = user.server_home / "Documents" / "deep" / "deeper" / "note.txt"
     assert server_copy.read_text() == edited.read_text() == "E" * len("deep note")
+    assert synced(user.server_home) == synced(user.home)
+    assert_later_changes_sync_both_ways(user, prefer)
+
+
+@pytest.mark.parametrize("prefer", ["newer", "none"])
+def test_a_file_made_here_after_this_side_was_listed_is_synced(user: Setup, tmp_path: Path,
+                                                               prefer: str) -> None:
+    """This side is listed while the pass connects: a file made after that is not in the copy,
+    and unison's run on the copy finds it (the copy's check, `_Judge.copy_check`)."""
+    configure(user, prefer)
+    fill(user.home)
+    made = user.home / "Documents" / "deep" / "made.txt"
+
+    result = user.sync("--json", "--first-run",
+                       env={"PATH": rsync_that_edits(tmp_path, made, user.env["PATH"], True)})
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert COPYING in log_of(user)
+    # unison's run on the copy finds the file only here and is stopped before it propagates
+    assert "unison found the copy different" in log_of(user), log_of(user)[-6000:]
+    assert AGAIN in log_of(user)
+    assert (user.server_home / "Documents" / "deep" / "made.txt").read_text() == MADE
     assert synced(user.server_home) == synced(user.home)
     assert_later_changes_sync_both_ways(user, prefer)
 
@@ -396,6 +424,28 @@ def test_the_real_time_daemon_reads_every_file_when_one_was_written_during_the_c
         assert "unison found the copy different" not in log_of(user)
         here = user.home / "Documents" / "deep" / "deeper" / "note.txt"
         assert here.read_text() == edited.read_text() == "E" * len("deep note")
+        assert synced(user.home) == synced(user.server_home)
+    finally:
+        stop_as_logout([daemon])
+
+
+@pytest.mark.parametrize("prefer", ["newer", "none"])
+def test_the_real_time_daemon_syncs_a_file_made_after_this_side_was_listed(
+        watched: Setup, tmp_path: Path, prefer: str) -> None:
+    """A laptop's home copied up to an empty server home by the daemon's first pass: a file
+    made here after this side was listed is not in the copy; unison's run on it finds it."""
+    user = watched
+    fill(user.home)
+    made = user.home / "Documents" / "deep" / "made.txt"
+    configure(user, prefer, watch=True, interval=3600)
+    search = rsync_that_edits(tmp_path / "here", made, user.env["PATH"], new=True)
+    daemon = DaemonProcess(user, {"PATH": search})
+    try:
+        wait_for(lambda: "--- pass ended" in log_of(user), 60, "the first pass")
+        assert COPYING in log_of(user)
+        assert "unison found the copy different" in log_of(user), log_of(user)[-6000:]
+        assert AGAIN in log_of(user)
+        assert (user.server_home / "Documents" / "deep" / "made.txt").read_text() == MADE
         assert synced(user.home) == synced(user.server_home)
     finally:
         stop_as_logout([daemon])

@@ -25,7 +25,6 @@ ZEROS = 4 * MB
 FAST = 400 * MB  # bytes/s: the relay's rate
 HELD = SLOW  # seconds each answer of the server is held on the slow link: an exchange, two
 AGAIN = "starting the shared connection again with compression"
-AGAIN_WITHOUT = "starting the shared connection again without compression"
 
 
 def counted(user: Setup, count_file: Path) -> int:
@@ -61,19 +60,20 @@ def zeros(user: Setup, name: str = "zeros.bin") -> None:
 def test_a_fast_link_is_not_compressed(user: Setup) -> None:
     """Straight to the sshd over loopback (no relay in between: what `no` carries is shown
     below, with `yes` and `no`). Nothing remembered: the master starts compressed, the link
-    measures fast, and it is started again uncompressed before anything uses it. The next
-    master starts uncompressed."""
+    measures fast, and it is started again uncompressed before anything uses it, without a
+    word (the link did not change: the first master was a guess). The next master starts
+    uncompressed."""
     zeros(user)
 
     first = user.sync()
 
     assert first.returncode == 0, first.stderr
-    assert first.stderr.count(AGAIN_WITHOUT) == 1
+    assert first.stderr == ""
     assert "Compression=no" in master_options(user)
     user.close_connection()
     second = user.sync()
     assert second.returncode == 0, second.stderr
-    assert AGAIN_WITHOUT not in second.stderr  # started as remembered: no second login
+    assert second.stderr == ""
     assert "Compression=no" in master_options(user)
     assert remembered(user) == ["no"]
     line = next(r for r in json.loads(user.run("check", "--json").stdout)["checks"]
@@ -95,7 +95,7 @@ def test_a_slow_link_is_compressed_and_the_next_master_starts_so(user: Setup,
     assert first.returncode == 0, first.stderr
     assert "Compression=yes" in master_options(user)
     assert remembered(user) == ["yes"]
-    assert AGAIN not in first.stderr and AGAIN_WITHOUT not in first.stderr
+    assert AGAIN not in first.stderr
     assert counted(user, tmp_path / "first.json") < ZEROS // 8
     throttle(user, FAST, tmp_path / "second.json", delay=HELD)
     zeros(user, "more.bin")

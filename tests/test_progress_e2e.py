@@ -47,8 +47,10 @@ def _run_on_pty(user: Setup, *args: str, timeout: float = 120) -> tuple[int, str
     return proc.wait(timeout=10), output.decode("utf-8", errors="replace")
 
 
-def test_sync_on_a_terminal_shows_one_live_progress_line(user: Setup) -> None:
+def test_sync_on_a_terminal_shows_one_live_progress_line(user: Setup, tmp_path: Path) -> None:
     total = random_files(user.server_home / "Documents", 40, 5 * MB)  # 210 MB
+    # about 3.5 s at most, whatever the machine: long enough for a rate to be measured
+    throttle(user, 60 * MB, tmp_path / "count.json")
 
     code, output = _run_on_pty(user, "sync")
 

@@ -613,7 +613,8 @@ def _start_master(server: Server, socket: Path,
         opening(server, _master_command(server, socket, None))
         return
     remembered = compression.Remembered(socket)
-    started = compression.starts_compressed(remembered.load())
+    last = remembered.load()
+    started = compression.starts_compressed(last)
     opening(server, _master_command(server, socket, started))
     try:
         measured = compression.measure(lambda: run_remote(server, socket, "true"))
@@ -622,10 +623,14 @@ def _start_master(server: Server, socket: Path,
         return
     remembered.save(measured)
     if measured.compress != started:
-        log.info("the link to %s is %s (an exchange took %.0f ms): starting the shared "
-                 "connection again %s compression", server.host,
-                 "slow" if measured.compress else "fast", (measured.seconds or 0.0) * 1000,
-                 "with" if measured.compress else "without")
+        # Said when the link changed since it was last measured; with nothing measured the
+        # master started as a guess (`compression.starts_compressed`), and a LAN would hear of
+        # it at every first pass after a reboot.
+        log.log(logging.INFO if last.seconds is not None else logging.DEBUG,
+                "the link to %s is %s (an exchange took %.0f ms): starting the shared "
+                "connection again %s compression", server.host,
+                "slow" if measured.compress else "fast", (measured.seconds or 0.0) * 1000,
+                "with" if measured.compress else "without")
         _close_master(server, socket)
         opening(server, _master_command(server, socket, measured.compress))
 
