@@ -372,7 +372,14 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
     for warning in warnings:
         log.debug("%s", warning)
     early = _early_digest(job, paths) if only is None else None
-    listing = _early_listing(job, paths, first_run) if only is None else None
+    computer = this_computer(locations, config["client"]["name"])
+    # unison's archives are keyed by the computer's id: a new id (a cloned home) is a new pair.
+    # The server is named as it is whichever front-end serves this pass (its archives are too,
+    # see guards.SERVER_NAME): a switch of front-ends is an ordinary pass, and the pair is
+    # known before one answers. So is this side's root (`build_plan`: the home).
+    key = pair_key(computer, str(locations.home), server)
+    first = first_run or _is_first_run(job.store, key, locations.unison_dir)
+    listing = _early_listing(job, paths) if only is None and first else None
     try:
         server, socket = frontends.connect(server, locations.control_dir)
     except transport.ConnectError as exc:
@@ -386,12 +393,6 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
         return outcome(Result.CONFIG_ERROR, str(exc))
     _write_profile(locations.unison_dir / f"{profile.PROFILE}.prf", text)
     ensure_private_dir(locations.backup_dir)
-    computer = this_computer(locations, config["client"]["name"])
-    # unison's archives are keyed by the computer's id: a new id (a cloned home) is a new pair.
-    # The server is named as it is whichever front-end serves this pass (its archives are too,
-    # see guards.SERVER_NAME): a switch of front-ends is an ordinary pass.
-    key = pair_key(computer, plan.local_root, server)
-    first = first_run or _is_first_run(job.store, key, locations.unison_dir)
     found = {side: guards.probe_local(Path(root), paths)
              for side, root in _counted_here(plan, server).items()}
     rules = unchanged.rules_of(key, paths, plan.ignore_paths, plan.ignore_names)
@@ -423,7 +424,7 @@ def _prepare(job: Pass, first_run: bool, outcome: Callable[..., SyncOutcome],
         extra += ["-mountpoint", guards.MARKER]
     baselines = baseline_store(job, plan, paths)
     return _Prepared(key, first, plan, socket, paths, found, ids, extra, nonce, baselines,
-                     computer, stills, listing if first else None)
+                     computer, stills, listing)
 
 
 def baseline_store(job: Pass, plan: profile.Plan, paths: tuple[str, ...]) -> BaselineStore:
@@ -496,20 +497,15 @@ def _early_digest(job: Pass, paths: Sequence[str]) -> _Early | None:
                              plan.paths, plan.ignore_paths, plan.ignore_names))
 
 
-def _early_listing(job: Pass, paths: tuple[str, ...], first_run: bool
-                   ) -> _Meanwhile[bulk.Listing] | None:
-    """This side's listing for a first sync's bulk copy (`_copy_planned`), started before the
-    pass connects when the pass is a first sync that may copy: its walk (0.4 s at 100 000
-    files) then runs while the shared connection logs in and is measured, not after. Taken
-    earlier, it only makes the time longer in which a file written here shows in the copy's
-    check (`_on_the_copy`: unison then reads every file)."""
+def _early_listing(job: Pass, paths: tuple[str, ...]) -> _Meanwhile[bulk.Listing] | None:
+    """This side's listing for a first sync's bulk copy (`_copy_planned`), started before a
+    first sync connects when it may copy: its walk (0.4 s at 100 000 files) then runs while
+    the shared connection logs in and is measured, not after. Taken earlier, it only makes the
+    time longer in which a file written here shows in the copy's check (`_on_the_copy`: unison
+    then reads every file)."""
     if not _may_copy(job):
         return None
     plan = build_plan(job.config, job.locations, job.server, None, list(paths))
-    computer = this_computer(job.locations, job.config["client"]["name"])
-    key = pair_key(computer, plan.local_root, job.server)
-    if not (first_run or _is_first_run(job.store, key, job.locations.unison_dir)):
-        return None
     return _Meanwhile("local listing", bulk.local_listing, plan.local_root, plan.paths,
                       plan.ignore_paths, plan.ignore_names)
 
